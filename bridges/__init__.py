@@ -1,0 +1,1 @@
+"""Legacy networks. `base` holds the interface; each subpackage is one network."""

@@ -1,0 +1,286 @@
+"""The small interface a legacy network implements to plug into the gateway.
+
+A network is a `Bridge` (one per process: its configuration, registration form and
+address scheme) that opens one `Session` per registered user (the live legacy
+connection). The session talks back only through the `Sink` and the `AccountStore`
+the component hands it. Nothing here imports from `component`, so a third-party
+bridge depends on this module alone; it is found through the `xmpp_gateway.bridges`
+entry point group.
+
+Actions a network cannot do raise `NotImplementedError`, which the component answers
+with `feature-not-implemented`; refusals raise `BridgeError` with a stanza error
+condition and a human-readable text.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from bridges import events
+from bridges.address import Address, AddressError, AddressKind
+from bridges.jid_escaping import escape_node, unescape_node
+
+FieldType = Literal[
+    "text-single", "text-private", "text-multi", "boolean", "list-single", "list-multi", "fixed"
+]
+JsonValue = str | int | bool | list[str] | None
+
+
+class BridgeError(Exception):
+    """A legacy-side refusal the user should see as an XMPP stanza error.
+
+    `condition` is an RFC 6120 defined condition (`not-acceptable`, `forbidden`,
+    `remote-server-not-found`, ...); `text` says what went wrong in words.
+    """
+
+    def __init__(self, text: str, condition: str = "undefined-condition") -> None:
+        super().__init__(text)
+        self.text = text
+        self.condition = condition
+
+
+class RegistrationError(BridgeError):
+    """A registration form that cannot be accepted; `field` names the culprit, if one."""
+
+    def __init__(
+        self, text: str, field: str | None = None, condition: str = "not-acceptable"
+    ) -> None:
+        super().__init__(text, condition)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One XEP-0004 field of a registration or settings form.
+
+    `datatype` follows XEP-0122 (`xs:string`, `xs:integer`, `xs:boolean`); the
+    component converts and checks values against it, `required` and `options` before a
+    bridge sees them. `secret` values are stored encrypted and never echoed back;
+    `text-private` fields are secret by definition. `legacy_name` is the XEP-0077
+    element (`username`, `password`, `nick`, `email`, ...) that pre-data-form clients use.
+    """
+
+    var: str
+    label: str
+    type: FieldType = "text-single"
+    required: bool = False
+    default: JsonValue = None
+    options: Sequence[str] = ()
+    desc: str = ""
+    datatype: Literal["xs:string", "xs:integer", "xs:boolean"] = "xs:string"
+    legacy_name: str | None = None
+    secret: bool = False
+
+    @property
+    def is_secret(self) -> bool:
+        return self.secret or self.type == "text-private"
+
+
+@dataclass
+class Account:
+    """A user's registration on one bridge, with secrets already decrypted (memory only).
+
+    `settings` hold the non-secret form values, `secrets` the secret ones, `state`
+    whatever the bridge persists between sessions (watermarks, per-network settings).
+    """
+
+    user: str
+    bridge: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AccountData:
+    """What a bridge wants stored for a registration after validating the form."""
+
+    settings: Mapping[str, Any]
+    secrets: Mapping[str, str] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    """The component side of a session: the only way legacy events reach XMPP."""
+
+    async def deliver(self, event: events.Event, *, state: Mapping[str, Any] | None = None) -> None:
+        """Turn `event` into stanzas for the user; then persist `state` if given.
+
+        Passing the new `Account.state` with the event it covers (an IMAP UID
+        watermark with the mail it delivers) means a restart neither repeats nor
+        skips it beyond the one event in flight.
+        """
+        ...
+
+
+class AccountStore(Protocol):
+    """Durable storage for one account, without schema changes for new bridges.
+
+    Records are small JSON documents addressed by (`kind`, `key`): a mail outbox, a
+    map of Message-IDs, per-network settings. All writes commit before returning.
+    """
+
+    async def save_account(
+        self,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        state: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+    async def put_record(self, kind: str, key: str, data: Mapping[str, Any]) -> None: ...
+
+    async def get_record(self, kind: str, key: str) -> dict[str, Any] | None: ...
+
+    async def list_records(self, kind: str) -> list[tuple[str, dict[str, Any]]]: ...
+
+    async def delete_record(self, kind: str, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Command:
+    """An XEP-0050 ad-hoc command a bridge offers on some of its addresses.
+
+    `form` returns the fields to show, with current values as defaults; `submit` gets
+    the checked values and returns a text for the user. Both may raise `BridgeError`.
+    """
+
+    node: str
+    name: str
+    form: Callable[[Account, Address], Awaitable[Sequence[FormField]]]
+    submit: Callable[[Account, Address, AccountStore, dict[str, Any]], Awaitable[str]]
+
+
+class Session(ABC):
+    """One user's live connection to the legacy network.
+
+    Created when the user first becomes available (or at start for bridges with
+    `persistent_sessions`), stopped when the last resource goes away or the account is
+    removed. All methods run on the gateway's event loop and must not block it.
+    """
+
+    def __init__(
+        self, bridge: Bridge, account: Account, sink: Sink, store: AccountStore
+    ) -> None:
+        self.bridge = bridge
+        self.account = account
+        self.sink = sink
+        self.store = store
+        self.log = logging.getLogger(f"bridges.{bridge.name}").getChild(account.user)
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect (or prepare to connect lazily); must return promptly."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Disconnect cleanly; after this, no more events are delivered."""
+
+    @abstractmethod
+    async def send_message(
+        self,
+        to: Address,
+        text: str,
+        *,
+        xmpp_id: str | None = None,
+        subject: str | None = None,
+        thread: str | None = None,
+    ) -> None:
+        """Send a one-to-one (or, for a group address, a group) message."""
+
+    async def join(self, room: Address, nick: str, password: str | None = None) -> None:
+        """Join `room`; completion arrives as `RoomJoined` or `RoomJoinFailed`."""
+        raise NotImplementedError
+
+    async def leave(self, room: Address) -> None:
+        """Leave `room` on the legacy side."""
+        raise NotImplementedError
+
+    async def set_subject(self, room: Address, subject: str) -> None:
+        raise NotImplementedError
+
+    async def change_nick(self, room: Address, nick: str) -> None:
+        raise NotImplementedError
+
+    async def kick(self, room: Address, nick: str, reason: str | None) -> None:
+        raise NotImplementedError
+
+    async def set_role(self, room: Address, nick: str, role: events.Role) -> None:
+        raise NotImplementedError
+
+    async def list_groups(self, service: Address) -> Sequence[tuple[Address, str]]:
+        """Groups reachable through `service`, for disco#items: (address, name)."""
+        raise NotImplementedError
+
+
+class BridgeOptions(BaseModel):
+    """Base of a bridge's own configuration section; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Bridge(ABC):
+    """One legacy network plugin; a single instance serves every user.
+
+    Class attributes describe it to XMPP clients; `Options` validates its section of the
+    config file (everything besides the component's own `jid` and `secret`).
+    """
+
+    name: ClassVar[str]
+    """Entry point name, config key and the value stored with each account."""
+    disco_type: ClassVar[str]
+    """XEP-0030 gateway identity type: `irc`, `smtp`, ..."""
+    display_name: ClassVar[str]
+    instructions: ClassVar[str]
+    registration_fields: ClassVar[Sequence[FormField]]
+    supports_groups: ClassVar[bool] = False
+    persistent_sessions: ClassVar[bool] = False
+    """Keep the session running while the user is offline (mail keeps watching IMAP)."""
+    gateway_prompt: ClassVar[str] = "Legacy address"
+    gateway_desc: ClassVar[str] = "Enter the address of the contact you would like to add."
+    Options: ClassVar[type[BridgeOptions]] = BridgeOptions
+
+    def __init__(self, options: BridgeOptions) -> None:
+        self.options = options
+
+    @abstractmethod
+    async def validate_registration(
+        self, user: str, values: Mapping[str, Any], previous: Account | None
+    ) -> AccountData:
+        """Check a submitted form (a test login, where possible); raise RegistrationError.
+
+        `values` are already type-checked against `registration_fields`; for an update,
+        secret fields left empty keep `previous.secrets`.
+        """
+
+    @abstractmethod
+    def create_session(self, account: Account, sink: Sink, store: AccountStore) -> Session:
+        """Build (not start) the session for `account`."""
+
+    def parse_address(self, localpart: str) -> Address:
+        """Map a JID localpart to an address; raise AddressError when it names nothing."""
+        return Address(AddressKind.CONTACT, unescape_node(localpart))
+
+    def format_address(self, address: Address) -> str:
+        """Map an address to its JID localpart; the inverse of `parse_address`."""
+        return escape_node(address.legacy_id)
+
+    def translate_legacy_id(self, text: str) -> Address:
+        """jabber:iq:gateway: the address a user typed, in the network's own syntax."""
+        text = text.strip()
+        if not text:
+            raise AddressError("empty address")
+        return Address(AddressKind.CONTACT, text)
+
+    def commands(self, address: Address | None) -> Sequence[Command]:
+        """Ad-hoc commands offered on `address` (None: on the component itself)."""
+        return ()
+
+    async def close(self) -> None:
+        """Release bridge-wide resources at shutdown, after every session has stopped."""
+        return None

@@ -1,0 +1,176 @@
+"""What a legacy network tells the XMPP side: frozen value objects, one per kind of event.
+
+Bridges build these and hand them to `Sink.deliver`; only the component turns them into
+stanzas, so no bridge ever needs to know XMPP stanza syntax. Import the module
+(`from bridges import events`) and write `events.Message`, so it never shadows slixmpp's
+`Message`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+from bridges.address import Address
+
+
+class Role(Enum):
+    """XEP-0045 roles, as a bridge maps its network's ranks onto them."""
+
+    MODERATOR = "moderator"
+    PARTICIPANT = "participant"
+    VISITOR = "visitor"
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message from the legacy side.
+
+    `sender` is a contact (one-to-one chat), a group (then `nick` names the occupant),
+    or a service address (server notices). A `/me` action is sent as text starting with
+    "/me " (XEP-0245).
+    """
+
+    sender: Address
+    text: str
+    nick: str | None = None
+    subject: str | None = None
+    thread: str | None = None
+    legacy_id: str | None = None
+    timestamp: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Occupant:
+    """One participant of a group as seen on the legacy side."""
+
+    nick: str
+    role: Role = Role.PARTICIPANT
+
+
+@dataclass(frozen=True)
+class RoomJoined:
+    """The user's own join of `room` completed; occupants exclude the user."""
+
+    room: Address
+    nick: str
+    occupants: tuple[Occupant, ...] = ()
+    subject: str | None = None
+    subject_by: str | None = None
+
+
+@dataclass(frozen=True)
+class RoomJoinFailed:
+    """The legacy side refused a join; `condition` is an RFC 6120 stanza error condition."""
+
+    room: Address
+    condition: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RoomLeft:
+    """The user is no longer in `room` (parted, kicked, or the connection was lost)."""
+
+    room: Address
+    reason: str | None = None
+    kicked_by: str | None = None
+
+
+@dataclass(frozen=True)
+class OccupantJoined:
+    """Someone else joined a room the user is in, or their role changed."""
+
+    room: Address
+    occupant: Occupant
+
+
+@dataclass(frozen=True)
+class OccupantLeft:
+    """Someone else left a room the user is in; `kicked_by` is set for a kick."""
+
+    room: Address
+    nick: str
+    reason: str | None = None
+    kicked_by: str | None = None
+
+
+@dataclass(frozen=True)
+class NickChanged:
+    """An occupant (possibly the user: `own` is then true) changed nick in `room`."""
+
+    room: Address
+    old: str
+    new: str
+    own: bool = False
+
+
+@dataclass(frozen=True)
+class NickConflict:
+    """The nick the user asked for in `room` is taken."""
+
+    room: Address
+    nick: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SubjectChanged:
+    """The room topic changed; `by` is the nick that changed it, when known."""
+
+    room: Address
+    subject: str
+    by: str | None = None
+
+
+@dataclass(frozen=True)
+class Presence:
+    """A legacy contact became available, away or offline."""
+
+    sender: Address
+    available: bool = True
+    show: str | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryFailed:
+    """A message the user sent could not be delivered; answered with a message error."""
+
+    to: Address
+    xmpp_id: str | None
+    condition: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The legacy side accepted a message the user sent (XEP-0184 receipt)."""
+
+    to: Address
+    xmpp_id: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should be told that belongs to no contact (from the component)."""
+
+    text: str
+
+
+Event = (
+    Message
+    | RoomJoined
+    | RoomJoinFailed
+    | RoomLeft
+    | OccupantJoined
+    | OccupantLeft
+    | NickChanged
+    | NickConflict
+    | SubjectChanged
+    | Presence
+    | DeliveryFailed
+    | Delivered
+    | Notice
+)
