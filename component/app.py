@@ -1,0 +1,84 @@
+"""Putting the process together: database, bridges, one Gateway and Link per bridge.
+
+Also the place for signals: SIGTERM and SIGINT stop every session cleanly (users told,
+legacy connections closed, database engine disposed) before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from component.config import Config, LoadedBridge
+from component.crypto import SecretBox
+from component.db import create_engine, ensure_current
+from component.gateway import Gateway
+from component.link import Link
+from component.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    """Every running component of one gateway process."""
+
+    config: Config
+    bridges: list[LoadedBridge]
+    engine: AsyncEngine | None = None
+    gateways: list[Gateway] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Check the schema, build every gateway and start connecting them."""
+        self.engine = create_engine(self.config.database_url)
+        await ensure_current(self.engine)
+        box = SecretBox(
+            self.config.secret_key.get_secret_value(),
+            [key.get_secret_value() for key in self.config.old_secret_keys],
+        )
+        store = Store(self.engine, box)
+        server = self.config.server
+        for loaded in self.bridges:
+            gateway = Gateway(
+                bridge=loaded.cls(loaded.options),
+                jid=loaded.section.jid,
+                secret=loaded.section.secret.get_secret_value(),
+                store=store,
+                allowed_domains=self.config.allowed_domains,
+            )
+            link = Link(gateway, server.host, server.port, self.config.reconnect)
+            self.gateways.append(gateway)
+            self.links.append(link)
+            self._tasks.append(asyncio.create_task(link.run(), name=f"link {loaded.section.jid}"))
+            log.info("%s: serving the %s bridge", loaded.section.jid, loaded.name)
+
+    async def stop(self) -> None:
+        for gateway in self.gateways:
+            await gateway.shutdown()
+        for link in self.links:
+            await link.stop()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.engine is not None:
+            await self.engine.dispose()
+        log.info("stopped")
+
+
+async def serve(config: Config, bridges: list[LoadedBridge]) -> None:
+    """Run until SIGTERM or SIGINT."""
+    app = App(config, bridges)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    try:
+        await stop.wait()
+        log.info("stopping on signal")
+    finally:
+        await app.stop()

@@ -1,0 +1,167 @@
+"""The `xmpp-gateway` command: run, check-config, db upgrade, users, generate-key, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from component.config import Config, ConfigError, LoadedBridge, load_config
+from component.crypto import SecretBox, generate_key
+from component.db import SchemaOutdated, create_engine, upgrade
+from component.store import Store
+
+log = logging.getLogger("xmpp_gateway")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # slixmpp logs whole stanzas at DEBUG, registration passwords included: never below INFO.
+    logging.getLogger("slixmpp").setLevel(max(logging.getLevelName(level), logging.INFO))
+
+
+def _load(path: Path) -> tuple[Config, list[LoadedBridge]]:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: configuration is not valid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def _with_store(config: Config) -> Store:
+    box = SecretBox(
+        config.secret_key.get_secret_value(),
+        [key.get_secret_value() for key in config.old_secret_keys],
+    )
+    return Store(create_engine(config.database_url), box)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from component.app import serve
+
+    config, bridges = _load(args.config)
+    setup_logging(config.log_level)
+    try:
+        asyncio.run(serve(config, bridges))
+    except SchemaOutdated as exc:
+        log.error("%s", exc)
+        return 3
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config, bridges = _load(args.config)
+    print(f"{args.config}: OK")
+    print(f"  XMPP server: {config.server.host}:{config.server.port}")
+    print(f"  database: {config.database_url.split('@')[-1]}")
+    for bridge in bridges:
+        print(f"  bridge {bridge.name}: {bridge.section.jid} ({bridge.cls.__name__})")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    config, _ = _load(args.config)
+    setup_logging(config.log_level)
+
+    async def _run() -> None:
+        engine = create_engine(config.database_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(_run())
+    print("database is up to date")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    config, _ = _load(args.config)
+
+    async def _run() -> list[tuple[str, str]]:
+        store = await _with_store(config)
+        return await store.registrations()
+
+    for user, bridge in asyncio.run(_run()):
+        print(f"{user}\t{bridge}")
+    return 0
+
+
+def cmd_users_remove(args: argparse.Namespace) -> int:
+    config, bridges = _load(args.config)
+    names = [args.bridge] if args.bridge else [bridge.name for bridge in bridges]
+
+    async def _run() -> list[str]:
+        store = await _with_store(config)
+        return [name for name in names if await store.remove_account(args.jid, name)]
+
+    removed = asyncio.run(_run())
+    if not removed:
+        print(f"{args.jid} has no registration", file=sys.stderr)
+        return 1
+    print(f"removed {args.jid} from {', '.join(removed)}")
+    return 0
+
+
+def cmd_generate_key(_args: argparse.Namespace) -> int:
+    print(generate_key())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from component.demo import run_demo
+
+    setup_logging("INFO")
+    return asyncio.run(run_demo(args.dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xmpp-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("-c", "--config", type=Path, default=Path("config.yaml"))
+        return sub
+
+    with_config(commands.add_parser("run", help="connect every bridge and serve")).set_defaults(
+        func=cmd_run
+    )
+    with_config(
+        commands.add_parser("check-config", help="validate the config file and say what is wrong")
+    ).set_defaults(func=cmd_check_config)
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    with_config(db.add_parser("upgrade", help="apply pending migrations")).set_defaults(
+        func=cmd_db_upgrade
+    )
+    users = commands.add_parser("users", help="registered users").add_subparsers(
+        dest="users", required=True
+    )
+    with_config(users.add_parser("list", help="every registration")).set_defaults(
+        func=cmd_users_list
+    )
+    remove = with_config(users.add_parser("remove", help="delete a user's registrations"))
+    remove.add_argument("jid")
+    remove.add_argument("--bridge", help="only this bridge (default: all)")
+    remove.set_defaults(func=cmd_users_remove)
+    commands.add_parser("generate-key", help="print a new secret_key").set_defaults(
+        func=cmd_generate_key
+    )
+    demo = commands.add_parser("demo", help="run with a private local XMPP server (and more)")
+    demo.add_argument("--dir", type=Path, default=None, help="keep the demo state here")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result

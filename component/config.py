@@ -1,0 +1,182 @@
+"""The operator's config file: YAML checked by pydantic models, one section per bridge.
+
+pydantic (MIT) is used because it reports every problem with the path of the option
+(`bridges.irc.secret: Field required`), which is what `check-config` prints. Each
+bridge validates its own options with its `Options` model, so the component never
+needs to know them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from slixmpp.jid import JID, InvalidJID
+
+from bridges.base import Bridge, BridgeOptions
+from component.crypto import check_key
+from component.plugins import PluginError, load_bridge_class
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` lists `option.path: what is wrong` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_domain(value: str) -> str:
+    try:
+        jid = JID(value)
+    except InvalidJID as exc:
+        raise ValueError(f"{value!r} is not a valid domain: {exc}") from exc
+    if jid.node or jid.resource or jid.domain != value.lower():
+        raise ValueError(f"{value!r} must be a bare domain such as irc.example.org")
+    return jid.domain
+
+
+class ServerSettings(_Strict):
+    """Where the XMPP server accepts components (XEP-0114)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5347, ge=1, le=65535)
+
+
+class ReconnectSettings(_Strict):
+    """Backoff when the XMPP server is unreachable: capped, jittered exponential."""
+
+    initial_delay: float = Field(1.0, gt=0)
+    max_delay: float = Field(60.0, gt=0)
+    auth_failure_delay: float = Field(300.0, gt=0)
+
+
+class BridgeSection(BaseModel):
+    """The component part of a bridge section; the other keys belong to the bridge."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    jid: str
+    secret: SecretStr
+    plugin: str | None = None
+
+    @field_validator("jid")
+    @classmethod
+    def _jid_is_domain(cls, value: str) -> str:
+        return _check_domain(value)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("must not be empty")
+        return value
+
+    @property
+    def bridge_options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Config(_Strict):
+    server: ServerSettings = ServerSettings()
+    database_url: str = ""
+    secret_key: SecretStr
+    old_secret_keys: list[SecretStr] = []
+    allowed_domains: list[str] = Field(min_length=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    reconnect: ReconnectSettings = ReconnectSettings()
+    bridges: dict[str, BridgeSection] = Field(min_length=1)
+
+    @field_validator("secret_key", "old_secret_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | list[SecretStr]) -> SecretStr | list[SecretStr]:
+        for key in value if isinstance(value, list) else [value]:
+            check_key(key.get_secret_value())
+        return value
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        return [_check_domain(domain) for domain in value]
+
+    @model_validator(mode="after")
+    def _distinct_jids(self) -> Config:
+        jids = [section.jid for section in self.bridges.values()]
+        if len(set(jids)) != len(jids):
+            raise ValueError("each bridge needs its own jid")
+        return self
+
+
+class LoadedBridge(BaseModel):
+    """A bridge section resolved to its class and checked options."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    name: str
+    section: BridgeSection
+    cls: type[Bridge]
+    options: BridgeOptions
+
+
+def _format(error: ValidationError, prefix: str = "") -> list[str]:
+    problems = []
+    for item in error.errors():
+        path = ".".join([*([prefix] if prefix else []), *(str(part) for part in item["loc"])])
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{path or '(top level)'}: {message}")
+    return problems
+
+
+def parse_config(data: object, base_dir: Path) -> tuple[Config, list[LoadedBridge]]:
+    """Validate config data and every bridge's own options; raise ConfigError listing all."""
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): the file must hold a mapping of options"])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc)) from None
+    if not config.database_url:
+        config = config.model_copy(
+            update={"database_url": f"sqlite+aiosqlite:///{(base_dir / 'gateway.db').resolve()}"}
+        )
+    loaded: list[LoadedBridge] = []
+    problems: list[str] = []
+    for name, section in config.bridges.items():
+        try:
+            cls = load_bridge_class(section.plugin or name)
+            options = cls.Options.model_validate(section.bridge_options)
+        except PluginError as exc:
+            problems.append(f"bridges.{name}.plugin: {exc}")
+            continue
+        except ValidationError as exc:
+            problems.extend(_format(exc, f"bridges.{name}"))
+            continue
+        loaded.append(LoadedBridge(name=name, section=section, cls=cls, options=options))
+    if problems:
+        raise ConfigError(problems)
+    return config, loaded
+
+
+def load_config(path: Path) -> tuple[Config, list[LoadedBridge]]:
+    """Read and validate the YAML file at `path`."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+    return parse_config(data, path.parent)

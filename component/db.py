@@ -1,0 +1,77 @@
+"""Engine creation and schema migrations (Alembic, configured in code).
+
+`run` refuses to start on a database whose schema is behind the code and tells the
+operator to run `xmpp-gateway db upgrade`: upgrading a shared PostgreSQL database is a
+decision an operator makes, not something a restart should do behind their back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+import migrations
+
+
+class SchemaOutdated(Exception):
+    """The database needs `xmpp-gateway db upgrade` before the gateway can run."""
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine; SQLite gets foreign keys enforced (off by default there)."""
+    engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _foreign_keys_on(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+    return engine
+
+
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    """Alembic settings built in code, so no alembic.ini is needed at run time."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _head() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Apply every pending migration."""
+
+    def _upgrade(connection: Connection) -> None:
+        command.upgrade(alembic_config(connection), "head")
+
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as connection:
+        return await connection.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+
+
+async def ensure_current(engine: AsyncEngine) -> None:
+    """Raise SchemaOutdated unless the database is at the newest migration."""
+    current, head = await current_revision(engine), _head()
+    if current != head:
+        raise SchemaOutdated(
+            f"database schema is at {current or 'nothing'}, the code needs {head}: "
+            "run `xmpp-gateway db upgrade -c CONFIG` first"
+        )

@@ -1,0 +1,86 @@
+"""XEP-0030 answers for the component and for every legacy address behind it.
+
+The component's own identity (`gateway/<type>`) and features are static; addresses
+are answered on the fly by asking the bridge what the localpart names, so a client can
+tell a room from a contact before it joins or writes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from slixmpp import JID
+from slixmpp.plugins.xep_0030.stanza import DiscoInfo, DiscoItems
+
+from bridges.address import Address, AddressError, AddressKind
+from component.errors import from_exception
+
+if TYPE_CHECKING:
+    from component.gateway import Gateway
+
+FEATURES = (
+    "http://jabber.org/protocol/disco#info",
+    "http://jabber.org/protocol/disco#items",
+    "jabber:iq:register",
+    "jabber:iq:gateway",
+    "jabber:iq:version",
+    "urn:xmpp:ping",
+    "jid\\20escaping",
+)
+CONTACT_FEATURES = ("http://jabber.org/protocol/disco#info", "urn:xmpp:receipts")
+
+
+class Disco:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.plugin = gateway.plugin["xep_0030"]
+        bridge = gateway.bridge
+        jid = gateway.boundjid.bare
+        self.plugin.add_identity("gateway", bridge.disco_type, name=bridge.display_name, jid=jid)
+        features = list(FEATURES)
+        if bridge.supports_groups:
+            features.append("http://jabber.org/protocol/muc")
+        for feature in features:
+            self.plugin.add_feature(feature, jid=jid)
+        self.plugin.api.register(self.get_info, "get_info")
+        self.plugin.api.register(self.get_items, "get_items")
+
+    def _is_component(self, jid: JID) -> bool:
+        return not jid.node and jid.bare == self.gateway.boundjid.bare
+
+    def _address(self, jid: JID) -> Address:
+        try:
+            return self.gateway.bridge.parse_address(jid.node)
+        except AddressError as exc:
+            raise from_exception(exc) from exc
+
+    async def get_info(self, jid: JID, node: str | None, ifrom: JID, iq: Any) -> Any:
+        if self._is_component(jid) or node:
+            return self.plugin.static.get_info(jid, node, ifrom, iq)
+        address = self._address(jid)
+        info = DiscoInfo()
+        if address.kind is AddressKind.GROUP and self.gateway.groups is not None:
+            return self.gateway.groups.disco_info(address)
+        if address.kind is AddressKind.SERVICE:
+            info.add_identity("gateway", self.gateway.bridge.disco_type, name=address.legacy_id)
+        else:
+            info.add_identity("client", "pc", name=address.legacy_id)
+        for feature in CONTACT_FEATURES:
+            info.add_feature(feature)
+        return info
+
+    async def get_items(self, jid: JID, node: str | None, ifrom: JID, iq: Any) -> Any:
+        if self._is_component(jid) or node:
+            return self.plugin.static.get_items(jid, node, ifrom, iq)
+        address = self._address(jid)
+        items = DiscoItems()
+        if address.kind is not AddressKind.SERVICE:
+            return items
+        session = await self.gateway.session_for(ifrom.bare)
+        try:
+            groups = await session.list_groups(address)
+        except Exception as exc:
+            raise from_exception(exc) from exc
+        for group, name in groups:
+            items.add_item(str(self.gateway.outbound.jid_of(group)), name=name)
+        return items

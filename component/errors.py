@@ -1,0 +1,62 @@
+"""Turning failures into the stanza errors RFC 6120 defines, instead of silence or a crash.
+
+slixmpp answers any exception that escapes a handler: an `XMPPError` with its own
+condition, anything else with `undefined-condition` and a logged traceback. The helpers
+here map the bridge's exceptions onto `XMPPError` so the user reads what went wrong.
+"""
+
+from __future__ import annotations
+
+from slixmpp.exceptions import XMPPError
+
+from bridges.address import AddressError
+from bridges.base import BridgeError
+
+# RFC 6120 §8.3.3: the error type that goes with each condition we use.
+_ERROR_TYPES = {
+    "bad-request": "modify",
+    "conflict": "cancel",
+    "feature-not-implemented": "cancel",
+    "forbidden": "auth",
+    "internal-server-error": "wait",
+    "item-not-found": "cancel",
+    "jid-malformed": "modify",
+    "not-acceptable": "modify",
+    "not-allowed": "cancel",
+    "not-authorized": "auth",
+    "recipient-unavailable": "wait",
+    "registration-required": "auth",
+    "remote-server-not-found": "cancel",
+    "remote-server-timeout": "wait",
+    "resource-constraint": "wait",
+    "service-unavailable": "cancel",
+    "undefined-condition": "cancel",
+}
+
+
+def error_type(condition: str) -> str:
+    """The error type RFC 6120 pairs with `condition`."""
+    return _ERROR_TYPES.get(condition, "cancel")
+
+
+def stanza_error(condition: str, text: str = "") -> XMPPError:
+    """An XMPPError of the right type; an unknown condition becomes undefined-condition."""
+    if condition not in _ERROR_TYPES:
+        condition = "undefined-condition"
+    return XMPPError(condition, text, etype=error_type(condition), clear=True)
+
+
+def from_exception(exc: Exception) -> XMPPError:
+    """The stanza error for a bridge failure (unknown failures keep their text out)."""
+    match exc:
+        case XMPPError():
+            return exc
+        case AddressError() | BridgeError():
+            return stanza_error(exc.condition, exc.text)
+        case NotImplementedError():
+            return stanza_error("feature-not-implemented", "not supported by this network")
+        case _:
+            return stanza_error("internal-server-error", "the gateway failed to handle this")
+
+
+REGISTRATION_REQUIRED = "you must register with this gateway first (XEP-0077)"

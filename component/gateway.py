@@ -1,0 +1,309 @@
+"""One XEP-0114 component per bridge: receives stanzas, routes them, answers errors.
+
+The data path is short on purpose: a stanza is queued on its sender's lane
+(component.lanes), one routing decision picks the handler by stanza kind and what the
+`to` localpart names (component JID, contact, room), and one call reaches the bridge's
+Session. Everything a bridge sends back comes through `Outbound`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+from slixmpp import Iq, Message, Presence
+from slixmpp.componentxmpp import ComponentXMPP
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import StanzaPath
+
+from bridges import events
+from bridges.address import Address
+from bridges.base import Bridge, Session
+from component.disco import Disco
+from component.errors import REGISTRATION_REQUIRED, from_exception, stanza_error
+from component.lanes import Handler, Lanes
+from component.outbound import Outbound
+from component.registration import Registration
+from component.sessions import SessionManager, UserSink
+from component.store import AccountStorage, Store
+from component.xep_0100 import presence
+
+if TYPE_CHECKING:
+    from slixmpp.xmlstream import StanzaBase
+
+    from component.muc import GroupChats
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
+HELP_TEXT = (
+    "This is the {name} gateway. Register with it from your client's service discovery, "
+    "then write to or join addresses at {jid}."
+)
+
+
+def software_version() -> str:
+    try:
+        return version("xmpp-gateway")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Gateway(ComponentXMPP):
+    """The component serving one bridge; several run side by side in one process."""
+
+    def __init__(
+        self,
+        *,
+        bridge: Bridge,
+        jid: str,
+        secret: str,
+        store: Store,
+        allowed_domains: list[str],
+    ) -> None:
+        super().__init__(jid, secret)
+        self.bridge = bridge
+        self.store = store
+        self.link_up = asyncio.Event()
+        self._started_once = False
+        self.register_plugin("xep_0030")
+        self.register_plugin("xep_0004")
+        self.register_plugin("xep_0199")
+        self.register_plugin(
+            "xep_0092", {"software_name": "xmpp-gateway", "version": software_version()}
+        )
+        self._disable_roster_automation()
+        self.groups: GroupChats | None = None
+        if bridge.supports_groups:
+            from component.muc import GroupChats
+
+            self.groups = GroupChats(self.send, self.boundjid.bare, bridge)
+        self.outbound = Outbound(
+            self.boundjid.bare,
+            bridge.format_address,
+            self.send,
+            self.groups.on_event if self.groups else None,
+        )
+        self.sessions = SessionManager(bridge, store, self._make_sink)
+        self.registration = Registration(self, allowed_domains)
+        self.disco = Disco(self)
+        self.lanes = Lanes()
+        self._route("message", "message", self._on_message)
+        self._route("presence", "presence", self._on_presence)
+        self._route("register", "iq/register", self.registration.handle)
+        self._route("gateway", "iq/gateway", self._on_gateway_query)
+        if self.groups is not None:
+            self._route("muc-admin", "iq/mucadmin_query", self._on_muc_admin)
+        self.add_event_handler("session_start", self._on_link_up)
+        self.add_event_handler("disconnected", self._on_link_down)
+
+    # --- plumbing -----------------------------------------------------------------
+
+    def _route(self, name: str, path: str, handler: Handler) -> None:
+        """Queue matching stanzas on their sender's lane, in arrival order."""
+
+        def enqueue(stanza: StanzaBase) -> None:
+            self.lanes.submit(stanza["from"].bare, stanza, handler)
+
+        self.register_handler(Callback(name, StanzaPath(path), enqueue))
+
+    def _disable_roster_automation(self) -> None:
+        """Take subscriptions and probes away from slixmpp's in-memory roster."""
+        for event, handler in (
+            ("presence_available", self._handle_available),
+            ("presence_dnd", self._handle_available),
+            ("presence_xa", self._handle_available),
+            ("presence_chat", self._handle_available),
+            ("presence_away", self._handle_available),
+            ("presence_unavailable", self._handle_unavailable),
+            ("presence_subscribe", self._handle_subscribe),
+            ("presence_subscribed", self._handle_subscribed),
+            ("presence_unsubscribe", self._handle_unsubscribe),
+            ("presence_unsubscribed", self._handle_unsubscribed),
+            ("roster_subscription_request", self._handle_new_subscription),
+            ("presence_probe", self._handle_probe),
+        ):
+            self.del_event_handler(event, handler)
+        # BaseXMPP's own presence handler feeds that roster too; ours replaces it.
+        self.remove_handler("Presence")
+
+    def _make_sink(self, user: str) -> UserSink:
+        return UserSink(user, self._deliver, AccountStorage(self.store, user, self.bridge.name))
+
+    async def _deliver(self, user: str, event: events.Event) -> None:
+        # Hold legacy events while the server link is down rather than dropping them.
+        await self.link_up.wait()
+        await self.outbound.deliver(user, event)
+
+    async def _on_link_up(self, _event: object) -> None:
+        self.link_up.set()
+        log.info("%s: connected to the XMPP server", self.boundjid.bare)
+        # Learn who is online: the server answers probes with each user's presence.
+        for user, bridge in await self.store.registrations():
+            if bridge == self.bridge.name:
+                self.send(presence(self.boundjid.bare, user, "probe"))
+        if not self._started_once:
+            self._started_once = True
+            await self.sessions.start_persistent()
+
+    def _on_link_down(self, _event: object) -> None:
+        if self.link_up.is_set():
+            log.warning("%s: lost the connection to the XMPP server", self.boundjid.bare)
+        self.link_up.clear()
+
+    # --- sessions -------------------------------------------------------------------
+
+    async def session_for(self, user: str) -> Session:
+        session = await self.sessions.ensure(user)
+        if session is None:
+            raise stanza_error("registration-required", REGISTRATION_REQUIRED)
+        return session
+
+    async def restart_session(self, user: str) -> None:
+        """Apply changed registration data: a fresh session if one should run."""
+        await self.sessions.stop(user, "registration changed")
+        if self.sessions.is_online(user) or self.bridge.persistent_sessions:
+            await self.sessions.ensure(user)
+
+    async def forget_user(self, user: str, reason: str) -> None:
+        """Stop everything for `user` and delete what is stored for them."""
+        if self.groups is not None:
+            for resource in self.sessions.resources.get(user, {}):
+                self.groups.resource_gone(f"{user}/{resource}")
+        await self.sessions.stop(user, reason)
+        await self.store.remove_account(user, self.bridge.name)
+
+    async def shutdown(self) -> None:
+        """Tell online users we are going, stop every session, close the stream."""
+        for user in list(self.sessions.resources):
+            self.send(presence(self.boundjid.bare, user, "unavailable", "gateway shutting down"))
+        await self.lanes.drain()
+        await self.sessions.stop_all("gateway shutting down")
+        await self.bridge.close()
+
+    # --- routing --------------------------------------------------------------------
+
+    def _address(self, stanza: StanzaBase) -> Address:
+        try:
+            return self.bridge.parse_address(stanza["to"].node)
+        except Exception as exc:
+            raise from_exception(exc) from exc
+
+    async def _on_message(self, message: Message) -> None:
+        if message["type"] == "error":
+            log.info("error from %s about %s: %s", message["from"], message["to"], message["error"])
+            return
+        user = message["from"].bare
+        if not message["to"].node:
+            if message["body"]:
+                self.outbound.notice(
+                    user, HELP_TEXT.format(name=self.bridge.display_name, jid=self.boundjid.bare)
+                )
+            return
+        address = self._address(message)
+        session = await self.session_for(user)
+        if address.is_group and self.groups is not None:
+            if message["type"] == "groupchat":
+                await self.groups.on_groupchat(message, session, address)
+                return
+            if message["to"].resource:
+                raise stanza_error("feature-not-implemented", "private messages in rooms")
+        if not message["body"]:
+            return  # chat states, receipts, markers: nothing to carry over
+        await session.send_message(
+            address,
+            message["body"],
+            xmpp_id=message["id"] or None,
+            subject=message["subject"] or None,
+            thread=message["thread"] or None,
+        )
+
+    async def _on_presence(self, stanza: Presence) -> None:
+        ptype = stanza["type"]
+        user = stanza["from"].bare
+        if ptype in SUBSCRIPTION_TYPES:
+            await self._on_subscription(stanza)
+        elif ptype == "probe":
+            await self._on_probe(stanza)
+        elif not stanza["to"].node:
+            await self._on_user_presence(stanza)
+        else:
+            address = self._address(stanza)
+            if address.is_group and self.groups is not None:
+                session = self.sessions.get(user)
+                if session is None and ptype in ("unavailable", "error"):
+                    return
+                session = session or await self.session_for(user)
+                await self.groups.on_presence(stanza, session, address)
+            elif ptype != "error" and await self.store.get_account(user, self.bridge.name) is None:
+                raise stanza_error("registration-required", REGISTRATION_REQUIRED)
+
+    async def _on_user_presence(self, stanza: Presence) -> None:
+        """Presence to the component: a user's resource came, changed or went."""
+        user, resource = stanza["from"].bare, stanza["from"].resource
+        if stanza["type"] in ("unavailable", "error"):
+            await self._resource_gone(user, resource or None)
+            return
+        if await self.store.get_account(user, self.bridge.name) is None:
+            return
+        first = await self.sessions.resource_available(user, resource, int(stanza["priority"] or 0))
+        if first:
+            log.info("%s: online", user)
+        self.send(presence(self.boundjid.bare, stanza["from"].full))
+
+    async def _resource_gone(self, user: str, resource: str | None) -> None:
+        if self.groups is not None:
+            gone = [resource] if resource else list(self.sessions.resources.get(user, {}))
+            session = self.sessions.get(user)
+            for res in gone:
+                for room in self.groups.resource_gone(f"{user}/{res}"):
+                    if session is not None:
+                        await session.leave(room)
+        if await self.sessions.resource_unavailable(user, resource):
+            log.info("%s: offline", user)
+
+    async def _on_subscription(self, stanza: Presence) -> None:
+        user, ptype, to = stanza["from"].bare, stanza["type"], stanza["to"].bare
+        registered = await self.store.get_account(user, self.bridge.name) is not None
+        if ptype == "subscribe":
+            if stanza["to"].node:
+                self._address(stanza)  # refuse addresses that name nothing
+            if not registered:
+                self.send(presence(to, user, "unsubscribed", REGISTRATION_REQUIRED))
+                return
+            self.send(presence(to, user, "subscribed"))
+            if not stanza["to"].node and self.sessions.is_online(user):
+                self.send(presence(to, user))
+        elif ptype == "unsubscribe":
+            self.send(presence(to, user, "unsubscribed"))
+        log.info("%s: %s to %s", user, ptype, to)
+
+    async def _on_probe(self, stanza: Presence) -> None:
+        user, to = stanza["from"].bare, stanza["to"].bare
+        if await self.store.get_account(user, self.bridge.name) is None:
+            self.send(presence(to, user, "unsubscribed"))
+        elif not stanza["to"].node:
+            self.send(presence(to, stanza["from"].full))
+
+    async def _on_gateway_query(self, iq: Iq) -> None:
+        """XEP-0100 §6.3: turn what a user typed into the JID of that legacy address."""
+        reply = iq.reply()
+        if iq["type"] == "get":
+            reply["gateway"]["desc"] = self.bridge.gateway_desc
+            reply["gateway"]["prompt"] = self.bridge.gateway_prompt
+        elif iq["type"] == "set":
+            try:
+                address = self.bridge.translate_legacy_id(iq["gateway"]["prompt"])
+            except Exception as exc:
+                raise from_exception(exc) from exc
+            reply["gateway"]["jid"] = str(self.outbound.jid_of(address))
+        else:
+            raise stanza_error("bad-request", "expected a get or set")
+        reply.send()
+
+    async def _on_muc_admin(self, iq: Iq) -> None:
+        assert self.groups is not None
+        address = self._address(iq)
+        await self.groups.on_iq_admin(iq, await self.session_for(iq["from"].bare), address)

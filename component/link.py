@@ -1,0 +1,149 @@
+"""Keeping a component connected to the XMPP server through restarts and outages.
+
+slixmpp retries a failed connect on its own schedule (no jitter, up to 5 minutes) and
+does not reconnect after a dropped stream. This supervisor owns that instead: capped,
+jittered exponential backoff from tenacity (Apache-2.0, the usual choice for retry
+policies in Python), one log line per attempt, and a slow fixed delay when the server
+rejects the component secret, so a typo does not become a tight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+
+from component.config import ReconnectSettings
+from component.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+
+class LinkDown(Exception):
+    """The stream could not be opened or was lost."""
+
+
+class SecretRejected(LinkDown):
+    """The server refused the handshake: wrong secret or unknown component name."""
+
+
+class Link:
+    def __init__(self, gateway: Gateway, host: str, port: int, policy: ReconnectSettings) -> None:
+        self.gateway = gateway
+        self.host, self.port = host, port
+        self.policy = policy
+        self._stopping = asyncio.Event()
+        self._outcome: asyncio.Future[None] | None = None
+        self._backoff = wait_random_exponential(
+            multiplier=policy.initial_delay, max=policy.max_delay
+        )
+        gateway.add_event_handler("session_start", self._on_up)
+        gateway.add_event_handler("connection_failed", self._on_failed)
+        gateway.add_event_handler("stream_error", self._on_stream_error)
+        gateway.add_event_handler("disconnected", self._on_down)
+
+    @property
+    def name(self) -> str:
+        return self.gateway.boundjid.bare
+
+    def _new_outcome(self) -> asyncio.Future[None]:
+        """A future for the next state change; its error counts as seen even if unawaited."""
+        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        outcome.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._outcome = outcome
+        return outcome
+
+    def _settle(self, error: LinkDown | None) -> None:
+        if self._outcome is not None and not self._outcome.done():
+            if error is None:
+                self._outcome.set_result(None)
+            else:
+                self._outcome.set_exception(error)
+
+    def _on_up(self, _event: Any) -> None:
+        self._settle(None)
+
+    def _on_failed(self, error: Any) -> None:
+        # Stop slixmpp's own retry schedule; ours decides when to try again.
+        self.gateway.cancel_connection_attempt()
+        self._settle(LinkDown(f"cannot connect to {self.host}:{self.port}: {error}"))
+
+    def _on_stream_error(self, error: Any) -> None:
+        condition = error["condition"]
+        text = error["text"] or condition
+        if condition in ("not-authorized", "host-unknown", "conflict"):
+            self._settle(SecretRejected(f"server refused component {self.name}: {text}"))
+        else:
+            self._settle(LinkDown(f"stream error {condition}: {text}"))
+
+    def _on_down(self, reason: Any) -> None:
+        self._settle(LinkDown(f"connection closed ({reason or 'by the server'})"))
+
+    def _wait(self, state: RetryCallState) -> float:
+        outcome = state.outcome
+        if outcome is not None and isinstance(outcome.exception(), SecretRejected):
+            return self.policy.auth_failure_delay
+        return float(self._backoff(state))
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        assert state.outcome is not None and state.next_action is not None
+        log.warning(
+            "%s: %s; attempt %d, retrying in %.1f s",
+            self.name,
+            state.outcome.exception(),
+            state.attempt_number,
+            state.next_action.sleep,
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        """Back off, but wake at once when asked to stop."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return
+
+    async def _connect_once(self) -> None:
+        if self._stopping.is_set():
+            return
+        outcome = self._new_outcome()
+        self.gateway.connect(self.host, self.port)
+        try:
+            await outcome
+        except LinkDown:
+            self.gateway.cancel_connection_attempt()
+            if self.gateway.transport is not None:
+                self.gateway.abort()
+            raise
+
+    async def run(self) -> None:
+        """Stay connected until `stop()`; each established stream resets the backoff."""
+        while not self._stopping.is_set():
+            retrying = AsyncRetrying(
+                retry=retry_if_exception_type(LinkDown),
+                wait=self._wait,
+                sleep=self._sleep,
+                before_sleep=self._log_retry,
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    await self._connect_once()
+                if self._stopping.is_set():
+                    return
+            if self._stopping.is_set():
+                return
+            lost = self._new_outcome()
+            stop_wait = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({lost, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if lost.done() and lost.exception() is not None:
+                log.warning("%s: %s; reconnecting", self.name, lost.exception())
+
+    async def stop(self) -> None:
+        """Close the stream (after the gateway's own shutdown) and end `run()`."""
+        self._stopping.set()
+        self.gateway.cancel_connection_attempt()
+        if self.gateway.transport is not None:
+            await self.gateway.disconnect(wait=2.0, reason="gateway stopping")

@@ -1,0 +1,122 @@
+"""Legacy events → stanzas: the only place that decides what the user receives.
+
+Room events go to the XEP-0045 engine (component.muc) when the bridge has groups; the
+rest becomes messages and presences from the legacy address's JID to the user's bare
+JID, so the user's server delivers them to every resource, or to offline storage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC
+
+from slixmpp import JID, Message, Presence
+from slixmpp.xmlstream import ET, StanzaBase
+
+from bridges import events
+from bridges.address import Address
+from component.errors import error_type
+
+log = logging.getLogger(__name__)
+
+NICK_NS = "http://jabber.org/protocol/nick"
+RECEIPTS_NS = "urn:xmpp:receipts"
+DELAY_NS = "urn:xmpp:delay"
+
+RoomHandler = Callable[[str, events.Event], Awaitable[bool]]
+
+
+class Outbound:
+    def __init__(
+        self,
+        component_jid: str,
+        format_address: Callable[[Address], str],
+        send: Callable[[StanzaBase], None],
+        rooms: RoomHandler | None = None,
+    ) -> None:
+        self.component_jid = component_jid
+        self._format_address = format_address
+        self._send = send
+        self._rooms = rooms
+
+    def jid_of(self, address: Address, resource: str | None = None) -> JID:
+        jid = JID(f"{self._format_address(address)}@{self.component_jid}")
+        if resource:
+            jid.resource = resource
+        return jid
+
+    async def deliver(self, user: str, event: events.Event) -> None:
+        """Send what `event` means for `user` (a bare JID)."""
+        if self._rooms is not None and await self._rooms(user, event):
+            return
+        match event:
+            case events.Message():
+                self._send(self._message(user, event))
+            case events.Presence():
+                self._send(self._presence(user, event))
+            case events.DeliveryFailed():
+                self._send(self._failure(user, event))
+            case events.Delivered():
+                self._send(self._receipt(user, event))
+            case events.Notice():
+                self.notice(user, event.text)
+            case _:
+                log.warning("%s: dropped %s, which this bridge cannot show", user, event)
+
+    def notice(self, user: str, text: str) -> None:
+        """A chat message from the component itself."""
+        message = Message()
+        message["from"], message["to"], message["type"] = self.component_jid, user, "chat"
+        message["body"] = text
+        self._send(message)
+
+    def _message(self, user: str, event: events.Message) -> Message:
+        message = Message()
+        message["from"] = self.jid_of(event.sender)
+        message["to"] = user
+        message["type"] = "chat"
+        message["body"] = event.text
+        if event.subject:
+            message["subject"] = event.subject
+        if event.thread:
+            message["thread"] = event.thread
+        if event.legacy_id:
+            message["id"] = event.legacy_id
+        if event.nick:
+            nick = ET.SubElement(message.xml, f"{{{NICK_NS}}}nick")
+            nick.text = event.nick
+        if event.timestamp:
+            # XEP-0203: mail that waited while the gateway was down keeps its date.
+            stamp = event.timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            ET.SubElement(
+                message.xml, f"{{{DELAY_NS}}}delay", {"from": self.component_jid, "stamp": stamp}
+            )
+        return message
+
+    def _presence(self, user: str, event: events.Presence) -> Presence:
+        presence = Presence()
+        presence["from"], presence["to"] = self.jid_of(event.sender), user
+        if not event.available:
+            presence["type"] = "unavailable"
+        elif event.show:
+            presence["show"] = event.show
+        if event.status:
+            presence["status"] = event.status
+        return presence
+
+    def _failure(self, user: str, event: events.DeliveryFailed) -> Message:
+        message = Message()
+        message["from"], message["to"], message["type"] = self.jid_of(event.to), user, "error"
+        if event.xmpp_id:
+            message["id"] = event.xmpp_id
+        message["error"]["condition"] = event.condition
+        message["error"]["type"] = error_type(event.condition)
+        message["error"]["text"] = event.text
+        return message
+
+    def _receipt(self, user: str, event: events.Delivered) -> Message:
+        message = Message()
+        message["from"], message["to"], message["type"] = self.jid_of(event.to), user, "chat"
+        ET.SubElement(message.xml, f"{{{RECEIPTS_NS}}}received", {"id": event.xmpp_id})
+        return message

@@ -1,0 +1,126 @@
+"""XEP-0077 in-band registration with XEP-0004 forms, and XEP-0100's follow-up.
+
+Only users of the configured domains may register. A submitted form is checked in two
+steps: generic checks against the bridge's field list (component.forms), then the
+bridge's own `validate_registration` (a test login). The stored account is what the
+bridge returned; secrets are sealed by the Store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from slixmpp import Iq
+from slixmpp.plugins.xep_0004 import Form
+from slixmpp.plugins.xep_0077.stanza import Register
+from slixmpp.xmlstream import register_stanza_plugin
+
+from bridges.base import Account, RegistrationError
+from component.errors import stanza_error
+from component.forms import FormInvalid, build_form, check_values, submitted_values
+from component.xep_0100 import presence
+
+if TYPE_CHECKING:
+    from component.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+register_stanza_plugin(Iq, Register)
+register_stanza_plugin(Register, Form)
+
+
+class Registration:
+    def __init__(self, gateway: Gateway, allowed_domains: list[str]) -> None:
+        self.gateway = gateway
+        self.bridge = gateway.bridge
+        self.allowed_domains = set(allowed_domains)
+
+    async def handle(self, iq: Iq) -> None:
+        user = iq["from"].bare
+        if iq["from"].domain not in self.allowed_domains:
+            raise stanza_error(
+                "not-allowed", f"users of {iq['from'].domain} may not register with this gateway"
+            )
+        if iq["to"].node or iq["to"].resource:
+            raise stanza_error("service-unavailable", "register with the gateway's own address")
+        previous = await self.gateway.store.get_account(user, self.bridge.name)
+        if iq["type"] == "get":
+            self._send_form(iq, previous)
+        elif iq["type"] == "set" and iq["register"]["remove"]:
+            await self._remove(iq, previous)
+        elif iq["type"] == "set":
+            await self._register(iq, user, previous)
+        else:
+            raise stanza_error("bad-request", "expected a get or set")
+
+    def _send_form(self, iq: Iq, previous: Account | None) -> None:
+        reply = iq.reply()
+        query = reply["register"]
+        query["instructions"] = self.bridge.instructions
+        if previous is not None:
+            query["registered"] = True
+        values = previous.settings if previous else {}
+        for spec in self.bridge.registration_fields:
+            # Pre-data-form clients fill in the classic elements; they carry no secrets back.
+            if spec.legacy_name and spec.legacy_name in Register.form_fields:
+                shown = "" if spec.is_secret else values.get(spec.var, spec.default)
+                query[spec.legacy_name] = "" if shown is None else str(shown)
+        query.append(
+            build_form(
+                self.bridge.registration_fields,
+                title=f"Register with {self.bridge.display_name}",
+                instructions=self.bridge.instructions,
+                values=values,
+            )
+        )
+        reply.send()
+
+    async def _remove(self, iq: Iq, previous: Account | None) -> None:
+        user = iq["from"].bare
+        if previous is None:
+            raise stanza_error("item-not-found", "you are not registered with this gateway")
+        await self.gateway.forget_user(user, "registration removed")
+        iq.reply().send()
+        gateway_jid = self.gateway.boundjid.bare
+        for ptype in ("unsubscribe", "unsubscribed", "unavailable"):
+            self.gateway.send(presence(gateway_jid, user, ptype))
+        log.info("%s: unregistered from %s", user, self.bridge.name)
+
+    async def _register(self, iq: Iq, user: str, previous: Account | None) -> None:
+        query = iq["register"]
+        raw = submitted_values(query["form"]) if query.xml.find(_FORM_TAG) is not None else None
+        if raw is None:
+            raw = self._legacy_values(query)
+        kept_secrets = previous.secrets if previous else {}
+        try:
+            values = check_values(self.bridge.registration_fields, raw, keep_secrets=kept_secrets)
+        except FormInvalid as exc:
+            raise stanza_error("not-acceptable", exc.text) from None
+        for name, secret in kept_secrets.items():
+            values.setdefault(name, secret)
+        try:
+            data = await self.bridge.validate_registration(user, values, previous)
+        except RegistrationError as exc:
+            log.info("%s: registration refused: %s", user, exc.text)
+            raise stanza_error(exc.condition, exc.text) from None
+        await self.gateway.store.save_account(
+            user, self.bridge.name, settings=data.settings, secrets=data.secrets
+        )
+        iq.reply().send()
+        log.info("%s: %s with %s", user, "updated" if previous else "registered", self.bridge.name)
+        if previous is None:
+            # XEP-0100 §4.1.1: ask to appear in the user's roster.
+            self.gateway.send(presence(self.gateway.boundjid.bare, user, "subscribe"))
+        await self.gateway.restart_session(user)
+
+    def _legacy_values(self, query: Register) -> Mapping[str, Any]:
+        return {
+            spec.var: query[spec.legacy_name]
+            for spec in self.bridge.registration_fields
+            if spec.legacy_name and spec.legacy_name in Register.form_fields
+        }
+
+
+_FORM_TAG = "{jabber:x:data}x"

@@ -1,0 +1,133 @@
+"""Which users are online, and the legacy Session each registered user has.
+
+Presence decides a session's life: the first available resource starts it, the last
+one going away stops it, unless the bridge keeps sessions running while the user is
+offline (`persistent_sessions`). A message from a user whose presence we have not seen
+starts the session on demand, so nothing they send is refused for want of presence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from bridges import events
+from bridges.base import Account, Bridge, Session, Sink
+from component.store import AccountStorage, Store
+
+log = logging.getLogger(__name__)
+
+SinkFactory = Callable[[str], Sink]
+
+
+class SessionManager:
+    def __init__(self, bridge: Bridge, store: Store, make_sink: SinkFactory) -> None:
+        self.bridge = bridge
+        self.store = store
+        self._make_sink = make_sink
+        self._sessions: dict[str, Session] = {}
+        self._starting: dict[str, asyncio.Lock] = {}
+        self.resources: dict[str, dict[str, int]] = {}
+        """bare JID → {resource: priority} of every available resource seen."""
+
+    def get(self, user: str) -> Session | None:
+        return self._sessions.get(user)
+
+    @property
+    def users(self) -> list[str]:
+        return list(self._sessions)
+
+    def is_online(self, user: str) -> bool:
+        return bool(self.resources.get(user))
+
+    async def ensure(self, user: str) -> Session | None:
+        """The user's running session, started if needed; None when not registered."""
+        lock = self._starting.setdefault(user, asyncio.Lock())
+        async with lock:
+            session = self._sessions.get(user)
+            if session is not None:
+                return session
+            account = await self.store.get_account(user, self.bridge.name)
+            if account is None:
+                return None
+            return await self._start(account)
+
+    async def _start(self, account: Account) -> Session:
+        storage = AccountStorage(self.store, account.user, self.bridge.name)
+        session = self.bridge.create_session(account, self._make_sink(account.user), storage)
+        self._sessions[account.user] = session
+        log.info("%s: starting %s session", account.user, self.bridge.name)
+        try:
+            await session.start()
+        except Exception:
+            # The session stays registered so the user can still be told and retry;
+            # a bridge reports connection problems itself through the sink.
+            log.exception("%s: %s session failed to start", account.user, self.bridge.name)
+        return session
+
+    async def stop(self, user: str, reason: str) -> None:
+        session = self._sessions.pop(user, None)
+        if session is None:
+            return
+        log.info("%s: stopping %s session (%s)", user, self.bridge.name, reason)
+        try:
+            await session.stop()
+        except Exception:
+            log.exception("%s: %s session failed to stop cleanly", user, self.bridge.name)
+
+    async def start_persistent(self) -> None:
+        """Start every account's session up front, for bridges that run while offline."""
+        if not self.bridge.persistent_sessions:
+            return
+        for account in await self.store.accounts(self.bridge.name):
+            if account.user not in self._sessions:
+                await self._start(account)
+
+    async def stop_all(self, reason: str) -> None:
+        await asyncio.gather(*(self.stop(user, reason) for user in list(self._sessions)))
+
+    async def resource_available(self, user: str, resource: str, priority: int) -> bool:
+        """Record an available resource; True when it is the user's first one."""
+        known = self.resources.setdefault(user, {})
+        first = not known
+        known[resource] = priority
+        if first:
+            await self.ensure(user)
+        return first
+
+    async def resource_unavailable(self, user: str, resource: str | None) -> bool:
+        """Forget a resource (None: all of them); True when the user went offline."""
+        known = self.resources.get(user)
+        if not known:
+            return False
+        if resource is None:
+            known.clear()
+        else:
+            known.pop(resource, None)
+        if known:
+            return False
+        del self.resources[user]
+        if not self.bridge.persistent_sessions:
+            await self.stop(user, "user went offline")
+        return True
+
+
+class UserSink:
+    """The Sink handed to one user's session: delivers, then persists state."""
+
+    def __init__(
+        self,
+        user: str,
+        deliver: Callable[[str, events.Event], Awaitable[None]],
+        storage: AccountStorage,
+    ) -> None:
+        self.user = user
+        self._deliver = deliver
+        self._storage = storage
+
+    async def deliver(self, event: events.Event, *, state: Mapping[str, Any] | None = None) -> None:
+        await self._deliver(self.user, event)
+        if state is not None:
+            await self._storage.save_account(state=state)

@@ -1,0 +1,194 @@
+"""Async repository over the three tables: one short transaction per call.
+
+Secrets are sealed with the SecretBox before they reach a row and opened only when an
+Account is handed to a bridge, so nothing else in the process sees them in clear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bridges.base import Account
+from component.crypto import SecretBox
+from component.models import AccountRow, RecordRow, UserRow
+
+
+def _record_is(account_id: int, kind: str, key: str) -> tuple[ColumnElement[bool], ...]:
+    return RecordRow.account_id == account_id, RecordRow.kind == kind, RecordRow.key == key
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._box = box
+
+    async def _account_row(self, db: AsyncSession, user: str, bridge: str) -> AccountRow | None:
+        query = (
+            select(AccountRow)
+            .join(UserRow, AccountRow.user_id == UserRow.id)
+            .where(UserRow.jid == user, AccountRow.bridge == bridge)
+        )
+        return (await db.execute(query)).scalar_one_or_none()
+
+    def _to_account(self, user: str, row: AccountRow) -> Account:
+        return Account(
+            user=user,
+            bridge=row.bridge,
+            settings=dict(row.settings),
+            secrets=self._box.open(row.secrets) if row.secrets else {},
+            state=dict(row.state),
+        )
+
+    async def get_account(self, user: str, bridge: str) -> Account | None:
+        async with self._sessions() as db:
+            row = await self._account_row(db, user, bridge)
+            return self._to_account(user, row) if row else None
+
+    async def accounts(self, bridge: str) -> list[Account]:
+        """Every account on `bridge`, for sessions that run while their user is offline."""
+        async with self._sessions() as db:
+            rows = await db.execute(
+                select(UserRow.jid, AccountRow)
+                .join(UserRow, AccountRow.user_id == UserRow.id)
+                .where(AccountRow.bridge == bridge)
+                .order_by(UserRow.jid)
+            )
+            return [self._to_account(jid, row) for jid, row in rows]
+
+    async def registrations(self) -> list[tuple[str, str]]:
+        """(user, bridge) for every account, for the operator's `users list`."""
+        async with self._sessions() as db:
+            rows = await db.execute(
+                select(UserRow.jid, AccountRow.bridge)
+                .join(AccountRow, AccountRow.user_id == UserRow.id)
+                .order_by(UserRow.jid, AccountRow.bridge)
+            )
+            return [(jid, bridge) for jid, bridge in rows]
+
+    async def save_account(
+        self,
+        user: str,
+        bridge: str,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        state: Mapping[str, Any] | None = None,
+    ) -> Account:
+        """Create or update the account; only the parts given are replaced."""
+        async with self._sessions.begin() as db:
+            row = await self._account_row(db, user, bridge)
+            if row is None:
+                user_row = (
+                    await db.execute(select(UserRow).where(UserRow.jid == user))
+                ).scalar_one_or_none()
+                if user_row is None:
+                    user_row = UserRow(jid=user)
+                    db.add(user_row)
+                    await db.flush()
+                row = AccountRow(user_id=user_row.id, bridge=bridge, settings={}, state={})
+                db.add(row)
+            if settings is not None:
+                row.settings = dict(settings)
+            if secrets is not None:
+                row.secrets = self._box.seal(secrets)
+            if state is not None:
+                row.state = dict(state)
+            return self._to_account(user, row)
+
+    async def remove_account(self, user: str, bridge: str) -> bool:
+        """Delete the account, its records, and the user once no account is left."""
+        async with self._sessions.begin() as db:
+            row = await self._account_row(db, user, bridge)
+            if row is None:
+                return False
+            await db.execute(delete(RecordRow).where(RecordRow.account_id == row.id))
+            await db.delete(row)
+            await db.flush()
+            remaining = await db.execute(
+                select(AccountRow.id).where(AccountRow.user_id == row.user_id).limit(1)
+            )
+            if remaining.first() is None:
+                await db.execute(delete(UserRow).where(UserRow.id == row.user_id))
+            return True
+
+    async def _account_id(self, db: AsyncSession, user: str, bridge: str) -> int:
+        row = await self._account_row(db, user, bridge)
+        if row is None:
+            raise LookupError(f"{user} has no account on {bridge}")
+        return row.id
+
+    async def put_record(
+        self, user: str, bridge: str, kind: str, key: str, data: Mapping[str, Any]
+    ) -> None:
+        async with self._sessions.begin() as db:
+            account_id = await self._account_id(db, user, bridge)
+            existing = await db.execute(select(RecordRow).where(*_record_is(account_id, kind, key)))
+            row = existing.scalar_one_or_none()
+            if row is None:
+                db.add(RecordRow(account_id=account_id, kind=kind, key=key, data=dict(data)))
+            else:
+                row.data = dict(data)
+
+    async def get_record(
+        self, user: str, bridge: str, kind: str, key: str
+    ) -> dict[str, Any] | None:
+        async with self._sessions() as db:
+            account_id = await self._account_id(db, user, bridge)
+            row = await db.execute(select(RecordRow.data).where(*_record_is(account_id, kind, key)))
+            data = row.scalar_one_or_none()
+            return dict(data) if data is not None else None
+
+    async def list_records(
+        self, user: str, bridge: str, kind: str
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Records of one kind in the order they were first written."""
+        async with self._sessions() as db:
+            account_id = await self._account_id(db, user, bridge)
+            rows = await db.execute(
+                select(RecordRow.key, RecordRow.data)
+                .where(RecordRow.account_id == account_id, RecordRow.kind == kind)
+                .order_by(RecordRow.id)
+            )
+            return [(key, dict(data)) for key, data in rows]
+
+    async def delete_record(self, user: str, bridge: str, kind: str, key: str) -> None:
+        async with self._sessions.begin() as db:
+            account_id = await self._account_id(db, user, bridge)
+            await db.execute(delete(RecordRow).where(*_record_is(account_id, kind, key)))
+
+
+@dataclass(frozen=True)
+class AccountStorage:
+    """The `bridges.base.AccountStore` of one account: the Store bound to (user, bridge)."""
+
+    store: Store
+    user: str
+    bridge: str
+
+    async def save_account(
+        self,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        secrets: Mapping[str, str] | None = None,
+        state: Mapping[str, Any] | None = None,
+    ) -> None:
+        await self.store.save_account(
+            self.user, self.bridge, settings=settings, secrets=secrets, state=state
+        )
+
+    async def put_record(self, kind: str, key: str, data: Mapping[str, Any]) -> None:
+        await self.store.put_record(self.user, self.bridge, kind, key, data)
+
+    async def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        return await self.store.get_record(self.user, self.bridge, kind, key)
+
+    async def list_records(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        return await self.store.list_records(self.user, self.bridge, kind)
+
+    async def delete_record(self, kind: str, key: str) -> None:
+        await self.store.delete_record(self.user, self.bridge, kind, key)

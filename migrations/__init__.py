@@ -1,0 +1,1 @@
+"""Alembic migrations; located through this package so they ship with the wheel."""

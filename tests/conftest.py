@@ -1,0 +1,125 @@
+"""Fixtures that run the real XMPP server and the gateway in-process.
+
+Prosody is started once per test session (fast tests share it); tests that restart it
+get their own. The gateway under test is the production App with the fake bridge,
+loaded through its import path like any third-party plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from component.app import App
+from component.config import parse_config
+from component.crypto import generate_key
+from component.db import create_engine, upgrade
+from component.devstack.prosody import Prosody
+from xmpp_client import TestClient
+
+FAKE_JID = "fake.localhost"
+FAKE_SECRET = "fake-secret"
+PASSWORD = "pw"
+_accounts = itertools.count()
+
+
+def gateway_config(
+    prosody: Prosody, db_path: Path, **overrides: Any
+) -> dict[str, Any]:
+    """A config dict for the fake bridge on `prosody`, as an operator would write it."""
+    config: dict[str, Any] = {
+        "server": {"host": prosody.host, "port": prosody.component_port},
+        "database_url": f"sqlite+aiosqlite:///{db_path}",
+        "secret_key": generate_key(),
+        "allowed_domains": [prosody.domain],
+        "reconnect": {"initial_delay": 0.1, "max_delay": 0.5, "auth_failure_delay": 0.5},
+        "bridges": {
+            "fake": {"jid": FAKE_JID, "secret": FAKE_SECRET, "plugin": "fake_bridge:FakeBridge"}
+        },
+    }
+    config.update(overrides)
+    return config
+
+
+async def start_app(config: dict[str, Any], base_dir: Path, *, migrate: bool = True) -> App:
+    parsed, bridges = parse_config(config, base_dir)
+    if migrate:
+        engine = create_engine(parsed.database_url)
+        await upgrade(engine)
+        await engine.dispose()
+    app = App(parsed, bridges)
+    await app.start()
+    return app
+
+
+@pytest.fixture(scope="session")
+async def prosody() -> AsyncIterator[Prosody]:
+    async with Prosody(components={FAKE_JID: FAKE_SECRET}) as server:
+        yield server
+
+
+@pytest.fixture
+async def own_prosody() -> AsyncIterator[Prosody]:
+    """A Prosody of the test's own, for tests that stop or restart the server."""
+    async with Prosody(components={FAKE_JID: FAKE_SECRET}) as server:
+        yield server
+
+
+GatewayFactory = Callable[..., Awaitable[App]]
+
+
+@pytest.fixture
+async def gateway_factory(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
+    """Start gateways (stopped at teardown); waits until the component is connected."""
+    apps: list[App] = []
+
+    async def start(server: Prosody, db_path: Path | None = None, **overrides: Any) -> App:
+        config = gateway_config(server, db_path or tmp_path / "gateway.db", **overrides)
+        app = await start_app(config, tmp_path)
+        apps.append(app)
+        await asyncio.wait_for(app.gateways[0].link_up.wait(), 15)
+        return app
+
+    yield start
+    for app in apps:
+        await app.stop()
+
+
+@pytest.fixture
+async def gateway(prosody: Prosody, gateway_factory: GatewayFactory) -> App:
+    return await gateway_factory(prosody)
+
+
+ClientFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def client_factory() -> AsyncIterator[Callable[[Prosody], Awaitable[TestClient]]]:
+    """Log in fresh accounts (a new one per call) with real slixmpp clients."""
+    clients: list[TestClient] = []
+
+    async def login(server: Prosody, resource: str = "test") -> TestClient:
+        jid = await server.register(f"user{next(_accounts)}", PASSWORD)
+        client = TestClient(f"{jid}/{resource}", PASSWORD)
+        clients.append(client)
+        return await client.login(server.host, server.c2s_port)
+
+    yield login
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def client(prosody: Prosody, client_factory: Any) -> TestClient:
+    return await client_factory(prosody)
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
