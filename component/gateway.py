@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from slixmpp import Iq, Message, Presence
 from slixmpp.componentxmpp import ComponentXMPP
+from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import StanzaPath
 
@@ -31,12 +32,11 @@ from component.store import AccountStorage, Store
 from component.xep_0100 import presence
 
 if TYPE_CHECKING:
-    from slixmpp.xmlstream import StanzaBase
-
     from component.muc import GroupChats
 
 log = logging.getLogger(__name__)
 
+CLIENT_NS, COMPONENT_NS = "{jabber:client}", "{jabber:component:accept}"
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 HELP_TEXT = (
     "This is the {name} gateway. Register with it from your client's service discovery, "
@@ -68,6 +68,7 @@ class Gateway(ComponentXMPP):
         self.store = store
         self.link_up = asyncio.Event()
         self._started_once = False
+        self._closing = False
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0004")
         self.register_plugin("xep_0199")
@@ -100,6 +101,20 @@ class Gateway(ComponentXMPP):
         self.add_event_handler("disconnected", self._on_link_down)
 
     # --- plumbing -----------------------------------------------------------------
+
+    def send(self, data: StanzaBase | str, use_filters: bool = True) -> None:
+        """Send a stanza, moving one built without a stream into the component namespace.
+
+        `Message()` made standalone (as Outbound and the MUC engine do) is in
+        jabber:client, which a server rejects on a component stream.
+        """
+        if isinstance(data, StanzaBase) and data.stream is None:
+            for element in data.xml.iter():
+                if element.tag.startswith(CLIENT_NS):
+                    element.tag = COMPONENT_NS + element.tag[len(CLIENT_NS) :]
+            data.stream = self
+            data.namespace = self.default_ns
+        super().send(data, use_filters)
 
     def _route(self, name: str, path: str, handler: Handler) -> None:
         """Queue matching stanzas on their sender's lane, in arrival order."""
@@ -149,7 +164,7 @@ class Gateway(ComponentXMPP):
             await self.sessions.start_persistent()
 
     def _on_link_down(self, _event: object) -> None:
-        if self.link_up.is_set():
+        if self.link_up.is_set() and not self._closing:
             log.warning("%s: lost the connection to the XMPP server", self.boundjid.bare)
         self.link_up.clear()
 
@@ -176,7 +191,8 @@ class Gateway(ComponentXMPP):
         await self.store.remove_account(user, self.bridge.name)
 
     async def shutdown(self) -> None:
-        """Tell online users we are going, stop every session, close the stream."""
+        """Tell online users we are going and stop every session (the Link closes the stream)."""
+        self._closing = True
         for user in list(self.sessions.resources):
             self.send(presence(self.boundjid.bare, user, "unavailable", "gateway shutting down"))
         await self.lanes.drain()

@@ -65,8 +65,11 @@ class Registration:
         for spec in self.bridge.registration_fields:
             # Pre-data-form clients fill in the classic elements; they carry no secrets back.
             if spec.legacy_name and spec.legacy_name in Register.form_fields:
-                shown = "" if spec.is_secret else values.get(spec.var, spec.default)
-                query[spec.legacy_name] = "" if shown is None else str(shown)
+                shown = None if spec.is_secret else values.get(spec.var, spec.default)
+                if shown in (None, ""):
+                    query.add_field(spec.legacy_name)  # an empty element asks for the value
+                else:
+                    query[spec.legacy_name] = str(shown)
         query.append(
             build_form(
                 self.bridge.registration_fields,

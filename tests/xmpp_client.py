@@ -47,7 +47,10 @@ class TestClient(ClientXMPP):
         self.stanzas.append(stanza)
         self._arrived.set()
 
-    def _on_start(self, _event: object) -> None:
+    async def _on_start(self, _event: object) -> None:
+        # Like real clients: servers deliver subscription replies to "interested"
+        # resources only, those that have fetched the roster (RFC 6121 §2.1.6).
+        await self.get_roster()
         self.send_presence()
         self.online.set()
 

@@ -1,0 +1,115 @@
+"""XEP-0077 registration against the real server, as a client performs it."""
+
+import pytest
+from slixmpp.exceptions import IqError
+
+from conftest import FAKE_JID
+from registration_helpers import get_registration, register_and_subscribe, remove, submit
+
+
+def form_fields(iq):
+    return dict(iq["register"]["form"].get_fields(use_dict=True))
+
+
+async def test_form_describes_every_field(gateway, client):
+    reply = await get_registration(client, FAKE_JID)
+    query = reply["register"]
+    assert not query["registered"]
+    assert query["instructions"] == "Enter your fake network login."
+    fields = form_fields(reply)
+    assert fields["username"]["required"]
+    assert fields["password"]["type"] == "text-private"
+    assert fields["port"]["value"] == "1234"
+    assert [o["value"] for o in fields["mode"]["options"]] == ["fast", "slow"]
+    # Old clients see the classic elements.
+    assert {"username", "password"} <= query["fields"]
+
+
+async def test_register_then_subscribe_and_show_values_without_secret(gateway, client):
+    await submit(client, FAKE_JID, username="alice", password="s3cret", port="99")
+    subscribe = await client.presence_from(FAKE_JID, "subscribe")
+    assert subscribe["to"].bare == client.boundjid.bare
+
+    reply = await get_registration(client, FAKE_JID)
+    assert reply["register"]["registered"]
+    fields = form_fields(reply)
+    assert fields["username"]["value"] == "alice"
+    assert fields["port"]["value"] == "99"
+    assert not fields["password"]["value"]
+    assert "s3cret" not in str(reply)
+
+    account = await gateway.gateways[0].store.get_account(client.boundjid.bare, "fake")
+    assert account.settings["port"] == 99
+    assert account.secrets == {"password": "s3cret"}
+
+
+@pytest.mark.parametrize(
+    ("values", "condition", "text"),
+    [
+        ({"password": "x"}, "not-acceptable", "User name is required"),
+        ({"username": "a", "password": "x", "port": "eighty"}, "not-acceptable", "Port must be"),
+        ({"username": "a", "password": "x", "mode": "warp"}, "not-acceptable", "'warp' is not one"),
+        ({"username": "a", "password": "wrong"}, "not-acceptable", "bad password"),
+    ],
+)
+async def test_bad_input_is_refused_with_a_reason(gateway, client, values, condition, text):
+    with pytest.raises(IqError) as refused:
+        await submit(client, FAKE_JID, **values)
+    error = refused.value.iq["error"]
+    assert error["condition"] == condition
+    assert text in error["text"]
+    assert await gateway.gateways[0].store.get_account(client.boundjid.bare, "fake") is None
+
+
+async def test_update_keeps_the_secret_when_left_empty(gateway, client):
+    store = gateway.gateways[0].store
+    await submit(client, FAKE_JID, username="alice", password="s3cret")
+    await submit(client, FAKE_JID, username="alice2", password="", mode="slow")
+    account = await store.get_account(client.boundjid.bare, "fake")
+    assert account.settings["username"] == "alice2"
+    assert account.settings["mode"] == "slow"
+    assert account.secrets == {"password": "s3cret"}
+
+
+async def test_legacy_fields_register_too(gateway, client):
+    iq = client.make_iq_to(FAKE_JID, "set")
+    iq["register"]["username"] = "old"
+    iq["register"]["password"] = "client"
+    await iq.send(timeout=10)
+    account = await gateway.gateways[0].store.get_account(client.boundjid.bare, "fake")
+    assert account.settings["username"] == "old"
+
+
+async def test_remove_deletes_everything_and_unsubscribes(gateway, client):
+    bridge = gateway.gateways[0].bridge
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="s3cret")
+    await bridge.wait_for("start")  # the user is online, so the session started
+    await remove(client, FAKE_JID)
+    await client.presence_from(FAKE_JID, "unsubscribe")
+    await client.presence_from(FAKE_JID, "unsubscribed")
+    assert (await bridge.wait_for("stop"))[1] == client.boundjid.bare
+    assert await gateway.gateways[0].store.get_account(client.boundjid.bare, "fake") is None
+    assert not (await get_registration(client, FAKE_JID))["register"]["registered"]
+    with pytest.raises(IqError) as again:
+        await remove(client, FAKE_JID)
+    assert again.value.iq["error"]["condition"] == "item-not-found"
+
+
+async def test_domain_not_allowed(prosody, gateway_factory, client):
+    await gateway_factory(prosody, allowed_domains=["example.org"])
+    for attempt in (get_registration(client, FAKE_JID), submit(client, FAKE_JID, username="a")):
+        with pytest.raises(IqError) as refused:
+            await attempt
+        assert refused.value.iq["error"]["condition"] == "not-allowed"
+        assert "localhost" in refused.value.iq["error"]["text"]
+
+
+async def test_registration_survives_a_gateway_restart(prosody, gateway_factory, client, tmp_path):
+    db = tmp_path / "kept.db"
+    first = await gateway_factory(prosody, db_path=db)
+    await submit(client, FAKE_JID, username="alice", password="s3cret")
+    await first.stop()
+    await gateway_factory(prosody, db_path=db, secret_key=first.config.secret_key.get_secret_value())
+    reply = await get_registration(client, FAKE_JID)
+    assert reply["register"]["registered"]
+    assert form_fields(reply)["username"]["value"] == "alice"
