@@ -106,9 +106,10 @@ class Gateway(ComponentXMPP):
         """Send a stanza, moving one built without a stream into the component namespace.
 
         `Message()` made standalone (as Outbound and the MUC engine do) is in
-        jabber:client, which a server rejects on a component stream.
+        jabber:client, and so are slixmpp's error elements even in replies; a server
+        rejects or mangles those on a component stream.
         """
-        if isinstance(data, StanzaBase) and data.stream is None:
+        if isinstance(data, StanzaBase):
             for element in data.xml.iter():
                 if element.tag.startswith(CLIENT_NS):
                     element.tag = COMPONENT_NS + element.tag[len(CLIENT_NS) :]
@@ -228,6 +229,8 @@ class Gateway(ComponentXMPP):
                 raise stanza_error("feature-not-implemented", "private messages in rooms")
         if not message["body"]:
             return  # chat states, receipts, markers: nothing to carry over
+        if message["id"]:
+            self.outbound.remember_sender(message["from"], message["id"])
         await session.send_message(
             address,
             message["body"],

@@ -8,6 +8,7 @@ JID, so the user's server delivers them to every resource, or to offline storage
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC
 
@@ -24,6 +25,7 @@ NICK_NS = "http://jabber.org/protocol/nick"
 RECEIPTS_NS = "urn:xmpp:receipts"
 DELAY_NS = "urn:xmpp:delay"
 
+SENDERS_KEPT = 10_000
 RoomHandler = Callable[[str, events.Event], Awaitable[bool]]
 
 
@@ -39,6 +41,22 @@ class Outbound:
         self._format_address = format_address
         self._send = send
         self._rooms = rooms
+        self._senders: OrderedDict[tuple[str, str], JID] = OrderedDict()
+
+    def remember_sender(self, sender: JID, xmpp_id: str) -> None:
+        """Note which resource sent a message, for errors and receipts that come later.
+
+        Servers drop message errors addressed to a bare JID (RFC 6121 §8.5.2.1.1), so a
+        failure must go back to the resource that sent the message.
+        """
+        self._senders[(sender.bare, xmpp_id)] = sender
+        if len(self._senders) > SENDERS_KEPT:
+            self._senders.popitem(last=False)
+
+    def _sender(self, user: str, xmpp_id: str | None) -> JID | str:
+        if xmpp_id is None:
+            return user
+        return self._senders.pop((user, xmpp_id), None) or user
 
     def jid_of(self, address: Address, resource: str | None = None) -> JID:
         jid = JID(f"{self._format_address(address)}@{self.component_jid}")
@@ -107,7 +125,8 @@ class Outbound:
 
     def _failure(self, user: str, event: events.DeliveryFailed) -> Message:
         message = Message()
-        message["from"], message["to"], message["type"] = self.jid_of(event.to), user, "error"
+        to = self._sender(user, event.xmpp_id)
+        message["from"], message["to"], message["type"] = self.jid_of(event.to), to, "error"
         if event.xmpp_id:
             message["id"] = event.xmpp_id
         message["error"]["condition"] = event.condition
@@ -117,6 +136,7 @@ class Outbound:
 
     def _receipt(self, user: str, event: events.Delivered) -> Message:
         message = Message()
-        message["from"], message["to"], message["type"] = self.jid_of(event.to), user, "chat"
+        to = self._sender(user, event.xmpp_id)
+        message["from"], message["to"], message["type"] = self.jid_of(event.to), to, "chat"
         ET.SubElement(message.xml, f"{{{RECEIPTS_NS}}}received", {"id": event.xmpp_id})
         return message

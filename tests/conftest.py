@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 import yaml
+from xmpp_client import TestClient
 
 from component.app import App
 from component.config import parse_config
 from component.crypto import generate_key
 from component.db import create_engine, upgrade
 from component.devstack.prosody import Prosody
-from xmpp_client import TestClient
 
 FAKE_JID = "fake.localhost"
 FAKE_SECRET = "fake-secret"
@@ -29,9 +29,7 @@ PASSWORD = "pw"
 _accounts = itertools.count()
 
 
-def gateway_config(
-    prosody: Prosody, db_path: Path, **overrides: Any
-) -> dict[str, Any]:
+def gateway_config(prosody: Prosody, db_path: Path, **overrides: Any) -> dict[str, Any]:
     """A config dict for the fake bridge on `prosody`, as an operator would write it."""
     config: dict[str, Any] = {
         "server": {"host": prosody.host, "port": prosody.component_port},

@@ -76,7 +76,9 @@ class FakeBridge(Bridge):
     Options = FakeOptions
     registration_fields: ClassVar = (
         FormField("username", "User name", required=True, legacy_name="username"),
-        FormField("password", "Password", type="text-private", required=True, legacy_name="password"),
+        FormField(
+            "password", "Password", type="text-private", required=True, legacy_name="password"
+        ),
         FormField("port", "Port", datatype="xs:integer", default=1234),
         FormField("mode", "Mode", type="list-single", options=("fast", "slow"), default="fast"),
         FormField("verbose", "Verbose", type="boolean", default=False),

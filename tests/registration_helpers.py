@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from slixmpp import Iq
-
 from xmpp_client import TestClient
 
 

@@ -99,3 +99,10 @@ class TestClient(ClientXMPP):
     async def close(self) -> None:
         if self.transport is not None:
             await self.disconnect(wait=1.0)
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until `condition()` holds, for state that no event announces."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - polls state that has no event to wait on
+            await asyncio.sleep(0.01)

@@ -1,10 +1,9 @@
 """XEP-0077 registration against the real server, as a client performs it."""
 
 import pytest
-from slixmpp.exceptions import IqError
-
 from conftest import FAKE_JID
 from registration_helpers import get_registration, register_and_subscribe, remove, submit
+from slixmpp.exceptions import IqError
 
 
 def form_fields(iq):
@@ -109,7 +108,9 @@ async def test_registration_survives_a_gateway_restart(prosody, gateway_factory,
     first = await gateway_factory(prosody, db_path=db)
     await submit(client, FAKE_JID, username="alice", password="s3cret")
     await first.stop()
-    await gateway_factory(prosody, db_path=db, secret_key=first.config.secret_key.get_secret_value())
+    await gateway_factory(
+        prosody, db_path=db, secret_key=first.config.secret_key.get_secret_value()
+    )
     reply = await get_registration(client, FAKE_JID)
     assert reply["register"]["registered"]
     assert form_fields(reply)["username"]["value"] == "alice"

@@ -1,0 +1,90 @@
+"""Messages and presence between a real client and the fake network, through Prosody."""
+
+from conftest import FAKE_JID, PASSWORD
+from registration_helpers import register_and_subscribe
+from slixmpp import Message
+from xmpp_client import TestClient, eventually
+
+BOB = f"bob@{FAKE_JID}"
+
+
+def is_error_from(jid, condition):
+    def match(stanza):
+        return (
+            stanza["type"] == "error"
+            and stanza["from"].bare == jid
+            and stanza["error"]["condition"] == condition
+        )
+
+    return match
+
+
+async def test_unregistered_user_gets_registration_required(gateway, client):
+    client.send_message(mto=BOB, mbody="hello?", mtype="chat")
+    error = await client.wait_for(is_error_from(BOB, "registration-required"))
+    assert isinstance(error, Message)
+    client.send_presence(pto=BOB)
+    await client.wait_for(is_error_from(BOB, "registration-required"))
+    # A subscription request is declined rather than left pending.
+    client.send_presence(pto=FAKE_JID, ptype="subscribe")
+    await client.presence_from(FAKE_JID, "unsubscribed")
+
+
+async def test_message_round_trip_with_nick_and_thread(gateway, client):
+    bridge = gateway.gateways[0].bridge
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
+    await bridge.wait_for("start")
+    client.send_message(mto=BOB, mbody="hi bob", mtype="chat")
+    client.stanzas.clear()
+    _, user, (to, text) = await bridge.wait_for("message")
+    assert (user, to, text) == (client.boundjid.bare, "bob", "hi bob")
+    reply = await client.message_from(BOB)
+    assert reply["body"] == "echo: hi bob"
+    assert reply["type"] == "chat"
+    assert reply.xml.find("{http://jabber.org/protocol/nick}nick").text == "Echo"
+
+
+async def test_messages_keep_their_order(gateway, client):
+    bridge = gateway.gateways[0].bridge
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
+    for n in range(50):
+        client.send_message(mto=BOB, mbody=f"line {n}", mtype="chat")
+    sent = [(await bridge.wait_for("message"))[2][1] for _ in range(50)]
+    assert sent == [f"line {n}" for n in range(50)]
+
+
+async def test_bad_addresses_get_errors_and_the_component_stays_up(gateway, client):
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
+    client.send_message(mto=f"bad-address@{FAKE_JID}", mbody="x", mtype="chat")
+    await client.wait_for(is_error_from(f"bad-address@{FAKE_JID}", "jid-malformed"))
+    client.send_message(mto=f"fail@{FAKE_JID}", mbody="x", mtype="chat")
+    await client.wait_for(is_error_from(f"fail@{FAKE_JID}", "item-not-found"))
+    # An error stanza sent to the gateway is not answered (no error loops) ...
+    client.send_message(mto=BOB, mtype="error", mbody="oops")
+    # ... and the component still works afterwards.
+    await client.plugin["xep_0199"].ping(FAKE_JID, timeout=5)
+
+
+async def test_presence_drives_the_session(gateway, prosody, client):
+    bridge = gateway.gateways[0].bridge
+    user = client.boundjid.bare
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
+    _, started_for, secrets = await bridge.wait_for("start")
+    assert (started_for, secrets) == (user, {"password": "pw"})
+    second = TestClient(f"{user}/phone", PASSWORD)
+    await second.login(prosody.host, prosody.c2s_port)
+    await second.presence_from(FAKE_JID)  # the gateway shows itself online to the new resource
+    sessions = gateway.gateways[0].sessions
+    await client.close()
+    await eventually(lambda: list(sessions.resources.get(user, {})) == ["phone"])
+    assert sessions.get(user) is not None  # one resource is left: the session stays
+    await second.close()
+    assert (await bridge.wait_for("stop"))[1] == user
+    assert gateway.gateways[0].sessions.get(user) is None
+
+
+async def test_gateway_answers_probes_after_registration(gateway, client):
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
+    client.send_presence(pto=FAKE_JID, ptype="probe")
+    presence = await client.presence_from(FAKE_JID)
+    assert presence["type"] in ("available", "")
