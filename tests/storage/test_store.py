@@ -1,0 +1,78 @@
+import pytest
+from sqlalchemy import text
+
+from component.db import SchemaOutdated, create_engine, current_revision, ensure_current
+from component.store import AccountStorage
+
+
+async def test_account_life(store, engine):
+    assert await store.get_account("a@x", "irc") is None
+    await store.save_account("a@x", "irc", settings={"nick": "a"}, secrets={"pw": "hunter2"})
+    account = await store.get_account("a@x", "irc")
+    assert (account.settings, account.secrets, account.state) == (
+        {"nick": "a"},
+        {"pw": "hunter2"},
+        {},
+    )
+
+    await store.save_account("a@x", "irc", state={"uid": 7})
+    account = await store.get_account("a@x", "irc")
+    assert (account.settings, account.secrets, account.state) == (
+        {"nick": "a"},
+        {"pw": "hunter2"},
+        {"uid": 7},
+    )
+
+    async with engine.connect() as db:
+        raw = (await db.execute(text("SELECT secrets FROM accounts"))).scalar_one()
+    assert "hunter2" not in raw
+
+
+async def test_accounts_per_bridge_and_removal_cascades(store, engine):
+    await store.save_account("a@x", "irc", settings={})
+    await store.save_account("a@x", "mail", settings={})
+    await store.save_account("b@x", "mail", settings={})
+    await store.put_record("a@x", "mail", "outbox", "1", {"to": "c"})
+    assert await store.registrations() == [("a@x", "irc"), ("a@x", "mail"), ("b@x", "mail")]
+    assert [a.user for a in await store.accounts("mail")] == ["a@x", "b@x"]
+
+    assert await store.remove_account("a@x", "mail")
+    assert not await store.remove_account("a@x", "mail")
+    assert await store.registrations() == [("a@x", "irc"), ("b@x", "mail")]
+    assert await store.remove_account("a@x", "irc")
+    async with engine.connect() as db:
+        users = (await db.execute(text("SELECT jid FROM users"))).scalars().all()
+        records = (await db.execute(text("SELECT count(*) FROM records"))).scalar_one()
+    assert (users, records) == (["b@x"], 0)
+
+
+async def test_records_keep_insertion_order_and_update_in_place(store):
+    await store.save_account("a@x", "mail", settings={})
+    storage = AccountStorage(store, "a@x", "mail")
+    for key in ("b", "a", "c"):
+        await storage.put_record("outbox", key, {"n": key})
+    await storage.put_record("outbox", "a", {"n": "A"})
+    await storage.put_record("threads", "a", {"other": True})
+    assert await storage.list_records("outbox") == [
+        ("b", {"n": "b"}),
+        ("a", {"n": "A"}),
+        ("c", {"n": "c"}),
+    ]
+    assert await storage.get_record("outbox", "a") == {"n": "A"}
+    await storage.delete_record("outbox", "a")
+    assert await storage.get_record("outbox", "a") is None
+    assert await storage.get_record("threads", "a") == {"other": True}
+
+
+async def test_records_need_an_account(store):
+    with pytest.raises(LookupError):
+        await store.put_record("nobody@x", "mail", "outbox", "1", {})
+
+
+async def test_schema_check(engine, tmp_path):
+    await ensure_current(engine)  # upgraded by the fixture
+    assert await current_revision(engine) is not None
+    empty = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(SchemaOutdated, match="db upgrade"):
+        await ensure_current(empty)
+    await empty.dispose()
