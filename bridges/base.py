@@ -164,9 +164,7 @@ class Session(ABC):
     removed. All methods run on the gateway's event loop and must not block it.
     """
 
-    def __init__(
-        self, bridge: Bridge, account: Account, sink: Sink, store: AccountStore
-    ) -> None:
+    def __init__(self, bridge: Bridge, account: Account, sink: Sink, store: AccountStore) -> None:
         self.bridge = bridge
         self.account = account
         self.sink = sink

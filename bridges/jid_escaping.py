@@ -59,4 +59,3 @@ def unescape_node(node: str) -> str:
             out.append(node[index])
             index += 1
     return "".join(out)
-

@@ -88,5 +88,5 @@ def test_unreadable_and_invalid_files(tmp_path):
 def test_the_example_config_is_valid(tmp_path):
     data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     data["secret_key"] = generate_key()
-    config, bridges = parse_config(data, tmp_path)
+    _, bridges = parse_config(data, tmp_path)
     assert {b.name for b in bridges} == set(data["bridges"])
