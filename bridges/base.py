@@ -17,7 +17,9 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -278,6 +280,14 @@ class Bridge(ABC):
     def commands(self, address: Address | None) -> Sequence[Command]:
         """Ad-hoc commands offered on `address` (None: on the component itself)."""
         return ()
+
+    @classmethod
+    def demo_server(cls, run_dir: Path) -> AbstractAsyncContextManager[dict[str, Any]] | None:
+        """A private legacy server for `xmpp-gateway demo`, yielding options to reach it.
+
+        None (the default) means the demo runs this bridge without a server of its own.
+        """
+        return None
 
     async def close(self) -> None:
         """Release bridge-wide resources at shutdown, after every session has stopped."""

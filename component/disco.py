@@ -7,13 +7,14 @@ tell a room from a contact before it joins or writes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from slixmpp import JID
 from slixmpp.plugins.xep_0030.stanza import DiscoInfo, DiscoItems
 
 from bridges.address import Address, AddressError, AddressKind
-from component.errors import from_exception
+from component.commands import COMMANDS_NS
+from component.errors import from_exception, stanza_error
 
 if TYPE_CHECKING:
     from component.gateway import Gateway
@@ -26,6 +27,7 @@ FEATURES = (
     "jabber:iq:version",
     "urn:xmpp:ping",
     "jid\\20escaping",
+    COMMANDS_NS,
 )
 CONTACT_FEATURES = ("http://jabber.org/protocol/disco#info", "urn:xmpp:receipts")
 
@@ -48,6 +50,10 @@ class Disco:
     def _is_component(self, jid: JID) -> bool:
         return not jid.node and jid.bare == self.gateway.boundjid.bare
 
+    @staticmethod
+    def _not_found(node: str) -> NoReturn:
+        raise stanza_error("item-not-found", f"no node {node!r} here")
+
     def _address(self, jid: JID) -> Address:
         try:
             return self.gateway.bridge.parse_address(jid.node)
@@ -55,14 +61,17 @@ class Disco:
             raise from_exception(exc) from exc
 
     async def get_info(self, jid: JID, node: str | None, ifrom: JID, iq: Any) -> Any:
-        if self._is_component(jid) or node:
+        address = None if self._is_component(jid) else self._address(jid)
+        if node:
+            return self.gateway.commands.info(node, address) or self._not_found(node)
+        if address is None:
             return self.plugin.static.get_info(jid, node, ifrom, iq)
-        address = self._address(jid)
         info = DiscoInfo()
         if address.kind is AddressKind.GROUP and self.gateway.groups is not None:
             return self.gateway.groups.disco_info(address)
         if address.kind is AddressKind.SERVICE:
             info.add_identity("gateway", self.gateway.bridge.disco_type, name=address.legacy_id)
+            info.add_feature(COMMANDS_NS)
         else:
             info.add_identity("client", "pc", name=address.legacy_id)
         for feature in CONTACT_FEATURES:
@@ -70,11 +79,13 @@ class Disco:
         return info
 
     async def get_items(self, jid: JID, node: str | None, ifrom: JID, iq: Any) -> Any:
-        if self._is_component(jid) or node:
-            return self.plugin.static.get_items(jid, node, ifrom, iq)
-        address = self._address(jid)
+        address = None if self._is_component(jid) else self._address(jid)
+        if node == COMMANDS_NS:
+            return self.gateway.commands.items(jid, address)
+        if node:
+            return self._not_found(node)
         items = DiscoItems()
-        if address.kind is not AddressKind.SERVICE:
+        if address is None or address.kind is not AddressKind.SERVICE:
             return items
         session = await self.gateway.session_for(ifrom.bare)
         try:

@@ -32,13 +32,15 @@ def build_form(
     title: str,
     instructions: str,
     values: Mapping[str, Any] | None = None,
+    form_type: str | None = None,
 ) -> Form:
     """A `form` to fill in; `values` replace defaults, secrets are never filled in."""
     form = Form()
     form["type"] = "form"
     form["title"] = title
     form["instructions"] = instructions
-    form.add_field(var="FORM_TYPE", ftype="hidden", value="jabber:iq:register")
+    if form_type:
+        form.add_field(var="FORM_TYPE", ftype="hidden", value=form_type)
     for spec in fields:
         value = None if spec.is_secret else (values or {}).get(spec.var, spec.default)
         field = form.add_field(

@@ -22,6 +22,7 @@ from slixmpp.xmlstream.matcher import StanzaPath
 from bridges import events
 from bridges.address import Address
 from bridges.base import Bridge, Session
+from component.commands import AdHocCommands
 from component.disco import Disco
 from component.errors import REGISTRATION_REQUIRED, from_exception, stanza_error
 from component.lanes import Handler, Lanes
@@ -89,12 +90,14 @@ class Gateway(ComponentXMPP):
         )
         self.sessions = SessionManager(bridge, store, self._make_sink)
         self.registration = Registration(self, allowed_domains)
+        self.commands = AdHocCommands(self)
         self.disco = Disco(self)
         self.lanes = Lanes()
         self._route("message", "message", self._on_message)
         self._route("presence", "presence", self._on_presence)
         self._route("register", "iq/register", self.registration.handle)
         self._route("gateway", "iq/gateway", self._on_gateway_query)
+        self._route("command", "iq/command", self._on_command)
         if self.groups is not None:
             self._route("muc-admin", "iq/mucadmin_query", self._on_muc_admin)
         self.add_event_handler("session_start", self._on_link_up)
@@ -321,6 +324,10 @@ class Gateway(ComponentXMPP):
         else:
             raise stanza_error("bad-request", "expected a get or set")
         reply.send()
+
+    async def _on_command(self, iq: Iq) -> None:
+        address = self._address(iq) if iq["to"].node else None
+        await self.commands.handle(iq, address)
 
     async def _on_muc_admin(self, iq: Iq) -> None:
         assert self.groups is not None

@@ -76,6 +76,7 @@ class Registration:
                 title=f"Register with {self.bridge.display_name}",
                 instructions=self.bridge.instructions,
                 values=values,
+                form_type="jabber:iq:register",
             )
         )
         reply.send()

@@ -13,13 +13,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from bridges import events
-from bridges.address import Address, AddressError
+from bridges.address import Address, AddressError, AddressKind
 from bridges.base import (
     Account,
     AccountData,
     AccountStore,
     Bridge,
     BridgeOptions,
+    Command,
     FormField,
     RegistrationError,
     Session,
@@ -103,7 +104,23 @@ class FakeBridge(Bridge):
     def parse_address(self, localpart: str) -> Address:
         if localpart.startswith("bad"):
             raise AddressError(f"{localpart!r} is not a fake address")
+        if localpart == "server":
+            return Address(AddressKind.SERVICE, "server")
         return super().parse_address(localpart)
+
+    def commands(self, address: Address | None) -> list[Command]:
+        if address is None or address.kind is not AddressKind.SERVICE:
+            return []
+        return [Command("settings", "Server settings", self._settings_form, self._save)]
+
+    async def _settings_form(self, account: Account, address: Address) -> list[FormField]:
+        return [FormField("motto", "Motto", required=True, default=account.state.get("motto"))]
+
+    async def _save(
+        self, account: Account, address: Address, store: AccountStore, values: dict[str, Any]
+    ) -> str:
+        await store.put_record("settings", address.legacy_id, values)
+        return f"Saved motto {values['motto']!r}"
 
     async def wait_for(self, kind: str, timeout: float = 10.0) -> tuple[str, str, Any]:
         """The first logged entry of `kind` (removed from the log)."""

@@ -1,0 +1,135 @@
+"""XEP-0050 ad-hoc commands a bridge offers, such as per-network settings forms.
+
+slixmpp's own XEP-0050 plugin binds commands to fixed JIDs; a bridge's commands live on
+addresses that exist only when a user names them (`irc.libera.chat@irc.example.org`),
+so they are listed and run here by asking the bridge. A command is a two-step form:
+`execute` shows the bridge's fields with current values, `complete` submits them
+(checked by component.forms like a registration form).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from slixmpp import JID, Iq
+from slixmpp.plugins.xep_0004 import Form
+from slixmpp.plugins.xep_0030.stanza import DiscoInfo, DiscoItems
+from slixmpp.plugins.xep_0050.stanza import Command as CommandStanza
+from slixmpp.xmlstream import register_stanza_plugin
+
+from bridges.address import Address
+from bridges.base import BridgeError, Command, FormField
+from component.errors import from_exception, stanza_error
+from component.forms import FormInvalid, build_form, check_values, submitted_values
+from component.store import AccountStorage
+
+if TYPE_CHECKING:
+    from component.gateway import Gateway
+
+COMMANDS_NS = "http://jabber.org/protocol/commands"
+PENDING_KEPT = 1_000
+
+register_stanza_plugin(Iq, CommandStanza)
+register_stanza_plugin(CommandStanza, Form)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    user: str
+    command: Command
+    address: Address | None
+    fields: tuple[FormField, ...]
+
+
+class AdHocCommands:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+
+    def _commands(self, address: Address | None) -> dict[str, Command]:
+        return {command.node: command for command in self.gateway.bridge.commands(address)}
+
+    def items(self, jid: JID, address: Address | None) -> DiscoItems:
+        items = DiscoItems()
+        items["node"] = COMMANDS_NS
+        for command in self._commands(address).values():
+            items.add_item(jid.full, node=command.node, name=command.name)
+        return items
+
+    def info(self, node: str, address: Address | None) -> DiscoInfo | None:
+        command = self._commands(address).get(node)
+        if command is None:
+            return None
+        info = DiscoInfo()
+        info.add_identity("automation", "command-node", name=command.name)
+        info.add_feature(COMMANDS_NS)
+        info.add_feature("jabber:x:data")
+        return info
+
+    async def handle(self, iq: Iq, address: Address | None) -> None:
+        query = iq["command"]
+        action = query["action"] or "execute"
+        if action == "cancel":
+            self._pending.pop(query["sessionid"], None)
+            self._reply(iq, query["sessionid"], "canceled")
+            return
+        user = iq["from"].bare
+        account = await self.gateway.store.get_account(user, self.gateway.bridge.name)
+        if account is None:
+            raise stanza_error("registration-required", "register with this gateway first")
+        pending = self._pending.get(query["sessionid"]) if query["sessionid"] else None
+        try:
+            if pending is None or pending.user != user:
+                await self._start(iq, query["node"], address, user)
+            else:
+                await self._finish(iq, pending)
+        except BridgeError as exc:
+            raise from_exception(exc) from exc
+
+    async def _start(self, iq: Iq, node: str, address: Address | None, user: str) -> None:
+        command = self._commands(address).get(node)
+        if command is None:
+            raise stanza_error("item-not-found", f"no command {node!r} here")
+        account = await self.gateway.store.get_account(user, self.gateway.bridge.name)
+        assert account is not None
+        fields = tuple(await command.form(account, address))
+        session_id = secrets.token_hex(8)
+        self._pending[session_id] = _Pending(user, command, address, fields)
+        if len(self._pending) > PENDING_KEPT:
+            self._pending.popitem(last=False)
+        reply = self._reply(iq, session_id, "executing", send=False)
+        reply["command"]["actions"] = ["complete"]
+        reply["command"].append(build_form(fields, title=command.name, instructions=command.name))
+        reply.send()
+
+    async def _finish(self, iq: Iq, pending: _Pending) -> None:
+        query = iq["command"]
+        submitted = submitted_values(query["form"]) if query.xml.find(_FORM_TAG) is not None else {}
+        try:
+            values = check_values(pending.fields, submitted)
+        except FormInvalid as exc:
+            raise stanza_error("bad-request", exc.text) from None
+        account = await self.gateway.store.get_account(pending.user, self.gateway.bridge.name)
+        if account is None:
+            raise stanza_error("registration-required", "register with this gateway first")
+        storage = AccountStorage(self.gateway.store, pending.user, self.gateway.bridge.name)
+        text = await pending.command.submit(account, pending.address, storage, values)
+        del self._pending[query["sessionid"]]
+        reply = self._reply(iq, query["sessionid"], "completed", send=False)
+        reply["command"].add_note(text, "info")
+        reply.send()
+
+    def _reply(self, iq: Iq, session_id: str, status: str, *, send: bool = True) -> Iq:
+        reply = iq.reply()
+        reply["command"]["node"] = iq["command"]["node"]
+        reply["command"]["sessionid"] = session_id
+        reply["command"]["status"] = status
+        if send:
+            reply.send()
+        return reply
+
+
+_FORM_TAG = "{jabber:x:data}x"
