@@ -18,6 +18,7 @@ from component.crypto import SecretBox
 from component.db import create_engine, ensure_current
 from component.gateway import Gateway
 from component.link import Link
+from component.metrics import serve_metrics
 from component.store import Store
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class App:
 
     async def start(self) -> None:
         """Check the schema, build every gateway and start connecting them."""
+        if self.config.metrics.port:
+            serve_metrics(self.config.metrics.host, self.config.metrics.port)
         self.engine = create_engine(self.config.database_url)
         await ensure_current(self.engine)
         box = SecretBox(

@@ -91,6 +91,13 @@ class BridgeSection(BaseModel):
         return dict(self.model_extra or {})
 
 
+class MetricsSettings(_Strict):
+    """Prometheus /metrics over HTTP; port 0 turns it off."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+
+
 class Config(_Strict):
     server: ServerSettings = ServerSettings()
     database_url: str = ""
@@ -99,6 +106,7 @@ class Config(_Strict):
     allowed_domains: list[str] = Field(min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     reconnect: ReconnectSettings = ReconnectSettings()
+    metrics: MetricsSettings = MetricsSettings()
     bridges: dict[str, BridgeSection] = Field(min_length=1)
 
     @field_validator("secret_key", "old_secret_keys")

@@ -22,6 +22,7 @@ from slixmpp.xmlstream.matcher import StanzaPath
 from bridges import events
 from bridges.address import Address
 from bridges.base import Bridge, Session
+from component import metrics
 from component.commands import AdHocCommands
 from component.disco import Disco
 from component.errors import REGISTRATION_REQUIRED, from_exception, stanza_error
@@ -92,7 +93,7 @@ class Gateway(ComponentXMPP):
         self.registration = Registration(self, allowed_domains)
         self.commands = AdHocCommands(self)
         self.disco = Disco(self)
-        self.lanes = Lanes()
+        self.lanes = Lanes(bridge.name)
         self._route("message", "message", self._on_message)
         self._route("presence", "presence", self._on_presence)
         self._route("register", "iq/register", self.registration.handle)
@@ -123,7 +124,10 @@ class Gateway(ComponentXMPP):
     def _route(self, name: str, path: str, handler: Handler) -> None:
         """Queue matching stanzas on their sender's lane, in arrival order."""
 
+        received = metrics.STANZAS_IN.labels(self.bridge.name, name)
+
         def enqueue(stanza: StanzaBase) -> None:
+            received.inc()
             self.lanes.submit(stanza["from"].bare, stanza, handler)
 
         self.register_handler(Callback(name, StanzaPath(path), enqueue))
@@ -155,9 +159,11 @@ class Gateway(ComponentXMPP):
         # Hold legacy events while the server link is down rather than dropping them.
         await self.link_up.wait()
         await self.outbound.deliver(user, event)
+        metrics.EVENTS_OUT.labels(self.bridge.name, type(event).__name__).inc()
 
     async def _on_link_up(self, _event: object) -> None:
         self.link_up.set()
+        metrics.LINK_UP.labels(self.bridge.name).set(1)
         log.info("%s: connected to the XMPP server", self.boundjid.bare)
         # Learn who is online: the server answers probes with each user's presence.
         for user, bridge in await self.store.registrations():
@@ -171,6 +177,7 @@ class Gateway(ComponentXMPP):
         if self.link_up.is_set() and not self._closing:
             log.warning("%s: lost the connection to the XMPP server", self.boundjid.bare)
         self.link_up.clear()
+        metrics.LINK_UP.labels(self.bridge.name).set(0)
 
     # --- sessions -------------------------------------------------------------------
 

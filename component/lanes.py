@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import StanzaBase
 
+from component import metrics
 from component.errors import from_exception
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ Handler = Callable[[StanzaBase], Awaitable[None]]
 class Lanes:
     """One FIFO worker per key (the sender's bare JID); idle workers go away."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self._queues: dict[str, asyncio.Queue[tuple[StanzaBase, Handler]]] = {}
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -41,7 +43,7 @@ class Lanes:
         try:
             while not queue.empty():
                 stanza, handler = queue.get_nowait()
-                await _handle(stanza, handler)
+                await _handle(self.name, stanza, handler)
         finally:
             if self._queues.get(key) is queue:
                 del self._queues[key]
@@ -52,18 +54,19 @@ class Lanes:
             await asyncio.gather(*list(self._workers), return_exceptions=True)
 
 
-async def _handle(stanza: StanzaBase, handler: Handler) -> None:
+async def _handle(name: str, stanza: StanzaBase, handler: Handler) -> None:
     """Run one handler; any failure becomes an error reply, never a dead lane."""
     try:
         await handler(stanza)
     except XMPPError as exc:
-        _reply_error(stanza, exc)
+        _reply_error(name, stanza, exc)
     except Exception as exc:
         log.exception("failed to handle %s from %s", stanza.name, stanza["from"])
-        _reply_error(stanza, from_exception(exc))
+        _reply_error(name, stanza, from_exception(exc))
 
 
-def _reply_error(stanza: StanzaBase, error: XMPPError) -> None:
+def _reply_error(name: str, stanza: StanzaBase, error: XMPPError) -> None:
+    metrics.STANZA_ERRORS.labels(name, error.condition).inc()
     if stanza["type"] == "error":
         return  # never answer an error with an error: that is how loops start
     log.info(

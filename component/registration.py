@@ -18,6 +18,7 @@ from slixmpp.plugins.xep_0077.stanza import Register
 from slixmpp.xmlstream import register_stanza_plugin
 
 from bridges.base import Account, RegistrationError
+from component import metrics
 from component.errors import stanza_error
 from component.forms import FormInvalid, build_form, check_values, submitted_values
 from component.xep_0100 import presence
@@ -101,6 +102,7 @@ class Registration:
         try:
             values = check_values(self.bridge.registration_fields, raw, keep_secrets=kept_secrets)
         except FormInvalid as exc:
+            metrics.REGISTRATIONS.labels(self.bridge.name, "invalid").inc()
             raise stanza_error("not-acceptable", exc.text) from None
         for name, secret in kept_secrets.items():
             values.setdefault(name, secret)
@@ -108,11 +110,13 @@ class Registration:
             data = await self.bridge.validate_registration(user, values, previous)
         except RegistrationError as exc:
             log.info("%s: registration refused: %s", user, exc.text)
+            metrics.REGISTRATIONS.labels(self.bridge.name, "refused").inc()
             raise stanza_error(exc.condition, exc.text) from None
         await self.gateway.store.save_account(
             user, self.bridge.name, settings=data.settings, secrets=data.secrets
         )
         iq.reply().send()
+        metrics.REGISTRATIONS.labels(self.bridge.name, "updated" if previous else "new").inc()
         log.info("%s: %s with %s", user, "updated" if previous else "registered", self.bridge.name)
         if previous is None:
             # XEP-0100 §4.1.1: ask to appear in the user's roster.

@@ -15,6 +15,7 @@ from typing import Any
 
 from bridges import events
 from bridges.base import Account, Bridge, Session, Sink
+from component import metrics
 from component.store import AccountStorage, Store
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class SessionManager:
         storage = AccountStorage(self.store, account.user, self.bridge.name)
         session = self.bridge.create_session(account, self._make_sink(account.user), storage)
         self._sessions[account.user] = session
+        metrics.SESSIONS.labels(self.bridge.name).set(len(self._sessions))
         log.info("%s: starting %s session", account.user, self.bridge.name)
         try:
             await session.start()
@@ -71,6 +73,7 @@ class SessionManager:
         session = self._sessions.pop(user, None)
         if session is None:
             return
+        metrics.SESSIONS.labels(self.bridge.name).set(len(self._sessions))
         log.info("%s: stopping %s session (%s)", user, self.bridge.name, reason)
         try:
             await session.stop()
@@ -93,6 +96,7 @@ class SessionManager:
         known = self.resources.setdefault(user, {})
         first = not known
         known[resource] = priority
+        metrics.ONLINE_USERS.labels(self.bridge.name).set(len(self.resources))
         if first:
             await self.ensure(user)
         return first
@@ -109,6 +113,7 @@ class SessionManager:
         if known:
             return False
         del self.resources[user]
+        metrics.ONLINE_USERS.labels(self.bridge.name).set(len(self.resources))
         if not self.bridge.persistent_sessions:
             await self.stop(user, "user went offline")
         return True

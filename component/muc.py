@@ -1,0 +1,434 @@
+"""The XEP-0045 side of group chats, for any bridge with `supports_groups`.
+
+The bridge speaks in room events (`RoomJoined`, `OccupantLeft`, ...) about one legacy
+membership per user and room; XMPP has one occupant per *resource*. This engine keeps,
+per (user, room), the legacy view (own nick, occupants, subject) and which of the
+user's resources are in, so a second resource gets the full join from memory, every
+event fans out to all joined resources, and the legacy side leaves only when the
+user's last resource does.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from slixmpp import JID, Iq, Message, Presence
+from slixmpp.xmlstream import ET, StanzaBase
+
+from bridges import events
+from bridges.address import Address
+from bridges.base import Bridge, Session
+from component.errors import error_type, stanza_error
+
+log = logging.getLogger(__name__)
+
+MUC_NS = "http://jabber.org/protocol/muc"
+MUC_USER_NS = MUC_NS + "#user"
+MUC_ADMIN_NS = MUC_NS + "#admin"
+
+SELF = "110"
+NICK_MODIFIED = "210"
+NEW_NICK = "303"
+KICKED = "307"
+SHUTDOWN = "332"
+"""Removed because of a system shutdown: the nearest code for a lost legacy link."""
+
+ROOM_EVENTS = (
+    events.RoomJoined,
+    events.RoomJoinFailed,
+    events.RoomLeft,
+    events.OccupantJoined,
+    events.OccupantLeft,
+    events.NickChanged,
+    events.NickConflict,
+    events.SubjectChanged,
+)
+
+
+class RoomInfo(NamedTuple):
+    """What disco#info says about a room: (category, type, name) identities, features."""
+
+    identities: list[tuple[str, str, str]]
+    features: list[str]
+
+
+@dataclass
+class RoomState:
+    """One user's membership of one room, shared by all their resources."""
+
+    room: Address
+    nick: str = ""
+    joined: bool = False
+    occupants: dict[str, events.Occupant] = field(default_factory=dict)
+    subject: str | None = None
+    subject_by: str | None = None
+    resources: dict[str, str] = field(default_factory=dict)
+    """Joined full JIDs → the nick each asked for (to flag 210 when it differs)."""
+    pending: dict[str, str] = field(default_factory=dict)
+    """Full JIDs waiting for the legacy join to complete → requested nick."""
+
+    @property
+    def empty(self) -> bool:
+        return not self.resources and not self.pending
+
+
+class GroupChats:
+    """Turns MUC stanzas into Session calls and room events into MUC stanzas."""
+
+    def __init__(
+        self, send: Callable[[StanzaBase], None], component_jid: str, bridge: Bridge
+    ) -> None:
+        self._send = send
+        self.component_jid = component_jid
+        self.bridge = bridge
+        self.rooms: dict[tuple[str, Address], RoomState] = {}
+
+    # --- addresses -------------------------------------------------------------------
+
+    def room_jid(self, room: Address, nick: str | None = None) -> JID:
+        jid = JID(f"{self.bridge.format_address(room)}@{self.component_jid}")
+        if nick:
+            jid.resource = nick
+        return jid
+
+    def disco_info(self, room: Address) -> RoomInfo:
+        """Identity conference/text and the MUC features a legacy room has."""
+        return RoomInfo(
+            [("conference", "text", room.legacy_id)],
+            [MUC_NS, "muc_public", "muc_open", "muc_temporary", "muc_semianonymous"],
+        )
+
+    # --- from the user ---------------------------------------------------------------
+
+    async def on_presence(self, presence: Presence, session: Session, room: Address) -> None:
+        """Join, nick change or leave for the resource that sent `presence`."""
+        full, user = presence["from"].full, presence["from"].bare
+        nick = presence["to"].resource
+        key = (user, room)
+        state = self.rooms.get(key)
+        if presence["type"] == "error":
+            return
+        if presence["type"] == "unavailable":
+            await self._resource_leaves(key, state, full, session)
+            return
+        if not nick:
+            raise stanza_error("jid-malformed", "join with a nickname: room@service/nick")
+        if state is not None and full in state.resources:
+            if nick != state.nick:
+                await session.change_nick(room, nick)
+            return
+        if state is not None and state.joined:
+            state.resources[full] = nick
+            self._send_full_join(state, full, nick)
+            return
+        if state is None:
+            state = self.rooms[key] = RoomState(room)
+        if full in state.pending:
+            return
+        first = not state.pending
+        state.pending[full] = nick
+        if first:
+            try:
+                await session.join(room, nick, _muc_password(presence))
+            except Exception:
+                state.pending.pop(full, None)
+                if state.empty:
+                    self.rooms.pop(key, None)
+                raise
+
+    async def _resource_leaves(
+        self, key: tuple[str, Address], state: RoomState | None, full: str, session: Session
+    ) -> None:
+        if state is None or (full not in state.resources and full not in state.pending):
+            return
+        nick = state.resources.pop(full, None)
+        state.pending.pop(full, None)
+        if nick is not None:
+            self._send(self._self_presence(state, full, available=False))
+        if state.empty:
+            del self.rooms[key]
+            await session.leave(state.room)
+
+    async def on_groupchat(self, message: Message, session: Session, room: Address) -> None:
+        """A message to the room: send it, then reflect it to every joined resource."""
+        full, user = message["from"].full, message["from"].bare
+        state = self.rooms.get((user, room))
+        if state is None or full not in state.resources:
+            raise stanza_error("not-acceptable", "join the room before sending to it")
+        body, subject = message["body"], message["subject"]
+        if subject and not body:
+            await session.set_subject(room, subject)
+            return
+        if not body:
+            return  # chat states and the like have no IRC equivalent
+        await session.send_message(room, body, xmpp_id=message["id"] or None)
+        msg_id = message["id"] or uuid.uuid4().hex
+        for resource in state.resources:
+            self._send(self._groupchat(state.room, state.nick, resource, body, msg_id))
+
+    async def on_iq_admin(self, iq: Iq, session: Session, room: Address) -> None:
+        """muc#admin: role `none` kicks, other roles map to the legacy rank change."""
+        state = self.rooms.get((iq["from"].bare, room))
+        if state is None or not state.resources:
+            raise stanza_error("not-acceptable", "join the room first")
+        if iq["type"] != "set":
+            raise stanza_error("feature-not-implemented", "only role changes and kicks")
+        items = iq.xml.findall(f"{{{MUC_ADMIN_NS}}}query/{{{MUC_ADMIN_NS}}}item")
+        if not items:
+            raise stanza_error("bad-request", "no item in the muc#admin query")
+        for item in items:
+            nick, role = item.get("nick"), item.get("role")
+            if not nick or not role:
+                raise stanza_error("feature-not-implemented", "only changes by nick and role")
+            reason = item.findtext(f"{{{MUC_ADMIN_NS}}}reason") or None
+            if role == "none":
+                await session.kick(room, nick, reason)
+            elif role in {r.value for r in events.Role}:
+                await session.set_role(room, nick, events.Role(role))
+            else:
+                raise stanza_error("bad-request", f"unknown role {role!r}")
+        iq.reply().send()
+
+    def resource_gone(self, user_full_jid: str) -> list[Address]:
+        """Forget an offline resource; return the rooms it was the user's last one in."""
+        emptied = []
+        for key, state in list(self.rooms.items()):
+            if key[0] != JID(user_full_jid).bare:
+                continue
+            state.resources.pop(user_full_jid, None)
+            state.pending.pop(user_full_jid, None)
+            if state.empty:
+                del self.rooms[key]
+                emptied.append(state.room)
+        return emptied
+
+    # --- from the legacy side --------------------------------------------------------
+
+    async def on_event(self, user: str, event: events.Event) -> bool:
+        """Fan a room event out to the joined resources; False if not a room event."""
+        if isinstance(event, events.Message):
+            if not event.sender.is_group:
+                return False
+            state = self.rooms.get((user, event.sender))
+            if state is not None:
+                self._on_message(state, event)
+            return True
+        if not isinstance(event, ROOM_EVENTS):
+            return False
+        state = self.rooms.get((user, event.room))
+        if state is None:
+            return True  # no resource is in that room (e.g. joined on connect): nothing to show
+        match event:
+            case events.RoomJoined():
+                self._on_joined(state, event)
+            case events.RoomJoinFailed():
+                self._on_join_failed(user, state, event)
+            case events.RoomLeft():
+                self._on_left(user, state, event)
+            case events.OccupantJoined():
+                self._on_occupant(state, event.occupant)
+            case events.OccupantLeft():
+                self._on_occupant_left(state, event)
+            case events.NickChanged():
+                self._on_nick_changed(state, event)
+            case events.NickConflict():
+                self._on_nick_conflict(state, event)
+            case events.SubjectChanged():
+                state.subject, state.subject_by = event.subject, event.by
+                for resource in state.resources:
+                    self._send(self._subject(state, resource))
+        return True
+
+    def _on_message(self, state: RoomState, event: events.Message) -> None:
+        msg_id = event.legacy_id or uuid.uuid4().hex
+        for resource in state.resources:
+            self._send(self._groupchat(state.room, event.nick, resource, event.text, msg_id))
+
+    def _on_joined(self, state: RoomState, event: events.RoomJoined) -> None:
+        state.joined, state.nick = True, event.nick
+        state.occupants = {o.nick: o for o in event.occupants}
+        state.subject, state.subject_by = event.subject, event.subject_by
+        waiting, state.pending = state.pending, {}
+        for resource, requested in waiting.items():
+            state.resources[resource] = requested
+            self._send_full_join(state, resource, requested)
+
+    def _on_join_failed(self, user: str, state: RoomState, event: events.RoomJoinFailed) -> None:
+        waiting, state.pending = state.pending, {}
+        for resource, requested in waiting.items():
+            self._send(
+                self._error_presence(state.room, requested, resource, event.condition, event.text)
+            )
+        if state.empty:
+            self.rooms.pop((user, state.room), None)
+
+    def _on_left(self, user: str, state: RoomState, event: events.RoomLeft) -> None:
+        codes = [SELF, KICKED] if event.kicked_by else [SELF, SHUTDOWN]
+        for resource in state.resources:
+            presence = self._occupant_presence(
+                state.room, state.nick, resource, self._own_role(state), codes, available=False
+            )
+            _add_actor_reason(presence, event.kicked_by, event.reason)
+            self._send(presence)
+        for resource, requested in state.pending.items():
+            self._send(
+                self._error_presence(
+                    state.room, requested, resource, "service-unavailable", event.reason or "left"
+                )
+            )
+        self.rooms.pop((user, state.room), None)
+
+    def _on_occupant(self, state: RoomState, occupant: events.Occupant) -> None:
+        if occupant.nick == state.nick:
+            state.occupants[occupant.nick] = occupant
+            for resource in state.resources:
+                self._send(self._self_presence(state, resource))
+            return
+        state.occupants[occupant.nick] = occupant
+        for resource in state.resources:
+            self._send(self._occupant_presence(state.room, occupant.nick, resource, occupant.role))
+
+    def _on_occupant_left(self, state: RoomState, event: events.OccupantLeft) -> None:
+        gone = state.occupants.pop(event.nick, events.Occupant(event.nick))
+        codes = [KICKED] if event.kicked_by else []
+        for resource in state.resources:
+            presence = self._occupant_presence(
+                state.room, event.nick, resource, gone.role, codes, available=False
+            )
+            _add_actor_reason(presence, event.kicked_by, event.reason)
+            if not event.kicked_by and event.reason:
+                presence["status"] = event.reason
+            self._send(presence)
+
+    def _on_nick_changed(self, state: RoomState, event: events.NickChanged) -> None:
+        occupant = state.occupants.pop(event.old, None) or self._own_occupant(state)
+        renamed = events.Occupant(event.new, occupant.role)
+        own = event.own or event.old == state.nick
+        if own:
+            state.nick = event.new
+        state.occupants[event.new] = renamed
+        extra = [SELF] if own else []
+        for resource in state.resources:
+            gone = self._occupant_presence(
+                state.room, event.old, resource, renamed.role, [NEW_NICK, *extra], available=False
+            )
+            _item(gone).set("nick", event.new)
+            self._send(gone)
+            self._send(
+                self._occupant_presence(state.room, event.new, resource, renamed.role, extra)
+            )
+        if own:
+            for resource in state.resources:
+                state.resources[resource] = event.new
+
+    def _on_nick_conflict(self, state: RoomState, event: events.NickConflict) -> None:
+        for resource in state.resources:
+            self._send(
+                self._error_presence(state.room, event.nick, resource, "conflict", event.text)
+            )
+
+    # --- stanzas ---------------------------------------------------------------------
+
+    def _send_full_join(self, state: RoomState, resource: str, requested: str) -> None:
+        """Occupants, then own presence (110, 210 if renamed), then the subject."""
+        for occupant in state.occupants.values():
+            if occupant.nick != state.nick:
+                self._send(
+                    self._occupant_presence(state.room, occupant.nick, resource, occupant.role)
+                )
+        extra = [NICK_MODIFIED] if requested != state.nick else []
+        self._send(self._self_presence(state, resource, extra=extra))
+        self._send(self._subject(state, resource))
+
+    def _own_occupant(self, state: RoomState) -> events.Occupant:
+        return state.occupants.get(state.nick) or events.Occupant(state.nick)
+
+    def _own_role(self, state: RoomState) -> events.Role:
+        return self._own_occupant(state).role
+
+    def _self_presence(
+        self,
+        state: RoomState,
+        resource: str,
+        *,
+        available: bool = True,
+        extra: Iterable[str] = (),
+    ) -> Presence:
+        return self._occupant_presence(
+            state.room, state.nick, resource, self._own_role(state), [SELF, *extra], available
+        )
+
+    def _occupant_presence(
+        self,
+        room: Address,
+        nick: str,
+        to: str,
+        role: events.Role,
+        codes: Iterable[str] = (),
+        available: bool = True,
+    ) -> Presence:
+        presence = Presence()
+        presence["from"], presence["to"] = self.room_jid(room, nick), to
+        if not available:
+            presence["type"] = "unavailable"
+        x = ET.SubElement(presence.xml, f"{{{MUC_USER_NS}}}x")
+        ET.SubElement(
+            x,
+            f"{{{MUC_USER_NS}}}item",
+            {"affiliation": "none", "role": role.value if available else "none"},
+        )
+        for code in codes:
+            ET.SubElement(x, f"{{{MUC_USER_NS}}}status", {"code": code})
+        return presence
+
+    def _error_presence(
+        self, room: Address, nick: str, to: str, condition: str, text: str
+    ) -> Presence:
+        presence = Presence()
+        presence["from"], presence["to"], presence["type"] = self.room_jid(room, nick), to, "error"
+        ET.SubElement(presence.xml, f"{{{MUC_NS}}}x")
+        presence["error"]["condition"] = condition
+        presence["error"]["type"] = error_type(condition)
+        presence["error"]["text"] = text
+        return presence
+
+    def _groupchat(
+        self, room: Address, nick: str | None, to: str, body: str, msg_id: str
+    ) -> Message:
+        message = Message()
+        message["from"], message["to"] = self.room_jid(room, nick), to
+        message["type"], message["body"], message["id"] = "groupchat", body, msg_id
+        return message
+
+    def _subject(self, state: RoomState, to: str) -> Message:
+        """The subject message ends a join (XEP-0045 §7.2.15); empty when there is none."""
+        message = Message()
+        message["from"], message["to"] = self.room_jid(state.room, state.subject_by), to
+        message["type"] = "groupchat"
+        message["id"] = uuid.uuid4().hex
+        subject = ET.SubElement(message.xml, "{jabber:client}subject")
+        subject.text = state.subject or ""
+        return message
+
+
+def _muc_password(presence: Presence) -> str | None:
+    return presence.xml.findtext(f"{{{MUC_NS}}}x/{{{MUC_NS}}}password") or None
+
+
+def _item(presence: Presence) -> ET.Element:
+    """The muc#user item that `_occupant_presence` always adds."""
+    item = presence.xml.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
+    assert item is not None
+    return item
+
+
+def _add_actor_reason(presence: Presence, actor: str | None, reason: str | None) -> None:
+    item = _item(presence)
+    if actor:
+        ET.SubElement(item, f"{{{MUC_USER_NS}}}actor", {"nick": actor})
+    if actor and reason:
+        ET.SubElement(item, f"{{{MUC_USER_NS}}}reason").text = reason
