@@ -68,7 +68,12 @@ class Disco:
             return self.plugin.static.get_info(jid, node, ifrom, iq)
         info = DiscoInfo()
         if address.kind is AddressKind.GROUP and self.gateway.groups is not None:
-            return self.gateway.groups.disco_info(address)
+            room = self.gateway.groups.disco_info(address)
+            for category, itype, name in room.identities:
+                info.add_identity(category, itype, name=name)
+            for feature in room.features:
+                info.add_feature(feature)
+            return info
         if address.kind is AddressKind.SERVICE:
             info.add_identity("gateway", self.gateway.bridge.disco_type, name=address.legacy_id)
             info.add_feature(COMMANDS_NS)
