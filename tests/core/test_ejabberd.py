@@ -1,0 +1,35 @@
+"""The same gateway against ejabberd, the other server operators run (XEP-0114 there too)."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+from conftest import FAKE_JID, FAKE_SECRET
+from registration_helpers import get_registration, register_and_subscribe
+
+from component.devstack.ejabberd import Ejabberd
+
+
+@pytest.fixture(scope="module")
+async def ejabberd() -> AsyncIterator[Ejabberd]:
+    async with Ejabberd(components={FAKE_JID: FAKE_SECRET}) as server:
+        yield server
+
+
+async def test_register_chat_and_unregistered_error_on_ejabberd(
+    ejabberd, gateway_factory, client_factory
+):
+    app = await gateway_factory(ejabberd)
+    client = await client_factory(ejabberd)
+    info = await client.plugin["xep_0030"].get_info(jid=FAKE_JID, timeout=5)
+    assert "jabber:iq:register" in info["disco_info"]["features"]
+
+    stranger = await client_factory(ejabberd)
+    stranger.send_message(mto=f"bob@{FAKE_JID}", mbody="hi", mtype="chat")
+    error = await stranger.wait_for(lambda s: s["type"] == "error")
+    assert error["error"]["condition"] == "registration-required"
+
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
+    await app.gateways[0].bridge.wait_for("start")
+    client.send_message(mto=f"bob@{FAKE_JID}", mbody="over ejabberd", mtype="chat")
+    assert (await client.message_from(f"bob@{FAKE_JID}"))["body"] == "echo: over ejabberd"
+    assert (await get_registration(client, FAKE_JID))["register"]["registered"]
