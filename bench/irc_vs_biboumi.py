@@ -1,0 +1,343 @@
+"""IRC bridge benchmark, side by side with biboumi when it is installed.
+
+Starts Prosody, ngIRCd (its flood throttling off, so the servers are not what is
+measured) and each gateway as its own process, then for each gateway:
+
+* IRC → XMPP: an IRC peer sends a burst of channel messages; a slixmpp client joined
+  through the gateway receives them (count, order, messages/s).
+* XMPP → IRC: the client sends a burst of groupchat messages; the IRC peer counts them.
+* latency: IRC → XMPP at a paced rate, p50/p99 from the peer's send to the arrival.
+* memory: the gateway process's RSS idle, and after 1, 50 and 200 users joined.
+
+Our gateway runs with flood control opened up (`flood_rate` very high) for the XMPP →
+IRC burst: its default (2 lines/s) is for real networks and would measure the pacing,
+not the gateway. biboumi does not pace by default.
+
+    .venv/bin/python bench/irc_vs_biboumi.py [--burst 2000] [--users 1,50,200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from slixmpp import ClientXMPP
+from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from bridges.irc.devstack import NgIrcd
+from component.crypto import generate_key
+from component.devstack.process import free_port
+from component.devstack.prosody import Prosody
+
+CHANNEL = "#bench"
+PASSWORD = "pw"
+XMPP_TO_IRC_WINDOW = 30
+
+
+# --- an IRC peer speaking the protocol directly -----------------------------------------
+
+
+class IrcPeer:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.privmsgs: list[tuple[float, str]] = []
+        self.joined: set[str] = set()
+        self.changed = asyncio.Event()
+        self._task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(cls, host: str, port: int, nick: str) -> IrcPeer:
+        reader, writer = await asyncio.open_connection(host, port)
+        peer = cls(reader, writer)
+        peer.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}", f"JOIN {CHANNEL}")
+        await peer.wait(lambda: nick in peer.joined)
+        return peer
+
+    def send(self, *lines: str) -> None:
+        self.writer.write("".join(f"{line}\r\n" for line in lines).encode())
+
+    async def _read(self) -> None:
+        while line := await self.reader.readline():
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            prefix, _, rest = text.partition(" ") if text.startswith(":") else ("", "", text)
+            if rest.startswith("PING"):
+                self.send("PONG" + rest[4:])
+            elif rest.startswith("PRIVMSG"):
+                self.privmsgs.append((time.perf_counter(), rest.partition(" :")[2]))
+            elif rest.startswith("JOIN"):
+                self.joined.add(prefix[1:].partition("!")[0])
+            self.changed.set()
+
+    async def wait(self, condition, timeout: float = 60) -> None:  # noqa: ANN001
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def close(self) -> None:
+        self.send("QUIT :bye")
+        self._task.cancel()
+        self.writer.close()
+
+
+# --- an XMPP user joined to the channel through a gateway --------------------------------
+
+
+class RoomUser(ClientXMPP):
+    def __init__(self, jid: str, room: str, nick: str) -> None:
+        super().__init__(jid, PASSWORD)
+        self.enable_plaintext, self.enable_starttls, self.enable_direct_tls = True, False, False
+        self.plugin["feature_mechanisms"].unencrypted_plain = True
+        self.room, self.nick = room, nick
+        self.messages: list[tuple[float, str]] = []
+        self.joined = asyncio.Event()
+        self.changed = asyncio.Event()
+        # A bare handler: slixmpp's MUC plugin costs more per message than the gateways.
+        self.register_handler(
+            Callback("groupchat", MatchXPath("{jabber:client}message"), self._on_groupchat)
+        )
+        self.add_event_handler("presence", self._on_presence)
+        self.add_event_handler("session_start", self._on_start)
+        self.online = asyncio.Event()
+
+    def _on_start(self, _event: object) -> None:
+        self.send_presence()
+        self.online.set()
+
+    def _on_presence(self, presence: object) -> None:
+        if "110" in str(presence) and presence["from"].bare == self.room:  # type: ignore[index]
+            self.joined.set()
+
+    def _on_groupchat(self, message: object) -> None:
+        if message["type"] != "groupchat":  # type: ignore[index]
+            return
+        if message["from"].resource != self.nick and message["body"]:  # type: ignore[index]
+            self.messages.append((time.perf_counter(), message["body"]))  # type: ignore[index]
+            self.changed.set()
+
+    async def join(self, server: Prosody) -> None:
+        self.connect(server.host, server.c2s_port)
+        await asyncio.wait_for(self.online.wait(), 30)
+        join = self.make_presence(pto=f"{self.room}/{self.nick}")
+        join.xml.append(ET.Element("{http://jabber.org/protocol/muc}x"))
+        join.send()
+        await asyncio.wait_for(self.joined.wait(), 60)
+
+    async def wait_count(self, count: int, timeout: float = 120) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.messages) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+# --- the gateways -------------------------------------------------------------------------
+
+
+@dataclass
+class Gateway:
+    name: str
+    domain: str
+    room: str
+    process: asyncio.subprocess.Process | None = None
+    results: dict[str, str] = field(default_factory=dict)
+
+    def rss_kib(self) -> int:
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(
+            next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
+        )
+
+
+@contextlib.asynccontextmanager
+async def run_process(*argv: str, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=out)
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 10)
+            if process.returncode is None:
+                process.kill()
+
+
+async def wait_connected(server: Prosody, domain: str, mark: int) -> None:
+    await server.wait_component_connected(domain, timeout=30, since=mark)
+
+
+async def start_ours(
+    stack: contextlib.AsyncExitStack, tmp: Path, server: Prosody, irc: NgIrcd, secret: str
+) -> Gateway:
+    config = {
+        "server": {"host": server.host, "port": server.component_port},
+        "database_url": f"sqlite+aiosqlite:///{tmp / 'ours.db'}",
+        "secret_key": generate_key(),
+        "allowed_domains": [server.domain],
+        "log_level": "WARNING",
+        "bridges": {
+            "irc": {
+                "jid": "irc.localhost", "secret": secret, "port": irc.port, "tls": False,
+                "flood_rate": 1_000_000, "flood_burst": 1_000_000,
+            }
+        },
+    }  # fmt: skip
+    path = tmp / "ours.yaml"
+    path.write_text(yaml.safe_dump(config))
+    python = sys.executable
+    for args in (["db", "upgrade"],):
+        upgrade = await asyncio.create_subprocess_exec(
+            python, "-m", "component", *args, "-c", str(path)
+        )
+        await upgrade.wait()
+    mark = server.log_mark()
+    process = await stack.enter_async_context(
+        run_process(python, "-m", "component", "run", "-c", str(path), log=tmp / "ours.log")
+    )
+    await wait_connected(server, "irc.localhost", mark)
+    return Gateway("xmpp-gateway", "irc.localhost", f"{CHANNEL}%127.0.0.1@irc.localhost", process)
+
+
+async def start_biboumi(
+    stack: contextlib.AsyncExitStack, tmp: Path, server: Prosody, secret: str
+) -> Gateway:
+    conf = tmp / "biboumi.cfg"
+    conf.write_text(
+        f"hostname=biboumi.localhost\npassword={secret}\nxmpp_server_ip=127.0.0.1\n"
+        f"port={server.component_port}\ndb_name={tmp / 'biboumi.sqlite'}\nlog_level=2\n"
+        "identd_port=0\nrealname_customization=false\n"
+    )
+    mark = server.log_mark()
+    process = await stack.enter_async_context(
+        run_process("biboumi", str(conf), log=tmp / "biboumi.log")
+    )
+    await wait_connected(server, "biboumi.localhost", mark)
+    return Gateway(
+        "biboumi", "biboumi.localhost", f"{CHANNEL}%127.0.0.1@biboumi.localhost", process
+    )
+
+
+# --- the measurements ---------------------------------------------------------------------
+
+
+async def measure(
+    gateway: Gateway, server: Prosody, irc: NgIrcd, burst: int, paced: int, user_counts: list[int]
+) -> None:
+    results = gateway.results
+    results["RSS idle"] = f"{gateway.rss_kib() / 1024:.1f} MiB"
+    peer = await IrcPeer.connect("127.0.0.1", irc.port, f"peer{gateway.domain[:3]}")
+    jid = await server.register(f"bench-{gateway.domain[:3]}", PASSWORD)
+    user = RoomUser(f"{jid}/bench", gateway.room, "benchuser")
+    await user.join(server)
+
+    started = time.perf_counter()
+    for n in range(burst):
+        peer.send(f"PRIVMSG {CHANNEL} :irc {n}")
+    await user.wait_count(burst)
+    elapsed = user.messages[-1][0] - started
+    in_order = [body for _, body in user.messages] == [f"irc {n}" for n in range(burst)]
+    results["IRC→XMPP burst"] = f"{burst / elapsed:,.0f} msg/s (in order: {in_order})"
+
+    started = time.perf_counter()
+    for n in range(burst):
+        user.send_message(mto=gateway.room, mbody=f"xmpp {n}", mtype="groupchat")
+    with contextlib.suppress(TimeoutError):  # a gateway that paces its sends ends early
+        await peer.wait(lambda: len(peer.privmsgs) >= burst, XMPP_TO_IRC_WINDOW)
+    got = len(peer.privmsgs)
+    elapsed = (peer.privmsgs[-1][0] if got else time.perf_counter()) - started
+    in_order = [body for _, body in peer.privmsgs] == [f"xmpp {n}" for n in range(got)]
+    complete = "" if got == burst else f", only {got} in {XMPP_TO_IRC_WINDOW} s"
+    results["XMPP→IRC burst"] = f"{got / elapsed:,.0f} msg/s (in order: {in_order}{complete})"
+
+    user.messages.clear()
+    sent: list[float] = []
+    for n in range(paced):
+        sent.append(time.perf_counter())
+        peer.send(f"PRIVMSG {CHANNEL} :paced {n}")
+        await asyncio.sleep(1 / 50)
+    await user.wait_count(paced)
+    latencies = sorted((arrived - sent[n]) * 1000 for n, (arrived, _) in enumerate(user.messages))
+    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
+    results["latency at 50 msg/s"] = f"p50 {statistics.median(latencies):.2f} ms, p99 {p99:.2f} ms"
+
+    users = [user]
+    rss = {1: gateway.rss_kib()}
+    for target in user_counts:
+        while len(users) < target:
+            n = len(users)
+            extra_jid = await server.register(f"b{gateway.domain[:3]}{n}", PASSWORD)
+            extra = RoomUser(f"{extra_jid}/bench", gateway.room, f"u{n}")
+            await extra.join(server)
+            users.append(extra)
+        rss[target] = gateway.rss_kib()
+        results[f"RSS with {target} joined users"] = f"{rss[target] / 1024:.1f} MiB"
+    if len(rss) > 1:
+        most = max(rss)
+        per_user = (rss[most] - rss[1]) / (most - 1) if most > 1 else 0
+        results["RSS per extra joined user"] = f"{per_user:.0f} KiB"
+    for member in users:
+        member.disconnect()
+    await peer.close()
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def main(burst: int, paced: int, user_counts: list[int], which: set[str]) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
+    os.chmod(tmp, 0o755)
+    secrets = {"irc.localhost": "s-ours", "biboumi.localhost": "s-biboumi"}
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(Prosody(components=secrets))
+        # biboumi reaches IRC servers on the standard ports only (6697, 6670, then 6667).
+        port = 6667 if port_is_free(6667) else free_port()
+        irc = await stack.enter_async_context(NgIrcd(port=port, flood_throttling=False))
+        gateways = []
+        if "ours" in which:
+            gateways.append(await start_ours(stack, tmp, server, irc, secrets["irc.localhost"]))
+        if "biboumi" in which and shutil.which("biboumi") and port == 6667:
+            gateways.append(await start_biboumi(stack, tmp, server, secrets["biboumi.localhost"]))
+        elif "biboumi" in which:
+            print("biboumi skipped: not installed, or port 6667 is taken")
+        for gateway in gateways:
+            await measure(gateway, server, irc, burst, paced, user_counts)
+    print(f"{burst}-message bursts, {paced} paced messages, ngIRCd throttling off\n")
+    keys = list(gateways[0].results)
+    print(f"{'':34}" + "".join(f"{g.name:>28}" for g in gateways))
+    for key in keys:
+        print(f"{key:34}" + "".join(f"{g.results.get(key, '-'):>28}" for g in gateways))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--burst", type=int, default=2000)
+    parser.add_argument("--paced", type=int, default=500)
+    parser.add_argument("--users", default="1,50,200")
+    parser.add_argument("--only", choices=["ours", "biboumi"], help="run one gateway")
+    args = parser.parse_args()
+    which = {args.only} if args.only else {"ours", "biboumi"}
+    asyncio.run(main(args.burst, args.paced, [int(n) for n in args.users.split(",")], which))
