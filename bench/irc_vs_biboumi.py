@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import html
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -33,10 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from slixmpp import ClientXMPP
-from slixmpp.xmlstream import ET
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
 
 from bridges.irc.devstack import NgIrcd
 from component.crypto import generate_key
@@ -97,49 +96,94 @@ class IrcPeer:
 # --- an XMPP user joined to the channel through a gateway --------------------------------
 
 
-class RoomUser(ClientXMPP):
+class RoomUser:
+    """A minimal XMPP client on a raw socket: it only logs in, joins, counts and sends.
+
+    slixmpp parses every stanza into objects, which costs more per message than the
+    gateways being measured; this client finds bodies with a regular expression.
+    """
+
+    BODY = re.compile(rb"<message[^>]*type=.groupchat.[^>]*>.*?<body>([^<]*)</body>", re.S)
+
     def __init__(self, jid: str, room: str, nick: str) -> None:
-        super().__init__(jid, PASSWORD)
-        self.enable_plaintext, self.enable_starttls, self.enable_direct_tls = True, False, False
-        self.plugin["feature_mechanisms"].unencrypted_plain = True
-        self.room, self.nick = room, nick
+        self.jid, self.room, self.nick = jid, room, nick
         self.messages: list[tuple[float, str]] = []
-        self.joined = asyncio.Event()
         self.changed = asyncio.Event()
-        # A bare handler: slixmpp's MUC plugin costs more per message than the gateways.
-        self.register_handler(
-            Callback("groupchat", MatchXPath("{jabber:client}message"), self._on_groupchat)
-        )
-        self.add_event_handler("presence", self._on_presence)
-        self.add_event_handler("session_start", self._on_start)
-        self.online = asyncio.Event()
-
-    def _on_start(self, _event: object) -> None:
-        self.send_presence()
-        self.online.set()
-
-    def _on_presence(self, presence: object) -> None:
-        if "110" in str(presence) and presence["from"].bare == self.room:  # type: ignore[index]
-            self.joined.set()
-
-    def _on_groupchat(self, message: object) -> None:
-        if message["type"] != "groupchat":  # type: ignore[index]
-            return
-        if message["from"].resource != self.nick and message["body"]:  # type: ignore[index]
-            self.messages.append((time.perf_counter(), message["body"]))  # type: ignore[index]
-            self.changed.set()
+        self._buffer = b""
 
     async def join(self, server: Prosody) -> None:
-        self.connect(server.host, server.c2s_port)
-        await asyncio.wait_for(self.online.wait(), 30)
-        join = self.make_presence(pto=f"{self.room}/{self.nick}")
-        join.xml.append(ET.Element("{http://jabber.org/protocol/muc}x"))
-        join.send()
-        await asyncio.wait_for(self.joined.wait(), 60)
+        local, _, rest = self.jid.partition("@")
+        domain, _, resource = rest.partition("/")
+        self.reader, self.writer = await asyncio.open_connection(server.host, server.c2s_port)
+        opening = (
+            f"<stream:stream to='{domain}' xmlns='jabber:client' "
+            "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+        )
+        self._write(opening)
+        await self._read_until(b"</stream:features>")
+        token = base64.b64encode(f"\0{local}\0{PASSWORD}".encode()).decode()
+        self._write(
+            f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        )
+        await self._read_until(b"<success")
+        self._write(opening)
+        await self._read_until(b"</stream:features>")
+        self._write(
+            "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+            f"<resource>{resource}</resource></bind></iq>"
+        )
+        await self._read_until(b"</iq>")
+        self._write("<presence/>")
+        self._write(
+            f"<presence to='{self.room}/{self.nick}'><x xmlns='http://jabber.org/protocol/muc'/>"
+            "</presence>"
+        )
+        await self._read_until(b"code='110'", b'code="110"')
+        self._buffer = b""
+        self._task = asyncio.create_task(self._count())
 
-    async def wait_count(self, count: int, timeout: float = 120) -> None:
+    def _write(self, text: str) -> None:
+        self.writer.write(text.encode())
+
+    async def _read_until(self, *markers: bytes) -> None:
+        async with asyncio.timeout(60):
+            while not any(marker in self._buffer for marker in markers):
+                chunk = await self.reader.read(65536)
+                if not chunk:
+                    raise ConnectionError(
+                        f"closed while waiting for {markers}: {self._buffer[-300:]!r}"
+                    )
+                self._buffer += chunk
+        self._buffer = b""
+
+    async def _count(self) -> None:
+        while chunk := await self.reader.read(262144):
+            now = time.perf_counter()
+            self._buffer += chunk
+            last = 0
+            for match in self.BODY.finditer(self._buffer):
+                self.messages.append((now, html.unescape(match.group(1).decode())))
+                last = match.end()
+            self._buffer = self._buffer[last:]
+            self.changed.set()
+
+    def send_message(self, mto: str, mbody: str, mtype: str) -> None:
+        self._write(
+            f"<message to='{mto}' type='{mtype}'><body>{html.escape(mbody)}</body></message>"
+        )
+
+    def disconnect(self) -> None:
+        self._write("</stream:stream>")
+        self._task.cancel()
+        self.writer.close()
+
+    def received(self, prefix: str) -> list[tuple[float, str]]:
+        """Messages whose body starts with `prefix` (the room also echoes our own)."""
+        return [(at, body) for at, body in self.messages if body.startswith(prefix)]
+
+    async def wait_count(self, count: int, prefix: str, timeout: float = 120) -> None:
         async with asyncio.timeout(timeout):
-            while len(self.messages) < count:
+            while len(self.received(prefix)) < count:
                 self.changed.clear()
                 await self.changed.wait()
 
@@ -249,9 +293,10 @@ async def measure(
     started = time.perf_counter()
     for n in range(burst):
         peer.send(f"PRIVMSG {CHANNEL} :irc {n}")
-    await user.wait_count(burst)
-    elapsed = user.messages[-1][0] - started
-    in_order = [body for _, body in user.messages] == [f"irc {n}" for n in range(burst)]
+    await user.wait_count(burst, "irc ")
+    got = user.received("irc ")
+    elapsed = got[-1][0] - started
+    in_order = [body for _, body in got] == [f"irc {n}" for n in range(burst)]
     results["IRC→XMPP burst"] = f"{burst / elapsed:,.0f} msg/s (in order: {in_order})"
 
     started = time.perf_counter()
@@ -271,8 +316,9 @@ async def measure(
         sent.append(time.perf_counter())
         peer.send(f"PRIVMSG {CHANNEL} :paced {n}")
         await asyncio.sleep(1 / 50)
-    await user.wait_count(paced)
-    latencies = sorted((arrived - sent[n]) * 1000 for n, (arrived, _) in enumerate(user.messages))
+    await user.wait_count(paced, "paced ")
+    arrivals = user.received("paced ")
+    latencies = sorted((arrived - sent[n]) * 1000 for n, (arrived, _) in enumerate(arrivals))
     p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
     results["latency at 50 msg/s"] = f"p50 {statistics.median(latencies):.2f} ms, p99 {p99:.2f} ms"
 
