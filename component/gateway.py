@@ -27,7 +27,7 @@ from component.commands import AdHocCommands
 from component.disco import Disco
 from component.errors import REGISTRATION_REQUIRED, from_exception, stanza_error
 from component.lanes import Handler, Lanes
-from component.outbound import Outbound
+from component.outbound import RECEIPTS_NS, Outbound
 from component.registration import Registration
 from component.sessions import SessionManager, UserSink
 from component.store import AccountStorage, Store
@@ -240,7 +240,8 @@ class Gateway(ComponentXMPP):
         if not message["body"]:
             return  # chat states, receipts, markers: nothing to carry over
         if message["id"]:
-            self.outbound.remember_sender(message["from"], message["id"])
+            wants_receipt = message.xml.find(f"{{{RECEIPTS_NS}}}request") is not None
+            self.outbound.remember_sender(message["from"], message["id"], wants_receipt)
         await session.send_message(
             address,
             message["body"],

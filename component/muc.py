@@ -191,7 +191,7 @@ class GroupChats:
                 await session.set_role(room, nick, events.Role(role))
             else:
                 raise stanza_error("bad-request", f"unknown role {role!r}")
-        iq.reply().send()
+        self._send(iq.reply(clear=True))  # type: ignore[no-untyped-call]
 
     def resource_gone(self, user_full_jid: str) -> list[Address]:
         """Forget an offline resource; return the rooms it was the user's last one in."""
@@ -273,6 +273,8 @@ class GroupChats:
                 state.room, state.nick, resource, self._own_role(state), codes, available=False
             )
             _add_actor_reason(presence, event.kicked_by, event.reason)
+            if event.reason:
+                presence["status"] = event.reason
             self._send(presence)
         for resource, requested in state.pending.items():
             self._send(
@@ -399,14 +401,14 @@ class GroupChats:
     def _groupchat(
         self, room: Address, nick: str | None, to: str, body: str, msg_id: str
     ) -> Message:
-        message = Message()
+        message = Message()  # type: ignore[no-untyped-call]
         message["from"], message["to"] = self.room_jid(room, nick), to
         message["type"], message["body"], message["id"] = "groupchat", body, msg_id
         return message
 
     def _subject(self, state: RoomState, to: str) -> Message:
         """The subject message ends a join (XEP-0045 §7.2.15); empty when there is none."""
-        message = Message()
+        message = Message()  # type: ignore[no-untyped-call]
         message["from"], message["to"] = self.room_jid(state.room, state.subject_by), to
         message["type"] = "groupchat"
         message["id"] = uuid.uuid4().hex

@@ -41,22 +41,23 @@ class Outbound:
         self._format_address = format_address
         self._send = send
         self._rooms = rooms
-        self._senders: OrderedDict[tuple[str, str], JID] = OrderedDict()
+        self._senders: OrderedDict[tuple[str, str], tuple[JID, bool]] = OrderedDict()
 
-    def remember_sender(self, sender: JID, xmpp_id: str) -> None:
+    def remember_sender(self, sender: JID, xmpp_id: str, wants_receipt: bool) -> None:
         """Note which resource sent a message, for errors and receipts that come later.
 
         Servers drop message errors addressed to a bare JID (RFC 6121 §8.5.2.1.1), so a
-        failure must go back to the resource that sent the message.
+        failure must go back to the resource that sent the message; and XEP-0184 allows
+        a receipt only where the message asked for one.
         """
-        self._senders[(sender.bare, xmpp_id)] = sender
+        self._senders[(sender.bare, xmpp_id)] = (sender, wants_receipt)
         if len(self._senders) > SENDERS_KEPT:
             self._senders.popitem(last=False)
 
-    def _sender(self, user: str, xmpp_id: str | None) -> JID | str:
-        if xmpp_id is None:
-            return user
-        return self._senders.pop((user, xmpp_id), None) or user
+    def _sender(self, user: str, xmpp_id: str | None) -> tuple[JID | str, bool]:
+        """The resource that sent `xmpp_id` (else the bare JID), and if it wants a receipt."""
+        known = self._senders.pop((user, xmpp_id), None) if xmpp_id else None
+        return known if known is not None else (user, False)
 
     def jid_of(self, address: Address, resource: str | None = None) -> JID:
         jid = JID(f"{self._format_address(address)}@{self.component_jid}")
@@ -76,7 +77,9 @@ class Outbound:
             case events.DeliveryFailed():
                 self._send(self._failure(user, event))
             case events.Delivered():
-                self._send(self._receipt(user, event))
+                to, wanted = self._sender(user, event.xmpp_id)
+                if wanted:
+                    self._send(self._receipt(to, event))
             case events.Notice():
                 self.notice(user, event.text)
             case _:
@@ -125,7 +128,7 @@ class Outbound:
 
     def _failure(self, user: str, event: events.DeliveryFailed) -> Message:
         message = Message()
-        to = self._sender(user, event.xmpp_id)
+        to, _ = self._sender(user, event.xmpp_id)
         message["from"], message["to"], message["type"] = self.jid_of(event.to), to, "error"
         if event.xmpp_id:
             message["id"] = event.xmpp_id
@@ -134,9 +137,8 @@ class Outbound:
         message["error"]["text"] = event.text
         return message
 
-    def _receipt(self, user: str, event: events.Delivered) -> Message:
+    def _receipt(self, to: JID | str, event: events.Delivered) -> Message:
         message = Message()
-        to = self._sender(user, event.xmpp_id)
         message["from"], message["to"], message["type"] = self.jid_of(event.to), to, "chat"
         ET.SubElement(message.xml, f"{{{RECEIPTS_NS}}}received", {"id": event.xmpp_id})
         return message

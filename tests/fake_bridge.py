@@ -63,6 +63,8 @@ class FakeSession(Session):
             return
         self.fake.log.append(("message", self.account.user, (to.legacy_id, text)))
         self.fake.changed.set()
+        if xmpp_id:
+            await self.sink.deliver(events.Delivered(to, xmpp_id))
         greeting = self.fake.options.greeting  # type: ignore[attr-defined]
         await self.sink.deliver(
             events.Message(sender=to, text=f"{greeting}: {text}", nick="Echo", thread=thread)

@@ -3,9 +3,10 @@
 import asyncio
 import urllib.request
 
-from component.devstack.process import free_port
 from conftest import FAKE_JID
 from registration_helpers import register_and_subscribe
+
+from component.devstack.process import free_port
 
 
 def scrape(port: int) -> dict[str, float]:

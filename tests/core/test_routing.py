@@ -3,6 +3,7 @@
 from conftest import FAKE_JID, PASSWORD
 from registration_helpers import register_and_subscribe
 from slixmpp import Message
+from slixmpp.xmlstream import ET
 from xmpp_client import TestClient, eventually
 
 BOB = f"bob@{FAKE_JID}"
@@ -88,3 +89,23 @@ async def test_gateway_answers_probes_after_registration(gateway, client):
     client.send_presence(pto=FAKE_JID, ptype="probe")
     presence = await client.presence_from(FAKE_JID)
     assert presence["type"] in ("available", "")
+
+
+async def test_receipts_only_when_asked_for(gateway, client):
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
+    plain = client.make_message(mto=BOB, mbody="no receipt please", mtype="chat")
+    plain["id"] = "plain-1"
+    plain.send()
+    await client.message_from(BOB)  # the echo
+    asking = client.make_message(mto=BOB, mbody="receipt please", mtype="chat")
+    asking["id"] = "asking-1"
+    asking.xml.append(ET.Element("{urn:xmpp:receipts}request"))
+    asking.send()
+
+    def is_receipt(stanza):
+        return stanza.xml.find("{urn:xmpp:receipts}received") is not None
+
+    receipt = await client.wait_for(is_receipt)
+    assert receipt.xml.find("{urn:xmpp:receipts}received").get("id") == "asking-1"
+    assert receipt["to"] == client.boundjid  # to the resource that asked
+    assert not [s for s in client.stanzas if is_receipt(s)]
