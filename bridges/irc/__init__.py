@@ -1,0 +1,17 @@
+"""The IRC bridge: every XMPP user gets their own IRC connections; channels are MUC rooms.
+
+Modules, from the outside in:
+
+- `bridge`: `IrcBridge`, the plugin (registration form, addresses, ad-hoc commands).
+- `options`: the operator's config section; `settings`: per-user, per-network settings.
+- `address`: `#chan%server` / `nick%server` / `server` ⇄ `Address`.
+- `session`: `IrcSession`, one `network.Network` per server the user talks to.
+- `network`: connection life (lazy connect, reconnect + rejoin) and user actions;
+  `incoming`: IRC lines → events; `channel`: channel state and server mode syntax.
+- `connection`: socket, registration (PASS, SASL PLAIN), paced FIFO sending, PING.
+- `protocol` and `formatting`: wire syntax, decoding, colour codes, line splitting.
+"""
+
+from bridges.irc.bridge import IrcBridge
+
+__all__ = ["IrcBridge"]

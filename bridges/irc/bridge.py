@@ -1,0 +1,114 @@
+"""IrcBridge: the IRC network plugin (registration defaults, addresses, settings)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from bridges.address import Address, AddressError, AddressKind
+from bridges.base import (
+    Account,
+    AccountData,
+    AccountStore,
+    Bridge,
+    Command,
+    FormField,
+    RegistrationError,
+    Session,
+    Sink,
+)
+from bridges.irc.address import format_localpart, make_address, parse_localpart
+from bridges.irc.options import IrcOptions
+from bridges.irc.protocol import is_valid_nick
+from bridges.irc.session import IrcSession
+from bridges.irc.settings import network_command
+
+
+class IrcBridge(Bridge):
+    name: ClassVar[str] = "irc"
+    disco_type: ClassVar[str] = "irc"
+    display_name: ClassVar[str] = "IRC"
+    instructions: ClassVar[str] = (
+        "Choose your default IRC nick. Join channels as #channel%irc.server.tld@this "
+        "gateway; per-network settings are ad-hoc commands on irc.server.tld@this gateway."
+    )
+    registration_fields: ClassVar[Sequence[FormField]] = (
+        FormField("nick", "Default nick", required=True, legacy_name="nick"),
+        FormField("username", "User name (ident)", legacy_name="username"),
+        FormField("realname", "Real name", legacy_name="name"),
+    )
+    supports_groups: ClassVar[bool] = True
+    gateway_prompt: ClassVar[str] = "IRC address (#channel%server or nick%server)"
+    gateway_desc: ClassVar[str] = "Enter an IRC channel or nick, followed by %server."
+    Options: ClassVar[type[IrcOptions]] = IrcOptions
+
+    def __init__(self, options: IrcOptions) -> None:
+        super().__init__(options)
+        self.options: IrcOptions = options
+        self.sessions: dict[str, IrcSession] = {}
+        """Live sessions by user, so settings saved by a command reach them."""
+
+    async def validate_registration(
+        self, user: str, values: Mapping[str, Any], previous: Account | None
+    ) -> AccountData:
+        """Syntax only: no IRC server is involved until the user picks one."""
+        nick = str(values.get("nick") or "").strip()
+        if not is_valid_nick(nick, self.options.nick_max_length):
+            raise RegistrationError(
+                f"{nick!r} is not a valid IRC nick (RFC 2812: a letter or one of []\\`_^{{|}} "
+                f"first, then letters, digits, those or '-', at most "
+                f"{self.options.nick_max_length})",
+                field="nick",
+            )
+        username = str(values.get("username") or "").strip()
+        if username and (not username.isascii() or any(c in username for c in " @\0\r\n")):
+            raise RegistrationError(f"{username!r} is not a valid IRC user name", "username")
+        settings = {
+            "nick": nick,
+            "username": username,
+            "realname": str(values.get("realname") or "").strip(),
+        }
+        # Per-network secrets live in the same encrypted blob: keep them.
+        return AccountData(settings, previous.secrets if previous else {})
+
+    def create_session(self, account: Account, sink: Sink, store: AccountStore) -> Session:
+        session = IrcSession(self, account, sink, store, on_stop=self._session_stopped)
+        self.sessions[account.user] = session
+        return session
+
+    def _session_stopped(self, session: IrcSession) -> None:
+        if self.sessions.get(session.account.user) is session:
+            del self.sessions[session.account.user]
+
+    def _account_saved(self, account: Account) -> None:
+        """Copy new settings into the live session's Account (read at each connect)."""
+        session = self.sessions.get(account.user)
+        if session is not None and session.account is not account:
+            session.account.state = dict(account.state)
+            session.account.secrets = dict(account.secrets)
+
+    def parse_address(self, localpart: str) -> Address:
+        return parse_localpart(
+            localpart,
+            fixed_server=self.options.fixed_server,
+            allowed=self.options.allowed_servers,
+        )
+
+    def format_address(self, address: Address) -> str:
+        return format_localpart(address, fixed_server=self.options.fixed_server)
+
+    def translate_legacy_id(self, text: str) -> Address:
+        text = text.strip()
+        if not text:
+            raise AddressError("empty address")
+        if self.options.fixed_server or "%" in text:
+            return self.parse_address(text)
+        raise AddressError("add %server to the channel or nick", "jid-malformed")
+
+    def commands(self, address: Address | None) -> Sequence[Command]:
+        if address is not None and address.kind is AddressKind.SERVICE:
+            return (network_command(self.options, self._account_saved),)
+        return ()
+
+    def service_address(self, server: str) -> Address:
+        return make_address("", server)

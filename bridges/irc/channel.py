@@ -1,0 +1,114 @@
+"""What we know about one IRC channel and the server's mode syntax.
+
+Rank prefixes and mode letters differ per server (ISUPPORT PREFIX / CHANMODES), so
+they are read from 005 instead of hard-coding `@` and `+`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bridges import events
+from bridges.address import Address
+from bridges.irc.protocol import casefold
+
+MODERATOR_MODES = frozenset("qaoh")
+"""Founder, admin, op, half-op: may kick and change the topic, so MUC moderators."""
+
+
+@dataclass
+class ServerModes:
+    """Mode syntax the server announced (RFC 2812 defaults until 005 arrives)."""
+
+    prefix_modes: str = "ov"
+    prefix_symbols: str = "@+"
+    list_modes: str = "beI"
+    always_param: str = "k"
+    set_param: str = "l"
+
+    def apply_isupport(self, tokens: list[str]) -> None:
+        for token in tokens:
+            key, _, value = token.partition("=")
+            if key == "PREFIX" and value.startswith("(") and ")" in value:
+                modes, symbols = value[1:].split(")", 1)
+                if len(modes) == len(symbols):
+                    self.prefix_modes, self.prefix_symbols = modes, symbols
+            elif key == "CHANMODES":
+                parts = [*value.split(","), "", "", ""]
+                self.list_modes, self.always_param, self.set_param = parts[0], parts[1], parts[2]
+
+    def split_names_entry(self, entry: str) -> tuple[str, set[str]]:
+        """`@+nick` (or `@nick!u@h`) → nick and its rank modes."""
+        modes: set[str] = set()
+        index = 0
+        while index < len(entry) and entry[index] in self.prefix_symbols:
+            modes.add(self.prefix_modes[self.prefix_symbols.index(entry[index])])
+            index += 1
+        return entry[index:].split("!", 1)[0], modes
+
+    def parse_changes(self, params: list[str]) -> list[tuple[bool, str, str | None]]:
+        """MODE arguments → (adding, letter, argument) per change."""
+        if not params:
+            return []
+        flags, args = params[0], list(params[1:])
+        changes: list[tuple[bool, str, str | None]] = []
+        adding = True
+        for letter in flags:
+            if letter in "+-":
+                adding = letter == "+"
+                continue
+            takes = (
+                letter in self.prefix_modes
+                or letter in self.list_modes
+                or letter in self.always_param
+                or (adding and letter in self.set_param)
+            )
+            changes.append((adding, letter, args.pop(0) if takes and args else None))
+        return changes
+
+
+def role_of(modes: set[str]) -> events.Role:
+    """Op (and above) → moderator; voice and everyone else → participant."""
+    return events.Role.MODERATOR if modes & MODERATOR_MODES else events.Role.PARTICIPANT
+
+
+@dataclass
+class Member:
+    nick: str
+    modes: set[str] = field(default_factory=set)
+
+    @property
+    def occupant(self) -> events.Occupant:
+        return events.Occupant(self.nick, role_of(self.modes))
+
+
+@dataclass
+class Channel:
+    """One channel the user wants to be in; `joined` once the server confirmed it."""
+
+    name: str
+    address: Address
+    key: str | None = None
+    joined: bool = False
+    synced: bool = False
+    """NAMES has ended: the member list is complete."""
+    rejoining: bool = False
+    """This join follows a reconnect: report differences, not a fresh RoomJoined."""
+    members: dict[str, Member] = field(default_factory=dict)
+    names: dict[str, Member] = field(default_factory=dict)
+    """Members collected from 353 lines until 366."""
+    topic: str | None = None
+    topic_by: str | None = None
+
+    def member(self, nick: str) -> Member | None:
+        return self.members.get(casefold(nick))
+
+    def add(self, member: Member) -> None:
+        self.members[casefold(member.nick)] = member
+
+    def remove(self, nick: str) -> Member | None:
+        return self.members.pop(casefold(nick), None)
+
+    def occupants(self, own_nick: str) -> tuple[events.Occupant, ...]:
+        own = casefold(own_nick)
+        return tuple(m.occupant for key, m in self.members.items() if key != own)

@@ -1,0 +1,329 @@
+"""One TCP/TLS connection to an IRC server: registration, paced sending, keep-alive.
+
+Built on asyncio streams rather than `irc.client_aio`: that client writes every line
+straight to the socket (no place for a send queue), answers a lost connection with a
+QUIT write, decodes in its reactor with one fixed policy and dispatches through a
+thread-locked global handler table. Here one reader task hands parsed lines, in
+order, to one awaited callback, and one writer task drains a FIFO through a token
+bucket, so a paste is paced but never reordered. `irc` still provides tag parsing
+and CTCP helpers (see `protocol`, `formatting`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bridges.irc.protocol import Line, decode, format_line, is_valid_nick
+
+LineHandler = Callable[[Line], Awaitable[None]]
+READ_LIMIT = 64 * 1024
+"""Longest line we accept (IRCv3 tags may add 8 KiB to the 512 bytes)."""
+
+
+class RegistrationFailed(ConnectionError):
+    """The server refused us (bad password, banned, ...); `text` is its reason."""
+
+
+@dataclass(frozen=True)
+class ConnectParams:
+    host: str
+    port: int
+    nick: str
+    username: str
+    realname: str
+    tls: bool = False
+    tls_verify: bool = True
+    ca_file: str | None = None
+    password: str = ""
+    sasl_password: str = ""
+    encoding: str = "latin-1"
+    timeout: float = 20.0
+    public_only: bool = False
+    """Refuse servers that resolve to loopback, private or link-local addresses."""
+
+
+class TokenBucket:
+    """Allows `burst` lines at once, then `rate` per second; waits, never drops."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    async def take(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+            self.tokens = 1.0
+            self.stamp = time.monotonic()
+        self.tokens -= 1
+
+
+class IrcConnection:
+    """Connect, register (PASS, CAP/SASL, NICK, USER), then pump lines both ways."""
+
+    def __init__(
+        self,
+        params: ConnectParams,
+        on_line: LineHandler,
+        *,
+        flood_rate: float,
+        flood_burst: int,
+        ping_interval: float,
+        ping_timeout: float,
+        log: logging.Logger,
+    ) -> None:
+        self.params = params
+        self.nick = params.nick
+        self.on_line = on_line
+        self.bucket = TokenBucket(flood_rate, flood_burst)
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.log = log
+        self.welcome: list[Line] = []
+        """What the server said while we registered (welcome numerics, MOTD)."""
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Line | None] = asyncio.Queue()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_seen = time.monotonic()
+        self._quitting = False
+
+    # --- life ------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the socket and register; raise ConnectionError/OSError on failure."""
+        p = self.params
+        context = self._tls_context() if p.tls else None
+        self._reader, self._writer = await asyncio.wait_for(self._open(context), p.timeout)
+        try:
+            await asyncio.wait_for(self._register(), p.timeout)
+        except BaseException:
+            self._abort()
+            raise
+        self._last_seen = time.monotonic()
+        self._tasks = [
+            asyncio.create_task(self._read_loop(), name=f"irc-read-{p.host}"),
+            asyncio.create_task(self._dispatch_loop(), name=f"irc-dispatch-{p.host}"),
+            asyncio.create_task(self._write_loop(), name=f"irc-write-{p.host}"),
+            asyncio.create_task(self._keepalive(), name=f"irc-ping-{p.host}"),
+        ]
+
+    async def _open(
+        self, context: ssl.SSLContext | None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Try each resolved address in turn (`localhost` may give ::1 first).
+
+        Addresses are checked once and then connected to directly, so a DNS answer
+        cannot change between the check and the connect.
+        """
+        p = self.params
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            p.host, p.port, type=socket.SOCK_STREAM
+        )
+        addresses = [str(info[4][0]) for info in infos]
+        if p.public_only:
+            addresses = [a for a in addresses if ipaddress.ip_address(a).is_global]
+            if not addresses:
+                raise ConnectionRefusedError(f"{p.host} is not on a public network")
+        failure: OSError | None = None
+        for address in dict.fromkeys(addresses):
+            try:
+                return await asyncio.open_connection(
+                    address, p.port, ssl=context, limit=READ_LIMIT,
+                    server_hostname=p.host if context else None,
+                )
+            except ssl.SSLError:
+                raise  # a certificate problem is not fixed by another address
+            except OSError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.params.ca_file)
+        if not self.params.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def _register(self) -> None:
+        p = self.params
+        if p.password:
+            self._write(format_line("PASS", p.password))
+        if p.sasl_password:
+            self._write("CAP REQ :sasl")
+        self._write(format_line("NICK", p.nick))
+        self._write(format_line("USER", p.username or p.nick, "0", "*", p.realname))
+        tries = 0
+        while True:
+            line = await self._read_line()
+            if line is None:
+                raise RegistrationFailed(self.close_reason or "connection closed while registering")
+            match line.command:
+                case "PING":
+                    self._write(format_line("PONG", *line.params))
+                case "001":
+                    self.nick = line.param(0, self.nick)
+                    self.welcome.append(line)
+                    return
+                case "433" | "432" | "437":
+                    tries += 1
+                    if tries > 5:
+                        raise RegistrationFailed(f"nick {p.nick} not available: {line.param(-1)}")
+                    self.nick = _alternative_nick(p.nick, tries)
+                    self._write(format_line("NICK", self.nick))
+                case "CAP":
+                    self._sasl_step(line)
+                case "AUTHENTICATE":
+                    token = f"{p.nick}\0{p.nick}\0{p.sasl_password}".encode()
+                    self._write(format_line("AUTHENTICATE", base64.b64encode(token).decode()))
+                case "903" | "904" | "905" | "906" | "907" | "908":
+                    self.welcome.append(line)
+                    self._write("CAP END")
+                case "ERROR" | "464" | "465":
+                    raise RegistrationFailed(line.param(-1))
+                case _:
+                    self.welcome.append(line)
+
+    def _sasl_step(self, line: Line) -> None:
+        sub = line.param(1).upper()
+        if sub == "ACK" and "sasl" in line.param(-1).lower().split():
+            self._write("AUTHENTICATE PLAIN")
+        elif sub in ("NAK", "ACK"):
+            self._write("CAP END")
+
+    async def close(self, message: str = "") -> None:
+        """QUIT after the queued lines (bounded wait), then close the socket."""
+        if self.closed.is_set():
+            return
+        self._quitting = True
+        self.send(format_line("QUIT", message) if message else "QUIT")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._queue.join(), 2.0)
+        self._abort("closed by us")
+
+    def _abort(self, reason: str = "") -> None:
+        if reason and not self.close_reason:
+            self.close_reason = reason
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+        self.closed.set()
+
+    # --- sending ---------------------------------------------------------------------
+
+    def send(self, line: str) -> None:
+        """Queue a line; it leaves in order, paced by the token bucket."""
+        if "\r" in line or "\n" in line:
+            raise ValueError("one IRC line at a time")
+        self._queue.put_nowait(line)
+
+    def _write(self, line: str) -> None:
+        assert self._writer is not None
+        self._writer.write(line.encode() + b"\r\n")
+
+    async def _write_loop(self) -> None:
+        assert self._writer is not None
+        try:
+            while True:
+                line = await self._queue.get()
+                try:
+                    await self.bucket.take()
+                    self._write(line)
+                    await self._writer.drain()
+                finally:
+                    self._queue.task_done()
+        except (OSError, ConnectionError) as exc:
+            self._lost(f"write failed: {exc}")
+
+    # --- receiving -------------------------------------------------------------------
+
+    async def _read_line(self) -> Line | None:
+        assert self._reader is not None
+        while True:
+            try:
+                data = await self._reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError:
+                return None
+            except asyncio.LimitOverrunError as exc:
+                await self._reader.readexactly(exc.consumed)  # drop an absurd line
+                continue
+            except (OSError, ConnectionError) as exc:
+                self.close_reason = str(exc)
+                return None
+            self._last_seen = time.monotonic()
+            text = decode(data.rstrip(b"\r\n"), self.params.encoding)
+            if not text:
+                continue
+            try:
+                return Line.parse(text)
+            except ValueError:
+                self.log.info("unparsable line from %s: %r", self.params.host, text)
+
+    async def _read_loop(self) -> None:
+        """Read and answer PINGs at once; everything else goes to the dispatcher.
+
+        Handling can stall (the XMPP link is down and delivery waits for it); reading
+        must not, or the server would time us out for not answering its PINGs.
+        """
+        while True:
+            line = await self._read_line()
+            if line is None:
+                self._inbox.put_nowait(None)
+                return
+            if line.command == "PING":
+                self._write(format_line("PONG", *line.params))
+            else:
+                self._inbox.put_nowait(line)
+
+    async def _dispatch_loop(self) -> None:
+        """Hand lines to the callback one at a time, in order; EOF after the last one."""
+        while (line := await self._inbox.get()) is not None:
+            if line.command == "ERROR":
+                self.close_reason = line.param(-1)
+            try:
+                await self.on_line(line)
+            except Exception:
+                self.log.exception("failed to handle %r", line)
+        self._lost(self.close_reason or "connection closed by the server")
+
+    async def _keepalive(self) -> None:
+        """PING after a quiet interval; no answer within the timeout means a dead link."""
+        while True:
+            await asyncio.sleep(self.ping_interval / 4)
+            quiet = time.monotonic() - self._last_seen
+            if quiet > self.ping_interval + self.ping_timeout:
+                self._lost(f"ping timeout ({quiet:.0f} s)")
+                return
+            if quiet > self.ping_interval:
+                self._write(format_line("PING", self.params.host))
+
+    def _lost(self, reason: str) -> None:
+        if not self.closed.is_set():
+            self.log.info("connection to %s lost: %s", self.params.host, reason)
+            self._abort(reason)
+
+
+def _alternative_nick(nick: str, attempt: int) -> str:
+    """`nick_`, `nick__`, ... then numbered: what to try when the nick is taken."""
+    candidate = nick + "_" * attempt
+    return candidate if is_valid_nick(candidate, 9) else f"{nick[:6]}{attempt:03d}"

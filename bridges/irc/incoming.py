@@ -1,0 +1,337 @@
+"""IRC lines → events for the user: the receiving half of a `Network`.
+
+Kept apart from connection life and user actions (`network`) so each reads on its
+own. One method per command (`_irc_privmsg`, `_irc_353`, ...); numerics without one
+reach the user as text from the server's address, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from bridges import events
+from bridges.address import Address
+from bridges.irc.address import make_address
+from bridges.irc.channel import Channel, Member, ServerModes
+from bridges.irc.formatting import (
+    ACTION_PREFIX,
+    ctcp,
+    parse_ctcp,
+    strip_formatting,
+    to_styling,
+)
+from bridges.irc.options import IrcOptions
+from bridges.irc.protocol import Line, casefold, is_channel
+
+Deliver = Callable[[events.Event], Awaitable[None]]
+
+# Join refusals → (XEP-0045 stanza error condition, what to tell the user).
+JOIN_ERRORS = {
+    "471": "service-unavailable",  # channel is full (+l)
+    "473": "registration-required",  # invite only (+i): XEP-0045 members-only
+    "474": "forbidden",  # banned (+b)
+    "475": "not-authorized",  # wrong or missing key (+k)
+    "403": "item-not-found",  # no such channel
+    "405": "resource-constraint",  # joined too many channels
+    "476": "jid-malformed",  # bad channel mask
+    "477": "not-authorized",  # needs a registered nick
+    "489": "forbidden",  # secure (TLS) clients only
+    "437": "service-unavailable",  # temporarily unavailable
+}
+NICK_ERRORS = frozenset({"432", "433", "436", "437", "484"})
+SILENT_NUMERICS = frozenset({"005", "329", "366", "315", "352", "321", "323", "396"})
+WELCOME_END = frozenset({"376", "422"})
+WELCOME_COMMANDS = frozenset({"NOTICE", "PRIVMSG", "MODE", "CAP", "AUTHENTICATE"})
+"""Besides numerics, what a server sends while greeting us (collected in one message)."""
+
+
+class IncomingLines:
+    """State the handlers read and update; `Network` fills it and adds the actions."""
+
+    server: str
+    options: IrcOptions
+    deliver: Deliver
+    service: Address
+    nick: str
+    userhost: tuple[str, str] | None
+    modes: ServerModes
+    channels: dict[str, Channel]
+    _nick_request: tuple[Address, str] | None
+    _last_private_id: dict[str, str]
+    _lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]]
+    _in_welcome: bool
+    _welcome: list[str]
+
+    @property
+    def connected(self) -> bool:
+        raise NotImplementedError
+
+    def send(self, command: str, *params: str) -> None:
+        raise NotImplementedError
+
+    def _joined_event(self, ch: Channel) -> events.RoomJoined:
+        return events.RoomJoined(
+            ch.address, self.nick, ch.occupants(self.nick), ch.topic, ch.topic_by
+        )
+
+    async def _service(self, text: str) -> None:
+        await self.deliver(events.Message(self.service, text, timestamp=datetime.now(UTC)))
+
+    async def _flush_welcome(self) -> None:
+        if self._welcome:
+            text, self._welcome = "\n".join(self._welcome), []
+            await self._service(text)
+        self._in_welcome = False
+
+    async def _on_line(self, line: Line) -> None:
+        welcome_line = line.command.isdigit() or line.command in WELCOME_COMMANDS
+        if self._in_welcome and not welcome_line:
+            await self._flush_welcome()  # a server without MOTD end: do not hold it back
+        # Only `_irc_*` methods are handlers: a server's command name picks nothing else.
+        handler = getattr(self, f"_irc_{line.command.lower()}", None)
+        if handler is not None:
+            await handler(line)
+        elif line.command in JOIN_ERRORS and await self._join_refused(line):
+            return
+        elif line.command in NICK_ERRORS and self._nick_request is not None:
+            room, nick = self._nick_request
+            self._nick_request = None
+            await self.deliver(events.NickConflict(room, nick, line.param(-1)))
+        elif line.command.isdigit() and line.command not in SILENT_NUMERICS:
+            await self._numeric(line)
+
+    async def _numeric(self, line: Line) -> None:
+        text = " ".join(line.params[1:])
+        if line.command in {"372", "375"}:
+            text = line.param(-1)
+        if self._in_welcome:
+            self._welcome.append(text)
+            if line.command in WELCOME_END:
+                await self._flush_welcome()
+            return
+        if line.command in {"401", "404", "411", "412"}:
+            target = line.param(1)
+            xmpp_id = self._last_private_id.pop(casefold(target), None)
+            if not is_channel(target):
+                await self.deliver(events.DeliveryFailed(
+                    make_address(target, self.server), xmpp_id, "item-not-found", line.param(-1)
+                ))
+                return
+        channel = self.channels.get(casefold(line.param(1)))
+        if channel is not None and channel.joined:
+            await self.deliver(events.Message(channel.address, line.param(-1)))
+        else:
+            await self._service(text)
+
+    async def _irc_005(self, line: Line) -> None:
+        self.modes.apply_isupport(line.params[1:-1])
+
+    async def _irc_001(self, line: Line) -> None:
+        self._welcome.append(line.param(-1))
+
+    async def _irc_error(self, line: Line) -> None:
+        await self._flush_welcome()
+        await self._service(f"Server error: {line.param(-1)}")
+
+    async def _irc_join(self, line: Line) -> None:
+        name = line.param(0)
+        ch = self.channels.get(casefold(name))
+        if casefold(line.nick) == casefold(self.nick):
+            if "!" in line.prefix:
+                user, _, host = line.prefix.split("!", 1)[1].partition("@")
+                self.userhost = (user, host)
+            if ch is None:  # joined by a raw command or forced by the server
+                ch = self.channels[casefold(name)] = Channel(name, make_address(name, self.server))
+            ch.joined, ch.synced, ch.name = True, False, name
+            ch.names = {}
+            return
+        if ch is None or not ch.joined:
+            return
+        member = Member(line.nick)
+        ch.add(member)
+        if ch.synced:
+            await self.deliver(events.OccupantJoined(ch.address, member.occupant))
+
+    async def _irc_353(self, line: Line) -> None:
+        ch = self.channels.get(casefold(line.param(2)))
+        if ch is None:
+            return
+        for entry in line.param(-1).split():
+            nick, modes = self.modes.split_names_entry(entry)
+            ch.names[casefold(nick)] = Member(nick, modes)
+
+    async def _irc_366(self, line: Line) -> None:
+        ch = self.channels.get(casefold(line.param(1)))
+        if ch is None or not ch.joined or ch.synced:
+            return
+        before, ch.members, ch.names, ch.synced = ch.members, ch.names, {}, True
+        if not ch.rejoining:
+            await self.deliver(self._joined_event(ch))
+            own = ch.member(self.nick)
+            if own is not None and own.occupant.role is not events.Role.PARTICIPANT:
+                # RoomJoined lists others only; our own rank (op when first in) follows.
+                await self.deliver(events.OccupantJoined(ch.address, own.occupant))
+            return
+        ch.rejoining = False
+        for key, old in before.items():
+            if key not in ch.members:
+                await self.deliver(events.OccupantLeft(ch.address, old.nick))
+        for key, new in ch.members.items():
+            previous = before.get(key)
+            changed = previous is None or previous.occupant != new.occupant
+            if key != casefold(self.nick) and changed:
+                await self.deliver(events.OccupantJoined(ch.address, new.occupant))
+        await self.deliver(events.Message(ch.address, f"Reconnected to {self.server}."))
+
+    async def _join_refused(self, line: Line) -> bool:
+        ch = self.channels.get(casefold(line.param(1)))
+        if ch is None or ch.joined:
+            return False
+        del self.channels[casefold(line.param(1))]
+        text = f"{line.param(1)}: {line.param(-1)}"
+        if ch.rejoining:
+            await self.deliver(events.RoomLeft(ch.address, f"could not rejoin: {text}"))
+        else:
+            await self.deliver(events.RoomJoinFailed(ch.address, JOIN_ERRORS[line.command], text))
+        return True
+
+    async def _irc_332(self, line: Line) -> None:
+        ch = self.channels.get(casefold(line.param(1)))
+        if ch is not None:
+            ch.topic = strip_formatting(line.param(-1))
+
+    async def _irc_333(self, line: Line) -> None:
+        ch = self.channels.get(casefold(line.param(1)))
+        if ch is not None:
+            ch.topic_by = line.param(2).split("!", 1)[0]
+
+    async def _irc_331(self, line: Line) -> None:
+        ch = self.channels.get(casefold(line.param(1)))
+        if ch is not None:
+            ch.topic = ch.topic_by = None
+
+    async def _irc_topic(self, line: Line) -> None:
+        ch = self.channels.get(casefold(line.param(0)))
+        if ch is None or not ch.joined:
+            return
+        ch.topic, ch.topic_by = strip_formatting(line.param(-1)), line.nick
+        await self.deliver(events.SubjectChanged(ch.address, ch.topic, line.nick))
+
+    async def _irc_part(self, line: Line) -> None:
+        ch = self.channels.get(casefold(line.param(0)))
+        reason = line.param(1) or None
+        if casefold(line.nick) == casefold(self.nick):
+            if ch is not None:  # parted by a raw command: we no longer want it
+                del self.channels[casefold(line.param(0))]
+                await self.deliver(events.RoomLeft(ch.address, reason))
+            return
+        if ch is not None and ch.remove(line.nick) is not None and ch.synced:
+            await self.deliver(events.OccupantLeft(ch.address, line.nick, reason))
+
+    async def _irc_kick(self, line: Line) -> None:
+        ch = self.channels.get(casefold(line.param(0)))
+        if ch is None:
+            return
+        target, reason = line.param(1), line.param(2) or None
+        if casefold(target) == casefold(self.nick):
+            del self.channels[casefold(line.param(0))]
+            await self.deliver(events.RoomLeft(ch.address, reason, kicked_by=line.nick))
+        elif ch.remove(target) is not None:
+            await self.deliver(events.OccupantLeft(ch.address, target, reason, kicked_by=line.nick))
+
+    async def _irc_quit(self, line: Line) -> None:
+        reason = line.param(0) or None
+        for ch in self.channels.values():
+            if ch.remove(line.nick) is not None and ch.synced:
+                await self.deliver(events.OccupantLeft(ch.address, line.nick, reason))
+
+    async def _irc_nick(self, line: Line) -> None:
+        old, new = line.nick, line.param(0)
+        own = casefold(old) == casefold(self.nick)
+        if own:
+            self.nick = new
+            self._nick_request = None
+        for ch in self.channels.values():
+            member = ch.remove(old)
+            if member is None:
+                continue
+            member.nick = new
+            ch.add(member)
+            if ch.synced:
+                await self.deliver(events.NickChanged(ch.address, old, new, own))
+
+    async def _irc_mode(self, line: Line) -> None:
+        ch = self.channels.get(casefold(line.param(0)))
+        if ch is None or not ch.synced:
+            return
+        for adding, letter, arg in self.modes.parse_changes(line.params[1:]):
+            if letter not in self.modes.prefix_modes or arg is None:
+                continue
+            member = ch.member(arg)
+            if member is None:
+                continue
+            before = member.occupant
+            if adding:
+                member.modes.add(letter)
+            else:
+                member.modes.discard(letter)
+            if member.occupant != before:
+                await self.deliver(events.OccupantJoined(ch.address, member.occupant))
+
+    async def _irc_privmsg(self, line: Line) -> None:
+        await self._on_text(line, notice=False)
+
+    async def _irc_notice(self, line: Line) -> None:
+        await self._on_text(line, notice=True)
+
+    async def _on_text(self, line: Line, *, notice: bool) -> None:
+        target, text = line.param(0), line.param(-1)
+        request = parse_ctcp(text)
+        if request is not None and request.command != "ACTION":
+            if not notice:
+                self._answer_ctcp(line.nick, request.command, request.argument)
+                return
+            text = f"CTCP {request.command} reply: {request.argument}"
+        elif request is not None:
+            text = ACTION_PREFIX + request.argument
+        text = to_styling(text)
+        from_server = "!" not in line.prefix
+        if is_channel(target):
+            ch = self.channels.get(casefold(target))
+            if ch is not None:
+                await self.deliver(events.Message(ch.address, text, nick=line.nick))
+                return
+        if from_server and self._in_welcome:
+            self._welcome.append(text)  # "*** Looking up your hostname" and the like
+        elif from_server:
+            await self._service(text)
+        else:
+            await self.deliver(events.Message(make_address(line.nick, self.server), text))
+
+    def _answer_ctcp(self, nick: str, command: str, argument: str) -> None:
+        replies = {
+            "VERSION": self.options.version_reply,
+            "PING": argument,
+            "TIME": datetime.now(UTC).strftime("%a %b %d %H:%M:%S %Y UTC"),
+            "CLIENTINFO": "ACTION CLIENTINFO PING TIME VERSION",
+        }
+        if command in replies and self.connected:
+            self.send("NOTICE", nick, ctcp(command, replies[command]))
+
+    async def _irc_322(self, line: Line) -> None:
+        if self._lists:
+            name, users, topic = line.param(1), line.param(2), strip_formatting(line.param(-1))
+            entry = (make_address(name, self.server), f"{name} ({users}) {topic}".strip())
+            for _, result in self._lists:
+                result.append(entry)
+
+    async def _irc_323(self, line: Line) -> None:
+        lists, self._lists = self._lists, []
+        for done, _ in lists:
+            if not done.done():
+                done.set_result(None)
+
+    async def _irc_invite(self, line: Line) -> None:
+        await self._service(f"{line.nick} invites you to {line.param(1)}")

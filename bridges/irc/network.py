@@ -1,0 +1,290 @@
+"""One user's presence on one IRC server: connection life and the user's actions.
+
+`IrcSession` owns one `Network` per server the user touches. The Network opens its
+connection lazily and after a drop reconnects with backoff and rejoins the channels,
+telling the user in each room. What the server sends is handled in `incoming`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from bridges import events
+from bridges.address import Address
+from bridges.base import Account, BridgeError
+from bridges.irc.address import make_address
+from bridges.irc.channel import Channel, ServerModes
+from bridges.irc.connection import ConnectParams, IrcConnection
+from bridges.irc.formatting import (
+    ctcp,
+    outgoing_lines,
+    privmsg_budget,
+    relay_prefix_bytes,
+)
+from bridges.irc.incoming import Deliver, IncomingLines
+from bridges.irc.options import IrcOptions
+from bridges.irc.protocol import casefold, format_line, is_channel
+from bridges.irc.settings import NetworkSettings, load_settings
+
+
+class Network(IncomingLines):
+    """The user's connection to `server` and the channels they are in there."""
+
+    def __init__(
+        self,
+        server: str,
+        options: IrcOptions,
+        account: Account,
+        deliver: Deliver,
+        log: logging.Logger,
+    ) -> None:
+        self.server = server
+        self.options = options
+        self.account = account
+        self.deliver = deliver
+        self.log = log.getChild(server)
+        self.service = make_address("", server)
+        self.conn: IrcConnection | None = None
+        self.settings: NetworkSettings | None = None
+        self.nick = ""
+        self.userhost: tuple[str, str] | None = None
+        self.modes = ServerModes()
+        self.channels: dict[str, Channel] = {}
+        self._nick_request: tuple[Address, str] | None = None
+        self._last_private_id: dict[str, str] = {}
+        self._lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]] = []
+        self._connect_lock = asyncio.Lock()
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._in_welcome = False
+        self._welcome: list[str] = []
+        self._stopping = False
+        self._timers: set[asyncio.Task[None]] = set()
+
+    # --- connection life -------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None and not self.conn.closed.is_set()
+
+    async def ensure_connected(self, nick_hint: str | None = None) -> IrcConnection:
+        """The live connection, opened now if needed; raise BridgeError if impossible."""
+        if self._reconnecting is not None and not self._reconnecting.done():
+            raise BridgeError(f"reconnecting to {self.server}, try again", "remote-server-timeout")
+        async with self._connect_lock:
+            if self.conn is not None and not self.conn.closed.is_set():
+                return self.conn
+            if self._stopping:
+                raise BridgeError("the session is stopping", "service-unavailable")
+            try:
+                return await self._open(nick_hint)
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                raise BridgeError(
+                    f"cannot connect to {self.server}: {exc or type(exc).__name__}",
+                    "remote-server-not-found",
+                ) from exc
+
+    def _params(self, settings: NetworkSettings, nick_hint: str | None) -> ConnectParams:
+        nick = settings.nick or nick_hint or self.nick or _nick_from_jid(self.account.user)
+        return ConnectParams(
+            host=self.server,
+            port=settings.port,
+            nick=nick,
+            username=settings.username or nick,
+            realname=settings.realname or self.options.realname,
+            tls=settings.tls,
+            tls_verify=settings.tls_verify,
+            ca_file=self.options.ca_file,
+            password=settings.server_password,
+            sasl_password=settings.sasl_password,
+            encoding=settings.encoding,
+            timeout=self.options.connect_timeout,
+            public_only=self.options.checks_addresses,
+        )
+
+    async def _open(self, nick_hint: str | None) -> IrcConnection:
+        self.settings = settings = load_settings(self.options, self.account, self.server)
+        conn = IrcConnection(
+            self._params(settings, nick_hint),
+            self._on_line,
+            flood_rate=self.options.flood_rate,
+            flood_burst=self.options.flood_burst,
+            ping_interval=self.options.ping_interval,
+            ping_timeout=self.options.ping_timeout,
+            log=self.log,
+        )
+        self.log.info("connecting to %s:%s as %s", self.server, settings.port, conn.nick)
+        await conn.connect()
+        self.conn, self.nick, self.userhost = conn, conn.nick, None
+        self._in_welcome, self._welcome = True, []
+        for line in conn.welcome:
+            await self._on_line(line)
+        if settings.nickserv_password:
+            conn.send(format_line("PRIVMSG", "NickServ", f"IDENTIFY {settings.nickserv_password}"))
+        for name in settings.autojoin:
+            if casefold(name) not in self.channels:
+                self.channels[casefold(name)] = Channel(name, make_address(name, self.server))
+            conn.send(format_line("JOIN", name))
+        self._watch = asyncio.create_task(self._watch_connection(conn))
+        return conn
+
+    async def _watch_connection(self, conn: IrcConnection) -> None:
+        await conn.closed.wait()
+        if self._stopping or conn is not self.conn:
+            return
+        self.conn = None
+        reason = conn.close_reason or "connection lost"
+        await self._flush_welcome()
+        rooms = [ch for ch in self.channels.values() if ch.joined]
+        for ch in self.channels.values():
+            # Rooms the user was in get a summary of changes after the rejoin; joins
+            # still pending get their RoomJoined then, as if nothing had happened.
+            ch.rejoining, ch.joined, ch.synced = ch.rejoining or ch.joined, False, False
+        if not rooms:
+            pending, self.channels = list(self.channels.values()), {}
+            for ch in pending:
+                await self.deliver(events.RoomJoinFailed(
+                    ch.address, "remote-server-timeout", f"{self.server}: {reason}"
+                ))
+            await self._service(f"Disconnected from {self.server}: {reason}")
+            return
+        for ch in rooms:
+            await self.deliver(events.Message(
+                ch.address, f"Lost the connection to {self.server} ({reason}); reconnecting…"
+            ))
+        self._reconnecting = asyncio.create_task(self._reconnect(reason))
+
+    async def _reconnect(self, reason: str) -> None:
+        """Backoff (doubling, capped, jittered) until connected, then rejoin."""
+        attempt = 0
+        delay = self.options.reconnect_initial_delay
+        nick = self.nick
+        while not self._stopping:
+            attempt += 1
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            try:
+                async with self._connect_lock:
+                    conn = await self._open(nick)
+            except (OSError, ConnectionError, TimeoutError) as exc:
+                reason = str(exc) or type(exc).__name__
+                self.log.info("reconnect attempt %d to %s failed: %s", attempt, self.server, reason)
+                limit = self.options.reconnect_max_attempts
+                if limit and attempt >= limit:
+                    await self._give_up(f"could not reconnect to {self.server}: {reason}")
+                    return
+                delay = min(delay * 2, self.options.reconnect_max_delay)
+                continue
+            for ch in self.channels.values():
+                own = ch.remove(nick)
+                if conn.nick != nick and own is not None:
+                    # Our nick was taken meanwhile: the rooms must learn the new one.
+                    await self.deliver(events.NickChanged(ch.address, nick, conn.nick, own=True))
+                if not ch.joined:
+                    conn.send(format_line("JOIN", ch.name, *([ch.key] if ch.key else [])))
+            return
+
+    async def _give_up(self, reason: str) -> None:
+        for ch in list(self.channels.values()):
+            await self.deliver(events.RoomLeft(ch.address, reason))
+        self.channels.clear()
+
+    async def stop(self, message: str) -> None:
+        self._stopping = True
+        for task in (self._reconnecting, self._watch, *self._timers):
+            if task is not None:
+                task.cancel()
+        if self.conn is not None:
+            await self.conn.close(message)
+        self.conn = None
+
+    def send(self, command: str, *params: str) -> None:
+        if self.conn is None or self.conn.closed.is_set():
+            raise BridgeError(f"not connected to {self.server}", "remote-server-timeout")
+        self.conn.send(format_line(command, *params))
+
+    # --- user actions ----------------------------------------------------------------
+
+    async def join(self, name: str, address: Address, nick: str, key: str | None) -> None:
+        ch = self.channels.get(casefold(name))
+        if ch is not None and ch.synced:
+            await self.deliver(self._joined_event(ch))
+            return
+        try:
+            await self.ensure_connected(nick)
+        except BridgeError as exc:
+            await self.deliver(events.RoomJoinFailed(address, exc.condition, exc.text))
+            return
+        if ch is None:
+            ch = self.channels[casefold(name)] = Channel(name, address, key)
+            self.send("JOIN", name, *([key] if key else []))
+            timer = asyncio.create_task(self._join_deadline(ch))
+            self._timers.add(timer)
+            timer.add_done_callback(self._timers.discard)
+
+    async def _join_deadline(self, ch: Channel) -> None:
+        """A server that never answers a JOIN must not leave the user waiting forever."""
+        await asyncio.sleep(self.options.join_timeout)
+        if self.channels.get(casefold(ch.name)) is ch and not ch.synced and not ch.rejoining:
+            del self.channels[casefold(ch.name)]
+            await self.deliver(events.RoomJoinFailed(
+                ch.address, "remote-server-timeout",
+                f"{self.server} did not answer the join of {ch.name}",
+            ))
+
+    async def leave(self, name: str, reason: str = "") -> None:
+        ch = self.channels.pop(casefold(name), None)
+        if ch is not None and self.connected:
+            self.send("PART", ch.name, *([reason] if reason else []))
+
+    async def message(self, target: str, text: str, xmpp_id: str | None) -> None:
+        """PRIVMSGs for `text`, split to fit the server's relay of our own lines."""
+        await self.ensure_connected()
+        user, host = self.userhost or (None, None)
+        budget = privmsg_budget(relay_prefix_bytes(self.nick, user, host, "PRIVMSG", target))
+        for piece, action in outgoing_lines(text, budget):
+            self.send("PRIVMSG", target, ctcp("ACTION", piece) if action else piece)
+        if xmpp_id and not is_channel(target):
+            self._last_private_id[casefold(target)] = xmpp_id
+
+    async def raw(self, text: str) -> None:
+        """Lines typed to the server's JID go out as raw IRC commands."""
+        conn = await self.ensure_connected()
+        for line in text.splitlines():
+            if line.strip():
+                conn.send(line.strip())
+
+    def request_nick(self, room: Address, nick: str) -> None:
+        self._nick_request = (room, nick)
+        self.send("NICK", nick)
+
+    def channel(self, name: str) -> Channel:
+        ch = self.channels.get(casefold(name))
+        if ch is None or not ch.joined:
+            raise BridgeError(f"not in {name}", "not-acceptable")
+        return ch
+
+    def is_operator(self, ch: Channel) -> bool:
+        member = ch.member(self.nick)
+        return member is not None and bool(member.modes & set("qaoh"))
+
+    async def list_channels(self, timeout: float = 30.0) -> list[tuple[Address, str]]:
+        await self.ensure_connected()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        result: list[tuple[Address, str]] = []
+        self._lists.append((done, result))
+        self.send("LIST")
+        try:
+            await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            self._lists = [item for item in self._lists if item[0] is not done]
+        return result
+
+
+def _nick_from_jid(jid: str) -> str:
+    """A valid nick made from the JID's localpart (the last-resort default)."""
+    local = "".join(c for c in jid.split("@", 1)[0] if c.isascii() and (c.isalnum() or c in "_-"))
+    if not local or not local[0].isalpha():
+        local = "x" + local
+    return local[:9]

@@ -1,0 +1,105 @@
+"""IRC wire syntax (RFC 1459/2812, IRCv3 tags): parsing, decoding, names.
+
+Kept free of I/O so the connection, the session and the tests share one reading of a
+line. Decoding never fails: IRC has no declared charset, and a message in latin-1
+from an old client must reach the user rather than vanish.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from irc.message import Tag  # type: ignore[import-untyped]
+
+MAX_LINE_BYTES = 512
+"""RFC 2812 §2.3: a message, CR LF included, is at most 512 bytes."""
+
+# RFC 2812 §2.3.1: nickname = ( letter / special ) *8( letter / digit / special / "-" );
+# servers announce longer NICKLEN, so the length is checked separately.
+_NICK_RE = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*$")
+_LINE_RE = re.compile(
+    r"^(?:@(?P<tags>\S+) +)?(?::(?P<prefix>\S+) +)?(?P<command>\S+)(?P<params>(?: +.*)?)$"
+)
+CHANNEL_PREFIXES = "#&+!"
+MAX_NICK_LENGTH = 30
+
+
+def is_valid_nick(nick: str, max_length: int = MAX_NICK_LENGTH) -> bool:
+    """RFC 2812 nick syntax; used for registration and before sending NICK."""
+    return 0 < len(nick) <= max_length and _NICK_RE.match(nick) is not None
+
+
+def is_channel(name: str, prefixes: str = CHANNEL_PREFIXES) -> bool:
+    return bool(name) and name[0] in prefixes
+
+
+def casefold(name: str) -> str:
+    """RFC 1459 case mapping: `[]\\~` are the upper case of `{}|^`."""
+    return name.lower().translate(_RFC1459)
+
+
+_RFC1459 = str.maketrans("[]\\~", "{}|^")
+
+
+def decode(data: bytes, fallback: str = "latin-1") -> str:
+    """UTF-8 when it is valid, else the fallback charset (which never fails for latin-1)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode(fallback, errors="replace")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One parsed IRC message; `nick` is the source's nick (or server name)."""
+
+    command: str
+    params: list[str] = field(default_factory=list)
+    prefix: str = ""
+    tags: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def nick(self) -> str:
+        return self.prefix.split("!", 1)[0]
+
+    def param(self, index: int, default: str = "") -> str:
+        return self.params[index] if index < len(self.params) else default
+
+    @classmethod
+    def parse(cls, text: str) -> Line:
+        match = _LINE_RE.match(text.strip("\r\n"))
+        if match is None:
+            raise ValueError(f"not an IRC line: {text!r}")
+        tags = {tag["key"]: tag["value"] for tag in Tag.from_group(match["tags"]) or []}
+        return cls(
+            command=match["command"].upper(),
+            params=_split_params(match["params"]),
+            prefix=match["prefix"] or "",
+            tags=tags,
+        )
+
+
+def _split_params(text: str) -> list[str]:
+    """Middle parameters split on spaces; the trailing one (after ` :`) kept whole."""
+    text = text.lstrip(" ")
+    if text.startswith(":"):
+        return [text[1:]]
+    middle, sep, trailing = text.partition(" :")
+    params = middle.split()
+    if sep:
+        params.append(trailing)
+    return params
+
+
+def format_line(command: str, *params: str) -> str:
+    """Build a line; only the last parameter may hold spaces (it gets the `:`)."""
+    if not params:
+        return command
+    *middle, last = params
+    for param in middle:
+        if not param or " " in param or param.startswith(":"):
+            raise ValueError(f"bad middle parameter {param!r}")
+    if "\r" in last or "\n" in last or "\0" in last:
+        raise ValueError("line breaks cannot be sent inside one IRC line")
+    return " ".join([command, *middle, ":" + last])

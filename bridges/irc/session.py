@@ -1,0 +1,127 @@
+"""IrcSession: one user's IRC presence, one `Network` (connection) per server.
+
+Connections open lazily, on the first join or message to a server, so registering
+with the gateway costs nothing until the user actually uses a network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from bridges import events
+from bridges.address import Address, AddressKind
+from bridges.base import Account, AccountStore, Bridge, BridgeError, Session, Sink
+from bridges.irc.address import IrcTarget, split_address
+from bridges.irc.network import Network
+from bridges.irc.options import IrcOptions
+from bridges.irc.protocol import is_valid_nick
+
+QUIT_MESSAGE = "XMPP user went offline"
+
+
+class IrcSession(Session):
+    def __init__(
+        self,
+        bridge: Bridge,
+        account: Account,
+        sink: Sink,
+        store: AccountStore,
+        on_stop: Callable[[IrcSession], None] | None = None,
+    ) -> None:
+        super().__init__(bridge, account, sink, store)
+        self._on_stop = on_stop
+        assert isinstance(bridge.options, IrcOptions)
+        self.options: IrcOptions = bridge.options
+        self.networks: dict[str, Network] = {}
+        self._stopped = False
+
+    def network(self, server: str) -> Network:
+        network = self.networks.get(server)
+        if network is None:
+            if self._stopped:
+                raise BridgeError("the session has stopped", "service-unavailable")
+            network = Network(server, self.options, self.account, self._deliver, self.log)
+            self.networks[server] = network
+        return network
+
+    async def _deliver(self, event: events.Event) -> None:
+        if not self._stopped:
+            await self.sink.deliver(event)
+
+    async def start(self) -> None:
+        """Nothing to do yet: networks connect on first use."""
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._on_stop is not None:
+            self._on_stop(self)
+        for network in self.networks.values():
+            await network.stop(QUIT_MESSAGE)
+        self.networks.clear()
+
+    async def send_message(
+        self,
+        to: Address,
+        text: str,
+        *,
+        xmpp_id: str | None = None,
+        subject: str | None = None,
+        thread: str | None = None,
+    ) -> None:
+        target = split_address(to)
+        network = self.network(target.server)
+        if to.kind is AddressKind.SERVICE:
+            await network.raw(text)
+            return
+        await network.message(target.local, text, xmpp_id)
+
+    async def join(self, room: Address, nick: str, password: str | None = None) -> None:
+        target = self._group(room)
+        await self.network(target.server).join(target.local, room, nick, password)
+
+    async def leave(self, room: Address) -> None:
+        target = self._group(room)
+        network = self.networks.get(target.server)
+        if network is not None:
+            await network.leave(target.local)
+
+    async def set_subject(self, room: Address, subject: str) -> None:
+        target = self._group(room)
+        network = self.network(target.server)
+        network.channel(target.local)
+        network.send("TOPIC", target.local, subject)
+
+    async def change_nick(self, room: Address, nick: str) -> None:
+        if not is_valid_nick(nick, self.options.nick_max_length):
+            raise BridgeError(f"{nick!r} is not a valid IRC nick", "not-acceptable")
+        target = self._group(room)
+        self.network(target.server).request_nick(room, nick)
+
+    async def kick(self, room: Address, nick: str, reason: str | None) -> None:
+        target = self._group(room)
+        network = self._operator_network(target.server, target.local)
+        network.send("KICK", target.local, nick, *([reason] if reason else []))
+
+    async def set_role(self, room: Address, nick: str, role: events.Role) -> None:
+        target = self._group(room)
+        network = self._operator_network(target.server, target.local)
+        changes = {
+            events.Role.MODERATOR: ("+o", nick),
+            events.Role.PARTICIPANT: ("-o+v", nick, nick),
+            events.Role.VISITOR: ("-ov", nick, nick),
+        }[role]
+        network.send("MODE", target.local, *changes)
+
+    async def list_groups(self, service: Address) -> Sequence[tuple[Address, str]]:
+        return await self.network(split_address(service).server).list_channels()
+
+    def _group(self, room: Address) -> IrcTarget:
+        if not room.is_group:
+            raise BridgeError(f"{room.legacy_id} is not a channel", "bad-request")
+        return split_address(room)
+
+    def _operator_network(self, server: str, channel: str) -> Network:
+        network = self.network(server)
+        if not network.is_operator(network.channel(channel)):
+            raise BridgeError(f"you are not a channel operator in {channel}", "forbidden")
+        return network

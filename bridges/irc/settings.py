@@ -1,0 +1,164 @@
+"""Per-network settings (nick, passwords, TLS, autojoin) and the ad-hoc command for them.
+
+Non-secret values live in `Account.state["networks"][server]` and secrets (server
+password, SASL and NickServ passwords) in the account's encrypted secrets, keyed
+`server/field`. Not in records: `Command.form` is handed only the `Account`, so the
+current values it shows must be readable from it, and records are stored in clear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from bridges.address import Address
+from bridges.base import Account, AccountStore, BridgeError, Command, FormField
+from bridges.irc.address import split_address
+from bridges.irc.options import IrcOptions
+from bridges.irc.protocol import is_channel, is_valid_nick
+
+STATE_KEY = "networks"
+SECRET_FIELDS = ("server_password", "sasl_password", "nickserv_password")
+COMMAND_NODE = "irc-network-settings"
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """Everything needed to connect one user to one IRC server."""
+
+    server: str
+    port: int
+    tls: bool
+    tls_verify: bool
+    nick: str = ""
+    username: str = ""
+    realname: str = ""
+    autojoin: tuple[str, ...] = ()
+    encoding: str = "latin-1"
+    server_password: str = ""
+    sasl_password: str = ""
+    nickserv_password: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _secret_key(server: str, name: str) -> str:
+    return f"{server}/{name}"
+
+
+def load_settings(options: IrcOptions, account: Account, server: str) -> NetworkSettings:
+    """The user's settings for `server`: stored values over registration defaults."""
+    base = NetworkSettings(
+        server=server,
+        port=options.port,
+        tls=options.tls,
+        tls_verify=options.tls_verify,
+        nick=str(account.settings.get("nick") or ""),
+        username=str(account.settings.get("username") or ""),
+        realname=str(account.settings.get("realname") or options.realname),
+        encoding=options.encoding_fallback,
+    )
+    stored = account.state.get(STATE_KEY, {}).get(server, {})
+    known = {f.name for f in fields(NetworkSettings)} - {"server", "extra", *SECRET_FIELDS}
+    values: dict[str, Any] = {k: v for k, v in stored.items() if k in known and v not in ("", None)}
+    if "autojoin" in values:
+        values["autojoin"] = tuple(values["autojoin"])
+    for name in SECRET_FIELDS:
+        values[name] = account.secrets.get(_secret_key(server, name), "")
+    settings = replace(base, **values)
+    if not options.allow_insecure:
+        settings = replace(settings, tls=settings.tls or options.tls, tls_verify=options.tls_verify)
+    return settings
+
+
+def settings_fields(options: IrcOptions, current: NetworkSettings) -> list[FormField]:
+    insecure = options.allow_insecure
+    out = [
+        FormField("nick", "Nick on this network", default=current.nick or None),
+        FormField("username", "User name (ident)", default=current.username or None),
+        FormField("realname", "Real name", default=current.realname or None),
+        FormField("port", "Port", default=current.port, datatype="xs:integer"),
+        FormField(
+            "autojoin", "Channels to join on connect", type="text-multi",
+            default=list(current.autojoin),
+        ),
+        FormField("encoding", "Charset of lines that are not UTF-8", default=current.encoding),
+        FormField("server_password", "Server password (PASS)", type="text-private"),
+        FormField("sasl_password", "SASL PLAIN password (account = nick)", type="text-private"),
+        FormField("nickserv_password", "NickServ IDENTIFY password", type="text-private"),
+    ]
+    if insecure:
+        out += [
+            FormField("tls", "Use TLS", type="boolean", default=current.tls,
+                      datatype="xs:boolean"),
+            FormField("tls_verify", "Verify the TLS certificate", type="boolean",
+                      default=current.tls_verify, datatype="xs:boolean"),
+        ]
+    return out
+
+
+def check_values(values: Mapping[str, Any], max_nick: int) -> dict[str, Any]:
+    """Validate a submitted settings form; raise BridgeError naming the bad field."""
+    clean: dict[str, Any] = {}
+    nick = str(values.get("nick") or "").strip()
+    if nick and not is_valid_nick(nick, max_nick):
+        raise BridgeError(f"nick: {nick!r} is not a valid IRC nick", "not-acceptable")
+    clean["nick"] = nick
+    for name in ("username", "realname", "encoding"):
+        clean[name] = str(values.get(name) or "").strip()
+    if clean["encoding"]:
+        try:
+            "".encode(clean["encoding"])
+        except LookupError:
+            raise BridgeError(f"encoding: unknown charset {clean['encoding']!r}",
+                              "not-acceptable") from None
+    if values.get("port") not in (None, ""):
+        port = int(values["port"])
+        if not 0 < port < 65536:
+            raise BridgeError("port: must be between 1 and 65535", "not-acceptable")
+        clean["port"] = port
+    raw = values.get("autojoin") or []
+    channels = [c.strip() for c in (raw.splitlines() if isinstance(raw, str) else raw)]
+    bad = [c for c in channels if c and (not is_channel(c) or " " in c or "," in c)]
+    if bad:
+        raise BridgeError(f"autojoin: not channel names: {', '.join(bad)}", "not-acceptable")
+    clean["autojoin"] = [c for c in channels if c]
+    for name in ("tls", "tls_verify"):
+        if values.get(name) is not None:
+            clean[name] = bool(values[name])
+    return clean
+
+
+AccountSaved = Callable[[Account], None]
+
+
+def network_command(options: IrcOptions, saved: AccountSaved) -> Command:
+    """XEP-0050 command on a server address: show and change that network's settings.
+
+    `saved` is called with the updated account, so a running session (which holds its
+    own `Account` copy) uses the new values at its next connect.
+    """
+
+    async def form(account: Account, address: Address) -> Sequence[FormField]:
+        server = split_address(address).server
+        current = load_settings(options, account, server)
+        return settings_fields(options, current)
+
+    async def submit(
+        account: Account, address: Address, store: AccountStore, values: dict[str, Any]
+    ) -> str:
+        server = split_address(address).server
+        clean = check_values(values, options.nick_max_length)
+        networks = dict(account.state.get(STATE_KEY, {}))
+        networks[server] = {**networks.get(server, {}), **clean}
+        state = {**account.state, STATE_KEY: networks}
+        secrets = dict(account.secrets)
+        for name in SECRET_FIELDS:
+            if values.get(name):  # an empty secret field keeps the stored one
+                secrets[_secret_key(server, name)] = str(values[name])
+        await store.save_account(state=state, secrets=secrets)
+        account.state, account.secrets = state, secrets
+        saved(account)
+        return f"Settings for {server} saved; they apply from the next connection."
+
+    return Command(COMMAND_NODE, "Network settings", form, submit)

@@ -1,0 +1,246 @@
+"""IrcSession against a real ngIRCd: joining, talking and room life in channels."""
+
+from __future__ import annotations
+
+from irc_helpers import Harness
+
+from bridges import events
+
+
+async def test_join_reports_occupants_roles_and_topic(irc: Harness):
+    op = await irc.peer("opnick", "#room")
+    op.conn.topic("#room", "the topic")
+    await op.wait_for(lambda e: e.type == "topic")
+    voiced = await irc.peer("voiced", "#room")
+    op.conn.mode("#room", "+v voiced")
+    await voiced.wait_for(lambda e: e.type == "mode" and e.arguments == ["+v", "voiced"])
+    session, sink = await irc.session("alice")
+
+    await session.join(irc.room("#room"), "alice")
+
+    joined = await sink.wait_event(events.RoomJoined)
+    assert joined.room == irc.room("#Room")
+    assert joined.nick == "alice"
+    assert set(joined.occupants) == {
+        events.Occupant("opnick", events.Role.MODERATOR),
+        events.Occupant("voiced", events.Role.PARTICIPANT),
+    }
+    assert (joined.subject, joined.subject_by) == ("the topic", "opnick")
+    await op.wait_for(lambda e: e.type == "join" and e.source.nick == "alice")
+
+
+async def test_channel_messages_both_ways(irc: Harness):
+    bob = await irc.peer("bob", "#room")
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    await session.send_message(room, "hello from xmpp")
+    assert (await bob.wait_text("pubmsg", "hello from xmpp")).source.nick == "alice"
+
+    bob.conn.privmsg("#room", "\x02hello\x02 \x0304from\x03 irc")
+    message = await sink.wait_event(events.Message, sender=room)
+    assert (message.nick, message.text) == ("bob", "*hello* from irc")  # XEP-0393 bold
+
+
+async def test_me_action_both_ways(irc: Harness):
+    bob = await irc.peer("bob", "#room")
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    await session.send_message(room, "/me waves")
+    assert (await bob.wait_text("action", "waves")).source.nick == "alice"
+
+    bob.conn.action("#room", "bows")
+    assert (await sink.wait_event(events.Message, sender=room)).text == "/me bows"
+
+
+async def test_multiline_body_becomes_several_privmsgs(irc: Harness):
+    bob = await irc.peer("bob", "#room")
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    await session.send_message(room, "one\ntwo\n\nthree")
+    await bob.wait_text("pubmsg", "three")
+    assert bob.texts("pubmsg", "alice") == ["one", "two", "three"]
+
+
+async def test_long_line_is_split_on_utf8_boundaries_and_reassembles(irc: Harness):
+    bob = await irc.peer("bob", "#room")
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+    text = "début " + "é€𝄞 " * 300 + "fin"  # 2-, 3- and 4-byte characters
+
+    await session.send_message(room, text)
+
+    await bob.wait_for(lambda e: e.type == "pubmsg" and e.arguments[0].endswith("fin"))
+    pieces = bob.texts("pubmsg", "alice")
+    assert len(pieces) > 1
+    assert " ".join(pieces) == text  # cut at spaces, which are not sent
+    prefix = len(b":alice!~alice@127.0.0.1 PRIVMSG #room :")
+    assert all(prefix + len(p.encode()) + 2 <= 512 for p in pieces)
+
+
+async def test_non_utf8_input_is_decoded_with_latin1(irc: Harness):
+    bob = await irc.peer("bob", "#room")
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    bob.send_raw_bytes("PRIVMSG #room :café à la crème".encode("latin-1"))
+
+    assert (await sink.wait_event(events.Message, sender=room)).text == "café à la crème"
+
+
+async def test_topic_both_ways(irc: Harness):
+    bob = await irc.peer("bob", "#room")
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    bob.conn.topic("#room", "from irc")
+    assert (await sink.wait_event(events.SubjectChanged)).subject == "from irc"
+    await session.set_subject(room, "from xmpp")
+    topic = await bob.wait_for(lambda e: e.type == "topic" and e.source.nick == "alice")
+    assert topic.arguments == ["from xmpp"]
+
+
+async def test_occupants_join_part_quit_and_nick(irc: Harness):
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    bob = await irc.peer("bob", "#room")
+    await sink.wait_event(events.OccupantJoined, occupant=events.Occupant("bob"))
+    bob.conn.nick("robert")
+    await sink.wait_event(events.NickChanged, old="bob", new="robert", own=False)
+    bob.conn.send_raw("PART #room :see you")  # jaraco part() drops the colon
+    left = await sink.wait_event(events.OccupantLeft, nick="robert")
+    assert left.reason == "see you"
+    carol = await irc.peer("carol", "#room")
+    await sink.wait_event(events.OccupantJoined, occupant=events.Occupant("carol"))
+    carol.conn.quit("gone")
+    quit_reason = (await sink.wait_event(events.OccupantLeft, nick="carol")).reason
+    assert quit_reason == '"gone"'  # ngIRCd quotes QUIT reasons
+
+
+async def test_kick_by_op_and_of_the_user(irc: Harness):
+    op = await irc.peer("opnick", "#room")
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+    await irc.peer("bob", "#room")
+    await sink.wait_event(events.OccupantJoined, occupant=events.Occupant("bob"))
+
+    op.conn.kick("#room", "bob", "behave")
+    kicked = await sink.wait_event(events.OccupantLeft, nick="bob")
+    assert (kicked.kicked_by, kicked.reason) == ("opnick", "behave")
+
+    op.conn.kick("#room", "alice", "you too")
+    left = await sink.wait_event(events.RoomLeft)
+    assert (left.room, left.kicked_by, left.reason) == (room, "opnick", "you too")
+
+
+async def test_kick_and_roles_from_xmpp_need_op(irc: Harness):
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")  # first in: ngIRCd makes us op
+    await sink.wait_event(events.RoomJoined)
+    await sink.wait_event(
+        events.OccupantJoined, occupant=events.Occupant("alice", events.Role.MODERATOR)
+    )
+    bob = await irc.peer("bob", "#room")
+    await sink.wait_event(events.OccupantJoined, occupant=events.Occupant("bob"))
+
+    await session.set_role(room, "bob", events.Role.MODERATOR)
+    await sink.wait_event(
+        events.OccupantJoined, occupant=events.Occupant("bob", events.Role.MODERATOR)
+    )
+    await session.set_role(room, "bob", events.Role.PARTICIPANT)
+    await bob.wait_for(lambda e: e.type == "mode" and e.arguments[0] == "-o+v")
+    await session.kick(room, "bob", "bye bob")
+    kick = await bob.wait_for(lambda e: e.type == "kick")
+    assert kick.arguments == ["bob", "bye bob"]
+
+
+async def test_part_when_leaving(irc: Harness):
+    bob = await irc.peer("bob", "#room")
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    await session.leave(room)
+    await bob.wait_for(lambda e: e.type == "part" and e.source.nick == "alice")
+
+
+async def test_nick_change_and_conflict(irc: Harness):
+    bob = await irc.peer("bob", "#room")
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    await session.change_nick(room, "bob")
+    conflict = await sink.wait_event(events.NickConflict)
+    assert (conflict.room, conflict.nick) == (room, "bob")
+
+    await session.change_nick(room, "alicia")
+    await sink.wait_event(events.NickChanged, old="alice", new="alicia", own=True)
+    await bob.wait_for(lambda e: e.type == "nick" and e.target == "alicia")
+
+
+async def test_join_refusals_map_to_stanza_conditions(irc: Harness):
+    op = await irc.peer("opnick", "#ban", "#inv", "#key", "#full")
+    op.conn.mode("#inv", "+i")
+    op.conn.mode("#key", "+k sesame")
+    op.conn.mode("#full", "+l 1")
+    op.conn.mode("#ban", "+b alice!*@*")
+    await op.wait_for(lambda e: e.type == "mode" and e.target == "#ban")
+    session, sink = await irc.session("alice")
+
+    expected = {
+        "#ban": "forbidden",
+        "#inv": "registration-required",
+        "#key": "not-authorized",
+        "#full": "service-unavailable",
+    }
+    for channel in expected:
+        await session.join(irc.room(channel), "alice")
+    for channel, condition in expected.items():
+        failed = await sink.wait_event(events.RoomJoinFailed, room=irc.room(channel))
+        assert failed.condition == condition
+        assert channel in failed.text
+
+    await session.join(irc.room("#key"), "alice", password="sesame")
+    await sink.wait_event(events.RoomJoined, room=irc.room("#key"))
+
+
+async def test_one_connection_per_server_and_taken_nick_on_connect(irc: Harness):
+    """`127.0.0.1` and `localhost` are two networks to the bridge (same ngIRCd here)."""
+    bob = await irc.peer("bob", "#room")
+    session, sink = await irc.session("alice")
+    first = irc.room("#room")
+    second = irc.bridge().parse_address("#room%localhost")
+
+    await session.join(first, "alice")
+    assert (await sink.wait_event(events.RoomJoined, room=first)).nick == "alice"
+    await session.join(second, "alice")
+    renamed = await sink.wait_event(events.RoomJoined, room=second)
+    assert renamed.nick == "alice_"  # the other connection holds "alice"
+    assert {o.nick for o in renamed.occupants} == {"bob", "alice"}
+    assert set(session.networks) == {"127.0.0.1", "localhost"}
+
+    await session.send_message(second, "from the second connection")
+    assert (await bob.wait_text("pubmsg", "from the second connection")).source.nick == "alice_"

@@ -1,0 +1,109 @@
+"""Connection life: reconnect and rejoin after a server restart, flood pacing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from irc_helpers import Harness
+
+from bridges import events
+
+
+async def test_reconnect_after_server_restart_rejoins_rooms(irc: Harness):
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    await irc.server.restart()
+
+    lost = await sink.wait_for(
+        lambda e: isinstance(e, events.Message) and e.sender == room and "reconnecting" in e.text
+    )
+    assert "Lost the connection" in lost.text
+    await sink.wait_for(
+        lambda e: isinstance(e, events.Message) and e.sender == room and "Reconnected" in e.text,
+        timeout=20,
+    )
+    bob = await irc.peer("bob", "#room")
+    assert bob.matching(lambda e: e.type == "namreply" and "alice" in e.arguments[2])
+    await session.send_message(room, "back again")
+    await bob.wait_text("pubmsg", "back again")
+    assert not sink.matching(lambda e: isinstance(e, events.RoomLeft))
+
+
+async def test_failed_rejoin_tells_the_user(irc: Harness):
+    session, sink = await irc.session("alice")
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    await irc.server.restart()
+    # Someone else takes the channel first and locks it with a key.
+    op = await irc.peer("opnick", "#room")
+    op.conn.mode("#room", "+k sesame")
+    await op.wait_for(lambda e: e.type == "mode")
+
+    left = await sink.wait_event(events.RoomLeft, room=room, timeout=20)
+    assert "could not rejoin" in left.reason
+
+
+@pytest.mark.timeout(200)
+async def test_paste_of_200_lines_arrives_complete_and_in_order_under_throttling(
+    throttled_irc: Harness,
+):
+    """ngIRCd's default penalties let about 3 lines a second through; nothing is lost."""
+    bob = await throttled_irc.peer("bob", "#room")
+    session, sink = await throttled_irc.session("alice", flood_rate=3.0, flood_burst=5)
+    room = throttled_irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined, timeout=20)
+    lines = [f"line {n:03d}" for n in range(200)]
+    started = time.monotonic()
+
+    await session.send_message(room, "\n".join(lines))
+
+    await bob.wait_until(lambda: len(bob.texts("pubmsg", "alice")) >= 200, timeout=150)
+    assert bob.texts("pubmsg", "alice") == lines
+    assert time.monotonic() - started > 30  # paced, not dumped
+    assert session.networks["127.0.0.1"].connected
+
+
+async def test_rooms_are_left_when_reconnecting_gives_up(irc: Harness):
+    session, sink = await irc.session("alice", reconnect_max_attempts=2)
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    await irc.server.stop()
+
+    left = await sink.wait_event(events.RoomLeft, room=room, timeout=20)
+    assert "could not reconnect" in left.reason
+
+
+async def test_nick_taken_during_reconnect_is_a_nick_change(irc: Harness):
+    # The first retry comes 0.8-1.2 s after the drop; the peer connects well before.
+    session, sink = await irc.session("alice", reconnect_initial_delay=1.0)
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    await irc.server.restart()
+    await irc.peer("alice")  # takes the nick before the session is back
+
+    changed = await sink.wait_event(events.NickChanged, own=True, timeout=20)
+    assert (changed.room, changed.old) == (room, "alice")
+    await sink.wait_for(
+        lambda e: isinstance(e, events.Message) and e.sender == room and "Reconnected" in e.text,
+        timeout=20,
+    )
+    assert not sink.matching(lambda e: isinstance(e, events.OccupantLeft) and e.nick == "alice")
+
+
+async def test_open_gateway_refuses_private_addresses(irc: Harness):
+    session, sink = await irc.session("alice", allow_private_networks=False)
+    await session.join(irc.room("#room"), "alice")
+    failed = await sink.wait_event(events.RoomJoinFailed)
+    assert failed.condition == "remote-server-not-found"
+    assert "not on a public network" in failed.text

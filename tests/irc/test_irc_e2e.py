@@ -1,0 +1,242 @@
+"""End to end: a real slixmpp client on Prosody, our gateway, ngIRCd, an IRC peer.
+
+What the others test in parts, seen from an XMPP client: registering, the full MUC
+join, both message directions with reflection to two resources, private chat, and
+PART only when the last resource leaves.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+from irc_helpers import IrcPeer
+from registration_helpers import register_and_subscribe
+from slixmpp import Message, Presence
+from slixmpp.xmlstream import ET
+from xmpp_client import TestClient
+
+from bridges.irc.devstack import NgIrcd
+from component.devstack.prosody import Prosody
+from component.muc import MUC_NS, MUC_USER_NS
+
+IRC_JID, IRC_SECRET = "irc.localhost", "irc-secret"
+ROOM = f"#room%127.0.0.1@{IRC_JID}"
+PASSWORD = "pw"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("prosody") is None or shutil.which("ngircd") is None,
+    reason="needs prosody and ngircd",
+)
+
+
+@pytest.fixture
+async def stack(gateway_factory, tmp_path) -> AsyncIterator[tuple[Prosody, NgIrcd]]:
+    async with (
+        Prosody(components={IRC_JID: IRC_SECRET}) as prosody,
+        NgIrcd(flood_throttling=False) as ngircd,
+    ):
+        bridges = {
+            "irc": {
+                "jid": IRC_JID, "secret": IRC_SECRET, "port": ngircd.port, "tls": False,
+                "flood_rate": 100.0, "flood_burst": 100, "allowed_servers": ["127.0.0.1"],
+            }
+        }
+        await gateway_factory(prosody, bridges=bridges)
+        yield prosody, ngircd
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[IrcPeer]]:
+    made: list[IrcPeer] = []
+    yield made
+    for peer in made:
+        await peer.close()
+
+
+async def login(prosody: Prosody, jid: str, resource: str) -> TestClient:
+    client = TestClient(f"{jid}/{resource}", PASSWORD)
+    return await client.login(prosody.host, prosody.c2s_port)
+
+
+def join_presence(client: TestClient, nick: str) -> None:
+    presence = client.Presence()
+    presence["to"] = f"{ROOM}/{nick}"
+    ET.SubElement(presence.xml, f"{{{MUC_NS}}}x")
+    presence.send()
+
+
+def status_codes(stanza) -> set[str]:
+    return {s.get("code") for s in stanza.xml.iter(f"{{{MUC_USER_NS}}}status")}
+
+
+def is_self_presence(stanza) -> bool:
+    return isinstance(stanza, Presence) and "110" in status_codes(stanza)
+
+
+def groupchat(body: str):
+    return lambda s: isinstance(s, Message) and s["type"] == "groupchat" and s["body"] == body
+
+
+async def test_room_through_prosody_with_two_resources(stack, peers):
+    prosody, ngircd = stack
+    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
+    peers.append(bob)
+    await bob.join("#room")
+    bob.conn.topic("#room", "welcome all")
+    await bob.wait_for(lambda e: e.type == "topic")
+    jid = await prosody.register("alice", PASSWORD)
+    phone = await login(prosody, jid, "phone")
+    await register_and_subscribe(phone, IRC_JID, nick="alice")
+
+    join_presence(phone, "alice")
+    occupant = await phone.wait_for(
+        lambda s: isinstance(s, Presence) and s["from"].resource == "bob", timeout=15
+    )
+    assert occupant.xml.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item").get("role") == (
+        "moderator"
+    )
+    own = await phone.wait_for(is_self_presence)
+    assert own["from"].full == f"{ROOM}/alice"
+    subject = await phone.wait_for(lambda s: isinstance(s, Message) and s["subject"])
+    assert subject["subject"] == "welcome all"
+    await bob.wait_for(lambda e: e.type == "join" and e.source.nick == "alice")
+
+    laptop = await login(prosody, jid, "laptop")
+    join_presence(laptop, "alice")
+    await laptop.wait_for(is_self_presence)
+
+    message = phone.Message()
+    message["to"], message["type"], message["body"], message["id"] = (
+        ROOM, "groupchat", "hello irc", "m-1"
+    )
+    message.send()
+    await bob.wait_text("pubmsg", "hello irc")
+    for client in (phone, laptop):
+        echo = await client.wait_for(groupchat("hello irc"))
+        assert (echo["id"], echo["from"].resource) == ("m-1", "alice")
+
+    bob.conn.privmsg("#room", "hello xmpp")
+    for client in (phone, laptop):
+        got = await client.wait_for(groupchat("hello xmpp"))
+        assert got["from"].full == f"{ROOM}/bob"
+
+    phone.send_presence(pto=f"{ROOM}/alice", ptype="unavailable")
+    await phone.wait_for(lambda s: is_self_presence(s) and s["type"] == "unavailable")
+    bob.conn.privmsg("#room", "still there?")
+    await laptop.wait_for(groupchat("still there?"))
+    assert not bob.matching(lambda e: e.type == "part")
+    laptop.send_presence(pto=f"{ROOM}/alice", ptype="unavailable")
+    await bob.wait_for(lambda e: e.type == "part" and e.source.nick == "alice")
+    for client in (phone, laptop):
+        await client.close()
+
+
+async def test_private_chat_and_bad_addresses_through_prosody(stack, peers):
+    prosody, ngircd = stack
+    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
+    peers.append(bob)
+    jid = await prosody.register("carol", PASSWORD)
+    client = await login(prosody, jid, "pc")
+    await register_and_subscribe(client, IRC_JID, nick="carol")
+
+    client.send_message(mto=f"bob%127.0.0.1@{IRC_JID}", mbody="hi bob", mtype="chat")
+    assert (await bob.wait_text("privmsg", "hi bob")).source.nick == "carol"
+    bob.conn.privmsg("carol", "hi carol")
+    reply = await client.wait_for(
+        lambda s: isinstance(s, Message) and s["body"] == "hi carol", timeout=10
+    )
+    assert reply["from"].bare == f"bob%127.0.0.1@{IRC_JID}"
+
+    client.send_message(mto=f"bad\\20nick%127.0.0.1@{IRC_JID}", mbody="x", mtype="chat")
+    error = await client.wait_for(lambda s: isinstance(s, Message) and s["type"] == "error")
+    assert error["error"]["condition"] == "jid-malformed"
+
+    await bob.join("#room")
+    items = await client.plugin["xep_0030"].get_items(jid=f"127.0.0.1@{IRC_JID}", timeout=15)
+    assert (ROOM, None, "#room (1)") in items["disco_items"]["items"]
+
+    join_presence(client, "carol")
+    await client.wait_for(is_self_presence)
+    await client.close()  # the user goes offline: the IRC connection ends (QUIT)
+    await bob.wait_for(lambda e: e.type in ("part", "quit") and e.source.nick == "carol")
+    await eventually_gone(bob, "carol")
+
+
+async def eventually_gone(peer: IrcPeer, nick: str) -> None:
+    """WHOIS until the server no longer knows `nick`; each round trip is the wait."""
+    for _ in range(50):
+        seen = len(peer.items)
+        peer.conn.whois(nick)
+        await peer.wait_until(
+            lambda seen=seen: any(
+                e.type in ("nosuchnick", "endofwhois") for e in peer.items[seen:]
+            )
+        )
+        if any(e.type == "nosuchnick" for e in peer.items[seen:]):
+            return
+    raise AssertionError(f"{nick} is still connected")
+
+
+async def test_server_restart_is_announced_in_the_room(stack, peers):
+    prosody, ngircd = stack
+    jid = await prosody.register("dave", PASSWORD)
+    client = await login(prosody, jid, "pc")
+    await register_and_subscribe(client, IRC_JID, nick="dave")
+    join_presence(client, "dave")
+    await client.wait_for(is_self_presence, timeout=15)
+
+    await ngircd.restart()
+
+    lost = await client.wait_for(
+        lambda s: isinstance(s, Message) and "reconnecting" in s["body"], timeout=15
+    )
+    assert lost["from"].full == ROOM and lost["type"] == "groupchat"
+    await client.wait_for(
+        lambda s: isinstance(s, Message) and "Reconnected" in s["body"], timeout=20
+    )
+    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
+    peers.append(bob)
+    await bob.join("#room")
+    message = client.Message()
+    message["to"], message["type"], message["body"] = ROOM, "groupchat", "survived"
+    message.send()
+    await bob.wait_text("pubmsg", "survived")
+    await client.close()
+
+
+async def test_nick_changes_and_kicks_through_prosody(stack, peers):
+    prosody, ngircd = stack
+    jid = await prosody.register("erin", PASSWORD)
+    client = await login(prosody, jid, "pc")
+    await register_and_subscribe(client, IRC_JID, nick="erin")
+    join_presence(client, "erin")  # first in: channel operator
+    await client.wait_for(lambda s: is_self_presence(s) and _role(s) == "moderator", timeout=15)
+    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
+    peers.append(bob)
+    await bob.join("#room")
+    await client.wait_for(lambda s: isinstance(s, Presence) and s["from"].resource == "bob")
+
+    join_presence(client, "bob")  # nick change to a taken nick
+    error = await client.wait_for(lambda s: isinstance(s, Presence) and s["type"] == "error")
+    assert error["error"]["condition"] == "conflict"
+    join_presence(client, "erin2")
+    gone = await client.wait_for(lambda s: "303" in status_codes(s))
+    assert gone["from"].resource == "erin" and "110" in status_codes(gone)
+    await client.wait_for(lambda s: is_self_presence(s) and s["from"].resource == "erin2")
+
+    iq = client.make_iq_to(ROOM, "set")
+    query = ET.SubElement(iq.xml, "{http://jabber.org/protocol/muc#admin}query")
+    ET.SubElement(query, "{http://jabber.org/protocol/muc#admin}item",
+                  {"nick": "bob", "role": "none"})
+    await iq.send(timeout=10)
+    kicked = await client.wait_for(lambda s: "307" in status_codes(s))
+    assert kicked["from"].resource == "bob" and kicked["type"] == "unavailable"
+    await bob.wait_for(lambda e: e.type == "kick" and e.arguments[0] == "bob")
+    await client.close()
+
+
+def _role(stanza) -> str | None:
+    item = stanza.xml.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
+    return None if item is None else item.get("role")

@@ -1,0 +1,305 @@
+"""component.muc.GroupChats as a unit: stanzas in, Session calls and stanzas out.
+
+The Session is a fake recording calls; the stanzas are real slixmpp objects, checked
+the way a client reads them (muc#user items and status codes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from slixmpp import Iq, Message, Presence
+from slixmpp.exceptions import XMPPError
+from slixmpp.xmlstream import ET
+
+from bridges import events
+from bridges.irc import IrcBridge
+from bridges.irc.options import IrcOptions
+from component.muc import MUC_ADMIN_NS, MUC_NS, MUC_USER_NS, GroupChats
+
+COMPONENT = "irc.localhost"
+USER = "user@localhost"
+PHONE, LAPTOP = f"{USER}/phone", f"{USER}/laptop"
+ROOM_JID = f"#room%irc.x.org@{COMPONENT}"
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def join(self, room, nick, password=None):
+        self.calls.append(("join", room, nick, password))
+
+    async def leave(self, room):
+        self.calls.append(("leave", room))
+
+    async def send_message(self, to, text, *, xmpp_id=None, subject=None, thread=None):
+        self.calls.append(("send", to, text, xmpp_id))
+
+    async def set_subject(self, room, subject):
+        self.calls.append(("subject", room, subject))
+
+    async def change_nick(self, room, nick):
+        self.calls.append(("nick", room, nick))
+
+    async def kick(self, room, nick, reason):
+        self.calls.append(("kick", room, nick, reason))
+
+    async def set_role(self, room, nick, role):
+        self.calls.append(("role", room, nick, role))
+
+
+@pytest.fixture
+def bridge() -> IrcBridge:
+    return IrcBridge(IrcOptions())
+
+
+@pytest.fixture
+def room(bridge):
+    return bridge.parse_address("#room%irc.x.org")
+
+
+@pytest.fixture
+def sent() -> list:
+    return []
+
+
+@pytest.fixture
+def muc(sent, bridge) -> GroupChats:
+    return GroupChats(sent.append, COMPONENT, bridge)
+
+
+def presence(frm: str, nick: str, ptype: str | None = None, password: str | None = None):
+    stanza = Presence()
+    stanza["from"], stanza["to"] = frm, f"{ROOM_JID}/{nick}"
+    if ptype:
+        stanza["type"] = ptype
+    x = ET.SubElement(stanza.xml, f"{{{MUC_NS}}}x")
+    if password:
+        ET.SubElement(x, f"{{{MUC_NS}}}password").text = password
+    return stanza
+
+
+def codes(stanza) -> set[str]:
+    return {s.get("code") for s in stanza.xml.iter(f"{{{MUC_USER_NS}}}status")}
+
+
+def item(stanza):
+    return stanza.xml.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
+
+
+def joined_event(room, nick="alice"):
+    return events.RoomJoined(
+        room, nick,
+        (events.Occupant("op", events.Role.MODERATOR), events.Occupant("bob")),
+        "the topic", "op",
+    )
+
+
+async def join(muc, session, room, frm=PHONE, nick="alice"):
+    await muc.on_presence(presence(frm, nick), session, room)
+
+
+async def test_full_join_occupants_self_last_then_subject(muc, sent, room):
+    session = FakeSession()
+    await muc.on_presence(presence(PHONE, "alice", password="key"), session, room)
+    assert session.calls == [("join", room, "alice", "key")]
+    assert sent == []
+
+    assert await muc.on_event(USER, joined_event(room)) is True
+
+    assert [str(s["from"]) for s in sent] == [
+        f"{ROOM_JID}/op", f"{ROOM_JID}/bob", f"{ROOM_JID}/alice", f"{ROOM_JID}/op"
+    ]
+    assert all(str(s["to"]) == PHONE for s in sent)
+    assert item(sent[0]).get("role") == "moderator"
+    assert item(sent[1]).get("role") == "participant"
+    assert codes(sent[2]) == {"110"}
+    assert sent[3]["type"] == "groupchat" and sent[3]["subject"] == "the topic"
+
+
+async def test_join_with_changed_nick_has_210_and_empty_subject(muc, sent, room):
+    await join(muc, FakeSession(), room, nick="alice")
+    await muc.on_event(USER, events.RoomJoined(room, "alice_"))
+    assert codes(sent[0]) == {"110", "210"}
+    assert str(sent[0]["from"]) == f"{ROOM_JID}/alice_"
+    assert sent[1].xml.find("{jabber:client}subject").text in ("", None)
+
+
+async def test_second_resource_joins_from_memory_and_both_get_messages(muc, sent, room):
+    session = FakeSession()
+    await join(muc, session, room)
+    await muc.on_event(USER, joined_event(room))
+    sent.clear()
+
+    await join(muc, session, room, frm=LAPTOP)
+    assert [c[0] for c in session.calls] == ["join"]  # no second legacy join
+    assert codes(sent[2]) == {"110"} and str(sent[2]["to"]) == LAPTOP
+    sent.clear()
+
+    await muc.on_event(USER, events.Message(room, "hi", nick="bob"))
+    assert {str(s["to"]) for s in sent} == {PHONE, LAPTOP}
+    assert all(s["body"] == "hi" and str(s["from"]) == f"{ROOM_JID}/bob" for s in sent)
+
+
+async def test_groupchat_is_sent_and_reflected_with_the_same_id(muc, sent, room):
+    session = FakeSession()
+    await join(muc, session, room)
+    await join(muc, session, room, frm=LAPTOP)
+    await muc.on_event(USER, joined_event(room))
+    sent.clear()
+    message = Message()
+    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
+    message["body"], message["id"] = "hello", "abc123"
+
+    await muc.on_groupchat(message, session, room)
+
+    assert session.calls[-1] == ("send", room, "hello", "abc123")
+    assert {str(s["to"]) for s in sent} == {PHONE, LAPTOP}
+    assert all(s["id"] == "abc123" and str(s["from"]) == f"{ROOM_JID}/alice" for s in sent)
+
+
+async def test_subject_change_from_xmpp(muc, sent, room):
+    session = FakeSession()
+    await join(muc, session, room)
+    await muc.on_event(USER, joined_event(room))
+    message = Message()
+    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
+    message["subject"] = "new topic"
+    await muc.on_groupchat(message, session, room)
+    assert session.calls[-1] == ("subject", room, "new topic")
+
+
+async def test_groupchat_from_a_non_occupant_is_refused(muc, room):
+    message = Message()
+    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
+    message["body"] = "hello"
+    with pytest.raises(XMPPError) as caught:
+        await muc.on_groupchat(message, FakeSession(), room)
+    assert caught.value.condition == "not-acceptable"
+
+
+async def test_leave_parts_only_with_the_last_resource(muc, sent, room):
+    session = FakeSession()
+    await join(muc, session, room)
+    await join(muc, session, room, frm=LAPTOP)
+    await muc.on_event(USER, joined_event(room))
+    sent.clear()
+
+    await muc.on_presence(presence(PHONE, "alice", "unavailable"), session, room)
+    assert session.calls[-1][0] == "join"
+    assert sent[0]["type"] == "unavailable" and codes(sent[0]) == {"110"}
+    await muc.on_presence(presence(LAPTOP, "alice", "unavailable"), session, room)
+    assert session.calls[-1] == ("leave", room)
+
+
+async def test_resource_gone_returns_rooms_left_empty(muc, room):
+    session = FakeSession()
+    await join(muc, session, room)
+    await join(muc, session, room, frm=LAPTOP)
+    await muc.on_event(USER, joined_event(room))
+    assert muc.resource_gone(PHONE) == []
+    assert muc.resource_gone(LAPTOP) == [room]
+
+
+async def test_join_failure_becomes_presence_error(muc, sent, room):
+    await join(muc, FakeSession(), room)
+    await muc.on_event(USER, events.RoomJoinFailed(room, "forbidden", "#room: banned"))
+    assert sent[0]["type"] == "error"
+    assert sent[0]["error"]["condition"] == "forbidden"
+    assert sent[0]["error"]["text"] == "#room: banned"
+    assert str(sent[0]["from"]) == f"{ROOM_JID}/alice"
+    assert muc.rooms == {}
+
+
+async def test_kick_of_occupant_and_of_the_user(muc, sent, room):
+    await join(muc, FakeSession(), room)
+    await muc.on_event(USER, joined_event(room))
+    sent.clear()
+    await muc.on_event(USER, events.OccupantLeft(room, "bob", "spam", kicked_by="op"))
+    assert sent[0]["type"] == "unavailable" and codes(sent[0]) == {"307"}
+    assert item(sent[0]).find(f"{{{MUC_USER_NS}}}actor").get("nick") == "op"
+    assert item(sent[0]).findtext(f"{{{MUC_USER_NS}}}reason") == "spam"
+
+    await muc.on_event(USER, events.RoomLeft(room, "bye", kicked_by="op"))
+    assert codes(sent[1]) == {"110", "307"}
+    assert muc.rooms == {}
+
+
+async def test_nick_changes_send_303_pairs(muc, sent, room):
+    session = FakeSession()
+    await join(muc, session, room)
+    await muc.on_event(USER, joined_event(room))
+    sent.clear()
+
+    await muc.on_event(USER, events.NickChanged(room, "bob", "robert"))
+    assert codes(sent[0]) == {"303"} and item(sent[0]).get("nick") == "robert"
+    assert str(sent[1]["from"]) == f"{ROOM_JID}/robert" and sent[1]["type"] == "available"
+
+    await muc.on_presence(presence(PHONE, "alicia"), session, room)
+    assert session.calls[-1] == ("nick", room, "alicia")
+    await muc.on_event(USER, events.NickChanged(room, "alice", "alicia", own=True))
+    assert codes(sent[2]) == {"303", "110"}
+    assert codes(sent[3]) == {"110"} and str(sent[3]["from"]) == f"{ROOM_JID}/alicia"
+
+
+async def test_nick_conflict_is_a_conflict_error(muc, sent, room):
+    session = FakeSession()
+    await join(muc, session, room)
+    await muc.on_event(USER, joined_event(room))
+    sent.clear()
+    await muc.on_event(USER, events.NickConflict(room, "bob", "Nickname already in use"))
+    assert sent[0]["type"] == "error" and sent[0]["error"]["condition"] == "conflict"
+    assert str(sent[0]["from"]) == f"{ROOM_JID}/bob"
+
+
+async def test_roles_and_subject_updates(muc, sent, room):
+    await join(muc, FakeSession(), room)
+    await muc.on_event(USER, joined_event(room))
+    sent.clear()
+    await muc.on_event(USER, events.OccupantJoined(room, events.Occupant("bob",
+                                                                         events.Role.MODERATOR)))
+    assert item(sent[0]).get("role") == "moderator"
+    await muc.on_event(USER, events.SubjectChanged(room, "news", "op"))
+    assert sent[1]["subject"] == "news" and str(sent[1]["from"]) == f"{ROOM_JID}/op"
+
+
+async def test_non_room_events_are_left_to_the_router(muc, bridge):
+    contact = bridge.parse_address("bob%irc.x.org")
+    assert await muc.on_event(USER, events.Message(contact, "hi")) is False
+    assert await muc.on_event(USER, events.Notice("hello")) is False
+
+
+async def test_iq_admin_kick_and_role(muc, sent, room):
+    session = FakeSession()
+    await join(muc, session, room)
+    await muc.on_event(USER, joined_event(room))
+    sent.clear()
+
+    for role in ("none", "moderator"):
+        iq = Iq()
+        iq["from"], iq["to"], iq["type"], iq["id"] = PHONE, ROOM_JID, "set", f"q-{role}"
+        query = ET.SubElement(iq.xml, f"{{{MUC_ADMIN_NS}}}query")
+        entry = ET.SubElement(query, f"{{{MUC_ADMIN_NS}}}item", {"nick": "bob", "role": role})
+        ET.SubElement(entry, f"{{{MUC_ADMIN_NS}}}reason").text = "why not"
+        await muc.on_iq_admin(iq, session, room)
+
+    assert session.calls[-2] == ("kick", room, "bob", "why not")
+    assert session.calls[-1] == ("role", room, "bob", events.Role.MODERATOR)
+    assert [(r["type"], r["id"]) for r in sent] == [("result", "q-none"), ("result", "q-moderator")]
+
+
+def test_disco_info(muc, room):
+    info = muc.disco_info(room)
+    assert ("conference", "text", room.legacy_id) in info.identities
+    assert MUC_NS in info.features
+
+
+async def test_own_role_update_is_a_self_presence(muc, sent, room):
+    await join(muc, FakeSession(), room)
+    await muc.on_event(USER, events.RoomJoined(room, "alice"))
+    sent.clear()
+    await muc.on_event(USER, events.OccupantJoined(room, events.Occupant("alice",
+                                                                         events.Role.MODERATOR)))
+    assert codes(sent[0]) == {"110"} and item(sent[0]).get("role") == "moderator"
