@@ -277,6 +277,10 @@ class Bridge(ABC):
             raise AddressError("empty address")
         return Address(AddressKind.CONTACT, text)
 
+    def occupant_address(self, room: Address, nick: str) -> Address:
+        """The contact behind `nick` in `room`, for XEP-0045 private messages."""
+        raise NotImplementedError
+
     def commands(self, address: Address | None) -> Sequence[Command]:
         """Ad-hoc commands offered on `address` (None: on the component itself)."""
         return ()

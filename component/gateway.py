@@ -242,8 +242,11 @@ class Gateway(ComponentXMPP):
             if message["type"] == "groupchat":
                 await self.groups.on_groupchat(message, session, address)
                 return
-            if message["to"].resource:
-                raise stanza_error("feature-not-implemented", "private messages in rooms")
+            if message["to"].resource:  # XEP-0045 private message to an occupant
+                try:
+                    address = self.bridge.occupant_address(address, message["to"].resource)
+                except Exception as exc:
+                    raise from_exception(exc) from exc
         if not message["body"]:
             return  # chat states, receipts, markers: nothing to carry over
         if message["id"]:
@@ -292,11 +295,15 @@ class Gateway(ComponentXMPP):
 
     async def _resource_gone(self, user: str, resource: str | None) -> None:
         if self.groups is not None:
-            gone = [resource] if resource else list(self.sessions.resources.get(user, {}))
+            known = list(self.sessions.resources.get(user, {}))
+            gone = [resource] if resource else known
+            # When the session is about to stop, leaving each room first would be noise
+            # on the legacy side (IRC: PART before QUIT); the stop says it all.
+            stopping = set(known) <= set(gone) and not self.bridge.persistent_sessions
             session = self.sessions.get(user)
             for res in gone:
                 for room in self.groups.resource_gone(f"{user}/{res}"):
-                    if session is not None:
+                    if session is not None and not stopping:
                         await session.leave(room)
         if await self.sessions.resource_unavailable(user, resource):
             log.info("%s: offline", user)

@@ -17,7 +17,7 @@ from bridges.base import (
     Session,
     Sink,
 )
-from bridges.irc.address import format_localpart, make_address, parse_localpart
+from bridges.irc.address import format_localpart, make_address, parse_localpart, split_address
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import is_valid_nick
 from bridges.irc.session import IrcSession
@@ -104,6 +104,10 @@ class IrcBridge(Bridge):
         if self.options.fixed_server or "%" in text:
             return self.parse_address(text)
         raise AddressError("add %server to the channel or nick", "jid-malformed")
+
+    def occupant_address(self, room: Address, nick: str) -> Address:
+        """On IRC a room occupant is simply `nick%server`."""
+        return make_address(nick, split_address(room).server)
 
     def commands(self, address: Address | None) -> Sequence[Command]:
         if address is not None and address.kind is AddressKind.SERVICE:

@@ -24,7 +24,7 @@ MAIL_USERS = {"alice": "alice-pw", "bob": "bob-pw"}
 def _require(*programs: str) -> None:
     missing = [p for p in programs if shutil.which(p) is None and not (PG_BIN / p).exists()]
     if missing:
-        pytest.skip(f"not installed: {', '.join(missing)}")
+        pytest.fail(f"not installed: {', '.join(missing)} (run bash .ci/setup)")
 
 
 @pytest.fixture

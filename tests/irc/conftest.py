@@ -13,7 +13,7 @@ from bridges.irc.devstack import NgIrcd
 
 def _require_ngircd() -> None:
     if shutil.which("ngircd") is None:
-        pytest.skip("ngircd is not installed")
+        pytest.fail("ngircd is not installed: run bash .ci/setup")
 
 
 @pytest.fixture

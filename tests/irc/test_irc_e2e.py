@@ -7,7 +7,6 @@ PART only when the last resource leaves.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 
 import pytest
@@ -24,12 +23,6 @@ from component.muc import MUC_NS, MUC_USER_NS
 IRC_JID, IRC_SECRET = "irc.localhost", "irc-secret"
 ROOM = f"#room%127.0.0.1@{IRC_JID}"
 PASSWORD = "pw"
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("prosody") is None or shutil.which("ngircd") is None,
-    reason="needs prosody and ngircd",
-)
-
 
 @pytest.fixture
 async def stack(gateway_factory, tmp_path) -> AsyncIterator[tuple[Prosody, NgIrcd]]:
@@ -159,8 +152,13 @@ async def test_private_chat_and_bad_addresses_through_prosody(stack, peers):
 
     join_presence(client, "carol")
     await client.wait_for(is_self_presence)
-    await client.close()  # the user goes offline: the IRC connection ends (QUIT)
-    await bob.wait_for(lambda e: e.type in ("part", "quit") and e.source.nick == "carol")
+    # XEP-0045 private message to an occupant reaches that IRC user directly.
+    client.send_message(mto=f"{ROOM}/bob", mbody="psst", mtype="chat")
+    assert (await bob.wait_text("privmsg", "psst")).source.nick == "carol"
+
+    await client.close()  # the user goes offline: one QUIT, no PART before it
+    await bob.wait_for(lambda e: e.type == "quit" and e.source.nick == "carol")
+    assert not bob.matching(lambda e: e.type == "part" and e.source.nick == "carol")
     await eventually_gone(bob, "carol")
 
 
