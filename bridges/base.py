@@ -148,14 +148,16 @@ class AccountStore(Protocol):
 class Command:
     """An XEP-0050 ad-hoc command a bridge offers on some of its addresses.
 
+    The address is None for commands on the component itself.
+
     `form` returns the fields to show, with current values as defaults; `submit` gets
     the checked values and returns a text for the user. Both may raise `BridgeError`.
     """
 
     node: str
     name: str
-    form: Callable[[Account, Address], Awaitable[Sequence[FormField]]]
-    submit: Callable[[Account, Address, AccountStore, dict[str, Any]], Awaitable[str]]
+    form: Callable[[Account, Address | None], Awaitable[Sequence[FormField]]]
+    submit: Callable[[Account, Address | None, AccountStore, dict[str, Any]], Awaitable[str]]
 
 
 class Session(ABC):

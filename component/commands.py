@@ -123,7 +123,7 @@ class AdHocCommands:
         reply.send()
 
     def _reply(self, iq: Iq, session_id: str, status: str, *, send: bool = True) -> Iq:
-        reply = iq.reply()
+        reply: Iq = iq.reply()
         reply["command"]["node"] = iq["command"]["node"]
         reply["command"]["sessionid"] = session_id
         reply["command"]["status"] = status

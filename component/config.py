@@ -99,14 +99,14 @@ class MetricsSettings(_Strict):
 
 
 class Config(_Strict):
-    server: ServerSettings = ServerSettings()
+    server: ServerSettings = Field(default_factory=ServerSettings)
     database_url: str = ""
     secret_key: SecretStr
     old_secret_keys: list[SecretStr] = []
     allowed_domains: list[str] = Field(min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    reconnect: ReconnectSettings = ReconnectSettings()
-    metrics: MetricsSettings = MetricsSettings()
+    reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     bridges: dict[str, BridgeSection] = Field(min_length=1)
 
     @field_validator("secret_key", "old_secret_keys")

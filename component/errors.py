@@ -7,6 +7,8 @@ here map the bridge's exceptions onto `XMPPError` so the user reads what went wr
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from slixmpp.exceptions import XMPPError
 
 from bridges.address import AddressError
@@ -43,7 +45,8 @@ def stanza_error(condition: str, text: str = "") -> XMPPError:
     """An XMPPError of the right type; an unknown condition becomes undefined-condition."""
     if condition not in _ERROR_TYPES:
         condition = "undefined-condition"
-    return XMPPError(condition, text, etype=error_type(condition), clear=True)
+    # The conditions and types are RFC 6120's, checked above; slixmpp types them as Literals.
+    return XMPPError(cast(Any, condition), text, etype=cast(Any, error_type(condition)), clear=True)
 
 
 def from_exception(exc: Exception) -> XMPPError:

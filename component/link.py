@@ -135,8 +135,8 @@ class Link:
             if self._stopping.is_set():
                 return
             lost = self._new_outcome()
-            stop_wait = asyncio.ensure_future(self._stopping.wait())
-            await asyncio.wait({lost, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait([lost, stop_wait], return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
             if lost.done() and lost.exception() is not None:
                 log.warning("%s: %s; reconnecting", self.name, lost.exception())

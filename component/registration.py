@@ -95,9 +95,8 @@ class Registration:
 
     async def _register(self, iq: Iq, user: str, previous: Account | None) -> None:
         query = iq["register"]
-        raw = submitted_values(query["form"]) if query.xml.find(_FORM_TAG) is not None else None
-        if raw is None:
-            raw = self._legacy_values(query)
+        has_form = query.xml.find(_FORM_TAG) is not None
+        raw = submitted_values(query["form"]) if has_form else self._legacy_values(query)
         kept_secrets = previous.secrets if previous else {}
         try:
             values = check_values(self.bridge.registration_fields, raw, keep_secrets=kept_secrets)

@@ -145,7 +145,10 @@ class IrcConnection:
         for address in dict.fromkeys(addresses):
             try:
                 return await asyncio.open_connection(
-                    address, p.port, ssl=context, limit=READ_LIMIT,
+                    address,
+                    p.port,
+                    ssl=context,
+                    limit=READ_LIMIT,
                     server_hostname=p.host if context else None,
                 )
             except ssl.SSLError:

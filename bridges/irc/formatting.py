@@ -96,8 +96,9 @@ def ctcp(command: str, argument: str = "") -> str:
     return f"{CTCP}{command} {argument}{CTCP}" if argument else f"{CTCP}{command}{CTCP}"
 
 
-def relay_prefix_bytes(nick: str, user: str | None, host: str | None, command: str,
-                       target: str) -> int:
+def relay_prefix_bytes(
+    nick: str, user: str | None, host: str | None, command: str, target: str
+) -> int:
     """Bytes of `:nick!user@host COMMAND target :` as relayed to others, plus CR LF.
 
     Until the server has shown us our own user@host (in our JOIN echo), assume the
@@ -106,8 +107,18 @@ def relay_prefix_bytes(nick: str, user: str | None, host: str | None, command: s
     user_len = len((user or "~" + "u" * 10).encode())
     host_len = len((host or "h" * 63).encode())
     return (
-        1 + len(nick.encode()) + 1 + user_len + 1 + host_len
-        + 1 + len(command) + 1 + len(target.encode()) + 2 + 2
+        1
+        + len(nick.encode())
+        + 1
+        + user_len
+        + 1
+        + host_len
+        + 1
+        + len(command)
+        + 1
+        + len(target.encode())
+        + 2
+        + 2
     )
 
 

@@ -115,9 +115,11 @@ class IncomingLines:
             target = line.param(1)
             xmpp_id = self._last_private_id.pop(casefold(target), None)
             if not is_channel(target):
-                await self.deliver(events.DeliveryFailed(
-                    make_address(target, self.server), xmpp_id, "item-not-found", line.param(-1)
-                ))
+                await self.deliver(
+                    events.DeliveryFailed(
+                        make_address(target, self.server), xmpp_id, "item-not-found", line.param(-1)
+                    )
+                )
                 return
         channel = self.channels.get(casefold(line.param(1)))
         if channel is not None and channel.joined:

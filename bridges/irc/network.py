@@ -145,15 +145,19 @@ class Network(IncomingLines):
         if not rooms:
             pending, self.channels = list(self.channels.values()), {}
             for ch in pending:
-                await self.deliver(events.RoomJoinFailed(
-                    ch.address, "remote-server-timeout", f"{self.server}: {reason}"
-                ))
+                await self.deliver(
+                    events.RoomJoinFailed(
+                        ch.address, "remote-server-timeout", f"{self.server}: {reason}"
+                    )
+                )
             await self._service(f"Disconnected from {self.server}: {reason}")
             return
         for ch in rooms:
-            await self.deliver(events.Message(
-                ch.address, f"Lost the connection to {self.server} ({reason}); reconnecting…"
-            ))
+            await self.deliver(
+                events.Message(
+                    ch.address, f"Lost the connection to {self.server} ({reason}); reconnecting…"
+                )
+            )
         self._reconnecting = asyncio.create_task(self._reconnect(reason))
 
     async def _reconnect(self, reason: str) -> None:
@@ -228,10 +232,13 @@ class Network(IncomingLines):
         await asyncio.sleep(self.options.join_timeout)
         if self.channels.get(casefold(ch.name)) is ch and not ch.synced and not ch.rejoining:
             del self.channels[casefold(ch.name)]
-            await self.deliver(events.RoomJoinFailed(
-                ch.address, "remote-server-timeout",
-                f"{self.server} did not answer the join of {ch.name}",
-            ))
+            await self.deliver(
+                events.RoomJoinFailed(
+                    ch.address,
+                    "remote-server-timeout",
+                    f"{self.server} did not answer the join of {ch.name}",
+                )
+            )
 
     async def leave(self, name: str, reason: str = "") -> None:
         ch = self.channels.pop(casefold(name), None)

@@ -72,8 +72,10 @@ class IrcOptions(BridgeOptions):
 
     @model_validator(mode="after")
     def _fixed_is_allowed(self) -> IrcOptions:
-        if self.fixed_server and self.allowed_servers and (
-            self.fixed_server not in self.allowed_servers
+        if (
+            self.fixed_server
+            and self.allowed_servers
+            and (self.fixed_server not in self.allowed_servers)
         ):
             raise ValueError("fixed_server must be one of allowed_servers (or leave those empty)")
         return self

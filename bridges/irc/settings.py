@@ -79,7 +79,9 @@ def settings_fields(options: IrcOptions, current: NetworkSettings) -> list[FormF
         FormField("realname", "Real name", default=current.realname or None),
         FormField("port", "Port", default=current.port, datatype="xs:integer"),
         FormField(
-            "autojoin", "Channels to join on connect", type="text-multi",
+            "autojoin",
+            "Channels to join on connect",
+            type="text-multi",
             default=list(current.autojoin),
         ),
         FormField("encoding", "Charset of lines that are not UTF-8", default=current.encoding),
@@ -89,10 +91,14 @@ def settings_fields(options: IrcOptions, current: NetworkSettings) -> list[FormF
     ]
     if insecure:
         out += [
-            FormField("tls", "Use TLS", type="boolean", default=current.tls,
-                      datatype="xs:boolean"),
-            FormField("tls_verify", "Verify the TLS certificate", type="boolean",
-                      default=current.tls_verify, datatype="xs:boolean"),
+            FormField("tls", "Use TLS", type="boolean", default=current.tls, datatype="xs:boolean"),
+            FormField(
+                "tls_verify",
+                "Verify the TLS certificate",
+                type="boolean",
+                default=current.tls_verify,
+                datatype="xs:boolean",
+            ),
         ]
     return out
 
@@ -110,8 +116,9 @@ def check_values(values: Mapping[str, Any], max_nick: int) -> dict[str, Any]:
         try:
             "".encode(clean["encoding"])
         except LookupError:
-            raise BridgeError(f"encoding: unknown charset {clean['encoding']!r}",
-                              "not-acceptable") from None
+            raise BridgeError(
+                f"encoding: unknown charset {clean['encoding']!r}", "not-acceptable"
+            ) from None
     if values.get("port") not in (None, ""):
         port = int(values["port"])
         if not 0 < port < 65536:
@@ -139,15 +146,20 @@ def network_command(options: IrcOptions, saved: AccountSaved) -> Command:
     own `Account` copy) uses the new values at its next connect.
     """
 
-    async def form(account: Account, address: Address) -> Sequence[FormField]:
-        server = split_address(address).server
+    def server_of(address: Address | None) -> str:
+        if address is None:  # only offered on server addresses; the core never passes None
+            raise BridgeError("run this on an IRC server's address", "bad-request")
+        return split_address(address).server
+
+    async def form(account: Account, address: Address | None) -> Sequence[FormField]:
+        server = server_of(address)
         current = load_settings(options, account, server)
         return settings_fields(options, current)
 
     async def submit(
-        account: Account, address: Address, store: AccountStore, values: dict[str, Any]
+        account: Account, address: Address | None, store: AccountStore, values: dict[str, Any]
     ) -> str:
-        server = split_address(address).server
+        server = server_of(address)
         clean = check_values(values, options.nick_max_length)
         networks = dict(account.state.get(STATE_KEY, {}))
         networks[server] = {**networks.get(server, {}), **clean}
