@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from conftest import FAKE_JID, FAKE_SECRET, PASSWORD, gateway_config, start_app  # noqa: E402
+from harness import FAKE_JID, FAKE_SECRET, PASSWORD, gateway_config, start_app  # noqa: E402
 from registration_helpers import register_and_subscribe  # noqa: E402
 from xmpp_client import TestClient  # noqa: E402
 

@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
-from conftest import FAKE_JID, gateway_config, write_config
+from harness import FAKE_JID, gateway_config, write_config
 from registration_helpers import get_registration, submit
 
 TESTS = Path(__file__).parents[1]

@@ -1,7 +1,7 @@
 """XEP-0050 ad-hoc commands that a bridge offers on its addresses."""
 
 import pytest
-from conftest import FAKE_JID
+from harness import FAKE_JID
 from registration_helpers import submit
 from slixmpp.exceptions import IqError
 

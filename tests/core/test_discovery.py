@@ -1,7 +1,7 @@
 """XEP-0030, XEP-0092, XEP-0199 and jabber:iq:gateway as a client sees them."""
 
 import pytest
-from conftest import FAKE_JID
+from harness import FAKE_JID
 from slixmpp.exceptions import IqError
 
 

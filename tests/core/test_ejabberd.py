@@ -3,7 +3,7 @@
 from collections.abc import AsyncIterator
 
 import pytest
-from conftest import FAKE_JID, FAKE_SECRET
+from harness import FAKE_JID, FAKE_SECRET
 from registration_helpers import get_registration, register_and_subscribe
 
 from component.devstack.ejabberd import Ejabberd

@@ -3,7 +3,7 @@
 import asyncio
 import logging
 
-from conftest import FAKE_JID, PASSWORD, gateway_config, start_app
+from harness import FAKE_JID, PASSWORD, gateway_config, start_app
 from registration_helpers import register_and_subscribe
 from xmpp_client import TestClient, eventually
 

@@ -3,7 +3,7 @@
 import asyncio
 import urllib.request
 
-from conftest import FAKE_JID
+from harness import FAKE_JID
 from registration_helpers import register_and_subscribe
 
 from component.devstack.process import free_port

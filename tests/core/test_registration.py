@@ -1,7 +1,7 @@
 """XEP-0077 registration against the real server, as a client performs it."""
 
 import pytest
-from conftest import FAKE_JID
+from harness import FAKE_JID
 from registration_helpers import get_registration, register_and_subscribe, remove, submit
 from slixmpp.exceptions import IqError
 

@@ -1,7 +1,7 @@
 """One user's bad data never takes the component down."""
 
 import pytest
-from conftest import FAKE_JID
+from harness import FAKE_JID
 from registration_helpers import register_and_subscribe, submit
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET

@@ -1,6 +1,6 @@
 """Messages and presence between a real client and the fake network, through Prosody."""
 
-from conftest import FAKE_JID, PASSWORD
+from harness import FAKE_JID, PASSWORD
 from registration_helpers import register_and_subscribe
 from slixmpp import Message
 from slixmpp.xmlstream import ET
