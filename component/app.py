@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -61,6 +62,10 @@ class App:
             self._tasks.append(asyncio.create_task(link.run(), name=f"link {loaded.section.jid}"))
             log.info("%s: serving the %s bridge", loaded.section.jid, loaded.name)
 
+    async def connected(self) -> None:
+        """Wait until every component has its stream to the server."""
+        await asyncio.gather(*(gateway.link_up.wait() for gateway in self.gateways))
+
     async def stop(self) -> None:
         for gateway in self.gateways:
             await gateway.shutdown()
@@ -72,8 +77,10 @@ class App:
         log.info("stopped")
 
 
-async def serve(config: Config, bridges: list[LoadedBridge]) -> None:
-    """Run until SIGTERM or SIGINT."""
+async def serve(
+    config: Config, bridges: list[LoadedBridge], on_connected: Callable[[], None] | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT; `on_connected` runs once every component is up."""
     app = App(config, bridges)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,6 +88,13 @@ async def serve(config: Config, bridges: list[LoadedBridge]) -> None:
         loop.add_signal_handler(sig, stop.set)
     await app.start()
     try:
+        if on_connected is not None:
+            connected = asyncio.ensure_future(app.connected())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([connected, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if connected.done():
+                on_connected()
+            connected.cancel()
         await stop.wait()
         log.info("stopping on signal")
     finally:

@@ -156,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_generate_key
     )
     demo = commands.add_parser("demo", help="run with a private local XMPP server (and more)")
-    demo.add_argument("--dir", type=Path, default=None, help="keep the demo state here")
+    demo.add_argument(
+        "--dir", type=Path, default=None, help="keep the demo state here (its parents need o+x)"
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

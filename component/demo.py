@@ -36,8 +36,16 @@ def _port_or_free(preferred: int) -> int | None:
 
 
 async def run_demo(state_dir: Path | None) -> int:
-    run_dir = state_dir or Path(tempfile.mkdtemp(prefix="xmpp-gateway-demo-"))
+    """Serve until interrupted; without `state_dir` everything is thrown away at the end."""
+    if state_dir is None:
+        with tempfile.TemporaryDirectory(prefix="xmpp-gateway-demo-") as scratch:
+            return await _run_in(Path(scratch))
+    return await _run_in(state_dir)
+
+
+async def _run_in(run_dir: Path) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
+    # ngIRCd and Dovecot drop privileges and must be able to reach their files.
     run_dir.chmod(0o755)
     names = available_bridges()
     secrets = {f"{name}.localhost": generate_key()[:16] for name in names}
@@ -71,12 +79,15 @@ async def run_demo(state_dir: Path | None) -> int:
         engine = create_engine(config.database_url)
         await upgrade(engine)
         await engine.dispose()
-        print(
-            f"\n  XMPP server: {prosody.host} port {prosody.c2s_port} (no TLS)"
-            f"\n  account:     {user}   password: {DEMO_PASSWORD}"
-            f"\n  gateways:    {', '.join(secrets)}"
-            f"\n  config:      {config_path}\n  Ctrl-C stops everything.\n",
-            flush=True,
-        )
-        await serve(config, loaded)
+
+        def announce() -> None:
+            print(
+                f"\n  XMPP server: {prosody.host} port {prosody.c2s_port} (no TLS)"
+                f"\n  account:     {user}   password: {DEMO_PASSWORD}"
+                f"\n  gateways:    {', '.join(secrets)}"
+                f"\n  config:      {config_path}\n  Ctrl-C stops everything.\n",
+                flush=True,
+            )
+
+        await serve(config, loaded, on_connected=announce)
     return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 from bridges.address import Address, AddressError, AddressKind
@@ -41,6 +43,10 @@ class IrcBridge(Bridge):
     gateway_prompt: ClassVar[str] = "IRC address (#channel%server or nick%server)"
     gateway_desc: ClassVar[str] = "Enter an IRC channel or nick, followed by %server."
     Options: ClassVar[type[IrcOptions]] = IrcOptions
+
+    @classmethod
+    def demo_server(cls, run_dir: Path) -> AbstractAsyncContextManager[dict[str, Any]]:
+        return _demo_ngircd(run_dir)
 
     def __init__(self, options: IrcOptions) -> None:
         super().__init__(options)
@@ -116,3 +122,12 @@ class IrcBridge(Bridge):
 
     def service_address(self, server: str) -> Address:
         return make_address("", server)
+
+
+@asynccontextmanager
+async def _demo_ngircd(run_dir: Path) -> AsyncIterator[dict[str, Any]]:
+    """ngIRCd on loopback for `xmpp-gateway demo`; rooms are #name%localhost."""
+    from bridges.irc.devstack import NgIrcd
+
+    async with NgIrcd(run_dir) as server:
+        yield {"allowed_servers": ["localhost"], "port": server.port, "tls": False}

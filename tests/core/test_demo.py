@@ -1,0 +1,53 @@
+"""`xmpp-gateway demo`: what a newcomer runs first must work end to end."""
+
+import asyncio
+import os
+import re
+import signal
+import sys
+
+from registration_helpers import submit
+from slixmpp import Presence
+from slixmpp.xmlstream import ET
+from xmpp_client import TestClient
+
+
+async def test_demo_stack_serves_a_client():
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "component", "demo",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=dict(os.environ),
+    )  # fmt: skip
+    lines: list[str] = []
+    ready = asyncio.Event()
+
+    async def drain() -> None:  # keep reading, or a full pipe would stall the demo
+        while line := await process.stdout.readline():
+            lines.append(line.decode())
+            if "Ctrl-C" in lines[-1]:
+                ready.set()
+
+    reader = asyncio.create_task(drain())
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        output = "".join(lines)
+        port = int(re.search(r"XMPP server: 127\.0\.0\.1 port (\d+)", output).group(1))
+        account = re.search(r"account:\s+(\S+)\s+password: (\S+)", output)
+        client = TestClient(f"{account.group(1)}/demo", account.group(2))
+        await client.login("127.0.0.1", port)
+        for gateway in ("irc.localhost", "mail.localhost"):
+            await client.plugin["xep_0030"].get_info(jid=gateway, timeout=20)
+        await submit(client, "irc.localhost", nick="newcomer")
+        join = client.make_presence(pto="#demo%localhost@irc.localhost/newcomer")
+        join.xml.append(ET.Element("{http://jabber.org/protocol/muc}x"))
+        join.send()
+        own = await client.wait_for(
+            lambda s: isinstance(s, Presence) and s["from"].resource == "newcomer", timeout=30
+        )
+        assert own["type"] != "error", own
+        assert 'code="110"' in str(own)
+        await client.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), 30)
+        await reader
+    assert process.returncode == 0, "".join(lines)
