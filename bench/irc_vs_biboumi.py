@@ -111,7 +111,7 @@ class RoomUser:
         self.changed = asyncio.Event()
         self._buffer = b""
 
-    async def join(self, server: Prosody) -> None:
+    async def join(self, server: Prosody, register_with: str | None = None) -> None:
         local, _, rest = self.jid.partition("@")
         domain, _, resource = rest.partition("/")
         self.reader, self.writer = await asyncio.open_connection(server.host, server.c2s_port)
@@ -134,6 +134,12 @@ class RoomUser:
         )
         await self._read_until(b"</iq>")
         self._write("<presence/>")
+        if register_with:  # XEP-0077 with the classic fields, as an old client would
+            self._write(
+                f"<iq type='set' id='reg' to='{register_with}'>"
+                f"<query xmlns='jabber:iq:register'><nick>{self.nick}</nick></query></iq>"
+            )
+            await self._read_until(b"id='reg'", b'id="reg"')
         self._write(
             f"<presence to='{self.room}/{self.nick}'><x xmlns='http://jabber.org/protocol/muc'/>"
             "</presence>"
@@ -197,6 +203,7 @@ class Gateway:
     domain: str
     room: str
     process: asyncio.subprocess.Process | None = None
+    needs_registration: bool = False
     results: dict[str, str] = field(default_factory=dict)
 
     def rss_kib(self) -> int:
@@ -238,6 +245,7 @@ async def start_ours(
         "bridges": {
             "irc": {
                 "jid": "irc.localhost", "secret": secret, "port": irc.port, "tls": False,
+                "allowed_servers": ["127.0.0.1"],
                 "flood_rate": 1_000_000, "flood_burst": 1_000_000,
             }
         },
@@ -255,7 +263,8 @@ async def start_ours(
         run_process(python, "-m", "component", "run", "-c", str(path), log=tmp / "ours.log")
     )
     await wait_connected(server, "irc.localhost", mark)
-    return Gateway("xmpp-gateway", "irc.localhost", f"{CHANNEL}%127.0.0.1@irc.localhost", process)
+    room = f"{CHANNEL}%127.0.0.1@irc.localhost"
+    return Gateway("xmpp-gateway", "irc.localhost", room, process, needs_registration=True)
 
 
 async def start_biboumi(
@@ -288,7 +297,7 @@ async def measure(
     peer = await IrcPeer.connect("127.0.0.1", irc.port, f"peer{gateway.domain[:3]}")
     jid = await server.register(f"bench-{gateway.domain[:3]}", PASSWORD)
     user = RoomUser(f"{jid}/bench", gateway.room, "benchuser")
-    await user.join(server)
+    await user.join(server, gateway.domain if gateway.needs_registration else None)
 
     started = time.perf_counter()
     for n in range(burst):
@@ -329,7 +338,7 @@ async def measure(
             n = len(users)
             extra_jid = await server.register(f"b{gateway.domain[:3]}{n}", PASSWORD)
             extra = RoomUser(f"{extra_jid}/bench", gateway.room, f"u{n}")
-            await extra.join(server)
+            await extra.join(server, gateway.domain if gateway.needs_registration else None)
             users.append(extra)
         rss[target] = gateway.rss_kib()
         results[f"RSS with {target} joined users"] = f"{rss[target] / 1024:.1f} MiB"
