@@ -23,7 +23,7 @@ from component.devstack.process import (
     wait_for_log_line,
 )
 
-MODULES = ("roster", "saslauth", "disco", "ping", "register", "version", "time")
+MODULES = ("roster", "saslauth", "disco", "ping", "register", "version", "time", "offline")
 """Enough for clients to log in, register, keep rosters and for gateway tests to probe."""
 
 

@@ -1,0 +1,323 @@
+"""Email ⇄ chat text: parse incoming RFC 5322 mail into something readable in a chat
+client, and build the outgoing mail for a chat message.
+
+Everything here is pure (no I/O) and must survive hostile input: a broken MIME tree, an
+unknown charset or a malformed header yields replacement characters or a missing field,
+never an exception, because one bad mail must not stall a user's whole mailbox.
+"""
+
+from __future__ import annotations
+
+import codecs
+import email
+import email.header
+import email.policy
+import email.utils
+import hashlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage, Message
+
+import html_text
+
+_MSGID_RE = re.compile(r"<[^<>\s]+>")
+_PARSE_POLICY = email.policy.default
+# 7bit makes the generator QP/base64-encode non-ASCII bodies and RFC 2047-encode headers,
+# so the mail passes any relay without relying on 8BITMIME or SMTPUTF8.
+_SEND_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A part the chat side cannot show, announced by name, type and size."""
+
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class IncomingMail:
+    """The parts of a received mail that a chat message carries."""
+
+    sender: str | None
+    display_name: str | None
+    subject: str | None
+    body: str
+    message_id: str | None
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    date: datetime | None
+    attachments: tuple[Attachment, ...] = ()
+
+    @property
+    def thread_root(self) -> str | None:
+        """The Message-ID that starts this conversation: what every reply has in common."""
+        if self.references:
+            return self.references[0]
+        return self.in_reply_to or self.message_id
+
+    @property
+    def reply_references(self) -> tuple[str, ...]:
+        """The References chain a reply to this mail carries (RFC 5322 §3.6.4)."""
+        chain = self.references or ((self.in_reply_to,) if self.in_reply_to else ())
+        return (*chain, self.message_id) if self.message_id else chain
+
+
+def thread_key(message_id: str) -> str:
+    """A short, stable, opaque id for a Message-ID: XMPP thread and record key."""
+    return hashlib.sha256(message_id.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def parse_incoming(raw: bytes) -> IncomingMail:
+    """Parse a whole message as fetched from IMAP; never raises on bad input."""
+    msg = email.message_from_bytes(raw, policy=_PARSE_POLICY)
+    display_name, sender = _sender(msg)
+    in_reply_to = _message_ids(_header(msg, "In-Reply-To"))
+    body_part = _body_part(msg)
+    return IncomingMail(
+        sender=sender,
+        display_name=display_name,
+        subject=_clean_subject(_header(msg, "Subject")),
+        body=_part_text(body_part) if body_part is not None else "",
+        message_id=next(iter(_message_ids(_header(msg, "Message-ID"))), None),
+        in_reply_to=in_reply_to[-1] if in_reply_to else None,
+        references=_message_ids(_header(msg, "References")),
+        date=_date(_header(msg, "Date")),
+        attachments=tuple(_attachments(msg, body_part)),
+    )
+
+
+def render_text(mail: IncomingMail, *, max_chars: int) -> str:
+    """The chat body: the text, cut at `max_chars` with a marker, then the attachments."""
+    text = mail.body.strip("\n")
+    if len(text) > max_chars:
+        cut = text[:max_chars].rstrip()
+        text = f"{cut}\n\n[… truncated: {len(text) - max_chars} more characters not shown]"
+    if mail.attachments:
+        lines = [
+            f"- {a.filename} ({a.content_type}, {_human_size(a.size)})" for a in mail.attachments
+        ]
+        note = "Attachments:\n" + "\n".join(lines)
+        text = f"{text}\n\n{note}" if text else note
+    return text or "(empty message)"
+
+
+def build_outgoing(
+    *,
+    sender: str,
+    display_name: str | None,
+    to: str,
+    subject: str,
+    text: str,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+) -> EmailMessage:
+    """A UTF-8 text/plain mail whose lines and headers stay within RFC 5322 limits.
+
+    Raises ValueError when an address cannot be put in a header (e.g. a CR/LF in it).
+    """
+    msg = EmailMessage(policy=_SEND_POLICY)
+    msg["From"] = HeaderAddress(display_name=_one_line(display_name or ""), addr_spec=sender)
+    msg["To"] = HeaderAddress(addr_spec=to)
+    msg["Subject"] = _one_line(subject)
+    msg["Date"] = email.utils.formatdate(usegmt=True)
+    msg["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or None)
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = " ".join(references or (in_reply_to,))
+    msg.set_content(text.replace("\r\n", "\n").replace("\r", "\n"), charset="utf-8")
+    return msg
+
+
+def to_bytes(msg: EmailMessage) -> bytes:
+    """The wire form (CRLF line ends) for SMTP and IMAP APPEND."""
+    return msg.as_bytes(policy=_SEND_POLICY)
+
+
+# -- parsing helpers ---------------------------------------------------------------------
+
+
+def _header(msg: Message, name: str) -> str | None:
+    """A decoded header value, falling back to a lenient decode of the raw bytes."""
+    try:
+        value = msg.get(name)
+        return None if value is None else str(value)
+    except Exception:  # the header registry chokes on some malformed headers
+        raw = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
+        return None if raw is None else _decode_words(str(raw))
+
+
+def _decode_words(raw: str) -> str:
+    """RFC 2047 decode without trusting the declared charsets."""
+    parts = []
+    for chunk, charset in email.header.decode_header(raw):
+        if isinstance(chunk, str):
+            parts.append(chunk)
+        else:
+            parts.append(chunk.decode(_codec(charset), errors="replace"))
+    return "".join(parts)
+
+
+def _sender(msg: Message) -> tuple[str | None, str | None]:
+    """(display name, address) of From, else Sender; address lower-cased in its domain."""
+    for name in ("From", "Sender", "Reply-To"):
+        value = _header(msg, name)
+        if not value:
+            continue
+        display, addr = email.utils.parseaddr(value)
+        if "@" in addr:
+            local, _, domain = addr.rpartition("@")
+            return (display.strip() or None), f"{local}@{domain.lower()}"
+    return None, None
+
+
+def _clean_subject(subject: str | None) -> str | None:
+    if subject is None:
+        return None
+    return " ".join(subject.split()) or None
+
+
+def _message_ids(value: str | None) -> tuple[str, ...]:
+    return tuple(_MSGID_RE.findall(value)) if value else ()
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def _codec(charset: str | None) -> str:
+    """A codec Python knows for `charset`; unknown or missing ones read as UTF-8."""
+    if not charset:
+        return "utf-8"
+    try:
+        name = codecs.lookup(charset).name
+    except LookupError:
+        return "utf-8"
+    # Mail that says ASCII often is not; UTF-8 decodes ASCII identically.
+    return "utf-8" if name == "ascii" else name
+
+
+def _body_part(msg: EmailMessage) -> Message | None:
+    """The part to show: text/plain preferred over HTML, as a mail client would."""
+    try:
+        return msg.get_body(preferencelist=("plain", "html"))
+    except Exception:
+        return None
+
+
+def _part_text(part: Message) -> str:
+    """Decoded text of a leaf part (QP/base64 and charset), HTML rendered as text."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    text = payload.decode(_codec(part.get_content_charset()), errors="replace")
+    if part.get_content_subtype() == "html":
+        text = _html_to_text(text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if part.get_content_subtype() == "plain" and _param(part, "format") == "flowed":
+        text = _unflow(text, delsp=_param(part, "delsp") == "yes")
+    return "\n".join(line.rstrip() for line in text.split("\n"))
+
+
+def _param(part: Message, name: str) -> str:
+    value = part.get_param(name)
+    return value.lower() if isinstance(value, str) else ""
+
+
+def _unflow(text: str, *, delsp: bool) -> str:
+    """Join the soft line breaks of format=flowed text (RFC 3676), so paragraphs wrap
+    in the chat window instead of breaking at the sender's 72 columns."""
+    out: list[str] = []
+    paragraph: str | None = None
+    paragraph_depth = 0
+    for line in text.split("\n"):
+        depth = len(line) - len(line.lstrip(">"))
+        content = line[depth:]
+        if content.startswith(" "):  # space-stuffing (§4.4)
+            content = content[1:]
+        flowed = content.endswith(" ") and content != "-- "  # "-- " is the signature mark
+        if flowed and delsp:
+            content = content[:-1]
+        if paragraph is not None and depth != paragraph_depth:  # quote depth changed
+            out.append(_quoted(paragraph_depth, paragraph))
+            paragraph = None
+        paragraph = content if paragraph is None else paragraph + content
+        paragraph_depth = depth
+        if not flowed:
+            out.append(_quoted(depth, paragraph))
+            paragraph = None
+    if paragraph is not None:
+        out.append(_quoted(paragraph_depth, paragraph))
+    return "\n".join(out)
+
+
+def _quoted(depth: int, text: str) -> str:
+    return f"{'>' * depth} {text}" if depth else text
+
+
+def _html_to_text(html: str) -> str:
+    """Readable text of an HTML body: blocks on their own lines, no markup or scripts,
+    and no <title> (newsletters repeat the subject there)."""
+    try:
+        tree = html_text.parse_html(html)
+        for title in tree.xpath("//title"):
+            title.drop_tree()
+        return str(html_text.extract_text(tree, guess_layout=True))
+    except Exception:  # lxml refuses some garbage; show it rather than nothing
+        return re.sub(r"<[^>]*>", "", html)
+
+
+def _leaves(part: Message) -> Iterator[Message]:
+    """Leaf parts in order, not descending into attached messages."""
+    if part.is_multipart() and not (isinstance(part, EmailMessage) and part.is_attachment()):
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            for child in payload:
+                if isinstance(child, Message):
+                    yield from _leaves(child)
+        return
+    yield part
+
+
+def _attachments(msg: Message, body: Message | None) -> Iterator[Attachment]:
+    """Every part that is neither the body nor an alternative rendering of text."""
+    for part in _leaves(msg):
+        if part is body:
+            continue
+        try:
+            filename = part.get_filename()
+        except Exception:
+            filename = None
+        is_attachment = isinstance(part, EmailMessage) and part.is_attachment()
+        if part.get_content_maintype() == "text" and not filename and not is_attachment:
+            continue
+        payload = part.get_payload(decode=True)
+        size = len(payload) if isinstance(payload, bytes) else len(str(part.get_payload()))
+        yield Attachment(
+            filename=_one_line(filename or "(unnamed)"),
+            content_type=part.get_content_type(),
+            size=size,
+        )
+
+
+def _human_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def _one_line(text: str) -> str:
+    """Header-safe: no CR/LF (header injection) and no runs of whitespace."""
+    return " ".join(text.split())

@@ -1,0 +1,221 @@
+"""Outgoing mail: compose, submit, and keep what could not be sent yet.
+
+Every mail is written to the account's `outbox` records before the first attempt and
+removed only once the server accepted or permanently refused it, so neither a temporary
+failure nor a gateway crash loses it (at worst a crash right after acceptance sends it
+twice, which mail tolerates far better than a loss). The user hears the outcome as
+`Delivered` or `DeliveryFailed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Coroutine, Mapping
+from typing import Any
+
+from bridges import events
+from bridges.address import Address, AddressKind
+from bridges.base import AccountStore, BridgeError, Sink
+from bridges.mail import mime, smtp
+from bridges.mail.config import MailAccount, MailOptions
+from bridges.mail.imap import ImapConnection
+from bridges.mail.watcher import CONNECTION_ERRORS
+
+OUTBOX = "outbox"
+THREAD = "thread"
+"""thread id → {"subject", "references"}: what a reply in that XMPP thread answers."""
+ROOT = "root"
+"""thread_key(first Message-ID of a conversation) → {"thread"}: a thread the user started."""
+MAX_REFERENCES = 20
+
+
+def reply_subject(subject: str) -> str:
+    return subject if subject[:3].lower() == "re:" else f"Re: {subject}"
+
+
+class Outbox:
+    """Sends a user's mail and retries the ones that failed temporarily."""
+
+    def __init__(
+        self,
+        account: MailAccount,
+        options: MailOptions,
+        tls: ssl.SSLContext,
+        store: AccountStore,
+        sink: Sink,
+        log: logging.Logger,
+    ) -> None:
+        self.account = account
+        self.options = options
+        self.tls = tls
+        self.store = store
+        self.sink = sink
+        self.log = log.getChild("outbox")
+        self._wake = asyncio.Event()
+        self._inflight: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def send(
+        self,
+        to: Address,
+        text: str,
+        *,
+        xmpp_id: str | None,
+        subject: str | None,
+        thread: str | None,
+    ) -> None:
+        """Compose and submit one mail; returns after the first attempt."""
+        if to.kind is not AddressKind.CONTACT or "@" not in to.legacy_id:
+            raise BridgeError(f"{to.legacy_id} is not an email address", "item-not-found")
+        context = await self.store.get_record(THREAD, thread) if thread else None
+        references: list[str] = list(context.get("references", [])) if context else []
+        if not subject:
+            subject = (
+                reply_subject(context["subject"])
+                if context and context.get("subject")
+                else self.options.default_subject
+            )
+        try:
+            message = mime.build_outgoing(
+                sender=self.account.email,
+                display_name=self.account.display_name,
+                to=to.legacy_id,
+                subject=subject,
+                text=text,
+                in_reply_to=references[-1] if references else None,
+                references=_trimmed(references),
+            )
+            raw = mime.to_bytes(message).decode("ascii")
+        except (ValueError, UnicodeError) as exc:
+            raise BridgeError(f"cannot write this mail: {exc}", "not-acceptable") from exc
+        message_id = str(message["Message-ID"])
+        if thread:
+            await self._remember_thread(thread, subject, references, message_id)
+        item = {
+            "to": to.legacy_id,
+            "xmpp_id": xmpp_id,
+            "message": raw,
+            "created": time.time(),
+            "attempts": 0,
+            "next_try": time.time() + self.options.retry_min,
+        }
+        await self.store.put_record(OUTBOX, message_id, item)
+        await asyncio.shield(self._track(self._attempt(message_id, item)))
+
+    async def _remember_thread(
+        self, thread: str, subject: str, references: list[str], message_id: str
+    ) -> None:
+        """Let later replies in `thread`, from either side, continue the same mail thread."""
+        chain = [*references, message_id]
+        now = time.time()
+        await self.store.put_record(
+            THREAD, thread, {"subject": subject, "references": chain, "at": now}
+        )
+        if not references:  # the user opened this conversation: map its root back
+            await self.store.put_record(
+                ROOT, mime.thread_key(message_id), {"thread": thread, "at": now}
+            )
+
+    async def forget_old_threads(self) -> None:
+        """Drop thread records unused for `thread_memory_days`, so they do not pile up."""
+        cutoff = time.time() - self.options.thread_memory_days * 86400
+        for kind in (THREAD, ROOT):
+            for key, data in await self.store.list_records(kind):
+                if float(data.get("at", 0)) < cutoff:
+                    await self.store.delete_record(kind, key)
+
+    async def run(self) -> None:
+        """Retry queued mail when due; ends only by cancellation."""
+        await self.forget_old_threads()
+        while True:
+            self._wake.clear()  # before looking, so a failure queued meanwhile wakes us
+            now = time.time()
+            queued = await self.store.list_records(OUTBOX)
+            for key, item in sorted(queued, key=lambda kv: kv[1].get("created", 0)):
+                if item.get("next_try", 0) <= now and key not in self._inflight:
+                    # shielded: a stop() must not fall between the server accepting the
+                    # mail and its removal from the queue (it would be sent twice)
+                    await asyncio.shield(self._track(self._attempt(key, item)))
+            queued = await self.store.list_records(OUTBOX)
+            due = [item.get("next_try", now) for _key, item in queued]
+            wait = max(0.0, min(due) - time.time()) if due else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _attempt(self, key: str, item: Mapping[str, Any]) -> None:
+        if key in self._inflight:
+            return
+        self._inflight.add(key)
+        to = Address(AddressKind.CONTACT, item["to"])
+        xmpp_id = item.get("xmpp_id")
+        try:
+            raw = str(item["message"]).encode("ascii")
+            await smtp.submit(self.account, self.options, self.tls, [item["to"]], raw)
+        except smtp.SmtpFailure as failure:
+            attempts = int(item.get("attempts", 0)) + 1
+            expired = time.time() - float(item.get("created", 0)) > self.options.retry_give_up
+            if failure.permanent or expired:
+                self.log.info("mail to %s failed: %s", item["to"], failure.text)
+                await self.store.delete_record(OUTBOX, key)
+                text = (
+                    failure.text
+                    if failure.permanent
+                    else (f"gave up after {attempts} attempts; last error: {failure.text}")
+                )
+                await self.sink.deliver(events.DeliveryFailed(to, xmpp_id, failure.condition, text))
+                return
+            delay = min(self.options.retry_min * 2 ** (attempts - 1), self.options.retry_max)
+            self.log.info(
+                "mail to %s deferred (%s); retry in %.0f s", item["to"], failure.text, delay
+            )
+            retry = {
+                **item,
+                "attempts": attempts,
+                "next_try": time.time() + delay,
+                "last_error": failure.text,
+            }
+            await self.store.put_record(OUTBOX, key, retry)
+            self._wake.set()
+        else:
+            self.log.info("mail to %s accepted", item["to"])
+            await self.store.delete_record(OUTBOX, key)
+            if xmpp_id:
+                await self.sink.deliver(events.Delivered(to, xmpp_id))
+            if self.options.save_sent:
+                self._track(self._save_copy(raw))
+        finally:
+            self._inflight.discard(key)
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` as a task that `close()` waits for."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _save_copy(self, raw: bytes) -> None:
+        """Best effort: a missing Sent copy must not turn a sent mail into a failure."""
+        try:
+            connection = await ImapConnection.open(self.account, self.tls, self.options.timeout)
+            try:
+                await connection.append(self.options.sent_folder, raw)
+            finally:
+                await connection.logout()
+        except CONNECTION_ERRORS as exc:
+            self.log.warning("could not store a copy in %s: %s", self.options.sent_folder, exc)
+
+    async def close(self) -> None:
+        """Wait for attempts and Sent copies still under way (bounded by the timeouts)."""
+        while self._background:  # an attempt may start a Sent copy meanwhile
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+def _trimmed(references: list[str]) -> list[str]:
+    """Keep the root and the most recent ids: long chains break header limits."""
+    if len(references) <= MAX_REFERENCES:
+        return references
+    return [references[0], *references[-(MAX_REFERENCES - 1) :]]

@@ -1,0 +1,234 @@
+"""End to end: a real slixmpp client ⇄ Prosody ⇄ the gateway ⇄ Dovecot + MTA.
+
+The user registers their mailbox with XEP-0077, receives a mail as a chat message,
+answers it (the answer lands, threaded, in the sender's mailbox, with an XEP-0184
+receipt), and writing to an unknown address comes back as a message error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import start_app
+from mail_helpers import PUSH_TIMEOUT, inject, read_mailbox, simple_mail
+from registration_helpers import register_and_subscribe, remove
+from slixmpp import Message
+from slixmpp.exceptions import IqError
+from xmpp_client import TestClient, eventually
+
+from bridges.jid_escaping import escape_node
+from bridges.mail.devstack import MailServer
+from bridges.mail.session import MailSession
+from component.app import App
+from component.crypto import generate_key
+from component.devstack.prosody import Prosody
+
+MAIL_JID = "mail.localhost"
+MAIL_SECRET = "mail-secret"
+RECEIPTS = "urn:xmpp:receipts"
+NICK = "http://jabber.org/protocol/nick"
+
+
+@dataclass
+class Stack:
+    prosody: Prosody
+    mail: MailServer
+    config: dict[str, Any]
+    base_dir: Path
+    app: App | None = None
+
+    def jid(self, address: str) -> str:
+        return f"{escape_node(address)}@{MAIL_JID}"
+
+    def session(self, user: str) -> MailSession | None:
+        assert self.app is not None
+        session = self.app.gateways[0].sessions.get(user)
+        return session if isinstance(session, MailSession) else None
+
+    async def start_gateway(self) -> App:
+        """Start the gateway (migrating its database) and wait for the component link."""
+        self.app = await start_app(self.config, self.base_dir)
+        await asyncio.wait_for(self.app.gateways[0].link_up.wait(), 15)
+        return self.app
+
+    async def stop_gateway(self) -> None:
+        app, self.app = self.app, None
+        if app is not None:
+            await app.stop()
+
+
+@pytest.fixture
+async def stack(mail: MailServer, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with Prosody(components={MAIL_JID: MAIL_SECRET}) as prosody:
+        config = {
+            "server": {"host": prosody.host, "port": prosody.component_port},
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+            "secret_key": generate_key(),
+            "allowed_domains": [prosody.domain],
+            "reconnect": {"initial_delay": 0.1, "max_delay": 0.5, "auth_failure_delay": 0.5},
+            "bridges": {
+                "mail": {
+                    "jid": MAIL_JID,
+                    "secret": MAIL_SECRET,
+                    "ca_file": str(mail.ca_file),
+                    "timeout": 10.0,
+                    "reconnect_min": 0.2,
+                    "reconnect_max": 1.0,
+                }
+            },
+        }
+        stack = Stack(prosody, mail, config, tmp_path)
+        await stack.start_gateway()
+        try:
+            yield stack
+        finally:
+            await stack.stop_gateway()
+
+
+async def login(stack: Stack, name: str) -> TestClient:
+    jid = await stack.prosody.register(name, "pw")
+    client = TestClient(f"{jid}/phone", "pw")
+    return await client.login(stack.prosody.host, stack.prosody.c2s_port)
+
+
+def mailbox_form(mail: MailServer, user: str) -> dict[str, str]:
+    return {
+        "email": mail.address(user),
+        "password": mail.users[user],
+        "name": "Alice Liddell",
+        "imap_host": mail.host,
+        "imap_port": str(mail.imap_port),
+        "imap_security": "starttls",
+        "smtp_host": mail.host,
+        "smtp_port": str(mail.submission_port),
+        "smtp_security": "starttls",
+    }
+
+
+async def registered(stack: Stack, client: TestClient) -> MailSession:
+    """Register `alice`'s mailbox and wait until its session watches the inbox."""
+    await register_and_subscribe(client, MAIL_JID, **mailbox_form(stack.mail, "alice"))
+    user = client.boundjid.bare
+    await eventually(lambda: stack.session(user) is not None, PUSH_TIMEOUT)
+    session = stack.session(user)
+    assert session is not None
+    await asyncio.wait_for(session.watchers[0].synced.wait(), PUSH_TIMEOUT)
+    return session
+
+
+async def test_bad_password_is_refused_with_dovecots_reason(stack: Stack, mail: MailServer) -> None:
+    await mail.add_user("alice", "alicepw")
+    client = await login(stack, "wrongpw")
+    form = {**mailbox_form(mail, "alice"), "password": "nope"}
+    iq = client.make_iq_to(MAIL_JID, "set")
+    fields = iq["register"]["form"]
+    fields["type"] = "submit"
+    fields.add_field(var="FORM_TYPE", ftype="hidden", value="jabber:iq:register")
+    for var, value in form.items():
+        fields.add_field(var=var, value=value)
+    with pytest.raises(IqError) as refused:
+        await iq.send(timeout=15)
+    error = refused.value.iq["error"]
+    assert error["condition"] == "not-acceptable"
+    assert "Authentication failed" in error["text"]
+
+
+async def test_mail_in_reply_out_and_error(stack: Stack, mail: MailServer) -> None:
+    await mail.add_user("alice", "alicepw")
+    await mail.add_user("carol", "carolpw")
+    carol = mail.address("carol")
+    client = await login(stack, "alice")
+    await registered(stack, client)
+
+    original = simple_mail(
+        mail.address("alice"),
+        "Tea at four?",
+        "Shall we?",
+        From=f"Carol Cook <{carol}>",
+        Message_ID="<tea-1@example.test>",
+    )
+    await inject(mail, original, mail.address("alice"), carol)
+    incoming = await client.wait_for(
+        lambda s: isinstance(s, Message) and s["from"].bare == stack.jid(carol) and s["body"],
+        PUSH_TIMEOUT,
+    )
+    assert incoming["type"] == "chat"
+    assert incoming["body"] == "Shall we?"
+    assert incoming["subject"] == "Tea at four?"
+    assert incoming["thread"]
+    assert incoming.xml.findtext(f"{{{NICK}}}nick") == "Carol Cook"
+
+    reply = client.make_message(mto=stack.jid(carol), mbody="Yes, with scones.", mtype="chat")
+    reply["id"] = "reply-1"
+    reply["thread"] = incoming["thread"]
+    reply.xml.append(reply.xml.makeelement(f"{{{RECEIPTS}}}request", {}))
+    reply.send()
+    receipt = await client.wait_for(
+        lambda s: isinstance(s, Message) and s.xml.find(f"{{{RECEIPTS}}}received") is not None,
+        PUSH_TIMEOUT,
+    )
+    assert receipt.xml.find(f"{{{RECEIPTS}}}received").get("id") == "reply-1"
+    [answer] = await read_mailbox(mail, "carol")
+    assert answer["In-Reply-To"] == "<tea-1@example.test>"
+    assert str(answer["Subject"]) == "Re: Tea at four?"
+    assert answer["From"].addresses[0].display_name == "Alice Liddell"
+    assert answer.get_body().get_content().strip() == "Yes, with scones."
+
+    nobody = mail.address("nobody")
+    client.send_message(mto=stack.jid(nobody), mbody="anyone?", mtype="chat")
+    error = await client.wait_for(
+        lambda s: isinstance(s, Message) and s["type"] == "error", PUSH_TIMEOUT
+    )
+    assert error["from"].bare == stack.jid(nobody)
+    assert error["error"]["condition"] == "item-not-found"
+    assert "550" in error["error"]["text"]
+
+
+def mail_from(stack: Stack, address: str, subject: str | None = None) -> Any:
+    def matches(stanza: Any) -> bool:
+        return (
+            isinstance(stanza, Message)
+            and stanza["from"].bare == stack.jid(address)
+            and bool(stanza["body"])
+            and (subject is None or stanza["subject"] == subject)
+        )
+
+    return matches
+
+
+async def test_gateway_restart_delivers_missed_mail_once(stack: Stack, mail: MailServer) -> None:
+    """State lives in the gateway's database: a restart neither repeats nor loses mail."""
+    await mail.add_user("alice", "alicepw")
+    carol = mail.address("carol")
+    to = mail.address("alice")
+    client = await login(stack, "alice")
+    await registered(stack, client)
+    await inject(mail, simple_mail(to, "before", "1", From=carol), to, carol)
+    await client.wait_for(mail_from(stack, carol, "before"), PUSH_TIMEOUT)
+
+    await stack.stop_gateway()
+    await inject(mail, simple_mail(to, "while down", "2", From=carol), to, carol)
+    await stack.start_gateway()  # persistent sessions start without the user's presence
+
+    missed = await client.wait_for(mail_from(stack, carol), PUSH_TIMEOUT)
+    assert missed["subject"] == "while down"
+    await inject(mail, simple_mail(to, "after", "3", From=carol), to, carol)
+    after = await client.wait_for(mail_from(stack, carol), PUSH_TIMEOUT)
+    assert after["subject"] == "after"  # "before" was not delivered a second time
+    assert not any(mail_from(stack, carol)(s) for s in client.stanzas)
+
+
+async def test_unregistering_ends_the_imap_session(stack: Stack, mail: MailServer) -> None:
+    await mail.add_user("alice", "alicepw")
+    client = await login(stack, "alice")
+    session = await registered(stack, client)
+    connection = session.watchers[0].connection
+    assert connection is not None
+    await remove(client, MAIL_JID)
+    await asyncio.wait_for(connection.closed.wait(), PUSH_TIMEOUT)
+    assert stack.session(client.boundjid.bare) is None

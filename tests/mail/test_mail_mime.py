@@ -1,0 +1,225 @@
+"""mime.py without daemons: parsing real-world shapes and hostile input, building replies."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+
+import pytest
+
+from bridges.mail import mime
+
+
+def _parse(raw: str | bytes) -> mime.IncomingMail:
+    return mime.parse_incoming(raw.encode("latin-1") if isinstance(raw, str) else raw)
+
+
+def test_plain_mail_fields() -> None:
+    mail = _parse(
+        "From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <Juergen@Example.ORG>\r\n"
+        "Subject: =?utf-8?b?R3LDvMOfZQ==?=\r\n"
+        "Date: Tue, 03 Nov 2026 10:00:00 +0100\r\n"
+        "Message-ID: <m2@example.org>\r\n"
+        "In-Reply-To: <m1@example.org>\r\n"
+        "References: <m0@example.org> <m1@example.org>\r\n"
+        "\r\n"
+        "Hallo\r\n"
+    )
+    assert mail.sender == "Juergen@example.org"  # domain folded, local part kept
+    assert mail.display_name == "Jürgen Müller"
+    assert mail.subject == "Grüße"
+    assert mail.body.strip() == "Hallo"
+    assert mail.date is not None and mail.date.utcoffset() is not None
+    assert mail.date.hour == 10
+    assert mail.thread_root == "<m0@example.org>"
+    assert mail.reply_references == ("<m0@example.org>", "<m1@example.org>", "<m2@example.org>")
+
+
+def test_alternative_prefers_plain_text() -> None:
+    msg = EmailMessage()
+    msg["From"] = "a@b.test"
+    msg.set_content("plain version")
+    msg.add_alternative("<p>html <b>version</b></p>", subtype="html")
+    mail = mime.parse_incoming(msg.as_bytes())
+    assert mail.body.strip() == "plain version"
+    assert mail.attachments == ()
+
+
+def test_html_only_is_rendered_as_text() -> None:
+    msg = EmailMessage()
+    msg["From"] = "a@b.test"
+    msg.set_content(
+        "<html><head><title>Weekly news</title><style>p {color: red}</style>"
+        "<script>alert(1)</script></head>"
+        "<body><p>Hello <b>world</b> &amp; friends</p><ul><li>one</li><li>two</li></ul>"
+        "</body></html>",
+        subtype="html",
+    )
+    body = mime.parse_incoming(msg.as_bytes()).body
+    assert "Hello world & friends" in body
+    assert "one\ntwo" in body
+    assert "<" not in body and "color" not in body and "alert" not in body
+    assert "Weekly news" not in body
+
+
+def test_quoted_printable_latin1_and_encoded_subject() -> None:
+    mail = _parse(
+        "From: =?ISO-8859-1?Q?Andr=E9?= <andre@example.fr>\r\n"
+        "Subject: =?ISO-8859-1?Q?Caf=E9_cr=E8me?=\r\n"
+        "Content-Type: text/plain; charset=ISO-8859-1\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n"
+        "\r\n"
+        "Un caf=E9, s'il vous pla=EEt, avec une tr=E8s longue ligne qui continue =\r\n"
+        "sur la suivante.\r\n"
+    )
+    assert mail.display_name == "André"
+    assert mail.subject == "Café crème"
+    assert "Un café, s'il vous plaît" in mail.body
+    assert "qui continue sur la suivante." in mail.body
+
+
+def test_base64_body_and_attachments_listed() -> None:
+    msg = EmailMessage()
+    msg["From"] = "a@b.test"
+    msg.set_content("see attached", cte="base64")
+    msg.add_attachment(
+        b"%PDF" + b"x" * 2044, maintype="application", subtype="pdf", filename="report.pdf"
+    )
+    msg.add_attachment(b"\x89PNG", maintype="image", subtype="png", filename="pic.png")
+    mail = mime.parse_incoming(msg.as_bytes())
+    assert mail.body.strip() == "see attached"
+    assert mail.attachments == (
+        mime.Attachment("report.pdf", "application/pdf", 2048),
+        mime.Attachment("pic.png", "image/png", 4),
+    )
+    text = mime.render_text(mail, max_chars=1000)
+    assert text.endswith(
+        "Attachments:\n- report.pdf (application/pdf, 2.0 KB)\n- pic.png (image/png, 4 bytes)"
+    )
+
+
+def test_forwarded_message_is_one_attachment() -> None:
+    inner = EmailMessage()
+    inner["Subject"] = "inner"
+    inner.set_content("inner body")
+    outer = EmailMessage()
+    outer["From"] = "a@b.test"
+    outer.set_content("fwd")
+    outer.add_attachment(inner, filename="inner.eml")
+    mail = mime.parse_incoming(outer.as_bytes())
+    assert [a.content_type for a in mail.attachments] == ["message/rfc822"]
+    assert "inner body" not in mail.body
+
+
+def test_long_body_is_truncated_with_marker() -> None:
+    mail = _parse("From: a@b.test\r\n\r\n" + "word " * 1000)
+    text = mime.render_text(mail, max_chars=200)
+    assert text.startswith("word word")
+    assert "[… truncated: " in text
+    assert len(text) < 300
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"garbage without headers",
+        b"From: <<<@@@>>>\r\nSubject: =?x-unknown?q?abc?=\r\nDate: not a date\r\n\r\nbody",
+        b"Content-Type: text/plain; charset=x-klingon\r\n\r\n\xff\xfe caf\xe9",
+        b"Content-Type: multipart/mixed; boundary=nope\r\n\r\nno boundary ever appears",
+        b"Content-Type: multipart/alternative\r\n\r\n--\r\n--\r\n",
+        b"Content-Type: text/html\r\n\r\n<<<>>><p<<script",
+        b"Content-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!",
+        b"Subject: " + b"\xff" * 50 + b"\r\nFrom: \xe9\xe9 <x@y.z>\r\n\r\n\x00\x01",
+        b"Message-ID: <a@b>\r\nReferences: <<<>>> <ok@x> junk\r\n\r\n",
+    ],
+    ids=[
+        "empty",
+        "no-headers",
+        "bad-from-charset-date",
+        "unknown-body-charset",
+        "missing-boundary",
+        "boundaryless-multipart",
+        "broken-html",
+        "bad-base64",
+        "8bit-garbage-headers",
+        "junk-references",
+    ],
+)
+def test_hostile_input_never_raises(raw: bytes) -> None:
+    mail = mime.parse_incoming(raw)
+    text = mime.render_text(mail, max_chars=500)
+    assert isinstance(text, str) and text
+
+
+def test_unknown_charset_reads_as_utf8_with_replacement() -> None:
+    mail = _parse(b"Content-Type: text/plain; charset=x-klingon\r\n\r\ncaf\xc3\xa9 \xff")
+    assert mail.body.startswith("café \ufffd")
+
+
+def test_build_outgoing_reply_is_valid_utf8_mime() -> None:
+    msg = mime.build_outgoing(
+        sender="alice@example.test",
+        display_name="Alice Ærø",
+        to="bob@example.org",
+        subject="Re: Grüße\r\nBcc: evil@example.org",
+        text="Hällo " + "x" * 2000 + "\nzweite Zeile",
+        in_reply_to="<m1@example.org>",
+        references=["<m0@example.org>", "<m1@example.org>"],
+    )
+    raw = mime.to_bytes(msg)
+    raw.decode("ascii")  # 7-bit clean on the wire
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    assert b"\nBcc:" not in raw and b"\r\nBcc:" not in raw
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["From"].addresses[0].display_name == "Alice Ærø"
+    assert parsed["From"].addresses[0].addr_spec == "alice@example.test"
+    assert str(parsed["Subject"]) == "Re: Grüße Bcc: evil@example.org"
+    assert parsed["In-Reply-To"] == "<m1@example.org>"
+    assert parsed["References"] == "<m0@example.org> <m1@example.org>"
+    assert parsed["Message-ID"].endswith("@example.test>")
+    assert parsed["Date"]
+    body = parsed.get_body()
+    assert body is not None
+    assert body.get_content_charset() == "utf-8"
+    content = body.get_content().replace("\r\n", "\n")  # CRLF on the wire
+    assert content == "Hällo " + "x" * 2000 + "\nzweite Zeile\n"
+
+
+def test_thread_key_is_stable_and_short() -> None:
+    assert mime.thread_key("<a@b>") == mime.thread_key("<a@b>")
+    assert mime.thread_key("<a@b>") != mime.thread_key("<a@c>")
+    assert len(mime.thread_key("<" + "x" * 900 + "@b>")) == 32
+
+
+def test_format_flowed_paragraphs_are_joined() -> None:
+    mail = _parse(
+        "Content-Type: text/plain; charset=utf-8; format=flowed; delsp=no\r\n\r\n"
+        "This paragraph was wrapped by the \r\n"
+        "sender at 72 columns.\r\n"
+        "\r\n"
+        "> quoted text that \r\n"
+        "> continues\r\n"
+        ">> deeper\r\n"
+        " >not a quote (space-stuffed)\r\n"
+        "-- \r\n"
+        "Signature\r\n"
+    )
+    assert mail.body.split("\n") == [
+        "This paragraph was wrapped by the sender at 72 columns.",
+        "",
+        "> quoted text that continues",
+        ">> deeper",
+        ">not a quote (space-stuffed)",
+        "--",
+        "Signature",
+        "",
+    ]
+
+
+def test_format_flowed_delsp() -> None:
+    mail = _parse(
+        "Content-Type: text/plain; format=flowed; delsp=yes\r\n\r\nlangesWort \r\nteil\r\n"
+    )
+    assert mail.body.strip() == "langesWortteil"
