@@ -152,15 +152,20 @@ class RoomUser:
         self.writer.write(text.encode())
 
     async def _read_until(self, *markers: bytes) -> None:
-        async with asyncio.timeout(60):
-            while not any(marker in self._buffer for marker in markers):
-                chunk = await self.reader.read(65536)
-                if not chunk:
-                    raise ConnectionError(
-                        f"closed while waiting for {markers}: {self._buffer[-300:]!r}"
-                    )
-                self._buffer += chunk
+        try:
+            await asyncio.wait_for(self._fill_until(markers), 60)
+        except TimeoutError:
+            raise TimeoutError(f"no {markers} in: {self._buffer[-600:]!r}") from None
         self._buffer = b""
+
+    async def _fill_until(self, markers: tuple[bytes, ...]) -> None:
+        while not any(marker in self._buffer for marker in markers):
+            chunk = await self.reader.read(65536)
+            if not chunk:
+                raise ConnectionError(
+                    f"closed while waiting for {markers}: {self._buffer[-300:]!r}"
+                )
+            self._buffer += chunk
 
     async def _count(self) -> None:
         while chunk := await self.reader.read(262144):
@@ -296,7 +301,7 @@ async def measure(
     results["RSS idle"] = f"{gateway.rss_kib() / 1024:.1f} MiB"
     peer = await IrcPeer.connect("127.0.0.1", irc.port, f"peer{gateway.domain[:3]}")
     jid = await server.register(f"bench-{gateway.domain[:3]}", PASSWORD)
-    user = RoomUser(f"{jid}/bench", gateway.room, "benchuser")
+    user = RoomUser(f"{jid}/bench", gateway.room, f"{gateway.domain[:3]}user")
     await user.join(server, gateway.domain if gateway.needs_registration else None)
 
     started = time.perf_counter()
@@ -337,7 +342,7 @@ async def measure(
         while len(users) < target:
             n = len(users)
             extra_jid = await server.register(f"b{gateway.domain[:3]}{n}", PASSWORD)
-            extra = RoomUser(f"{extra_jid}/bench", gateway.room, f"u{n}")
+            extra = RoomUser(f"{extra_jid}/bench", gateway.room, f"{gateway.domain[:3]}{n}")
             await extra.join(server, gateway.domain if gateway.needs_registration else None)
             users.append(extra)
         rss[target] = gateway.rss_kib()
