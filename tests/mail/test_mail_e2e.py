@@ -232,3 +232,29 @@ async def test_unregistering_ends_the_imap_session(stack: Stack, mail: MailServe
     await remove(client, MAIL_JID)
     await asyncio.wait_for(connection.closed.wait(), PUSH_TIMEOUT)
     assert stack.session(client.boundjid.bare) is None
+
+
+async def test_mail_for_an_offline_user_waits_in_offline_storage(
+    stack: Stack, mail: MailServer
+) -> None:
+    await mail.add_user("alice", "alicepw")
+    await mail.add_user("dave", "davepw")
+    client = await login(stack, "alice")
+    session = await registered(stack, client)
+    user = client.boundjid.bare
+    await client.close()  # offline: the IMAP session keeps watching (persistent bridge)
+    await eventually(lambda: not stack.app.gateways[0].sessions.is_online(user), PUSH_TIMEOUT)
+    assert stack.session(user) is session
+
+    before = dict(session.account.state.get("folders", {}))
+    dave = mail.address("dave")
+    alice = mail.address("alice")
+    await inject(mail, simple_mail(alice, "While you were out", "Hi!", From=dave), alice, dave)
+    # The watermark moves once the stanza has been handed to the server, user offline.
+    await eventually(lambda: session.account.state.get("folders", {}) != before, PUSH_TIMEOUT)
+
+    again = TestClient(f"{user}/laptop", "pw")
+    await again.login(stack.prosody.host, stack.prosody.c2s_port)
+    stored = await again.wait_for(mail_from(stack, dave, "While you were out"), PUSH_TIMEOUT)
+    assert stored["body"] == "Hi!"
+    await again.close()
