@@ -135,6 +135,13 @@ class Presence:
 
 
 @dataclass(frozen=True)
+class SubscriptionRequest:
+    """Ask the user to add a legacy contact to their roster (a presence subscription)."""
+
+    sender: Address
+
+
+@dataclass(frozen=True)
 class DeliveryFailed:
     """A message the user sent could not be delivered; answered with a message error."""
 
@@ -170,6 +177,7 @@ Event = (
     | NickConflict
     | SubjectChanged
     | Presence
+    | SubscriptionRequest
     | DeliveryFailed
     | Delivered
     | Notice

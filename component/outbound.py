@@ -74,6 +74,11 @@ class Outbound:
                 self._send(self._message(user, event))
             case events.Presence():
                 self._send(self._presence(user, event))
+            case events.SubscriptionRequest():
+                request = Presence()
+                request["from"], request["to"] = self.jid_of(event.sender), user
+                request["type"] = "subscribe"
+                self._send(request)
             case events.DeliveryFailed():
                 self._send(self._failure(user, event))
             case events.Delivered():

@@ -88,6 +88,8 @@ class MailOptions(BridgeOptions):
     """Seconds allowed for a connect, login or single command."""
     thread_memory_days: float = Field(default=180.0, gt=0)
     """Threads unused this long are forgotten: a late reply then starts a new mail thread."""
+    subscribe_correspondents: bool = False
+    """Ask users to add each new correspondent to their roster, on the first mail."""
     save_sent: bool = False
     """Append a copy of every sent mail to the user's Sent folder over IMAP."""
     sent_folder: str = "Sent"

@@ -22,6 +22,9 @@ from bridges.mail.imap import FetchedMail
 from bridges.mail.outbox import ROOT, THREAD, Outbox
 from bridges.mail.watcher import FolderWatcher, Watermark
 
+CORRESPONDENTS = "correspondents"
+"""Record kind: senders the user was already asked to add to their roster."""
+
 if TYPE_CHECKING:
     from bridges.mail.bridge import MailBridge
 
@@ -101,7 +104,16 @@ class MailSession(Session):
 
     async def deliver(self, folder: str, mark: Watermark, mail: FetchedMail) -> None:
         """Turn one fetched mail into a message event, delivered with its watermark."""
-        await self._persist(folder, mark, await self._message_event(mail))
+        event = await self._message_event(mail)
+        if self.options.subscribe_correspondents:
+            await self._introduce(event.sender)
+        await self._persist(folder, mark, event)
+
+    async def _introduce(self, sender: Address) -> None:
+        """Ask the user to add a correspondent, once: before their first mail arrives."""
+        if await self.store.get_record(CORRESPONDENTS, sender.legacy_id) is None:
+            await self.sink.deliver(events.SubscriptionRequest(sender))
+            await self.store.put_record(CORRESPONDENTS, sender.legacy_id, {})
 
     async def _persist(self, folder: str, mark: Watermark, event: events.Message | None) -> None:
         """Store `mark` (with `event`, if any) as the account state, one at a time.

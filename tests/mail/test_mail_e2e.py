@@ -17,7 +17,7 @@ import pytest
 from harness import start_app
 from mail_helpers import PUSH_TIMEOUT, inject, read_mailbox, simple_mail
 from registration_helpers import register_and_subscribe, remove
-from slixmpp import Message
+from slixmpp import Message, Presence
 from slixmpp.exceptions import IqError
 from xmpp_client import TestClient, eventually
 
@@ -258,3 +258,24 @@ async def test_mail_for_an_offline_user_waits_in_offline_storage(
     stored = await again.wait_for(mail_from(stack, dave, "While you were out"), PUSH_TIMEOUT)
     assert stored["body"] == "Hi!"
     await again.close()
+
+
+async def test_new_correspondents_ask_to_join_the_roster(stack: Stack, mail: MailServer) -> None:
+    await stack.stop_gateway()
+    stack.config["bridges"]["mail"]["subscribe_correspondents"] = True
+    await stack.start_gateway()
+    await mail.add_user("alice", "alicepw")
+    await mail.add_user("erin", "erinpw")
+    client = await login(stack, "alice")
+    await registered(stack, client)
+    alice, erin = mail.address("alice"), mail.address("erin")
+
+    for subject in ("First", "Second"):
+        await inject(mail, simple_mail(alice, subject, "text", From=erin), alice, erin)
+        await client.wait_for(mail_from(stack, erin, subject), PUSH_TIMEOUT)
+    requests = [
+        s
+        for s in client.stanzas
+        if isinstance(s, Presence) and s["type"] == "subscribe" and s["from"].bare != MAIL_JID
+    ]
+    assert [r["from"].bare for r in requests] == [stack.jid(erin)]  # once, not per mail
