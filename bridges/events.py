@@ -23,7 +23,7 @@ class Role(Enum):
     VISITOR = "visitor"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     """A message from the legacy side.
 
@@ -41,7 +41,7 @@ class Message:
     timestamp: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Occupant:
     """One participant of a group as seen on the legacy side."""
 
@@ -49,7 +49,7 @@ class Occupant:
     role: Role = Role.PARTICIPANT
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RoomJoined:
     """The user's own join of `room` completed; occupants exclude the user."""
 
@@ -60,7 +60,7 @@ class RoomJoined:
     subject_by: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RoomJoinFailed:
     """The legacy side refused a join; `condition` is an RFC 6120 stanza error condition."""
 
@@ -69,7 +69,7 @@ class RoomJoinFailed:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RoomLeft:
     """The user is no longer in `room` (parted, kicked, or the connection was lost)."""
 
@@ -78,7 +78,7 @@ class RoomLeft:
     kicked_by: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OccupantJoined:
     """Someone else joined a room the user is in, or their role changed."""
 
@@ -86,7 +86,7 @@ class OccupantJoined:
     occupant: Occupant
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OccupantLeft:
     """Someone else left a room the user is in; `kicked_by` is set for a kick."""
 
@@ -96,7 +96,7 @@ class OccupantLeft:
     kicked_by: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NickChanged:
     """An occupant (possibly the user: `own` is then true) changed nick in `room`."""
 
@@ -106,7 +106,7 @@ class NickChanged:
     own: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NickConflict:
     """The nick the user asked for in `room` is taken."""
 
@@ -115,7 +115,7 @@ class NickConflict:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SubjectChanged:
     """The room topic changed; `by` is the nick that changed it, when known."""
 
@@ -124,7 +124,7 @@ class SubjectChanged:
     by: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Presence:
     """A legacy contact became available, away or offline."""
 
@@ -134,14 +134,14 @@ class Presence:
     status: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SubscriptionRequest:
     """Ask the user to add a legacy contact to their roster (a presence subscription)."""
 
     sender: Address
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeliveryFailed:
     """A message the user sent could not be delivered; answered with a message error."""
 
@@ -151,7 +151,7 @@ class DeliveryFailed:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Delivered:
     """The legacy side accepted a message the user sent (XEP-0184 receipt)."""
 
@@ -159,7 +159,7 @@ class Delivered:
     xmpp_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Something the user should be told that belongs to no contact (from the component)."""
 

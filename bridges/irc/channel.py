@@ -6,6 +6,8 @@ they are read from 005 instead of hard-coding `@` and `+`.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from bridges import events
@@ -37,14 +39,14 @@ class ServerModes:
                 parts = [*value.split(","), "", "", ""]
                 self.list_modes, self.always_param, self.set_param = parts[0], parts[1], parts[2]
 
-    def split_names_entry(self, entry: str) -> tuple[str, set[str]]:
+    def split_names_entry(self, entry: str) -> tuple[str, frozenset[str]]:
         """`@+nick` (or `@nick!u@h`) → nick and its rank modes."""
         modes: set[str] = set()
         index = 0
         while index < len(entry) and entry[index] in self.prefix_symbols:
             modes.add(self.prefix_modes[self.prefix_symbols.index(entry[index])])
             index += 1
-        return entry[index:].split("!", 1)[0], modes
+        return entry[index:].split("!", 1)[0], frozenset(modes)
 
     def parse_changes(self, params: list[str]) -> list[tuple[bool, str, str | None]]:
         """MODE arguments → (adding, letter, argument) per change."""
@@ -67,15 +69,21 @@ class ServerModes:
         return changes
 
 
-def role_of(modes: set[str]) -> events.Role:
+def role_of(modes: AbstractSet[str]) -> events.Role:
     """Op (and above) → moderator; voice and everyone else → participant."""
     return events.Role.MODERATOR if modes & MODERATOR_MODES else events.Role.PARTICIPANT
 
 
-@dataclass
+@dataclass(slots=True)
 class Member:
+    """One nick in a channel; every user's connection keeps its own list of them, so
+    it is kept small: slots, a shared frozenset of modes, and interned nicks."""
+
     nick: str
-    modes: set[str] = field(default_factory=set)
+    modes: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.nick = sys.intern(self.nick)
 
     @property
     def occupant(self) -> events.Occupant:

@@ -8,6 +8,7 @@ reach the user as text from the server's address, never silently dropped.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -162,7 +163,7 @@ class IncomingLines:
             return
         for entry in line.param(-1).split():
             nick, modes = self.modes.split_names_entry(entry)
-            ch.names[casefold(nick)] = Member(nick, modes)
+            ch.names[sys.intern(casefold(nick))] = Member(nick, modes)
 
     async def _irc_366(self, line: Line) -> None:
         ch = self.channels.get(casefold(line.param(1)))
@@ -276,9 +277,9 @@ class IncomingLines:
                 continue
             before = member.occupant
             if adding:
-                member.modes.add(letter)
+                member.modes = member.modes | {letter}
             else:
-                member.modes.discard(letter)
+                member.modes = member.modes - {letter}
             if member.occupant != before:
                 await self.deliver(events.OccupantJoined(ch.address, member.occupant))
 
