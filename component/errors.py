@@ -49,6 +49,10 @@ def stanza_error(condition: str, text: str = "") -> XMPPError:
     return XMPPError(cast(Any, condition), text, etype=cast(Any, error_type(condition)), clear=True)
 
 
+EXPECTED = (AddressError, BridgeError, NotImplementedError)
+"""Refusals a bridge raises on purpose: answered without a traceback in the log."""
+
+
 def from_exception(exc: Exception) -> XMPPError:
     """The stanza error for a bridge failure (unknown failures keep their text out)."""
     match exc:

@@ -25,7 +25,7 @@ from bridges.base import Bridge, Session
 from component import metrics
 from component.commands import AdHocCommands
 from component.disco import Disco
-from component.errors import REGISTRATION_REQUIRED, from_exception, stanza_error
+from component.errors import REGISTRATION_REQUIRED, stanza_error
 from component.lanes import Handler, Lanes
 from component.outbound import RECEIPTS_NS, Outbound
 from component.registration import Registration
@@ -220,10 +220,8 @@ class Gateway(ComponentXMPP):
     # --- routing --------------------------------------------------------------------
 
     def _address(self, stanza: StanzaBase) -> Address:
-        try:
-            return self.bridge.parse_address(stanza["to"].node)
-        except Exception as exc:
-            raise from_exception(exc) from exc
+        """What the `to` localpart names; the lane answers an AddressError for us."""
+        return self.bridge.parse_address(stanza["to"].node)
 
     async def _on_message(self, message: Message) -> None:
         if message["type"] == "error":
@@ -243,10 +241,7 @@ class Gateway(ComponentXMPP):
                 await self.groups.on_groupchat(message, session, address)
                 return
             if message["to"].resource:  # XEP-0045 private message to an occupant
-                try:
-                    address = self.bridge.occupant_address(address, message["to"].resource)
-                except Exception as exc:
-                    raise from_exception(exc) from exc
+                address = self.bridge.occupant_address(address, message["to"].resource)
         if not message["body"]:
             return  # chat states, receipts, markers: nothing to carry over
         if message["id"]:
@@ -338,10 +333,7 @@ class Gateway(ComponentXMPP):
             reply["gateway"]["desc"] = self.bridge.gateway_desc
             reply["gateway"]["prompt"] = self.bridge.gateway_prompt
         elif iq["type"] == "set":
-            try:
-                address = self.bridge.translate_legacy_id(iq["gateway"]["prompt"])
-            except Exception as exc:
-                raise from_exception(exc) from exc
+            address = self.bridge.translate_legacy_id(iq["gateway"]["prompt"])
             reply["gateway"]["jid"] = str(self.outbound.jid_of(address))
         else:
             raise stanza_error("bad-request", "expected a get or set")

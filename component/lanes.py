@@ -15,7 +15,7 @@ from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import StanzaBase
 
 from component import metrics
-from component.errors import from_exception
+from component.errors import EXPECTED, from_exception
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ async def _handle(name: str, stanza: StanzaBase, handler: Handler) -> None:
         await handler(stanza)
     except XMPPError as exc:
         _reply_error(name, stanza, exc)
+    except EXPECTED as exc:
+        _reply_error(name, stanza, from_exception(exc))
     except Exception as exc:
         log.exception("failed to handle %s from %s", stanza.name, stanza["from"])
         _reply_error(name, stanza, from_exception(exc))
