@@ -195,6 +195,14 @@ class Session(ABC):
     ) -> None:
         """Send a one-to-one (or, for a group address, a group) message."""
 
+    async def user_offline(self) -> bool:
+        """The user's last resource went away: return True to keep running.
+
+        The default stops the session. IRC keeps the connection for channels the user
+        marked persistent (and leaves the others itself).
+        """
+        return False
+
     async def join(self, room: Address, nick: str, password: str | None = None) -> None:
         """Join `room`; completion arrives as `RoomJoined` or `RoomJoinFailed`."""
         raise NotImplementedError

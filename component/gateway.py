@@ -292,13 +292,13 @@ class Gateway(ComponentXMPP):
         if self.groups is not None:
             known = list(self.sessions.resources.get(user, {}))
             gone = [resource] if resource else known
-            # When the session is about to stop, leaving each room first would be noise
-            # on the legacy side (IRC: PART before QUIT); the stop says it all.
-            stopping = set(known) <= set(gone) and not self.bridge.persistent_sessions
+            # When the user goes offline the session decides what to leave (IRC: QUIT, or
+            # PART all but persistent channels); leaving each room first would be noise.
+            going_offline = set(known) <= set(gone)
             session = self.sessions.get(user)
             for res in gone:
                 for room in self.groups.resource_gone(f"{user}/{res}"):
-                    if session is not None and not stopping:
+                    if session is not None and not going_offline:
                         await session.leave(room)
         if await self.sessions.resource_unavailable(user, resource):
             log.info("%s: offline", user)

@@ -114,7 +114,11 @@ class SessionManager:
             return False
         del self.resources[user]
         metrics.ONLINE_USERS.labels(self.bridge.name).set(len(self.resources))
-        if not self.bridge.persistent_sessions:
+        session = self._sessions.get(user)
+        keep = self.bridge.persistent_sessions or (
+            session is not None and await session.user_offline()
+        )
+        if not keep:
             await self.stop(user, "user went offline")
         return True
 

@@ -14,7 +14,7 @@ from bridges.base import Account, AccountStore, Bridge, BridgeError, Session, Si
 from bridges.irc.address import IrcTarget, split_address
 from bridges.irc.network import Network
 from bridges.irc.options import IrcOptions
-from bridges.irc.protocol import is_valid_nick
+from bridges.irc.protocol import casefold, is_valid_nick
 
 QUIT_MESSAGE = "XMPP user went offline"
 
@@ -78,6 +78,24 @@ class IrcSession(Session):
     async def join(self, room: Address, nick: str, password: str | None = None) -> None:
         target = self._group(room)
         await self.network(target.server).join(target.local, room, nick, password)
+
+    async def user_offline(self) -> bool:
+        """Stay only in channels marked persistent; QUIT networks that have none."""
+        for server, network in list(self.networks.items()):
+            keep = (
+                {casefold(name) for name in network.settings.persistent}
+                if network.settings
+                else set()
+            )
+            channels = list(network.channels.values())
+            if not any(casefold(ch.name) in keep for ch in channels):
+                await network.stop(QUIT_MESSAGE)
+                del self.networks[server]
+                continue
+            for ch in channels:
+                if casefold(ch.name) not in keep:
+                    await network.leave(ch.name)
+        return bool(self.networks)
 
     async def leave(self, room: Address) -> None:
         target = self._group(room)

@@ -20,6 +20,7 @@ from bridges.irc.protocol import is_channel, is_valid_nick
 
 STATE_KEY = "networks"
 SECRET_FIELDS = ("server_password", "sasl_password", "nickserv_password")
+CHANNEL_LISTS = ("autojoin", "persistent")
 COMMAND_NODE = "irc-network-settings"
 
 
@@ -35,6 +36,8 @@ class NetworkSettings:
     username: str = ""
     realname: str = ""
     autojoin: tuple[str, ...] = ()
+    persistent: tuple[str, ...] = ()
+    """Channels to stay in while the user is offline."""
     encoding: str = "latin-1"
     server_password: str = ""
     sasl_password: str = ""
@@ -61,8 +64,9 @@ def load_settings(options: IrcOptions, account: Account, server: str) -> Network
     stored = account.state.get(STATE_KEY, {}).get(server, {})
     known = {f.name for f in fields(NetworkSettings)} - {"server", "extra", *SECRET_FIELDS}
     values: dict[str, Any] = {k: v for k, v in stored.items() if k in known and v not in ("", None)}
-    if "autojoin" in values:
-        values["autojoin"] = tuple(values["autojoin"])
+    for name in CHANNEL_LISTS:
+        if name in values:
+            values[name] = tuple(values[name])
     for name in SECRET_FIELDS:
         values[name] = account.secrets.get(_secret_key(server, name), "")
     settings = replace(base, **values)
@@ -83,6 +87,12 @@ def settings_fields(options: IrcOptions, current: NetworkSettings) -> list[FormF
             "Channels to join on connect",
             type="text-multi",
             default=list(current.autojoin),
+        ),
+        FormField(
+            "persistent",
+            "Channels to stay in while you are offline",
+            type="text-multi",
+            default=list(current.persistent),
         ),
         FormField("encoding", "Charset of lines that are not UTF-8", default=current.encoding),
         FormField("server_password", "Server password (PASS)", type="text-private"),
@@ -124,12 +134,13 @@ def check_values(values: Mapping[str, Any], max_nick: int) -> dict[str, Any]:
         if not 0 < port < 65536:
             raise BridgeError("port: must be between 1 and 65535", "not-acceptable")
         clean["port"] = port
-    raw = values.get("autojoin") or []
-    channels = [c.strip() for c in (raw.splitlines() if isinstance(raw, str) else raw)]
-    bad = [c for c in channels if c and (not is_channel(c) or " " in c or "," in c)]
-    if bad:
-        raise BridgeError(f"autojoin: not channel names: {', '.join(bad)}", "not-acceptable")
-    clean["autojoin"] = [c for c in channels if c]
+    for name in CHANNEL_LISTS:
+        raw = values.get(name) or []
+        channels = [c.strip() for c in (raw.splitlines() if isinstance(raw, str) else raw)]
+        bad = [c for c in channels if c and (not is_channel(c) or " " in c or "," in c)]
+        if bad:
+            raise BridgeError(f"{name}: not channel names: {', '.join(bad)}", "not-acceptable")
+        clean[name] = [c for c in channels if c]
     for name in ("tls", "tls_verify"):
         if values.get(name) is not None:
             clean[name] = bool(values[name])

@@ -17,12 +17,14 @@ from slixmpp.xmlstream import ET
 from xmpp_client import TestClient
 
 from bridges.irc.devstack import NgIrcd
+from bridges.irc.settings import COMMAND_NODE
 from component.devstack.prosody import Prosody
 from component.muc import MUC_NS, MUC_USER_NS
 
 IRC_JID, IRC_SECRET = "irc.localhost", "irc-secret"
 ROOM = f"#room%127.0.0.1@{IRC_JID}"
 PASSWORD = "pw"
+
 
 @pytest.fixture
 async def stack(gateway_factory, tmp_path) -> AsyncIterator[tuple[Prosody, NgIrcd]]:
@@ -32,8 +34,13 @@ async def stack(gateway_factory, tmp_path) -> AsyncIterator[tuple[Prosody, NgIrc
     ):
         bridges = {
             "irc": {
-                "jid": IRC_JID, "secret": IRC_SECRET, "port": ngircd.port, "tls": False,
-                "flood_rate": 100.0, "flood_burst": 100, "allowed_servers": ["127.0.0.1"],
+                "jid": IRC_JID,
+                "secret": IRC_SECRET,
+                "port": ngircd.port,
+                "tls": False,
+                "flood_rate": 100.0,
+                "flood_burst": 100,
+                "allowed_servers": ["127.0.0.1"],
             }
         }
         await gateway_factory(prosody, bridges=bridges)
@@ -102,7 +109,10 @@ async def test_room_through_prosody_with_two_resources(stack, peers):
 
     message = phone.Message()
     message["to"], message["type"], message["body"], message["id"] = (
-        ROOM, "groupchat", "hello irc", "m-1"
+        ROOM,
+        "groupchat",
+        "hello irc",
+        "m-1",
     )
     message.send()
     await bob.wait_text("pubmsg", "hello irc")
@@ -168,9 +178,7 @@ async def eventually_gone(peer: IrcPeer, nick: str) -> None:
         seen = len(peer.items)
         peer.conn.whois(nick)
         await peer.wait_until(
-            lambda seen=seen: any(
-                e.type in ("nosuchnick", "endofwhois") for e in peer.items[seen:]
-            )
+            lambda seen=seen: any(e.type in ("nosuchnick", "endofwhois") for e in peer.items[seen:])
         )
         if any(e.type == "nosuchnick" for e in peer.items[seen:]):
             return
@@ -226,8 +234,9 @@ async def test_nick_changes_and_kicks_through_prosody(stack, peers):
 
     iq = client.make_iq_to(ROOM, "set")
     query = ET.SubElement(iq.xml, "{http://jabber.org/protocol/muc#admin}query")
-    ET.SubElement(query, "{http://jabber.org/protocol/muc#admin}item",
-                  {"nick": "bob", "role": "none"})
+    ET.SubElement(
+        query, "{http://jabber.org/protocol/muc#admin}item", {"nick": "bob", "role": "none"}
+    )
     await iq.send(timeout=10)
     kicked = await client.wait_for(lambda s: "307" in status_codes(s))
     assert kicked["from"].resource == "bob" and kicked["type"] == "unavailable"
@@ -238,3 +247,54 @@ async def test_nick_changes_and_kicks_through_prosody(stack, peers):
 def _role(stanza) -> str | None:
     item = stanza.xml.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item")
     return None if item is None else item.get("role")
+
+
+async def run_settings_command(client: TestClient, server_jid: str, **values: str) -> None:
+    """Fill in the network settings ad-hoc command (XEP-0050) the way a client does."""
+    start = client.make_iq_to(server_jid, "set")
+    start["command"]["node"], start["command"]["action"] = COMMAND_NODE, "execute"
+    form = await start.send(timeout=10)
+    finish = client.make_iq_to(server_jid, "set")
+    finish["command"]["node"], finish["command"]["action"] = COMMAND_NODE, "complete"
+    finish["command"]["sessionid"] = form["command"]["sessionid"]
+    submitted = finish["command"]["form"]
+    submitted["type"] = "submit"
+    for var, value in values.items():
+        submitted.add_field(var=var, value=value)
+    done = await finish.send(timeout=10)
+    assert done["command"]["status"] == "completed"
+
+
+async def test_persistent_channel_survives_going_offline(stack, peers):
+    prosody, ngircd = stack
+    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
+    peers.append(bob)
+    await bob.join("#room")
+    await bob.join("#other")
+    jid = await prosody.register("dora", PASSWORD)
+    client = await login(prosody, jid, "pc")
+    await register_and_subscribe(client, IRC_JID, nick="dora")
+    await run_settings_command(client, f"127.0.0.1@{IRC_JID}", persistent="#room")
+    other = f"#other%127.0.0.1@{IRC_JID}"
+    for room in (ROOM, other):
+        join = client.Presence()
+        join["to"] = f"{room}/dora"
+        ET.SubElement(join.xml, f"{{{MUC_NS}}}x")
+        join.send()
+        await client.wait_for(lambda s, room=room: is_self_presence(s) and s["from"].bare == room)
+
+    await client.close()  # offline: PART the ordinary channel, stay in the persistent one
+    await bob.wait_for(lambda e: e.type == "part" and e.source.nick == "dora")
+    assert [e.target for e in bob.matching(lambda e: e.type == "part")] == ["#other"]
+    assert not bob.matching(lambda e: e.type == "quit" and e.source.nick == "dora")
+    bob.conn.privmsg("#room", "message while dora is away")
+
+    again = await login(prosody, jid, "laptop")
+    join_presence(again, "dora")
+    own = await again.wait_for(is_self_presence)  # served from the live connection
+    assert own["from"].full == f"{ROOM}/dora"
+    bob.conn.privmsg("#room", "welcome back")
+    await again.wait_for(groupchat("welcome back"))  # bob has seen all that came before
+    joins = bob.matching(lambda e: e.type == "join" and e.source.nick == "dora")
+    assert [e.target for e in joins] == ["#room", "#other"]  # no second JOIN of #room
+    await again.close()

@@ -25,9 +25,16 @@ async def test_settings_command_stores_secrets_encrypted_side_and_applies(irc: H
     fields = {f.var: f for f in await command.form(account, service)}
     assert fields["nick"].default == "alice"
     assert fields["nickserv_password"].is_secret
-    text = await command.submit(account, service, store, {
-        "nick": "alicenet", "autojoin": ["#auto"], "nickserv_password": "s3cret",
-    })
+    text = await command.submit(
+        account,
+        service,
+        store,
+        {
+            "nick": "alicenet",
+            "autojoin": ["#auto"],
+            "nickserv_password": "s3cret",
+        },
+    )
     assert "127.0.0.1" in text
     assert account.secrets == {"127.0.0.1/nickserv_password": "s3cret"}
     assert account.state["networks"]["127.0.0.1"]["nick"] == "alicenet"

@@ -105,5 +105,8 @@ def test_server_modes_from_isupport():
     assert modes.split_names_entry("~@bob") == ("bob", {"q", "o"})
     assert modes.split_names_entry("+carol!c@h") == ("carol", {"v"})
     assert modes.parse_changes(["+ov-l+k", "a", "b", "key"]) == [
-        (True, "o", "a"), (True, "v", "b"), (False, "l", None), (True, "k", "key")
+        (True, "o", "a"),
+        (True, "v", "b"),
+        (False, "l", None),
+        (True, "k", "key"),
     ]

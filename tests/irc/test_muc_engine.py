@@ -91,9 +91,11 @@ def item(stanza):
 
 def joined_event(room, nick="alice"):
     return events.RoomJoined(
-        room, nick,
+        room,
+        nick,
         (events.Occupant("op", events.Role.MODERATOR), events.Occupant("bob")),
-        "the topic", "op",
+        "the topic",
+        "op",
     )
 
 
@@ -110,7 +112,10 @@ async def test_full_join_occupants_self_last_then_subject(muc, sent, room):
     assert await muc.on_event(USER, joined_event(room)) is True
 
     assert [str(s["from"]) for s in sent] == [
-        f"{ROOM_JID}/op", f"{ROOM_JID}/bob", f"{ROOM_JID}/alice", f"{ROOM_JID}/op"
+        f"{ROOM_JID}/op",
+        f"{ROOM_JID}/bob",
+        f"{ROOM_JID}/alice",
+        f"{ROOM_JID}/op",
     ]
     assert all(str(s["to"]) == PHONE for s in sent)
     assert item(sent[0]).get("role") == "moderator"
@@ -258,8 +263,9 @@ async def test_roles_and_subject_updates(muc, sent, room):
     await join(muc, FakeSession(), room)
     await muc.on_event(USER, joined_event(room))
     sent.clear()
-    await muc.on_event(USER, events.OccupantJoined(room, events.Occupant("bob",
-                                                                         events.Role.MODERATOR)))
+    await muc.on_event(
+        USER, events.OccupantJoined(room, events.Occupant("bob", events.Role.MODERATOR))
+    )
     assert item(sent[0]).get("role") == "moderator"
     await muc.on_event(USER, events.SubjectChanged(room, "news", "op"))
     assert sent[1]["subject"] == "news" and str(sent[1]["from"]) == f"{ROOM_JID}/op"
@@ -300,6 +306,7 @@ async def test_own_role_update_is_a_self_presence(muc, sent, room):
     await join(muc, FakeSession(), room)
     await muc.on_event(USER, events.RoomJoined(room, "alice"))
     sent.clear()
-    await muc.on_event(USER, events.OccupantJoined(room, events.Occupant("alice",
-                                                                         events.Role.MODERATOR)))
+    await muc.on_event(
+        USER, events.OccupantJoined(room, events.Occupant("alice", events.Role.MODERATOR))
+    )
     assert codes(sent[0]) == {"110"} and item(sent[0]).get("role") == "moderator"
