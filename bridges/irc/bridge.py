@@ -130,4 +130,8 @@ async def _demo_ngircd(run_dir: Path) -> AsyncIterator[dict[str, Any]]:
     from bridges.irc.devstack import NgIrcd
 
     async with NgIrcd(run_dir) as server:
+        print(
+            "  irc:  register with irc.localhost, then join #demo%localhost@irc.localhost",
+            flush=True,
+        )
         yield {"allowed_servers": ["localhost"], "port": server.port, "tls": False}
