@@ -77,15 +77,29 @@ class App:
         log.info("stopped")
 
 
-async def serve(
-    config: Config, bridges: list[LoadedBridge], on_connected: Callable[[], None] | None = None
-) -> None:
-    """Run until SIGTERM or SIGINT; `on_connected` runs once every component is up."""
-    app = App(config, bridges)
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, replacing asyncio's own SIGINT handling.
+
+    Install it before any start-up work: asyncio's default cancels the main task on
+    Ctrl-C, and a cancellation landing in the middle of starting daemons can leave the
+    process half started and deaf to further signals.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve(
+    config: Config,
+    bridges: list[LoadedBridge],
+    on_connected: Callable[[], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT; `on_connected` runs once every component is up."""
+    stop = stop or stop_on_signals()
+    app = App(config, bridges)
     await app.start()
     try:
         if on_connected is not None:

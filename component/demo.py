@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from component.app import serve
+from component.app import serve, stop_on_signals
 from component.config import load_config
 from component.crypto import generate_key
 from component.db import create_engine, upgrade
@@ -44,6 +44,7 @@ async def run_demo(state_dir: Path | None) -> int:
 
 
 async def _run_in(run_dir: Path) -> int:
+    stop = stop_on_signals()
     run_dir.mkdir(parents=True, exist_ok=True)
     # ngIRCd and Dovecot drop privileges and must be able to reach their files.
     run_dir.chmod(0o755)
@@ -89,5 +90,6 @@ async def _run_in(run_dir: Path) -> int:
                 flush=True,
             )
 
-        await serve(config, loaded, on_connected=announce)
+        if not stop.is_set():  # Ctrl-C during start-up: just tear down what was started
+            await serve(config, loaded, on_connected=announce, stop=stop)
     return 0

@@ -3,13 +3,16 @@
 import asyncio
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 from registration_helpers import submit
 from slixmpp import Presence
 from slixmpp.xmlstream import ET
-from xmpp_client import TestClient
+from xmpp_client import TestClient, eventually
 
 
 async def test_demo_stack_serves_a_client():
@@ -51,3 +54,27 @@ async def test_demo_stack_serves_a_client():
         await asyncio.wait_for(process.wait(), 30)
         await reader
     assert process.returncode == 0, "".join(lines)
+
+
+async def test_ctrl_c_during_start_up_leaves_nothing_running():
+    state = Path(tempfile.mkdtemp(prefix="xgw-demo-test-"))
+    state.chmod(0o755)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "component", "demo", "--dir", str(state),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        # Interrupt while the daemons are starting (Prosody's config appears early on).
+        await eventually(lambda: (state / "prosody").exists(), 30)
+        process.send_signal(signal.SIGINT)
+        output, _ = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, output.decode()
+        leftover = await asyncio.create_subprocess_exec(
+            "pgrep", "-f", str(state), stdout=asyncio.subprocess.PIPE
+        )
+        pids, _ = await leftover.communicate()
+        assert pids.decode().split() == []
+    finally:
+        if process.returncode is None:
+            process.kill()
+        shutil.rmtree(state, ignore_errors=True)
