@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from component.config import Config, LoadedBridge
-from component.crypto import SecretBox
 from component.db import create_engine, ensure_current
 from component.gateway import Gateway
 from component.link import Link
@@ -42,11 +41,7 @@ class App:
             serve_metrics(self.config.metrics.host, self.config.metrics.port)
         self.engine = create_engine(self.config.database_url)
         await ensure_current(self.engine)
-        box = SecretBox(
-            self.config.secret_key.get_secret_value(),
-            [key.get_secret_value() for key in self.config.old_secret_keys],
-        )
-        store = Store(self.engine, box)
+        store = Store(self.engine, self.config.secret_box())
         server = self.config.server
         for loaded in self.bridges:
             gateway = Gateway(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from component.config import Config, ConfigError, LoadedBridge, load_config
-from component.crypto import SecretBox, generate_key
+from component.crypto import generate_key
 from component.db import SchemaOutdated, create_engine, upgrade
 from component.store import Store
 
@@ -38,11 +38,7 @@ def _load(path: Path) -> tuple[Config, list[LoadedBridge]]:
 
 
 async def _with_store(config: Config) -> Store:
-    box = SecretBox(
-        config.secret_key.get_secret_value(),
-        [key.get_secret_value() for key in config.old_secret_keys],
-    )
-    return Store(create_engine(config.database_url), box)
+    return Store(create_engine(config.database_url), config.secret_box())
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -107,7 +107,7 @@ class AdHocCommands:
 
     async def _finish(self, iq: Iq, pending: _Pending) -> None:
         query = iq["command"]
-        submitted = submitted_values(query["form"]) if query.xml.find(_FORM_TAG) is not None else {}
+        submitted = submitted_values(query) or {}
         try:
             values = check_values(pending.fields, submitted)
         except FormInvalid as exc:
@@ -130,6 +130,3 @@ class AdHocCommands:
         if send:
             reply.send()
         return reply
-
-
-_FORM_TAG = "{jabber:x:data}x"

@@ -24,7 +24,7 @@ from pydantic import (
 from slixmpp.jid import JID, InvalidJID
 
 from bridges.base import Bridge, BridgeOptions
-from component.crypto import check_key
+from component.crypto import SecretBox, check_key
 from component.plugins import PluginError, load_bridge_class
 
 
@@ -120,6 +120,13 @@ class Config(_Strict):
     @classmethod
     def _domains(cls, value: list[str]) -> list[str]:
         return [_check_domain(domain) for domain in value]
+
+    def secret_box(self) -> SecretBox:
+        """The box that seals stored secrets with `secret_key` (and reads old keys)."""
+        return SecretBox(
+            self.secret_key.get_secret_value(),
+            [key.get_secret_value() for key in self.old_secret_keys],
+        )
 
     @model_validator(mode="after")
     def _distinct_jids(self) -> Config:

@@ -11,10 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from slixmpp.plugins.xep_0004 import Form
+from slixmpp.xmlstream import ElementBase
 
 from bridges.base import FormField
 
 _TRUE, _FALSE = {"1", "true"}, {"0", "false"}
+FORM_TAG = "{jabber:x:data}x"
 
 
 class FormInvalid(ValueError):
@@ -137,8 +139,14 @@ def _check_options(spec: FormField, values: Sequence[str]) -> None:
             raise FormInvalid(spec.var, f"{spec.label}: {value!r} is not one of {allowed}")
 
 
-def submitted_values(form: Form) -> dict[str, Any]:
-    """Raw values of a submitted form, without the FORM_TYPE marker."""
-    values = dict(form.get_values())
+def submitted_values(payload: ElementBase) -> dict[str, Any] | None:
+    """Raw values of the data form inside `payload`, without FORM_TYPE; None if none.
+
+    `payload` is the query that may carry the form (jabber:iq:register, a command);
+    asking slixmpp for `payload["form"]` would create an empty one instead.
+    """
+    if payload.xml.find(FORM_TAG) is None:
+        return None
+    values = dict(payload["form"].get_values())
     values.pop("FORM_TYPE", None)
     return values

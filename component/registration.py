@@ -95,8 +95,9 @@ class Registration:
 
     async def _register(self, iq: Iq, user: str, previous: Account | None) -> None:
         query = iq["register"]
-        has_form = query.xml.find(_FORM_TAG) is not None
-        raw = submitted_values(query["form"]) if has_form else self._legacy_values(query)
+        raw = submitted_values(query)
+        if raw is None:
+            raw = self._legacy_values(query)
         kept_secrets = previous.secrets if previous else {}
         try:
             values = check_values(self.bridge.registration_fields, raw, keep_secrets=kept_secrets)
@@ -128,6 +129,3 @@ class Registration:
             for spec in self.bridge.registration_fields
             if spec.legacy_name and spec.legacy_name in Register.form_fields
         }
-
-
-_FORM_TAG = "{jabber:x:data}x"
