@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import start_app
+from harness import gateway_config, start_app
 from mail_helpers import PUSH_TIMEOUT, inject, read_mailbox, simple_mail
 from registration_helpers import register_and_subscribe, remove
 from slixmpp import Message, Presence
@@ -25,7 +25,6 @@ from bridges.jid_escaping import escape_node
 from bridges.mail.devstack import MailServer
 from bridges.mail.session import MailSession
 from component.app import App
-from component.crypto import generate_key
 from component.devstack.prosody import Prosody
 
 MAIL_JID = "mail.localhost"
@@ -65,23 +64,15 @@ class Stack:
 @pytest.fixture
 async def stack(mail: MailServer, tmp_path: Path) -> AsyncIterator[Stack]:
     async with Prosody(components={MAIL_JID: MAIL_SECRET}) as prosody:
-        config = {
-            "server": {"host": prosody.host, "port": prosody.component_port},
-            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
-            "secret_key": generate_key(),
-            "allowed_domains": [prosody.domain],
-            "reconnect": {"initial_delay": 0.1, "max_delay": 0.5, "auth_failure_delay": 0.5},
-            "bridges": {
-                "mail": {
-                    "jid": MAIL_JID,
-                    "secret": MAIL_SECRET,
-                    "ca_file": str(mail.ca_file),
-                    "timeout": 10.0,
-                    "reconnect_min": 0.2,
-                    "reconnect_max": 1.0,
-                }
-            },
+        mail_bridge = {
+            "jid": MAIL_JID,
+            "secret": MAIL_SECRET,
+            "ca_file": str(mail.ca_file),
+            "timeout": 10.0,
+            "reconnect_min": 0.2,
+            "reconnect_max": 1.0,
         }
+        config = gateway_config(prosody, tmp_path / "gateway.db", bridges={"mail": mail_bridge})
         stack = Stack(prosody, mail, config, tmp_path)
         await stack.start_gateway()
         try:
