@@ -115,6 +115,8 @@ class Link:
             self.gateway.cancel_connection_attempt()
             if self.gateway.transport is not None:
                 self.gateway.abort()
+            if self._stopping.is_set():
+                return
             raise
 
     async def run(self) -> None:
@@ -134,16 +136,18 @@ class Link:
                     return
             if self._stopping.is_set():
                 return
-            lost = self._new_outcome()
-            stop_wait: asyncio.Future[Any] = asyncio.ensure_future(self._stopping.wait())
-            await asyncio.wait([lost, stop_wait], return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            if lost.done() and lost.exception() is not None:
-                log.warning("%s: %s; reconnecting", self.name, lost.exception())
+            try:
+                await self._new_outcome()  # settled when the stream is lost or on stop()
+            except LinkDown as lost:
+                if not self._stopping.is_set():
+                    log.warning("%s: %s; reconnecting", self.name, lost)
 
     async def stop(self) -> None:
         """Close the stream (after the gateway's own shutdown) and end `run()`."""
         self._stopping.set()
         self.gateway.cancel_connection_attempt()
+        # slixmpp drops a cancelled attempt without an event: settle it ourselves, or
+        # run() would wait on it forever.
+        self._settle(LinkDown("gateway stopping"))
         if self.gateway.transport is not None:
             await self.gateway.disconnect(wait=2.0, reason="gateway stopping")
