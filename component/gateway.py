@@ -70,7 +70,7 @@ class Gateway(ComponentXMPP):
         self.store = store
         self.link_up = asyncio.Event()
         self._started_once = False
-        self._closing = False
+        self._closing = asyncio.Event()
         self._delivered: dict[type, Any] = {}
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0004")
@@ -157,8 +157,8 @@ class Gateway(ComponentXMPP):
         return UserSink(user, self._deliver, AccountStorage(self.store, user, self.bridge.name))
 
     async def _deliver(self, user: str, event: events.Event) -> None:
-        # Hold legacy events while the server link is down rather than dropping them.
-        await self.link_up.wait()
+        if not self.link_up.is_set():
+            await self._wait_for_link()
         await self.outbound.deliver(user, event)
         kind = type(event)
         counter = self._delivered.get(kind)
@@ -167,6 +167,22 @@ class Gateway(ComponentXMPP):
                 self.bridge.name, kind.__name__
             )
         counter.inc()
+
+    async def _wait_for_link(self) -> None:
+        """Hold a legacy event while the server link is down rather than dropping it.
+
+        Shutting down ends the wait with an error instead: the bridge learns the event
+        was not delivered (mail keeps it for the next start) and nothing waits forever.
+        """
+        up = asyncio.ensure_future(self.link_up.wait())
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait([up, closing], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            up.cancel()
+            closing.cancel()
+        if not self.link_up.is_set():
+            raise ConnectionError("the gateway is stopping and the XMPP server is unreachable")
 
     async def _on_link_up(self, _event: object) -> None:
         self.link_up.set()
@@ -181,7 +197,7 @@ class Gateway(ComponentXMPP):
             await self.sessions.start_persistent()
 
     def _on_link_down(self, _event: object) -> None:
-        if self.link_up.is_set() and not self._closing:
+        if self.link_up.is_set() and not self._closing.is_set():
             log.warning("%s: lost the connection to the XMPP server", self.boundjid.bare)
         self.link_up.clear()
         metrics.LINK_UP.labels(self.bridge.name).set(0)
@@ -210,7 +226,7 @@ class Gateway(ComponentXMPP):
 
     async def shutdown(self) -> None:
         """Tell online users we are going and stop every session (the Link closes the stream)."""
-        self._closing = True
+        self._closing.set()
         for user in list(self.sessions.resources):
             self.send(presence(self.boundjid.bare, user, "unavailable", "gateway shutting down"))
         await self.lanes.drain()

@@ -7,6 +7,9 @@ from harness import FAKE_JID, PASSWORD, gateway_config, start_app
 from registration_helpers import register_and_subscribe
 from xmpp_client import TestClient, eventually
 
+from bridges import events
+from bridges.address import Address, AddressKind
+
 
 async def test_reconnects_after_the_server_restarts(own_prosody, gateway_factory, client_factory):
     app = await gateway_factory(own_prosody)
@@ -56,3 +59,27 @@ async def test_wrong_secret_is_reported_and_retried_slowly(prosody, tmp_path, ca
         assert not app.gateways[0].link_up.is_set()
     finally:
         await app.stop()
+
+
+async def test_stops_while_the_server_is_down_with_an_event_waiting(
+    own_prosody, gateway_factory, client_factory
+):
+    """Legacy events wait for the link, but not past shutdown: the event is not lost
+    silently either, its sender learns it was not delivered (mail then keeps it)."""
+    app = await gateway_factory(own_prosody)
+    gateway = app.gateways[0]
+    client = await client_factory(own_prosody)
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
+    await gateway.bridge.wait_for("start")
+    session = gateway.sessions.get(client.boundjid.bare)
+    assert session is not None
+
+    await own_prosody.stop()
+    await eventually(lambda: not gateway.link_up.is_set())
+    bob = Address(AddressKind.CONTACT, "bob")
+    waiting = asyncio.create_task(session.sink.deliver(events.Message(sender=bob, text="hi")))
+
+    stopping = asyncio.create_task(app.stop())
+    done, _ = await asyncio.wait([stopping], timeout=10)
+    assert stopping in done, "the gateway hangs in shutdown waiting for the link"
+    assert waiting.done() and isinstance(waiting.exception(), ConnectionError)
