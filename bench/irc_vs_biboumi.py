@@ -6,7 +6,9 @@ measured) and each gateway as its own process, then for each gateway:
 * IRC → XMPP: an IRC peer sends a burst of channel messages; a slixmpp client joined
   through the gateway receives them (count, order, messages/s).
 * XMPP → IRC: the client sends a burst of groupchat messages; the IRC peer counts them.
-* latency: IRC → XMPP at a paced rate, p50/p99 from the peer's send to the arrival.
+* latency: IRC → XMPP at a paced rate, p50/p99 from the peer's send to the arrival,
+  next to the same figure for the servers alone (IRC peer to IRC peer through ngIRCd,
+  XMPP client to XMPP client through Prosody), which no gateway can go below.
 * memory: the gateway process's RSS idle, and after 1, 50 and 200 users joined.
 
 Our gateway runs with flood control opened up (`flood_rate` very high) for the XMPP →
@@ -31,9 +33,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
@@ -87,10 +90,22 @@ class IrcPeer:
                 self.changed.clear()
                 await self.changed.wait()
 
+    def received(self, prefix: str) -> list[tuple[float, str]]:
+        return [(at, body) for at, body in self.privmsgs if body.startswith(prefix)]
+
+    async def wait_count(self, count: int, prefix: str, timeout: float = 120) -> None:
+        await self.wait(lambda: len(self.received(prefix)) >= count, timeout)
+
     async def close(self) -> None:
         self.send("QUIT :bye")
         self._task.cancel()
         self.writer.close()
+
+
+class Receiver(Protocol):
+    def received(self, prefix: str) -> list[tuple[float, str]]: ...
+
+    async def wait_count(self, count: int, prefix: str, timeout: float = 120) -> None: ...
 
 
 # --- an XMPP user joined to the channel through a gateway --------------------------------
@@ -103,7 +118,7 @@ class RoomUser:
     gateways being measured; this client finds bodies with a regular expression.
     """
 
-    BODY = re.compile(rb"<message[^>]*type=.groupchat.[^>]*>.*?<body>([^<]*)</body>", re.S)
+    BODY = re.compile(rb"<message[^>]*>.*?<body>([^<]*)</body>", re.S)
 
     def __init__(self, jid: str, room: str, nick: str) -> None:
         self.jid, self.room, self.nick = jid, room, nick
@@ -111,7 +126,7 @@ class RoomUser:
         self.changed = asyncio.Event()
         self._buffer = b""
 
-    async def join(self, server: Prosody, register_with: str | None = None) -> None:
+    async def login(self, server: Prosody) -> None:
         local, _, rest = self.jid.partition("@")
         domain, _, resource = rest.partition("/")
         self.reader, self.writer = await asyncio.open_connection(server.host, server.c2s_port)
@@ -134,6 +149,13 @@ class RoomUser:
         )
         await self._read_until(b"</iq>")
         self._write("<presence/>")
+
+    def start_counting(self) -> None:
+        self._buffer = b""
+        self._task = asyncio.create_task(self._count())
+
+    async def join(self, server: Prosody, register_with: str | None = None) -> None:
+        await self.login(server)
         if register_with:  # XEP-0077 with the classic fields, as an old client would
             self._write(
                 f"<iq type='set' id='reg' to='{register_with}'>"
@@ -145,8 +167,7 @@ class RoomUser:
             "</presence>"
         )
         await self._read_until(b"code='110'", b'code="110"')
-        self._buffer = b""
-        self._task = asyncio.create_task(self._count())
+        self.start_counting()
 
     def _write(self, text: str) -> None:
         self.writer.write(text.encode())
@@ -293,6 +314,54 @@ async def start_biboumi(
 
 # --- the measurements ---------------------------------------------------------------------
 
+PACED_RATE = 50.0
+
+
+async def paced_latency(send: Callable[[str], None], receiver: Receiver, count: int) -> str:
+    """Send `count` messages at PACED_RATE; p50/p99 from each send to its arrival."""
+    sent: list[float] = []
+    for n in range(count):
+        sent.append(time.perf_counter())
+        send(f"paced {n}")
+        await asyncio.sleep(1 / PACED_RATE)
+    await receiver.wait_count(count, "paced ")
+    arrivals = receiver.received("paced ")
+    latencies = sorted((arrived - sent[n]) * 1000 for n, (arrived, _) in enumerate(arrivals))
+    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
+    return f"p50 {statistics.median(latencies):.2f} ms, p99 {p99:.2f} ms"
+
+
+async def servers_alone(server: Prosody, irc: NgIrcd, count: int) -> dict[str, str]:
+    """The same paced latency with no gateway: what the two servers cost on their own.
+
+    A gateway's path crosses both, so their tails bound what any gateway can reach end
+    to end on this machine.
+    """
+    sender = await IrcPeer.connect("127.0.0.1", irc.port, "floora")
+    receiver = await IrcPeer.connect("127.0.0.1", irc.port, "floorb")
+    irc_figure = await paced_latency(
+        lambda text: sender.send(f"PRIVMSG {CHANNEL} :{text}"), receiver, count
+    )
+    await sender.close()
+    await receiver.close()
+    users = []
+    for name in ("floora", "floorb"):
+        jid = await server.register(name, PASSWORD)
+        user = RoomUser(f"{jid}/bench", "", name)
+        await user.login(server)
+        user.start_counting()
+        users.append(user)
+    to = users[1].jid.partition("/")[0]
+    xmpp_figure = await paced_latency(
+        lambda text: users[0].send_message(mto=to, mbody=text, mtype="chat"), users[1], count
+    )
+    for user in users:
+        user.disconnect()
+    return {
+        "IRC peer → ngIRCd → IRC peer": irc_figure,
+        "XMPP client → Prosody → XMPP client": xmpp_figure,
+    }
+
 
 async def measure(
     gateway: Gateway, server: Prosody, irc: NgIrcd, burst: int, paced: int, user_counts: list[int]
@@ -324,17 +393,12 @@ async def measure(
     complete = "" if got == burst else f", only {got} in {XMPP_TO_IRC_WINDOW} s"
     results["XMPP→IRC burst"] = f"{got / elapsed:,.0f} msg/s (in order: {in_order}{complete})"
 
+    with contextlib.suppress(TimeoutError):  # let the reflections of that burst drain
+        await user.wait_count(burst, "xmpp ", timeout=10)
     user.messages.clear()
-    sent: list[float] = []
-    for n in range(paced):
-        sent.append(time.perf_counter())
-        peer.send(f"PRIVMSG {CHANNEL} :paced {n}")
-        await asyncio.sleep(1 / 50)
-    await user.wait_count(paced, "paced ")
-    arrivals = user.received("paced ")
-    latencies = sorted((arrived - sent[n]) * 1000 for n, (arrived, _) in enumerate(arrivals))
-    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
-    results["latency at 50 msg/s"] = f"p50 {statistics.median(latencies):.2f} ms, p99 {p99:.2f} ms"
+    results["latency at 50 msg/s"] = await paced_latency(
+        lambda text: peer.send(f"PRIVMSG {CHANNEL} :{text}"), user, paced
+    )
 
     users = [user]
     rss = {1: gateway.rss_kib()}
@@ -382,13 +446,18 @@ async def main(burst: int, paced: int, user_counts: list[int], which: set[str]) 
             gateways.append(await start_biboumi(stack, tmp, server, secrets["biboumi.localhost"]))
         elif "biboumi" in which:
             print("biboumi skipped: not installed, or port 6667 is taken")
+        floor = await servers_alone(server, irc, paced)
         for gateway in gateways:
             await measure(gateway, server, irc, burst, paced, user_counts)
     print(f"{burst}-message bursts, {paced} paced messages, ngIRCd throttling off\n")
+    print(f"The servers alone, {paced} messages at {PACED_RATE:.0f} msg/s:")
+    for path, figure in floor.items():
+        print(f"  {path:36} {figure}")
+    print()
     keys = list(gateways[0].results)
-    print(f"{'':34}" + "".join(f"{g.name:>28}" for g in gateways))
+    print(f"{'':34}" + "".join(f"{g.name:>34}" for g in gateways))
     for key in keys:
-        print(f"{key:34}" + "".join(f"{g.results.get(key, '-'):>28}" for g in gateways))
+        print(f"{key:34}" + "".join(f"{g.results.get(key, '-'):>34}" for g in gateways))
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -23,6 +23,7 @@ from bridges import events
 from bridges.address import Address
 from bridges.base import Bridge, Session
 from component.errors import error_type, stanza_error
+from component.xep_0203 import add_delay
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,10 @@ class GroupChats:
     def _on_message(self, state: RoomState, event: events.Message) -> None:
         msg_id = event.legacy_id or uuid.uuid4().hex
         for resource in state.resources:
-            self._send(self._groupchat(state.room, event.nick, resource, event.text, msg_id))
+            message = self._groupchat(state.room, event.nick, resource, event.text, msg_id)
+            if event.timestamp:
+                add_delay(message, event.timestamp, str(self.room_jid(state.room)))
+            self._send(message)
 
     def _on_joined(self, state: RoomState, event: events.RoomJoined) -> None:
         state.joined, state.nick = True, event.nick

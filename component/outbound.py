@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import UTC
 
 from slixmpp import JID, Message, Presence
 from slixmpp.xmlstream import ET, StanzaBase
@@ -18,12 +17,12 @@ from slixmpp.xmlstream import ET, StanzaBase
 from bridges import events
 from bridges.address import Address
 from component.errors import error_type
+from component.xep_0203 import add_delay
 
 log = logging.getLogger(__name__)
 
 NICK_NS = "http://jabber.org/protocol/nick"
 RECEIPTS_NS = "urn:xmpp:receipts"
-DELAY_NS = "urn:xmpp:delay"
 
 SENDERS_KEPT = 10_000
 RoomHandler = Callable[[str, events.Event], Awaitable[bool]]
@@ -113,11 +112,7 @@ class Outbound:
             nick = ET.SubElement(message.xml, f"{{{NICK_NS}}}nick")
             nick.text = event.nick
         if event.timestamp:
-            # XEP-0203: mail that waited while the gateway was down keeps its date.
-            stamp = event.timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            ET.SubElement(
-                message.xml, f"{{{DELAY_NS}}}delay", {"from": self.component_jid, "stamp": stamp}
-            )
+            add_delay(message, event.timestamp, self.component_jid)
         return message
 
     def _presence(self, user: str, event: events.Presence) -> Presence:

@@ -27,6 +27,8 @@ class ServerModes:
     list_modes: str = "beI"
     always_param: str = "k"
     set_param: str = "l"
+    nick_length: int | None = None
+    """NICKLEN, when the server announces it."""
 
     def apply_isupport(self, tokens: list[str]) -> None:
         for token in tokens:
@@ -35,6 +37,8 @@ class ServerModes:
                 modes, symbols = value[1:].split(")", 1)
                 if len(modes) == len(symbols):
                     self.prefix_modes, self.prefix_symbols = modes, symbols
+            elif key == "NICKLEN" and value.isdigit():
+                self.nick_length = int(value)
             elif key == "CHANMODES":
                 parts = [*value.split(","), "", "", ""]
                 self.list_modes, self.always_param, self.set_param = parts[0], parts[1], parts[2]

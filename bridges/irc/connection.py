@@ -26,6 +26,10 @@ from bridges.irc.protocol import Line, decode, format_line, is_valid_nick
 
 LineHandler = Callable[[Line], Awaitable[None]]
 READ_LIMIT = 64 * 1024
+WANTED_CAPS = frozenset({"multi-prefix", "server-time"})
+"""IRCv3 capabilities used when offered: every rank of a member in NAMES (an op who is
+also voiced stays a participant when deopped), and when a message was really sent
+(a bouncer replaying what came while the user was away)."""
 """Longest line we accept (IRCv3 tags may add 8 KiB to the 512 bytes)."""
 
 
@@ -103,6 +107,9 @@ class IrcConnection:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_seen = time.monotonic()
         self._quitting = False
+        self._offered: dict[str, str] = {}
+        self.caps: set[str] = set()
+        """IRCv3 capabilities the server acknowledged."""
 
     # --- life ------------------------------------------------------------------------
 
@@ -167,10 +174,10 @@ class IrcConnection:
 
     async def _register(self) -> None:
         p = self.params
+        # Servers without IRCv3 answer 421 or nothing and register us all the same.
+        self._write("CAP LS 302")
         if p.password:
             self._write(format_line("PASS", p.password))
-        if p.sasl_password:
-            self._write("CAP REQ :sasl")
         self._write(format_line("NICK", p.nick))
         self._write(format_line("USER", p.username or p.nick, "0", "*", p.realname))
         tries = 0
@@ -192,7 +199,7 @@ class IrcConnection:
                     self.nick = _alternative_nick(p.nick, tries)
                     self._write(format_line("NICK", self.nick))
                 case "CAP":
-                    self._sasl_step(line)
+                    self._cap_step(line)
                 case "AUTHENTICATE":
                     token = f"{p.nick}\0{p.nick}\0{p.sasl_password}".encode()
                     self._write(format_line("AUTHENTICATE", base64.b64encode(token).decode()))
@@ -204,12 +211,39 @@ class IrcConnection:
                 case _:
                     self.welcome.append(line)
 
-    def _sasl_step(self, line: Line) -> None:
+    def _cap_step(self, line: Line) -> None:
+        """IRCv3 capability negotiation: ask for what we use, SASL last, then CAP END."""
         sub = line.param(1).upper()
-        if sub == "ACK" and "sasl" in line.param(-1).lower().split():
-            self._write("AUTHENTICATE PLAIN")
-        elif sub in ("NAK", "ACK"):
+        if sub == "LS":
+            for token in line.param(-1).split():
+                name, _, value = token.partition("=")
+                self._offered[name.lower()] = value
+            if line.param(2) == "*" and len(line.params) > 3:
+                return  # more LS lines follow (302 multi-line reply)
+            wanted = sorted(WANTED_CAPS & self._offered.keys())
+            if self.params.sasl_password:
+                if _offers_plain(self._offered):
+                    wanted.append("sasl")
+                else:
+                    self._note("The server does not offer SASL PLAIN: not logged in with SASL.")
+            if wanted:
+                self._write(format_line("CAP", "REQ", " ".join(wanted)))
+            else:
+                self._write("CAP END")
+        elif sub == "ACK":
+            acked = {name.lower() for name in line.param(-1).split() if not name.startswith("-")}
+            self.caps |= acked
+            if "sasl" in acked:
+                self._write("AUTHENTICATE PLAIN")
+            else:
+                self._write("CAP END")
+        elif sub == "NAK":
+            self._note(f"The server refused the capabilities {line.param(-1)}.")
             self._write("CAP END")
+
+    def _note(self, text: str) -> None:
+        """Something the user should read with the server's greeting."""
+        self.welcome.append(Line("NOTICE", [self.nick, text], self.params.host))
 
     async def close(self, message: str = "") -> None:
         """QUIT after the queued lines (bounded wait), then close the socket."""
@@ -324,6 +358,14 @@ class IrcConnection:
         if not self.closed.is_set():
             self.log.info("connection to %s lost: %s", self.params.host, reason)
             self._abort(reason)
+
+
+def _offers_plain(offered: dict[str, str]) -> bool:
+    """`sasl` alone (3.1) or `sasl=PLAIN,EXTERNAL` (3.2) that names PLAIN."""
+    if "sasl" not in offered:
+        return False
+    mechanisms = offered["sasl"]
+    return not mechanisms or "PLAIN" in mechanisms.upper().split(",")
 
 
 def _alternative_nick(nick: str, attempt: int) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from bridges import events
 from bridges.address import Address
@@ -46,6 +46,9 @@ SILENT_NUMERICS = frozenset({"005", "329", "366", "315", "352", "321", "323", "3
 WELCOME_END = frozenset({"376", "422"})
 WELCOME_COMMANDS = frozenset({"NOTICE", "PRIVMSG", "MODE", "CAP", "AUTHENTICATE"})
 """Besides numerics, what a server sends while greeting us (collected in one message)."""
+REPLAYED_AFTER = timedelta(seconds=30)
+"""A message whose IRCv3 server-time is older than this was held back (a bouncer
+replaying the backlog): it gets a delay stamp. Live lines get none, as XEP-0203 asks."""
 
 
 class IncomingLines:
@@ -304,14 +307,17 @@ class IncomingLines:
         if is_channel(target):
             ch = self.channels.get(casefold(target))
             if ch is not None:
-                await self.deliver(events.Message(ch.address, text, nick=line.nick))
+                await self.deliver(
+                    events.Message(ch.address, text, nick=line.nick, timestamp=_replayed(line))
+                )
                 return
         if from_server and self._in_welcome:
             self._welcome.append(text)  # "*** Looking up your hostname" and the like
         elif from_server:
             await self._service(text)
         else:
-            await self.deliver(events.Message(make_address(line.nick, self.server), text))
+            sender = make_address(line.nick, self.server)
+            await self.deliver(events.Message(sender, text, timestamp=_replayed(line)))
 
     def _answer_ctcp(self, nick: str, command: str, argument: str) -> None:
         replies = {
@@ -338,3 +344,17 @@ class IncomingLines:
 
     async def _irc_invite(self, line: Line) -> None:
         await self._service(f"{line.nick} invites you to {line.param(1)}")
+
+
+def _replayed(line: Line) -> datetime | None:
+    """When a replayed line was sent (IRCv3 server-time); None for a live one."""
+    stamp = line.tags.get("time")
+    if not stamp:
+        return None
+    try:
+        sent = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if sent.tzinfo is None:
+        sent = sent.replace(tzinfo=UTC)
+    return sent if datetime.now(UTC) - sent > REPLAYED_AFTER else None

@@ -113,7 +113,13 @@ class IrcSession(Session):
         if not is_valid_nick(nick, self.options.nick_max_length):
             raise BridgeError(f"{nick!r} is not a valid IRC nick", "not-acceptable")
         target = self._group(room)
-        self.network(target.server).request_nick(room, nick)
+        network = self.network(target.server)
+        limit = network.modes.nick_length
+        if limit is not None and len(nick) > limit:
+            raise BridgeError(
+                f"{nick!r} is too long: {target.server} allows {limit} characters", "not-acceptable"
+            )
+        network.request_nick(room, nick)
 
     async def kick(self, room: Address, nick: str, reason: str | None) -> None:
         target = self._group(room)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from irc_helpers import Harness
+import pytest
+from irc_helpers import SERVER, Harness
 
 from bridges import events
+from bridges.base import BridgeError
 
 
 async def test_join_reports_occupants_roles_and_topic(irc: Harness):
@@ -196,6 +198,11 @@ async def test_nick_change_and_conflict(irc: Harness):
     conflict = await sink.wait_event(events.NickConflict)
     assert (conflict.room, conflict.nick) == (room, "bob")
 
+    with pytest.raises(BridgeError) as too_long:  # ngIRCd announces NICKLEN=9
+        await session.change_nick(room, "alexandrina")
+    assert too_long.value.condition == "not-acceptable"
+    assert "allows 9 characters" in too_long.value.text
+
     await session.change_nick(room, "alicia")
     await sink.wait_event(events.NickChanged, old="alice", new="alicia", own=True)
     await bob.wait_for(lambda e: e.type == "nick" and e.target == "alicia")
@@ -244,3 +251,23 @@ async def test_one_connection_per_server_and_taken_nick_on_connect(irc: Harness)
 
     await session.send_message(second, "from the second connection")
     assert (await bob.wait_text("pubmsg", "from the second connection")).source.nick == "alice_"
+
+
+async def test_multi_prefix_keeps_every_rank(irc: Harness):
+    """ngIRCd offers IRCv3 multi-prefix: an op who is also half-op is `@%bob` in NAMES,
+    so when bob is deopped he stays a moderator (half-ops may kick) instead of being
+    shown as a plain participant."""
+    bob = await irc.peer("bob", "#ranks")  # the first one in is op
+    bob.conn.mode("#ranks", "+h bob")
+    await bob.wait_for(lambda e: e.type == "mode" and e.arguments[:2] == ["+h", "bob"])
+    session, sink = await irc.session("alice")
+    room = irc.room("#ranks")
+    await session.join(room, "alice")
+    joined = await sink.wait_event(events.RoomJoined, room=room)
+    assert events.Occupant("bob", events.Role.MODERATOR) in joined.occupants
+
+    bob.conn.mode("#ranks", "-o bob")
+    bob.conn.privmsg("#ranks", "still in charge")
+    await sink.wait_for(lambda e: isinstance(e, events.Message) and e.text == "still in charge")
+    assert not [e for e in sink.items if isinstance(e, events.OccupantJoined)]
+    assert "multi-prefix" in session.networks[SERVER].conn.caps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import UTC, datetime, timedelta
 
 from irc_helpers import Harness, MemoryStore, RecordingSink, ScriptedIrcd
 
@@ -14,8 +15,10 @@ WELCOME = [":srv 001 alice :Welcome", ":srv 376 alice :End of MOTD"]
 
 
 def sasl_server(line: str) -> list[str]:
-    if line == "CAP REQ :sasl":
-        return [":srv CAP * ACK :sasl"]
+    if line == "CAP LS 302":  # IRCv3.2: a long list comes in several lines
+        return [":srv CAP * LS * :multi-prefix away-notify", ":srv CAP * LS :sasl=PLAIN,EXTERNAL"]
+    if line.startswith("CAP REQ "):
+        return [f":srv CAP * ACK {line[8:]}"]
     if line == "AUTHENTICATE PLAIN":
         return ["AUTHENTICATE +"]
     if line.startswith("AUTHENTICATE "):
@@ -39,7 +42,8 @@ async def test_sasl_plain_server_password_and_nickserv():
         await harness.close()
 
     sent = server.lines.items
-    assert sent[0] == "PASS :server-pw"
+    assert sent[:2] == ["CAP LS 302", "PASS :server-pw"]
+    assert "CAP REQ :multi-prefix sasl" in sent  # what we use of what is offered
     auth = next(line for line in sent if line.startswith("AUTHENTICATE ") and "PLAIN" not in line)
     assert base64.b64decode(auth.split()[1]) == b"alice\0alice\0sasl-pw"
     assert sent.index("CAP END") > sent.index(auth)
@@ -115,4 +119,55 @@ async def test_unanswered_join_times_out():
         failed = await sink.wait_event(events.RoomJoinFailed)
         assert failed.condition == "remote-server-timeout"
         assert session.networks["127.0.0.1"].channels == {}
+        await harness.close()
+
+
+async def test_without_sasl_on_offer_the_user_is_told():
+    def script(line: str) -> list[str]:
+        if line == "CAP LS 302":
+            return [":srv CAP * LS :multi-prefix"]
+        if line.startswith("CAP REQ "):
+            return [f":srv CAP * ACK {line[8:]}"]
+        return WELCOME if line == "CAP END" else []
+
+    async with ScriptedIrcd(script) as server:
+        harness = Harness(server)
+        secrets = {"127.0.0.1/sasl_password": "sasl-pw"}
+        session, sink = await harness.session("alice", secrets=secrets)
+        await session.send_message(harness.contact("bob"), "hi")
+        greeting = await sink.wait_for(
+            lambda e: isinstance(e, events.Message) and "Welcome" in e.text
+        )
+        assert "does not offer SASL PLAIN" in greeting.text
+        assert "AUTHENTICATE PLAIN" not in server.lines.items
+        await harness.close()
+
+
+async def test_server_time_dates_replayed_lines_only():
+    now = datetime.now(UTC)
+    replayed = (now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    live = now.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    def script(line: str) -> list[str]:
+        if line == "CAP LS 302":
+            return [":srv CAP * LS :server-time"]
+        if line == "CAP REQ :server-time":
+            return [":srv CAP * ACK :server-time"]
+        if line == "CAP END":
+            return [
+                *WELCOME,
+                f"@time={replayed} :carol!c@h PRIVMSG alice :from the backlog",
+                f"@time={live} :carol!c@h PRIVMSG alice :just now",
+            ]
+        return []
+
+    async with ScriptedIrcd(script) as server:
+        harness = Harness(server)
+        session, sink = await harness.session("alice")
+        await session.send_message(harness.contact("bob"), "hi")
+        old = await sink.wait_for(lambda e: isinstance(e, events.Message) and "backlog" in e.text)
+        new = await sink.wait_for(lambda e: isinstance(e, events.Message) and "just now" in e.text)
+        assert old.timestamp is not None
+        assert old.timestamp.strftime("%Y-%m-%dT%H:%M:%S.000Z") == replayed
+        assert new.timestamp is None
         await harness.close()

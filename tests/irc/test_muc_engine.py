@@ -6,6 +6,7 @@ the way a client reads them (muc#user items and status codes).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -310,3 +311,20 @@ async def test_own_role_update_is_a_self_presence(muc, sent, room):
         USER, events.OccupantJoined(room, events.Occupant("alice", events.Role.MODERATOR))
     )
     assert codes(sent[0]) == {"110"} and item(sent[0]).get("role") == "moderator"
+
+
+async def test_replayed_message_keeps_its_time(muc, sent, room):
+    """A line a bouncer replays (IRCv3 server-time) carries an XEP-0203 delay; live ones do not."""
+    session = FakeSession()
+    await join(muc, session, room)
+    await muc.on_event(USER, joined_event(room))
+    sent.clear()
+
+    then = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    await muc.on_event(USER, events.Message(room, "while you were out", nick="bob", timestamp=then))
+    await muc.on_event(USER, events.Message(room, "live", nick="bob"))
+    replayed, live = sent
+    delay = replayed.xml.find("{urn:xmpp:delay}delay")
+    assert delay is not None
+    assert (delay.get("stamp"), delay.get("from")) == ("2026-01-02T03:04:05Z", ROOM_JID)
+    assert live.xml.find("{urn:xmpp:delay}delay") is None
