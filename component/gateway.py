@@ -219,8 +219,7 @@ class Gateway(ComponentXMPP):
     async def forget_user(self, user: str, reason: str) -> None:
         """Stop everything for `user` and delete what is stored for them."""
         if self.groups is not None:
-            for resource in self.sessions.resources.get(user, {}):
-                self.groups.resource_gone(f"{user}/{resource}")
+            self.groups.forget_user(user)
         await self.sessions.stop(user, reason)
         await self.store.remove_account(user, self.bridge.name)
 

@@ -5,15 +5,19 @@ membership per user and room; XMPP has one occupant per *resource*. This engine 
 per (user, room), the legacy view (own nick, occupants, subject) and which of the
 user's resources are in, so a second resource gets the full join from memory, every
 event fans out to all joined resources, and the legacy side leaves only when the
-user's last resource does.
+user's last resource does. Messages for a room none of the user's resources is in (a
+channel the bridge stays in while they are offline) are kept, up to BACKLOG_LIMIT, and
+served as discussion history on the next join (XEP-0045 §7.2.15).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from slixmpp import JID, Iq, Message, Presence
@@ -38,6 +42,9 @@ KICKED = "307"
 SHUTDOWN = "332"
 """Removed because of a system shutdown: the nearest code for a lost legacy link."""
 
+BACKLOG_LIMIT = 200
+"""Messages kept per room for a user who is not in it; the oldest go first."""
+
 ROOM_EVENTS = (
     events.RoomJoined,
     events.RoomJoinFailed,
@@ -57,6 +64,45 @@ class RoomInfo(NamedTuple):
     features: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Missed:
+    """A room message that arrived while none of the user's resources was in."""
+
+    nick: str | None
+    text: str
+    msg_id: str
+    sent: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """What a joining client asked for in `<history/>`; no element means everything."""
+
+    max_stanzas: int | None = None
+    since: datetime | None = None
+
+    @classmethod
+    def of(cls, presence: Presence) -> HistoryRequest:
+        element = presence.xml.find(f"{{{MUC_NS}}}x/{{{MUC_NS}}}history")
+        if element is None:
+            return cls()
+        max_stanzas = _int(element.get("maxstanzas"))
+        if _int(element.get("maxchars")) == 0:
+            max_stanzas = 0  # "no history", in the XEP's other spelling
+        since = _datetime(element.get("since"))
+        seconds = _int(element.get("seconds"))
+        if seconds is not None:
+            recent = datetime.now(UTC) - timedelta(seconds=seconds)
+            since = max(since, recent) if since else recent
+        return cls(max_stanzas, since)
+
+    def select(self, missed: Sequence[Missed]) -> Sequence[Missed]:
+        chosen = [m for m in missed if self.since is None or m.sent > self.since]
+        if self.max_stanzas is not None:
+            chosen = chosen[len(chosen) - self.max_stanzas :] if self.max_stanzas else []
+        return chosen
+
+
 @dataclass
 class RoomState:
     """One user's membership of one room, shared by all their resources."""
@@ -71,6 +117,8 @@ class RoomState:
     """Joined full JIDs → the nick each asked for (to flag 210 when it differs)."""
     pending: dict[str, str] = field(default_factory=dict)
     """Full JIDs waiting for the legacy join to complete → requested nick."""
+    history: dict[str, HistoryRequest] = field(default_factory=dict)
+    """Joining full JIDs → the discussion history they asked for."""
 
     @property
     def empty(self) -> bool:
@@ -87,6 +135,7 @@ class GroupChats:
         self.component_jid = component_jid
         self.bridge = bridge
         self.rooms: dict[tuple[str, Address], RoomState] = {}
+        self.backlog: dict[tuple[str, Address], deque[Missed]] = {}
 
     # --- addresses -------------------------------------------------------------------
 
@@ -130,6 +179,7 @@ class GroupChats:
             state = self.rooms[key] = RoomState(room)
         if full in state.pending:
             return
+        state.history[full] = HistoryRequest.of(presence)
         first = not state.pending
         state.pending[full] = nick
         if first:
@@ -207,6 +257,12 @@ class GroupChats:
                 emptied.append(state.room)
         return emptied
 
+    def forget_user(self, user: str) -> None:
+        """Drop every room and kept message of a user who unregistered."""
+        for table in (self.rooms, self.backlog):
+            for key in [key for key in table if key[0] == user]:
+                del table[key]
+
     # --- from the legacy side --------------------------------------------------------
 
     async def on_event(self, user: str, event: events.Event) -> bool:
@@ -215,17 +271,21 @@ class GroupChats:
             if not event.sender.is_group:
                 return False
             state = self.rooms.get((user, event.sender))
-            if state is not None:
+            if state is not None and state.resources:
                 self._on_message(state, event)
+            else:  # nobody in yet: served with the next join
+                self._keep(user, event)
             return True
         if not isinstance(event, ROOM_EVENTS):
             return False
         state = self.rooms.get((user, event.room))
         if state is None:
+            if isinstance(event, events.RoomLeft):
+                self.backlog.pop((user, event.room), None)  # nobody is left to serve it to
             return True  # no resource is in that room (e.g. joined on connect): nothing to show
         match event:
             case events.RoomJoined():
-                self._on_joined(state, event)
+                self._on_joined(state, event, self.backlog.pop((user, event.room), ()))
             case events.RoomJoinFailed():
                 self._on_join_failed(user, state, event)
             case events.RoomLeft():
@@ -252,14 +312,24 @@ class GroupChats:
                 add_delay(message, event.timestamp, str(self.room_jid(state.room)))
             self._send(message)
 
-    def _on_joined(self, state: RoomState, event: events.RoomJoined) -> None:
+    def _keep(self, user: str, event: events.Message) -> None:
+        key = (user, event.sender)
+        kept = self.backlog.get(key)
+        if kept is None:
+            kept = self.backlog[key] = deque(maxlen=BACKLOG_LIMIT)
+        sent = event.timestamp or datetime.now(UTC)
+        kept.append(Missed(event.nick, event.text, event.legacy_id or uuid.uuid4().hex, sent))
+
+    def _on_joined(
+        self, state: RoomState, event: events.RoomJoined, missed: Sequence[Missed]
+    ) -> None:
         state.joined, state.nick = True, event.nick
         state.occupants = {o.nick: o for o in event.occupants}
         state.subject, state.subject_by = event.subject, event.subject_by
         waiting, state.pending = state.pending, {}
         for resource, requested in waiting.items():
             state.resources[resource] = requested
-            self._send_full_join(state, resource, requested)
+            self._send_full_join(state, resource, requested, missed)
 
     def _on_join_failed(self, user: str, state: RoomState, event: events.RoomJoinFailed) -> None:
         waiting, state.pending = state.pending, {}
@@ -339,8 +409,10 @@ class GroupChats:
 
     # --- stanzas ---------------------------------------------------------------------
 
-    def _send_full_join(self, state: RoomState, resource: str, requested: str) -> None:
-        """Occupants, then own presence (110, 210 if renamed), then the subject."""
+    def _send_full_join(
+        self, state: RoomState, resource: str, requested: str, missed: Sequence[Missed] = ()
+    ) -> None:
+        """Occupants, own presence (110, 210 if renamed), missed messages, the subject."""
         for occupant in state.occupants.values():
             if occupant.nick != state.nick:
                 self._send(
@@ -348,6 +420,12 @@ class GroupChats:
                 )
         extra = [NICK_MODIFIED] if requested != state.nick else []
         self._send(self._self_presence(state, resource, extra=extra))
+        wanted = state.history.pop(resource, HistoryRequest())
+        room_jid = str(self.room_jid(state.room))
+        for kept in wanted.select(missed):
+            message = self._groupchat(state.room, kept.nick, resource, kept.text, kept.msg_id)
+            add_delay(message, kept.sent, room_jid)
+            self._send(message)
         self._send(self._subject(state, resource))
 
     def _own_occupant(self, state: RoomState) -> events.Occupant:
@@ -419,6 +497,21 @@ class GroupChats:
         subject = ET.SubElement(message.xml, "{jabber:client}subject")
         subject.text = state.subject or ""
         return message
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _datetime(value: str | None) -> datetime | None:
+    """An XEP-0082 date-time, or None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _muc_password(presence: Presence) -> str | None:

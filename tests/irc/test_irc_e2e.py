@@ -293,6 +293,9 @@ async def test_persistent_channel_survives_going_offline(stack, peers):
     join_presence(again, "dora")
     own = await again.wait_for(is_self_presence)  # served from the live connection
     assert own["from"].full == f"{ROOM}/dora"
+    missed = await again.wait_for(groupchat("message while dora is away"))
+    assert missed["from"].resource == "bob"
+    assert missed.xml.find("{urn:xmpp:delay}delay") is not None  # discussion history
     bob.conn.privmsg("#room", "welcome back")
     await again.wait_for(groupchat("welcome back"))  # bob has seen all that came before
     joins = bob.matching(lambda e: e.type == "join" and e.source.nick == "dora")

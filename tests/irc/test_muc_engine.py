@@ -6,7 +6,7 @@ the way a client reads them (muc#user items and status codes).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -328,3 +328,66 @@ async def test_replayed_message_keeps_its_time(muc, sent, room):
     assert delay is not None
     assert (delay.get("stamp"), delay.get("from")) == ("2026-01-02T03:04:05Z", ROOM_JID)
     assert live.xml.find("{urn:xmpp:delay}delay") is None
+
+
+def history_presence(frm: str, **attributes: str):
+    stanza = presence(frm, "alice")
+    x = stanza.xml.find(f"{{{MUC_NS}}}x")
+    ET.SubElement(x, f"{{{MUC_NS}}}history", attributes)
+    return stanza
+
+
+async def test_messages_while_nobody_is_in_are_served_on_the_next_join(muc, sent, room):
+    """A channel the bridge stays in while the user is offline: what was said meanwhile
+    arrives as discussion history, after the user's own presence and before the subject."""
+    session = FakeSession()
+    await join(muc, session, room)
+    await muc.on_event(USER, joined_event(room))
+    assert muc.resource_gone(PHONE) == [room]
+    then = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    for n in range(3):
+        await muc.on_event(
+            USER, events.Message(room, f"missed {n}", nick="bob", timestamp=then + timedelta(n))
+        )
+    sent.clear()
+
+    await join(muc, session, room, frm=LAPTOP)
+    await muc.on_event(USER, joined_event(room))
+    texts = [s["body"] or s["subject"] for s in sent if s.name == "message"]
+    assert texts == ["missed 0", "missed 1", "missed 2", "the topic"]
+    stamps = [s.xml.find("{urn:xmpp:delay}delay").get("stamp") for s in sent if s["body"]]
+    assert stamps == ["2026-01-02T03:04:05Z", "2026-01-03T03:04:05Z", "2026-01-04T03:04:05Z"]
+    assert codes(sent[2]) == {"110"}  # own presence comes first
+    sent.clear()
+
+    await join(muc, session, room, frm=PHONE)  # a second resource: nothing is missed twice
+    assert not [s for s in sent if s.name == "message" and s["body"]]
+
+
+@pytest.mark.parametrize(
+    ("attributes", "served"),
+    [
+        ({"maxstanzas": "1"}, ["missed 2"]),
+        ({"maxstanzas": "0"}, []),
+        ({"maxchars": "0"}, []),
+        ({"since": "2026-01-03T00:00:00Z"}, ["missed 1", "missed 2"]),
+        ({"seconds": "60"}, []),
+    ],
+)
+async def test_history_request_limits_what_is_served(muc, sent, room, attributes, served):
+    then = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    for n in range(3):
+        await muc.on_event(
+            USER, events.Message(room, f"missed {n}", nick="bob", timestamp=then + timedelta(n))
+        )
+    await muc.on_presence(history_presence(PHONE, **attributes), FakeSession(), room)
+    await muc.on_event(USER, joined_event(room))
+    assert [s["body"] for s in sent if s.name == "message" and s["body"]] == served
+
+
+async def test_unregistering_forgets_kept_messages(muc, sent, room):
+    await muc.on_event(USER, events.Message(room, "kept", nick="bob"))
+    muc.forget_user(USER)
+    await join(muc, FakeSession(), room)
+    await muc.on_event(USER, joined_event(room))
+    assert not [s for s in sent if s.name == "message" and s["body"]]
