@@ -455,9 +455,9 @@ async def main(burst: int, paced: int, user_counts: list[int], which: set[str]) 
         print(f"  {path:36} {figure}")
     print()
     keys = list(gateways[0].results)
-    print(f"{'':34}" + "".join(f"{g.name:>34}" for g in gateways))
+    print(f"{'':34}" + "".join(f"{g.name:>46}" for g in gateways))
     for key in keys:
-        print(f"{key:34}" + "".join(f"{g.results.get(key, '-'):>34}" for g in gateways))
+        print(f"{key:34}" + "".join(f"{g.results.get(key, '-'):>46}" for g in gateways))
     shutil.rmtree(tmp, ignore_errors=True)
 
 
