@@ -102,6 +102,9 @@ class Gateway(ComponentXMPP):
         self._route("command", "iq/command", self._on_command)
         if self.groups is not None:
             self._route("muc-admin", "iq/mucadmin_query", self._on_muc_admin)
+        # Pings go through the lanes too, so a self-ping after a join sees the join.
+        self.remove_handler("Ping")
+        self._route("ping", "iq@type=get/ping", self._on_ping)
         self.add_event_handler("session_start", self._on_link_up)
         self.add_event_handler("disconnected", self._on_link_down)
 
@@ -226,6 +229,8 @@ class Gateway(ComponentXMPP):
     async def shutdown(self) -> None:
         """Tell online users we are going and stop every session (the Link closes the stream)."""
         self._closing.set()
+        if self.groups is not None:
+            self.groups.leave_all("the gateway is shutting down")
         for user in list(self.sessions.resources):
             self.send(presence(self.boundjid.bare, user, "unavailable", "gateway shutting down"))
         await self.lanes.drain()
@@ -357,6 +362,14 @@ class Gateway(ComponentXMPP):
     async def _on_command(self, iq: Iq) -> None:
         address = self._address(iq) if iq["to"].node else None
         await self.commands.handle(iq, address)
+
+    async def _on_ping(self, iq: Iq) -> None:
+        """XEP-0199; a ping to an occupant is XEP-0410's "am I still in the room?"."""
+        if self.groups is not None and iq["to"].node and iq["to"].resource:
+            address = self._address(iq)
+            if address.is_group:
+                self.groups.check_occupant(iq["from"].full, address, iq["to"].resource)
+        iq.reply().send()
 
     async def _on_muc_admin(self, iq: Iq) -> None:
         assert self.groups is not None

@@ -257,6 +257,24 @@ class GroupChats:
                 emptied.append(state.room)
         return emptied
 
+    def check_occupant(self, full_jid: str, room: Address, nick: str) -> None:
+        """XEP-0410 self-ping: raise unless `full_jid` is in `room` and `nick` is there.
+
+        Clients ping their own occupant JID to learn whether they are still joined
+        (after a gateway restart, say); answering for a room they are not in would keep
+        them from ever rejoining.
+        """
+        state = self.rooms.get((JID(full_jid).bare, room))
+        if state is None or full_jid not in state.resources:
+            raise stanza_error("not-acceptable", "you are not in this room; join it again")
+        if nick != state.nick and nick not in state.occupants:
+            raise stanza_error("item-not-found", f"nobody is called {nick} in this room")
+
+    def leave_all(self, reason: str) -> None:
+        """Tell every joined resource it is out of every room (332: service shut down)."""
+        for (user, _), state in list(self.rooms.items()):
+            self._on_left(user, state, events.RoomLeft(state.room, reason))
+
     def forget_user(self, user: str) -> None:
         """Drop every room and kept message of a user who unregistered."""
         for table in (self.rooms, self.backlog):

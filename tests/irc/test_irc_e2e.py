@@ -13,11 +13,13 @@ import pytest
 from irc_helpers import IrcPeer
 from registration_helpers import register_and_subscribe
 from slixmpp import Message, Presence
+from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 from xmpp_client import TestClient
 
 from bridges.irc.devstack import NgIrcd
 from bridges.irc.settings import COMMAND_NODE
+from component.app import App
 from component.devstack.prosody import Prosody
 from component.muc import MUC_NS, MUC_USER_NS
 
@@ -27,24 +29,34 @@ PASSWORD = "pw"
 
 
 @pytest.fixture
-async def stack(gateway_factory, tmp_path) -> AsyncIterator[tuple[Prosody, NgIrcd]]:
+async def servers() -> AsyncIterator[tuple[Prosody, NgIrcd]]:
     async with (
         Prosody(components={IRC_JID: IRC_SECRET}) as prosody,
         NgIrcd(flood_throttling=False) as ngircd,
     ):
-        bridges = {
-            "irc": {
-                "jid": IRC_JID,
-                "secret": IRC_SECRET,
-                "port": ngircd.port,
-                "tls": False,
-                "flood_rate": 100.0,
-                "flood_burst": 100,
-                "allowed_servers": ["127.0.0.1"],
-            }
-        }
-        await gateway_factory(prosody, bridges=bridges)
         yield prosody, ngircd
+
+
+@pytest.fixture
+async def gateway_app(servers, gateway_factory) -> App:
+    prosody, ngircd = servers
+    bridges = {
+        "irc": {
+            "jid": IRC_JID,
+            "secret": IRC_SECRET,
+            "port": ngircd.port,
+            "tls": False,
+            "flood_rate": 100.0,
+            "flood_burst": 100,
+            "allowed_servers": ["127.0.0.1"],
+        }
+    }
+    return await gateway_factory(prosody, bridges=bridges)
+
+
+@pytest.fixture
+async def stack(servers, gateway_app) -> tuple[Prosody, NgIrcd]:
+    return servers
 
 
 @pytest.fixture
@@ -301,3 +313,46 @@ async def test_persistent_channel_survives_going_offline(stack, peers):
     joins = bob.matching(lambda e: e.type == "join" and e.source.nick == "dora")
     assert [e.target for e in joins] == ["#room", "#other"]  # no second JOIN of #room
     await again.close()
+
+
+async def test_self_ping_says_whether_the_client_is_still_in_the_room(stack, peers):
+    """XEP-0410: clients ping their own occupant JID; an error makes them rejoin."""
+    prosody, _ngircd = stack
+    jid = await prosody.register("erin", PASSWORD)
+    client = await login(prosody, jid, "pc")
+    await register_and_subscribe(client, IRC_JID, nick="erin")
+    join_presence(client, "erin")
+    await client.wait_for(is_self_presence)
+    await client.plugin["xep_0199"].send_ping(f"{ROOM}/erin", timeout=5)  # joined: a result
+
+    phone = await login(prosody, jid, "phone")  # the same user, but this client is not in
+    with pytest.raises(IqError) as outside:
+        await phone.plugin["xep_0199"].send_ping(f"{ROOM}/erin", timeout=5)
+    assert outside.value.condition == "not-acceptable"
+    with pytest.raises(IqError) as nobody:
+        await client.plugin["xep_0199"].send_ping(f"{ROOM}/nobody", timeout=5)
+    assert nobody.value.condition == "item-not-found"
+    await phone.close()
+    await client.close()
+
+
+async def test_shutdown_tells_joined_clients_they_left(servers, gateway_app, peers):
+    """Status 332 makes clients rejoin once the gateway is back, instead of sitting in a
+    room they are no longer in."""
+    prosody, _ngircd = servers
+    jid = await prosody.register("fred", PASSWORD)
+    client = await login(prosody, jid, "pc")
+    await register_and_subscribe(client, IRC_JID, nick="fred")
+    join_presence(client, "fred")
+    await client.wait_for(is_self_presence)
+
+    await gateway_app.stop()
+    gone = await client.wait_for(
+        lambda s: (
+            isinstance(s, Presence)
+            and s["type"] == "unavailable"
+            and s["from"].full == f"{ROOM}/fred"
+        )
+    )
+    assert status_codes(gone) == {"110", "332"}
+    await client.close()
