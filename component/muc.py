@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 MUC_NS = "http://jabber.org/protocol/muc"
 MUC_USER_NS = MUC_NS + "#user"
 MUC_ADMIN_NS = MUC_NS + "#admin"
+SELF_PING_OPTIMIZATION = MUC_NS + "#self-ping-optimization"
+"""XEP-0410: the service answers occupant pings itself (see `check_occupant`)."""
 
 SELF = "110"
 NICK_MODIFIED = "210"
@@ -149,7 +151,14 @@ class GroupChats:
         """Identity conference/text and the MUC features a legacy room has."""
         return RoomInfo(
             [("conference", "text", room.legacy_id)],
-            [MUC_NS, "muc_public", "muc_open", "muc_temporary", "muc_semianonymous"],
+            [
+                MUC_NS,
+                SELF_PING_OPTIMIZATION,
+                "muc_public",
+                "muc_open",
+                "muc_temporary",
+                "muc_semianonymous",
+            ],
         )
 
     # --- from the user ---------------------------------------------------------------

@@ -301,6 +301,7 @@ def test_disco_info(muc, room):
     info = muc.disco_info(room)
     assert ("conference", "text", room.legacy_id) in info.identities
     assert MUC_NS in info.features
+    assert f"{MUC_NS}#self-ping-optimization" in info.features
 
 
 async def test_own_role_update_is_a_self_presence(muc, sent, room):
