@@ -203,6 +203,15 @@ class Session(ABC):
         """
         return False
 
+    async def set_presence(self, show: str, status: str) -> None:
+        """The presence the user shows changed (their most available resource's).
+
+        `show` is "" for plain available, else chat, away, xa or dnd (RFC 6121).
+        Called once the session has started, and on every change after that. The
+        default ignores it; IRC marks the user AWAY.
+        """
+        return None
+
     async def join(self, room: Address, nick: str, password: str | None = None) -> None:
         """Join `room`; completion arrives as `RoomJoined` or `RoomJoinFailed`."""
         raise NotImplementedError

@@ -29,7 +29,7 @@ from component.errors import REGISTRATION_REQUIRED, stanza_error
 from component.lanes import Handler, Lanes
 from component.outbound import RECEIPTS_NS, Outbound
 from component.registration import Registration
-from component.sessions import SessionManager, UserSink
+from component.sessions import ResourcePresence, SessionManager, UserSink
 from component.store import AccountStorage, Store
 from component.xep_0100 import presence
 
@@ -303,7 +303,8 @@ class Gateway(ComponentXMPP):
             return
         if await self.store.get_account(user, self.bridge.name) is None:
             return
-        first = await self.sessions.resource_available(user, resource, int(stanza["priority"] or 0))
+        shown = ResourcePresence(int(stanza["priority"] or 0), stanza["show"], stanza["status"])
+        first = await self.sessions.resource_available(user, resource, shown)
         if first:
             log.info("%s: online", user)
         self.send(presence(self.boundjid.bare, stanza["from"].full))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridges import events
 from bridges.base import Account, Bridge, Session, Sink
@@ -22,6 +22,21 @@ log = logging.getLogger(__name__)
 
 SinkFactory = Callable[[str], Sink]
 
+AVAILABILITY = {"chat": 4, "": 3, "away": 2, "dnd": 1, "xa": 0}
+"""RFC 6121 show values, most available first: what a tie in priority is decided by."""
+
+
+class ResourcePresence(NamedTuple):
+    priority: int
+    show: str = ""
+    status: str = ""
+
+
+def shown_presence(resources: Mapping[str, ResourcePresence]) -> tuple[str, str]:
+    """(show, status) of the resource that counts: highest priority, then most available."""
+    best = max(resources.values(), key=lambda p: (p.priority, AVAILABILITY.get(p.show, 0)))
+    return best.show, best.status
+
 
 class SessionManager:
     def __init__(self, bridge: Bridge, store: Store, make_sink: SinkFactory) -> None:
@@ -30,8 +45,10 @@ class SessionManager:
         self._make_sink = make_sink
         self._sessions: dict[str, Session] = {}
         self._starting: dict[str, asyncio.Lock] = {}
-        self.resources: dict[str, dict[str, int]] = {}
-        """bare JID → {resource: priority} of every available resource seen."""
+        self.resources: dict[str, dict[str, ResourcePresence]] = {}
+        """bare JID → {resource: its presence} of every available resource seen."""
+        self._shown: dict[str, tuple[str, str]] = {}
+        """What each online user's session was last told (see `Session.set_presence`)."""
 
     def get(self, user: str) -> Session | None:
         return self._sessions.get(user)
@@ -91,15 +108,28 @@ class SessionManager:
     async def stop_all(self, reason: str) -> None:
         await asyncio.gather(*(self.stop(user, reason) for user in list(self._sessions)))
 
-    async def resource_available(self, user: str, resource: str, priority: int) -> bool:
+    async def resource_available(
+        self, user: str, resource: str, presence: ResourcePresence
+    ) -> bool:
         """Record an available resource; True when it is the user's first one."""
         known = self.resources.setdefault(user, {})
         first = not known
-        known[resource] = priority
+        known[resource] = presence
         metrics.ONLINE_USERS.labels(self.bridge.name).set(len(self.resources))
         if first:
             await self.ensure(user)
+        await self._show(user)
         return first
+
+    async def _show(self, user: str) -> None:
+        """Tell the session when the presence the user shows has changed."""
+        known, session = self.resources.get(user), self._sessions.get(user)
+        if not known or session is None:
+            return
+        shown = shown_presence(known)
+        if self._shown.get(user) != shown:
+            self._shown[user] = shown
+            await session.set_presence(*shown)
 
     async def resource_unavailable(self, user: str, resource: str | None) -> bool:
         """Forget a resource (None: all of them); True when the user went offline."""
@@ -111,8 +141,10 @@ class SessionManager:
         else:
             known.pop(resource, None)
         if known:
+            await self._show(user)
             return False
         del self.resources[user]
+        self._shown.pop(user, None)
         metrics.ONLINE_USERS.labels(self.bridge.name).set(len(self.resources))
         session = self._sessions.get(user)
         keep = self.bridge.persistent_sessions or (

@@ -62,6 +62,8 @@ class Network(IncomingLines):
         self._welcome: list[str] = []
         self._stopping = False
         self._timers: set[asyncio.Task[None]] = set()
+        self.away = ""
+        """AWAY text to carry on this server (set again after every reconnect)."""
 
     # --- connection life -------------------------------------------------------------
 
@@ -123,6 +125,8 @@ class Network(IncomingLines):
             await self._on_line(line)
         if settings.nickserv_password:
             conn.send(format_line("PRIVMSG", "NickServ", f"IDENTIFY {settings.nickserv_password}"))
+        if self.away:
+            conn.send(format_line("AWAY", self.away))
         for name in settings.autojoin:
             if casefold(name) not in self.channels:
                 self.channels[casefold(name)] = Channel(name, make_address(name, self.server))
@@ -202,6 +206,14 @@ class Network(IncomingLines):
         if self.conn is not None:
             await self.conn.close(message)
         self.conn = None
+
+    def set_away(self, text: str) -> None:
+        """Mark the user AWAY with `text` (empty: back), now if connected, else on connect."""
+        if text == self.away:
+            return
+        self.away = text
+        if self.connected:
+            self.send("AWAY", *([text] if text else []))
 
     def send(self, command: str, *params: str) -> None:
         if self.conn is None or self.conn.closed.is_set():

@@ -17,6 +17,9 @@ from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import casefold, is_valid_nick
 
 QUIT_MESSAGE = "XMPP user went offline"
+AWAY_TEXTS = {"away": "Away", "xa": "Away for a while", "dnd": "Busy"}
+"""XMPP shows that mean AWAY on IRC, with the text used when the user set no status."""
+OFFLINE_AWAY = "Not connected (staying in persistent channels)"
 
 
 class IrcSession(Session):
@@ -34,6 +37,8 @@ class IrcSession(Session):
         self.options: IrcOptions = bridge.options
         self.networks: dict[str, Network] = {}
         self._stopped = False
+        self.away = ""
+        """The AWAY text every network carries; empty while the user is available."""
 
     def network(self, server: str) -> Network:
         network = self.networks.get(server)
@@ -41,8 +46,16 @@ class IrcSession(Session):
             if self._stopped:
                 raise BridgeError("the session has stopped", "service-unavailable")
             network = Network(server, self.options, self.account, self._deliver, self.log)
+            network.away = self.away
             self.networks[server] = network
         return network
+
+    async def set_presence(self, show: str, status: str) -> None:
+        """Away, extended away and do-not-disturb are AWAY on IRC; the status is its text."""
+        default = AWAY_TEXTS.get(show)
+        self.away = (status or default) if default else ""
+        for network in self.networks.values():
+            network.set_away(self.away)
 
     async def _deliver(self, event: events.Event) -> None:
         if not self._stopped:
@@ -95,6 +108,7 @@ class IrcSession(Session):
             for ch in channels:
                 if casefold(ch.name) not in keep:
                     await network.leave(ch.name)
+            network.set_away(self.away or OFFLINE_AWAY)
         return bool(self.networks)
 
     async def leave(self, room: Address) -> None:

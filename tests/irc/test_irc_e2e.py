@@ -7,6 +7,7 @@ PART only when the last resource leaves.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,6 +19,7 @@ from slixmpp.xmlstream import ET
 from xmpp_client import TestClient
 
 from bridges.irc.devstack import NgIrcd
+from bridges.irc.session import OFFLINE_AWAY
 from bridges.irc.settings import COMMAND_NODE
 from component.app import App
 from component.devstack.prosody import Prosody
@@ -85,6 +87,22 @@ def status_codes(stanza) -> set[str]:
 
 def is_self_presence(stanza) -> bool:
     return isinstance(stanza, Presence) and "110" in status_codes(stanza)
+
+
+async def away_message(peer: IrcPeer, nick: str) -> str | None:
+    """What WHOIS shows as `nick`'s AWAY text (None: not away)."""
+    seen = len(peer.items)
+    peer.conn.whois(nick)
+    await peer.wait_until(lambda: any(e.type == "endofwhois" for e in peer.items[seen:]))
+    away = [e.arguments[-1] for e in peer.items[seen:] if e.type == "away"]
+    return away[0] if away else None
+
+
+async def wait_away(peer: IrcPeer, nick: str, expected: str | None) -> None:
+    """Ask WHOIS until the AWAY state is `expected` (presence reaches us asynchronously)."""
+    async with asyncio.timeout(10):
+        while await away_message(peer, nick) != expected:
+            pass
 
 
 def groupchat(body: str):
@@ -299,6 +317,7 @@ async def test_persistent_channel_survives_going_offline(stack, peers):
     await bob.wait_for(lambda e: e.type == "part" and e.source.nick == "dora")
     assert [e.target for e in bob.matching(lambda e: e.type == "part")] == ["#other"]
     assert not bob.matching(lambda e: e.type == "quit" and e.source.nick == "dora")
+    await wait_away(bob, "dora", OFFLINE_AWAY)  # IRC users see she is not really there
     bob.conn.privmsg("#room", "message while dora is away")
 
     again = await login(prosody, jid, "laptop")
@@ -312,6 +331,7 @@ async def test_persistent_channel_survives_going_offline(stack, peers):
     await again.wait_for(groupchat("welcome back"))  # bob has seen all that came before
     joins = bob.matching(lambda e: e.type == "join" and e.source.nick == "dora")
     assert [e.target for e in joins] == ["#room", "#other"]  # no second JOIN of #room
+    await wait_away(bob, "dora", None)  # back
     await again.close()
 
 
@@ -355,4 +375,24 @@ async def test_shutdown_tells_joined_clients_they_left(servers, gateway_app, pee
         )
     )
     assert status_codes(gone) == {"110", "332"}
+    await client.close()
+
+
+async def test_xmpp_away_is_irc_away(stack, peers):
+    prosody, ngircd = stack
+    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
+    peers.append(bob)
+    jid = await prosody.register("gina", PASSWORD)
+    client = await login(prosody, jid, "pc")
+    await register_and_subscribe(client, IRC_JID, nick="gina")
+    join_presence(client, "gina")
+    await client.wait_for(is_self_presence)
+    assert await away_message(bob, "gina") is None
+
+    client.send_presence(pshow="away", pstatus="at lunch")
+    await wait_away(bob, "gina", "at lunch")
+    client.send_presence(pshow="dnd")  # no status: a default text
+    await wait_away(bob, "gina", "Busy")
+    client.send_presence()
+    await wait_away(bob, "gina", None)
     await client.close()
