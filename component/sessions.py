@@ -84,10 +84,12 @@ class SessionManager:
             # The session stays registered so the user can still be told and retry;
             # a bridge reports connection problems itself through the sink.
             log.exception("%s: %s session failed to start", account.user, self.bridge.name)
+        await self._show(account.user)
         return session
 
     async def stop(self, user: str, reason: str) -> None:
         session = self._sessions.pop(user, None)
+        self._shown.pop(user, None)  # a new session has to be told again
         if session is None:
             return
         metrics.SESSIONS.labels(self.bridge.name).set(len(self._sessions))

@@ -47,6 +47,10 @@ class FakeSession(Session):
         self.fake.log.append(("stop", self.account.user, None))
         self.fake.changed.set()
 
+    async def set_presence(self, show: str, status: str) -> None:
+        self.fake.log.append(("presence", self.account.user, (show, status)))
+        self.fake.changed.set()
+
     async def send_message(
         self,
         to: Address,

@@ -1,7 +1,7 @@
 """Messages and presence between a real client and the fake network, through Prosody."""
 
 from harness import FAKE_JID, PASSWORD
-from registration_helpers import register_and_subscribe
+from registration_helpers import register_and_subscribe, submit
 from slixmpp import Message
 from slixmpp.xmlstream import ET
 from xmpp_client import TestClient, eventually
@@ -109,3 +109,16 @@ async def test_receipts_only_when_asked_for(gateway, client):
     assert receipt.xml.find("{urn:xmpp:receipts}received").get("id") == "asking-1"
     assert receipt["to"] == client.boundjid  # to the resource that asked
     assert not [s for s in client.stanzas if is_receipt(s)]
+
+
+async def test_the_shown_presence_reaches_the_session_and_a_restarted_one(gateway, client):
+    bridge = gateway.gateways[0].bridge
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
+    assert (await bridge.wait_for("presence"))[2] == ("", "")
+    client.send_presence(pshow="away", pstatus="at lunch")
+    assert (await bridge.wait_for("presence"))[2] == ("away", "at lunch")
+
+    await submit(client, FAKE_JID, username="alice", password="pw", mode="slow")
+    await bridge.wait_for("stop")
+    await bridge.wait_for("start")  # new settings, new session: told again
+    assert (await bridge.wait_for("presence"))[2] == ("away", "at lunch")
