@@ -26,6 +26,7 @@ _ERROR_TYPES = {
     "not-acceptable": "modify",
     "not-allowed": "cancel",
     "not-authorized": "auth",
+    "policy-violation": "modify",
     "recipient-unavailable": "wait",
     "registration-required": "auth",
     "remote-server-not-found": "cancel",

@@ -262,7 +262,14 @@ class Network(IncomingLines):
         await self.ensure_connected()
         user, host = self.userhost or (None, None)
         budget = privmsg_budget(relay_prefix_bytes(self.nick, user, host, "PRIVMSG", target))
-        for piece, action in outgoing_lines(text, budget):
+        lines = list(outgoing_lines(text, budget))
+        limit = self.options.max_lines_per_message
+        if limit and len(lines) > limit:
+            raise BridgeError(
+                f"too long for IRC: {len(lines)} lines, the limit is {limit}; nothing was sent",
+                "policy-violation",
+            )
+        for piece, action in lines:
             self.send("PRIVMSG", target, ctcp("ACTION", piece) if action else piece)
         if xmpp_id and not is_channel(target):
             self._last_private_id[casefold(target)] = xmpp_id

@@ -39,6 +39,9 @@ class IrcOptions(BridgeOptions):
     """Sustained outgoing lines per second (token bucket refill)."""
     flood_burst: int = Field(5, ge=1)
     """Lines that may go out at once after a quiet period."""
+    max_lines_per_message: int = Field(400, ge=0)
+    """A message that would become more IRC lines than this is refused whole
+    (policy-violation) rather than holding the user's line for minutes; 0: no limit."""
     ping_interval: float = Field(60.0, gt=0)
     """Seconds of silence from the server before we PING it."""
     ping_timeout: float = Field(60.0, gt=0)

@@ -72,6 +72,22 @@ async def test_multiline_body_becomes_several_privmsgs(irc: Harness):
     assert bob.texts("pubmsg", "alice") == ["one", "two", "three"]
 
 
+async def test_message_over_the_line_limit_is_refused_whole(irc: Harness):
+    bob = await irc.peer("bob", "#room")
+    session, sink = await irc.session("alice", max_lines_per_message=2)
+    room = irc.room("#room")
+    await session.join(room, "alice")
+    await sink.wait_event(events.RoomJoined)
+
+    with pytest.raises(BridgeError) as refused:
+        await session.send_message(room, "one\ntwo\nthree")
+    assert refused.value.condition == "policy-violation"
+    assert "3 lines, the limit is 2" in refused.value.text
+    await session.send_message(room, "four\nfive")
+    await bob.wait_text("pubmsg", "five")
+    assert bob.texts("pubmsg", "alice") == ["four", "five"]  # nothing of the refused one
+
+
 async def test_long_line_is_split_on_utf8_boundaries_and_reassembles(irc: Harness):
     bob = await irc.peer("bob", "#room")
     session, sink = await irc.session("alice")
