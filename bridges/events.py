@@ -47,6 +47,8 @@ class Occupant:
 
     nick: str
     role: Role = Role.PARTICIPANT
+    away: bool = False
+    """Shown with XMPP's `away` (IRC: AWAY, known where the server offers away-notify)."""
 
 
 @dataclass(frozen=True, slots=True)

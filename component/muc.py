@@ -393,7 +393,11 @@ class GroupChats:
             return
         state.occupants[occupant.nick] = occupant
         for resource in state.resources:
-            self._send(self._occupant_presence(state.room, occupant.nick, resource, occupant.role))
+            self._send(
+                self._occupant_presence(
+                    state.room, occupant.nick, resource, occupant.role, away=occupant.away
+                )
+            )
 
     def _on_occupant_left(self, state: RoomState, event: events.OccupantLeft) -> None:
         gone = state.occupants.pop(event.nick, events.Occupant(event.nick))
@@ -409,7 +413,7 @@ class GroupChats:
 
     def _on_nick_changed(self, state: RoomState, event: events.NickChanged) -> None:
         occupant = state.occupants.pop(event.old, None) or self._own_occupant(state)
-        renamed = events.Occupant(event.new, occupant.role)
+        renamed = events.Occupant(event.new, occupant.role, occupant.away)
         own = event.own or event.old == state.nick
         if own:
             state.nick = event.new
@@ -422,7 +426,9 @@ class GroupChats:
             _item(gone).set("nick", event.new)
             self._send(gone)
             self._send(
-                self._occupant_presence(state.room, event.new, resource, renamed.role, extra)
+                self._occupant_presence(
+                    state.room, event.new, resource, renamed.role, extra, away=renamed.away
+                )
             )
         if own:
             for resource in state.resources:
@@ -443,7 +449,9 @@ class GroupChats:
         for occupant in state.occupants.values():
             if occupant.nick != state.nick:
                 self._send(
-                    self._occupant_presence(state.room, occupant.nick, resource, occupant.role)
+                    self._occupant_presence(
+                        state.room, occupant.nick, resource, occupant.role, away=occupant.away
+                    )
                 )
         extra = [NICK_MODIFIED] if requested != state.nick else []
         self._send(self._self_presence(state, resource, extra=extra))
@@ -481,11 +489,15 @@ class GroupChats:
         role: events.Role,
         codes: Iterable[str] = (),
         available: bool = True,
+        *,
+        away: bool = False,
     ) -> Presence:
         presence = Presence()
         presence["from"], presence["to"] = self.room_jid(room, nick), to
         if not available:
             presence["type"] = "unavailable"
+        elif away:
+            presence["show"] = "away"
         x = ET.SubElement(presence.xml, f"{{{MUC_USER_NS}}}x")
         ET.SubElement(
             x,

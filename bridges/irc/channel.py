@@ -85,13 +85,14 @@ class Member:
 
     nick: str
     modes: frozenset[str] = frozenset()
+    away: bool = False
 
     def __post_init__(self) -> None:
         self.nick = sys.intern(self.nick)
 
     @property
     def occupant(self) -> events.Occupant:
-        return events.Occupant(self.nick, role_of(self.modes))
+        return events.Occupant(self.nick, role_of(self.modes), self.away)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from bridges import events
 from bridges.address import Address
 from bridges.irc.address import make_address
 from bridges.irc.channel import Channel, Member, ServerModes
+from bridges.irc.connection import IrcConnection
 from bridges.irc.formatting import (
     ACTION_PREFIX,
     ctcp,
@@ -42,7 +43,7 @@ JOIN_ERRORS = {
     "437": "service-unavailable",  # temporarily unavailable
 }
 NICK_ERRORS = frozenset({"432", "433", "436", "437", "484"})
-SILENT_NUMERICS = frozenset({"005", "329", "366", "315", "352", "321", "323", "396"})
+SILENT_NUMERICS = frozenset({"005", "329", "366", "315", "321", "323", "396"})
 WELCOME_END = frozenset({"376", "422"})
 WELCOME_COMMANDS = frozenset({"NOTICE", "PRIVMSG", "MODE", "CAP", "AUTHENTICATE"})
 """Besides numerics, what a server sends while greeting us (collected in one message)."""
@@ -67,6 +68,7 @@ class IncomingLines:
     _lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]]
     _in_welcome: bool
     _welcome: list[str]
+    conn: IrcConnection | None
 
     @property
     def connected(self) -> bool:
@@ -173,6 +175,8 @@ class IncomingLines:
         if ch is None or not ch.joined or ch.synced:
             return
         before, ch.members, ch.names, ch.synced = ch.members, ch.names, {}, True
+        if self.conn is not None and "away-notify" in self.conn.caps:
+            self.send("WHO", ch.name)  # who is away now; AWAY lines keep it current
         if not ch.rejoining:
             await self.deliver(self._joined_event(ch))
             own = ch.member(self.nick)
@@ -190,6 +194,26 @@ class IncomingLines:
             if key != casefold(self.nick) and changed:
                 await self.deliver(events.OccupantJoined(ch.address, new.occupant))
         await self.deliver(events.Message(ch.address, f"Reconnected to {self.server}."))
+
+    async def _irc_352(self, line: Line) -> None:
+        """A WHO reply: flags start with G (gone) for an away member, H (here) otherwise."""
+        ch = self.channels.get(casefold(line.param(1)))
+        if ch is not None:
+            await self._mark_away(ch, line.param(5), line.param(6).startswith("G"))
+
+    async def _irc_away(self, line: Line) -> None:
+        """away-notify: AWAY with a text is away, without one is back."""
+        away = bool(line.params and line.param(-1))
+        for ch in list(self.channels.values()):
+            await self._mark_away(ch, line.nick, away)
+
+    async def _mark_away(self, ch: Channel, nick: str, away: bool) -> None:
+        member = ch.member(nick)
+        if member is None or member.away == away or casefold(nick) == casefold(self.nick):
+            return
+        member.away = away
+        if ch.synced:
+            await self.deliver(events.OccupantJoined(ch.address, member.occupant))
 
     async def _join_refused(self, line: Line) -> bool:
         ch = self.channels.get(casefold(line.param(1)))

@@ -43,7 +43,7 @@ async def test_sasl_plain_server_password_and_nickserv():
 
     sent = server.lines.items
     assert sent[:2] == ["CAP LS 302", "PASS :server-pw"]
-    assert "CAP REQ :multi-prefix sasl" in sent  # what we use of what is offered
+    assert "CAP REQ :away-notify multi-prefix sasl" in sent  # what we use of what is offered
     auth = next(line for line in sent if line.startswith("AUTHENTICATE ") and "PLAIN" not in line)
     assert base64.b64decode(auth.split()[1]) == b"alice\0alice\0sasl-pw"
     assert sent.index("CAP END") > sent.index(auth)
@@ -170,4 +170,44 @@ async def test_server_time_dates_replayed_lines_only():
         assert old.timestamp is not None
         assert old.timestamp.strftime("%Y-%m-%dT%H:%M:%S.000Z") == replayed
         assert new.timestamp is None
+        await harness.close()
+
+
+async def test_away_notify_marks_away_members():
+    def script(line: str) -> list[str]:
+        replies = {
+            "CAP LS 302": [":srv CAP * LS :away-notify multi-prefix"],
+            "CAP REQ :away-notify multi-prefix": [":srv CAP * ACK :away-notify multi-prefix"],
+            "CAP END": WELCOME,
+            "JOIN :#room": [
+                ":alice!a@h JOIN #room",
+                ":srv 353 alice = #room :alice bob carol",
+                ":srv 366 alice #room :End of NAMES",
+            ],
+            "WHO :#room": [
+                ":srv 352 alice #room b h srv bob G :0 Bob",
+                ":srv 352 alice #room c h srv carol H :0 Carol",
+                ":srv 315 alice #room :End of WHO",
+                ":bob!b@h AWAY",
+                ":carol!c@h AWAY :gone fishing",
+            ],
+        }
+        return replies.get(line, [])
+
+    async with ScriptedIrcd(script) as server:
+        harness = Harness(server)
+        session, sink = await harness.session("alice")
+        room = harness.room("#room")
+        await session.join(room, "alice")
+        joined = await sink.wait_event(events.RoomJoined)
+        assert {o.nick: o.away for o in joined.occupants} == {"bob": False, "carol": False}
+        await sink.wait_for(
+            lambda e: isinstance(e, events.OccupantJoined) and e.occupant.nick == "carol"
+        )
+        changes = [
+            (e.occupant.nick, e.occupant.away)
+            for e in sink.items
+            if isinstance(e, events.OccupantJoined)
+        ]
+        assert changes == [("bob", True), ("bob", False), ("carol", True)]
         await harness.close()

@@ -392,3 +392,15 @@ async def test_unregistering_forgets_kept_messages(muc, sent, room):
     await join(muc, FakeSession(), room)
     await muc.on_event(USER, joined_event(room))
     assert not [s for s in sent if s.name == "message" and s["body"]]
+
+
+async def test_away_occupants_show_away(muc, sent, room):
+    await join(muc, FakeSession(), room)
+    await muc.on_event(USER, events.RoomJoined(room, "alice", (events.Occupant("bob", away=True),)))
+    assert sent[0]["show"] == "away"  # in the full join
+    sent.clear()
+    await muc.on_event(USER, events.OccupantJoined(room, events.Occupant("bob")))
+    assert sent[0]["show"] == ""  # back
+    await muc.on_event(USER, events.NickChanged(room, "bob", "bobby"))
+    await muc.on_event(USER, events.OccupantJoined(room, events.Occupant("bobby", away=True)))
+    assert sent[-1]["show"] == "away" and str(sent[-1]["from"]) == f"{ROOM_JID}/bobby"
