@@ -223,6 +223,10 @@ class Session(ABC):
     async def set_subject(self, room: Address, subject: str) -> None:
         raise NotImplementedError
 
+    async def invite(self, room: Address, contact: Address, reason: str | None) -> None:
+        """Invite a legacy contact to `room` (the user sent an XEP-0045 or XEP-0249 invite)."""
+        raise NotImplementedError
+
     async def change_nick(self, room: Address, nick: str) -> None:
         raise NotImplementedError
 

@@ -162,6 +162,15 @@ class Delivered:
 
 
 @dataclass(frozen=True, slots=True)
+class Invitation:
+    """Someone on the legacy side invites the user to a group (XEP-0249 for the user)."""
+
+    room: Address
+    by: Address | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Something the user should be told that belongs to no contact (from the component)."""
 
@@ -182,5 +191,6 @@ Event = (
     | SubscriptionRequest
     | DeliveryFailed
     | Delivered
+    | Invitation
     | Notice
 )

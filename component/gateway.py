@@ -256,6 +256,10 @@ class Gateway(ComponentXMPP):
             return
         address = self._address(message)
         session = await self.session_for(user)
+        invite = self.groups.invitation(message, address) if self.groups is not None else None
+        if invite is not None:
+            await session.invite(*invite)
+            return
         if address.is_group and self.groups is not None:
             if message["type"] == "groupchat":
                 await self.groups.on_groupchat(message, session, address)

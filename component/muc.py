@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 MUC_NS = "http://jabber.org/protocol/muc"
 MUC_USER_NS = MUC_NS + "#user"
 MUC_ADMIN_NS = MUC_NS + "#admin"
+CONFERENCE_NS = "jabber:x:conference"
 SELF_PING_OPTIMIZATION = MUC_NS + "#self-ping-optimization"
 """XEP-0410: the service answers occupant pings itself (see `check_occupant`)."""
 
@@ -57,6 +58,12 @@ ROOM_EVENTS = (
     events.NickConflict,
     events.SubjectChanged,
 )
+
+
+class Invite(NamedTuple):
+    room: Address
+    contact: Address
+    reason: str | None
 
 
 class RoomInfo(NamedTuple):
@@ -265,6 +272,33 @@ class GroupChats:
                 del self.rooms[key]
                 emptied.append(state.room)
         return emptied
+
+    def invitation(self, message: Message, to: Address) -> Invite | None:
+        """The invite `message` carries, if any: XEP-0045 mediated (sent to the room)
+        or XEP-0249 direct (sent to the contact). Both ends must be on this gateway."""
+        if to.is_group:
+            item = message.xml.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}invite")
+            if item is None:
+                return None
+            contact = self._local_address(item.get("to"), "invitee")
+            reason = item.findtext(f"{{{MUC_USER_NS}}}reason")
+            room = to
+        else:
+            direct = message.xml.find(f"{{{CONFERENCE_NS}}}x")
+            if direct is None:
+                return None
+            room = self._local_address(direct.get("jid"), "room")
+            reason = direct.get("reason")
+            contact = to
+        if not room.is_group or contact.is_group:
+            raise stanza_error("bad-request", "invite a contact to a room")
+        return Invite(room, contact, reason or None)
+
+    def _local_address(self, jid: str | None, what: str) -> Address:
+        parsed = JID(jid or "")
+        if parsed.domain != self.component_jid or not parsed.node:
+            raise stanza_error("not-acceptable", f"the {what} must be on {self.component_jid}")
+        return self.bridge.parse_address(parsed.node)
 
     def check_occupant(self, full_jid: str, room: Address, nick: str) -> None:
         """XEP-0410 self-ping: raise unless `full_jid` is in `room` and `nick` is there.

@@ -17,6 +17,7 @@ from slixmpp.xmlstream import ET, StanzaBase
 from bridges import events
 from bridges.address import Address
 from component.errors import error_type
+from component.muc import CONFERENCE_NS
 from component.xep_0203 import add_delay
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,25 @@ class Outbound:
                 to, wanted = self._sender(user, event.xmpp_id)
                 if wanted:
                     self._send(self._receipt(to, event))
+            case events.Invitation():
+                self._send(self._invitation(user, event))
             case events.Notice():
                 self.notice(user, event.text)
             case _:
                 log.warning("%s: dropped %s, which this bridge cannot show", user, event)
+
+    def _invitation(self, user: str, event: events.Invitation) -> Message:
+        """XEP-0249 direct invitation, with a body for clients that do not know it."""
+        room = str(self.jid_of(event.room))
+        message = Message()
+        message["from"] = self.jid_of(event.by) if event.by else self.component_jid
+        message["to"] = user
+        text = f"You are invited to {room}"
+        message["body"] = f"{text}: {event.reason}" if event.reason else text
+        invite = ET.SubElement(message.xml, f"{{{CONFERENCE_NS}}}x", {"jid": room})
+        if event.reason:
+            invite.set("reason", event.reason)
+        return message
 
     def notice(self, user: str, text: str) -> None:
         """A chat message from the component itself."""

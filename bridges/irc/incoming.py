@@ -367,7 +367,8 @@ class IncomingLines:
                 done.set_result(None)
 
     async def _irc_invite(self, line: Line) -> None:
-        await self._service(f"{line.nick} invites you to {line.param(1)}")
+        room, by = make_address(line.param(1), self.server), make_address(line.nick, self.server)
+        await self.deliver(events.Invitation(room, by))
 
 
 def _replayed(line: Line) -> datetime | None:

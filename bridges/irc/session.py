@@ -117,6 +117,15 @@ class IrcSession(Session):
         if network is not None:
             await network.leave(target.local)
 
+    async def invite(self, room: Address, contact: Address, reason: str | None) -> None:
+        """INVITE (IRC has no reason for it); the user must be in the channel."""
+        target, invitee = self._group(room), split_address(contact)
+        if invitee.server != target.server:
+            raise BridgeError(f"{invitee.local} is not on {target.server}", "not-acceptable")
+        network = self.network(target.server)
+        network.channel(target.local)
+        network.send("INVITE", invitee.local, target.local)
+
     async def set_subject(self, room: Address, subject: str) -> None:
         target = self._group(room)
         network = self.network(target.server)

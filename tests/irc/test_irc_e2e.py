@@ -396,3 +396,49 @@ async def test_xmpp_away_is_irc_away(stack, peers):
     client.send_presence()
     await wait_away(bob, "gina", None)
     await client.close()
+
+
+async def test_invitations_both_ways(stack, peers):
+    prosody, ngircd = stack
+    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
+    peers.append(bob)
+    await bob.join("#room")
+    await bob.join("#secret")
+    jid = await prosody.register("hana", PASSWORD)
+    client = await login(prosody, jid, "pc")
+    await register_and_subscribe(client, IRC_JID, nick="hana")
+    join_presence(client, "hana")
+    await client.wait_for(is_self_presence)
+
+    bob.conn.invite("hana", "#secret")  # IRC → XMPP: an XEP-0249 direct invitation
+    invited = await client.wait_for(
+        lambda s: isinstance(s, Message) and s.xml.find("{jabber:x:conference}x") is not None
+    )
+    assert invited["from"].bare == f"bob%127.0.0.1@{IRC_JID}"
+    secret = f"#secret%127.0.0.1@{IRC_JID}"
+    assert invited.xml.find("{jabber:x:conference}x").get("jid") == secret
+
+    carol = await IrcPeer.connect(ngircd.host, ngircd.port, "carol")
+    peers.append(carol)
+    direct = client.Message()  # XEP-0249, as Conversations sends it
+    direct["to"] = f"carol%127.0.0.1@{IRC_JID}"
+    ET.SubElement(direct.xml, "{jabber:x:conference}x", {"jid": ROOM})
+    direct.send()
+    await carol.wait_for(lambda e: e.type == "invite" and e.arguments == ["#room"])
+
+    dave = await IrcPeer.connect(ngircd.host, ngircd.port, "dave")
+    peers.append(dave)
+    mediated = client.Message()  # XEP-0045 §7.8.2, sent to the room
+    mediated["to"] = ROOM
+    x = ET.SubElement(mediated.xml, f"{{{MUC_USER_NS}}}x")
+    ET.SubElement(x, f"{{{MUC_USER_NS}}}invite", {"to": f"dave%127.0.0.1@{IRC_JID}"})
+    mediated.send()
+    await dave.wait_for(lambda e: e.type == "invite" and e.arguments == ["#room"])
+
+    elsewhere = client.Message()  # a room that is not ours cannot be brought to IRC
+    elsewhere["to"] = f"carol%127.0.0.1@{IRC_JID}"
+    ET.SubElement(elsewhere.xml, "{jabber:x:conference}x", {"jid": "room@muc.example"})
+    elsewhere.send()
+    refused = await client.wait_for(lambda s: isinstance(s, Message) and s["type"] == "error")
+    assert refused["error"]["condition"] == "not-acceptable"
+    await client.close()
