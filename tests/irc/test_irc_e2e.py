@@ -74,6 +74,25 @@ async def login(prosody: Prosody, jid: str, resource: str) -> TestClient:
     return await client.login(prosody.host, prosody.c2s_port)
 
 
+async def irc_user(ngircd: NgIrcd, peers: list[IrcPeer], nick: str, *channels: str) -> IrcPeer:
+    """Someone on IRC, in `channels`; closed by the `peers` fixture."""
+    peer = await IrcPeer.connect(ngircd.host, ngircd.port, nick)
+    peers.append(peer)
+    for channel in channels:
+        await peer.join(channel)
+    return peer
+
+
+async def joined_user(prosody: Prosody, name: str) -> TestClient:
+    """A new account `name`, registered with the gateway and in ROOM as `name`."""
+    jid = await prosody.register(name, PASSWORD)
+    client = await login(prosody, jid, "pc")
+    await register_and_subscribe(client, IRC_JID, nick=name)
+    join_presence(client, name)
+    await client.wait_for(is_self_presence)
+    return client
+
+
 def join_presence(client: TestClient, nick: str) -> None:
     presence = client.Presence()
     presence["to"] = f"{ROOM}/{nick}"
@@ -111,9 +130,7 @@ def groupchat(body: str):
 
 async def test_room_through_prosody_with_two_resources(stack, peers):
     prosody, ngircd = stack
-    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
-    peers.append(bob)
-    await bob.join("#room")
+    bob = await irc_user(ngircd, peers, "bob", "#room")
     bob.conn.topic("#room", "welcome all")
     await bob.wait_for(lambda e: e.type == "topic")
     jid = await prosody.register("alice", PASSWORD)
@@ -168,8 +185,7 @@ async def test_room_through_prosody_with_two_resources(stack, peers):
 
 async def test_private_chat_and_bad_addresses_through_prosody(stack, peers):
     prosody, ngircd = stack
-    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
-    peers.append(bob)
+    bob = await irc_user(ngircd, peers, "bob")
     jid = await prosody.register("carol", PASSWORD)
     client = await login(prosody, jid, "pc")
     await register_and_subscribe(client, IRC_JID, nick="carol")
@@ -232,9 +248,7 @@ async def test_server_restart_is_announced_in_the_room(stack, peers):
     await client.wait_for(
         lambda s: isinstance(s, Message) and "Reconnected" in s["body"], timeout=20
     )
-    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
-    peers.append(bob)
-    await bob.join("#room")
+    bob = await irc_user(ngircd, peers, "bob", "#room")
     message = client.Message()
     message["to"], message["type"], message["body"] = ROOM, "groupchat", "survived"
     message.send()
@@ -249,9 +263,7 @@ async def test_nick_changes_and_kicks_through_prosody(stack, peers):
     await register_and_subscribe(client, IRC_JID, nick="erin")
     join_presence(client, "erin")  # first in: channel operator
     await client.wait_for(lambda s: is_self_presence(s) and _role(s) == "moderator", timeout=15)
-    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
-    peers.append(bob)
-    await bob.join("#room")
+    bob = await irc_user(ngircd, peers, "bob", "#room")
     await client.wait_for(lambda s: isinstance(s, Presence) and s["from"].resource == "bob")
 
     join_presence(client, "bob")  # nick change to a taken nick
@@ -297,10 +309,7 @@ async def run_settings_command(client: TestClient, server_jid: str, **values: st
 
 async def test_persistent_channel_survives_going_offline(stack, peers):
     prosody, ngircd = stack
-    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
-    peers.append(bob)
-    await bob.join("#room")
-    await bob.join("#other")
+    bob = await irc_user(ngircd, peers, "bob", "#room", "#other")
     jid = await prosody.register("dora", PASSWORD)
     client = await login(prosody, jid, "pc")
     await register_and_subscribe(client, IRC_JID, nick="dora")
@@ -338,14 +347,11 @@ async def test_persistent_channel_survives_going_offline(stack, peers):
 async def test_self_ping_says_whether_the_client_is_still_in_the_room(stack, peers):
     """XEP-0410: clients ping their own occupant JID; an error makes them rejoin."""
     prosody, _ngircd = stack
-    jid = await prosody.register("erin", PASSWORD)
-    client = await login(prosody, jid, "pc")
-    await register_and_subscribe(client, IRC_JID, nick="erin")
-    join_presence(client, "erin")
-    await client.wait_for(is_self_presence)
+    client = await joined_user(prosody, "erin")
     await client.plugin["xep_0199"].send_ping(f"{ROOM}/erin", timeout=5)  # joined: a result
 
-    phone = await login(prosody, jid, "phone")  # the same user, but this client is not in
+    # The same user, but a client that is not in the room:
+    phone = await login(prosody, client.boundjid.bare, "phone")
     with pytest.raises(IqError) as outside:
         await phone.plugin["xep_0199"].send_ping(f"{ROOM}/erin", timeout=5)
     assert outside.value.condition == "not-acceptable"
@@ -360,11 +366,7 @@ async def test_shutdown_tells_joined_clients_they_left(servers, gateway_app, pee
     """Status 332 makes clients rejoin once the gateway is back, instead of sitting in a
     room they are no longer in."""
     prosody, _ngircd = servers
-    jid = await prosody.register("fred", PASSWORD)
-    client = await login(prosody, jid, "pc")
-    await register_and_subscribe(client, IRC_JID, nick="fred")
-    join_presence(client, "fred")
-    await client.wait_for(is_self_presence)
+    client = await joined_user(prosody, "fred")
 
     await gateway_app.stop()
     gone = await client.wait_for(
@@ -380,13 +382,8 @@ async def test_shutdown_tells_joined_clients_they_left(servers, gateway_app, pee
 
 async def test_xmpp_away_is_irc_away(stack, peers):
     prosody, ngircd = stack
-    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
-    peers.append(bob)
-    jid = await prosody.register("gina", PASSWORD)
-    client = await login(prosody, jid, "pc")
-    await register_and_subscribe(client, IRC_JID, nick="gina")
-    join_presence(client, "gina")
-    await client.wait_for(is_self_presence)
+    bob = await irc_user(ngircd, peers, "bob")
+    client = await joined_user(prosody, "gina")
     assert await away_message(bob, "gina") is None
 
     client.send_presence(pshow="away", pstatus="at lunch")
@@ -400,15 +397,8 @@ async def test_xmpp_away_is_irc_away(stack, peers):
 
 async def test_invitations_both_ways(stack, peers):
     prosody, ngircd = stack
-    bob = await IrcPeer.connect(ngircd.host, ngircd.port, "bob")
-    peers.append(bob)
-    await bob.join("#room")
-    await bob.join("#secret")
-    jid = await prosody.register("hana", PASSWORD)
-    client = await login(prosody, jid, "pc")
-    await register_and_subscribe(client, IRC_JID, nick="hana")
-    join_presence(client, "hana")
-    await client.wait_for(is_self_presence)
+    bob = await irc_user(ngircd, peers, "bob", "#room", "#secret")
+    client = await joined_user(prosody, "hana")
 
     bob.conn.invite("hana", "#secret")  # IRC → XMPP: an XEP-0249 direct invitation
     invited = await client.wait_for(
@@ -418,16 +408,14 @@ async def test_invitations_both_ways(stack, peers):
     secret = f"#secret%127.0.0.1@{IRC_JID}"
     assert invited.xml.find("{jabber:x:conference}x").get("jid") == secret
 
-    carol = await IrcPeer.connect(ngircd.host, ngircd.port, "carol")
-    peers.append(carol)
+    carol = await irc_user(ngircd, peers, "carol")
     direct = client.Message()  # XEP-0249, as Conversations sends it
     direct["to"] = f"carol%127.0.0.1@{IRC_JID}"
     ET.SubElement(direct.xml, "{jabber:x:conference}x", {"jid": ROOM})
     direct.send()
     await carol.wait_for(lambda e: e.type == "invite" and e.arguments == ["#room"])
 
-    dave = await IrcPeer.connect(ngircd.host, ngircd.port, "dave")
-    peers.append(dave)
+    dave = await irc_user(ngircd, peers, "dave")
     mediated = client.Message()  # XEP-0045 §7.8.2, sent to the room
     mediated["to"] = ROOM
     x = ET.SubElement(mediated.xml, f"{{{MUC_USER_NS}}}x")
