@@ -71,7 +71,7 @@ async def main(burst: int, paced: int, rate: float) -> None:
                 client.send_message(mto=BOB, mbody=f"burst {n}", mtype="chat")
             await asyncio.wait_for(timing.done.wait(), 120)
             elapsed = time.perf_counter() - started
-            in_order = sorted(timing.arrived, key=timing.arrived.get) == list(range(burst))
+            in_order = sorted(timing.arrived, key=timing.arrived.__getitem__) == list(range(burst))
             print(
                 f"burst: {burst} round trips in {elapsed:.2f} s = {burst / elapsed:.0f} msg/s"
                 f" (each is 2 stanzas through the gateway), in order: {in_order}"

@@ -24,7 +24,7 @@ sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 from harness import start_app  # noqa: E402
 from irc_vs_biboumi import CHANNEL, PASSWORD, IrcPeer, RoomUser  # noqa: E402
 
-from bridges.irc import connection  # noqa: E402
+from bridges.irc import protocol  # noqa: E402
 from bridges.irc.devstack import NgIrcd  # noqa: E402
 from component.crypto import generate_key  # noqa: E402
 from component.devstack.prosody import Prosody  # noqa: E402
@@ -37,7 +37,7 @@ sent_at: dict[str, float] = {}
 
 def install_probes() -> None:
     """Record, per message number, when the gateway parsed it and when it sent it on."""
-    parse, send = connection.Line.parse, Gateway.send
+    parse, send = protocol.Line.parse, Gateway.send
 
     def parse_probe(text: str) -> Any:
         if " :paced " in text:
@@ -49,7 +49,7 @@ def install_probes() -> None:
             sent_at[data["body"].rsplit(" ", 1)[-1]] = time.perf_counter()
         send(self, data, use_filters)
 
-    connection.Line.parse = staticmethod(parse_probe)  # type: ignore[method-assign]
+    protocol.Line.parse = staticmethod(parse_probe)  # type: ignore[method-assign]
     Gateway.send = send_probe  # type: ignore[method-assign]
 
 

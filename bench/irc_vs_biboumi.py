@@ -84,7 +84,7 @@ class IrcPeer:
                 self.joined.add(prefix[1:].partition("!")[0])
             self.changed.set()
 
-    async def wait(self, condition, timeout: float = 60) -> None:  # noqa: ANN001
+    async def wait(self, condition: Callable[[], bool], timeout: float = 60) -> None:
         async with asyncio.timeout(timeout):
             while not condition():
                 self.changed.clear()
@@ -387,11 +387,11 @@ async def measure(
         user.send_message(mto=gateway.room, mbody=f"xmpp {n}", mtype="groupchat")
     with contextlib.suppress(TimeoutError):  # a gateway that paces its sends ends early
         await peer.wait(lambda: len(peer.privmsgs) >= burst, XMPP_TO_IRC_WINDOW)
-    got = len(peer.privmsgs)
-    elapsed = (peer.privmsgs[-1][0] if got else time.perf_counter()) - started
-    in_order = [body for _, body in peer.privmsgs] == [f"xmpp {n}" for n in range(got)]
-    complete = "" if got == burst else f", only {got} in {XMPP_TO_IRC_WINDOW} s"
-    results["XMPP→IRC burst"] = f"{got / elapsed:,.0f} msg/s (in order: {in_order}{complete})"
+    count = len(peer.privmsgs)
+    elapsed = (peer.privmsgs[-1][0] if count else time.perf_counter()) - started
+    in_order = [body for _, body in peer.privmsgs] == [f"xmpp {n}" for n in range(count)]
+    complete = "" if count == burst else f", only {count} in {XMPP_TO_IRC_WINDOW} s"
+    results["XMPP→IRC burst"] = f"{count / elapsed:,.0f} msg/s (in order: {in_order}{complete})"
 
     with contextlib.suppress(TimeoutError):  # let the reflections of that burst drain
         await user.wait_count(burst, "xmpp ", timeout=10)

@@ -56,7 +56,7 @@ def _record_pushes() -> None:
     ImapConnection._wait_push = timed  # type: ignore[method-assign]
 
 
-class TimedSink(RecordingSink):
+class TimedSink(RecordingSink):  # type: ignore[misc]  # test helpers are not on mypy's path
     """Records when each message event arrived."""
 
     def __init__(self) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from slixmpp import JID, Iq
 from slixmpp.plugins.xep_0004 import Form
-from slixmpp.plugins.xep_0030.stanza import DiscoInfo, DiscoItems
+from slixmpp.plugins.xep_0030 import DiscoInfo, DiscoItems
 from slixmpp.plugins.xep_0050.stanza import Command as CommandStanza
 from slixmpp.xmlstream import register_stanza_plugin
 
@@ -56,7 +56,7 @@ class AdHocCommands:
         items = DiscoItems()
         items["node"] = COMMANDS_NS
         for command in self._commands(address).values():
-            items.add_item(jid.full, node=command.node, name=command.name)
+            items.add_item(jid, node=command.node, name=command.name)
         return items
 
     def info(self, node: str, address: Address | None) -> DiscoInfo | None:

@@ -7,10 +7,10 @@ tell a room from a contact before it joins or writes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from slixmpp import JID
-from slixmpp.plugins.xep_0030.stanza import DiscoInfo, DiscoItems
+from slixmpp.plugins.xep_0030 import DiscoInfo, DiscoItems
 
 from bridges.address import Address, AddressError, AddressKind
 from component.commands import COMMANDS_NS
@@ -37,15 +37,16 @@ class Disco:
         self.gateway = gateway
         self.plugin = gateway.plugin["xep_0030"]
         bridge = gateway.bridge
-        jid = gateway.boundjid.bare
+        jid = JID(gateway.boundjid.bare)
         self.plugin.add_identity("gateway", bridge.disco_type, name=bridge.display_name, jid=jid)
         features = list(FEATURES)
         if bridge.supports_groups:
             features.append("http://jabber.org/protocol/muc")
         for feature in features:
             self.plugin.add_feature(feature, jid=jid)
-        self.plugin.api.register(self.get_info, "get_info")
-        self.plugin.api.register(self.get_items, "get_items")
+        # slixmpp types these handlers' JIDs as optional; it always passes them.
+        self.plugin.api.register(cast(Any, self.get_info), "get_info")
+        self.plugin.api.register(cast(Any, self.get_items), "get_items")
 
     def _is_component(self, jid: JID) -> bool:
         return not jid.node and jid.bare == self.gateway.boundjid.bare
@@ -98,5 +99,5 @@ class Disco:
         except Exception as exc:
             raise from_exception(exc) from exc
         for group, name in groups:
-            items.add_item(str(self.gateway.outbound.jid_of(group)), name=name)
+            items.add_item(self.gateway.outbound.jid_of(group), name=name)
         return items

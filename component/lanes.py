@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import StanzaBase
@@ -19,7 +20,8 @@ from component.errors import EXPECTED, from_exception
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[StanzaBase], Awaitable[None]]
+Handler = Callable[[Any], Awaitable[None]]
+"""Handles the kind of stanza it was routed (Message, Presence, Iq)."""
 
 
 class Lanes:

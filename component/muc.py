@@ -258,7 +258,7 @@ class GroupChats:
                 await session.set_role(room, nick, events.Role(role))
             else:
                 raise stanza_error("bad-request", f"unknown role {role!r}")
-        self._send(iq.reply(clear=True))  # type: ignore[no-untyped-call]
+        self._send(iq.reply(clear=True))
 
     def resource_gone(self, user_full_jid: str) -> list[Address]:
         """Forget an offline resource; return the rooms it was the user's last one in."""
@@ -556,14 +556,14 @@ class GroupChats:
     def _groupchat(
         self, room: Address, nick: str | None, to: str, body: str, msg_id: str
     ) -> Message:
-        message = Message()  # type: ignore[no-untyped-call]
+        message = Message()
         message["from"], message["to"] = self.room_jid(room, nick), to
         message["type"], message["body"], message["id"] = "groupchat", body, msg_id
         return message
 
     def _subject(self, state: RoomState, to: str) -> Message:
         """The subject message ends a join (XEP-0045 §7.2.15); empty when there is none."""
-        message = Message()  # type: ignore[no-untyped-call]
+        message = Message()
         message["from"], message["to"] = self.room_jid(state.room, state.subject_by), to
         message["type"] = "groupchat"
         message["id"] = uuid.uuid4().hex

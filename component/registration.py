@@ -95,7 +95,7 @@ class Registration:
 
     async def _register(self, iq: Iq, user: str, previous: Account | None) -> None:
         query = iq["register"]
-        raw = submitted_values(query)
+        raw: Mapping[str, Any] | None = submitted_values(query)
         if raw is None:
             raw = self._legacy_values(query)
         kept_secrets = previous.secrets if previous else {}

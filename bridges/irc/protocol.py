@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from irc.message import Tag  # type: ignore[import-untyped]
+from irc.message import Tag
 
 MAX_LINE_BYTES = 512
 """RFC 2812 §2.3: a message, CR LF included, is at most 512 bytes."""
