@@ -245,6 +245,16 @@ class Harness:
             await peer.join(channel)
         return peer
 
+    async def joined(
+        self, channel: str, nick: str = "alice", **options: Any
+    ) -> tuple[IrcSession, RecordingSink, Address]:
+        """A session of `nick` that is in `channel` (its RoomJoined already seen)."""
+        session, sink = await self.session(nick, **options)
+        room = self.room(channel)
+        await session.join(room, nick)
+        await sink.wait_event(events.RoomJoined, room=room)
+        return session, sink, room
+
     def room(self, channel: str) -> Address:
         return self.bridge().parse_address(f"{channel}%{SERVER}")
 

@@ -33,10 +33,7 @@ async def test_join_reports_occupants_roles_and_topic(irc: Harness):
 
 async def test_channel_messages_both_ways(irc: Harness):
     bob = await irc.peer("bob", "#room")
-    session, sink = await irc.session("alice")
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    session, sink, room = await irc.joined("#room")
 
     await session.send_message(room, "hello from xmpp")
     assert (await bob.wait_text("pubmsg", "hello from xmpp")).source.nick == "alice"
@@ -48,10 +45,7 @@ async def test_channel_messages_both_ways(irc: Harness):
 
 async def test_me_action_both_ways(irc: Harness):
     bob = await irc.peer("bob", "#room")
-    session, sink = await irc.session("alice")
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    session, sink, room = await irc.joined("#room")
 
     await session.send_message(room, "/me waves")
     assert (await bob.wait_text("action", "waves")).source.nick == "alice"
@@ -62,10 +56,7 @@ async def test_me_action_both_ways(irc: Harness):
 
 async def test_multiline_body_becomes_several_privmsgs(irc: Harness):
     bob = await irc.peer("bob", "#room")
-    session, sink = await irc.session("alice")
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    session, _sink, room = await irc.joined("#room")
 
     await session.send_message(room, "one\ntwo\n\nthree")
     await bob.wait_text("pubmsg", "three")
@@ -74,10 +65,7 @@ async def test_multiline_body_becomes_several_privmsgs(irc: Harness):
 
 async def test_message_over_the_line_limit_is_refused_whole(irc: Harness):
     bob = await irc.peer("bob", "#room")
-    session, sink = await irc.session("alice", max_lines_per_message=2)
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    session, _sink, room = await irc.joined("#room", max_lines_per_message=2)
 
     with pytest.raises(BridgeError) as refused:
         await session.send_message(room, "one\ntwo\nthree")
@@ -90,10 +78,7 @@ async def test_message_over_the_line_limit_is_refused_whole(irc: Harness):
 
 async def test_long_line_is_split_on_utf8_boundaries_and_reassembles(irc: Harness):
     bob = await irc.peer("bob", "#room")
-    session, sink = await irc.session("alice")
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    session, _sink, room = await irc.joined("#room")
     text = "début " + "é€𝄞 " * 300 + "fin"  # 2-, 3- and 4-byte characters
 
     await session.send_message(room, text)
@@ -108,10 +93,7 @@ async def test_long_line_is_split_on_utf8_boundaries_and_reassembles(irc: Harnes
 
 async def test_non_utf8_input_is_decoded_with_latin1(irc: Harness):
     bob = await irc.peer("bob", "#room")
-    session, sink = await irc.session("alice")
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    _session, sink, room = await irc.joined("#room")
 
     bob.send_raw_bytes("PRIVMSG #room :café à la crème".encode("latin-1"))
 
@@ -120,10 +102,7 @@ async def test_non_utf8_input_is_decoded_with_latin1(irc: Harness):
 
 async def test_topic_both_ways(irc: Harness):
     bob = await irc.peer("bob", "#room")
-    session, sink = await irc.session("alice")
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    session, sink, room = await irc.joined("#room")
 
     bob.conn.topic("#room", "from irc")
     assert (await sink.wait_event(events.SubjectChanged)).subject == "from irc"
@@ -133,10 +112,7 @@ async def test_topic_both_ways(irc: Harness):
 
 
 async def test_occupants_join_part_quit_and_nick(irc: Harness):
-    session, sink = await irc.session("alice")
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    _session, sink, _room = await irc.joined("#room")
 
     bob = await irc.peer("bob", "#room")
     await sink.wait_event(events.OccupantJoined, occupant=events.Occupant("bob"))
@@ -154,10 +130,7 @@ async def test_occupants_join_part_quit_and_nick(irc: Harness):
 
 async def test_kick_by_op_and_of_the_user(irc: Harness):
     op = await irc.peer("opnick", "#room")
-    session, sink = await irc.session("alice")
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    _session, sink, room = await irc.joined("#room")
     await irc.peer("bob", "#room")
     await sink.wait_event(events.OccupantJoined, occupant=events.Occupant("bob"))
 
@@ -194,10 +167,7 @@ async def test_kick_and_roles_from_xmpp_need_op(irc: Harness):
 
 async def test_part_when_leaving(irc: Harness):
     bob = await irc.peer("bob", "#room")
-    session, sink = await irc.session("alice")
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    session, _sink, room = await irc.joined("#room")
 
     await session.leave(room)
     await bob.wait_for(lambda e: e.type == "part" and e.source.nick == "alice")
@@ -205,10 +175,7 @@ async def test_part_when_leaving(irc: Harness):
 
 async def test_nick_change_and_conflict(irc: Harness):
     bob = await irc.peer("bob", "#room")
-    session, sink = await irc.session("alice")
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    session, sink, room = await irc.joined("#room")
 
     await session.change_nick(room, "bob")
     conflict = await sink.wait_event(events.NickConflict)

@@ -11,10 +11,7 @@ from bridges import events
 
 
 async def test_reconnect_after_server_restart_rejoins_rooms(irc: Harness):
-    session, sink = await irc.session("alice")
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    session, sink, room = await irc.joined("#room")
 
     await irc.server.restart()
 
@@ -34,10 +31,7 @@ async def test_reconnect_after_server_restart_rejoins_rooms(irc: Harness):
 
 
 async def test_failed_rejoin_tells_the_user(irc: Harness):
-    session, sink = await irc.session("alice")
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    _session, sink, room = await irc.joined("#room")
 
     await irc.server.restart()
     # Someone else takes the channel first and locks it with a key.
@@ -71,10 +65,7 @@ async def test_paste_of_200_lines_arrives_complete_and_in_order_under_throttling
 
 
 async def test_rooms_are_left_when_reconnecting_gives_up(irc: Harness):
-    session, sink = await irc.session("alice", reconnect_max_attempts=2)
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    _session, sink, room = await irc.joined("#room", reconnect_max_attempts=2)
 
     await irc.server.stop()
 
@@ -84,10 +75,7 @@ async def test_rooms_are_left_when_reconnecting_gives_up(irc: Harness):
 
 async def test_nick_taken_during_reconnect_is_a_nick_change(irc: Harness):
     # The first retry comes 0.8-1.2 s after the drop; the peer connects well before.
-    session, sink = await irc.session("alice", reconnect_initial_delay=1.0)
-    room = irc.room("#room")
-    await session.join(room, "alice")
-    await sink.wait_event(events.RoomJoined)
+    _session, sink, room = await irc.joined("#room", reconnect_initial_delay=1.0)
 
     await irc.server.restart()
     await irc.peer("alice")  # takes the nick before the session is back
