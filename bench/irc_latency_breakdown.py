@@ -22,11 +22,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 
 from harness import start_app  # noqa: E402
-from irc_vs_biboumi import CHANNEL, PASSWORD, IrcPeer, RoomUser  # noqa: E402
+from irc_vs_biboumi import CHANNEL, PASSWORD, IrcPeer, RoomUser, gateway_config  # noqa: E402
 
 from bridges.irc import protocol  # noqa: E402
 from bridges.irc.devstack import NgIrcd  # noqa: E402
-from component.crypto import generate_key  # noqa: E402
 from component.devstack.prosody import Prosody  # noqa: E402
 from component.gateway import Gateway  # noqa: E402
 
@@ -66,16 +65,7 @@ async def main() -> None:
         Prosody(components={"irc.localhost": "s"}) as server,
         NgIrcd(flood_throttling=False) as irc,
     ):
-        bridge = {"jid": "irc.localhost", "secret": "s", "port": irc.port, "tls": False}
-        config = {
-            "server": {"host": server.host, "port": server.component_port},
-            "database_url": f"sqlite+aiosqlite:///{tmp / 'latency.db'}",
-            "secret_key": generate_key(),
-            "allowed_domains": [server.domain],
-            "log_level": "WARNING",
-            "bridges": {"irc": {**bridge, "allowed_servers": ["127.0.0.1"]}},
-        }
-        app = await start_app(config, tmp)
+        app = await start_app(gateway_config(server, irc, tmp / "latency.db", "s"), tmp)
         await asyncio.wait_for(app.gateways[0].link_up.wait(), 15)
         peer = await IrcPeer.connect("127.0.0.1", irc.port, "peer")
         jid = await server.register("latency", PASSWORD)

@@ -36,7 +36,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import yaml
 
@@ -259,23 +259,27 @@ async def wait_connected(server: Prosody, domain: str, mark: int) -> None:
     await server.wait_component_connected(domain, timeout=30, since=mark)
 
 
-async def start_ours(
-    stack: contextlib.AsyncExitStack, tmp: Path, server: Prosody, irc: NgIrcd, secret: str
-) -> Gateway:
-    config = {
+def gateway_config(
+    server: Prosody, irc: NgIrcd, db_path: Path, secret: str, **irc_options: Any
+) -> dict[str, Any]:
+    """Our gateway's config with only the IRC bridge, on `server` and `irc`."""
+    bridge = {"jid": "irc.localhost", "secret": secret, "port": irc.port, "tls": False}
+    return {
         "server": {"host": server.host, "port": server.component_port},
-        "database_url": f"sqlite+aiosqlite:///{tmp / 'ours.db'}",
+        "database_url": f"sqlite+aiosqlite:///{db_path}",
         "secret_key": generate_key(),
         "allowed_domains": [server.domain],
         "log_level": "WARNING",
-        "bridges": {
-            "irc": {
-                "jid": "irc.localhost", "secret": secret, "port": irc.port, "tls": False,
-                "allowed_servers": ["127.0.0.1"],
-                "flood_rate": 1_000_000, "flood_burst": 1_000_000,
-            }
-        },
-    }  # fmt: skip
+        "bridges": {"irc": {**bridge, "allowed_servers": ["127.0.0.1"], **irc_options}},
+    }
+
+
+async def start_ours(
+    stack: contextlib.AsyncExitStack, tmp: Path, server: Prosody, irc: NgIrcd, secret: str
+) -> Gateway:
+    # Flood control opened up: the default paces for real networks (see the docstring).
+    unpaced = {"flood_rate": 1_000_000, "flood_burst": 1_000_000}
+    config = gateway_config(server, irc, tmp / "ours.db", secret, **unpaced)
     path = tmp / "ours.yaml"
     path.write_text(yaml.safe_dump(config))
     python = sys.executable
