@@ -26,6 +26,7 @@ from slixmpp.xmlstream import ET, StanzaBase
 from bridges import events
 from bridges.address import Address
 from bridges.base import Bridge, Session
+from bridges.timestamps import parse_timestamp
 from component.errors import error_type, stanza_error
 from component.xep_0203 import add_delay
 
@@ -98,7 +99,7 @@ class HistoryRequest:
         max_stanzas = _int(element.get("maxstanzas"))
         if _int(element.get("maxchars")) == 0:
             max_stanzas = 0  # "no history", in the XEP's other spelling
-        since = _datetime(element.get("since"))
+        since = parse_timestamp(element.get("since"))
         seconds = _int(element.get("seconds"))
         if seconds is not None:
             recent = datetime.now(UTC) - timedelta(seconds=seconds)
@@ -574,17 +575,6 @@ class GroupChats:
 
 def _int(value: str | None) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
-
-
-def _datetime(value: str | None) -> datetime | None:
-    """An XEP-0082 date-time, or None if absent or unreadable."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _muc_password(presence: Presence) -> str | None:

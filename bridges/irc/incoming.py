@@ -26,6 +26,7 @@ from bridges.irc.formatting import (
 )
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import Line, casefold, is_channel
+from bridges.timestamps import parse_timestamp
 
 Deliver = Callable[[events.Event], Awaitable[None]]
 
@@ -373,13 +374,5 @@ class IncomingLines:
 
 def _replayed(line: Line) -> datetime | None:
     """When a replayed line was sent (IRCv3 server-time); None for a live one."""
-    stamp = line.tags.get("time")
-    if not stamp:
-        return None
-    try:
-        sent = datetime.fromisoformat(stamp)
-    except ValueError:
-        return None
-    if sent.tzinfo is None:
-        sent = sent.replace(tzinfo=UTC)
-    return sent if datetime.now(UTC) - sent > REPLAYED_AFTER else None
+    sent = parse_timestamp(line.tags.get("time"))
+    return sent if sent is not None and datetime.now(UTC) - sent > REPLAYED_AFTER else None
