@@ -369,10 +369,11 @@ class GroupChats:
     def _on_message(self, state: RoomState, event: events.Message) -> None:
         msg_id = event.legacy_id or uuid.uuid4().hex
         for resource in state.resources:
-            message = self._groupchat(state.room, event.nick, resource, event.text, msg_id)
-            if event.timestamp:
-                add_delay(message, event.timestamp, str(self.room_jid(state.room)))
-            self._send(message)
+            self._send(
+                self._groupchat(
+                    state.room, event.nick, resource, event.text, msg_id, event.timestamp
+                )
+            )
 
     def _keep(self, user: str, event: events.Message) -> None:
         key = (user, event.sender)
@@ -491,11 +492,10 @@ class GroupChats:
         extra = [NICK_MODIFIED] if requested != state.nick else []
         self._send(self._self_presence(state, resource, extra=extra))
         wanted = state.history.pop(resource, HistoryRequest())
-        room_jid = str(self.room_jid(state.room))
         for kept in wanted.select(missed):
-            message = self._groupchat(state.room, kept.nick, resource, kept.text, kept.msg_id)
-            add_delay(message, kept.sent, room_jid)
-            self._send(message)
+            self._send(
+                self._groupchat(state.room, kept.nick, resource, kept.text, kept.msg_id, kept.sent)
+            )
         self._send(self._subject(state, resource))
 
     def _own_occupant(self, state: RoomState) -> events.Occupant:
@@ -555,11 +555,20 @@ class GroupChats:
         return presence
 
     def _groupchat(
-        self, room: Address, nick: str | None, to: str, body: str, msg_id: str
+        self,
+        room: Address,
+        nick: str | None,
+        to: str,
+        body: str,
+        msg_id: str,
+        sent: datetime | None = None,
     ) -> Message:
+        """A room message; `sent` (when it waited: history, replay) adds an XEP-0203 delay."""
         message = Message()
         message["from"], message["to"] = self.room_jid(room, nick), to
         message["type"], message["body"], message["id"] = "groupchat", body, msg_id
+        if sent is not None:
+            add_delay(message, sent, str(self.room_jid(room)))
         return message
 
     def _subject(self, state: RoomState, to: str) -> Message:
