@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from component.config import Config, LoadedBridge
-from component.db import create_engine, ensure_current
+from component.db import create_engine, prepare
 from component.gateway import Gateway
 from component.link import Link
 from component.metrics import serve_metrics
@@ -36,11 +36,12 @@ class App:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
-        """Check the schema, build every gateway and start connecting them."""
+        """Check (or, on an empty database, create) the schema, build and connect gateways."""
         if self.config.metrics.port:
             serve_metrics(self.config.metrics.host, self.config.metrics.port)
         self.engine = create_engine(self.config.database_url)
-        await ensure_current(self.engine)
+        if await prepare(self.engine):
+            log.info("created the database schema in an empty database")
         store = Store(self.engine, self.config.secret_box())
         server = self.config.server
         for loaded in self.bridges:
@@ -51,7 +52,13 @@ class App:
                 store=store,
                 allowed_domains=self.config.allowed_domains,
             )
-            link = Link(gateway, server.host, server.port, self.config.reconnect)
+            link = Link(
+                gateway,
+                server.host,
+                server.port,
+                self.config.reconnect,
+                option=f"bridges.{loaded.name}",
+            )
             self.gateways.append(gateway)
             self.links.append(link)
             self._tasks.append(asyncio.create_task(link.run(), name=f"link {loaded.section.jid}"))

@@ -13,6 +13,7 @@ from component.config import Config, ConfigError, LoadedBridge, load_config
 from component.crypto import generate_key
 from component.db import SchemaOutdated, create_engine, upgrade
 from component.store import Store
+from component.version import software_version
 
 log = logging.getLogger("xmpp_gateway")
 
@@ -122,6 +123,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmpp-gateway", description=__doc__)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {software_version()}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -1,8 +1,10 @@
 """Engine creation and schema migrations (Alembic, configured in code).
 
-`run` refuses to start on a database whose schema is behind the code and tells the
-operator to run `xmpp-gateway db upgrade`: upgrading a shared PostgreSQL database is a
-decision an operator makes, not something a restart should do behind their back.
+`run` creates the schema in an empty database, so a first start needs no extra step,
+but refuses to start on a database whose schema is behind the code and tells the
+operator to run `xmpp-gateway db upgrade`: upgrading a shared PostgreSQL database that
+holds data is a decision an operator makes, not something a restart should do behind
+their back.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import migrations
@@ -75,3 +77,22 @@ async def ensure_current(engine: AsyncEngine) -> None:
             f"database schema is at {current or 'nothing'}, the code needs {head}: "
             "run `xmpp-gateway db upgrade -c CONFIG` first"
         )
+
+
+async def is_empty(engine: AsyncEngine) -> bool:
+    """Whether the database holds no table at all (a fresh SQLite file or PostgreSQL db)."""
+    async with engine.connect() as connection:
+        names = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+    return not names
+
+
+async def prepare(engine: AsyncEngine) -> bool:
+    """Create the schema in an empty database, else check it is current.
+
+    Returns whether the schema was created; raises SchemaOutdated for an older schema.
+    """
+    if await is_empty(engine):
+        await upgrade(engine)
+        return True
+    await ensure_current(engine)
+    return False

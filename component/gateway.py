@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from slixmpp import Iq, Message, Presence
@@ -31,6 +30,7 @@ from component.outbound import RECEIPTS_NS, Outbound
 from component.registration import Registration
 from component.sessions import ResourcePresence, SessionManager, UserSink
 from component.store import AccountStorage, Store
+from component.version import software_version
 from component.xep_0100 import presence
 
 if TYPE_CHECKING:
@@ -44,13 +44,6 @@ HELP_TEXT = (
     "This is the {name} gateway. Register with it from your client's service discovery, "
     "then write to or join addresses at {jid}."
 )
-
-
-def software_version() -> str:
-    try:
-        return version("xmpp-gateway")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class Gateway(ComponentXMPP):

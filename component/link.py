@@ -29,9 +29,27 @@ class SecretRejected(LinkDown):
     """The server refused the handshake: wrong secret or unknown component name."""
 
 
+REFUSAL_HINTS = {
+    "not-authorized": "check {option}.secret: it must equal the server's component secret",
+    "host-unknown": "check {option}.jid: the server must declare it as a component",
+    "conflict": "another process is connected as this component",
+}
+"""What the operator should look at, by the server's stream error condition."""
+
+
 class Link:
-    def __init__(self, gateway: Gateway, host: str, port: int, policy: ReconnectSettings) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        host: str,
+        port: int,
+        policy: ReconnectSettings,
+        *,
+        option: str,
+    ) -> None:
+        """`option` is the config path of this component's section, named in refusals."""
         self.gateway = gateway
+        self.option = option
         self.host, self.port = host, port
         self.policy = policy
         self._stopping = asyncio.Event()
@@ -73,8 +91,14 @@ class Link:
     def _on_stream_error(self, error: Any) -> None:
         condition = error["condition"]
         text = error["text"] or condition
-        if condition in ("not-authorized", "host-unknown", "conflict"):
-            self._settle(SecretRejected(f"server refused component {self.name}: {text}"))
+        hint = REFUSAL_HINTS.get(condition)
+        if hint is not None:
+            self._settle(
+                SecretRejected(
+                    f"server refused component {self.name} ({condition}: {text}); "
+                    + hint.format(option=self.option)
+                )
+            )
         else:
             self._settle(LinkDown(f"stream error {condition}: {text}"))
 

@@ -36,7 +36,13 @@ class ConnectingForever:
 
 async def test_stop_during_a_connection_attempt_ends_the_supervisor() -> None:
     component = ConnectingForever()
-    link = Link(component, "127.0.0.1", 5347, ReconnectSettings())  # type: ignore[arg-type]
+    link = Link(
+        component,  # type: ignore[arg-type]
+        "127.0.0.1",
+        5347,
+        ReconnectSettings(),
+        option="bridges.x",
+    )
     running = asyncio.create_task(link.run())
     await asyncio.wait_for(component.connecting.wait(), 5)
 
