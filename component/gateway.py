@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from slixmpp import Iq, Message, Presence
 from slixmpp.componentxmpp import ComponentXMPP
-from slixmpp.xmlstream import StanzaBase
+from slixmpp.xmlstream import ET, StanzaBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import StanzaPath
 
 from bridges import events
 from bridges.address import Address
 from bridges.base import Bridge, Session
+from bridges.xml_text import xml_safe
 from component import metrics
 from component.commands import AdHocCommands
 from component.disco import Disco
@@ -44,6 +45,25 @@ HELP_TEXT = (
     "This is the {name} gateway. Register with it from your client's service discovery, "
     "then write to or join addresses at {jid}."
 )
+
+
+def to_component_stream(xml: ET.Element) -> None:
+    """Make a stanza built anywhere fit to write on the component stream, in place.
+
+    `Message()` made standalone (as Outbound and the MUC engine do) is in jabber:client,
+    and so are slixmpp's error elements even in replies; a server rejects or mangles
+    those on a component stream. And no text or attribute may hold a character XML
+    forbids: one BEL from one IRC user would make the server close the stream for all.
+    """
+    for element in xml.iter():
+        if element.tag.startswith(CLIENT_NS):
+            element.tag = COMPONENT_NS + element.tag[len(CLIENT_NS) :]
+        if element.text:
+            element.text = xml_safe(element.text)
+        if element.tail:
+            element.tail = xml_safe(element.tail)
+        for name, value in element.attrib.items():
+            element.attrib[name] = xml_safe(value)
 
 
 class Gateway(ComponentXMPP):
@@ -104,18 +124,13 @@ class Gateway(ComponentXMPP):
     # --- plumbing -----------------------------------------------------------------
 
     def send(self, data: StanzaBase | str, use_filters: bool = True) -> None:
-        """Send a stanza, moving one built without a stream into the component namespace.
-
-        `Message()` made standalone (as Outbound and the MUC engine do) is in
-        jabber:client, and so are slixmpp's error elements even in replies; a server
-        rejects or mangles those on a component stream.
-        """
+        """Send a stanza, made fit for the component stream (see `to_component_stream`)."""
         if isinstance(data, StanzaBase):
-            for element in data.xml.iter():
-                if element.tag.startswith(CLIENT_NS):
-                    element.tag = COMPONENT_NS + element.tag[len(CLIENT_NS) :]
+            to_component_stream(data.xml)
             data.stream = self
             data.namespace = self.default_ns
+        else:
+            data = xml_safe(data)
         super().send(data, use_filters)
 
     def _route(self, name: str, path: str, handler: Handler) -> None:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from bridges.irc.protocol import MAX_LINE_BYTES
+from bridges.xml_text import xml_safe
 
 CTCP = "\x01"
 ACTION_PREFIX = "/me "
@@ -23,8 +24,11 @@ _FORMAT_RE = re.compile(
 
 
 def strip_formatting(text: str) -> str:
-    """Drop IRC colour and style codes, which XMPP clients would show as garbage."""
-    return _FORMAT_RE.sub("", text)
+    """Drop IRC colour and style codes, which XMPP clients would show as garbage.
+
+    Other control characters (BEL, ESC...) cannot be in XML at all: they become U+FFFD.
+    """
+    return xml_safe(_FORMAT_RE.sub("", text))
 
 
 # IRC style toggles that XEP-0393 message styling can express, and their markers.
@@ -35,6 +39,8 @@ _STYLE_RE = re.compile("([\x02\x1d\x1e\x11\x0f])")
 
 def to_styling(text: str) -> str:
     """IRC bold/italics/strike/monospace → XEP-0393 `*b*` `_i_` `~s~` `` `m` ``.
+
+    Controls XML cannot carry become U+FFFD, as in `strip_formatting`.
 
     A span is marked only where XEP-0393 would read it back (after a blank or at the
     start, not empty, no blank just inside the markers), so no stray `*` appears;
@@ -58,7 +64,7 @@ def to_styling(text: str) -> str:
             out.append(part)
     if open_spans:
         _close(out, open_spans, 0)
-    return "".join(out)
+    return xml_safe("".join(out))
 
 
 def _close(out: list[str], open_spans: list[tuple[str, int]], first: int) -> None:
