@@ -207,7 +207,7 @@ class IrcConnection:
                     self.welcome.append(line)
                     self._write("CAP END")
                 case "ERROR" | "464" | "465":
-                    raise RegistrationFailed(line.param(-1))
+                    raise RegistrationFailed(line.param(-1) or f"the server said {line.command}")
                 case _:
                     self.welcome.append(line)
 
@@ -295,19 +295,30 @@ class IrcConnection:
     # --- receiving -------------------------------------------------------------------
 
     async def _read_line(self) -> Line | None:
+        """The next parsable line; None at the end of the stream.
+
+        A line longer than the reader's limit (64 KiB) is dropped whole: its tail, read
+        on its own, would otherwise pass for a line of its own (a smuggled message).
+        """
         assert self._reader is not None
+        overlong = False
         while True:
             try:
                 data = await self._reader.readuntil(b"\n")
             except asyncio.IncompleteReadError:
                 return None
             except asyncio.LimitOverrunError as exc:
-                await self._reader.readexactly(exc.consumed)  # drop an absurd line
+                await self._reader.readexactly(exc.consumed)
+                overlong = True
                 continue
             except (OSError, ConnectionError) as exc:
                 self.close_reason = str(exc)
                 return None
             self._last_seen = time.monotonic()
+            if overlong:
+                self.log.info("dropped a line over 64 KiB from %s", self.params.host)
+                overlong = False
+                continue
             text = decode(data.rstrip(b"\r\n"), self.params.encoding)
             if not text:
                 continue

@@ -64,7 +64,12 @@ class Line:
         return self.prefix.split("!", 1)[0]
 
     def param(self, index: int, default: str = "") -> str:
-        return self.params[index] if index < len(self.params) else default
+        """Parameter `index` (negative counts from the end), `default` when there is none.
+
+        Servers, and hostile ones on purpose, send lines with fewer parameters than the
+        RFC says (`ERROR` alone); a missing one must not raise in the middle of dispatch.
+        """
+        return self.params[index] if -len(self.params) <= index < len(self.params) else default
 
     @classmethod
     def parse(cls, text: str) -> Line:
