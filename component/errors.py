@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from slixmpp.exceptions import XMPPError
+from slixmpp.stanza.error import Error
 
 from bridges.address import AddressError
 from bridges.base import BridgeError
@@ -35,6 +36,12 @@ _ERROR_TYPES = {
     "service-unavailable": "cancel",
     "undefined-condition": "cancel",
 }
+
+
+# slixmpp's Error stanza silently drops a condition missing from its set, and its set
+# lacks RFC 6120's policy-violation: without it an oversized message was refused with an
+# empty <error/>, which clients read as feature-not-implemented or not at all.
+Error.conditions = Error.conditions | set(_ERROR_TYPES)
 
 
 def error_type(condition: str) -> str:
