@@ -18,14 +18,19 @@ from component.version import software_version
 log = logging.getLogger("xmpp_gateway")
 
 
+SECRET_LOGGING_LIBRARIES = ("slixmpp", "aioimaplib")
+"""Libraries that log secrets at DEBUG: slixmpp whole stanzas (registration passwords
+included), aioimaplib every command sent (a LOGIN password with `"` or `\\` in clear)."""
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # slixmpp logs whole stanzas at DEBUG, registration passwords included: never below INFO.
-    logging.getLogger("slixmpp").setLevel(max(logging.getLevelName(level), logging.INFO))
+    logging.getLogger().setLevel(level)
+    for library in SECRET_LOGGING_LIBRARIES:
+        logging.getLogger(library).setLevel(max(logging.getLevelName(level), logging.INFO))
 
 
 def _load(path: Path) -> tuple[Config, list[LoadedBridge]]:
