@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import email
 import email.header
+import email.parser
 import email.policy
 import email.utils
 import hashlib
@@ -72,23 +73,71 @@ def thread_key(message_id: str) -> str:
     return hashlib.sha256(message_id.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
+MAX_MULTIPARTS = 100
+"""Most multipart containers a mail may declare before only its headers are read.
+
+The stdlib parser recurses once per nesting level: a crafted mail nested 1,500 deep
+raised RecursionError, and retrying it for ever wedged the mailbox. Counting the
+boundaries first bounds depth and part count before any parsing happens."""
+MAX_HEADER_BYTES = 64 * 1024
+"""Longest header block parsed; beyond it, headers are read from its start only."""
+_BOUNDARY_RE = re.compile(rb"boundary\s*=", re.IGNORECASE)
+_HEADER_END_RE = re.compile(rb"\r?\n\r?\n")
+
+
+class UnreadableMail(ValueError):
+    """A mail whose body the gateway refuses or fails to parse; its headers still count."""
+
+
 def parse_incoming(raw: bytes) -> IncomingMail:
-    """Parse a whole message as fetched from IMAP; never raises on bad input."""
-    msg = email.message_from_bytes(raw, policy=_PARSE_POLICY)
+    """Parse a whole message as fetched from IMAP; never raises on bad input.
+
+    A mail too complex or too broken to parse still arrives: the headers that could be
+    read, and a line saying the body could not be, with its size.
+    """
+    try:
+        header_end = _HEADER_END_RE.search(raw)
+        if (header_end.start() if header_end else len(raw)) > MAX_HEADER_BYTES:
+            raise UnreadableMail(f"its header is over {_human_size(MAX_HEADER_BYTES)}")
+        if len(_BOUNDARY_RE.findall(raw)) > MAX_MULTIPARTS:
+            raise UnreadableMail(f"it has more than {MAX_MULTIPARTS} multipart sections")
+        msg = email.message_from_bytes(raw, policy=_PARSE_POLICY)
+        body_part = _body_part(msg)
+        body = _part_text(body_part) if body_part is not None else ""
+        return _incoming(msg, body, tuple(_attachments(msg, body_part)))
+    except Exception as exc:  # RecursionError included: nothing may stall the mailbox
+        reason = str(exc) if isinstance(exc, UnreadableMail) else type(exc).__name__
+        return _headers_only(raw, reason)
+
+
+def _incoming(msg: Message, body: str, attachments: tuple[Attachment, ...]) -> IncomingMail:
     display_name, sender = _sender(msg)
     in_reply_to = _message_ids(_header(msg, "In-Reply-To"))
-    body_part = _body_part(msg)
     return IncomingMail(
         sender=sender,
         display_name=display_name,
         subject=_clean_subject(_header(msg, "Subject")),
-        body=_part_text(body_part) if body_part is not None else "",
+        body=body,
         message_id=next(iter(_message_ids(_header(msg, "Message-ID"))), None),
         in_reply_to=in_reply_to[-1] if in_reply_to else None,
         references=_message_ids(_header(msg, "References")),
         date=_date(_header(msg, "Date")),
-        attachments=tuple(_attachments(msg, body_part)),
+        attachments=attachments,
     )
+
+
+def _headers_only(raw: bytes, reason: str) -> IncomingMail:
+    """What can be said of a mail whose body cannot be read."""
+    notice = (
+        f"[The body of this mail ({_human_size(len(raw))}) could not be read: {reason}. "
+        "Open it in a mail client.]"
+    )
+    try:
+        head = raw[:MAX_HEADER_BYTES]
+        msg = email.parser.BytesHeaderParser(policy=_PARSE_POLICY).parsebytes(head)
+        return _incoming(msg, notice, ())
+    except Exception:
+        return IncomingMail(None, None, None, notice, None, None, (), None)
 
 
 def render_text(mail: IncomingMail, *, max_chars: int) -> str:

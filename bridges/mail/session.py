@@ -151,7 +151,9 @@ class MailSession(Session):
                 self.log.exception("could not tell the user about the refused login")
 
     async def _message_event(self, fetched: FetchedMail) -> events.Message:
-        mail = mime.parse_incoming(fetched.raw)
+        # In a thread: parsing a large or crafted mail is CPU work that would stall the
+        # event loop, and with it every other user's traffic.
+        mail = await asyncio.to_thread(mime.parse_incoming, fetched.raw)
         text = mime.render_text(mail, max_chars=self.options.max_body_chars)
         if fetched.size is not None and fetched.size > len(fetched.raw):
             text += (
