@@ -91,6 +91,8 @@ class IrcConnection:
     ) -> None:
         self.params = params
         self.nick = params.nick
+        self.encoding = params.encoding
+        """Charset for lines that are not UTF-8; the user may change it while connected."""
         self.on_line = on_line
         self.bucket = TokenBucket(flood_rate, flood_burst)
         self.ping_interval = ping_interval
@@ -308,7 +310,7 @@ class IrcConnection:
                 self.close_reason = str(exc)
                 return None
             self._last_seen = time.monotonic()
-            text = decode(data.rstrip(b"\r\n"), self.params.encoding)
+            text = decode(data.rstrip(b"\r\n"), self.encoding)
             if not text:
                 continue
             try:

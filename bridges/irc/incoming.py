@@ -64,7 +64,7 @@ class IncomingLines:
     userhost: tuple[str, str] | None
     modes: ServerModes
     channels: dict[str, Channel]
-    _nick_request: tuple[Address, str] | None
+    _nick_request: tuple[Address | None, str] | None
     _last_private_id: dict[str, str]
     _lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]]
     _in_welcome: bool
@@ -105,7 +105,13 @@ class IncomingLines:
         elif line.command in NICK_ERRORS and self._nick_request is not None:
             room, nick = self._nick_request
             self._nick_request = None
-            await self.deliver(events.NickConflict(room, nick, line.param(-1)))
+            if room is None:  # asked for by the network settings, not from a room
+                await self._service(
+                    f"{self.server} refused the nick {nick} from your network settings: "
+                    f"{line.param(-1)}; you stay {self.nick}"
+                )
+            else:
+                await self.deliver(events.NickConflict(room, nick, line.param(-1)))
         elif line.command.isdigit() and line.command not in SILENT_NUMERICS:
             await self._numeric(line)
 
