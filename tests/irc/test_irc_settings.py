@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from irc_helpers import SERVER, Harness, MemoryStore
+from irc_helpers import SERVER, Harness, MemoryStore, ScriptedIrcd
 
 from bridges import events
 from bridges.base import Account, BridgeError
@@ -183,3 +183,17 @@ async def test_settings_only_a_new_connection_can_use_are_named(irc: Harness):
     assert "port, real name, server password" in text and "new connection" in text
     assert session.networks[SERVER].conn is conn and conn is not None and not conn.closed.is_set()
     assert "port" not in await save_settings(session, port=irc.server.port, realname="", nick="")
+
+
+async def test_nickserv_password_identifies_the_live_connection():
+    welcome = [":srv 001 alice :Welcome", ":srv 376 alice :End of MOTD"]
+    async with ScriptedIrcd(lambda line: welcome if line.startswith("USER") else []) as server:
+        harness = Harness(server)
+        session, _sink = await harness.session("alice")
+        await session.send_message(harness.contact("bob"), "hi")
+        await server.lines.wait_for(lambda line: line == "PRIVMSG bob :hi")
+
+        await save_settings(session, nickserv_password="ns-pw")
+
+        await server.lines.wait_for(lambda line: line == "PRIVMSG NickServ :IDENTIFY ns-pw")
+        await harness.close()
