@@ -62,7 +62,11 @@ class Network(IncomingLines):
         self._reconnecting: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._in_welcome = False
-        self._welcome: list[str] = []
+        self._welcome: list[tuple[str, str]] = []
+        """The greeting being collected: (command, text) for each line."""
+        self._greeted = False
+        """Whether the user has seen this server's greeting in this session."""
+        self._server_version = ""
         self._stopping = False
         self._timers: set[asyncio.Task[None]] = set()
         self.away = ""
