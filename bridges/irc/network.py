@@ -165,7 +165,7 @@ class Network(IncomingLines):
         if old is None or opened is None or conn is None or conn.closed.is_set():
             return None
         conn.encoding = new.encoding
-        renamed = new.nick != old.nick and casefold(new.nick) != casefold(self.nick)
+        renamed = bool(new.nick) and new.nick not in (old.nick, self.nick)
         if renamed:
             self._nick_request = (None, new.nick)
             conn.send(format_line("NICK", new.nick))
