@@ -92,7 +92,7 @@ class IncomingLines:
     async def _flush_welcome(self) -> None:
         """Show the greeting once per session; after a reconnect one line replaces it.
 
-        The welcome numerics and MOTD do not change between connections, so repeating
+        The welcome numerics and MOTD rarely change between connections, so repeating
         them after every drop only buries what matters. What went wrong while
         registering again (an error numeric, a failed SASL login) is still shown.
         """
