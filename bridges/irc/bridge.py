@@ -86,12 +86,15 @@ class IrcBridge(Bridge):
         if self.sessions.get(session.account.user) is session:
             del self.sessions[session.account.user]
 
-    def _account_saved(self, account: Account) -> None:
-        """Copy new settings into the live session's Account (read at each connect)."""
+    def _account_saved(self, account: Account, server: str) -> list[str] | None:
+        """Copy new settings into the live session's Account and apply them to `server`."""
         session = self.sessions.get(account.user)
-        if session is not None and session.account is not account:
+        if session is None:
+            return None
+        if session.account is not account:
             session.account.state = dict(account.state)
             session.account.secrets = dict(account.secrets)
+        return session.settings_saved(server)
 
     def parse_address(self, localpart: str) -> Address:
         return parse_localpart(

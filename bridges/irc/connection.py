@@ -91,6 +91,8 @@ class IrcConnection:
     ) -> None:
         self.params = params
         self.nick = params.nick
+        self.encoding = params.encoding
+        """Charset for lines that are not UTF-8; the user may change it while connected."""
         self.on_line = on_line
         self.bucket = TokenBucket(flood_rate, flood_burst)
         self.ping_interval = ping_interval
@@ -319,7 +321,7 @@ class IrcConnection:
                 self.log.info("dropped a line over 64 KiB from %s", self.params.host)
                 overlong = False
                 continue
-            text = decode(data.rstrip(b"\r\n"), self.params.encoding)
+            text = decode(data.rstrip(b"\r\n"), self.encoding)
             if not text:
                 continue
             try:

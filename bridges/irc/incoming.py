@@ -46,6 +46,7 @@ JOIN_ERRORS = {
 NICK_ERRORS = frozenset({"432", "433", "436", "437", "484"})
 SILENT_NUMERICS = frozenset({"005", "329", "366", "315", "321", "323", "396"})
 WELCOME_END = frozenset({"376", "422"})
+SASL_FAILURES = frozenset({"902", "904", "905", "906", "907"})
 WELCOME_COMMANDS = frozenset({"NOTICE", "PRIVMSG", "MODE", "CAP", "AUTHENTICATE"})
 """Besides numerics, what a server sends while greeting us (collected in one message)."""
 REPLAYED_AFTER = timedelta(seconds=30)
@@ -64,11 +65,13 @@ class IncomingLines:
     userhost: tuple[str, str] | None
     modes: ServerModes
     channels: dict[str, Channel]
-    _nick_request: tuple[Address, str] | None
+    _nick_request: tuple[Address | None, str] | None
     _last_private_id: dict[str, str]
     _lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]]
     _in_welcome: bool
-    _welcome: list[str]
+    _welcome: list[tuple[str, str]]
+    _greeted: bool
+    _server_version: str
     conn: IrcConnection | None
 
     @property
@@ -87,9 +90,20 @@ class IncomingLines:
         await self.deliver(events.Message(self.service, text, timestamp=datetime.now(UTC)))
 
     async def _flush_welcome(self) -> None:
+        """Show the greeting once per session; after a reconnect one line replaces it.
+
+        The welcome numerics and MOTD rarely change between connections, so repeating
+        them after every drop only buries what matters. What went wrong while
+        registering again (an error numeric, a failed SASL login) is still shown.
+        """
         if self._welcome:
-            text, self._welcome = "\n".join(self._welcome), []
-            await self._service(text)
+            lines, self._welcome = self._welcome, []
+            if self._greeted:
+                version = f" ({self._server_version})" if self._server_version else ""
+                again = f"Reconnected to {self.server}{version} as {self.nick}."
+                lines = [("", again), *((c, text) for c, text in lines if _is_problem(c))]
+            self._greeted = True
+            await self._service("\n".join(text for _, text in lines))
         self._in_welcome = False
 
     async def _on_line(self, line: Line) -> None:
@@ -105,7 +119,13 @@ class IncomingLines:
         elif line.command in NICK_ERRORS and self._nick_request is not None:
             room, nick = self._nick_request
             self._nick_request = None
-            await self.deliver(events.NickConflict(room, nick, line.param(-1)))
+            if room is None:  # asked for by the network settings, not from a room
+                await self._service(
+                    f"{self.server} refused the nick {nick} from your network settings: "
+                    f"{line.param(-1)}; you stay {self.nick}"
+                )
+            else:
+                await self.deliver(events.NickConflict(room, nick, line.param(-1)))
         elif line.command.isdigit() and line.command not in SILENT_NUMERICS:
             await self._numeric(line)
 
@@ -114,7 +134,7 @@ class IncomingLines:
         if line.command in {"372", "375"}:
             text = line.param(-1)
         if self._in_welcome:
-            self._welcome.append(text)
+            self._welcome.append((line.command, text))
             if line.command in WELCOME_END:
                 await self._flush_welcome()
             return
@@ -138,7 +158,12 @@ class IncomingLines:
         self.modes.apply_isupport(line.params[1:-1])
 
     async def _irc_001(self, line: Line) -> None:
-        self._welcome.append(line.param(-1))
+        self._welcome.append((line.command, line.param(-1)))
+
+    async def _irc_004(self, line: Line) -> None:
+        """RPL_MYINFO: the server's name and software, for the line a reconnect gets."""
+        self._server_version = " ".join(line.params[1:3])
+        await self._numeric(line)
 
     async def _irc_error(self, line: Line) -> None:
         await self._flush_welcome()
@@ -337,7 +362,7 @@ class IncomingLines:
                 )
                 return
         if from_server and self._in_welcome:
-            self._welcome.append(text)  # "*** Looking up your hostname" and the like
+            self._welcome.append((line.command, text))  # "*** Looking up your hostname"
         elif from_server:
             await self._service(text)
         else:
@@ -370,6 +395,11 @@ class IncomingLines:
     async def _irc_invite(self, line: Line) -> None:
         room, by = make_address(line.param(1), self.server), make_address(line.nick, self.server)
         await self.deliver(events.Invitation(room, by))
+
+
+def _is_problem(command: str) -> bool:
+    """An error numeric, or a SASL failure (902, 904-907; 900 and 903 are success)."""
+    return command.isdigit() and (400 <= int(command) < 600 or command in SASL_FAILURES)
 
 
 def _replayed(line: Line) -> datetime | None:

@@ -26,7 +26,7 @@ from bridges.irc.formatting import (
 from bridges.irc.incoming import Deliver, IncomingLines
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import casefold, format_line, is_channel
-from bridges.irc.settings import NetworkSettings, load_settings
+from bridges.irc.settings import RECONNECT_FIELDS, NetworkSettings, load_settings
 
 
 class Network(IncomingLines):
@@ -48,18 +48,25 @@ class Network(IncomingLines):
         self.service = make_address("", server)
         self.conn: IrcConnection | None = None
         self.settings: NetworkSettings | None = None
+        """The user's settings as last loaded (at connect, or when they saved new ones)."""
+        self._opened_with: NetworkSettings | None = None
+        """The settings the live connection registered with."""
         self.nick = ""
         self.userhost: tuple[str, str] | None = None
         self.modes = ServerModes()
         self.channels: dict[str, Channel] = {}
-        self._nick_request: tuple[Address, str] | None = None
+        self._nick_request: tuple[Address | None, str] | None = None
         self._last_private_id: dict[str, str] = {}
         self._lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]] = []
         self._connect_lock = asyncio.Lock()
         self._reconnecting: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._in_welcome = False
-        self._welcome: list[str] = []
+        self._welcome: list[tuple[str, str]] = []
+        """The greeting being collected: (command, text) for each line."""
+        self._greeted = False
+        """Whether the user has seen this server's greeting in this session."""
+        self._server_version = ""
         self._stopping = False
         self._timers: set[asyncio.Task[None]] = set()
         self.away = ""
@@ -108,6 +115,7 @@ class Network(IncomingLines):
 
     async def _open(self, nick_hint: str | None) -> IrcConnection:
         self.settings = settings = load_settings(self.options, self.account, self.server)
+        self._opened_with = settings
         conn = IrcConnection(
             self._params(settings, nick_hint),
             self._on_line,
@@ -127,12 +135,48 @@ class Network(IncomingLines):
             conn.send(format_line("PRIVMSG", "NickServ", f"IDENTIFY {settings.nickserv_password}"))
         if self.away:
             conn.send(format_line("AWAY", self.away))
-        for name in settings.autojoin:
-            if casefold(name) not in self.channels:
-                self.channels[casefold(name)] = Channel(name, make_address(name, self.server))
-            conn.send(format_line("JOIN", name))
+        self._autojoin(conn, settings.autojoin)
         self._watch = asyncio.create_task(self._watch_connection(conn))
         return conn
+
+    def _autojoin(self, conn: IrcConnection, names: tuple[str, ...]) -> None:
+        """JOIN the channels to join on connect that we do not have yet.
+
+        Channels already known (on a reconnect, all of them) are rejoined by `_reconnect`
+        with their key; joining them here too would send a second JOIN.
+        """
+        for name in names:
+            if casefold(name) not in self.channels:
+                self.channels[casefold(name)] = Channel(name, make_address(name, self.server))
+                conn.send(format_line("JOIN", name))
+
+    def apply_settings(self) -> list[str] | None:
+        """Use the settings just saved at once; None when there is no live connection.
+
+        The nick (NICK; a refusal is told from the server address), new channels to
+        join (JOIN; removed ones are not parted, see README), the persistent channels
+        (read when the user goes offline), the charset and the NickServ password
+        (IDENTIFY) apply to this connection. Returns the labels of changed settings that
+        only registration uses, which wait for the next connection.
+        """
+        old = self.settings
+        self.settings = new = load_settings(self.options, self.account, self.server)
+        conn, opened = self.conn, self._opened_with
+        if old is None or opened is None or conn is None or conn.closed.is_set():
+            return None
+        conn.encoding = new.encoding
+        renamed = bool(new.nick) and new.nick not in (old.nick, self.nick)
+        if renamed:
+            self._nick_request = (None, new.nick)
+            conn.send(format_line("NICK", new.nick))
+        if new.nickserv_password and (renamed or new.nickserv_password != old.nickserv_password):
+            conn.send(format_line("PRIVMSG", "NickServ", f"IDENTIFY {new.nickserv_password}"))
+        self._autojoin(conn, new.autojoin)
+        return [
+            label
+            for name, label in RECONNECT_FIELDS.items()
+            if getattr(new, name) != getattr(opened, name)
+        ]
 
     async def _watch_connection(self, conn: IrcConnection) -> None:
         await conn.closed.wait()

@@ -50,6 +50,11 @@ class IrcSession(Session):
             self.networks[server] = network
         return network
 
+    def settings_saved(self, server: str) -> list[str] | None:
+        """Apply new network settings to the live connection (see `Network.apply_settings`)."""
+        network = self.networks.get(server)
+        return None if network is None else network.apply_settings()
+
     async def set_presence(self, show: str, status: str) -> None:
         """Away, extended away and do-not-disturb are AWAY on IRC; the status is its text."""
         default = AWAY_TEXTS.get(show)

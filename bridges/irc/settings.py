@@ -21,6 +21,17 @@ from bridges.irc.protocol import is_channel, is_valid_nick
 STATE_KEY = "networks"
 SECRET_FIELDS = ("server_password", "sasl_password", "nickserv_password")
 CHANNEL_LISTS = ("autojoin", "persistent")
+RECONNECT_FIELDS = {
+    "port": "port",
+    "tls": "TLS",
+    "tls_verify": "certificate check",
+    "username": "user name",
+    "realname": "real name",
+    "server_password": "server password",
+    "sasl_password": "SASL password",
+}
+"""Settings only used while registering, so a live connection cannot take them (with
+the words the confirmation uses); the others apply to it at once."""
 COMMAND_NODE = "irc-network-settings"
 
 
@@ -147,14 +158,17 @@ def check_values(values: Mapping[str, Any], max_nick: int) -> dict[str, Any]:
     return clean
 
 
-AccountSaved = Callable[[Account], None]
+AccountSaved = Callable[[Account, str], list[str] | None]
+"""Hands the saved account to the live session, which applies what it can to its
+connection to the server; returns the labels of changes that wait for the next
+connection, or None when there is no connection."""
 
 
 def network_command(options: IrcOptions, saved: AccountSaved) -> Command:
     """XEP-0050 command on a server address: show and change that network's settings.
 
     `saved` is called with the updated account, so a running session (which holds its
-    own `Account` copy) uses the new values at its next connect.
+    own `Account` copy) uses the new values at once where IRC allows it.
     """
 
     def server_of(address: Address | None) -> str:
@@ -181,7 +195,15 @@ def network_command(options: IrcOptions, saved: AccountSaved) -> Command:
                 secrets[_secret_key(server, name)] = str(values[name])
         await store.save_account(state=state, secrets=secrets)
         account.state, account.secrets = state, secrets
-        saved(account)
-        return f"Settings for {server} saved; they apply from the next connection."
+        pending = saved(account, server)
+        if pending is None:
+            return f"Settings for {server} saved."
+        text = f"Settings for {server} saved and applied to your connection."
+        if pending:
+            text += (
+                f" The new {', '.join(pending)} can only be used by a new connection to "
+                f"{server}: this one keeps the old."
+            )
+        return text
 
     return Command(COMMAND_NODE, "Network settings", form, submit)

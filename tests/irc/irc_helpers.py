@@ -190,6 +190,7 @@ class ScriptedIrcd:
         self.port = 0
         self.closed = asyncio.Event()
         self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
 
     async def __aenter__(self) -> ScriptedIrcd:
         self._server = await asyncio.start_server(self._serve, self.host, 0)
@@ -200,7 +201,13 @@ class ScriptedIrcd:
         assert self._server is not None
         self._server.close()
 
+    def drop(self) -> None:
+        """Close every client connection, as a server restart or a netsplit does."""
+        for writer in self._writers:
+            writer.close()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
         while line := await reader.readline():
             text = line.decode().rstrip("\r\n")
             self.lines.record(text)

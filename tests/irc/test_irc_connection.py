@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
-from irc_helpers import Harness
+from irc_helpers import SERVER, Harness
 
 from bridges import events
 
@@ -28,6 +29,32 @@ async def test_reconnect_after_server_restart_rejoins_rooms(irc: Harness):
     await session.send_message(room, "back again")
     await bob.wait_text("pubmsg", "back again")
     assert not sink.matching(lambda e: isinstance(e, events.RoomLeft))
+
+
+async def test_reconnect_gets_one_line_instead_of_the_welcome_again(irc: Harness):
+    _session, sink, room = await irc.joined("#room")
+    service = irc.bridge().parse_address(SERVER)
+    await sink.wait_for(lambda e: isinstance(e, events.Message) and e.sender == service)
+
+    await irc.server.restart()
+
+    await sink.wait_for(
+        lambda e: isinstance(e, events.Message) and e.sender == room and "Reconnected" in e.text,
+        timeout=20,
+    )
+    greetings = [
+        e.text
+        for e in sink.items
+        if isinstance(e, events.Message) and e.sender == service and "Welcome" in e.text
+    ]
+    assert len(greetings) == 1 and "message of the day" in greetings[0]
+    again = sink.matching(
+        lambda e: isinstance(e, events.Message) and e.sender == service and "Reconn" in e.text
+    )
+    assert len(again) == 1
+    assert re.fullmatch(
+        rf"Reconnected to {SERVER} \(irc\.localhost ngircd-[\d.]+\) as alice\.", again[0].text
+    )
 
 
 async def test_failed_rejoin_tells_the_user(irc: Harness):
@@ -82,6 +109,11 @@ async def test_nick_taken_during_reconnect_is_a_nick_change(irc: Harness):
 
     changed = await sink.wait_event(events.NickChanged, own=True, timeout=20)
     assert (changed.room, changed.old) == (room, "alice")
+    service = irc.bridge().parse_address(SERVER)
+    again = await sink.wait_for(
+        lambda e: isinstance(e, events.Message) and e.sender == service and "Reconn" in e.text
+    )
+    assert again.text.endswith(f" as {changed.new}.")
     await sink.wait_for(
         lambda e: isinstance(e, events.Message) and e.sender == room and "Reconnected" in e.text,
         timeout=20,

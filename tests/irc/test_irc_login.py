@@ -143,6 +143,35 @@ async def test_without_sasl_on_offer_the_user_is_told():
         await harness.close()
 
 
+async def test_reconnect_line_still_shows_a_failed_sasl_login():
+    connections: list[str] = []
+
+    def script(line: str) -> list[str]:
+        if line == "CAP LS 302":
+            connections.append(line)
+        elif line.startswith("AUTHENTICATE ") and "PLAIN" not in line and len(connections) > 1:
+            return [":srv 904 alice :SASL authentication failed"]
+        elif line == "JOIN :#room":
+            return [":alice!a@h JOIN #room", ":srv 366 alice #room :End of NAMES"]
+        return sasl_server(line)
+
+    async with ScriptedIrcd(script) as server:
+        harness = Harness(server)
+        secrets = {"127.0.0.1/sasl_password": "sasl-pw"}
+        session, sink = await harness.session("alice", secrets=secrets)
+        await session.join(harness.room("#room"), "alice")
+        await sink.wait_event(events.RoomJoined)
+
+        server.drop()
+
+        service = harness.bridge().parse_address("127.0.0.1")
+        again = await sink.wait_for(
+            lambda e: isinstance(e, events.Message) and e.sender == service and "Rec" in e.text
+        )
+        assert again.text == "Reconnected to 127.0.0.1 as alice.\nSASL authentication failed"
+        await harness.close()
+
+
 async def test_server_time_dates_replayed_lines_only():
     now = datetime.now(UTC)
     replayed = (now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
