@@ -66,6 +66,8 @@ class FormField:
     bridge sees them. `secret` values are stored encrypted and never echoed back;
     `text-private` fields are secret by definition. `legacy_name` is the XEP-0077
     element (`username`, `password`, `nick`, `email`, ...) that pre-data-form clients use.
+    Every text value is bounded by `max_length` and may not hold control characters: a
+    100 KB real name once made the next IRC join hang.
     """
 
     var: str
@@ -78,6 +80,8 @@ class FormField:
     datatype: Literal["xs:string", "xs:integer", "xs:boolean"] = "xs:string"
     legacy_name: str | None = None
     secret: bool = False
+    max_length: int = 200
+    """Longest value in characters (each line of a text-multi, each item of a list)."""
 
     @property
     def is_secret(self) -> bool:

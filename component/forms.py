@@ -1,12 +1,13 @@
 """XEP-0004 data forms built from, and checked against, a bridge's FormField list.
 
-The component does the generic checks (required, XEP-0122 datatype, allowed options)
-so every bridge gets the same precise error texts; the bridge then checks meaning
-(a test login) in `validate_registration`.
+The component does the generic checks (required, XEP-0122 datatype, allowed options,
+length and characters) so every bridge gets the same precise error texts; the bridge
+then checks meaning (a test login) in `validate_registration`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,9 @@ from slixmpp.xmlstream import ElementBase
 from bridges.base import FormField
 
 _TRUE, _FALSE = {"1", "true"}, {"0", "false"}
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+MAX_VALUES = 100
+"""Most lines or items a multi-value field may hold."""
 FORM_TAG = "{jabber:x:data}x"
 
 
@@ -109,9 +113,14 @@ def _convert(spec: FormField, raw: Any) -> Any:
         return _boolean(spec, raw)
     if spec.type in ("list-multi", "text-multi"):
         values = [str(v) for v in (raw if isinstance(raw, list) else str(raw).splitlines())]
+        if len(values) > MAX_VALUES:
+            raise FormInvalid(spec.var, f"{spec.label}: at most {MAX_VALUES} values")
+        for value in values:
+            _check_text(spec, value)
         _check_options(spec, values)
         return values if spec.type == "list-multi" else "\n".join(values)
     text = str(raw[0] if isinstance(raw, list) else raw)
+    _check_text(spec, text)
     if spec.datatype == "xs:integer":
         try:
             return int(text.strip())
@@ -119,6 +128,16 @@ def _convert(spec: FormField, raw: Any) -> Any:
             raise FormInvalid(spec.var, f"{spec.label} must be a whole number") from None
     _check_options(spec, [text])
     return text
+
+
+def _check_text(spec: FormField, text: str) -> None:
+    """Bound one value's length and refuse control characters (line breaks included)."""
+    if len(text) > spec.max_length:
+        raise FormInvalid(
+            spec.var, f"{spec.label} is too long: at most {spec.max_length} characters"
+        )
+    if _CONTROL.search(text):
+        raise FormInvalid(spec.var, f"{spec.label} may not contain control characters")
 
 
 def _boolean(spec: FormField, raw: Any) -> bool:

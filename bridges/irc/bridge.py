@@ -36,8 +36,8 @@ class IrcBridge(Bridge):
     )
     registration_fields: ClassVar[Sequence[FormField]] = (
         FormField("nick", "Default nick", required=True, legacy_name="nick"),
-        FormField("username", "User name (ident)", legacy_name="username"),
-        FormField("realname", "Real name", legacy_name="name"),
+        FormField("username", "User name (ident)", legacy_name="username", max_length=32),
+        FormField("realname", "Real name", legacy_name="name", max_length=100),
     )
     supports_groups: ClassVar[bool] = True
     gateway_prompt: ClassVar[str] = "IRC address (#channel%server or nick%server)"

@@ -37,6 +37,12 @@ def test_values_are_converted_and_defaults_filled():
         ({"user": "a", "password": "p", "tls": "maybe"}, "tls", "true or false"),
         ({"user": "a", "password": "p", "security": "none"}, "security", "'none' is not one"),
         ({"user": "a", "password": "p", "folders": ["Spam"]}, "folders", "'Spam'"),
+        ({"user": "a" * 201, "password": "p"}, "user", "User is too long: at most 200"),
+        ({"user": "a", "password": "p" * 201}, "password", "at most 200 characters"),
+        ({"user": "a\nb", "password": "p"}, "user", "may not contain control characters"),
+        ({"user": "a\x07", "password": "p"}, "user", "may not contain control characters"),
+        ({"user": "a", "password": "p", "port": "9" * 300}, "port", "too long"),
+        ({"user": "a", "password": "p", "folders": ["INBOX"] * 101}, "folders", "at most 100"),
     ],
 )
 def test_each_problem_names_its_field(submitted, field, text):
@@ -59,3 +65,17 @@ def test_form_never_shows_secrets():
     assert fields["port"]["value"] == "1"
     assert not fields["password"]["value"]
     assert "xs:integer" in str(fields["port"])
+
+
+def test_irc_user_and_real_name_are_bounded():
+    """A 100 KB real name used to be stored, and the next IRC join then hung."""
+    from bridges.irc import IrcBridge
+
+    fields = IrcBridge.registration_fields
+    with pytest.raises(FormInvalid) as problem:
+        check_values(fields, {"nick": "alice", "realname": "x" * 100_000})
+    assert (problem.value.field, problem.value.text) == (
+        "realname", "Real name is too long: at most 100 characters",
+    )  # fmt: skip
+    with pytest.raises(FormInvalid, match="at most 32"):
+        check_values(fields, {"nick": "alice", "username": "u" * 33})
