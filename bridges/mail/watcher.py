@@ -9,9 +9,11 @@ a mail and how the watermark is stored is the `Journal`'s business (the session)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -69,6 +71,20 @@ class Journal(Protocol):
 CONNECTION_ERRORS = (ImapError, aioimaplib.AioImapException, OSError, TimeoutError, ssl.SSLError)
 
 
+QUICK_RETRIES = 5
+"""Tries at the shortest delay before backing off: a server restart (seconds) then
+costs about one delay, not the doubled wait that plain exponential backoff reaches."""
+
+
+def reconnect_delays(shortest: float, longest: float) -> Iterator[float]:
+    """Seconds to wait before each reconnect: a few quick tries, then doubling, capped."""
+    yield from itertools.repeat(shortest, QUICK_RETRIES)
+    delay = shortest
+    while True:
+        delay = min(delay * 2, longest)
+        yield delay
+
+
 class FolderWatcher:
     """The IDLE/poll loop for one folder; `run()` ends only by cancellation."""
 
@@ -92,7 +108,8 @@ class FolderWatcher:
         """Set after each completed sync: tests and benchmarks wait on it."""
 
     async def run(self) -> None:
-        delay = self.options.reconnect_min
+        delays = reconnect_delays(self.options.reconnect_min, self.options.reconnect_max)
+        delay = next(delays)
         while True:
             try:
                 self.connection = await ImapConnection.open(
@@ -106,7 +123,11 @@ class FolderWatcher:
                 await self.journal.login_result(None)
                 try:
                     status = await self.connection.select(self.folder)
-                    delay = self.options.reconnect_min  # the server works: start afresh
+                    # The server works: start afresh.
+                    delays = reconnect_delays(
+                        self.options.reconnect_min, self.options.reconnect_max
+                    )
+                    delay = next(delays)
                     await self._watch(status)
                 except CONNECTION_ERRORS as exc:
                     self.log.warning("IMAP connection lost (%s); reconnecting", _reason(exc))
@@ -116,7 +137,7 @@ class FolderWatcher:
                     connection, self.connection = self.connection, None
                     await asyncio.shield(connection.logout())
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(delay * 2, self.options.reconnect_max)
+            delay = next(delays)
 
     async def _watch(self, status: FolderStatus) -> None:
         assert self.connection is not None
