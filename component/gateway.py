@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from slixmpp import Iq, Message, Presence
 from slixmpp.componentxmpp import ComponentXMPP
+from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import StanzaPath
@@ -25,7 +26,7 @@ from bridges.base import Bridge, Session
 from component import metrics
 from component.commands import AdHocCommands
 from component.disco import Disco
-from component.errors import REGISTRATION_REQUIRED, stanza_error
+from component.errors import registration_text, stanza_error
 from component.lanes import Handler, Lanes
 from component.outbound import RECEIPTS_NS, Outbound
 from component.registration import Registration
@@ -207,11 +208,21 @@ class Gateway(ComponentXMPP):
 
     # --- sessions -------------------------------------------------------------------
 
-    async def session_for(self, user: str) -> Session:
+    async def session_for(self, user: str, nick: str | None = None) -> Session:
+        """The user's session, for a join (as `nick`) or a message they sent.
+
+        A user without an account gets one from the bridge's defaults if it offers them
+        (IRC); only joins and messages come here, so mere presence creates nothing.
+        """
         session = await self.sessions.ensure(user)
+        if session is None and await self.registration.default_account(user, nick) is not None:
+            session = await self.sessions.ensure(user)
         if session is None:
-            raise stanza_error("registration-required", REGISTRATION_REQUIRED)
+            raise self.registration_required()
         return session
+
+    def registration_required(self) -> XMPPError:
+        return stanza_error("registration-required", registration_text(self.boundjid.bare))
 
     async def restart_session(self, user: str) -> None:
         """Apply changed registration data: a fresh session if one should run."""
@@ -294,10 +305,10 @@ class Gateway(ComponentXMPP):
                 session = self.sessions.get(user)
                 if session is None and ptype in ("unavailable", "error"):
                     return
-                session = session or await self.session_for(user)
+                session = session or await self.session_for(user, stanza["to"].resource)
                 await self.groups.on_presence(stanza, session, address)
             elif ptype != "error" and await self.store.get_account(user, self.bridge.name) is None:
-                raise stanza_error("registration-required", REGISTRATION_REQUIRED)
+                raise self.registration_required()
 
     async def _on_user_presence(self, stanza: Presence) -> None:
         """Presence to the component: a user's resource came, changed or went."""
@@ -335,7 +346,7 @@ class Gateway(ComponentXMPP):
             if stanza["to"].node:
                 self._address(stanza)  # refuse addresses that name nothing
             if not registered:
-                self.send(presence(to, user, "unsubscribed", REGISTRATION_REQUIRED))
+                self.send(presence(to, user, "unsubscribed", registration_text(self.boundjid.bare)))
                 return
             self.send(presence(to, user, "subscribed"))
             if not stanza["to"].node and self.sessions.is_online(user):
