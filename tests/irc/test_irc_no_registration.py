@@ -32,8 +32,12 @@ from test_irc_e2e import (
 )
 from xmpp_client import TestClient
 
+from bridges.irc import IrcBridge
 from bridges.irc.devstack import NgIrcd
+from bridges.irc.options import IrcOptions
 from bridges.jid_escaping import escape_node
+from bridges.mail import MailBridge
+from bridges.mail.config import MailOptions
 from component.app import App
 from component.devstack.prosody import Prosody
 
@@ -112,6 +116,30 @@ def subscription_requests(client: TestClient) -> list[Any]:
 
 async def stored(app: App, user: str) -> Any:
     return await app.gateways[0].store.get_account(user, "irc")
+
+
+@pytest.mark.parametrize(
+    ("user", "join_nick", "nick"),
+    [
+        ("alice@localhost", "Wonder[1]", "Wonder[1]"),  # the join's nick, when IRC allows it
+        ("alice@localhost", None, "alice"),  # a message came first: the localpart
+        ("alice@localhost", "Jürgen", "alice"),
+        ("alice@localhost", "two words", "alice"),
+        ("alice@localhost", "n" * 31, "alice"),  # over nick_max_length
+        ("9lives@localhost", None, "x9lives"),
+        ("averyverylongname@localhost", None, "averyvery"),  # RFC 2812 length
+        ("john.doe+irc@localhost", "-dash", "johndoeir"),
+        ("ünïcode@localhost", None, "ncode"),
+    ],
+)
+def test_default_nick_is_always_a_valid_irc_nick(user, join_nick, nick):
+    data = IrcBridge(IrcOptions()).default_account(user, join_nick)
+    assert data is not None and data.settings["nick"] == nick and not data.secrets
+
+
+def test_bridges_that_need_registration_offer_no_default():
+    assert IrcBridge(IrcOptions(require_registration=True)).default_account("a@b", "a") is None
+    assert MailBridge(MailOptions()).default_account("a@b", None) is None
 
 
 async def test_unregistered_user_joins_with_the_join_nick(servers, start, peers, clients):
