@@ -307,8 +307,21 @@ class Gateway(ComponentXMPP):
                     return
                 session = session or await self.session_for(user, stanza["to"].resource)
                 await self.groups.on_presence(stanza, session, address)
+                if ptype == "unavailable":
+                    await self._left_a_room(user)
             elif ptype != "error" and await self.store.get_account(user, self.bridge.name) is None:
                 raise self.registration_required()
+
+    async def _left_a_room(self, user: str) -> None:
+        """A user seen only in rooms is gone with their last room, as in biboumi.
+
+        Their presence never reaches the gateway when it is not in their roster (no
+        XEP-0100 subscription, as for users who never registered), so without this
+        their legacy connection would stay open for good.
+        """
+        assert self.groups is not None
+        if not self.sessions.is_online(user) and not self.groups.in_any_room(user):
+            await self.sessions.user_gone(user)
 
     async def _on_user_presence(self, stanza: Presence) -> None:
         """Presence to the component: a user's resource came, changed or went."""

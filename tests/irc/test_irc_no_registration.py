@@ -261,3 +261,30 @@ async def test_presence_alone_creates_no_account(servers, start, clients):
     ping.enable("ping")
     await ping.send(timeout=10)
     assert await stored(app, client.boundjid.bare) is None
+
+
+def join(client: TestClient, room: str, nick: str) -> None:
+    presence = client.Presence()
+    presence["to"] = f"{room}/{nick}"
+    presence.send()
+
+
+async def test_leaving_the_last_room_leaves_irc(servers, start, peers, clients):
+    """The gateway is not in such a user's roster, so it never sees them go offline;
+    their last room going is the sign (as in biboumi), else the connection stays."""
+    prosody, ngircd = servers
+    await start()
+    bob = await irc_user(ngircd, peers, "bob", "#room", "#other")
+    client = await newcomer(prosody, clients, "gail")
+    other = f"#other%127.0.0.1@{IRC_JID}"
+    for room in (ROOM, other):
+        join(client, room, "gail")
+        await client.wait_for(lambda s, room=room: is_self_presence(s) and s["from"].bare == room)
+
+    client.send_presence(pto=f"{ROOM}/gail", ptype="unavailable")
+    await bob.wait_for(lambda e: e.type == "part" and e.target == "#room")
+    bob.conn.privmsg("#other", "still here?")
+    await client.wait_for(groupchat("still here?"))
+    assert not bob.matching(lambda e: e.type == "quit")
+    client.send_presence(pto=f"{other}/gail", ptype="unavailable")
+    await eventually_gone(bob, "gail")  # QUIT (unseen: no channel is shared any more)
