@@ -41,10 +41,7 @@ log = logging.getLogger(__name__)
 
 CLIENT_NS, COMPONENT_NS = "{jabber:client}", "{jabber:component:accept}"
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
-HELP_TEXT = (
-    "This is the {name} gateway. Register with it from your client's service discovery, "
-    "then write to or join addresses at {jid}."
-)
+HELP_TEXT = "This is the {name} gateway: write to or join addresses at {jid}."
 
 
 def software_version() -> str:
@@ -261,9 +258,7 @@ class Gateway(ComponentXMPP):
         user = message["from"].bare
         if not message["to"].node:
             if message["body"]:
-                self.outbound.notice(
-                    user, HELP_TEXT.format(name=self.bridge.display_name, jid=self.boundjid.bare)
-                )
+                self.outbound.notice(user, await self._help(user))
             return
         address = self._address(message)
         session = await self.session_for(user)
@@ -289,6 +284,17 @@ class Gateway(ComponentXMPP):
             subject=message["subject"] or None,
             thread=message["thread"] or None,
         )
+
+    async def _help(self, user: str) -> str:
+        """What a message to the component is answered with; how to register, if needed."""
+        jid = self.boundjid.bare
+        text = HELP_TEXT.format(name=self.bridge.display_name, jid=jid)
+        if (
+            self.bridge.default_account(user, None) is None
+            and await self.store.get_account(user, self.bridge.name) is None
+        ):
+            text += " " + registration_text(jid)
+        return text
 
     async def _on_presence(self, stanza: Presence) -> None:
         ptype = stanza["type"]

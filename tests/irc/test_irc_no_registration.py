@@ -231,6 +231,17 @@ async def test_mail_still_needs_registration_and_says_how(servers, start, client
     assert await app.gateways[1].store.get_account(client.boundjid.bare, "mail") is None
 
 
+async def test_help_says_how_to_register_only_where_needed(servers, start, clients):
+    prosody, _ngircd = servers
+    await start()
+    client = await newcomer(prosody, clients, "ivy")
+    for gateway, hint in ((IRC_JID, False), (MAIL_JID, True)):
+        client.send_message(mto=gateway, mbody="help", mtype="chat")
+        help_text = (await client.message_from(gateway))["body"]
+        assert help_text.startswith("This is the ")
+        assert (f"xmpp:{gateway}?register" in help_text) is hint
+
+
 async def test_users_of_other_domains_get_no_account(servers, start, peers, clients):
     prosody, ngircd = servers
     app = await start(allowed_domains=["example.org"])
