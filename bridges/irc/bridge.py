@@ -80,7 +80,7 @@ class IrcBridge(Bridge):
     def default_account(self, user: str, nick: str | None) -> AccountData | None:
         """IRC needs no registration: the join's nick if IRC allows it, else one from the JID.
 
-        With `require_registration` the user must register first, as before.
+        With `require_registration` the user must register first.
         """
         if self.options.require_registration:
             return None
@@ -142,7 +142,7 @@ async def _demo_ngircd(run_dir: Path) -> AsyncIterator[dict[str, Any]]:
 
     async with NgIrcd(run_dir) as server:
         print(
-            "  irc:  register with irc.localhost, then join #demo%localhost@irc.localhost",
+            "  irc:  join #demo%localhost@irc.localhost (no registration needed)",
             flush=True,
         )
         yield {"allowed_servers": ["localhost"], "port": server.port, "tls": False}
