@@ -172,8 +172,11 @@ async def test_unregistered_user_joins_with_the_join_nick(servers, start, peers,
     form = (await get_registration(client, IRC_JID))["register"]
     assert form["registered"] and form["nick"] == "wonder"
     assert (await stored(app, client.boundjid.bare)).settings["nick"] == "wonder"
-    # ...but unlike a registration it asks for no place in the user's roster.
+    # ...but unlike a registration it asks for no place in the user's roster,
     assert subscription_requests(client) == []
+    # though the user may put the gateway there, as a registered user can.
+    client.send_presence(pto=IRC_JID, ptype="subscribe")
+    await client.presence_from(IRC_JID, "subscribed")
 
 
 async def test_unregistered_user_writes_to_a_nick(servers, start, peers, clients):
