@@ -289,6 +289,16 @@ class Bridge(ABC):
     def create_session(self, account: Account, sink: Sink, store: AccountStore) -> Session:
         """Build (not start) the session for `account`."""
 
+    def default_account(self, user: str, nick: str | None) -> AccountData | None:
+        """The account to create for `user` who joins or writes without registering.
+
+        None (the default) means the network needs registration (XEP-0077) first, as
+        mail does for its password. A network that needs nothing secret (IRC) returns
+        its registration defaults, so clients that cannot register still work; `nick`
+        is the nickname of the group join that came first, if that is what it was.
+        """
+        return None
+
     def parse_address(self, localpart: str) -> Address:
         """Map a JID localpart to an address; raise AddressError when it names nothing."""
         return Address(AddressKind.CONTACT, unescape_node(localpart))

@@ -77,9 +77,6 @@ class AdHocCommands:
             self._reply(iq, query["sessionid"], "canceled")
             return
         user = iq["from"].bare
-        account = await self.gateway.store.get_account(user, self.gateway.bridge.name)
-        if account is None:
-            raise stanza_error("registration-required", "register with this gateway first")
         pending = self._pending.get(query["sessionid"]) if query["sessionid"] else None
         try:
             if pending is None or pending.user != user:
@@ -94,7 +91,10 @@ class AdHocCommands:
         if command is None:
             raise stanza_error("item-not-found", f"no command {node!r} here")
         account = await self.gateway.store.get_account(user, self.gateway.bridge.name)
-        assert account is not None
+        if account is None:  # settings are how users who cannot register change defaults
+            account = await self.gateway.registration.default_account(user)
+        if account is None:
+            raise self.gateway.registration_required()
         fields = tuple(await command.form(account, address))
         session_id = secrets.token_hex(8)
         self._pending[session_id] = _Pending(user, command, address, fields)
@@ -114,7 +114,7 @@ class AdHocCommands:
             raise stanza_error("bad-request", exc.text) from None
         account = await self.gateway.store.get_account(pending.user, self.gateway.bridge.name)
         if account is None:
-            raise stanza_error("registration-required", "register with this gateway first")
+            raise self.gateway.registration_required()
         storage = AccountStorage(self.gateway.store, pending.user, self.gateway.bridge.name)
         text = await pending.command.submit(account, pending.address, storage, values)
         del self._pending[query["sessionid"]]

@@ -74,4 +74,7 @@ def from_exception(exc: Exception) -> XMPPError:
             return stanza_error("internal-server-error", "the gateway failed to handle this")
 
 
-REGISTRATION_REQUIRED = "you must register with this gateway first (XEP-0077)"
+def registration_text(component_jid: str) -> str:
+    """What a registration-required error says: where to register, as an XEP-0147 URI
+    (`xmpp:mail.example.org?register`) that clients open as the registration form."""
+    return f"Register with {component_jid} first: xmpp:{component_jid}?register"

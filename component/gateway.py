@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from slixmpp import Iq, Message, Presence
 from slixmpp.componentxmpp import ComponentXMPP
+from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import ET, StanzaBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import StanzaPath
@@ -25,7 +26,7 @@ from bridges.xml_text import xml_safe
 from component import metrics
 from component.commands import AdHocCommands
 from component.disco import Disco
-from component.errors import REGISTRATION_REQUIRED, stanza_error
+from component.errors import registration_text, stanza_error
 from component.lanes import Handler, Lanes
 from component.outbound import RECEIPTS_NS, Outbound
 from component.registration import Registration
@@ -41,10 +42,7 @@ log = logging.getLogger(__name__)
 
 CLIENT_NS, COMPONENT_NS = "{jabber:client}", "{jabber:component:accept}"
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
-HELP_TEXT = (
-    "This is the {name} gateway. Register with it from your client's service discovery, "
-    "then write to or join addresses at {jid}."
-)
+HELP_TEXT = "This is the {name} gateway: write to or join addresses at {jid}."
 
 
 def to_component_stream(xml: ET.Element) -> None:
@@ -215,11 +213,21 @@ class Gateway(ComponentXMPP):
 
     # --- sessions -------------------------------------------------------------------
 
-    async def session_for(self, user: str) -> Session:
+    async def session_for(self, user: str, nick: str | None = None) -> Session:
+        """The user's session, for a join (as `nick`) or a message they sent.
+
+        A user without an account gets one from the bridge's defaults if it offers them
+        (IRC); only joins and messages come here, so mere presence creates nothing.
+        """
         session = await self.sessions.ensure(user)
+        if session is None and await self.registration.default_account(user, nick) is not None:
+            session = await self.sessions.ensure(user)
         if session is None:
-            raise stanza_error("registration-required", REGISTRATION_REQUIRED)
+            raise self.registration_required()
         return session
+
+    def registration_required(self) -> XMPPError:
+        return stanza_error("registration-required", registration_text(self.boundjid.bare))
 
     async def restart_session(self, user: str) -> None:
         """Apply changed registration data: a fresh session if one should run."""
@@ -258,9 +266,7 @@ class Gateway(ComponentXMPP):
         user = message["from"].bare
         if not message["to"].node:
             if message["body"]:
-                self.outbound.notice(
-                    user, HELP_TEXT.format(name=self.bridge.display_name, jid=self.boundjid.bare)
-                )
+                self.outbound.notice(user, await self._help(user))
             return
         address = self._address(message)
         session = await self.session_for(user)
@@ -287,6 +293,17 @@ class Gateway(ComponentXMPP):
             thread=message["thread"] or None,
         )
 
+    async def _help(self, user: str) -> str:
+        """What a message to the component is answered with; how to register, if needed."""
+        jid = self.boundjid.bare
+        text = HELP_TEXT.format(name=self.bridge.display_name, jid=jid)
+        if (
+            self.bridge.default_account(user, None) is None
+            and await self.store.get_account(user, self.bridge.name) is None
+        ):
+            text += " " + registration_text(jid)
+        return text
+
     async def _on_presence(self, stanza: Presence) -> None:
         ptype = stanza["type"]
         user = stanza["from"].bare
@@ -302,10 +319,23 @@ class Gateway(ComponentXMPP):
                 session = self.sessions.get(user)
                 if session is None and ptype in ("unavailable", "error"):
                     return
-                session = session or await self.session_for(user)
+                session = session or await self.session_for(user, stanza["to"].resource)
                 await self.groups.on_presence(stanza, session, address)
+                if ptype == "unavailable":
+                    await self._left_a_room(user)
             elif ptype != "error" and await self.store.get_account(user, self.bridge.name) is None:
-                raise stanza_error("registration-required", REGISTRATION_REQUIRED)
+                raise self.registration_required()
+
+    async def _left_a_room(self, user: str) -> None:
+        """A user seen only in rooms is gone with their last room, as in biboumi.
+
+        Their presence never reaches the gateway when it is not in their roster (no
+        XEP-0100 subscription, as for users who never registered), so without this
+        their legacy connection would stay open for good.
+        """
+        assert self.groups is not None
+        if not self.sessions.is_online(user) and not self.groups.in_any_room(user):
+            await self.sessions.user_gone(user)
 
     async def _on_user_presence(self, stanza: Presence) -> None:
         """Presence to the component: a user's resource came, changed or went."""
@@ -343,7 +373,7 @@ class Gateway(ComponentXMPP):
             if stanza["to"].node:
                 self._address(stanza)  # refuse addresses that name nothing
             if not registered:
-                self.send(presence(to, user, "unsubscribed", REGISTRATION_REQUIRED))
+                self.send(presence(to, user, "unsubscribed", registration_text(self.boundjid.bare)))
                 return
             self.send(presence(to, user, "subscribed"))
             if not stanza["to"].node and self.sessions.is_online(user):

@@ -274,6 +274,10 @@ class GroupChats:
                 emptied.append(state.room)
         return emptied
 
+    def in_any_room(self, user: str) -> bool:
+        """Whether any resource of `user` is in a room or joining one."""
+        return any(key[0] == user for key in self.rooms)
+
     def invitation(self, message: Message, to: Address) -> Invite | None:
         """The invite `message` carries, if any: XEP-0045 mediated (sent to the room)
         or XEP-0249 direct (sent to the contact). Both ends must be on this gateway."""

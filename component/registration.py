@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from slixmpp import Iq
+from slixmpp import JID, Iq
 from slixmpp.plugins.xep_0004 import Form
 from slixmpp.plugins.xep_0077.stanza import Register
 from slixmpp.xmlstream import register_stanza_plugin
@@ -55,6 +55,26 @@ class Registration:
             await self._register(iq, user, previous)
         else:
             raise stanza_error("bad-request", "expected a get or set")
+
+    async def default_account(self, user: str, nick: str | None = None) -> Account | None:
+        """Store the bridge's default account for `user`, who joined or wrote unregistered.
+
+        None when the user's domain is not allowed or the bridge wants registration
+        first (`Bridge.default_account`). Unlike a registration, no XEP-0100
+        subscription request follows: the user asked for a room or a contact, not for
+        the gateway in their roster (biboumi does the same).
+        """
+        if JID(user).domain not in self.allowed_domains:
+            return None
+        data = self.bridge.default_account(user, nick)
+        if data is None:
+            return None
+        account = await self.gateway.store.save_account(
+            user, self.bridge.name, settings=data.settings, secrets=data.secrets
+        )
+        metrics.REGISTRATIONS.labels(self.bridge.name, "default").inc()
+        log.info("%s: account with the %s defaults created", user, self.bridge.name)
+        return account
 
     def _send_form(self, iq: Iq, previous: Account | None) -> None:
         reply = iq.reply()

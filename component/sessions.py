@@ -148,13 +148,17 @@ class SessionManager:
         del self.resources[user]
         self._shown.pop(user, None)
         metrics.ONLINE_USERS.labels(self.bridge.name).set(len(self.resources))
+        await self.user_gone(user)
+        return True
+
+    async def user_gone(self, user: str) -> None:
+        """The user is no longer there: stop their session unless it runs while offline."""
         session = self._sessions.get(user)
         keep = self.bridge.persistent_sessions or (
             session is not None and await session.user_offline()
         )
         if not keep:
             await self.stop(user, "user went offline")
-        return True
 
 
 class UserSink:

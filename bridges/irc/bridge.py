@@ -21,7 +21,7 @@ from bridges.base import (
 )
 from bridges.irc.address import format_localpart, make_address, parse_localpart, split_address
 from bridges.irc.options import IrcOptions
-from bridges.irc.protocol import is_valid_nick
+from bridges.irc.protocol import is_valid_nick, nick_from_jid
 from bridges.irc.session import IrcSession
 from bridges.irc.settings import network_command
 
@@ -76,6 +76,17 @@ class IrcBridge(Bridge):
         }
         # Per-network secrets live in the same encrypted blob: keep them.
         return AccountData(settings, previous.secrets if previous else {})
+
+    def default_account(self, user: str, nick: str | None) -> AccountData | None:
+        """IRC needs no registration: the join's nick if IRC allows it, else one from the JID.
+
+        With `require_registration` the user must register first.
+        """
+        if self.options.require_registration:
+            return None
+        if not nick or not is_valid_nick(nick, self.options.nick_max_length):
+            nick = nick_from_jid(user)
+        return AccountData({"nick": nick, "username": "", "realname": ""})
 
     def create_session(self, account: Account, sink: Sink, store: AccountStore) -> Session:
         session = IrcSession(self, account, sink, store, on_stop=self._session_stopped)
@@ -134,7 +145,7 @@ async def _demo_ngircd(run_dir: Path) -> AsyncIterator[dict[str, Any]]:
 
     async with NgIrcd(run_dir) as server:
         print(
-            "  irc:  register with irc.localhost, then join #demo%localhost@irc.localhost",
+            "  irc:  join #demo%localhost@irc.localhost (no registration needed)",
             flush=True,
         )
         yield {"allowed_servers": ["localhost"], "port": server.port, "tls": False}

@@ -25,7 +25,7 @@ from bridges.irc.formatting import (
 )
 from bridges.irc.incoming import Deliver, IncomingLines
 from bridges.irc.options import IrcOptions
-from bridges.irc.protocol import casefold, format_line, is_channel
+from bridges.irc.protocol import casefold, format_line, is_channel, nick_from_jid
 from bridges.irc.settings import RECONNECT_FIELDS, NetworkSettings, load_settings
 
 
@@ -96,7 +96,7 @@ class Network(IncomingLines):
                 ) from exc
 
     def _params(self, settings: NetworkSettings, nick_hint: str | None) -> ConnectParams:
-        nick = settings.nick or nick_hint or self.nick or _nick_from_jid(self.account.user)
+        nick = settings.nick or nick_hint or self.nick or nick_from_jid(self.account.user)
         return ConnectParams(
             host=self.server,
             port=settings.port,
@@ -350,11 +350,3 @@ class Network(IncomingLines):
         except TimeoutError:
             self._lists = [item for item in self._lists if item[0] is not done]
         return result
-
-
-def _nick_from_jid(jid: str) -> str:
-    """A valid nick made from the JID's localpart (the last-resort default)."""
-    local = "".join(c for c in jid.split("@", 1)[0] if c.isascii() and (c.isalnum() or c in "_-"))
-    if not local or not local[0].isalpha():
-        local = "x" + local
-    return local[:9]

@@ -18,6 +18,9 @@ class IrcOptions(BridgeOptions):
     allowed_servers: tuple[str, ...] = ()
     """Host names users may connect to; empty means any (unless `fixed_server` is set)."""
     fixed_server: str | None = None
+    require_registration: bool = False
+    """Refuse users who did not register (XEP-0077), instead of making them an account
+    from the defaults on their first join or message."""
     port: int = Field(6697, ge=1, le=65535)
     """Default port; 6697 is the usual TLS port, use 6667 with `tls: false`."""
     tls: bool = True

@@ -30,6 +30,18 @@ def is_valid_nick(nick: str, max_length: int = MAX_NICK_LENGTH) -> bool:
     return 0 < len(nick) <= max_length and _NICK_RE.match(nick) is not None
 
 
+def nick_from_jid(jid: str) -> str:
+    """A valid nick made from the JID's localpart, for users who named none.
+
+    Only ASCII letters, digits, `_` and `-` are kept, a letter goes first, and nine
+    characters (RFC 2812's length, which every server accepts) are the most.
+    """
+    local = "".join(c for c in jid.split("@", 1)[0] if c.isascii() and (c.isalnum() or c in "_-"))
+    if not local or not local[0].isalpha():
+        local = "x" + local
+    return local[:9]
+
+
 def is_channel(name: str, prefixes: str = CHANNEL_PREFIXES) -> bool:
     return bool(name) and name[0] in prefixes
 
