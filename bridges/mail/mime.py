@@ -18,10 +18,12 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage, Message
 
 import html_text
+
+from bridges.address import AddressError
+from bridges.mail import addresses
 
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _PARSE_POLICY = email.policy.default
@@ -121,8 +123,10 @@ def build_outgoing(
     Raises ValueError when an address cannot be put in a header (e.g. a CR/LF in it).
     """
     msg = EmailMessage(policy=_SEND_POLICY)
-    msg["From"] = HeaderAddress(display_name=_one_line(display_name or ""), addr_spec=sender)
-    msg["To"] = HeaderAddress(addr_spec=to)
+    # Strings, not headerregistry Addresses: those drop the quotes of local parts such as
+    # "a..b" that hold no special character, and the parse of a string keeps them.
+    msg["From"] = email.utils.formataddr((_one_line(display_name or ""), sender), "utf-8")
+    msg["To"] = to
     msg["Subject"] = _one_line(subject)
     msg["Date"] = email.utils.formatdate(usegmt=True)
     msg["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or None)
@@ -163,16 +167,35 @@ def _decode_words(raw: str) -> str:
 
 
 def _sender(msg: Message) -> tuple[str | None, str | None]:
-    """(display name, address) of From, else Sender; address lower-cased in its domain."""
+    """(display name, canonical address) of From, else Sender, else Reply-To.
+
+    The address is read from the header registry's parse (which unquotes local parts
+    and knows the obsolete syntax), else leniently from the raw text; a mailbox that is
+    no valid address is skipped rather than shown as a sender nobody can answer.
+    """
     for name in ("From", "Sender", "Reply-To"):
-        value = _header(msg, name)
-        if not value:
-            continue
-        display, addr = email.utils.parseaddr(value)
-        if "@" in addr:
-            local, _, domain = addr.rpartition("@")
-            return (display.strip() or None), f"{local}@{domain.lower()}"
+        for display, local, domain in _mailboxes(msg, name):
+            try:
+                return (display.strip() or None), addresses.canonical(local, domain)
+            except AddressError:
+                continue
     return None, None
+
+
+def _mailboxes(msg: Message, name: str) -> list[tuple[str, str, str]]:
+    """(display name, local part, domain) of each mailbox in header `name`."""
+    try:
+        header = msg.get(name)
+        found = [(a.display_name, a.username, a.domain) for a in getattr(header, "addresses", ())]
+    except Exception:  # the header registry chokes on some malformed headers
+        found = []
+    if found or header is None:
+        return found
+    display, addr = email.utils.parseaddr(_header(msg, name) or "")
+    try:
+        return [(display, *addresses.split(addr))]
+    except AddressError:
+        return []
 
 
 def _clean_subject(subject: str | None) -> str | None:
