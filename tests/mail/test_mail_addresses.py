@@ -267,3 +267,20 @@ async def test_replies_to_parsed_senders_are_accepted_by_smtp(
         [written] = message["To"].addresses
         assert (written.username, written.domain) == (header_address.username, "remote.test")
     await session.stop()
+
+
+async def test_a_user_whose_own_address_is_quoted(mail: MailServer, bridge: MailBridge) -> None:
+    """Login name with a space (IMAP LOGIN quotes it), From and MAIL FROM quoted."""
+    await mail.add_user("carol", "carolpw")
+    odd = await register(bridge, mail, "odd one", username="odd one")
+    assert odd.settings["email"] == '"odd one"@example.test'
+    sink, store = RecordingSink(), MemoryStore()
+    async with running(bridge, odd, sink, store) as session:
+        await session.send_message(
+            Address(AddressKind.CONTACT, mail.address("carol")), "hi", xmpp_id="o1"
+        )
+        await sink.wait_for(lambda e: isinstance(e, events.Delivered | events.DeliveryFailed))
+    assert sink.of(events.DeliveryFailed) == []
+    [received] = await read_mailbox(mail, "carol")
+    assert received["From"].addresses[0].username == "odd one"
+    assert received["Return-Path"] == '<"odd one"@example.test>'
