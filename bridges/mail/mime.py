@@ -186,16 +186,25 @@ def _mailboxes(msg: Message, name: str) -> list[tuple[str, str, str]]:
     """(display name, local part, domain) of each mailbox in header `name`."""
     try:
         header = msg.get(name)
-        found = [(a.display_name, a.username, a.domain) for a in getattr(header, "addresses", ())]
+        found = [
+            (_utf8(a.display_name), _utf8(a.username), _utf8(a.domain))
+            for a in getattr(header, "addresses", ())
+        ]
     except Exception:  # the header registry chokes on some malformed headers
         found = []
     if found or header is None:
         return found
-    display, addr = email.utils.parseaddr(_header(msg, name) or "")
+    display, addr = email.utils.parseaddr(_utf8(_header(msg, name) or ""))
     try:
         return [(display, *addresses.split(addr))]
     except AddressError:
         return []
+
+
+def _utf8(text: str) -> str:
+    """Raw 8-bit header text (RFC 6532), which the parser keeps as surrogate escapes in
+    address headers, decoded as UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _clean_subject(subject: str | None) -> str | None:

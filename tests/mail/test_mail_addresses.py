@@ -189,6 +189,11 @@ def test_incoming_sender_uses_the_same_mapping() -> None:
     assert mime.parse_incoming(raw).sender == '"odd one"@remote.test'
     obsolete = b"From: odd . one @ remote.test\r\n\r\nbody\r\n"  # RFC 5322 4.4 CFWS
     assert mime.parse_incoming(obsolete).sender == "odd.one@remote.test"
+    utf8 = "From: Jöse <jö@Exämple.org>\r\n\r\nbody\r\n".encode()  # RFC 6532 header
+    assert (mime.parse_incoming(utf8).display_name, mime.parse_incoming(utf8).sender) == (
+        "Jöse",
+        "jö@exämple.org",
+    )
 
 
 # -- on the wire: Dovecot submission → MTA → mailbox -----------------------------------
@@ -284,3 +289,21 @@ async def test_a_user_whose_own_address_is_quoted(mail: MailServer, bridge: Mail
     [received] = await read_mailbox(mail, "carol")
     assert received["From"].addresses[0].username == "odd one"
     assert received["Return-Path"] == '<"odd one"@example.test>'
+
+
+async def test_a_sender_no_jid_can_hold_is_named_in_the_text(
+    mail: MailServer, bridge: MailBridge
+) -> None:
+    """The mail still arrives, from the mailer-daemon JID, saying who wrote it."""
+    alice = await register(bridge, mail, "alice")
+    sink, store = RecordingSink(), MemoryStore()
+    async with running(bridge, alice, sink, store):
+        to = mail.address("alice")
+        raw = f"From: \ue000@remote.test\r\nTo: {to}\r\nSubject: odd\r\n\r\nhello\r\n"
+        await inject(mail, raw.encode(), to, "bounce@remote.test")
+        message = await sink.wait_for(lambda e: isinstance(e, events.Message))
+    assert message.sender == Address(AddressKind.CONTACT, "mailer-daemon@example.test")
+    assert message.text == (
+        "[from \ue000@remote.test, which has no JID: answer it from a mail client]\n\nhello"
+    )
+    assert bridge.format_address(message.sender) == "mailer-daemon\\40example.test"
