@@ -318,3 +318,10 @@ async def test_quoted_local_parts_route_back_through_prosody(
         [received] = await read_mailbox(mail, mailbox)
         assert received.get_body().get_content().strip() == f"to {mailbox}"
     assert not [s for s in client.stanzas if isinstance(s, Message) and s["type"] == "error"]
+
+    client.send_message(mto=f"bob@{MAIL_JID}", mbody="who?", mtype="chat")
+    error = await client.wait_for(
+        lambda s: isinstance(s, Message) and s["type"] == "error", PUSH_TIMEOUT
+    )
+    assert error["error"]["condition"] == "jid-malformed"
+    assert error["error"]["text"] == "'bob' is not an email address: it needs local@domain"
