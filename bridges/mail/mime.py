@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage, Message
 
 import html_text
@@ -123,10 +124,8 @@ def build_outgoing(
     Raises ValueError when an address cannot be put in a header (e.g. a CR/LF in it).
     """
     msg = EmailMessage(policy=_SEND_POLICY)
-    # Strings, not headerregistry Addresses: those drop the quotes of local parts such as
-    # "a..b" that hold no special character, and the parse of a string keeps them.
-    msg["From"] = email.utils.formataddr((_one_line(display_name or ""), sender), "utf-8")
-    msg["To"] = to
+    msg["From"] = _Mailbox(_one_line(display_name or ""), sender)
+    msg["To"] = _Mailbox("", to)
     msg["Subject"] = _one_line(subject)
     msg["Date"] = email.utils.formatdate(usegmt=True)
     msg["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or None)
@@ -135,6 +134,22 @@ def build_outgoing(
         msg["References"] = " ".join(references or (in_reply_to,))
     msg.set_content(text.replace("\r\n", "\n").replace("\r", "\n"), charset="utf-8")
     return msg
+
+
+class _Mailbox(HeaderAddress):
+    """A header address written with `addr_spec` exactly as given (already canonical).
+
+    CPython's `Address.addr_spec` re-quotes the local part only when it holds a special
+    character, so `"a..b"@x` or `".a"@x` would go out unquoted, as another address.
+    """
+
+    def __init__(self, display_name: str, addr_spec: str) -> None:
+        super().__init__(display_name=display_name, addr_spec=addr_spec)
+        self._spec = addr_spec
+
+    @property
+    def addr_spec(self) -> str:
+        return self._spec
 
 
 def to_bytes(msg: EmailMessage) -> bytes:

@@ -196,6 +196,21 @@ def test_incoming_sender_uses_the_same_mapping() -> None:
     )
 
 
+@pytest.mark.parametrize("local", ["a..b", ".a", "", "odd one", 'a"b\\c', "a@b"])
+def test_outgoing_headers_keep_the_quoting(local: str) -> None:
+    """CPython's own Address would write `"a..b"@x` as `a..b@x`: another address."""
+    sender, to = addresses.canonical(local, "example.test"), addresses.canonical(local, "x.test")
+    name = 'Zoë "Z" O\'Brien, Esq.'
+    message = mime.build_outgoing(sender=sender, display_name=name, to=to, subject="s", text="t")
+    raw = mime.to_bytes(message)
+    assert f"To: {to}\r\n".encode() in raw  # a lenient reader would take a..b@x as well
+    assert f"<{sender}>\r\n".encode() in raw
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    [written_from], [written_to] = parsed["From"].addresses, parsed["To"].addresses
+    assert (written_from.display_name, written_from.username) == (name, local)
+    assert (written_to.username, written_to.domain) == (local, "x.test")
+
+
 # -- on the wire: Dovecot submission → MTA → mailbox -----------------------------------
 
 
