@@ -160,11 +160,12 @@ class _LocalDeliveryHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
-        remote = self._mail.remote_domain
-        local = [rcpt for rcpt in envelope.rcpt_tos if not rcpt.lower().endswith(f"@{remote}")]
-        for rcpt in envelope.rcpt_tos:
-            if rcpt not in local:
+        local = []
+        for rcpt in envelope.rcpt_tos:  # each parsed in handle_RCPT already
+            if addresses.split(rcpt)[1].lower() == self._mail.remote_domain:
                 self._mail.remote.append(RemoteMail(envelope.mail_from or "", rcpt, content))
+            else:
+                local.append(rcpt)
         if not local:
             return f"250 2.0.0 Relayed to {len(envelope.rcpt_tos)} recipient(s)"
         try:
