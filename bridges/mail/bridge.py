@@ -1,8 +1,9 @@
 """`MailBridge`: registration form, its validation by real logins, and email addresses.
 
-Addresses: a contact's JID localpart is the XEP-0106 escaped address
-(`bob@example.org` ↔ `bob\\40example.org@mail.gateway`), the default of `Bridge`. The
-older transport style `bob%example.org` cannot round-trip local parts that contain `%`
+Addresses: a contact's JID localpart is the XEP-0106 escaped canonical address
+(`bob@example.org` ↔ `bob\\40example.org@mail.gateway`, `"odd one"@remote.test` ↔
+`\\22odd\\20one\\22\\40remote.test`; `bridges.mail.addresses` says what is canonical).
+The older transport style `bob%example.org` cannot round-trip local parts that contain `%`
 (legal in email), while XEP-0106 round-trips every address and is what its §1 names for
 exactly this case; so XEP-0106 is canonical, and `%` is accepted on input only (when the
 localpart holds no `@`) so addresses typed the classic way still reach the right person.
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
+
+from slixmpp import JID
 
 from bridges.address import Address, AddressError, AddressKind
 from bridges.base import (
@@ -31,7 +33,7 @@ from bridges.base import (
     RegistrationError,
     Sink,
 )
-from bridges.mail import smtp
+from bridges.mail import addresses, smtp
 from bridges.mail.config import (
     DEFAULT_PORTS,
     DomainDefaults,
@@ -43,20 +45,19 @@ from bridges.mail.config import (
 from bridges.mail.imap import ImapConnection, ImapError
 from bridges.mail.session import MailSession
 
-_ADDRESS_RE = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"\\]+")
 _SECURITY = tuple(s.value for s in Security)
 
 
 def normalize_address(text: str) -> str:
-    """`bob@Example.ORG` or `Bob <bob@example.org>` → `bob@example.org`; else AddressError.
+    """A typed address (`bob@Example.ORG`, `Bob <bob@example.org>`) in canonical form.
 
-    Only the domain is lower-cased: local parts are case-sensitive (RFC 5321 §2.4).
+    Raises AddressError. Only the domain is lower-cased: local parts are case-sensitive
+    (RFC 5321 §2.4).
     """
-    _name, addr = email.utils.parseaddr(text.strip())
-    if not addr or not _ADDRESS_RE.fullmatch(addr) or addr.endswith("."):
-        raise AddressError(f"{text!r} is not an email address")
-    local, _, domain = addr.rpartition("@")
-    return f"{local}@{domain.lower()}"
+    text = text.strip()
+    if text.endswith(">"):  # a display name first: parseaddr knows its quoting rules
+        text = email.utils.parseaddr(text)[1]
+    return addresses.parse(text)
 
 
 class MailBridge(Bridge):
@@ -123,7 +124,21 @@ class MailBridge(Bridge):
         if "@" not in legacy and "%" in legacy:
             local, _, domain = legacy.rpartition("%")
             legacy = f"{local}@{domain}"
-        return Address(AddressKind.CONTACT, normalize_address(legacy))
+        return Address(AddressKind.CONTACT, addresses.parse(legacy))
+
+    def format_address(self, address: Address) -> str:
+        """The localpart of `address`; AddressError when no JID can hold it.
+
+        Checked with slixmpp's own JID preparation, so a sender whose address cannot be
+        a JID (a character nodeprep forbids, or too long) is known before any stanza is
+        built from it, instead of failing inside the delivery.
+        """
+        try:
+            localpart = super().format_address(address)
+            JID(f"{localpart}@mail.invalid")
+        except ValueError as exc:  # escape_node's refusal, or slixmpp's InvalidJID
+            raise AddressError(f"{address.legacy_id!r} cannot be written as a JID") from exc
+        return localpart
 
     def translate_legacy_id(self, text: str) -> Address:
         return Address(AddressKind.CONTACT, normalize_address(text))

@@ -7,8 +7,13 @@ tests need both, with TLS, plus a way to inject mail "from outside". This launch
   config, mail stored as ``nobody:nogroup`` (Dovecot refuses uid 0 for mail), users in a
   passwd-file that Dovecot re-reads whenever it changes;
 * an in-process MTA (aiosmtpd on the running event loop) that accepts mail for existing
-  local users only, answering 550 at RCPT time otherwise, and delivers through Dovecot's
-  LMTP socket. Dovecot's submission service relays to it.
+  local users, answering 550 at RCPT time otherwise, and delivers through Dovecot's
+  LMTP socket. Dovecot's submission service relays to it. Mail for `remote_domain`
+  stands for the rest of the internet: accepted for any local part and kept in
+  `MailServer.remote`, as a relay would pass it on.
+
+Local user names may need quoting in an address (`"odd one"@example.test`): the MTA
+reads recipients as the mail bridge does (`bridges.mail.addresses`).
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ import grp
 import pwd
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bridges.address import AddressError
+from bridges.mail import addresses
 from component.devstack.process import (
     LOOPBACK,
     DaemonError,
@@ -136,7 +144,13 @@ class _LocalDeliveryHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        local, _, domain = address.rpartition("@")
+        try:
+            local, domain = addresses.split(address)
+        except AddressError:
+            return "553 5.1.3 Bad recipient address syntax"
+        if domain.lower() == self._mail.remote_domain:
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 OK (relayed)"
         if domain.lower() != self._mail.domain:
             return "550 5.7.1 Relaying denied"
         if local.split("+", 1)[0].lower() not in self._mail.users:
@@ -146,11 +160,19 @@ class _LocalDeliveryHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
+        local = []
+        for rcpt in envelope.rcpt_tos:  # each parsed in handle_RCPT already
+            if addresses.split(rcpt)[1].lower() == self._mail.remote_domain:
+                self._mail.remote.append(RemoteMail(envelope.mail_from or "", rcpt, content))
+            else:
+                local.append(rcpt)
+        if not local:
+            return f"250 2.0.0 Relayed to {len(envelope.rcpt_tos)} recipient(s)"
         try:
             results = await lmtp_deliver(
                 self._mail.lmtp_socket,
                 envelope.mail_from or "",
-                envelope.rcpt_tos,
+                local,
                 content,
                 lhlo=f"mx.{self._mail.domain}",
             )
@@ -158,6 +180,15 @@ class _LocalDeliveryHandler:
             return f"451 4.3.0 Local delivery failed: {exc}"
         failures = [reply for reply in results.values() if not reply.startswith("2")]
         return failures[0] if failures else f"250 2.0.0 Delivered to {len(results)} mailbox(es)"
+
+
+@dataclass(frozen=True)
+class RemoteMail:
+    """A mail the MTA accepted for `remote_domain`: the envelope as received, and the data."""
+
+    mail_from: str
+    rcpt_to: str
+    content: bytes
 
 
 # --------------------------------------------------------------------------- launcher
@@ -178,6 +209,7 @@ class MailServer(DaemonLauncher):
     needs_traversable_dir = True
     host = LOOPBACK
     domain = "example.test"
+    remote_domain = "remote.test"
 
     def __init__(
         self,
@@ -205,6 +237,8 @@ class MailServer(DaemonLauncher):
         self._dovecot: ManagedProcess | None = None
         self._mta: asyncio.Server | None = None
         self._mta_sessions: set[SMTP] = set()
+        self.remote: list[RemoteMail] = []
+        """Mail accepted for `remote_domain`, oldest first."""
 
     # ----------------------------------------------------------------- paths
 
@@ -239,8 +273,8 @@ class MailServer(DaemonLauncher):
         return self._dovecot.pid if self._dovecot is not None else None
 
     def address(self, user: str) -> str:
-        """The mail address of local ``user``."""
-        return f"{user}@{self.domain}"
+        """The mail address of local ``user``, its local part quoted where RFC 5322 says."""
+        return addresses.canonical(user, self.domain)
 
     # ----------------------------------------------------------------- config
 
@@ -265,6 +299,8 @@ ssl_cert = <{self.ca_file}
 ssl_key = <{self._key_file}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# Empty: any character, so that users such as "odd one" exist (RFC 5322 quoted local parts).
+auth_username_chars =
 
 mail_location = maildir:~/Maildir
 first_valid_uid = {uid}
@@ -403,15 +439,19 @@ submission_relay_trusted = no
         """Create mailbox user ``name`` and return its address; Dovecot sees it at once.
 
         Dovecot re-reads the passwd-file when its mtime changes, so no reload is needed.
+        A name may be any printable ASCII but ``:`` (the passwd-file separator), ``"``
+        and ``\\`` (which Dovecot's lookup does not find); one that is not a dot-atom,
+        such as ``odd one``, is quoted in its address.
         """
         name = name.lower()
-        if not re.fullmatch(r"[a-z0-9._-]+", name):
+        if not re.fullmatch(r"[ !#-9;-\[\]-~]+", name) or name != name.strip():
             raise ValueError(f"unsupported mail user name {name!r}")
         if any(ch in password for ch in ":\r\n"):
             raise ValueError("passwords may not contain ':' or line breaks (passwd-file format)")
         if name in self.users:
             raise ValueError(f"mail user {name!r} already exists")
-        home = make_owned_dir(self.run_dir / "home" / name, MAIL_USER, MAIL_GROUP, mode=0o700)
+        folder = name if re.fullmatch(r"[a-z0-9._-]+", name) else name.encode().hex()
+        home = make_owned_dir(self.run_dir / "home" / folder, MAIL_USER, MAIL_GROUP, mode=0o700)
         uid, gid = pwd.getpwnam(MAIL_USER).pw_uid, grp.getgrnam(MAIL_GROUP).gr_gid
         with self.passwd_path.open("a") as passwd:
             passwd.write(f"{name}:{{PLAIN}}{password}:{uid}:{gid}::{home}::\n")

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 import aioimaplib
+from aioimaplib.aioimaplib import quoted
 
 from bridges.mail.config import MailAccount, Security, Server
 
@@ -142,9 +143,9 @@ class ImapConnection:
             await conn._client.wait_hello_from_server()
             if account.imap.security is Security.STARTTLS:
                 await conn._starttls()
-            response = await conn._call(
-                conn._client.login(account.username, account.password), "LOGIN"
-            )
+            # aioimaplib quotes the password only; a login name may hold spaces or quotes
+            login = conn._client.login(quoted(account.username), account.password)
+            response = await conn._call(login, "LOGIN")
             if response.result != "OK":
                 raise ImapError(_text(response), auth=True)
         except BaseException:

@@ -24,6 +24,9 @@ from email.message import EmailMessage, Message
 
 import html_text
 
+from bridges.address import AddressError
+from bridges.mail import addresses
+
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _PARSE_POLICY = email.policy.default
 # 7bit makes the generator QP/base64-encode non-ASCII bodies and RFC 2047-encode headers,
@@ -170,8 +173,8 @@ def build_outgoing(
     Raises ValueError when an address cannot be put in a header (e.g. a CR/LF in it).
     """
     msg = EmailMessage(policy=_SEND_POLICY)
-    msg["From"] = HeaderAddress(display_name=_one_line(display_name or ""), addr_spec=sender)
-    msg["To"] = HeaderAddress(addr_spec=to)
+    msg["From"] = _Mailbox(_one_line(display_name or ""), sender)
+    msg["To"] = _Mailbox("", to)
     msg["Subject"] = _one_line(subject)
     msg["Date"] = email.utils.formatdate(usegmt=True)
     msg["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2] or None)
@@ -180,6 +183,22 @@ def build_outgoing(
         msg["References"] = " ".join(references or (in_reply_to,))
     msg.set_content(text.replace("\r\n", "\n").replace("\r", "\n"), charset="utf-8")
     return msg
+
+
+class _Mailbox(HeaderAddress):
+    """A header address written with `addr_spec` exactly as given (already canonical).
+
+    CPython's `Address.addr_spec` re-quotes the local part only when it holds a special
+    character, so `"a..b"@x` or `".a"@x` would go out unquoted, as another address.
+    """
+
+    def __init__(self, display_name: str, addr_spec: str) -> None:
+        super().__init__(display_name=display_name, addr_spec=addr_spec)
+        self._spec = addr_spec
+
+    @property
+    def addr_spec(self) -> str:
+        return self._spec
 
 
 def to_bytes(msg: EmailMessage) -> bytes:
@@ -212,16 +231,44 @@ def _decode_words(raw: str) -> str:
 
 
 def _sender(msg: Message) -> tuple[str | None, str | None]:
-    """(display name, address) of From, else Sender; address lower-cased in its domain."""
+    """(display name, canonical address) of From, else Sender, else Reply-To.
+
+    The address is read from the header registry's parse (which unquotes local parts
+    and knows the obsolete syntax), else leniently from the raw text; a mailbox that is
+    no valid address is skipped rather than shown as a sender nobody can answer.
+    """
     for name in ("From", "Sender", "Reply-To"):
-        value = _header(msg, name)
-        if not value:
-            continue
-        display, addr = email.utils.parseaddr(value)
-        if "@" in addr:
-            local, _, domain = addr.rpartition("@")
-            return (display.strip() or None), f"{local}@{domain.lower()}"
+        for display, local, domain in _mailboxes(msg, name):
+            try:
+                return (display.strip() or None), addresses.canonical(local, domain)
+            except AddressError:
+                continue
     return None, None
+
+
+def _mailboxes(msg: Message, name: str) -> list[tuple[str, str, str]]:
+    """(display name, local part, domain) of each mailbox in header `name`."""
+    try:
+        header = msg.get(name)
+        found = [
+            (_utf8(a.display_name), _utf8(a.username), _utf8(a.domain))
+            for a in getattr(header, "addresses", ())
+        ]
+    except Exception:  # the header registry chokes on some malformed headers
+        found = []
+    if found or header is None:
+        return found
+    display, addr = email.utils.parseaddr(_utf8(_header(msg, name) or ""))
+    try:
+        return [(display, *addresses.split(addr))]
+    except AddressError:
+        return []
+
+
+def _utf8(text: str) -> str:
+    """Raw 8-bit header text (RFC 6532), which the parser keeps as surrogate escapes in
+    address headers, decoded as UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _clean_subject(subject: str | None) -> str | None:

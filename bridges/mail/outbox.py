@@ -18,9 +18,9 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from bridges import events
-from bridges.address import Address, AddressKind
+from bridges.address import Address, AddressError, AddressKind
 from bridges.base import AccountStore, BridgeError, Sink
-from bridges.mail import mime, smtp
+from bridges.mail import addresses, mime, smtp
 from bridges.mail.config import MailAccount, MailOptions
 from bridges.mail.imap import ImapConnection
 from bridges.mail.watcher import CONNECTION_ERRORS
@@ -81,15 +81,17 @@ class Outbox:
             )
         try:
             message = mime.build_outgoing(
-                sender=self.account.email,
+                sender=addresses.for_smtp(self.account.email),
                 display_name=self.account.display_name,
-                to=to.legacy_id,
+                to=addresses.for_smtp(to.legacy_id),
                 subject=subject,
                 text=text,
                 in_reply_to=references[-1] if references else None,
                 references=_trimmed(references),
             )
             raw = mime.to_bytes(message).decode("ascii")
+        except AddressError as exc:
+            raise BridgeError(exc.text, exc.condition) from exc
         except (ValueError, UnicodeError) as exc:
             raise BridgeError(f"cannot write this mail: {exc}", "not-acceptable") from exc
         message_id = str(message["Message-ID"])

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bridges import events
-from bridges.address import Address, AddressKind
+from bridges.address import Address, AddressError, AddressKind
 from bridges.base import Account, AccountStore, Session, Sink
 from bridges.mail import mime
 from bridges.mail.config import MailAccount, MailOptions
@@ -161,9 +161,9 @@ class MailSession(Session):
                 " were read: open it in a mail client for the rest]"
             )
         thread = await self._thread_for(mail)
-        sender = mail.sender or f"mailer-daemon@{self.mail.email.rpartition('@')[2]}"
+        sender, text = self._sender_of(mail, text)
         return events.Message(
-            sender=Address(AddressKind.CONTACT, sender),
+            sender=sender,
             text=text,
             nick=mail.display_name,
             subject=mail.subject,
@@ -171,6 +171,26 @@ class MailSession(Session):
             legacy_id=mail.message_id,
             timestamp=mail.date or fetched.internaldate or datetime.now(UTC),
         )
+
+    def _sender_of(self, mail: mime.IncomingMail, text: str) -> tuple[Address, str]:
+        """The contact a mail comes from, and its text.
+
+        Only an address that maps to a JID may be a `from`, since the user answers that
+        JID; a mail without one comes from the mailer-daemon of the user's domain, and
+        one whose sender cannot be a JID says who wrote it in its text.
+        """
+        fallback = Address(
+            AddressKind.CONTACT, f"mailer-daemon@{self.mail.email.rpartition('@')[2]}"
+        )
+        if mail.sender is None:
+            return fallback, text
+        sender = Address(AddressKind.CONTACT, mail.sender)
+        try:
+            self.bridge.format_address(sender)
+        except AddressError:
+            note = f"[from {mail.sender}, which has no JID: answer it from a mail client]"
+            return fallback, f"{note}\n\n{text}"
+        return sender, text
 
     async def _thread_for(self, mail: mime.IncomingMail) -> str | None:
         """The XMPP thread of a mail, remembered so that the user's reply can answer it."""

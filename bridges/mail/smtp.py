@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import aiosmtplib
 
+from bridges.address import AddressError
+from bridges.mail import addresses
 from bridges.mail.config import MailAccount, MailOptions, Security
 
 
@@ -101,11 +103,19 @@ async def submit(
     recipients: Sequence[str],
     message: bytes,
 ) -> str:
-    """Hand `message` to the submission server; return its reply, raise SmtpFailure."""
+    """Hand `message` to the submission server; return its reply, raise SmtpFailure.
+
+    The envelope holds the addresses' SMTP forms (quoted local parts, IDNA domains).
+    """
+    try:
+        sender = addresses.for_smtp(account.email)
+        envelope = [addresses.for_smtp(rcpt) for rcpt in recipients]
+    except AddressError as exc:
+        raise SmtpFailure(exc.text, code=None, permanent=True, condition=exc.condition) from exc
     try:
         client = await _connected(account, options, tls)
         try:
-            refused, reply = await client.sendmail(account.email, list(recipients), message)
+            refused, reply = await client.sendmail(sender, envelope, message)
             if refused:  # some (not all) recipients refused: report the first
                 code, text = next(iter(refused.values()))
                 raise aiosmtplib.SMTPResponseException(code, text)

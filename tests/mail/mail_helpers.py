@@ -21,6 +21,7 @@ from typing import Any
 
 import aioimaplib
 import aiosmtplib
+from aioimaplib.aioimaplib import quoted
 
 from bridges import events
 from bridges.base import Account
@@ -242,7 +243,7 @@ async def imap_client(mail: MailServer, user: str) -> AsyncIterator[aioimaplib.I
         ssl_context=ssl.create_default_context(cafile=str(mail.ca_file)),
     )
     await client.wait_hello_from_server()
-    assert (await client.login(user, mail.users[user])).result == "OK"
+    assert (await client.login(quoted(user), mail.users[user])).result == "OK"
     try:
         yield client
     finally:

@@ -270,3 +270,58 @@ async def test_new_correspondents_ask_to_join_the_roster(stack: Stack, mail: Mai
         if isinstance(s, Presence) and s["type"] == "subscribe" and s["from"].bare != MAIL_JID
     ]
     assert [r["from"].bare for r in requests] == [stack.jid(erin)]  # once, not per mail
+
+
+async def test_quoted_local_parts_route_back_through_prosody(
+    stack: Stack, mail: MailServer
+) -> None:
+    """The JID a mail (and its subscription request) comes from is one a reply reaches,
+    and the README's spelling `bob\\20smith\\40...` reaches `"bob smith"@...`."""
+    await stack.stop_gateway()
+    stack.config["bridges"]["mail"]["subscribe_correspondents"] = True
+    await stack.start_gateway()
+    await mail.add_user("alice", "alicepw")
+    odd = await mail.add_user("odd one", "oddpw")
+    await mail.add_user("bob smith", "bobpw")
+    client = await login(stack, "alice")
+    await registered(stack, client)
+    alice = mail.address("alice")
+
+    await inject(mail, simple_mail(alice, "Hi", "odd here", From=f"Odd <{odd}>"), alice, odd)
+    incoming = await client.wait_for(mail_from(stack, odd), PUSH_TIMEOUT)
+    assert incoming["from"].bare == f"\\22odd\\20one\\22\\40example.test@{MAIL_JID}"
+    [request] = [
+        s
+        for s in client.stanzas
+        if isinstance(s, Presence) and s["type"] == "subscribe" and s["from"].bare != MAIL_JID
+    ]
+    assert request["from"].bare == incoming["from"].bare
+
+    for to, mailbox in (
+        (incoming["from"].bare, "odd one"),
+        (f"bob\\20smith\\40example.test@{MAIL_JID}", "bob smith"),
+    ):
+        reply = client.make_message(mto=to, mbody=f"to {mailbox}", mtype="chat")
+        reply["id"] = f"to-{mailbox}"
+        reply.xml.append(reply.xml.makeelement(f"{{{RECEIPTS}}}request", {}))
+        reply.send()
+        await client.wait_for(  # sent once the MTA delivered it to the mailbox
+            lambda s, i=reply["id"]: (
+                isinstance(s, Message)
+                and (
+                    s["type"] == "error"
+                    or s.xml.find(f"{{{RECEIPTS}}}received[@id='{i}']") is not None
+                )
+            ),
+            PUSH_TIMEOUT,
+        )
+        [received] = await read_mailbox(mail, mailbox)
+        assert received.get_body().get_content().strip() == f"to {mailbox}"
+    assert not [s for s in client.stanzas if isinstance(s, Message) and s["type"] == "error"]
+
+    client.send_message(mto=f"bob@{MAIL_JID}", mbody="who?", mtype="chat")
+    error = await client.wait_for(
+        lambda s: isinstance(s, Message) and s["type"] == "error", PUSH_TIMEOUT
+    )
+    assert error["error"]["condition"] == "jid-malformed"
+    assert error["error"]["text"] == "'bob' is not an email address: it needs local@domain"
