@@ -19,7 +19,7 @@ from bridges import events
 from bridges.address import Address
 from bridges.base import Account
 from bridges.irc import IrcBridge
-from bridges.irc.devstack import NgIrcd
+from bridges.irc.devstack import InspIrcd, NgIrcd
 from bridges.irc.options import IrcOptions
 from bridges.irc.session import IrcSession
 
@@ -213,7 +213,7 @@ class ScriptedIrcd:
 class Harness:
     """Sessions and peers made by one test, closed at teardown."""
 
-    def __init__(self, server: NgIrcd | ScriptedIrcd) -> None:
+    def __init__(self, server: NgIrcd | InspIrcd | ScriptedIrcd) -> None:
         self.server = server
         self.sessions: list[IrcSession] = []
         self.peers: list[IrcPeer] = []
