@@ -1,8 +1,9 @@
 """One user's presence on one IRC server: connection life and the user's actions.
 
 `IrcSession` owns one `Network` per server the user touches. The Network opens its
-connection lazily and after a drop reconnects with backoff and rejoins the channels,
-telling the user in each room. What the server sends is handled in `incoming`.
+connection lazily (or at once for persistent channels, `stay_in`) and after a drop
+reconnects with backoff and rejoins the channels, telling the user in each room. What
+the server sends is handled in `incoming`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Coroutine, Sequence
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
 
 from bridges import events
 from bridges.address import Address
-from bridges.base import Account, BridgeError
+from bridges.base import Account, AccountStore, BridgeError
 from bridges.irc.address import make_address
 from bridges.irc.channel import Channel, ServerModes
 from bridges.irc.connection import ConnectParams, IrcConnection
@@ -23,10 +28,12 @@ from bridges.irc.formatting import (
     privmsg_budget,
     relay_prefix_bytes,
 )
+from bridges.irc.gaps import SEEN_KIND, gap_text, seen_key
 from bridges.irc.incoming import Deliver, IncomingLines
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import casefold, format_line, is_channel
 from bridges.irc.settings import NetworkSettings, load_settings
+from bridges.timestamps import parse_timestamp
 
 
 class Network(IncomingLines):
@@ -38,12 +45,14 @@ class Network(IncomingLines):
         options: IrcOptions,
         account: Account,
         deliver: Deliver,
+        store: AccountStore,
         log: logging.Logger,
     ) -> None:
         self.server = server
         self.options = options
         self.account = account
         self.deliver = deliver
+        self.store = store
         self.log = log.getChild(server)
         self.service = make_address("", server)
         self.conn: IrcConnection | None = None
@@ -130,9 +139,38 @@ class Network(IncomingLines):
         for name in settings.autojoin:
             if casefold(name) not in self.channels:
                 self.channels[casefold(name)] = Channel(name, make_address(name, self.server))
-            conn.send(format_line("JOIN", name))
+        # Autojoin, persistent channels waiting for this connection, rooms to rejoin.
+        for ch in self.channels.values():
+            if not ch.joined:
+                conn.send(format_line("JOIN", ch.name, *([ch.key] if ch.key else [])))
         self._watch = asyncio.create_task(self._watch_connection(conn))
+        self._start_timer(self._keep_noting_seen(conn))
         return conn
+
+    def stay_in(self, names: Sequence[str]) -> None:
+        """Join `names` now, with nobody waiting: persistent channels at session start.
+
+        A server that cannot be reached is retried with the reconnect backoff; the
+        RoomJoined events go to rooms nobody is in yet, so they only prime the state a
+        later join from a client is answered from.
+        """
+        for name in names:
+            if casefold(name) not in self.channels:
+                self.channels[casefold(name)] = Channel(name, make_address(name, self.server))
+        self._start_timer(self._connect_unattended())
+
+    async def _connect_unattended(self) -> None:
+        try:
+            await self.ensure_connected()
+        except BridgeError as exc:
+            self.log.info("could not connect for the persistent channels: %s", exc.text)
+            self._reconnecting = asyncio.create_task(self._reconnect(exc.text))
+
+    def _start_timer(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` until it ends or the network stops."""
+        task = asyncio.create_task(work)
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
 
     async def _watch_connection(self, conn: IrcConnection) -> None:
         await conn.closed.wait()
@@ -140,6 +178,7 @@ class Network(IncomingLines):
             return
         self.conn = None
         reason = conn.close_reason or "connection lost"
+        await self._note_seen()
         await self._flush_welcome()
         rooms = [ch for ch in self.channels.values() if ch.joined]
         for ch in self.channels.values():
@@ -184,13 +223,11 @@ class Network(IncomingLines):
                     return
                 delay = min(delay * 2, self.options.reconnect_max_delay)
                 continue
-            for ch in self.channels.values():
+            for ch in self.channels.values():  # `_open` has sent the JOINs
                 own = ch.remove(nick)
                 if conn.nick != nick and own is not None:
                     # Our nick was taken meanwhile: the rooms must learn the new one.
                     await self.deliver(events.NickChanged(ch.address, nick, conn.nick, own=True))
-                if not ch.joined:
-                    conn.send(format_line("JOIN", ch.name, *([ch.key] if ch.key else [])))
             return
 
     async def _give_up(self, reason: str) -> None:
@@ -199,6 +236,8 @@ class Network(IncomingLines):
         self.channels.clear()
 
     async def stop(self, message: str) -> None:
+        if not self._stopping and self.connected:
+            await self._note_seen()
         self._stopping = True
         for task in (self._reconnecting, self._watch, *self._timers):
             if task is not None:
@@ -214,6 +253,60 @@ class Network(IncomingLines):
         self.away = text
         if self.connected:
             self.send("AWAY", *([text] if text else []))
+
+    # --- last seen in persistent channels (see `gaps`) ------------------------------
+
+    def _persistent(self) -> set[str]:
+        """The user's persistent channels here, as now saved (casefolded)."""
+        return {
+            casefold(n) for n in load_settings(self.options, self.account, self.server).persistent
+        }
+
+    async def _seen_record(
+        self, action: str, ch: Channel, at: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """Read, write or delete `ch`'s record; a failing store is logged, not raised,
+        since the connection must outlive it."""
+        key = seen_key(self.server, ch.name)
+        try:
+            if action == "get":
+                return await self.store.get_record(SEEN_KIND, key)
+            if action == "delete":
+                await self.store.delete_record(SEEN_KIND, key)
+            else:
+                await self.store.put_record(
+                    SEEN_KIND, key, {"at": (at or datetime.now(UTC)).isoformat()}
+                )
+        except Exception:
+            self.log.exception("cannot %s the last-seen record of %s", action, ch.name)
+        return None
+
+    async def _note_seen(self) -> None:
+        """Note that we are in each joined persistent channel as of now."""
+        persistent = self._persistent()
+        for ch in list(self.channels.values()):
+            if ch.joined and casefold(ch.name) in persistent:
+                await self._seen_record("put", ch)
+
+    async def _keep_noting_seen(self, conn: IrcConnection) -> None:
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(conn.closed.wait(), self.options.last_seen_interval)
+                return
+            await self._note_seen()
+
+    async def _gap_notice(self, ch: Channel) -> str | None:
+        """At a join of a persistent channel: when we were not in it, unless the
+        server keeps chat history; then note that we are in it now."""
+        if casefold(ch.name) not in self._persistent():
+            return None
+        record = await self._seen_record("get", ch)
+        now = datetime.now(UTC)
+        await self._seen_record("put", ch, now)
+        since = parse_timestamp(str(record.get("at"))) if record else None
+        if since is None or self.modes.chathistory:
+            return None
+        return gap_text(ch.name, since, now)
 
     def send(self, command: str, *params: str) -> None:
         if self.conn is None or self.conn.closed.is_set():
@@ -235,9 +328,7 @@ class Network(IncomingLines):
         if ch is None:
             ch = self.channels[casefold(name)] = Channel(name, address, key)
             self.send("JOIN", name, *([key] if key else []))
-            timer = asyncio.create_task(self._join_deadline(ch))
-            self._timers.add(timer)
-            timer.add_done_callback(self._timers.discard)
+            self._start_timer(self._join_deadline(ch))
 
     async def _join_deadline(self, ch: Channel) -> None:
         """A server that never answers a JOIN must not leave the user waiting forever."""
@@ -256,6 +347,9 @@ class Network(IncomingLines):
         ch = self.channels.pop(casefold(name), None)
         if ch is not None and self.connected:
             self.send("PART", ch.name, *([reason] if reason else []))
+        if ch is not None and ch.joined and casefold(ch.name) in self._persistent():
+            # Left on purpose: a later join is no gap to report.
+            await self._seen_record("delete", ch)
 
     async def message(self, target: str, text: str, xmpp_id: str | None) -> None:
         """PRIVMSGs for `text`, split to fit the server's relay of our own lines."""
