@@ -28,12 +28,11 @@ from bridges.irc.formatting import (
     privmsg_budget,
     relay_prefix_bytes,
 )
-from bridges.irc.gaps import SEEN_KIND, gap_text, seen_key
+from bridges.irc.gaps import LastSeen, gap_text
 from bridges.irc.incoming import Deliver, IncomingLines
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import casefold, format_line, is_channel
 from bridges.irc.settings import NetworkSettings, load_settings
-from bridges.timestamps import parse_timestamp
 
 
 class Network(IncomingLines):
@@ -52,8 +51,8 @@ class Network(IncomingLines):
         self.options = options
         self.account = account
         self.deliver = deliver
-        self.store = store
         self.log = log.getChild(server)
+        self.last_seen = LastSeen(store, server, self.log)
         self.service = make_address("", server)
         self.conn: IrcConnection | None = None
         self.settings: NetworkSettings | None = None
@@ -262,31 +261,12 @@ class Network(IncomingLines):
             casefold(n) for n in load_settings(self.options, self.account, self.server).persistent
         }
 
-    async def _seen_record(
-        self, action: str, ch: Channel, at: datetime | None = None
-    ) -> dict[str, Any] | None:
-        """Read, write or delete `ch`'s record; a failing store is logged, not raised,
-        since the connection must outlive it."""
-        key = seen_key(self.server, ch.name)
-        try:
-            if action == "get":
-                return await self.store.get_record(SEEN_KIND, key)
-            if action == "delete":
-                await self.store.delete_record(SEEN_KIND, key)
-            else:
-                await self.store.put_record(
-                    SEEN_KIND, key, {"at": (at or datetime.now(UTC)).isoformat()}
-                )
-        except Exception:
-            self.log.exception("cannot %s the last-seen record of %s", action, ch.name)
-        return None
-
     async def _note_seen(self) -> None:
         """Note that we are in each joined persistent channel as of now."""
         persistent = self._persistent()
         for ch in list(self.channels.values()):
             if ch.joined and casefold(ch.name) in persistent:
-                await self._seen_record("put", ch)
+                await self.last_seen.put(ch.name, datetime.now(UTC))
 
     async def _keep_noting_seen(self, conn: IrcConnection) -> None:
         while True:
@@ -300,10 +280,9 @@ class Network(IncomingLines):
         server keeps chat history; then note that we are in it now."""
         if casefold(ch.name) not in self._persistent():
             return None
-        record = await self._seen_record("get", ch)
+        since = await self.last_seen.get(ch.name)
         now = datetime.now(UTC)
-        await self._seen_record("put", ch, now)
-        since = parse_timestamp(str(record.get("at"))) if record else None
+        await self.last_seen.put(ch.name, now)
         if since is None or self.modes.chathistory:
             return None
         return gap_text(ch.name, since, now)
@@ -349,7 +328,7 @@ class Network(IncomingLines):
             self.send("PART", ch.name, *([reason] if reason else []))
         if ch is not None and ch.joined and casefold(ch.name) in self._persistent():
             # Left on purpose: a later join is no gap to report.
-            await self._seen_record("delete", ch)
+            await self.last_seen.forget(ch.name)
 
     async def message(self, target: str, text: str, xmpp_id: str | None) -> None:
         """PRIVMSGs for `text`, split to fit the server's relay of our own lines."""
