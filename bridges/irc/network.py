@@ -81,7 +81,7 @@ class Network(IncomingLines):
 
     async def ensure_connected(self, nick_hint: str | None = None) -> IrcConnection:
         """The live connection, opened now if needed; raise BridgeError if impossible."""
-        if self._reconnecting is not None and not self._reconnecting.done():
+        if self._reconnecting_now:
             raise BridgeError(f"reconnecting to {self.server}, try again", "remote-server-timeout")
         async with self._connect_lock:
             if self.conn is not None and not self.conn.closed.is_set():
@@ -147,21 +147,35 @@ class Network(IncomingLines):
         return conn
 
     def stay_in(self, names: Sequence[str]) -> None:
-        """Join `names` now, with nobody waiting: persistent channels at session start.
+        """Join `names` now, with nobody waiting: persistent channels at session start
+        or when the user goes offline.
 
         A server that cannot be reached is retried with the reconnect backoff; the
         RoomJoined events go to rooms nobody is in yet, so they only prime the state a
         later join from a client is answered from.
         """
-        for name in names:
-            if casefold(name) not in self.channels:
-                self.channels[casefold(name)] = Channel(name, make_address(name, self.server))
-        self._start_timer(self._connect_unattended())
+        added = [Channel(name, make_address(name, self.server)) for name in names]
+        added = [ch for ch in added if casefold(ch.name) not in self.channels]
+        for ch in added:
+            self.channels[casefold(ch.name)] = ch
+        if not added or self._reconnecting_now:
+            return  # the reconnect joins every channel in `channels`
+        if self.connected:
+            for ch in added:
+                self.send("JOIN", ch.name)
+        else:
+            self._start_timer(self._connect_unattended())
+
+    @property
+    def _reconnecting_now(self) -> bool:
+        return self._reconnecting is not None and not self._reconnecting.done()
 
     async def _connect_unattended(self) -> None:
         try:
             await self.ensure_connected()
         except BridgeError as exc:
+            if self._stopping or self._reconnecting_now:
+                return
             self.log.info("could not connect for the persistent channels: %s", exc.text)
             self._reconnecting = asyncio.create_task(self._reconnect(exc.text))
 

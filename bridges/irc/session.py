@@ -82,6 +82,9 @@ class IrcSession(Session):
 
     async def start(self) -> None:
         """Connect to networks with persistent channels and join those; others wait."""
+        self._stay_in_persistent()
+
+    def _stay_in_persistent(self) -> None:
         for server, channels in persistent_channels(self.options, self.account).items():
             self.network(server).stay_in(channels)
 
@@ -114,7 +117,10 @@ class IrcSession(Session):
         await self.network(target.server).join(target.local, room, nick, password)
 
     async def user_offline(self) -> bool:
-        """Stay only in channels marked persistent; QUIT networks that have none."""
+        """Stay only in channels marked persistent (joining those not joined yet); QUIT
+        networks that have none."""
+        if not self._stopped:
+            self._stay_in_persistent()
         for server, network in list(self.networks.items()):
             # The account's settings, not the connection's: it may not be open yet.
             persistent = load_settings(self.options, self.account, server).persistent

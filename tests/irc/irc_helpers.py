@@ -227,10 +227,13 @@ class Harness:
         nick: str = "alice",
         user: str = "alice@localhost",
         secrets: dict[str, str] | None = None,
+        state: dict[str, Any] | None = None,
         **options: Any,
     ) -> tuple[IrcSession, RecordingSink]:
         bridge = self.bridge(**options)
-        account = Account(user, "irc", settings={"nick": nick}, secrets=dict(secrets or {}))
+        account = Account(
+            user, "irc", settings={"nick": nick}, secrets=dict(secrets or {}), state=state or {}
+        )
         sink = RecordingSink()
         session = bridge.create_session(account, sink, MemoryStore(account))
         assert isinstance(session, IrcSession)
