@@ -49,7 +49,7 @@ from component.devstack.prosody import Prosody
 
 GAP = re.compile(
     r"The gateway was not in #room from (\S+ \S+) to (\S+) UTC: "
-    r"what was said there meanwhile is not shown\."
+    r"what was said there meanwhile may be missing\."
 )
 
 

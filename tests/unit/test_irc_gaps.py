@@ -15,7 +15,7 @@ def test_gap_text_names_the_date_once_unless_it_changes():
     since = datetime(2026, 12, 1, 21, 30, 5, tzinfo=UTC)
     assert gap_text("#room", since, datetime(2026, 12, 1, 21, 35, 10, tzinfo=UTC)) == (
         "The gateway was not in #room from 2026-12-01 21:30:05 to 21:35:10 UTC: "
-        "what was said there meanwhile is not shown."
+        "what was said there meanwhile may be missing."
     )
     overnight = gap_text("#room", since, datetime(2026, 12, 2, 1, 0, 0, tzinfo=UTC))
     assert "from 2026-12-01 21:30:05 to 2026-12-02 01:00:00 UTC" in overnight
