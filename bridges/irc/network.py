@@ -72,6 +72,8 @@ class Network(IncomingLines):
         self._timers: set[asyncio.Task[None]] = set()
         self.away = ""
         """AWAY text to carry on this server (set again after every reconnect)."""
+        self.user_offline = False
+        """Connections opened while the user is offline join persistent channels only."""
 
     # --- connection life -------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class Network(IncomingLines):
             conn.send(format_line("PRIVMSG", "NickServ", f"IDENTIFY {settings.nickserv_password}"))
         if self.away:
             conn.send(format_line("AWAY", self.away))
-        for name in settings.autojoin:
+        for name in () if self.user_offline else settings.autojoin:
             if casefold(name) not in self.channels:
                 self.channels[casefold(name)] = Channel(name, make_address(name, self.server))
         # Autojoin, persistent channels waiting for this connection, rooms to rejoin.

@@ -74,6 +74,7 @@ class IrcSession(Session):
         default = AWAY_TEXTS.get(show)
         self.away = (status or default) if default else ""
         for network in self.networks.values():
+            network.user_offline = False
             network.set_away(self.away)
 
     async def _deliver(self, event: events.Event) -> None:
@@ -133,6 +134,7 @@ class IrcSession(Session):
             for ch in channels:
                 if casefold(ch.name) not in keep:
                     await network.leave(ch.name)
+            network.user_offline = True
             network.set_away(self.away or OFFLINE_AWAY)
         return bool(self.networks)
 

@@ -13,8 +13,8 @@ from bridges import events
 from bridges.irc.settings import STATE_KEY
 
 
-def persistent(*channels: str) -> dict[str, object]:
-    return {STATE_KEY: {SERVER: {"persistent": list(channels)}}}
+def persistent(*channels: str, autojoin: tuple[str, ...] = ()) -> dict[str, object]:
+    return {STATE_KEY: {SERVER: {"persistent": list(channels), "autojoin": list(autojoin)}}}
 
 
 async def test_session_start_joins_persistent_channels_and_a_later_join_is_immediate(
@@ -58,3 +58,14 @@ async def test_persistent_channels_wait_for_a_server_that_is_down_at_start(irc: 
     await sink.wait_event(events.RoomJoined, room=irc.room("#room"), timeout=15)
     bob = await irc.peer("bob", "#room")
     assert bob.matching(lambda e: e.type == "namreply" and "alice" in e.arguments[2])
+
+
+async def test_a_connection_opened_while_offline_skips_autojoin(irc: Harness):
+    bob = await irc.peer("bob", "#room", "#auto")
+    session, sink = await irc.session("alice", state=persistent("#room", autojoin=("#auto",)))
+    assert await session.user_offline()  # as the gateway says at start, before connecting
+    await sink.wait_event(events.RoomJoined, room=irc.room("#room"))
+    await session.send_message(irc.contact("bob"), "after my joins")  # same connection
+    await bob.wait_text("privmsg", "after my joins")
+    joins = bob.matching(lambda e: e.type == "join" and e.source.nick == "alice")
+    assert [e.target for e in joins] == ["#room"]
