@@ -167,9 +167,9 @@ class Command:
 class Session(ABC):
     """One user's live connection to the legacy network.
 
-    Created when the user first becomes available (or at start for bridges with
-    `persistent_sessions`), stopped when the last resource goes away or the account is
-    removed. All methods run on the gateway's event loop and must not block it.
+    Created when the user first becomes available (or at gateway start for accounts
+    the bridge `runs_offline`), stopped when the last resource goes away or the account
+    is removed. All methods run on the gateway's event loop and must not block it.
     """
 
     def __init__(self, bridge: Bridge, account: Account, sink: Sink, store: AccountStore) -> None:
@@ -200,7 +200,8 @@ class Session(ABC):
         """Send a one-to-one (or, for a group address, a group) message."""
 
     async def user_offline(self) -> bool:
-        """The user's last resource went away: return True to keep running.
+        """The user's last resource went away (or was never there when the gateway
+        started this session on its own): return True to keep running.
 
         The default stops the session. IRC keeps the connection for channels the user
         marked persistent (and leaves the others itself).
@@ -267,7 +268,8 @@ class Bridge(ABC):
     registration_fields: ClassVar[Sequence[FormField]]
     supports_groups: ClassVar[bool] = False
     persistent_sessions: ClassVar[bool] = False
-    """Keep the session running while the user is offline (mail keeps watching IMAP)."""
+    """Keep every session running while the user is offline (mail keeps watching IMAP);
+    `runs_offline` decides it per account instead."""
     gateway_prompt: ClassVar[str] = "Legacy address"
     gateway_desc: ClassVar[str] = "Enter the address of the contact you would like to add."
     Options: ClassVar[type[BridgeOptions]] = BridgeOptions
@@ -298,6 +300,16 @@ class Bridge(ABC):
         is the nickname of the group join that came first, if that is what it was.
         """
         return None
+
+    def runs_offline(self, account: Account) -> bool:
+        """Whether `account`'s session runs while the user is offline.
+
+        Such sessions start when the gateway does, without waiting for the user's
+        presence, and are told `Session.user_offline` right away if the user is not
+        online. The default is `persistent_sessions`; IRC says yes for accounts with
+        persistent channels, so they are joined across gateway restarts (a bouncer).
+        """
+        return self.persistent_sessions
 
     def parse_address(self, localpart: str) -> Address:
         """Map a JID localpart to an address; raise AddressError when it names nothing."""

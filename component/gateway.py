@@ -203,7 +203,7 @@ class Gateway(ComponentXMPP):
                 self.send(presence(self.boundjid.bare, user, "probe"))
         if not self._started_once:
             self._started_once = True
-            await self.sessions.start_persistent()
+            await self.sessions.start_offline_sessions()
 
     def _on_link_down(self, _event: object) -> None:
         if self.link_up.is_set() and not self._closing.is_set():
@@ -232,8 +232,7 @@ class Gateway(ComponentXMPP):
     async def restart_session(self, user: str) -> None:
         """Apply changed registration data: a fresh session if one should run."""
         await self.sessions.stop(user, "registration changed")
-        if self.sessions.is_online(user) or self.bridge.persistent_sessions:
-            await self.sessions.ensure(user)
+        await self.sessions.start_if_wanted(user)
 
     async def forget_user(self, user: str, reason: str) -> None:
         """Stop everything for `user` and delete what is stored for them."""

@@ -1,9 +1,11 @@
 """Which users are online, and the legacy Session each registered user has.
 
 Presence decides a session's life: the first available resource starts it, the last
-one going away stops it, unless the bridge keeps sessions running while the user is
-offline (`persistent_sessions`). A message from a user whose presence we have not seen
-starts the session on demand, so nothing they send is refused for want of presence.
+one going away stops it, unless the bridge keeps it running while the user is offline
+(`Bridge.runs_offline`, `Session.user_offline`). Sessions that run offline also start
+with the gateway, without waiting for presence. A message from a user whose presence
+we have not seen starts the session on demand, so nothing they send is refused for
+want of presence.
 """
 
 from __future__ import annotations
@@ -60,14 +62,18 @@ class SessionManager:
     def is_online(self, user: str) -> bool:
         return bool(self.resources.get(user))
 
-    async def ensure(self, user: str) -> Session | None:
-        """The user's running session, started if needed; None when not registered."""
+    async def ensure(self, user: str, account: Account | None = None) -> Session | None:
+        """The user's running session, started if needed; None when not registered.
+
+        `account` saves reading it again when the caller has just done so.
+        """
         lock = self._starting.setdefault(user, asyncio.Lock())
         async with lock:
             session = self._sessions.get(user)
             if session is not None:
                 return session
-            account = await self.store.get_account(user, self.bridge.name)
+            if account is None:
+                account = await self.store.get_account(user, self.bridge.name)
             if account is None:
                 return None
             return await self._start(account)
@@ -99,13 +105,32 @@ class SessionManager:
         except Exception:
             log.exception("%s: %s session failed to stop cleanly", user, self.bridge.name)
 
-    async def start_persistent(self) -> None:
-        """Start every account's session up front, for bridges that run while offline."""
-        if not self.bridge.persistent_sessions:
-            return
+    async def start_offline_sessions(self) -> None:
+        """At gateway start: run every session the bridge wants running while offline."""
         for account in await self.store.accounts(self.bridge.name):
-            if account.user not in self._sessions:
-                await self._start(account)
+            if not self.bridge.runs_offline(account):
+                continue
+            try:
+                await self.start_if_wanted(account.user, account)
+            except Exception:  # one broken account must not keep the others offline
+                log.exception("%s: %s session failed to start", account.user, self.bridge.name)
+
+    async def start_if_wanted(self, user: str, account: Account | None = None) -> None:
+        """Start `user`'s session if they are online or the bridge runs it offline."""
+        if self.is_online(user):
+            await self.ensure(user, account)
+            return
+        if account is None:
+            account = await self.store.get_account(user, self.bridge.name)
+        if account is None or not self.bridge.runs_offline(account):
+            return
+        session = await self.ensure(user, account)
+        if session is not None and not self.is_online(user) and not await self._keeps(session):
+            await self.stop(user, "nothing to do while the user is offline")
+
+    async def _keeps(self, session: Session) -> bool:
+        """Tell a session its user is offline; whether it goes on running."""
+        return self.bridge.persistent_sessions or await session.user_offline()
 
     async def stop_all(self, reason: str) -> None:
         await asyncio.gather(*(self.stop(user, reason) for user in list(self._sessions)))
@@ -154,10 +179,7 @@ class SessionManager:
     async def user_gone(self, user: str) -> None:
         """The user is no longer there: stop their session unless it runs while offline."""
         session = self._sessions.get(user)
-        keep = self.bridge.persistent_sessions or (
-            session is not None and await session.user_offline()
-        )
-        if not keep:
+        if session is None or not await self._keeps(session):
             await self.stop(user, "user went offline")
 
 

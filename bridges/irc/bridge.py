@@ -22,7 +22,7 @@ from bridges.base import (
 from bridges.irc.address import format_localpart, make_address, parse_localpart, split_address
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import is_valid_nick, nick_from_jid
-from bridges.irc.session import IrcSession
+from bridges.irc.session import IrcSession, persistent_channels
 from bridges.irc.settings import network_command
 
 
@@ -92,6 +92,10 @@ class IrcBridge(Bridge):
         session = IrcSession(self, account, sink, store, on_stop=self._session_stopped)
         self.sessions[account.user] = session
         return session
+
+    def runs_offline(self, account: Account) -> bool:
+        """Accounts with persistent channels stay in them across gateway restarts."""
+        return bool(persistent_channels(self.options, account))
 
     def _session_stopped(self, session: IrcSession) -> None:
         if self.sessions.get(session.account.user) is session:

@@ -29,6 +29,8 @@ class ServerModes:
     set_param: str = "l"
     nick_length: int | None = None
     """NICKLEN, when the server announces it."""
+    chathistory: bool = False
+    """The server announces IRCv3 CHATHISTORY: it can replay what we missed."""
 
     def apply_isupport(self, tokens: list[str]) -> None:
         for token in tokens:
@@ -39,6 +41,8 @@ class ServerModes:
                     self.prefix_modes, self.prefix_symbols = modes, symbols
             elif key == "NICKLEN" and value.isdigit():
                 self.nick_length = int(value)
+            elif key in ("CHATHISTORY", "DRAFT/CHATHISTORY"):
+                self.chathistory = True
             elif key == "CHANMODES":
                 parts = [*value.split(","), "", "", ""]
                 self.list_modes, self.always_param, self.set_param = parts[0], parts[1], parts[2]

@@ -81,6 +81,9 @@ class IncomingLines:
     def send(self, command: str, *params: str) -> None:
         raise NotImplementedError
 
+    async def _gap_notice(self, ch: Channel) -> str | None:
+        raise NotImplementedError
+
     def _joined_event(self, ch: Channel) -> events.RoomJoined:
         return events.RoomJoined(
             ch.address, self.nick, ch.occupants(self.nick), ch.topic, ch.topic_by
@@ -203,12 +206,15 @@ class IncomingLines:
         before, ch.members, ch.names, ch.synced = ch.members, ch.names, {}, True
         if self.conn is not None and "away-notify" in self.conn.caps:
             self.send("WHO", ch.name)  # who is away now; AWAY lines keep it current
+        gap = await self._gap_notice(ch)
         if not ch.rejoining:
             await self.deliver(self._joined_event(ch))
             own = ch.member(self.nick)
             if own is not None and own.occupant.role is not events.Role.PARTICIPANT:
                 # RoomJoined lists others only; our own rank (op when first in) follows.
                 await self.deliver(events.OccupantJoined(ch.address, own.occupant))
+            if gap:  # the gateway restarted: the first join of this connection
+                await self.deliver(events.Message(ch.address, gap))
             return
         ch.rejoining = False
         for key, old in before.items():
@@ -219,7 +225,10 @@ class IncomingLines:
             changed = previous is None or previous.occupant != new.occupant
             if key != casefold(self.nick) and changed:
                 await self.deliver(events.OccupantJoined(ch.address, new.occupant))
-        await self.deliver(events.Message(ch.address, f"Reconnected to {self.server}."))
+        reconnected = f"Reconnected to {self.server}."
+        await self.deliver(
+            events.Message(ch.address, f"{reconnected} {gap}" if gap else reconnected)
+        )
 
     async def _irc_352(self, line: Line) -> None:
         """A WHO reply: flags start with G (gone) for an away member, H (here) otherwise."""

@@ -1,8 +1,9 @@
 """One user's presence on one IRC server: connection life and the user's actions.
 
 `IrcSession` owns one `Network` per server the user touches. The Network opens its
-connection lazily and after a drop reconnects with backoff and rejoins the channels,
-telling the user in each room. What the server sends is handled in `incoming`.
+connection lazily (or at once for persistent channels, `stay_in`) and after a drop
+reconnects with backoff and rejoins the channels, telling the user in each room. What
+the server sends is handled in `incoming`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Coroutine, Sequence
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import Any
 
 from bridges import events
 from bridges.address import Address
-from bridges.base import Account, BridgeError
+from bridges.base import Account, AccountStore, BridgeError
 from bridges.irc.address import make_address
 from bridges.irc.channel import Channel, ServerModes
 from bridges.irc.connection import ConnectParams, IrcConnection
@@ -23,6 +28,7 @@ from bridges.irc.formatting import (
     privmsg_budget,
     relay_prefix_bytes,
 )
+from bridges.irc.gaps import LastSeen, gap_text
 from bridges.irc.incoming import Deliver, IncomingLines
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import casefold, format_line, is_channel, nick_from_jid
@@ -38,6 +44,7 @@ class Network(IncomingLines):
         options: IrcOptions,
         account: Account,
         deliver: Deliver,
+        store: AccountStore,
         log: logging.Logger,
     ) -> None:
         self.server = server
@@ -45,6 +52,7 @@ class Network(IncomingLines):
         self.account = account
         self.deliver = deliver
         self.log = log.getChild(server)
+        self.last_seen = LastSeen(store, server, self.log)
         self.service = make_address("", server)
         self.conn: IrcConnection | None = None
         self.settings: NetworkSettings | None = None
@@ -71,6 +79,8 @@ class Network(IncomingLines):
         self._timers: set[asyncio.Task[None]] = set()
         self.away = ""
         """AWAY text to carry on this server (set again after every reconnect)."""
+        self.user_offline = False
+        """Connections opened while the user is offline join persistent channels only."""
 
     # --- connection life -------------------------------------------------------------
 
@@ -80,7 +90,7 @@ class Network(IncomingLines):
 
     async def ensure_connected(self, nick_hint: str | None = None) -> IrcConnection:
         """The live connection, opened now if needed; raise BridgeError if impossible."""
-        if self._reconnecting is not None and not self._reconnecting.done():
+        if self._reconnecting_now:
             raise BridgeError(f"reconnecting to {self.server}, try again", "remote-server-timeout")
         async with self._connect_lock:
             if self.conn is not None and not self.conn.closed.is_set():
@@ -135,15 +145,22 @@ class Network(IncomingLines):
             conn.send(format_line("PRIVMSG", "NickServ", f"IDENTIFY {settings.nickserv_password}"))
         if self.away:
             conn.send(format_line("AWAY", self.away))
-        self._autojoin(conn, settings.autojoin)
+        for name in () if self.user_offline else settings.autojoin:
+            if casefold(name) not in self.channels:
+                self.channels[casefold(name)] = Channel(name, make_address(name, self.server))
+        # Autojoin, persistent channels waiting for this connection, rooms to rejoin.
+        for ch in self.channels.values():
+            if not ch.joined:
+                conn.send(format_line("JOIN", ch.name, *([ch.key] if ch.key else [])))
         self._watch = asyncio.create_task(self._watch_connection(conn))
+        self._start_timer(self._keep_noting_seen(conn))
         return conn
 
     def _autojoin(self, conn: IrcConnection, names: tuple[str, ...]) -> None:
         """JOIN the channels to join on connect that we do not have yet.
 
-        Channels already known (on a reconnect, all of them) are rejoined by `_reconnect`
-        with their key; joining them here too would send a second JOIN.
+        Channels already known are joined (or being joined, with their key) by `_open`;
+        joining them here too would send a second JOIN.
         """
         for name in names:
             if casefold(name) not in self.channels:
@@ -178,12 +195,52 @@ class Network(IncomingLines):
             if getattr(new, name) != getattr(opened, name)
         ]
 
+    def stay_in(self, names: Sequence[str]) -> None:
+        """Join `names` now, with nobody waiting: persistent channels at session start
+        or when the user goes offline.
+
+        A server that cannot be reached is retried with the reconnect backoff; the
+        RoomJoined events go to rooms nobody is in yet, so they only prime the state a
+        later join from a client is answered from.
+        """
+        added = [Channel(name, make_address(name, self.server)) for name in names]
+        added = [ch for ch in added if casefold(ch.name) not in self.channels]
+        for ch in added:
+            self.channels[casefold(ch.name)] = ch
+        if not added or self._reconnecting_now:
+            return  # the reconnect joins every channel in `channels`
+        if self.connected:
+            for ch in added:
+                self.send("JOIN", ch.name)
+        else:
+            self._start_timer(self._connect_unattended())
+
+    @property
+    def _reconnecting_now(self) -> bool:
+        return self._reconnecting is not None and not self._reconnecting.done()
+
+    async def _connect_unattended(self) -> None:
+        try:
+            await self.ensure_connected()
+        except BridgeError as exc:
+            if self._stopping or self._reconnecting_now:
+                return
+            self.log.info("could not connect for the persistent channels: %s", exc.text)
+            self._reconnecting = asyncio.create_task(self._reconnect(exc.text))
+
+    def _start_timer(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` until it ends or the network stops."""
+        task = asyncio.create_task(work)
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+
     async def _watch_connection(self, conn: IrcConnection) -> None:
         await conn.closed.wait()
         if self._stopping or conn is not self.conn:
             return
         self.conn = None
         reason = conn.close_reason or "connection lost"
+        await self._note_seen()
         await self._flush_welcome()
         rooms = [ch for ch in self.channels.values() if ch.joined]
         for ch in self.channels.values():
@@ -228,13 +285,11 @@ class Network(IncomingLines):
                     return
                 delay = min(delay * 2, self.options.reconnect_max_delay)
                 continue
-            for ch in self.channels.values():
+            for ch in self.channels.values():  # `_open` has sent the JOINs
                 own = ch.remove(nick)
                 if conn.nick != nick and own is not None:
                     # Our nick was taken meanwhile: the rooms must learn the new one.
                     await self.deliver(events.NickChanged(ch.address, nick, conn.nick, own=True))
-                if not ch.joined:
-                    conn.send(format_line("JOIN", ch.name, *([ch.key] if ch.key else [])))
             return
 
     async def _give_up(self, reason: str) -> None:
@@ -243,6 +298,8 @@ class Network(IncomingLines):
         self.channels.clear()
 
     async def stop(self, message: str) -> None:
+        if not self._stopping and self.connected:
+            await self._note_seen()
         self._stopping = True
         for task in (self._reconnecting, self._watch, *self._timers):
             if task is not None:
@@ -258,6 +315,40 @@ class Network(IncomingLines):
         self.away = text
         if self.connected:
             self.send("AWAY", *([text] if text else []))
+
+    # --- last seen in persistent channels (see `gaps`) ------------------------------
+
+    def _persistent(self) -> set[str]:
+        """The user's persistent channels here, as now saved (casefolded)."""
+        return {
+            casefold(n) for n in load_settings(self.options, self.account, self.server).persistent
+        }
+
+    async def _note_seen(self) -> None:
+        """Note that we are in each joined persistent channel as of now."""
+        persistent = self._persistent()
+        for ch in list(self.channels.values()):
+            if ch.joined and casefold(ch.name) in persistent:
+                await self.last_seen.put(ch.name, datetime.now(UTC))
+
+    async def _keep_noting_seen(self, conn: IrcConnection) -> None:
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(conn.closed.wait(), self.options.last_seen_interval)
+                return
+            await self._note_seen()
+
+    async def _gap_notice(self, ch: Channel) -> str | None:
+        """At a join of a persistent channel: when we were not in it, unless the
+        server keeps chat history; then note that we are in it now."""
+        if casefold(ch.name) not in self._persistent():
+            return None
+        since = await self.last_seen.get(ch.name)
+        now = datetime.now(UTC)
+        await self.last_seen.put(ch.name, now)
+        if since is None or self.modes.chathistory:
+            return None
+        return gap_text(ch.name, since, now)
 
     def send(self, command: str, *params: str) -> None:
         if self.conn is None or self.conn.closed.is_set():
@@ -279,9 +370,7 @@ class Network(IncomingLines):
         if ch is None:
             ch = self.channels[casefold(name)] = Channel(name, address, key)
             self.send("JOIN", name, *([key] if key else []))
-            timer = asyncio.create_task(self._join_deadline(ch))
-            self._timers.add(timer)
-            timer.add_done_callback(self._timers.discard)
+            self._start_timer(self._join_deadline(ch))
 
     async def _join_deadline(self, ch: Channel) -> None:
         """A server that never answers a JOIN must not leave the user waiting forever."""
@@ -300,6 +389,9 @@ class Network(IncomingLines):
         ch = self.channels.pop(casefold(name), None)
         if ch is not None and self.connected:
             self.send("PART", ch.name, *([reason] if reason else []))
+        if ch is not None and ch.joined and casefold(ch.name) in self._persistent():
+            # Left on purpose: a later join is no gap to report.
+            await self.last_seen.forget(ch.name)
 
     async def message(self, target: str, text: str, xmpp_id: str | None) -> None:
         """PRIVMSGs for `text`, split to fit the server's relay of our own lines."""

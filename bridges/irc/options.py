@@ -57,6 +57,9 @@ class IrcOptions(BridgeOptions):
     reconnect_max_attempts: int = Field(0, ge=0)
     """Give up (and tell the rooms) after this many failed attempts; 0 retries forever."""
     version_reply: str = "xmpp-gateway (XMPP to IRC gateway)"
+    last_seen_interval: float = Field(60.0, gt=0)
+    """Seconds between notes that the gateway is still in a persistent channel: after a
+    crash, the notice of what may be missing is this exact."""
 
     @field_validator("allowed_servers")
     @classmethod

@@ -1,7 +1,9 @@
 """IrcSession: one user's IRC presence, one `Network` (connection) per server.
 
 Connections open lazily, on the first join or message to a server, so registering
-with the gateway costs nothing until the user actually uses a network.
+with the gateway costs nothing until the user actually uses a network. The exception
+is a network with persistent channels: the session opens it as soon as it starts, also
+when the gateway starts it for a user who is offline (a bouncer across restarts).
 """
 
 from __future__ import annotations
@@ -15,11 +17,26 @@ from bridges.irc.address import IrcTarget, split_address
 from bridges.irc.network import Network
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import casefold, is_valid_nick
+from bridges.irc.settings import STATE_KEY, load_settings
 
 QUIT_MESSAGE = "XMPP user went offline"
 AWAY_TEXTS = {"away": "Away", "xa": "Away for a while", "dnd": "Busy"}
 """XMPP shows that mean AWAY on IRC, with the text used when the user set no status."""
 OFFLINE_AWAY = "Not connected (staying in persistent channels)"
+
+
+def persistent_channels(options: IrcOptions, account: Account) -> dict[str, tuple[str, ...]]:
+    """Server → the channels the user stays in while offline, for servers still allowed."""
+    found = {}
+    for server in account.state.get(STATE_KEY, {}):
+        if options.fixed_server and server != options.fixed_server:
+            continue
+        if options.allowed_servers and server not in options.allowed_servers:
+            continue
+        channels = load_settings(options, account, server).persistent
+        if channels:
+            found[server] = channels
+    return found
 
 
 class IrcSession(Session):
@@ -45,7 +62,9 @@ class IrcSession(Session):
         if network is None:
             if self._stopped:
                 raise BridgeError("the session has stopped", "service-unavailable")
-            network = Network(server, self.options, self.account, self._deliver, self.log)
+            network = Network(
+                server, self.options, self.account, self._deliver, self.store, self.log
+            )
             network.away = self.away
             self.networks[server] = network
         return network
@@ -60,6 +79,7 @@ class IrcSession(Session):
         default = AWAY_TEXTS.get(show)
         self.away = (status or default) if default else ""
         for network in self.networks.values():
+            network.user_offline = False
             network.set_away(self.away)
 
     async def _deliver(self, event: events.Event) -> None:
@@ -67,7 +87,12 @@ class IrcSession(Session):
             await self.sink.deliver(event)
 
     async def start(self) -> None:
-        """Nothing to do yet: networks connect on first use."""
+        """Connect to networks with persistent channels and join those; others wait."""
+        self._stay_in_persistent()
+
+    def _stay_in_persistent(self) -> None:
+        for server, channels in persistent_channels(self.options, self.account).items():
+            self.network(server).stay_in(channels)
 
     async def stop(self) -> None:
         self._stopped = True
@@ -98,13 +123,14 @@ class IrcSession(Session):
         await self.network(target.server).join(target.local, room, nick, password)
 
     async def user_offline(self) -> bool:
-        """Stay only in channels marked persistent; QUIT networks that have none."""
+        """Stay only in channels marked persistent (joining those not joined yet); QUIT
+        networks that have none."""
+        if not self._stopped:
+            self._stay_in_persistent()
         for server, network in list(self.networks.items()):
-            keep = (
-                {casefold(name) for name in network.settings.persistent}
-                if network.settings
-                else set()
-            )
+            # The account's settings, not the connection's: it may not be open yet.
+            persistent = load_settings(self.options, self.account, server).persistent
+            keep = {casefold(name) for name in persistent}
             channels = list(network.channels.values())
             if not any(casefold(ch.name) in keep for ch in channels):
                 await network.stop(QUIT_MESSAGE)
@@ -113,6 +139,7 @@ class IrcSession(Session):
             for ch in channels:
                 if casefold(ch.name) not in keep:
                     await network.leave(ch.name)
+            network.user_offline = True
             network.set_away(self.away or OFFLINE_AWAY)
         return bool(self.networks)
 

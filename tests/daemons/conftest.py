@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bridges.irc.devstack import NgIrcd
+from bridges.irc.devstack import InspIrcd, NgIrcd
 from bridges.mail.devstack import MailServer
 from component.devstack.postgres import PG_BIN, Postgres
 from component.devstack.prosody import Prosody
@@ -38,6 +38,13 @@ async def prosody() -> AsyncIterator[Prosody]:
 async def ngircd() -> AsyncIterator[NgIrcd]:
     _require("ngircd", "openssl")
     async with NgIrcd(tls=True, flood_throttling=False) as server:
+        yield server
+
+
+@pytest.fixture
+async def inspircd() -> AsyncIterator[InspIrcd]:
+    _require("inspircd", "setpriv")
+    async with InspIrcd() as server:
         yield server
 
 

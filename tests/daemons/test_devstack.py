@@ -21,7 +21,7 @@ import slixmpp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bridges.irc.devstack import NgIrcd
+from bridges.irc.devstack import InspIrcd, NgIrcd
 from bridges.mail.devstack import MailServer
 from component.devstack.postgres import Postgres
 from component.devstack.process import (
@@ -170,7 +170,9 @@ class IrcClient:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, server: NgIrcd, nick: str, *, tls: bool = False) -> IrcClient:
+    async def connect(
+        cls, server: NgIrcd | InspIrcd, nick: str, *, tls: bool = False, caps: str = ""
+    ) -> IrcClient:
         if tls:
             context = ssl.create_default_context(cafile=server.ca_file)
             streams = await asyncio.open_connection(
@@ -179,7 +181,12 @@ class IrcClient:
         else:
             streams = await asyncio.open_connection(server.host, server.port)
         client = cls(*streams)
+        if caps:
+            client.send(f"CAP REQ :{caps}")
         client.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}")
+        if caps:
+            await client.expect(" ACK ")
+            client.send("CAP END")
         await client.expect(" 001 ")
         return client
 
@@ -240,6 +247,49 @@ async def test_ngircd_flood_throttling_is_configurable(ngircd: NgIrcd):
     async with NgIrcd() as throttled:
         assert "MaxPenaltyTime = -1" in throttled.config_path.read_text()
         assert throttled.tls_port is None and throttled.ca_file is None
+
+
+# --------------------------------------------------------------------------- InspIRCd
+
+IRCV3_CAPS = (
+    "message-tags server-time echo-message labeled-response batch away-notify account-tag "
+    "multi-prefix"
+)
+
+
+async def test_inspircd_offers_ircv3_caps_tags_history_and_restarts(inspircd: InspIrcd):
+    assert f'<bind address="127.0.0.1" port="{inspircd.port}"' in inspircd.config_path.read_text()
+    reader, writer = await asyncio.open_connection("127.0.0.1", inspircd.port)
+    probe = IrcClient(reader, writer)
+    probe.send("CAP LS 302")
+    offered = set((await probe.expect(" CAP * LS ")).split(" :", 1)[1].split())
+    assert set(IRCV3_CAPS.split()) <= offered
+    writer.close()
+
+    alice = await IrcClient.connect(inspircd, "alice", caps=IRCV3_CAPS)
+    bob = await IrcClient.connect(inspircd, "bob", caps="message-tags server-time")
+    alice.send("JOIN #test", "MODE #test +H 10:1d")  # creator is op; +H keeps history
+    await alice.expect("MODE #test +H")
+    bob.send("JOIN #test")
+    await bob.expect(" 366 ")
+    alice.send("@label=L1 PRIVMSG #test :tagged")
+    echo = await alice.expect("PRIVMSG #test :tagged")
+    assert "label=L1" in echo and "msgid=" in echo and "time=" in echo
+    seen = await bob.expect("PRIVMSG #test :tagged")
+    assert "msgid=" in seen and "time=" in seen
+    carol = await IrcClient.connect(inspircd, "carol", caps="batch server-time")
+    carol.send("JOIN #test")
+    assert "batch=" in await carol.expect("PRIVMSG #test :tagged")  # replayed history
+    bob.send(f"OPER {inspircd.oper_name} {inspircd.oper_password}")
+    await bob.expect(" 381 ")
+    for client in (alice, bob, carol):
+        await client.close()
+
+    old_pid = inspircd.pid
+    await inspircd.restart()
+    assert inspircd.pid != old_pid
+    dave = await IrcClient.connect(inspircd, "dave")
+    await dave.close()
 
 
 # --------------------------------------------------------------------------- mail

@@ -1,4 +1,5 @@
-"""Fixtures for the IRC bridge: a real ngIRCd, sessions wired to a RecordingSink, peers."""
+"""Fixtures for the IRC bridge: a real ngIRCd (or InspIRCd), sessions wired to a
+RecordingSink, peers. `any_irc` runs a test against both servers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from irc_helpers import Harness
 
-from bridges.irc.devstack import NgIrcd
+from bridges.irc.devstack import InspIrcd, NgIrcd
 
 
 def _require_ngircd() -> None:
@@ -37,6 +38,22 @@ async def irc(ngircd: NgIrcd) -> AsyncIterator[Harness]:
     harness = Harness(ngircd)
     yield harness
     await harness.close()
+
+
+@pytest.fixture(params=["ngircd", "inspircd"])
+async def any_irc(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """The same test against ngIRCd (RFC 2812) and InspIRCd 3 (IRCv3 caps, history)."""
+    if request.param == "ngircd":
+        _require_ngircd()
+        server: NgIrcd | InspIrcd = NgIrcd(flood_throttling=False)
+    else:
+        if shutil.which("inspircd") is None:
+            pytest.fail("inspircd is not installed: run bash .ci/setup")
+        server = InspIrcd()
+    async with server:
+        harness = Harness(server)
+        yield harness
+        await harness.close()
 
 
 @pytest.fixture

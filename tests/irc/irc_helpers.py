@@ -19,7 +19,7 @@ from bridges import events
 from bridges.address import Address
 from bridges.base import Account
 from bridges.irc import IrcBridge
-from bridges.irc.devstack import NgIrcd
+from bridges.irc.devstack import InspIrcd, NgIrcd
 from bridges.irc.options import IrcOptions
 from bridges.irc.session import IrcSession
 
@@ -220,7 +220,7 @@ class ScriptedIrcd:
 class Harness:
     """Sessions and peers made by one test, closed at teardown."""
 
-    def __init__(self, server: NgIrcd | ScriptedIrcd) -> None:
+    def __init__(self, server: NgIrcd | InspIrcd | ScriptedIrcd) -> None:
         self.server = server
         self.sessions: list[IrcSession] = []
         self.peers: list[IrcPeer] = []
@@ -234,10 +234,13 @@ class Harness:
         nick: str = "alice",
         user: str = "alice@localhost",
         secrets: dict[str, str] | None = None,
+        state: dict[str, Any] | None = None,
         **options: Any,
     ) -> tuple[IrcSession, RecordingSink]:
         bridge = self.bridge(**options)
-        account = Account(user, "irc", settings={"nick": nick}, secrets=dict(secrets or {}))
+        account = Account(
+            user, "irc", settings={"nick": nick}, secrets=dict(secrets or {}), state=state or {}
+        )
         sink = RecordingSink()
         session = bridge.create_session(account, sink, MemoryStore(account))
         assert isinstance(session, IrcSession)

@@ -11,10 +11,10 @@ from irc_helpers import SERVER, Harness
 from bridges import events
 
 
-async def test_reconnect_after_server_restart_rejoins_rooms(irc: Harness):
-    session, sink, room = await irc.joined("#room")
+async def test_reconnect_after_server_restart_rejoins_rooms(any_irc: Harness):
+    session, sink, room = await any_irc.joined("#room")
 
-    await irc.server.restart()
+    await any_irc.server.restart()
 
     lost = await sink.wait_for(
         lambda e: isinstance(e, events.Message) and e.sender == room and "reconnecting" in e.text
@@ -24,7 +24,7 @@ async def test_reconnect_after_server_restart_rejoins_rooms(irc: Harness):
         lambda e: isinstance(e, events.Message) and e.sender == room and "Reconnected" in e.text,
         timeout=20,
     )
-    bob = await irc.peer("bob", "#room")
+    bob = await any_irc.peer("bob", "#room")
     assert bob.matching(lambda e: e.type == "namreply" and "alice" in e.arguments[2])
     await session.send_message(room, "back again")
     await bob.wait_text("pubmsg", "back again")

@@ -8,29 +8,29 @@ from bridges import events
 from bridges.address import AddressKind
 
 
-async def test_private_messages_both_ways_open_the_connection_lazily(irc: Harness):
-    bob = await irc.peer("bob")
-    session, sink = await irc.session("alice")
+async def test_private_messages_both_ways_open_the_connection_lazily(any_irc: Harness):
+    bob = await any_irc.peer("bob")
+    session, sink = await any_irc.session("alice")
     assert session.networks == {}
 
-    await session.send_message(irc.contact("bob"), "hi bob\n/me also waves")
+    await session.send_message(any_irc.contact("bob"), "hi bob\n/me also waves")
     assert (await bob.wait_text("privmsg", "hi bob")).source.nick == "alice"
     await bob.wait_text("action", "also waves")
 
     bob.conn.privmsg("alice", "hi alice")
     message = await sink.wait_event(events.Message, text="hi alice")
-    assert message.sender == irc.contact("Bob")
+    assert message.sender == any_irc.contact("Bob")
     assert message.sender.kind is AddressKind.CONTACT
     bob.conn.action("alice", "nods")
-    await sink.wait_event(events.Message, text="/me nods", sender=irc.contact("bob"))
+    await sink.wait_event(events.Message, text="/me nods", sender=any_irc.contact("bob"))
     bob.conn.notice("alice", "a notice")
-    await sink.wait_event(events.Message, text="a notice", sender=irc.contact("bob"))
+    await sink.wait_event(events.Message, text="a notice", sender=any_irc.contact("bob"))
 
 
-async def test_ctcp_version_and_ping_are_answered(irc: Harness):
-    bob = await irc.peer("bob")
-    session, sink = await irc.session("alice")
-    await session.send_message(irc.contact("bob"), "hello")
+async def test_ctcp_version_and_ping_are_answered(any_irc: Harness):
+    bob = await any_irc.peer("bob")
+    session, sink = await any_irc.session("alice")
+    await session.send_message(any_irc.contact("bob"), "hello")
     await bob.wait_text("privmsg", "hello")
 
     bob.conn.privmsg("alice", "\x01VERSION\x01")  # irc 20.5 ctcp() without argument is broken
@@ -42,15 +42,15 @@ async def test_ctcp_version_and_ping_are_answered(irc: Harness):
     assert not sink.matching(lambda e: isinstance(e, events.Message) and "VERSION" in e.text)
 
 
-async def test_welcome_and_errors_come_from_the_server_address(irc: Harness):
-    session, sink = await irc.session("alice")
-    service = irc.bridge().parse_address("127.0.0.1")
-    await session.send_message(irc.contact("bob"), "anyone?")
+async def test_welcome_and_errors_come_from_the_server_address(any_irc: Harness):
+    session, sink = await any_irc.session("alice")
+    service = any_irc.bridge().parse_address("127.0.0.1")
+    await session.send_message(any_irc.contact("bob"), "anyone?")
 
     welcome = await sink.wait_event(events.Message, sender=service)
     assert "Welcome" in welcome.text and "message of the day" in welcome.text
     failed = await sink.wait_event(events.DeliveryFailed)
-    assert (failed.to, failed.condition) == (irc.contact("bob"), "item-not-found")
+    assert (failed.to, failed.condition) == (any_irc.contact("bob"), "item-not-found")
 
     await session.send_message(service, "WHOIS nosuchnick")  # raw command to the server
     await sink.wait_for(

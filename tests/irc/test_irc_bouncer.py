@@ -1,0 +1,255 @@
+"""The gateway as a bouncer: persistent channels survive gateway restarts and drops.
+
+Real Prosody, ngIRCd, slixmpp clients and an IRC peer. The gateway is stopped the way
+SIGTERM stops it (`App.stop` in this process), or run as its own process and killed
+with SIGKILL, and started again on the same database while the user is offline: the
+IRC side must see the user back in their persistent channels, what is said there must
+wait for the user's next join, and since ngIRCd has no chat history the room must say
+when the gateway was not there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import gateway_config, start_app, write_config
+from irc_helpers import IrcPeer
+from registration_helpers import register_and_subscribe
+from slixmpp import Message
+from test_irc_e2e import (
+    IRC_JID,
+    IRC_SECRET,
+    PASSWORD,
+    ROOM,
+    groupchat,
+    irc_user,
+    is_self_presence,
+    join_presence,
+    login,
+    run_settings_command,
+    wait_away,
+)
+from xmpp_client import TestClient
+
+from bridges.irc.devstack import InspIrcd, NgIrcd
+from bridges.irc.session import OFFLINE_AWAY
+from component.app import App
+from component.devstack.process import ManagedProcess, run_command
+from component.devstack.prosody import Prosody
+
+GAP = re.compile(
+    r"The gateway was not in #room from (\S+ \S+) to (\S+) UTC: "
+    r"what was said there meanwhile may be missing\."
+)
+
+
+class Stack:
+    """Prosody, ngIRCd and a gateway that can be stopped and started on one database."""
+
+    def __init__(self, prosody: Prosody, ngircd: NgIrcd | InspIrcd, base_dir: Path) -> None:
+        self.prosody, self.ngircd, self.base_dir = prosody, ngircd, base_dir
+        irc = {
+            "jid": IRC_JID,
+            "secret": IRC_SECRET,
+            "port": ngircd.port,
+            "tls": False,
+            "flood_rate": 100.0,
+            "flood_burst": 100,
+            "reconnect_initial_delay": 0.2,
+            "allowed_servers": ["127.0.0.1"],
+            "last_seen_interval": 0.5,
+        }
+        self.config: dict[str, Any] = gateway_config(
+            prosody, base_dir / "gateway.db", bridges={"irc": irc}
+        )
+        self.app: App | None = None
+
+    async def start_gateway(self) -> App:
+        self.app = await start_app(self.config, self.base_dir)
+        await asyncio.wait_for(self.app.gateways[0].link_up.wait(), 15)
+        return self.app
+
+    async def stop_gateway(self) -> None:
+        app, self.app = self.app, None
+        if app is not None:
+            await app.stop()
+
+    async def spawn_gateway(self) -> ManagedProcess:
+        """`xmpp-gateway run` as a process of its own, once its component is connected."""
+        config = write_config(self.base_dir / "config.yaml", self.config)
+        cli = [sys.executable, "-m", "component"]
+        await run_command(*cli, "db", "upgrade", "-c", config)
+        process = ManagedProcess(
+            "gateway",
+            [*cli, "run", "-c", config],
+            log_path=self.base_dir / "gateway.log",
+            ready_log=self.prosody.log_path,
+            ready_pattern=f"{re.escape(IRC_JID)}:component.*successfully authenticated",
+            cwd=self.base_dir,
+        )
+        await process.start()
+        return process
+
+
+@pytest.fixture
+async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+    """ngIRCd, or InspIRCd when parametrized indirectly with "inspircd"."""
+    inspircd = getattr(request, "param", "ngircd") == "inspircd"
+    ircd = InspIrcd() if inspircd else NgIrcd(flood_throttling=False)
+    async with Prosody(components={IRC_JID: IRC_SECRET}) as prosody, ircd:
+        stack = Stack(prosody, ircd, tmp_path)
+        yield stack
+        await stack.stop_gateway()
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[IrcPeer]]:
+    made: list[IrcPeer] = []
+    yield made
+    for peer in made:
+        await peer.close()
+
+
+async def offline_in_persistent_room(stack: Stack, bob: IrcPeer, name: str) -> str:
+    """Register `name`, make ROOM's channel persistent, join it, go offline; the JID."""
+    jid = await stack.prosody.register(name, PASSWORD)
+    client = await login(stack.prosody, jid, "pc")
+    await register_and_subscribe(client, IRC_JID, nick=name)
+    await run_settings_command(client, f"127.0.0.1@{IRC_JID}", persistent="#room")
+    join_presence(client, name)
+    await client.wait_for(is_self_presence, timeout=15)
+    await client.close()
+    await wait_away(bob, name, OFFLINE_AWAY)
+    return jid
+
+
+def joins_of(peer: IrcPeer, nick: str) -> list[Any]:
+    return peer.matching(lambda e: e.type == "join" and e.source.nick == nick)
+
+
+def gap_of(message: Message) -> tuple[datetime, datetime]:
+    """The start and end of the gap a notice names."""
+    found = GAP.fullmatch(message["body"])
+    assert found, message["body"]
+    start = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    end = datetime.combine(start.date(), datetime.strptime(found[2], "%H:%M:%S").time(), UTC)
+    return start, end
+
+
+def is_gap_notice(stanza: Any) -> bool:
+    return isinstance(stanza, Message) and GAP.fullmatch(stanza["body"] or "") is not None
+
+
+async def rejoin(stack: Stack, jid: str, nick: str) -> tuple[TestClient, float]:
+    """Log in on a new resource and join ROOM; the client and seconds to own presence."""
+    client = await login(stack.prosody, jid, "laptop")
+    started = time.monotonic()
+    join_presence(client, nick)
+    own = await client.wait_for(is_self_presence)
+    assert own["from"].full == f"{ROOM}/{nick}"
+    return client, time.monotonic() - started
+
+
+@pytest.mark.parametrize("stack", ["ngircd", "inspircd"], indirect=True)
+async def test_gateway_restart_rejoins_persistent_channels_without_the_user(
+    stack: Stack, peers: list[IrcPeer]
+) -> None:
+    await stack.start_gateway()
+    bob = await irc_user(stack.ngircd, peers, "bob", "#room")
+    jid = await offline_in_persistent_room(stack, bob, "dora")
+
+    stopped_at = datetime.now(UTC)
+    await stack.stop_gateway()  # what SIGTERM does
+    await bob.wait_for(lambda e: e.type == "quit" and e.source.nick == "dora")
+    bob.conn.privmsg("#room", "said while the gateway was down")
+    await stack.start_gateway()  # nobody is online
+
+    await bob.wait_until(lambda: len(joins_of(bob, "dora")) == 2, timeout=15)
+    await wait_away(bob, "dora", OFFLINE_AWAY)
+    bob.conn.privmsg("#room", "said while dora was offline")
+
+    client, seconds = await rejoin(stack, jid, "dora")
+    assert seconds < 2  # answered from the live connection, no JOIN on IRC
+    missed = await client.wait_for(groupchat("said while dora was offline"))
+    assert missed["from"].resource == "bob"
+    assert missed.xml.find("{urn:xmpp:delay}delay") is not None  # discussion history
+    notice = await client.wait_for(is_gap_notice)
+    assert notice["delay"]["stamp"] <= missed["delay"]["stamp"]  # history, in order
+    start, end = gap_of(notice)
+    assert stopped_at - timedelta(seconds=1) <= start <= end <= datetime.now(UTC)
+    assert not any(groupchat("said while the gateway was down")(s) for s in client.stanzas)
+    assert len(joins_of(bob, "dora")) == 2
+    await wait_away(bob, "dora", None)  # back
+    await client.close()
+
+
+async def test_irc_reconnect_of_a_persistent_channel_reports_the_gap(
+    stack: Stack, peers: list[IrcPeer]
+) -> None:
+    await stack.start_gateway()
+    bob = await irc_user(stack.ngircd, peers, "bob", "#room")
+    jid = await offline_in_persistent_room(stack, bob, "erin")
+    await bob.close()
+
+    lost_at = datetime.now(UTC)
+    await stack.ngircd.restart()
+    carol = await irc_user(stack.ngircd, peers, "carol", "#room")
+    await carol.wait_for(lambda e: e.type == "join" and e.source.nick == "erin", timeout=20)
+    carol.conn.privmsg("#room", "after the reconnect")
+
+    client, _seconds = await rejoin(stack, jid, "erin")
+    await client.wait_for(groupchat("after the reconnect"))
+    reconnected = await client.wait_for(
+        lambda s: isinstance(s, Message)
+        and s["type"] == "groupchat"  # the room's notice, not the server's one line
+        and (s["body"] or "").startswith("Reconnected to")
+    )
+    text = reconnected["body"]
+    assert text.startswith("Reconnected to 127.0.0.1. ")
+    reconnected["body"] = text.removeprefix("Reconnected to 127.0.0.1. ")
+    start, end = gap_of(reconnected)
+    assert lost_at - timedelta(seconds=1) <= start <= end <= datetime.now(UTC)
+    await client.close()
+
+
+async def test_kill_9_of_the_gateway_process_loses_at_most_the_last_note(
+    stack: Stack, peers: list[IrcPeer]
+) -> None:
+    """No clean stop: the gap starts at the last periodic note (`last_seen_interval`)."""
+    gateway = await stack.spawn_gateway()
+    try:
+        bob = await irc_user(stack.ngircd, peers, "bob", "#room")
+        jid = await offline_in_persistent_room(stack, bob, "fay")
+        joined_at = datetime.now(UTC)
+
+        assert gateway.pid is not None
+        os.kill(gateway.pid, signal.SIGKILL)
+        await bob.wait_for(lambda e: e.type == "quit" and e.source.nick == "fay")
+        killed_at = datetime.now(UTC)
+        await gateway.stop()  # reaps it
+        await gateway.start()
+
+        await bob.wait_until(lambda: len(joins_of(bob, "fay")) == 2, timeout=15)
+        await wait_away(bob, "fay", OFFLINE_AWAY)
+        bob.conn.privmsg("#room", "said after the crash")
+        client, seconds = await rejoin(stack, jid, "fay")
+        assert seconds < 2
+        await client.wait_for(groupchat("said after the crash"))
+        start, end = gap_of(await client.wait_for(is_gap_notice))
+        # The notice has whole seconds, and the last note may be an interval old.
+        slack = timedelta(seconds=stack.config["bridges"]["irc"]["last_seen_interval"] + 1)
+        assert joined_at - slack <= start <= killed_at <= end + timedelta(seconds=1)
+        assert killed_at - start <= slack
+        await client.close()
+    finally:
+        await gateway.stop()
