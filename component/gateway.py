@@ -23,6 +23,7 @@ from bridges import events
 from bridges.address import Address
 from bridges.base import Bridge, Session
 from component import metrics
+from component.archive import Archive
 from component.commands import AdHocCommands
 from component.disco import Disco
 from component.errors import REGISTRATION_REQUIRED, stanza_error
@@ -64,6 +65,8 @@ class Gateway(ComponentXMPP):
         secret: str,
         store: Store,
         allowed_domains: list[str],
+        archive: Archive | None = None,
+        history_stanzas: int = 20,
     ) -> None:
         super().__init__(jid, secret)  # type: ignore[no-untyped-call]  # via super(): not excluded
         self.bridge = bridge
@@ -83,7 +86,9 @@ class Gateway(ComponentXMPP):
         if bridge.supports_groups:
             from component.muc import GroupChats
 
-            self.groups = GroupChats(self.send, self.boundjid.bare, bridge)
+            self.groups = GroupChats(
+                self.send, self.boundjid.bare, bridge, archive, history_stanzas
+            )
         self.outbound = Outbound(
             self.boundjid.bare,
             bridge.format_address,
