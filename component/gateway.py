@@ -35,6 +35,7 @@ from component.store import AccountStorage, Store
 from component.xep_0100 import presence
 
 if TYPE_CHECKING:
+    from component.mam import ArchiveQueries
     from component.muc import GroupChats
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,16 @@ class Gateway(ComponentXMPP):
         )
         self._disable_roster_automation()
         self.groups: GroupChats | None = None
+        self.mam: ArchiveQueries | None = None
         if bridge.supports_groups:
+            from component.mam import ArchiveQueries
             from component.muc import GroupChats
 
             self.groups = GroupChats(
                 self.send, self.boundjid.bare, bridge, archive, history_stanzas
             )
+            if archive is not None:
+                self.mam = ArchiveQueries(self.groups, self.send)
         self.outbound = Outbound(
             self.boundjid.bare,
             bridge.format_address,
@@ -107,6 +112,9 @@ class Gateway(ComponentXMPP):
         self._route("command", "iq/command", self._on_command)
         if self.groups is not None:
             self._route("muc-admin", "iq/mucadmin_query", self._on_muc_admin)
+        if self.mam is not None:
+            self._route("mam", "iq/mam", self._on_mam)
+            self._route("mam-metadata", "iq/mam_metadata", self._on_mam_metadata)
         # Pings go through the lanes too, so a self-ping after a join sees the join.
         self.remove_handler("Ping")
         self._route("ping", "iq@type=get/ping", self._on_ping)
@@ -385,3 +393,20 @@ class Gateway(ComponentXMPP):
         assert self.groups is not None
         address = self._address(iq)
         await self.groups.on_iq_admin(iq, await self.session_for(iq["from"].bare), address)
+
+    async def _archived_room(self, iq: Iq) -> Address:
+        """The room a MAM request is for; only rooms, and only registered users, have one."""
+        address = self._address(iq)
+        if not address.is_group or iq["to"].resource:
+            raise stanza_error("service-unavailable", "only room JIDs have an archive here")
+        if await self.store.get_account(iq["from"].bare, self.bridge.name) is None:
+            raise stanza_error("registration-required", REGISTRATION_REQUIRED)
+        return address
+
+    async def _on_mam(self, iq: Iq) -> None:
+        assert self.mam is not None
+        await self.mam.query(iq, await self._archived_room(iq))
+
+    async def _on_mam_metadata(self, iq: Iq) -> None:
+        assert self.mam is not None
+        await self.mam.metadata(iq, await self._archived_room(iq))
