@@ -40,7 +40,9 @@ class Message:
     or a service address (server notices). A `/me` action is sent as text starting with
     "/me " (XEP-0245). `legacy_id` is the network's own id for the message (IRCv3
     `msgid`), which keeps a line the network replays from being archived twice;
-    `timestamp` is set only for a line that was held back (it becomes a delay stamp).
+    `timestamp` is set only for a line that was held back (it becomes a delay stamp),
+    `sent` whenever the network says when the line was sent (IRCv3 server-time), for
+    the archive.
     """
 
     sender: Address
@@ -51,6 +53,7 @@ class Message:
     legacy_id: str | None = None
     timestamp: datetime | None = None
     kind: MessageKind = MessageKind.MESSAGE
+    sent: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bridges.address import Address
+from bridges.base import Account, AccountStore, Command, FormField
 from component.models import AccountRow, ArchiveRow, RecordRow, UserRow
 
 log = logging.getLogger(__name__)
@@ -414,6 +416,35 @@ class Archive:
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("archive: retention cleanup failed: %s", exc)
             await asyncio.sleep(CLEANUP_INTERVAL)
+
+
+SETTINGS_NODE = "archive"
+
+
+def settings_command(archive: Archive) -> Command:
+    """The ad-hoc command on the component JID with the user's archiving switch."""
+
+    async def form(account: Account, _address: Address | None) -> list[FormField]:
+        return [
+            FormField(
+                "enabled",
+                "Archive my rooms (discussion history and MAM)",
+                type="boolean",
+                default=await archive.enabled(account.user),
+                desc="Turning it off deletes everything archived for you.",
+            )
+        ]
+
+    async def submit(
+        account: Account, _address: Address | None, _store: AccountStore, values: dict[str, Any]
+    ) -> str:
+        enabled = bool(values.get("enabled"))
+        await archive.set_enabled(account.user, enabled)
+        if enabled:
+            return "Your rooms are archived."
+        return "Your rooms are no longer archived; what was archived is deleted."
+
+    return Command(SETTINGS_NODE, "Room archive", form, submit)
 
 
 def _room_is(account_id: int, room: str) -> tuple[ColumnElement[bool], ...]:

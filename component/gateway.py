@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from slixmpp import Iq, Message, Presence
 from slixmpp.componentxmpp import ComponentXMPP
-from slixmpp.xmlstream import StanzaBase
+from slixmpp.xmlstream import ET, StanzaBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import StanzaPath
 
@@ -41,11 +41,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLIENT_NS, COMPONENT_NS = "{jabber:client}", "{jabber:component:accept}"
+FORWARDED = "{urn:xmpp:forward:0}forwarded"
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 HELP_TEXT = (
     "This is the {name} gateway. Register with it from your client's service discovery, "
     "then write to or join addresses at {jid}."
 )
+
+
+def _to_component_namespace(element: ET.Element) -> None:
+    if element.tag.startswith(CLIENT_NS):
+        element.tag = COMPONENT_NS + element.tag[len(CLIENT_NS) :]
+    for child in element:
+        if child.tag != FORWARDED:
+            _to_component_namespace(child)
 
 
 def software_version() -> str:
@@ -128,12 +137,11 @@ class Gateway(ComponentXMPP):
 
         `Message()` made standalone (as Outbound and the MUC engine do) is in
         jabber:client, and so are slixmpp's error elements even in replies; a server
-        rejects or mangles those on a component stream.
+        rejects or mangles those on a component stream. A stanza quoted inside an
+        XEP-0297 `<forwarded/>` (MAM results) stays jabber:client, as clients expect.
         """
         if isinstance(data, StanzaBase):
-            for element in data.xml.iter():
-                if element.tag.startswith(CLIENT_NS):
-                    element.tag = COMPONENT_NS + element.tag[len(CLIENT_NS) :]
+            _to_component_namespace(data.xml)
             data.stream = self
             data.namespace = self.default_ns
         super().send(data, use_filters)

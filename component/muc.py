@@ -398,7 +398,7 @@ class GroupChats:
             user,
             room.legacy_id,
             stanza_id_for(user, room.legacy_id, event.legacy_id),
-            event.timestamp or datetime.now(UTC),
+            event.timestamp or event.sent or datetime.now(UTC),
             event.nick,
             event.text,
             _kind(event.text, event.kind),

@@ -341,6 +341,7 @@ class IncomingLines:
                         legacy_id=line.tags.get("msgid") or None,
                         timestamp=_replayed(line),
                         kind=kind,
+                        sent=parse_timestamp(line.tags.get("time")),
                     )
                 )
                 return
