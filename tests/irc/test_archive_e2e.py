@@ -31,6 +31,7 @@ from test_irc_e2e import (
 from xmpp_client import TestClient
 
 from component.archive import SETTINGS_NODE
+from component.devstack.postgres import Postgres
 
 # The fixtures of the IRC end-to-end tests, used here by name.
 servers, gateway_app, stack, peers = (
@@ -293,6 +294,33 @@ async def test_restart_keeps_the_archive(servers, gateway_app, gateway_factory, 
     await gateway_factory(prosody, bridges=irc_bridges(ngircd), secret_key=key)  # same db file
     [archived], _ = await mam(alice)
     assert (body(archived), archive_id(archived)) == ("remember me", stanza_id(live))
+    await alice.close()
+
+
+@pytest.fixture
+async def postgres_url():
+    async with Postgres() as server:
+        yield await server.create_database("gateway")
+
+
+async def test_on_postgresql_paging_and_restart(servers, gateway_factory, peers, postgres_url):
+    prosody, ngircd = servers
+    config = {"bridges": irc_bridges(ngircd), "database_url": postgres_url}
+    app = await gateway_factory(prosody, **config)
+    alice = await joined_user(prosody, "alice")
+    bob = await irc_user(ngircd, peers, "bob", "#room")
+    for n in range(3):
+        bob.conn.privmsg("#room", f"pg {n}")
+    live = await said(alice, "pg 0", "pg 1", "pg 2")
+
+    await app.stop()
+    key = app.config.secret_key.get_secret_value()
+    await gateway_factory(prosody, secret_key=key, **config)
+    page, fin = await mam(alice, max="2", before="")
+    assert [body(m) for m in page] == ["pg 1", "pg 2"]
+    assert [archive_id(m) for m in page] == [stanza_id(m) for m in live[1:]]
+    older, fin = await mam(alice, max="2", before=fin_page(fin)[1])
+    assert [body(m) for m in older] == ["pg 0"] and fin_page(fin)[0] == "true"
     await alice.close()
 
 
