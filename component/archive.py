@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridges.address import Address
 from bridges.base import Account, AccountStore, Command, FormField
@@ -137,9 +137,12 @@ class Archive:
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _dropping: bool = field(default=False, init=False)
+    _insert: Any = field(init=False)
 
     def __post_init__(self) -> None:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        insert = sqlite_insert if self.engine.dialect.name == "sqlite" else postgresql_insert
+        self._insert = insert(ArchiveRow).on_conflict_do_nothing()
         self._idle.set()
 
     # --- life ------------------------------------------------------------------------
@@ -212,20 +215,19 @@ class Archive:
                 await asyncio.sleep(delay)
 
     async def _write(self, batch: Sequence[Line]) -> None:
-        async with self._sessions.begin() as db:
+        # Core on a connection: the ORM's unit of work is not needed for plain rows.
+        async with self.engine.begin() as db:
             rows = []
             for line in batch:
                 account = await self._account(db, line.user)
                 if account is not None and account.enabled:
                     rows.append(_row(account.id, line))
-            if not rows:
-                return
-            insert = sqlite_insert if self.engine.dialect.name == "sqlite" else postgresql_insert
-            await db.execute(insert(ArchiveRow).on_conflict_do_nothing(), rows)
+            if rows:
+                await db.execute(self._insert, rows)
 
     # --- accounts and the per-user switch ----------------------------------------------
 
-    async def _account(self, db: AsyncSession, user: str) -> _Account | None:
+    async def _account(self, db: AsyncSession | AsyncConnection, user: str) -> _Account | None:
         if user in self._accounts:
             return self._accounts[user]
         found = (
@@ -301,7 +303,7 @@ class Archive:
         if limit <= 0:
             return []
         await self.flush()
-        async with self._sessions() as db:
+        async with self.engine.connect() as db:
             account = await self._account(db, user)
             if account is None:
                 return []
@@ -309,14 +311,14 @@ class Archive:
             if since is not None:
                 where.append(ArchiveRow.sent > _utc(since))
             rows = await db.execute(
-                select(ArchiveRow).where(*where).order_by(ArchiveRow.id.desc()).limit(limit)
+                select(*_COLUMNS).where(*where).order_by(ArchiveRow.id.desc()).limit(limit)
             )
-            return [_line(user, row) for row in reversed(rows.scalars().all())]
+            return [_line(user, row) for row in reversed(rows.all())]
 
     async def page(self, user: str, room: str, wanted: Filter, paging: PageRequest) -> Page:
         """One MAM page; raise UnknownId for an id (form or RSM) the archive lacks."""
         await self.flush()
-        async with self._sessions() as db:
+        async with self.engine.connect() as db:
             account = await self._account(db, user)
             named = {wanted.after_id, wanted.before_id, paging.after, paging.before, *wanted.ids}
             named.discard(None)
@@ -345,9 +347,9 @@ class Archive:
             rows = list(
                 (
                     await db.execute(
-                        select(ArchiveRow).where(*where).order_by(order).limit(paging.max + 1)
+                        select(*_COLUMNS).where(*where).order_by(order).limit(paging.max + 1)
                     )
-                ).scalars()
+                ).all()
             )
         complete = len(rows) <= paging.max
         rows = rows[: paging.max]
@@ -356,7 +358,7 @@ class Archive:
         return Page([_line(user, row) for row in rows], complete)
 
     async def _positions(
-        self, db: AsyncSession, account_id: int, room: str, ids: Iterable[str | None]
+        self, db: AsyncConnection, account_id: int, room: str, ids: Iterable[str | None]
     ) -> dict[str, int]:
         wanted = {i for i in ids if i is not None}
         if not wanted:
@@ -375,7 +377,7 @@ class Archive:
     async def bounds(self, user: str, room: str) -> tuple[Line, Line] | None:
         """The first and the last line of `room` (MAM metadata); None when empty."""
         await self.flush()
-        async with self._sessions() as db:
+        async with self.engine.connect() as db:
             account = await self._account(db, user)
             if account is None:
                 return None
@@ -383,12 +385,12 @@ class Archive:
             for order in (ArchiveRow.id.asc(), ArchiveRow.id.desc()):
                 row = (
                     await db.execute(
-                        select(ArchiveRow)
+                        select(*_COLUMNS)
                         .where(*_room_is(account.id, room))
                         .order_by(order)
                         .limit(1)
                     )
-                ).scalar_one_or_none()
+                ).first()
                 if row is None:
                     return None
                 ends.append(_line(user, row))
@@ -453,6 +455,8 @@ def _room_is(account_id: int, room: str) -> tuple[ColumnElement[bool], ...]:
 
 def _utc(moment: datetime) -> datetime:
     """UTC for storage and comparison: SQLite keeps the wall-clock digits it is given."""
+    if moment.tzinfo is UTC:
+        return moment
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
@@ -473,7 +477,21 @@ def _row(account_id: int, line: Line) -> dict[str, Any]:
     }
 
 
-def _line(user: str, row: ArchiveRow) -> Line:
+_COLUMNS = (
+    ArchiveRow.room,
+    ArchiveRow.stanza_id,
+    ArchiveRow.sent,
+    ArchiveRow.nick,
+    ArchiveRow.body,
+    ArchiveRow.kind,
+    ArchiveRow.legacy_id,
+    ArchiveRow.origin_id,
+    ArchiveRow.xmpp_id,
+)
+"""What reads load: plain rows (Core), not ORM objects, which cost more than the query."""
+
+
+def _line(user: str, row: Any) -> Line:
     return Line(
         user=user,
         room=row.room,

@@ -204,7 +204,7 @@ class ArchiveQueries:
         self._send(reply)
 
     def _result(self, iq: Iq, query_id: str | None, room: Address, line: Line) -> Message:
-        room_jid = str(self.groups.room_jid(room))
+        room_jid = self.groups.room_bare_jid(room)
         message = Message()
         message["from"], message["to"], message["id"] = room_jid, iq["from"], uuid.uuid4().hex
         attributes = {"id": line.stanza_id, **({"queryid": query_id} if query_id else {})}

@@ -54,6 +54,7 @@ KICKED = "307"
 SHUTDOWN = "332"
 """Removed because of a system shutdown: the nearest code for a lost legacy link."""
 
+ROOM_JIDS_KEPT = 10_000
 HISTORY_LIMIT = 250
 """Most discussion history lines served on a join, whatever `<history>` asks for."""
 
@@ -162,8 +163,18 @@ class GroupChats:
         self.archive = archive
         self.history_stanzas = history_stanzas
         self.rooms: dict[tuple[str, Address], RoomState] = {}
+        self._bare_jids: dict[Address, str] = {}
 
     # --- addresses -------------------------------------------------------------------
+
+    def room_bare_jid(self, room: Address) -> str:
+        """`room_jid(room)` as text, remembered: every archived line names it twice."""
+        known = self._bare_jids.get(room)
+        if known is None:
+            if len(self._bare_jids) > ROOM_JIDS_KEPT:
+                self._bare_jids.clear()
+            known = self._bare_jids[room] = str(self.room_jid(room))
+        return known
 
     def room_jid(self, room: Address, nick: str | None = None) -> JID:
         jid = JID(f"{self.bridge.format_address(room)}@{self.component_jid}")
@@ -577,7 +588,7 @@ class GroupChats:
             ET.SubElement(
                 message.xml,
                 f"{{{SID_NS}}}stanza-id",
-                {"id": line.stanza_id, "by": str(self.room_jid(room))},
+                {"id": line.stanza_id, "by": self.room_bare_jid(room)},
             )
         if line.origin_id:
             ET.SubElement(message.xml, f"{{{SID_NS}}}origin-id", {"id": line.origin_id})
