@@ -413,8 +413,10 @@ class Gateway(ComponentXMPP):
 
     async def _on_mam(self, iq: Iq) -> None:
         assert self.mam is not None
-        await self.mam.query(iq, await self._archived_room(iq))
+        if iq["type"] in ("get", "set"):  # a result or error is nobody's question
+            await self.mam.query(iq, await self._archived_room(iq))
 
     async def _on_mam_metadata(self, iq: Iq) -> None:
         assert self.mam is not None
-        await self.mam.metadata(iq, await self._archived_room(iq))
+        if iq["type"] in ("get", "set"):
+            await self.mam.metadata(iq, await self._archived_room(iq))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -157,6 +158,19 @@ async def test_retention_removes_old_lines_only(archive):
     assert bodies(await archive.latest("a@x", ROOM, 10)) == ["line 2"]
     forever = Archive(archive.engine, "irc", max_days=0)
     assert await forever.expire(now + timedelta(days=999)) == 0
+
+
+async def test_retention_runs_by_itself_from_the_start(archive):
+    archive.add(line("a@x", 0, sent=datetime.now(UTC) - timedelta(days=31)))
+    archive.add(line("a@x", 1))
+    await archive.flush()
+    assert len(await archive.latest("a@x", ROOM, 10)) == 2
+    runner = Archive(archive.engine, "irc", max_days=30)
+    runner.start()  # its cleanup task runs now, then hourly
+    async with asyncio.timeout(10):
+        while len(await runner.latest("a@x", ROOM, 10)) != 1:  # noqa: ASYNC110 - no event
+            await asyncio.sleep(0.05)
+    await runner.stop()
 
 
 async def test_user_switch_stops_archiving_and_deletes(archive):
