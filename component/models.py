@@ -99,6 +99,7 @@ class ArchiveRow(Base):
         UniqueConstraint("account_id", "room", "legacy_id", name="uq_archive_legacy_id"),
         UniqueConstraint("account_id", "room", "origin_id", name="uq_archive_origin_id"),
         Index("ix_archive_page", "account_id", "room", "id"),
+        Index("ix_archive_room_sent", "account_id", "room", "sent"),  # MAM start/end
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -41,11 +41,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("archive", schema=None) as batch_op:
         batch_op.create_index("ix_archive_page", ["account_id", "room", "id"], unique=False)
+        batch_op.create_index("ix_archive_room_sent", ["account_id", "room", "sent"], unique=False)
         batch_op.create_index(batch_op.f("ix_archive_sent"), ["sent"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("archive", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_archive_sent"))
+        batch_op.drop_index("ix_archive_room_sent")
         batch_op.drop_index("ix_archive_page")
     op.drop_table("archive")
