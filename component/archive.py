@@ -253,6 +253,14 @@ class Archive:
         )
         return account
 
+    def keeps(self, user: str) -> bool:
+        """Whether `user`'s new lines will be stored, as far as known without a query.
+
+        Unknown (not looked up yet) counts as yes: archiving is on unless turned off.
+        """
+        account = self._accounts.get(user)
+        return account is None or account.enabled
+
     async def enabled(self, user: str) -> bool:
         """Whether the user keeps an archive (their switch; on unless they turned it off)."""
         async with self._sessions() as db:

@@ -584,7 +584,7 @@ class GroupChats:
         message = self._groupchat(
             room, line.nick, to, line.body, line.message_id, line.sent if delayed else None
         )
-        if self.archive is not None:
+        if self.archive is not None and self.archive.keeps(line.user):
             ET.SubElement(
                 message.xml,
                 f"{{{SID_NS}}}stanza-id",

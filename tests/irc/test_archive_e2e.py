@@ -348,7 +348,8 @@ async def test_user_switch_in_the_settings_command(stack, peers):
     await said(alice, "archived")
     await run_archive_command(alice, enabled="0")
     bob.conn.privmsg("#room", "after opting out")
-    await said(alice, "after opting out")
+    [unarchived] = await said(alice, "after opting out")
+    assert stanza_id(unarchived) is None  # no id that MAM would not know
     nothing, fin = await mam(alice)
     assert nothing == [] and fin_page(fin)[0] == "true"  # and the old line is deleted
 

@@ -176,8 +176,9 @@ async def test_retention_runs_by_itself_from_the_start(archive):
 async def test_user_switch_stops_archiving_and_deletes(archive):
     await fill(archive, count=2)
     assert await archive.enabled("a@x")
+    assert archive.keeps("a@x")
     await archive.set_enabled("a@x", False)
-    assert not await archive.enabled("a@x")
+    assert not await archive.enabled("a@x") and not archive.keeps("a@x")
     assert await archive.latest("a@x", ROOM, 10) == []
     archive.add(line("a@x", 5))
     await archive.flush()
