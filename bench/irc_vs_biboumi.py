@@ -275,11 +275,17 @@ def gateway_config(
 
 
 async def start_ours(
-    stack: contextlib.AsyncExitStack, tmp: Path, server: Prosody, irc: NgIrcd, secret: str
+    stack: contextlib.AsyncExitStack,
+    tmp: Path,
+    server: Prosody,
+    irc: NgIrcd,
+    secret: str,
+    core: dict[str, Any] | None = None,
 ) -> Gateway:
+    """Our gateway as its own process; `core` overrides top-level options (`archive`)."""
     # Flood control opened up: the default paces for real networks (see the docstring).
     unpaced = {"flood_rate": 1_000_000, "flood_burst": 1_000_000}
-    config = gateway_config(server, irc, tmp / "ours.db", secret, **unpaced)
+    config = {**gateway_config(server, irc, tmp / "ours.db", secret, **unpaced), **(core or {})}
     path = tmp / "ours.yaml"
     path.write_text(yaml.safe_dump(config))
     python = sys.executable

@@ -23,13 +23,26 @@ class Role(Enum):
     VISITOR = "visitor"
 
 
+class MessageKind(Enum):
+    """What kind of line a message is, as the room archive records it."""
+
+    MESSAGE = "message"
+    ACTION = "action"
+    """A `/me` action; its text also starts with "/me " (XEP-0245)."""
+    NOTICE = "notice"
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """A message from the legacy side.
 
     `sender` is a contact (one-to-one chat), a group (then `nick` names the occupant),
     or a service address (server notices). A `/me` action is sent as text starting with
-    "/me " (XEP-0245).
+    "/me " (XEP-0245). `legacy_id` is the network's own id for the message (IRCv3
+    `msgid`), which keeps a line the network replays from being archived twice;
+    `timestamp` is set only for a line that was held back (it becomes a delay stamp),
+    `sent` whenever the network says when the line was sent (IRCv3 server-time), for
+    the archive.
     """
 
     sender: Address
@@ -39,6 +52,8 @@ class Message:
     thread: str | None = None
     legacy_id: str | None = None
     timestamp: datetime | None = None
+    kind: MessageKind = MessageKind.MESSAGE
+    sent: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from component.archive import Archive
 from component.config import Config, LoadedBridge
 from component.db import create_engine, prepare
 from component.gateway import Gateway
@@ -33,6 +34,7 @@ class App:
     engine: AsyncEngine | None = None
     gateways: list[Gateway] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
+    archives: list[Archive] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -45,12 +47,19 @@ class App:
         store = Store(self.engine, self.config.secret_box())
         server = self.config.server
         for loaded in self.bridges:
+            archive = None
+            if self.config.archive.enabled and loaded.cls.supports_groups:
+                archive = Archive(self.engine, loaded.name, self.config.archive.max_days)
+                archive.start()
+                self.archives.append(archive)
             gateway = Gateway(
                 bridge=loaded.cls(loaded.options),
                 jid=loaded.section.jid,
                 secret=loaded.section.secret.get_secret_value(),
                 store=store,
                 allowed_domains=self.config.allowed_domains,
+                archive=archive,
+                history_stanzas=self.config.history.default_stanzas,
             )
             link = Link(
                 gateway,
@@ -74,6 +83,8 @@ class App:
         for link in self.links:
             await link.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for archive in self.archives:
+            await archive.stop()  # what the writer still holds is committed
         if self.engine is not None:
             await self.engine.dispose()
         log.info("stopped")

@@ -22,6 +22,7 @@ from slixmpp.xmlstream import register_stanza_plugin
 
 from bridges.address import Address
 from bridges.base import BridgeError, Command, FormField
+from component.archive import settings_command
 from component.errors import from_exception, stanza_error
 from component.forms import FormInvalid, build_form, check_values, submitted_values
 from component.store import AccountStorage
@@ -50,7 +51,11 @@ class AdHocCommands:
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
 
     def _commands(self, address: Address | None) -> dict[str, Command]:
-        return {command.node: command for command in self.gateway.bridge.commands(address)}
+        commands = list(self.gateway.bridge.commands(address))
+        archive = self.gateway.groups.archive if self.gateway.groups is not None else None
+        if address is None and archive is not None:
+            commands.append(settings_command(archive))  # the core's own: per-user switch
+        return {command.node: command for command in commands}
 
     def items(self, jid: JID, address: Address | None) -> DiscoItems:
         items = DiscoItems()

@@ -98,6 +98,19 @@ class MetricsSettings(_Strict):
     port: int = Field(0, ge=0, le=65535)
 
 
+class ArchiveSettings(_Strict):
+    """The room archive (history on join, MAM); `max_days` 0 keeps lines forever."""
+
+    enabled: bool = True
+    max_days: int = Field(30, ge=0)
+
+
+class HistorySettings(_Strict):
+    """Discussion history on joining a room, when the client's `<history>` sets no limit."""
+
+    default_stanzas: int = Field(20, ge=0, le=250)
+
+
 class Config(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     database_url: str = ""
@@ -107,6 +120,8 @@ class Config(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    history: HistorySettings = Field(default_factory=HistorySettings)
     bridges: dict[str, BridgeSection] = Field(min_length=1)
 
     @field_validator("secret_key", "old_secret_keys")

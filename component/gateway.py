@@ -24,6 +24,7 @@ from bridges.address import Address
 from bridges.base import Bridge, Session
 from bridges.xml_text import xml_safe
 from component import metrics
+from component.archive import Archive
 from component.commands import AdHocCommands
 from component.disco import Disco
 from component.errors import registration_text, stanza_error
@@ -36,32 +37,37 @@ from component.version import software_version
 from component.xep_0100 import presence
 
 if TYPE_CHECKING:
+    from component.mam import ArchiveQueries
     from component.muc import GroupChats
 
 log = logging.getLogger(__name__)
 
 CLIENT_NS, COMPONENT_NS = "{jabber:client}", "{jabber:component:accept}"
+FORWARDED = "{urn:xmpp:forward:0}forwarded"
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 HELP_TEXT = "This is the {name} gateway: write to or join addresses at {jid}."
 
 
-def to_component_stream(xml: ET.Element) -> None:
+def to_component_stream(xml: ET.Element, *, rename: bool = True) -> None:
     """Make a stanza built anywhere fit to write on the component stream, in place.
 
     `Message()` made standalone (as Outbound and the MUC engine do) is in jabber:client,
     and so are slixmpp's error elements even in replies; a server rejects or mangles
-    those on a component stream. And no text or attribute may hold a character XML
-    forbids: one BEL from one IRC user would make the server close the stream for all.
+    those on a component stream. A stanza quoted inside an XEP-0297 `<forwarded/>` (MAM
+    results) stays jabber:client, as clients expect. And no text or attribute anywhere
+    may hold a character XML forbids: one BEL from one IRC user would make the server
+    close the stream for all.
     """
-    for element in xml.iter():
-        if element.tag.startswith(CLIENT_NS):
-            element.tag = COMPONENT_NS + element.tag[len(CLIENT_NS) :]
-        if element.text:
-            element.text = xml_safe(element.text)
-        if element.tail:
-            element.tail = xml_safe(element.tail)
-        for name, value in element.attrib.items():
-            element.attrib[name] = xml_safe(value)
+    if rename and xml.tag.startswith(CLIENT_NS):
+        xml.tag = COMPONENT_NS + xml.tag[len(CLIENT_NS) :]
+    if xml.text:
+        xml.text = xml_safe(xml.text)
+    if xml.tail:
+        xml.tail = xml_safe(xml.tail)
+    for name, value in xml.attrib.items():
+        xml.attrib[name] = xml_safe(value)
+    for child in xml:
+        to_component_stream(child, rename=rename and child.tag != FORWARDED)
 
 
 class Gateway(ComponentXMPP):
@@ -75,6 +81,8 @@ class Gateway(ComponentXMPP):
         secret: str,
         store: Store,
         allowed_domains: list[str],
+        archive: Archive | None = None,
+        history_stanzas: int = 20,
     ) -> None:
         super().__init__(jid, secret)  # type: ignore[no-untyped-call]  # via super(): not excluded
         self.bridge = bridge
@@ -91,10 +99,16 @@ class Gateway(ComponentXMPP):
         )
         self._disable_roster_automation()
         self.groups: GroupChats | None = None
+        self.mam: ArchiveQueries | None = None
         if bridge.supports_groups:
+            from component.mam import ArchiveQueries
             from component.muc import GroupChats
 
-            self.groups = GroupChats(self.send, self.boundjid.bare, bridge)
+            self.groups = GroupChats(
+                self.send, self.boundjid.bare, bridge, archive, history_stanzas
+            )
+            if archive is not None:
+                self.mam = ArchiveQueries(self.groups, self.send)
         self.outbound = Outbound(
             self.boundjid.bare,
             bridge.format_address,
@@ -113,6 +127,9 @@ class Gateway(ComponentXMPP):
         self._route("command", "iq/command", self._on_command)
         if self.groups is not None:
             self._route("muc-admin", "iq/mucadmin_query", self._on_muc_admin)
+        if self.mam is not None:
+            self._route("mam", "iq/mam", self._on_mam)
+            self._route("mam-metadata", "iq/mam_metadata", self._on_mam_metadata)
         # Pings go through the lanes too, so a self-ping after a join sees the join.
         self.remove_handler("Ping")
         self._route("ping", "iq@type=get/ping", self._on_ping)
@@ -417,3 +434,22 @@ class Gateway(ComponentXMPP):
         assert self.groups is not None
         address = self._address(iq)
         await self.groups.on_iq_admin(iq, await self.session_for(iq["from"].bare), address)
+
+    async def _archived_room(self, iq: Iq) -> Address:
+        """The room a MAM request is for; only rooms, and only registered users, have one."""
+        address = self._address(iq)
+        if not address.is_group or iq["to"].resource:
+            raise stanza_error("service-unavailable", "only room JIDs have an archive here")
+        if await self.store.get_account(iq["from"].bare, self.bridge.name) is None:
+            raise self.registration_required()
+        return address
+
+    async def _on_mam(self, iq: Iq) -> None:
+        assert self.mam is not None
+        if iq["type"] in ("get", "set"):  # a result or error is nobody's question
+            await self.mam.query(iq, await self._archived_room(iq))
+
+    async def _on_mam_metadata(self, iq: Iq) -> None:
+        assert self.mam is not None
+        if iq["type"] in ("get", "set"):
+            await self.mam.metadata(iq, await self._archived_room(iq))

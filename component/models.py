@@ -2,7 +2,8 @@
 
 Three tables serve every bridge: users, their accounts (one per user and bridge) and
 records, small JSON documents a bridge keys by (kind, key) so that a new network can
-persist what it needs without a migration of its own.
+persist what it needs without a migration of its own. The fourth, `archive`, holds the
+room messages of each account's legacy memberships (component.archive).
 """
 
 from __future__ import annotations
@@ -10,7 +11,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -74,3 +84,32 @@ class RecordRow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=_now
     )
+
+
+class ArchiveRow(Base):
+    """One room message as one user saw it (each user has an archive of their own).
+
+    `id` orders the archive (arrival order); `stanza_id` is the XEP-0359/MAM id clients
+    see. The unique keys make a replayed line (same legacy id) or a re-sent own message
+    (same origin-id) a no-op instead of a second row.
+    """
+
+    __tablename__ = "archive"
+    __table_args__ = (
+        UniqueConstraint("account_id", "room", "legacy_id", name="uq_archive_legacy_id"),
+        UniqueConstraint("account_id", "room", "origin_id", name="uq_archive_origin_id"),
+        Index("ix_archive_page", "account_id", "room", "id"),
+        Index("ix_archive_room_sent", "account_id", "room", "sent"),  # MAM start/end
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    room: Mapped[str] = mapped_column(String(512))
+    stanza_id: Mapped[str] = mapped_column(String(36), unique=True)
+    sent: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    nick: Mapped[str | None] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
+    legacy_id: Mapped[str | None] = mapped_column(String(255))
+    origin_id: Mapped[str | None] = mapped_column(String(255))
+    xmpp_id: Mapped[str | None] = mapped_column(String(255))

@@ -5,28 +5,33 @@ membership per user and room; XMPP has one occupant per *resource*. This engine 
 per (user, room), the legacy view (own nick, occupants, subject) and which of the
 user's resources are in, so a second resource gets the full join from memory, every
 event fans out to all joined resources, and the legacy side leaves only when the
-user's last resource does. Messages for a room none of the user's resources is in (a
-channel the bridge stays in while they are offline) are kept, up to BACKLOG_LIMIT, and
-served as discussion history on the next join (XEP-0045 §7.2.15).
+user's last resource does.
+
+With an archive (component.archive) every room message is stored for its user, also
+while none of their resources is in the room (a channel the bridge stays in while they
+are offline). Each live message carries its archive id as an XEP-0359 stanza-id, so
+clients match live and MAM copies; every join (the first resource's or a later one's)
+serves the last lines as discussion history (XEP-0045 §7.2.15).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from slixmpp import JID, Iq, Message, Presence
 from slixmpp.xmlstream import ET, StanzaBase
+from sqlalchemy.exc import SQLAlchemyError
 
 from bridges import events
 from bridges.address import Address
 from bridges.base import Bridge, Session
 from bridges.timestamps import parse_timestamp
+from component.archive import Archive, Line, stanza_id_for
 from component.errors import error_type, stanza_error
 from component.xep_0203 import add_delay
 
@@ -38,6 +43,9 @@ MUC_ADMIN_NS = MUC_NS + "#admin"
 CONFERENCE_NS = "jabber:x:conference"
 SELF_PING_OPTIMIZATION = MUC_NS + "#self-ping-optimization"
 """XEP-0410: the service answers occupant pings itself (see `check_occupant`)."""
+SID_NS = "urn:xmpp:sid:0"
+MAM_NS = "urn:xmpp:mam:2"
+ARCHIVE_FEATURES = (MAM_NS, MAM_NS + "#extended", SID_NS)
 
 SELF = "110"
 NICK_MODIFIED = "210"
@@ -46,8 +54,9 @@ KICKED = "307"
 SHUTDOWN = "332"
 """Removed because of a system shutdown: the nearest code for a lost legacy link."""
 
-BACKLOG_LIMIT = 200
-"""Messages kept per room for a user who is not in it; the oldest go first."""
+ROOM_JIDS_KEPT = 10_000
+HISTORY_LIMIT = 250
+"""Most discussion history lines served on a join, whatever `<history>` asks for."""
 
 ROOM_EVENTS = (
     events.RoomJoined,
@@ -75,20 +84,11 @@ class RoomInfo(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class Missed:
-    """A room message that arrived while none of the user's resources was in."""
-
-    nick: str | None
-    text: str
-    msg_id: str
-    sent: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class HistoryRequest:
-    """What a joining client asked for in `<history/>`; no element means everything."""
+    """What a joining client asked for in `<history/>`; unset limits take the default."""
 
     max_stanzas: int | None = None
+    max_chars: int | None = None
     since: datetime | None = None
 
     @classmethod
@@ -96,21 +96,29 @@ class HistoryRequest:
         element = presence.xml.find(f"{{{MUC_NS}}}x/{{{MUC_NS}}}history")
         if element is None:
             return cls()
-        max_stanzas = _int(element.get("maxstanzas"))
-        if _int(element.get("maxchars")) == 0:
-            max_stanzas = 0  # "no history", in the XEP's other spelling
         since = parse_timestamp(element.get("since"))
         seconds = _int(element.get("seconds"))
         if seconds is not None:
             recent = datetime.now(UTC) - timedelta(seconds=seconds)
             since = max(since, recent) if since else recent
-        return cls(max_stanzas, since)
+        return cls(_int(element.get("maxstanzas")), _int(element.get("maxchars")), since)
 
-    def select(self, missed: Sequence[Missed]) -> Sequence[Missed]:
-        chosen = [m for m in missed if self.since is None or m.sent > self.since]
-        if self.max_stanzas is not None:
-            chosen = chosen[len(chosen) - self.max_stanzas :] if self.max_stanzas else []
-        return chosen
+    def limit(self, default: int) -> int:
+        wanted = default if self.max_stanzas is None else self.max_stanzas
+        return 0 if self.max_chars == 0 else min(wanted, HISTORY_LIMIT)
+
+    def within_chars(self, stanzas: list[tuple[str, Message]]) -> list[tuple[str, Message]]:
+        """The newest stanzas whose XML fits in `maxchars` (XEP-0045 counts the XML)."""
+        if self.max_chars is None:
+            return stanzas
+        kept, total = [], 0
+        for stanza_id, stanza in reversed(stanzas):
+            total += len(str(stanza))
+            if total > self.max_chars:
+                break
+            kept.append((stanza_id, stanza))
+        kept.reverse()
+        return kept
 
 
 @dataclass
@@ -118,6 +126,7 @@ class RoomState:
     """One user's membership of one room, shared by all their resources."""
 
     room: Address
+    user: str
     nick: str = ""
     joined: bool = False
     occupants: dict[str, events.Occupant] = field(default_factory=dict)
@@ -129,6 +138,8 @@ class RoomState:
     """Full JIDs waiting for the legacy join to complete → requested nick."""
     history: dict[str, HistoryRequest] = field(default_factory=dict)
     """Joining full JIDs → the discussion history they asked for."""
+    catching_up: dict[str, list[tuple[str, Message]]] = field(default_factory=dict)
+    """Resources whose history is being read → live messages held until it is sent."""
 
     @property
     def empty(self) -> bool:
@@ -139,15 +150,31 @@ class GroupChats:
     """Turns MUC stanzas into Session calls and room events into MUC stanzas."""
 
     def __init__(
-        self, send: Callable[[StanzaBase], None], component_jid: str, bridge: Bridge
+        self,
+        send: Callable[[StanzaBase], None],
+        component_jid: str,
+        bridge: Bridge,
+        archive: Archive | None = None,
+        history_stanzas: int = 20,
     ) -> None:
         self._send = send
         self.component_jid = component_jid
         self.bridge = bridge
+        self.archive = archive
+        self.history_stanzas = history_stanzas
         self.rooms: dict[tuple[str, Address], RoomState] = {}
-        self.backlog: dict[tuple[str, Address], deque[Missed]] = {}
+        self._bare_jids: dict[Address, str] = {}
 
     # --- addresses -------------------------------------------------------------------
+
+    def room_bare_jid(self, room: Address) -> str:
+        """`room_jid(room)` as text, remembered: every archived line names it twice."""
+        known = self._bare_jids.get(room)
+        if known is None:
+            if len(self._bare_jids) > ROOM_JIDS_KEPT:
+                self._bare_jids.clear()
+            known = self._bare_jids[room] = str(self.room_jid(room))
+        return known
 
     def room_jid(self, room: Address, nick: str | None = None) -> JID:
         jid = JID(f"{self.bridge.format_address(room)}@{self.component_jid}")
@@ -166,6 +193,7 @@ class GroupChats:
                 "muc_open",
                 "muc_temporary",
                 "muc_semianonymous",
+                *(ARCHIVE_FEATURES if self.archive is not None else ()),
             ],
         )
 
@@ -190,10 +218,10 @@ class GroupChats:
             return
         if state is not None and state.joined:
             state.resources[full] = nick
-            self._send_full_join(state, full, nick)
+            await self._send_full_join(state, full, nick, HistoryRequest.of(presence))
             return
         if state is None:
-            state = self.rooms[key] = RoomState(room)
+            state = self.rooms[key] = RoomState(room, user)
         if full in state.pending:
             return
         state.history[full] = HistoryRequest.of(presence)
@@ -233,10 +261,23 @@ class GroupChats:
             return
         if not body:
             return  # chat states and the like have no IRC equivalent
-        await session.send_message(room, body, xmpp_id=message["id"] or None)
-        msg_id = message["id"] or uuid.uuid4().hex
-        for resource in state.resources:
-            self._send(self._groupchat(state.room, state.nick, resource, body, msg_id))
+        xmpp_id = message["id"] or None
+        await session.send_message(room, body, xmpp_id=xmpp_id)
+        origin = message.xml.find(f"{{{SID_NS}}}origin-id")
+        origin_id = (origin.get("id") if origin is not None else None) or None
+        line = Line(
+            user,
+            room.legacy_id,
+            # A client re-sending its message (same origin-id) gets the same archive id.
+            stanza_id_for(user, room.legacy_id, origin_id and f"origin-id {origin_id}"),
+            datetime.now(UTC),
+            state.nick,
+            body,
+            _kind(body, events.MessageKind.MESSAGE),
+            origin_id=origin_id,
+            xmpp_id=xmpp_id,
+        )
+        self._archive_and_send(state, line)
 
     async def on_iq_admin(self, iq: Iq, session: Session, room: Address) -> None:
         """muc#admin: role `none` kicks, other roles map to the legacy rank change."""
@@ -324,10 +365,11 @@ class GroupChats:
             self._on_left(user, state, events.RoomLeft(state.room, reason))
 
     def forget_user(self, user: str) -> None:
-        """Drop every room and kept message of a user who unregistered."""
-        for table in (self.rooms, self.backlog):
-            for key in [key for key in table if key[0] == user]:
-                del table[key]
+        """Drop every room of a user who unregistered (their archive goes with the account)."""
+        for key in [key for key in self.rooms if key[0] == user]:
+            del self.rooms[key]
+        if self.archive is not None:
+            self.archive.forget(user)
 
     # --- from the legacy side --------------------------------------------------------
 
@@ -336,22 +378,16 @@ class GroupChats:
         if isinstance(event, events.Message):
             if not event.sender.is_group:
                 return False
-            state = self.rooms.get((user, event.sender))
-            if state is not None and state.resources:
-                self._on_message(state, event)
-            else:  # nobody in yet: served with the next join
-                self._keep(user, event)
+            self._on_message(user, event)
             return True
         if not isinstance(event, ROOM_EVENTS):
             return False
         state = self.rooms.get((user, event.room))
         if state is None:
-            if isinstance(event, events.RoomLeft):
-                self.backlog.pop((user, event.room), None)  # nobody is left to serve it to
             return True  # no resource is in that room (e.g. joined on connect): nothing to show
         match event:
             case events.RoomJoined():
-                self._on_joined(state, event, self.backlog.pop((user, event.room), ()))
+                await self._on_joined(state, event)
             case events.RoomJoinFailed():
                 self._on_join_failed(user, state, event)
             case events.RoomLeft():
@@ -370,33 +406,50 @@ class GroupChats:
                     self._send(self._subject(state, resource))
         return True
 
-    def _on_message(self, state: RoomState, event: events.Message) -> None:
-        msg_id = event.legacy_id or uuid.uuid4().hex
+    def _on_message(self, user: str, event: events.Message) -> None:
+        """Archive a room message (whoever is in) and show it to the joined resources."""
+        room = event.sender
+        line = Line(
+            user,
+            room.legacy_id,
+            stanza_id_for(user, room.legacy_id, event.legacy_id),
+            event.timestamp or event.sent or datetime.now(UTC),
+            event.nick,
+            event.text,
+            _kind(event.text, event.kind),
+            legacy_id=event.legacy_id,
+        )
+        state = self.rooms.get((user, room))
+        if state is None or not state.resources:
+            if self.archive is not None:
+                self.archive.add(line)  # served as history on the next join
+            return
+        self._archive_and_send(state, line, delayed=event.timestamp is not None)
+
+    def _archive_and_send(self, state: RoomState, line: Line, *, delayed: bool = False) -> None:
+        """Queue `line` for the archive, then send it to every joined resource.
+
+        A resource still reading its history on join gets it after that history.
+        """
+        if self.archive is not None:
+            self.archive.add(line)
         for resource in state.resources:
-            self._send(
-                self._groupchat(
-                    state.room, event.nick, resource, event.text, msg_id, event.timestamp
-                )
-            )
+            stanza = self.line_stanza(state.room, resource, line, delayed=delayed)
+            held = state.catching_up.get(resource)
+            if held is not None:
+                held.append((line.stanza_id, stanza))
+            else:
+                self._send(stanza)
 
-    def _keep(self, user: str, event: events.Message) -> None:
-        key = (user, event.sender)
-        kept = self.backlog.get(key)
-        if kept is None:
-            kept = self.backlog[key] = deque(maxlen=BACKLOG_LIMIT)
-        sent = event.timestamp or datetime.now(UTC)
-        kept.append(Missed(event.nick, event.text, event.legacy_id or uuid.uuid4().hex, sent))
-
-    def _on_joined(
-        self, state: RoomState, event: events.RoomJoined, missed: Sequence[Missed]
-    ) -> None:
+    async def _on_joined(self, state: RoomState, event: events.RoomJoined) -> None:
         state.joined, state.nick = True, event.nick
         state.occupants = {o.nick: o for o in event.occupants}
         state.subject, state.subject_by = event.subject, event.subject_by
         waiting, state.pending = state.pending, {}
         for resource, requested in waiting.items():
             state.resources[resource] = requested
-            self._send_full_join(state, resource, requested, missed)
+            wanted = state.history.pop(resource, HistoryRequest())
+            await self._send_full_join(state, resource, requested, wanted)
 
     def _on_join_failed(self, user: str, state: RoomState, event: events.RoomJoinFailed) -> None:
         waiting, state.pending = state.pending, {}
@@ -482,10 +535,14 @@ class GroupChats:
 
     # --- stanzas ---------------------------------------------------------------------
 
-    def _send_full_join(
-        self, state: RoomState, resource: str, requested: str, missed: Sequence[Missed] = ()
+    async def _send_full_join(
+        self, state: RoomState, resource: str, requested: str, wanted: HistoryRequest
     ) -> None:
-        """Occupants, own presence (110, 210 if renamed), missed messages, the subject."""
+        """Occupants, own presence (110, 210 if renamed), history, the subject.
+
+        Live messages arriving while the history is read wait, and come after the
+        subject unless the history already had them.
+        """
         for occupant in state.occupants.values():
             if occupant.nick != state.nick:
                 self._send(
@@ -495,12 +552,51 @@ class GroupChats:
                 )
         extra = [NICK_MODIFIED] if requested != state.nick else []
         self._send(self._self_presence(state, resource, extra=extra))
-        wanted = state.history.pop(resource, HistoryRequest())
-        for kept in wanted.select(missed):
-            self._send(
-                self._groupchat(state.room, kept.nick, resource, kept.text, kept.msg_id, kept.sent)
-            )
+        state.catching_up[resource] = []
+        try:
+            history = await self._history(state, resource, wanted)
+        finally:
+            held = state.catching_up.pop(resource, [])
+        for _, stanza in history:
+            self._send(stanza)
         self._send(self._subject(state, resource))
+        served = {stanza_id for stanza_id, _ in history}
+        for stanza_id, stanza in held:
+            if stanza_id not in served:
+                self._send(stanza)
+
+    async def _history(
+        self, state: RoomState, resource: str, wanted: HistoryRequest
+    ) -> list[tuple[str, Message]]:
+        """The discussion history `resource` asked for, from the archive, with delays."""
+        limit = wanted.limit(self.history_stanzas)
+        if self.archive is None or not limit:
+            return []
+        try:
+            lines = await self.archive.latest(state.user, state.room.legacy_id, limit, wanted.since)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("%s: no history for %s: %s", state.user, state.room.legacy_id, exc)
+            return []
+        stanzas = [
+            (line.stanza_id, self.line_stanza(state.room, resource, line, delayed=True))
+            for line in lines
+        ]
+        return wanted.within_chars(stanzas)
+
+    def line_stanza(self, room: Address, to: str, line: Line, *, delayed: bool) -> Message:
+        """An archived (or about to be) line as the groupchat message `to` receives."""
+        message = self._groupchat(
+            room, line.nick, to, line.body, line.message_id, line.sent if delayed else None
+        )
+        if self.archive is not None and self.archive.keeps(line.user):
+            ET.SubElement(
+                message.xml,
+                f"{{{SID_NS}}}stanza-id",
+                {"id": line.stanza_id, "by": self.room_bare_jid(room)},
+            )
+        if line.origin_id:
+            ET.SubElement(message.xml, f"{{{SID_NS}}}origin-id", {"id": line.origin_id})
+        return message
 
     def _own_occupant(self, state: RoomState) -> events.Occupant:
         return state.occupants.get(state.nick) or events.Occupant(state.nick)
@@ -584,6 +680,11 @@ class GroupChats:
         subject = ET.SubElement(message.xml, "{jabber:client}subject")
         subject.text = state.subject or ""
         return message
+
+
+def _kind(text: str, kind: events.MessageKind) -> str:
+    """The archive's kind: an action is known by its "/me " text whatever the bridge said."""
+    return events.MessageKind.ACTION.value if text.startswith("/me ") else kind.value
 
 
 def _int(value: str | None) -> int | None:

@@ -14,7 +14,12 @@ from slixmpp.xmlstream import ET
 DELAY_NS = "urn:xmpp:delay"
 
 
-def add_delay(message: Message, sent: datetime, by: str) -> None:
-    """Stamp `message` as sent at `sent`; `by` is the entity that held it."""
-    stamp = sent.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    ET.SubElement(message.xml, f"{{{DELAY_NS}}}delay", {"from": by, "stamp": stamp})
+def stamp(moment: datetime) -> str:
+    """An XEP-0082 UTC date-time, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def add_delay(message: Message | ET.Element, sent: datetime, by: str) -> None:
+    """Stamp `message` (or a MAM `<forwarded/>`) as sent at `sent`; `by` held it."""
+    parent = message.xml if isinstance(message, Message) else message
+    ET.SubElement(parent, f"{{{DELAY_NS}}}delay", {"from": by, "stamp": stamp(sent)})

@@ -354,20 +354,29 @@ class IncomingLines:
     async def _on_text(self, line: Line, *, notice: bool) -> None:
         target, text = line.param(0), line.param(-1)
         request = parse_ctcp(text)
+        kind = events.MessageKind.NOTICE if notice else events.MessageKind.MESSAGE
         if request is not None and request.command != "ACTION":
             if not notice:
                 self._answer_ctcp(line.nick, request.command, request.argument)
                 return
             text = f"CTCP {request.command} reply: {request.argument}"
         elif request is not None:
-            text = ACTION_PREFIX + request.argument
+            text, kind = ACTION_PREFIX + request.argument, events.MessageKind.ACTION
         text = to_styling(text)
         from_server = "!" not in line.prefix
         if is_channel(target):
             ch = self.channels.get(casefold(target))
             if ch is not None:
                 await self.deliver(
-                    events.Message(ch.address, text, nick=line.nick, timestamp=_replayed(line))
+                    events.Message(
+                        ch.address,
+                        text,
+                        nick=line.nick,
+                        legacy_id=line.tags.get("msgid") or None,
+                        timestamp=_replayed(line),
+                        kind=kind,
+                        sent=parse_timestamp(line.tags.get("time")),
+                    )
                 )
                 return
         if from_server and self._in_welcome:

@@ -6,6 +6,7 @@ the way a client reads them (muc#user items and status codes).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +18,11 @@ from slixmpp.xmlstream import ET
 from bridges import events
 from bridges.irc import IrcBridge
 from bridges.irc.options import IrcOptions
-from component.muc import MUC_ADMIN_NS, MUC_NS, MUC_USER_NS, GroupChats
+from component.archive import Archive
+from component.crypto import SecretBox, generate_key
+from component.db import create_engine, upgrade
+from component.muc import MUC_ADMIN_NS, MUC_NS, MUC_USER_NS, SID_NS, GroupChats
+from component.store import Store
 
 COMPONENT = "irc.localhost"
 USER = "user@localhost"
@@ -338,44 +343,122 @@ def history_presence(frm: str, **attributes: str):
     return stanza
 
 
-async def test_messages_while_nobody_is_in_are_served_on_the_next_join(muc, sent, room):
+@pytest.fixture
+async def archive(tmp_path):
+    """A real archive on SQLite, with an account for USER."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'archive.db'}")
+    await upgrade(engine)
+    await Store(engine, SecretBox(generate_key())).save_account(USER, "irc", settings={})
+    archive = Archive(engine, "irc")
+    archive.start()
+    yield archive
+    await archive.stop()
+    await engine.dispose()
+
+
+@pytest.fixture
+def archived(sent, bridge, archive) -> GroupChats:
+    return GroupChats(sent.append, COMPONENT, bridge, archive, history_stanzas=20)
+
+
+def stanza_id(stanza) -> str | None:
+    element = stanza.xml.find(f"{{{SID_NS}}}stanza-id")
+    if element is None:
+        return None
+    assert element.get("by") == ROOM_JID
+    return element.get("id")
+
+
+def bodies(stanzas) -> list[str]:
+    return [s["body"] for s in stanzas if s.name == "message" and s["body"]]
+
+
+async def test_messages_while_nobody_is_in_are_served_on_the_next_join(archived, sent, room):
     """A channel the bridge stays in while the user is offline: what was said meanwhile
     arrives as discussion history, after the user's own presence and before the subject."""
     session = FakeSession()
-    await join(muc, session, room)
-    await muc.on_event(USER, joined_event(room))
-    assert muc.resource_gone(PHONE) == [room]
+    await join(archived, session, room)
+    await archived.on_event(USER, joined_event(room))
+    assert archived.resource_gone(PHONE) == [room]
     then = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     for n in range(3):
-        await muc.on_event(
+        await archived.on_event(
             USER, events.Message(room, f"missed {n}", nick="bob", timestamp=then + timedelta(n))
         )
     sent.clear()
 
-    await join(muc, session, room, frm=LAPTOP)
-    await muc.on_event(USER, joined_event(room))
+    await join(archived, session, room, frm=LAPTOP)
+    await archived.on_event(USER, joined_event(room))
     texts = [s["body"] or s["subject"] for s in sent if s.name == "message"]
     assert texts == ["missed 0", "missed 1", "missed 2", "the topic"]
     stamps = [s.xml.find("{urn:xmpp:delay}delay").get("stamp") for s in sent if s["body"]]
     assert stamps == ["2026-01-02T03:04:05Z", "2026-01-03T03:04:05Z", "2026-01-04T03:04:05Z"]
+    assert all(stanza_id(s) for s in sent if s["body"])
     assert codes(sent[2]) == {"110"}  # own presence comes first
+
+
+async def test_live_ids_are_the_archive_ids_and_a_second_resource_gets_history(
+    archived, sent, room, archive
+):
+    session = FakeSession()
+    await join(archived, session, room)
+    await archived.on_event(USER, joined_event(room))
+    sent.clear()
+    await archived.on_event(USER, events.Message(room, "live", nick="bob", legacy_id="msg-1"))
+    [live] = sent
+    assert live["id"] == "msg-1" and live.xml.find("{urn:xmpp:delay}delay") is None
+    [stored] = await archive.latest(USER, room.legacy_id, 5)
+    assert stored.stanza_id == stanza_id(live) and stored.legacy_id == "msg-1"
     sent.clear()
 
-    await join(muc, session, room, frm=PHONE)  # a second resource: nothing is missed twice
-    assert not [s for s in sent if s.name == "message" and s["body"]]
+    await archived.on_presence(presence(LAPTOP, "alice"), session, room)  # XEP-0045 §7.2.15
+    history = [s for s in sent if s.name == "message" and s["body"]]
+    assert [(s["body"], s["id"], stanza_id(s)) for s in history] == [
+        ("live", "msg-1", stored.stanza_id)
+    ]
+    assert history[0].xml.find("{urn:xmpp:delay}delay") is not None
+    assert [s["subject"] for s in sent if s.name == "message"][-1] == "the topic"
+
+
+async def test_own_message_keeps_origin_id_and_id_live_and_archived(archived, sent, room, archive):
+    session = FakeSession()
+    await join(archived, session, room)
+    await archived.on_event(USER, joined_event(room))
+    sent.clear()
+    message = Message()
+    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
+    message["body"], message["id"] = "/me waves", "client-1"
+    ET.SubElement(message.xml, f"{{{SID_NS}}}origin-id", {"id": "origin-1"})
+    await archived.on_groupchat(message, session, room)
+    [echo] = sent
+    assert echo["id"] == "client-1"
+    assert echo.xml.find(f"{{{SID_NS}}}origin-id").get("id") == "origin-1"
+    [stored] = await archive.latest(USER, room.legacy_id, 5)
+    assert (stored.stanza_id, stored.origin_id, stored.xmpp_id, stored.kind, stored.nick) == (
+        stanza_id(echo),
+        "origin-1",
+        "client-1",
+        "action",
+        "alice",
+    )
 
 
 @pytest.mark.parametrize(
     ("attributes", "served"),
     [
+        ({}, ["missed 1", "missed 2"]),  # history_stanzas=2 below
         ({"maxstanzas": "1"}, ["missed 2"]),
         ({"maxstanzas": "0"}, []),
         ({"maxchars": "0"}, []),
+        ({"maxchars": "700"}, ["missed 2"]),  # one stanza is some 400 characters
         ({"since": "2026-01-03T00:00:00Z"}, ["missed 1", "missed 2"]),
         ({"seconds": "60"}, []),
     ],
 )
-async def test_history_request_limits_what_is_served(muc, sent, room, attributes, served):
+async def test_history_request_limits_what_is_served(
+    sent, bridge, archive, room, attributes, served
+):
+    muc = GroupChats(sent.append, COMPONENT, bridge, archive, history_stanzas=2)
     then = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     for n in range(3):
         await muc.on_event(
@@ -383,15 +466,48 @@ async def test_history_request_limits_what_is_served(muc, sent, room, attributes
         )
     await muc.on_presence(history_presence(PHONE, **attributes), FakeSession(), room)
     await muc.on_event(USER, joined_event(room))
-    assert [s["body"] for s in sent if s.name == "message" and s["body"]] == served
+    assert bodies(sent) == served
 
 
-async def test_unregistering_forgets_kept_messages(muc, sent, room):
-    await muc.on_event(USER, events.Message(room, "kept", nick="bob"))
-    muc.forget_user(USER)
+async def test_live_lines_during_the_history_read_follow_the_subject(archived, sent, room):
+    """The archive read awaits; a line arriving meanwhile must neither be lost nor
+    overtake the history, and a line the history already holds is not sent twice."""
+    session = FakeSession()
+    await join(archived, session, room)
+    await archived.on_event(USER, joined_event(room))
+    await archived.on_event(USER, events.Message(room, "before", nick="bob"))
+    reading = asyncio.Event()
+    original = archived.archive.latest
+
+    async def slow_latest(*args, **kwargs):
+        await archived.on_event(USER, events.Message(room, "during", nick="bob"))
+        reading.set()
+        return await original(*args, **kwargs)
+
+    archived.archive.latest = slow_latest
+    sent.clear()
+    await archived.on_presence(presence(LAPTOP, "alice"), session, room)
+    to_laptop = [s for s in sent if s.name == "message" and str(s["to"]) == LAPTOP]
+    assert [s["body"] or f"subject: {s['subject']}" for s in to_laptop] == [
+        "before",
+        "during",  # already in the archive read: served once, as history
+        "subject: the topic",
+    ]
+
+
+async def test_without_an_archive_there_is_no_history_and_no_stanza_id(muc, sent, room):
+    await muc.on_event(USER, events.Message(room, "nobody is in", nick="bob"))
     await join(muc, FakeSession(), room)
     await muc.on_event(USER, joined_event(room))
-    assert not [s for s in sent if s.name == "message" and s["body"]]
+    assert not bodies(sent)
+    await muc.on_event(USER, events.Message(room, "live", nick="bob"))
+    assert stanza_id(sent[-1]) is None
+    assert not {"urn:xmpp:mam:2", SID_NS} & set(muc.disco_info(room).features)
+
+
+def test_rooms_with_an_archive_advertise_mam_and_stable_ids(archived, room):
+    features = set(archived.disco_info(room).features)
+    assert {"urn:xmpp:mam:2", "urn:xmpp:mam:2#extended", SID_NS} <= features
 
 
 async def test_away_occupants_show_away(muc, sent, room):

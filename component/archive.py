@@ -1,0 +1,514 @@
+"""The room archive: every room message of each user's legacy memberships, per user.
+
+Writes never hold up delivery: the MUC engine decides a line's stanza id, sends the
+stanza and `add`s the line; a writer task stores whatever piled up meanwhile in one
+transaction (a burst of 500 lines is one commit, not 500). A crash loses at most the
+lines not yet committed. Reads (`latest` for history on join, `page` for MAM) first
+wait for the writer, so a client never misses a line it was just sent live.
+
+Each user has an archive of their own (two users in one IRC channel: two copies), as
+biboumi does, because each saw the room through their own legacy connection. A replay
+of a line already stored (a bouncer after a restart, say) is no second row: the legacy
+id (IRC `msgid`) and the XMPP origin-id are unique per user and room, and the stanza id
+is derived from the legacy id, so the replay carries the id the archive already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+
+from bridges.address import Address
+from bridges.base import Account, AccountStore, Command, FormField
+from component.models import AccountRow, ArchiveRow, RecordRow, UserRow
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1_000
+"""Lines per transaction; a longer burst is written in several."""
+MAX_QUEUED = 100_000
+"""Lines waiting for a database that does not answer; beyond this new lines are dropped."""
+RETRY_DELAYS = (0.5, 2.0, 10.0)
+"""Waits before a failed batch is tried again; after the last it is dropped (logged)."""
+CLEANUP_INTERVAL = 3600.0
+"""Seconds between two retention runs (`archive.max_days`)."""
+PREFERENCE = ("archive", "settings")
+"""The (kind, key) of the record holding a user's own archiving switch."""
+
+_NAMESPACE = uuid.UUID("2f1b8c1e-5d0a-4f4e-9a57-0f3c2d1e6b7a")
+
+
+def stanza_id_for(user: str, room: str, legacy_id: str | None) -> str:
+    """The archive id of a line: derived from its legacy id when it has one.
+
+    Deriving it (UUID 5 over user, room and legacy id) gives a replayed line the id the
+    archive already holds without a database lookup before delivery; a line without a
+    legacy id gets a random UUID.
+    """
+    if legacy_id:
+        return str(uuid.uuid5(_NAMESPACE, f"{user}\0{room}\0{legacy_id}"))
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One archived room message, as it was (or will be) shown to the user."""
+
+    user: str
+    room: str
+    stanza_id: str
+    sent: datetime
+    nick: str | None
+    body: str
+    kind: str = "message"
+    legacy_id: str | None = None
+    origin_id: str | None = None
+    """XEP-0359 origin-id of the user's own message."""
+    xmpp_id: str | None = None
+    """The stanza id attribute the user's client gave its own message."""
+
+    @property
+    def message_id(self) -> str:
+        """The `id` attribute the live stanza had, so archived and live copies match."""
+        return self.xmpp_id or self.legacy_id or self.stanza_id
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """The MAM form: which lines of one room qualify (all given conditions hold)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    nick: str | None = None
+    after_id: str | None = None
+    before_id: str | None = None
+    ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """RSM paging: `after` pages forward, `before` (or `last`) backward from the end."""
+
+    max: int
+    after: str | None = None
+    before: str | None = None
+    last: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    lines: list[Line]
+    complete: bool
+    """No more lines beyond this page in the paging direction."""
+
+
+class UnknownId(LookupError):
+    """A stanza id named in a query is not in this user's archive of this room."""
+
+
+@dataclass
+class _Account:
+    id: int
+    enabled: bool
+
+
+@dataclass
+class Archive:
+    """The archive of one bridge's rooms, with its batched writer and retention task."""
+
+    engine: AsyncEngine
+    bridge: str
+    max_days: int = 30
+    _sessions: async_sessionmaker[AsyncSession] = field(init=False)
+    _accounts: dict[str, _Account] = field(default_factory=dict, init=False)
+    _queue: list[Line] = field(default_factory=list, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+    _dropping: bool = field(default=False, init=False)
+    _insert: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        insert = sqlite_insert if self.engine.dialect.name == "sqlite" else postgresql_insert
+        self._insert = insert(ArchiveRow).on_conflict_do_nothing()
+        self._idle.set()
+
+    # --- life ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._write_loop(), name="archive writer"))
+        if self.max_days:
+            self._tasks.append(asyncio.create_task(self._cleanup_loop(), name="archive cleanup"))
+
+    async def stop(self) -> None:
+        """Write what is queued, then end the tasks."""
+        await self.flush()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # --- writing ---------------------------------------------------------------------
+
+    def add(self, line: Line) -> None:
+        """Queue `line` for the next batch; returns at once."""
+        if len(self._queue) >= MAX_QUEUED:
+            if not self._dropping:
+                log.error("archive: the database is not keeping up; dropping new lines")
+                self._dropping = True
+            return
+        self._queue.append(line)
+        self._idle.clear()
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until every line added so far is committed (or given up on)."""
+        if not self._tasks:  # not started (a one-off command): write here
+            await self._drain()
+            return
+        await self._idle.wait()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._drain()
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            await self._write_retrying(batch)
+        self._dropping = False
+        self._idle.set()
+
+    async def _write_retrying(self, batch: list[Line]) -> None:
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                await self._write(batch)
+                return
+            except IntegrityError:
+                # An account removed while its lines were queued: write the others.
+                self._accounts.clear()
+                for line in batch:
+                    try:
+                        await self._write([line])
+                    except IntegrityError:
+                        log.info("archive: dropped a line of %s (account gone)", line.user)
+                return
+            except (SQLAlchemyError, OSError) as exc:
+                if delay is None:
+                    log.error("archive: gave up on %d lines: %s", len(batch), exc)
+                    return
+                log.warning("archive: writing %d lines failed (%s); retrying", len(batch), exc)
+                await asyncio.sleep(delay)
+
+    async def _write(self, batch: Sequence[Line]) -> None:
+        # Core on a connection: the ORM's unit of work is not needed for plain rows.
+        async with self.engine.begin() as db:
+            rows = []
+            for line in batch:
+                account = await self._account(db, line.user)
+                if account is not None and account.enabled:
+                    rows.append(_row(account.id, line))
+            if rows:
+                await db.execute(self._insert, rows)
+
+    # --- accounts and the per-user switch ----------------------------------------------
+
+    async def _account(self, db: AsyncSession | AsyncConnection, user: str) -> _Account | None:
+        if user in self._accounts:
+            return self._accounts[user]
+        found = (
+            await db.execute(
+                select(AccountRow.id)
+                .join(UserRow, AccountRow.user_id == UserRow.id)
+                .where(UserRow.jid == user, AccountRow.bridge == self.bridge)
+            )
+        ).scalar_one_or_none()
+        if found is None:
+            return None  # not cached: they may register later
+        preference = (
+            await db.execute(
+                select(RecordRow.data).where(
+                    RecordRow.account_id == found,
+                    RecordRow.kind == PREFERENCE[0],
+                    RecordRow.key == PREFERENCE[1],
+                )
+            )
+        ).scalar_one_or_none()
+        account = self._accounts[user] = _Account(
+            found, bool((preference or {}).get("enabled", True))
+        )
+        return account
+
+    def keeps(self, user: str) -> bool:
+        """Whether `user`'s new lines will be stored, as far as known without a query.
+
+        Unknown (not looked up yet) counts as yes: archiving is on unless turned off.
+        """
+        account = self._accounts.get(user)
+        return account is None or account.enabled
+
+    async def enabled(self, user: str) -> bool:
+        """Whether the user keeps an archive (their switch; on unless they turned it off)."""
+        async with self._sessions() as db:
+            account = await self._account(db, user)
+        return account is not None and account.enabled
+
+    async def set_enabled(self, user: str, enabled: bool) -> None:
+        """The user's switch; turning it off also deletes what is archived for them."""
+        await self.flush()
+        async with self._sessions.begin() as db:
+            account = await self._account(db, user)
+            if account is None:
+                raise LookupError(f"{user} has no account on {self.bridge}")
+            record = (
+                await db.execute(
+                    select(RecordRow).where(
+                        RecordRow.account_id == account.id,
+                        RecordRow.kind == PREFERENCE[0],
+                        RecordRow.key == PREFERENCE[1],
+                    )
+                )
+            ).scalar_one_or_none()
+            if record is None:
+                db.add(
+                    RecordRow(
+                        account_id=account.id,
+                        kind=PREFERENCE[0],
+                        key=PREFERENCE[1],
+                        data={"enabled": enabled},
+                    )
+                )
+            else:
+                record.data = {"enabled": enabled}
+            if not enabled:
+                await db.execute(delete(ArchiveRow).where(ArchiveRow.account_id == account.id))
+            account.enabled = enabled
+
+    def forget(self, user: str) -> None:
+        """The user unregistered (their rows go with the account): drop the cached id."""
+        self._accounts.pop(user, None)
+
+    # --- reading ---------------------------------------------------------------------
+
+    async def latest(
+        self, user: str, room: str, limit: int, since: datetime | None = None
+    ) -> list[Line]:
+        """The last `limit` lines of `room` (after `since`), oldest first."""
+        if limit <= 0:
+            return []
+        await self.flush()
+        async with self.engine.connect() as db:
+            account = await self._account(db, user)
+            if account is None:
+                return []
+            where = [*_room_is(account.id, room)]
+            if since is not None:
+                where.append(ArchiveRow.sent > _utc(since))
+            rows = await db.execute(
+                select(*_COLUMNS).where(*where).order_by(ArchiveRow.id.desc()).limit(limit)
+            )
+            return [_line(user, row) for row in reversed(rows.all())]
+
+    async def page(self, user: str, room: str, wanted: Filter, paging: PageRequest) -> Page:
+        """One MAM page; raise UnknownId for an id (form or RSM) the archive lacks."""
+        await self.flush()
+        async with self.engine.connect() as db:
+            account = await self._account(db, user)
+            named = {wanted.after_id, wanted.before_id, paging.after, paging.before, *wanted.ids}
+            named.discard(None)
+            if account is None:
+                if named:
+                    raise UnknownId(", ".join(sorted(str(n) for n in named)))
+                return Page([], True)
+            positions = await self._positions(db, account.id, room, named)
+            where = [*_room_is(account.id, room)]
+            if wanted.start is not None:
+                where.append(ArchiveRow.sent >= _utc(wanted.start))
+            if wanted.end is not None:
+                where.append(ArchiveRow.sent <= _utc(wanted.end))
+            if wanted.nick is not None:
+                where.append(ArchiveRow.nick == wanted.nick)
+            if wanted.ids:
+                where.append(ArchiveRow.stanza_id.in_(wanted.ids))
+            for after in (wanted.after_id, paging.after):
+                if after is not None:
+                    where.append(ArchiveRow.id > positions[after])
+            for before in (wanted.before_id, paging.before):
+                if before is not None:
+                    where.append(ArchiveRow.id < positions[before])
+            backward = paging.before is not None or paging.last
+            order = ArchiveRow.id.desc() if backward else ArchiveRow.id.asc()
+            rows = list(
+                (
+                    await db.execute(
+                        select(*_COLUMNS).where(*where).order_by(order).limit(paging.max + 1)
+                    )
+                ).all()
+            )
+        complete = len(rows) <= paging.max
+        rows = rows[: paging.max]
+        if backward:
+            rows.reverse()
+        return Page([_line(user, row) for row in rows], complete)
+
+    async def _positions(
+        self, db: AsyncConnection, account_id: int, room: str, ids: Iterable[str | None]
+    ) -> dict[str, int]:
+        wanted = {i for i in ids if i is not None}
+        if not wanted:
+            return {}
+        rows = await db.execute(
+            select(ArchiveRow.stanza_id, ArchiveRow.id).where(
+                *_room_is(account_id, room), ArchiveRow.stanza_id.in_(wanted)
+            )
+        )
+        found = {stanza_id: row_id for stanza_id, row_id in rows}
+        missing = wanted - found.keys()
+        if missing:
+            raise UnknownId(", ".join(sorted(missing)))
+        return found
+
+    async def bounds(self, user: str, room: str) -> tuple[Line, Line] | None:
+        """The first and the last line of `room` (MAM metadata); None when empty."""
+        await self.flush()
+        async with self.engine.connect() as db:
+            account = await self._account(db, user)
+            if account is None:
+                return None
+            ends = []
+            for order in (ArchiveRow.id.asc(), ArchiveRow.id.desc()):
+                row = (
+                    await db.execute(
+                        select(*_COLUMNS)
+                        .where(*_room_is(account.id, room))
+                        .order_by(order)
+                        .limit(1)
+                    )
+                ).first()
+                if row is None:
+                    return None
+                ends.append(_line(user, row))
+        return ends[0], ends[1]
+
+    # --- retention -------------------------------------------------------------------
+
+    async def expire(self, now: datetime | None = None) -> int:
+        """Delete lines older than `max_days` (none when it is 0); return how many."""
+        if not self.max_days:
+            return 0
+        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.max_days)
+        await self.flush()
+        async with self._sessions.begin() as db:
+            result: Any = await db.execute(delete(ArchiveRow).where(ArchiveRow.sent < _utc(cutoff)))
+        removed = int(result.rowcount or 0)
+        if removed:
+            log.info("archive: removed %d lines older than %d days", removed, self.max_days)
+        return removed
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            try:
+                await self.expire()
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("archive: retention cleanup failed: %s", exc)
+            await asyncio.sleep(CLEANUP_INTERVAL)
+
+
+SETTINGS_NODE = "archive"
+
+
+def settings_command(archive: Archive) -> Command:
+    """The ad-hoc command on the component JID with the user's archiving switch."""
+
+    async def form(account: Account, _address: Address | None) -> list[FormField]:
+        return [
+            FormField(
+                "enabled",
+                "Archive my rooms (discussion history and MAM)",
+                type="boolean",
+                default=await archive.enabled(account.user),
+                desc="Turning it off deletes everything archived for you.",
+            )
+        ]
+
+    async def submit(
+        account: Account, _address: Address | None, _store: AccountStore, values: dict[str, Any]
+    ) -> str:
+        enabled = bool(values.get("enabled"))
+        await archive.set_enabled(account.user, enabled)
+        if enabled:
+            return "Your rooms are archived."
+        return "Your rooms are no longer archived; what was archived is deleted."
+
+    return Command(SETTINGS_NODE, "Room archive", form, submit)
+
+
+def _room_is(account_id: int, room: str) -> tuple[ColumnElement[bool], ...]:
+    return ArchiveRow.account_id == account_id, ArchiveRow.room == room
+
+
+def _utc(moment: datetime) -> datetime:
+    """UTC for storage and comparison: SQLite keeps the wall-clock digits it is given."""
+    if moment.tzinfo is UTC:
+        return moment
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _row(account_id: int, line: Line) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "room": line.room,
+        "stanza_id": line.stanza_id,
+        "sent": _utc(line.sent),
+        "nick": line.nick,
+        "body": line.body,
+        "kind": line.kind,
+        "legacy_id": line.legacy_id,
+        "origin_id": line.origin_id,
+        "xmpp_id": line.xmpp_id,
+    }
+
+
+_COLUMNS = (
+    ArchiveRow.room,
+    ArchiveRow.stanza_id,
+    ArchiveRow.sent,
+    ArchiveRow.nick,
+    ArchiveRow.body,
+    ArchiveRow.kind,
+    ArchiveRow.legacy_id,
+    ArchiveRow.origin_id,
+    ArchiveRow.xmpp_id,
+)
+"""What reads load: plain rows (Core), not ORM objects, which cost more than the query."""
+
+
+def _line(user: str, row: Any) -> Line:
+    return Line(
+        user=user,
+        room=row.room,
+        stanza_id=row.stanza_id,
+        sent=_utc(row.sent),
+        nick=row.nick,
+        body=row.body,
+        kind=row.kind,
+        legacy_id=row.legacy_id,
+        origin_id=row.origin_id,
+        xmpp_id=row.xmpp_id,
+    )

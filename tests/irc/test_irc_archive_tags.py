@@ -1,0 +1,45 @@
+"""What the IRC bridge tells the room archive: msgid, server-time and the line's kind."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from irc_helpers import Harness, ScriptedIrcd
+
+from bridges import events
+
+WELCOME = [":srv 001 alice :Welcome", ":srv 376 alice :End of MOTD"]
+CAPS = "message-tags server-time"
+
+
+async def test_channel_lines_carry_msgid_server_time_and_kind():
+    def script(line: str) -> list[str]:
+        replies = {
+            "CAP LS 302": [f":srv CAP * LS :{CAPS}"],
+            f"CAP REQ :{CAPS}": [f":srv CAP * ACK :{CAPS}"],
+            "CAP END": WELCOME,
+            "JOIN :#room": [
+                ":alice!a@h JOIN #room",
+                ":srv 353 alice = #room :alice bob",
+                ":srv 366 alice #room :End of NAMES",
+                "@msgid=abc;time=2026-12-01T10:00:00.250Z :bob!b@h PRIVMSG #room :hello",
+                ":bob!b@h PRIVMSG #room :\x01ACTION waves\x01",
+                ":bob!b@h NOTICE #room :note this",
+            ],
+        }
+        return replies.get(line, [])
+
+    async with ScriptedIrcd(script) as server:
+        harness = Harness(server)
+        session, sink = await harness.session("alice")
+        await session.join(harness.room("#room"), "alice")
+        await sink.wait_for(lambda e: isinstance(e, events.Message) and e.text == "note this")
+        said = [e for e in sink.items if isinstance(e, events.Message) and e.sender.is_group]
+        assert [(e.text, e.legacy_id, e.kind) for e in said] == [
+            ("hello", "abc", events.MessageKind.MESSAGE),
+            ("/me waves", None, events.MessageKind.ACTION),
+            ("note this", None, events.MessageKind.NOTICE),
+        ]
+        assert said[0].sent == datetime(2026, 12, 1, 10, 0, 0, 250000, tzinfo=UTC)
+        assert said[1].sent is None
+        await harness.close()

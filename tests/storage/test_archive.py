@@ -1,0 +1,211 @@
+"""component.archive on SQLite and PostgreSQL: batched writes, history, MAM paging."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import event, text
+
+from component.archive import Archive, Filter, Line, PageRequest, UnknownId, stanza_id_for
+
+ROOM = "#room%irc.x.org"
+T0 = datetime.now(UTC).replace(microsecond=123456) - timedelta(days=1)
+"""Recent: the fixture's archive keeps 30 days, and its retention task runs at start."""
+
+
+def line(user: str, n: int, **fields) -> Line:
+    values = {
+        "user": user,
+        "room": ROOM,
+        "stanza_id": stanza_id_for(user, ROOM, None),
+        "sent": T0 + timedelta(minutes=n),
+        "nick": "bob",
+        "body": f"line {n}",
+        **fields,
+    }
+    return Line(**values)
+
+
+@pytest.fixture
+async def archive(engine, store):
+    await store.save_account("a@x", "irc", settings={})
+    await store.save_account("b@x", "irc", settings={})
+    archive = Archive(engine, "irc", max_days=30)
+    archive.start()
+    yield archive
+    await archive.stop()
+
+
+async def fill(archive: Archive, user: str = "a@x", count: int = 10) -> list[Line]:
+    lines = [line(user, n) for n in range(count)]
+    for item in lines:
+        archive.add(item)
+    await archive.flush()
+    return lines
+
+
+def bodies(lines) -> list[str]:
+    return [item.body for item in lines]
+
+
+async def test_a_burst_is_one_transaction_and_keeps_every_field(archive, engine):
+    await archive.stop()  # without its retention task, whose commit would be counted
+    archive = Archive(engine, "irc", max_days=0)
+    archive.start()
+    commits = []
+    event.listen(engine.sync_engine, "commit", lambda conn: commits.append(1))
+    own = line("a@x", 99, kind="action", origin_id="o-1", xmpp_id="x-1", legacy_id="msg-1")
+    for item in [line("a@x", n) for n in range(200)] + [own]:
+        archive.add(item)
+    await archive.flush()
+    assert len(commits) == 1
+    [stored] = await archive.latest("a@x", ROOM, 1)
+    assert stored == own  # microseconds and UTC survive both databases
+    assert stored.message_id == "x-1"
+    await archive.stop()
+
+
+async def test_replays_and_resent_messages_are_stored_once(archive, engine):
+    replay = line("a@x", 1, legacy_id="msg-1", stanza_id=stanza_id_for("a@x", ROOM, "msg-1"))
+    archive.add(replay)
+    archive.add(line("a@x", 2, origin_id="o-1"))
+    await archive.flush()
+    archive.add(replay)  # the same msgid again (a bouncer replay after a restart, say)
+    archive.add(line("a@x", 3, origin_id="o-1"))
+    await archive.flush()
+    async with engine.connect() as db:
+        assert (await db.execute(text("SELECT count(*) FROM archive"))).scalar_one() == 2
+
+
+async def test_each_user_reads_only_their_own_archive(archive):
+    await fill(archive, "a@x", 3)
+    archive.add(line("b@x", 7, body="for b only"))
+    await archive.flush()
+    assert bodies(await archive.latest("a@x", ROOM, 10)) == ["line 0", "line 1", "line 2"]
+    assert bodies(await archive.latest("b@x", ROOM, 10)) == ["for b only"]
+    b_id = (await archive.latest("b@x", ROOM, 1))[0].stanza_id
+    with pytest.raises(UnknownId):
+        await archive.page("a@x", ROOM, Filter(ids=(b_id,)), PageRequest(10))
+    assert await archive.latest("nobody@x", ROOM, 10) == []
+
+
+async def test_latest_with_since(archive):
+    await fill(archive)
+    recent = await archive.latest("a@x", ROOM, 3, since=T0 + timedelta(minutes=8, seconds=30))
+    assert bodies(recent) == ["line 9"]
+    assert bodies(await archive.latest("a@x", ROOM, 3)) == ["line 7", "line 8", "line 9"]
+
+
+async def test_paging_forward_and_backward(archive):
+    lines = await fill(archive)
+    first = await archive.page("a@x", ROOM, Filter(), PageRequest(4))
+    assert (bodies(first.lines), first.complete) == (
+        ["line 0", "line 1", "line 2", "line 3"],
+        False,
+    )
+    after = await archive.page("a@x", ROOM, Filter(), PageRequest(4, after=lines[7].stanza_id))
+    assert (bodies(after.lines), after.complete) == (["line 8", "line 9"], True)
+    last = await archive.page("a@x", ROOM, Filter(), PageRequest(4, last=True))
+    assert (bodies(last.lines), last.complete) == (["line 6", "line 7", "line 8", "line 9"], False)
+    before = await archive.page("a@x", ROOM, Filter(), PageRequest(4, before=lines[3].stanza_id))
+    assert (bodies(before.lines), before.complete) == (["line 0", "line 1", "line 2"], True)
+    empty = await archive.page("a@x", ROOM, Filter(), PageRequest(0))
+    assert (empty.lines, empty.complete) == ([], False)
+
+
+async def test_filters(archive):
+    lines = await fill(archive)
+    archive.add(line("a@x", 20, nick="carol", body="from carol"))
+    await archive.flush()
+    by_time = Filter(start=T0 + timedelta(minutes=2), end=T0 + timedelta(minutes=4))
+    assert bodies((await archive.page("a@x", ROOM, by_time, PageRequest(10))).lines) == [
+        "line 2",
+        "line 3",
+        "line 4",
+    ]
+    by_nick = await archive.page("a@x", ROOM, Filter(nick="carol"), PageRequest(10))
+    assert bodies(by_nick.lines) == ["from carol"]
+    between = Filter(after_id=lines[1].stanza_id, before_id=lines[4].stanza_id)
+    assert bodies((await archive.page("a@x", ROOM, between, PageRequest(10))).lines) == [
+        "line 2",
+        "line 3",
+    ]
+    chosen = Filter(ids=(lines[5].stanza_id, lines[0].stanza_id))
+    assert bodies((await archive.page("a@x", ROOM, chosen, PageRequest(10))).lines) == [
+        "line 0",
+        "line 5",
+    ]
+    with pytest.raises(UnknownId):
+        await archive.page("a@x", ROOM, Filter(), PageRequest(10, after="no-such-id"))
+    with pytest.raises(UnknownId):
+        await archive.page(
+            "a@x", "#other%irc.x.org", Filter(after_id=lines[0].stanza_id), PageRequest(1)
+        )
+
+
+async def test_bounds(archive):
+    assert await archive.bounds("a@x", ROOM) is None
+    lines = await fill(archive, count=3)
+    assert await archive.bounds("a@x", ROOM) == (lines[0], lines[2])
+
+
+async def test_retention_removes_old_lines_only(archive):
+    await fill(archive, count=3)
+    now = T0 + timedelta(days=30, minutes=1, seconds=30)  # lines 0 and 1 are over 30 days old
+    assert await archive.expire(now) == 2
+    assert bodies(await archive.latest("a@x", ROOM, 10)) == ["line 2"]
+    forever = Archive(archive.engine, "irc", max_days=0)
+    assert await forever.expire(now + timedelta(days=999)) == 0
+
+
+async def test_retention_runs_by_itself_from_the_start(archive):
+    archive.add(line("a@x", 0, sent=datetime.now(UTC) - timedelta(days=31)))
+    archive.add(line("a@x", 1))
+    await archive.flush()
+    assert len(await archive.latest("a@x", ROOM, 10)) == 2
+    runner = Archive(archive.engine, "irc", max_days=30)
+    runner.start()  # its cleanup task runs now, then hourly
+    async with asyncio.timeout(10):
+        while len(await runner.latest("a@x", ROOM, 10)) != 1:  # noqa: ASYNC110 - no event
+            await asyncio.sleep(0.05)
+    await runner.stop()
+
+
+async def test_user_switch_stops_archiving_and_deletes(archive):
+    await fill(archive, count=2)
+    assert await archive.enabled("a@x")
+    assert archive.keeps("a@x")
+    await archive.set_enabled("a@x", False)
+    assert not await archive.enabled("a@x") and not archive.keeps("a@x")
+    assert await archive.latest("a@x", ROOM, 10) == []
+    archive.add(line("a@x", 5))
+    await archive.flush()
+    assert await archive.latest("a@x", ROOM, 10) == []
+    fresh = Archive(archive.engine, "irc")  # the switch is stored, not only cached
+    assert not await fresh.enabled("a@x")
+    await archive.set_enabled("a@x", True)
+    archive.add(line("a@x", 6))
+    await archive.flush()
+    assert bodies(await archive.latest("a@x", ROOM, 10)) == ["line 6"]
+
+
+async def test_removing_the_account_removes_its_archive(archive, store, engine):
+    await fill(archive, count=2)
+    assert await store.remove_account("a@x", "irc")
+    archive.forget("a@x")
+    async with engine.connect() as db:
+        assert (await db.execute(text("SELECT count(*) FROM archive"))).scalar_one() == 0
+    archive.add(line("a@x", 3))  # a line still in flight for the removed user
+    await archive.flush()
+    assert await archive.latest("a@x", ROOM, 10) == []
+
+
+async def test_restart_keeps_the_archive(archive, engine):
+    lines = await fill(archive, count=2)
+    await archive.stop()
+    again = Archive(engine, "irc")
+    again.start()
+    assert await again.latest("a@x", ROOM, 10) == lines
+    await again.stop()
