@@ -37,6 +37,33 @@ from bridges.base import (
 )
 
 WRONG_PASSWORD = "wrong"
+REPORT_LINE_LIMIT = 16 * 1024 * 1024
+
+
+class Entries:
+    """What a fake bridge did, as (kind, user, data) entries, with a wait for the next."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, Any]] = []
+        self._changed = asyncio.Event()
+
+    def add(self, entry: tuple[str, str, Any]) -> None:
+        self.log.append(entry)
+        self._changed.set()
+
+    def kinds(self) -> list[str]:
+        return [entry[0] for entry in self.log]
+
+    async def wait_for(self, kind: str, timeout: float = 10.0) -> tuple[str, str, Any]:
+        """The first entry of `kind` (removed from the log)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for entry in self.log:
+                    if entry[0] == kind:
+                        self.log.remove(entry)
+                        return entry
+                self._changed.clear()
+                await self._changed.wait()
 
 
 class FakeOptions(BridgeOptions):
@@ -101,8 +128,7 @@ class FakeBridge(Bridge):
 
     def __init__(self, options: BridgeOptions) -> None:
         super().__init__(options)
-        self.log: list[tuple[str, str, Any]] = []
-        self.changed = asyncio.Event()
+        self.entries = Entries()
         self.sessions: dict[str, FakeSession] = {}
         """The last session started per user; a stopped one still has its sink, like a
         real session whose legacy event arrives while the gateway is going down."""
@@ -116,8 +142,7 @@ class FakeBridge(Bridge):
 
     def record(self, kind: str, user: str, data: Any) -> None:
         """Log a call for tests in this process, and report it to the test's socket."""
-        self.log.append((kind, user, data))
-        self.changed.set()
+        self.entries.add((kind, user, data))
         line = json.dumps([kind, user, data]).encode() + b"\n"
         if self._reports is not None:
             self._reports.write(line)
@@ -191,33 +216,26 @@ class FakeBridge(Bridge):
         return f"Saved motto {values['motto']!r}"
 
     async def wait_for(self, kind: str, timeout: float = 10.0) -> tuple[str, str, Any]:
-        """The first logged entry of `kind` (removed from the log)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for entry in self.log:
-                    if entry[0] == kind:
-                        self.log.remove(entry)
-                        return entry
-                self.changed.clear()
-                await self.changed.wait()
+        """The first recorded call of `kind` (removed from the record)."""
+        return await self.entries.wait_for(kind, timeout)
 
 
 class FakeReports:
-    """The test's side of `report_socket`: what the fake bridge in a gateway process did.
-
-    `wait_for` has the same meaning as `FakeBridge.wait_for`; JSON lists come back as
-    tuples so entries compare like the in-process ones.
-    """
+    """The test's side of `report_socket`: every fake bridge of every gateway process
+    connects here and reports what it does; tests read it through `view()`s."""
 
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
-        self.log: list[tuple[str, str, Any]] = []
-        self._changed = asyncio.Event()
+        self._views: list[FakeView] = []
         self._bridges: list[asyncio.StreamWriter] = []
+        self._bridge_of: dict[str, asyncio.StreamWriter] = {}
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        self._server = await asyncio.start_unix_server(self._on_bridge, self.socket_path)
+        # A report carries a whole message: allow the 100 kB bodies tests send.
+        self._server = await asyncio.start_unix_server(
+            self._on_bridge, self.socket_path, limit=REPORT_LINE_LIMIT
+        )
 
     async def close(self) -> None:
         for writer in self._bridges:
@@ -230,29 +248,47 @@ class FakeReports:
         self._bridges.append(writer)
         async for line in reader:
             kind, user, data = json.loads(line)
-            self.log.append((kind, user, tuple(data) if isinstance(data, list) else data))
-            self._changed.set()
+            if kind == "start":
+                self._bridge_of[user] = writer
+            entry = (kind, user, tuple(data) if isinstance(data, list) else data)
+            for view in self._views:
+                view.add(entry)
         self._bridges.remove(writer)
 
-    def kinds(self) -> list[str]:
-        return [entry[0] for entry in self.log]
+    def view(self) -> FakeView:
+        """A fresh view: what happens from now on to the users added to it."""
+        view = FakeView(self)
+        self._views.append(view)
+        return view
 
-    async def wait_for(self, kind: str, timeout: float = 10.0) -> tuple[str, str, Any]:
-        """The first reported entry of `kind` (removed from the log)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for entry in self.log:
-                    if entry[0] == kind:
-                        self.log.remove(entry)
-                        return entry
-                self._changed.clear()
-                await self._changed.wait()
+    def forget(self, view: FakeView) -> None:
+        self._views.remove(view)
 
     def deliver(self, user: str, sender: str, text: str) -> None:
-        """Have the (last connected) bridge deliver a legacy message from `sender` to `user`;
-        it reports `delivered` or `undelivered`."""
         command = {"user": user, "sender": sender, "text": text}
-        self._bridges[-1].write(json.dumps(command).encode() + b"\n")
+        self._bridge_of[user].write(json.dumps(command).encode() + b"\n")
+
+
+class FakeView(Entries):
+    """What fake bridges report about `users`: one test's share of a shared gateway.
+
+    `wait_for` means what `FakeBridge.wait_for` means; JSON lists come back as tuples
+    so entries compare like the in-process ones.
+    """
+
+    def __init__(self, reports: FakeReports) -> None:
+        super().__init__()
+        self.reports = reports
+        self.users: set[str] = set()
+
+    def add(self, entry: tuple[str, str, Any]) -> None:
+        if entry[1] in self.users:
+            super().add(entry)
+
+    def deliver(self, user: str, sender: str, text: str) -> None:
+        """Have the bridge that runs `user`'s session deliver a legacy message from
+        `sender`; it reports `delivering`, then `delivered` or `undelivered`."""
+        self.reports.deliver(user, sender, text)
 
 
 @contextlib.asynccontextmanager

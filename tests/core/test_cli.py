@@ -40,7 +40,9 @@ async def test_run_refuses_an_outdated_schema_then_upgrade_fixes_it(prosody, tmp
     assert (code, output.strip().splitlines()[-1]) == (0, "database is up to date")
 
 
-async def test_run_serves_and_stops_cleanly_on_sigterm(prosody, client, tmp_path):
+async def test_run_serves_and_stops_cleanly_on_sigterm(own_prosody, client_factory, tmp_path):
+    prosody = own_prosody  # the shared one serves the shared gateway under the same name
+    client = await client_factory(prosody)
     config = write_config(tmp_path / "c.yaml", gateway_config(prosody, tmp_path / "g.db"))
     assert (await cli("db", "upgrade", "-c", str(config)))[0] == 0
     mark = prosody.log_mark()

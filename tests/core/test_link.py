@@ -46,13 +46,13 @@ def logged_at(line: str) -> datetime:
     return datetime.strptime(" ".join(line.split()[:2]), "%Y-%m-%d %H:%M:%S,%f")
 
 
-async def test_wrong_secret_is_reported_and_retried_slowly(prosody, gateway_factory):
+async def test_wrong_secret_is_reported_and_retried_slowly(own_prosody, gateway_factory):
     bridges = {
         "fake": {"jid": FAKE_JID, "secret": "not-the-secret", "plugin": "fake_bridge:FakeBridge"}
     }
     reconnect = {"initial_delay": 0.01, "max_delay": 0.02, "auth_failure_delay": 0.3}
     gateway = await gateway_factory(
-        prosody, wait_connected=False, bridges=bridges, reconnect=reconnect
+        own_prosody, wait_connected=False, bridges=bridges, reconnect=reconnect
     )
     first = await gateway.wait_for_log("server refused")
     second = await gateway.wait_for_log("server refused.*attempt 2")

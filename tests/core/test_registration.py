@@ -92,8 +92,9 @@ async def test_remove_deletes_everything_and_unsubscribes(gateway, fake, client)
     assert again.value.iq["error"]["condition"] == "item-not-found"
 
 
-async def test_domain_not_allowed(prosody, gateway_factory, client):
-    await gateway_factory(prosody, allowed_domains=["example.org"])
+async def test_domain_not_allowed(own_prosody, gateway_factory, client_factory):
+    await gateway_factory(own_prosody, allowed_domains=["example.org"])
+    client = await client_factory(own_prosody)
     for attempt in (get_registration(client, FAKE_JID), submit(client, FAKE_JID, username="a")):
         with pytest.raises(IqError) as refused:
             await attempt
@@ -101,7 +102,11 @@ async def test_domain_not_allowed(prosody, gateway_factory, client):
         assert "localhost" in refused.value.iq["error"]["text"]
 
 
-async def test_registration_survives_a_gateway_restart(gateway, client):
+async def test_registration_survives_a_gateway_restart(
+    own_prosody, gateway_factory, client_factory
+):
+    gateway = await gateway_factory(own_prosody)
+    client = await client_factory(own_prosody)
     await submit(client, FAKE_JID, username="alice", password="s3cret")
     assert await gateway.stop() == 0
     await gateway.start()  # same config file and database
