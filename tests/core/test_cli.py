@@ -4,10 +4,15 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from harness import FAKE_JID, gateway_config, write_config
 from registration_helpers import get_registration, submit
+
+from component.devstack.gateway import GatewayProcess
+from component.devstack.process import DaemonError
 
 TESTS = Path(__file__).parents[1]
 
@@ -74,3 +79,15 @@ async def test_run_serves_and_stops_cleanly_on_sigterm(own_prosody, client_facto
 async def test_generate_key():
     code, output = await cli("generate-key")
     assert code == 0 and len(output.strip()) == 44
+
+
+async def test_gateway_process_that_exits_says_why(prosody, tmp_path):
+    """The test launcher gives up at once when the gateway exits, with its log."""
+    config = gateway_config(prosody, tmp_path / "never-migrated.db")
+    gateway = GatewayProcess(config, tmp_path / "gw", python_path=[TESTS], migrate=False)
+    started = time.monotonic()
+    with pytest.raises(DaemonError, match="exited") as failed:
+        await gateway.start(timeout=30)
+    assert time.monotonic() - started < 15  # not the readiness timeout
+    assert "xmpp-gateway db upgrade" in str(failed.value)
+    assert not gateway.running
