@@ -102,13 +102,17 @@ async def test_domain_not_allowed(own_prosody, gateway_factory, client_factory):
         assert "localhost" in refused.value.iq["error"]["text"]
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 async def test_registration_survives_a_gateway_restart(
-    own_prosody, gateway_factory, client_factory
+    own_prosody, gateway_factory, client_factory, how
 ):
     gateway = await gateway_factory(own_prosody)
     client = await client_factory(own_prosody)
     await submit(client, FAKE_JID, username="alice", password="s3cret")
-    assert await gateway.stop() == 0
+    if how == "SIGTERM":
+        assert await gateway.stop() == 0
+    else:
+        await gateway.kill()  # no chance to flush anything: the registration was committed
     await gateway.start()  # same config file and database
     reply = await get_registration(client, FAKE_JID)
     assert reply["register"]["registered"]
