@@ -93,6 +93,8 @@ class Disco:
         items = DiscoItems()
         if address is None or address.kind is not AddressKind.SERVICE:
             return items
+        if not self.gateway.bridge.supports_groups:
+            return items  # no rooms to list: XEP-0030 wants an empty list, not an error
         session = await self.gateway.session_for(ifrom.bare)
         try:
             groups = await session.list_groups(address)

@@ -24,7 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from slixmpp import JID, Iq, Message, Presence
-from slixmpp.xmlstream import ET, StanzaBase
+from slixmpp.plugins.xep_0045.stanza import MUCAdminQuery
+from slixmpp.xmlstream import ET, StanzaBase, register_stanza_plugin
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridges import events
@@ -36,6 +37,11 @@ from component.errors import error_type, stanza_error
 from component.xep_0203 import add_delay
 
 log = logging.getLogger(__name__)
+
+# The gateway routes muc#admin iqs by this plugin ("iq/mucadmin_query"). slixmpp
+# registers it only for a stream that loads its xep_0045 plugin, which a component does
+# not: without this line a kick is answered feature-not-implemented.
+register_stanza_plugin(Iq, MUCAdminQuery)
 
 MUC_NS = "http://jabber.org/protocol/muc"
 MUC_USER_NS = MUC_NS + "#user"

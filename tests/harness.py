@@ -1,21 +1,31 @@
 """Building blocks for tests and benchmarks: the fake bridge's gateway config and app.
 
+Integration tests run the gateway as a process (component.devstack.gateway); `start_app`
+builds it in the caller's process, for benchmarks that measure the gateway itself.
+
 Kept out of conftest.py because several test folders have a conftest of their own and
 only one module can be imported under the name `conftest`.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bridges.base import Account
 from component.app import App
 from component.config import parse_config
 from component.crypto import generate_key
 from component.db import create_engine, upgrade
 from component.devstack.prosody import Prosody
+from component.store import Store
+
+TESTS_DIR = Path(__file__).parent
+"""On the gateway process's PYTHONPATH, so `fake_bridge:FakeBridge` imports there too."""
 
 FAKE_JID = "fake.localhost"
 FAKE_SECRET = "fake-secret"
@@ -52,3 +62,21 @@ async def start_app(config: dict[str, Any], base_dir: Path, *, migrate: bool = T
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
+
+
+@contextlib.asynccontextmanager
+async def open_store(config: dict[str, Any]) -> AsyncIterator[Store]:
+    """The gateway's database as the gateway sees it (same URL and secret key), for tests
+    that check what a gateway process stored."""
+    parsed, _ = parse_config(config, TESTS_DIR)
+    engine = create_engine(parsed.database_url)
+    try:
+        yield Store(engine, parsed.secret_box())
+    finally:
+        await engine.dispose()
+
+
+async def stored_account(config: dict[str, Any], user: str, bridge: str = "fake") -> Account | None:
+    """`user`'s account on `bridge` in the database of the gateway run with `config`."""
+    async with open_store(config) as store:
+        return await store.get_account(user, bridge)

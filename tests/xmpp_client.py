@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from slixmpp import ClientXMPP, Iq, Message, Presence
 from slixmpp.plugins.xep_0077.stanza import Register
@@ -106,3 +106,10 @@ async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> No
     async with asyncio.timeout(timeout):
         while not condition():  # noqa: ASYNC110 - polls state that has no event to wait on
             await asyncio.sleep(0.01)
+
+
+async def eventually_async(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """`eventually` for state read asynchronously, like another process's database."""
+    async with asyncio.timeout(timeout):
+        while not await condition():  # noqa: ASYNC110 - another process writes it
+            await asyncio.sleep(0.05)

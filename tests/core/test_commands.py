@@ -1,7 +1,7 @@
 """XEP-0050 ad-hoc commands that a bridge offers on its addresses."""
 
 import pytest
-from harness import FAKE_JID
+from harness import FAKE_JID, open_store
 from registration_helpers import submit
 from slixmpp.exceptions import IqError
 
@@ -45,8 +45,8 @@ async def test_settings_command_round_trip(gateway, client):
     done = await run_command(client, "complete", session, {"motto": "carpe diem"})
     assert done["command"]["status"] == "completed"
     assert done["command"]["notes"] == [("info", "Saved motto 'carpe diem'")]
-    store = gateway.gateways[0].store
-    stored = await store.get_record(client.boundjid.bare, "fake", "settings", "server")
+    async with open_store(gateway.config) as store:
+        stored = await store.get_record(client.boundjid.bare, "fake", "settings", "server")
     assert stored == {"motto": "carpe diem"}
 
 

@@ -16,9 +16,9 @@ async def ejabberd() -> AsyncIterator[Ejabberd]:
 
 
 async def test_register_chat_and_unregistered_error_on_ejabberd(
-    ejabberd, gateway_factory, client_factory
+    ejabberd, gateway_factory, client_factory, fake
 ):
-    app = await gateway_factory(ejabberd)
+    await gateway_factory(ejabberd)
     client = await client_factory(ejabberd)
     info = await client.plugin["xep_0030"].get_info(jid=FAKE_JID, timeout=5)
     assert "jabber:iq:register" in info["disco_info"]["features"]
@@ -29,7 +29,7 @@ async def test_register_chat_and_unregistered_error_on_ejabberd(
     assert error["error"]["condition"] == "registration-required"
 
     await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
-    await app.gateways[0].bridge.wait_for("start")
+    await fake.wait_for("start")
     client.send_message(mto=f"bob@{FAKE_JID}", mbody="over ejabberd", mtype="chat")
     assert (await client.message_from(f"bob@{FAKE_JID}"))["body"] == "echo: over ejabberd"
     assert (await get_registration(client, FAKE_JID))["register"]["registered"]

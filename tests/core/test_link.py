@@ -1,27 +1,27 @@
 """The component's connection to the XMPP server: restarts, outages, a wrong secret."""
 
-import asyncio
-import logging
+from datetime import datetime
 
-from harness import FAKE_JID, PASSWORD, gateway_config, start_app
+from harness import FAKE_JID, PASSWORD
 from registration_helpers import register_and_subscribe
-from xmpp_client import TestClient, eventually
+from xmpp_client import TestClient
 
-from bridges import events
-from bridges.address import Address, AddressKind
+LOST = "lost the connection to the XMPP server"
 
 
-async def test_reconnects_after_the_server_restarts(own_prosody, gateway_factory, client_factory):
-    app = await gateway_factory(own_prosody)
-    gateway = app.gateways[0]
+async def test_reconnects_after_the_server_restarts(
+    own_prosody, gateway_factory, client_factory, fake
+):
+    gateway = await gateway_factory(own_prosody)
     client = await client_factory(own_prosody)
     await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
-    await gateway.bridge.wait_for("start")
+    await fake.wait_for("start")
 
+    mark = gateway.log_mark()
     await own_prosody.stop()
-    await eventually(lambda: not gateway.link_up.is_set())
+    await gateway.wait_for_log(LOST, since=mark)
     await own_prosody.start()
-    await asyncio.wait_for(gateway.link_up.wait(), 15)
+    await gateway.wait_connected(since=mark)
 
     # The user logs in again: the gateway learns it from the server and serves them.
     again = TestClient(client.boundjid.bare + "/again", PASSWORD)
@@ -32,54 +32,52 @@ async def test_reconnects_after_the_server_restarts(own_prosody, gateway_factory
     await again.close()
 
 
-async def test_keeps_retrying_while_the_server_is_down(own_prosody, tmp_path, caplog):
+async def test_keeps_retrying_while_the_server_is_down(own_prosody, gateway_factory):
     await own_prosody.stop()
-    caplog.set_level(logging.WARNING, logger="component.link")
-    app = await start_app(gateway_config(own_prosody, tmp_path / "down.db"), tmp_path)
-    try:
-        await eventually(lambda: sum("retrying in" in r.message for r in caplog.records) >= 2)
-        assert "cannot connect" in caplog.text
-        await own_prosody.start()
-        await asyncio.wait_for(app.gateways[0].link_up.wait(), 15)
-    finally:
-        await app.stop()
+    gateway = await gateway_factory(own_prosody, wait_connected=False)
+    await gateway.wait_for_log("cannot connect.*retrying in")
+    await gateway.wait_for_log("attempt 2, retrying in")
+    await own_prosody.start()
+    await gateway.wait_connected(since=0)
 
 
-async def test_wrong_secret_is_reported_and_retried_slowly(prosody, tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="component.link")
-    config = gateway_config(prosody, tmp_path / "g.db")
-    config["bridges"]["fake"]["secret"] = "not-the-secret"
-    config["reconnect"] = {"initial_delay": 0.01, "max_delay": 0.02, "auth_failure_delay": 0.3}
-    app = await start_app(config, tmp_path)
-    try:
-        await eventually(lambda: sum("server refused" in r.message for r in caplog.records) >= 2)
-        refusals = [r for r in caplog.records if "server refused" in r.message]
-        assert "retrying in 0.3 s" in refusals[0].message
-        assert refusals[1].created - refusals[0].created >= 0.25  # not a tight loop
-        assert not app.gateways[0].link_up.is_set()
-    finally:
-        await app.stop()
+def logged_at(line: str) -> datetime:
+    """The time of a gateway log line (`2026-01-01 12:00:00,123 WARNING ...`)."""
+    return datetime.strptime(" ".join(line.split()[:2]), "%Y-%m-%d %H:%M:%S,%f")
+
+
+async def test_wrong_secret_is_reported_and_retried_slowly(own_prosody, gateway_factory):
+    bridges = {
+        "fake": {"jid": FAKE_JID, "secret": "not-the-secret", "plugin": "fake_bridge:FakeBridge"}
+    }
+    reconnect = {"initial_delay": 0.01, "max_delay": 0.02, "auth_failure_delay": 0.3}
+    gateway = await gateway_factory(
+        own_prosody, wait_connected=False, bridges=bridges, reconnect=reconnect
+    )
+    first = await gateway.wait_for_log("server refused")
+    second = await gateway.wait_for_log("server refused.*attempt 2")
+    assert "retrying in 0.3 s" in first
+    assert (logged_at(second) - logged_at(first)).total_seconds() >= 0.25  # not a tight loop
+    assert "connected to the XMPP server" not in gateway.log_text()
 
 
 async def test_stops_while_the_server_is_down_with_an_event_waiting(
-    own_prosody, gateway_factory, client_factory
+    own_prosody, gateway_factory, client_factory, fake
 ):
     """Legacy events wait for the link, but not past shutdown: the event is not lost
     silently either, its sender learns it was not delivered (mail then keeps it)."""
-    app = await gateway_factory(own_prosody)
-    gateway = app.gateways[0]
+    gateway = await gateway_factory(own_prosody)
     client = await client_factory(own_prosody)
+    user = client.boundjid.bare
     await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
-    await gateway.bridge.wait_for("start")
-    session = gateway.sessions.get(client.boundjid.bare)
-    assert session is not None
+    await fake.wait_for("start")
 
+    mark = gateway.log_mark()
     await own_prosody.stop()
-    await eventually(lambda: not gateway.link_up.is_set())
-    bob = Address(AddressKind.CONTACT, "bob")
-    waiting = asyncio.create_task(session.sink.deliver(events.Message(sender=bob, text="hi")))
+    await gateway.wait_for_log(LOST, since=mark)
+    fake.deliver(user, "bob", "hi")
+    await fake.wait_for("delivering")  # and held: the link is down
 
-    stopping = asyncio.create_task(app.stop())
-    done, _ = await asyncio.wait([stopping], timeout=10)
-    assert stopping in done, "the gateway hangs in shutdown waiting for the link"
-    assert waiting.done() and isinstance(waiting.exception(), ConnectionError)
+    assert await gateway.stop(timeout=10) == 0, "the gateway hangs in shutdown waiting for the link"
+    _, undelivered_for, reason = await fake.wait_for("undelivered")
+    assert undelivered_for == user and "XMPP server is unreachable" in reason

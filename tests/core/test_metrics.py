@@ -19,9 +19,12 @@ def scrape(port: int) -> dict[str, float]:
     }
 
 
-async def test_metrics_count_registrations_sessions_and_errors(prosody, gateway_factory, client):
+async def test_metrics_count_registrations_sessions_and_errors(
+    own_prosody, gateway_factory, client_factory
+):
     port = free_port()
-    await gateway_factory(prosody, metrics={"port": port})
+    await gateway_factory(own_prosody, metrics={"port": port})
+    client = await client_factory(own_prosody)
     await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
     client.send_message(mto=f"bad@{FAKE_JID}", mbody="x", mtype="chat")
     await client.wait_for(lambda s: s["type"] == "error")

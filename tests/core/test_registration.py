@@ -1,7 +1,7 @@
 """XEP-0077 registration against the real server, as a client performs it."""
 
 import pytest
-from harness import FAKE_JID
+from harness import FAKE_JID, stored_account
 from registration_helpers import get_registration, register_and_subscribe, remove, submit
 from slixmpp.exceptions import IqError
 
@@ -37,7 +37,7 @@ async def test_register_then_subscribe_and_show_values_without_secret(gateway, c
     assert not fields["password"]["value"]
     assert "s3cret" not in str(reply)
 
-    account = await gateway.gateways[0].store.get_account(client.boundjid.bare, "fake")
+    account = await stored_account(gateway.config, client.boundjid.bare)
     assert account.settings["port"] == 99
     assert account.secrets == {"password": "s3cret"}
 
@@ -57,14 +57,13 @@ async def test_bad_input_is_refused_with_a_reason(gateway, client, values, condi
     error = refused.value.iq["error"]
     assert error["condition"] == condition
     assert text in error["text"]
-    assert await gateway.gateways[0].store.get_account(client.boundjid.bare, "fake") is None
+    assert await stored_account(gateway.config, client.boundjid.bare) is None
 
 
 async def test_update_keeps_the_secret_when_left_empty(gateway, client):
-    store = gateway.gateways[0].store
     await submit(client, FAKE_JID, username="alice", password="s3cret")
     await submit(client, FAKE_JID, username="alice2", password="", mode="slow")
-    account = await store.get_account(client.boundjid.bare, "fake")
+    account = await stored_account(gateway.config, client.boundjid.bare)
     assert account.settings["username"] == "alice2"
     assert account.settings["mode"] == "slow"
     assert account.secrets == {"password": "s3cret"}
@@ -75,27 +74,27 @@ async def test_legacy_fields_register_too(gateway, client):
     iq["register"]["username"] = "old"
     iq["register"]["password"] = "client"
     await iq.send(timeout=10)
-    account = await gateway.gateways[0].store.get_account(client.boundjid.bare, "fake")
+    account = await stored_account(gateway.config, client.boundjid.bare)
     assert account.settings["username"] == "old"
 
 
-async def test_remove_deletes_everything_and_unsubscribes(gateway, client):
-    bridge = gateway.gateways[0].bridge
+async def test_remove_deletes_everything_and_unsubscribes(gateway, fake, client):
     await register_and_subscribe(client, FAKE_JID, username="alice", password="s3cret")
-    await bridge.wait_for("start")  # the user is online, so the session started
+    await fake.wait_for("start")  # the user is online, so the session started
     await remove(client, FAKE_JID)
     await client.presence_from(FAKE_JID, "unsubscribe")
     await client.presence_from(FAKE_JID, "unsubscribed")
-    assert (await bridge.wait_for("stop"))[1] == client.boundjid.bare
-    assert await gateway.gateways[0].store.get_account(client.boundjid.bare, "fake") is None
+    assert (await fake.wait_for("stop"))[1] == client.boundjid.bare
+    assert await stored_account(gateway.config, client.boundjid.bare) is None
     assert not (await get_registration(client, FAKE_JID))["register"]["registered"]
     with pytest.raises(IqError) as again:
         await remove(client, FAKE_JID)
     assert again.value.iq["error"]["condition"] == "item-not-found"
 
 
-async def test_domain_not_allowed(prosody, gateway_factory, client):
-    await gateway_factory(prosody, allowed_domains=["example.org"])
+async def test_domain_not_allowed(own_prosody, gateway_factory, client_factory):
+    await gateway_factory(own_prosody, allowed_domains=["example.org"])
+    client = await client_factory(own_prosody)
     for attempt in (get_registration(client, FAKE_JID), submit(client, FAKE_JID, username="a")):
         with pytest.raises(IqError) as refused:
             await attempt
@@ -103,14 +102,18 @@ async def test_domain_not_allowed(prosody, gateway_factory, client):
         assert "localhost" in refused.value.iq["error"]["text"]
 
 
-async def test_registration_survives_a_gateway_restart(prosody, gateway_factory, client, tmp_path):
-    db = tmp_path / "kept.db"
-    first = await gateway_factory(prosody, db_path=db)
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+async def test_registration_survives_a_gateway_restart(
+    own_prosody, gateway_factory, client_factory, how
+):
+    gateway = await gateway_factory(own_prosody)
+    client = await client_factory(own_prosody)
     await submit(client, FAKE_JID, username="alice", password="s3cret")
-    await first.stop()
-    await gateway_factory(
-        prosody, db_path=db, secret_key=first.config.secret_key.get_secret_value()
-    )
+    if how == "SIGTERM":
+        assert await gateway.stop() == 0
+    else:
+        await gateway.kill()  # no chance to flush anything: the registration was committed
+    await gateway.start()  # same config file and database
     reply = await get_registration(client, FAKE_JID)
     assert reply["register"]["registered"]
     assert form_fields(reply)["username"]["value"] == "alice"

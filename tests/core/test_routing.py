@@ -4,7 +4,7 @@ from harness import FAKE_JID, PASSWORD
 from registration_helpers import register_and_subscribe, submit
 from slixmpp import Message
 from slixmpp.xmlstream import ET
-from xmpp_client import TestClient, eventually
+from xmpp_client import TestClient
 
 BOB = f"bob@{FAKE_JID}"
 
@@ -31,13 +31,12 @@ async def test_unregistered_user_gets_registration_required(gateway, client):
     await client.presence_from(FAKE_JID, "unsubscribed")
 
 
-async def test_message_round_trip_with_nick_and_thread(gateway, client):
-    bridge = gateway.gateways[0].bridge
+async def test_message_round_trip_with_nick_and_thread(gateway, fake, client):
     await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
-    await bridge.wait_for("start")
+    await fake.wait_for("start")
     client.send_message(mto=BOB, mbody="hi bob", mtype="chat")
     client.stanzas.clear()
-    _, user, (to, text) = await bridge.wait_for("message")
+    _, user, (to, text) = await fake.wait_for("message")
     assert (user, to, text) == (client.boundjid.bare, "bob", "hi bob")
     reply = await client.message_from(BOB)
     assert reply["body"] == "echo: hi bob"
@@ -45,12 +44,11 @@ async def test_message_round_trip_with_nick_and_thread(gateway, client):
     assert reply.xml.find("{http://jabber.org/protocol/nick}nick").text == "Echo"
 
 
-async def test_messages_keep_their_order(gateway, client):
-    bridge = gateway.gateways[0].bridge
+async def test_messages_keep_their_order(gateway, fake, client):
     await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
     for n in range(50):
         client.send_message(mto=BOB, mbody=f"line {n}", mtype="chat")
-    sent = [(await bridge.wait_for("message"))[2][1] for _ in range(50)]
+    sent = [(await fake.wait_for("message"))[2][1] for _ in range(50)]
     assert sent == [f"line {n}" for n in range(50)]
 
 
@@ -66,22 +64,30 @@ async def test_bad_addresses_get_errors_and_the_component_stays_up(gateway, clie
     await client.plugin["xep_0199"].ping(FAKE_JID, timeout=5)
 
 
-async def test_presence_drives_the_session(gateway, prosody, client):
-    bridge = gateway.gateways[0].bridge
+async def test_presence_drives_the_session(gateway, fake, prosody, client):
     user = client.boundjid.bare
     await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
-    _, started_for, secrets = await bridge.wait_for("start")
+    _, started_for, secrets = await fake.wait_for("start")
     assert (started_for, secrets) == (user, {"password": "pw"})
     second = TestClient(f"{user}/phone", PASSWORD)
     await second.login(prosody.host, prosody.c2s_port)
     await second.presence_from(FAKE_JID)  # the gateway shows itself online to the new resource
-    sessions = gateway.gateways[0].sessions
+    mark = gateway.log_mark()
     await client.close()
-    await eventually(lambda: list(sessions.resources.get(user, {})) == ["phone"])
-    assert sessions.get(user) is not None  # one resource is left: the session stays
+    # One resource is left: the session stays and serves it. The user's stanzas are
+    # handled in order, so the echo comes after the first resource's unavailable.
+    second.send_message(mto=BOB, mbody="still here", mtype="chat")
+    assert (await second.message_from(BOB))["body"] == "echo: still here"
+    assert "stop" not in fake.kinds()
+    assert f"{user}: offline" not in gateway.log_text(mark)
     await second.close()
-    assert (await bridge.wait_for("stop"))[1] == user
-    assert gateway.gateways[0].sessions.get(user) is None
+    assert (await fake.wait_for("stop"))[1] == user
+    await gateway.wait_for_log(f"{user}: offline", since=mark)
+    # The session is gone: the next presence starts a fresh one.
+    third = TestClient(f"{user}/tablet", PASSWORD)
+    await third.login(prosody.host, prosody.c2s_port)
+    assert (await fake.wait_for("start"))[1] == user
+    await third.close()
 
 
 async def test_gateway_answers_probes_after_registration(gateway, client):
@@ -111,14 +117,13 @@ async def test_receipts_only_when_asked_for(gateway, client):
     assert not [s for s in client.stanzas if is_receipt(s)]
 
 
-async def test_the_shown_presence_reaches_the_session_and_a_restarted_one(gateway, client):
-    bridge = gateway.gateways[0].bridge
+async def test_the_shown_presence_reaches_the_session_and_a_restarted_one(gateway, fake, client):
     await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
-    assert (await bridge.wait_for("presence"))[2] == ("", "")
+    assert (await fake.wait_for("presence"))[2] == ("", "")
     client.send_presence(pshow="away", pstatus="at lunch")
-    assert (await bridge.wait_for("presence"))[2] == ("away", "at lunch")
+    assert (await fake.wait_for("presence"))[2] == ("away", "at lunch")
 
     await submit(client, FAKE_JID, username="alice", password="pw", mode="slow")
-    await bridge.wait_for("stop")
-    await bridge.wait_for("start")  # new settings, new session: told again
-    assert (await bridge.wait_for("presence"))[2] == ("away", "at lunch")
+    await fake.wait_for("stop")
+    await fake.wait_for("start")  # new settings, new session: told again
+    assert (await fake.wait_for("presence"))[2] == ("away", "at lunch")

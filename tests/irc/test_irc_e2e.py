@@ -1,4 +1,4 @@
-"""End to end: a real slixmpp client on Prosody, our gateway, ngIRCd, an IRC peer.
+"""End to end: a real slixmpp client on Prosody, our gateway process, ngIRCd, an IRC peer.
 
 What the others test in parts, seen from an XMPP client: registering, the full MUC
 join, both message directions with reflection to two resources, private chat, and
@@ -21,7 +21,7 @@ from xmpp_client import TestClient
 from bridges.irc.devstack import NgIrcd
 from bridges.irc.session import OFFLINE_AWAY
 from bridges.irc.settings import COMMAND_NODE
-from component.app import App
+from component.devstack.gateway import GatewayProcess
 from component.devstack.prosody import Prosody
 from component.muc import MUC_NS, MUC_USER_NS
 
@@ -40,7 +40,7 @@ async def servers() -> AsyncIterator[tuple[Prosody, NgIrcd]]:
 
 
 @pytest.fixture
-async def gateway_app(servers, gateway_factory) -> App:
+async def gateway_app(servers, gateway_factory) -> GatewayProcess:
     prosody, ngircd = servers
     bridges = {
         "irc": {
@@ -368,7 +368,7 @@ async def test_shutdown_tells_joined_clients_they_left(servers, gateway_app, pee
     prosody, _ngircd = servers
     client = await joined_user(prosody, "fred")
 
-    await gateway_app.stop()
+    assert await gateway_app.stop() == 0  # SIGTERM, as an operator stops it
     gone = await client.wait_for(
         lambda s: (
             isinstance(s, Presence)

@@ -1,4 +1,4 @@
-"""End to end: a real slixmpp client ⇄ Prosody ⇄ the gateway ⇄ Dovecot + MTA.
+"""End to end: a real slixmpp client ⇄ Prosody ⇄ the gateway process ⇄ Dovecot + MTA.
 
 The user registers their mailbox with XEP-0077, receives a mail as a chat message,
 answers it (the answer lands, threaded, in the sender's mailbox, with an XEP-0184
@@ -7,62 +7,50 @@ receipt), and writing to an unknown address comes back as a message error.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import gateway_config, start_app
+from harness import stored_account
 from mail_helpers import PUSH_TIMEOUT, inject, read_mailbox, simple_mail
 from registration_helpers import register_and_subscribe, remove
 from slixmpp import Message, Presence
 from slixmpp.exceptions import IqError
-from xmpp_client import TestClient, eventually
+from xmpp_client import TestClient, eventually_async
 
 from bridges.jid_escaping import escape_node
 from bridges.mail.devstack import MailServer
-from bridges.mail.session import MailSession
-from component.app import App
+from component.devstack.gateway import GatewayProcess
+from component.devstack.process import file_size, wait_for_log_line
 from component.devstack.prosody import Prosody
 
 MAIL_JID = "mail.localhost"
 MAIL_SECRET = "mail-secret"
 RECEIPTS = "urn:xmpp:receipts"
 NICK = "http://jabber.org/protocol/nick"
+IMAP_LOGOUT = r"imap\(alice@.*Logged out"
 
 
 @dataclass
 class Stack:
     prosody: Prosody
     mail: MailServer
-    config: dict[str, Any]
-    base_dir: Path
-    app: App | None = None
+    gateway: GatewayProcess
 
     def jid(self, address: str) -> str:
         return f"{escape_node(address)}@{MAIL_JID}"
 
-    def session(self, user: str) -> MailSession | None:
-        assert self.app is not None
-        session = self.app.gateways[0].sessions.get(user)
-        return session if isinstance(session, MailSession) else None
-
-    async def start_gateway(self) -> App:
-        """Start the gateway (migrating its database) and wait for the component link."""
-        self.app = await start_app(self.config, self.base_dir)
-        await asyncio.wait_for(self.app.gateways[0].link_up.wait(), 15)
-        return self.app
-
-    async def stop_gateway(self) -> None:
-        app, self.app = self.app, None
-        if app is not None:
-            await app.stop()
+    async def folders(self, user: str) -> dict[str, Any]:
+        """The IMAP watermarks the gateway stored for `user`."""
+        account = await stored_account(self.gateway.config, user, "mail")
+        assert account is not None
+        folders: dict[str, Any] = account.state.get("folders", {})
+        return folders
 
 
 @pytest.fixture
-async def stack(mail: MailServer, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(mail: MailServer, gateway_factory: Any) -> AsyncIterator[Stack]:
     async with Prosody(components={MAIL_JID: MAIL_SECRET}) as prosody:
         mail_bridge = {
             "jid": MAIL_JID,
@@ -72,13 +60,9 @@ async def stack(mail: MailServer, tmp_path: Path) -> AsyncIterator[Stack]:
             "reconnect_min": 0.2,
             "reconnect_max": 1.0,
         }
-        config = gateway_config(prosody, tmp_path / "gateway.db", bridges={"mail": mail_bridge})
-        stack = Stack(prosody, mail, config, tmp_path)
-        await stack.start_gateway()
-        try:
-            yield stack
-        finally:
-            await stack.stop_gateway()
+        gateway = await gateway_factory(prosody, bridges={"mail": mail_bridge})
+        yield Stack(prosody, mail, gateway)
+        await gateway.stop()  # before Prosody goes, or it would log reconnection attempts
 
 
 async def login(stack: Stack, name: str) -> TestClient:
@@ -101,15 +85,14 @@ def mailbox_form(mail: MailServer, user: str) -> dict[str, str]:
     }
 
 
-async def registered(stack: Stack, client: TestClient) -> MailSession:
-    """Register `alice`'s mailbox and wait until its session watches the inbox."""
+async def registered(stack: Stack, client: TestClient) -> None:
+    """Register `alice`'s mailbox and wait until its session watches the inbox (mail
+    that arrives from then on is new to it)."""
+    mark = stack.gateway.log_mark()
     await register_and_subscribe(client, MAIL_JID, **mailbox_form(stack.mail, "alice"))
-    user = client.boundjid.bare
-    await eventually(lambda: stack.session(user) is not None, PUSH_TIMEOUT)
-    session = stack.session(user)
-    assert session is not None
-    await asyncio.wait_for(session.watchers[0].synced.wait(), PUSH_TIMEOUT)
-    return session
+    await stack.gateway.wait_for_log(
+        rf"{client.boundjid.bare}\.INBOX: first sync of INBOX", since=mark, timeout=PUSH_TIMEOUT
+    )
 
 
 async def test_bad_password_is_refused_with_dovecots_reason(stack: Stack, mail: MailServer) -> None:
@@ -202,9 +185,9 @@ async def test_gateway_restart_delivers_missed_mail_once(stack: Stack, mail: Mai
     await inject(mail, simple_mail(to, "before", "1", From=carol), to, carol)
     await client.wait_for(mail_from(stack, carol, "before"), PUSH_TIMEOUT)
 
-    await stack.stop_gateway()
+    assert await stack.gateway.stop() == 0
     await inject(mail, simple_mail(to, "while down", "2", From=carol), to, carol)
-    await stack.start_gateway()  # persistent sessions start without the user's presence
+    await stack.gateway.start()  # persistent sessions start without the user's presence
 
     missed = await client.wait_for(mail_from(stack, carol), PUSH_TIMEOUT)
     assert missed["subject"] == "while down"
@@ -217,12 +200,14 @@ async def test_gateway_restart_delivers_missed_mail_once(stack: Stack, mail: Mai
 async def test_unregistering_ends_the_imap_session(stack: Stack, mail: MailServer) -> None:
     await mail.add_user("alice", "alicepw")
     client = await login(stack, "alice")
-    session = await registered(stack, client)
-    connection = session.watchers[0].connection
-    assert connection is not None
+    await registered(stack, client)
+    mark, imap_mark = stack.gateway.log_mark(), file_size(mail.log_path)
     await remove(client, MAIL_JID)
-    await asyncio.wait_for(connection.closed.wait(), PUSH_TIMEOUT)
-    assert stack.session(client.boundjid.bare) is None
+    await stack.gateway.wait_for_log(
+        f"{client.boundjid.bare}: stopping mail session", since=mark, timeout=PUSH_TIMEOUT
+    )
+    # Dovecot saw the IDLE connection log out.
+    await wait_for_log_line(mail.log_path, IMAP_LOGOUT, since=imap_mark, timeout=PUSH_TIMEOUT)
 
 
 async def test_mail_for_an_offline_user_waits_in_offline_storage(
@@ -231,18 +216,23 @@ async def test_mail_for_an_offline_user_waits_in_offline_storage(
     await mail.add_user("alice", "alicepw")
     await mail.add_user("dave", "davepw")
     client = await login(stack, "alice")
-    session = await registered(stack, client)
+    await registered(stack, client)
     user = client.boundjid.bare
+    mark = stack.gateway.log_mark()
     await client.close()  # offline: the IMAP session keeps watching (persistent bridge)
-    await eventually(lambda: not stack.app.gateways[0].sessions.is_online(user), PUSH_TIMEOUT)
-    assert stack.session(user) is session
+    await stack.gateway.wait_for_log(f"{user}: offline", since=mark, timeout=PUSH_TIMEOUT)
 
-    before = dict(session.account.state.get("folders", {}))
+    before = await stack.folders(user)
     dave = mail.address("dave")
     alice = mail.address("alice")
     await inject(mail, simple_mail(alice, "While you were out", "Hi!", From=dave), alice, dave)
+
     # The watermark moves once the stanza has been handed to the server, user offline.
-    await eventually(lambda: session.account.state.get("folders", {}) != before, PUSH_TIMEOUT)
+    async def delivered() -> bool:
+        return await stack.folders(user) != before
+
+    await eventually_async(delivered, PUSH_TIMEOUT)
+    assert "stopping mail session" not in stack.gateway.log_text(mark)  # it kept watching
 
     again = TestClient(f"{user}/laptop", "pw")
     await again.login(stack.prosody.host, stack.prosody.c2s_port)
@@ -252,9 +242,8 @@ async def test_mail_for_an_offline_user_waits_in_offline_storage(
 
 
 async def test_new_correspondents_ask_to_join_the_roster(stack: Stack, mail: MailServer) -> None:
-    await stack.stop_gateway()
-    stack.config["bridges"]["mail"]["subscribe_correspondents"] = True
-    await stack.start_gateway()
+    stack.gateway.config["bridges"]["mail"]["subscribe_correspondents"] = True
+    await stack.gateway.restart()
     await mail.add_user("alice", "alicepw")
     await mail.add_user("erin", "erinpw")
     client = await login(stack, "alice")
