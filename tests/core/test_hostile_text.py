@@ -11,8 +11,9 @@ BOB = f"bob@{FAKE_JID}"
 
 
 async def test_controls_from_the_legacy_side_arrive_replaced_and_the_link_stays(
-    prosody, gateway_factory, client_factory
+    own_prosody, gateway_factory, client_factory
 ):
+    prosody = own_prosody  # a gateway of its own config: not on the shared server
     hostile = "echo\x07\x1b\x00"
     bridges = {
         "fake": {
