@@ -107,6 +107,8 @@ class Config(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     reconnect: ReconnectSettings = Field(default_factory=ReconnectSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    shutdown_timeout: float = Field(10.0, gt=0)
+    """Seconds a stop waits for queued work and sessions before refusing and cancelling."""
     bridges: dict[str, BridgeSection] = Field(min_length=1)
 
     @field_validator("secret_key", "old_secret_keys")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from slixmpp import Iq, Message, Presence
@@ -66,6 +67,26 @@ def to_component_stream(xml: ET.Element) -> None:
             element.attrib[name] = xml_safe(value)
 
 
+LaneOf = Callable[[StanzaBase], str | None]
+"""Which lane a stanza waits on (None: none, it needs no order)."""
+
+
+def _user_lane(stanza: StanzaBase) -> str:
+    return str(stanza["from"].bare)
+
+
+def _registration_lane(stanza: StanzaBase) -> str:
+    """A lane of its own ("/" never occurs in a bare JID): checking a registration logs in
+    to the legacy servers, which may take their whole timeout, and the user's messages,
+    room joins and pings must not wait for that."""
+    return f"{stanza['from'].bare}/register"
+
+
+def _ping_lane(stanza: StanzaBase) -> str | None:
+    """A ping to the component itself depends on nothing and is answered at once."""
+    return _user_lane(stanza) if stanza["to"].node else None
+
+
 class Gateway(ComponentXMPP):
     """The component serving one bridge; several run side by side in one process."""
 
@@ -110,14 +131,14 @@ class Gateway(ComponentXMPP):
         self.lanes = Lanes(bridge.name)
         self._route("message", "message", self._on_message)
         self._route("presence", "presence", self._on_presence)
-        self._route("register", "iq/register", self.registration.handle)
+        self._route("register", "iq/register", self.registration.handle, _registration_lane)
         self._route("gateway", "iq/gateway", self._on_gateway_query)
         self._route("command", "iq/command", self._on_command)
         if self.groups is not None:
             self._route("muc-admin", "iq/mucadmin_query", self._on_muc_admin)
-        # Pings go through the lanes too, so a self-ping after a join sees the join.
+        # A self-ping to an occupant goes through the lane, so it sees the join before it.
         self.remove_handler("Ping")
-        self._route("ping", "iq@type=get/ping", self._on_ping)
+        self._route("ping", "iq@type=get/ping", self._on_ping, _ping_lane)
         self.add_event_handler("session_start", self._on_link_up)
         self.add_event_handler("disconnected", self._on_link_down)
 
@@ -133,14 +154,14 @@ class Gateway(ComponentXMPP):
             data = xml_safe(data)
         super().send(data, use_filters)
 
-    def _route(self, name: str, path: str, handler: Handler) -> None:
-        """Queue matching stanzas on their sender's lane, in arrival order."""
+    def _route(self, name: str, path: str, handler: Handler, lane: LaneOf = _user_lane) -> None:
+        """Queue matching stanzas on the lane `lane` picks (the sender's), in arrival order."""
 
         received = metrics.STANZAS_IN.labels(self.bridge.name, name)
 
         def enqueue(stanza: StanzaBase) -> None:
             received.inc()
-            self.lanes.submit(stanza["from"].bare, stanza, handler)
+            self.lanes.submit(lane(stanza), stanza, handler)
 
         self.register_handler(Callback(name, StanzaPath(path), enqueue))
 
@@ -234,15 +255,23 @@ class Gateway(ComponentXMPP):
         await self.sessions.stop(user, reason)
         await self.store.remove_account(user, self.bridge.name)
 
-    async def shutdown(self) -> None:
-        """Tell online users we are going and stop every session (the Link closes the stream)."""
+    async def shutdown(self, timeout: float) -> None:
+        """Tell online users we are going and stop every session (the Link closes the stream).
+
+        Bounded by `timeout` seconds: stanzas still queued then are answered with an
+        error, and sessions still stopping are cancelled (mail keeps what it had not
+        sent in its stored outbox), so one unresponsive legacy server cannot hold the
+        process for minutes.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         self._closing.set()
         if self.groups is not None:
             self.groups.leave_all("the gateway is shutting down")
         for user in list(self.sessions.resources):
             self.send(presence(self.boundjid.bare, user, "unavailable", "gateway shutting down"))
-        await self.lanes.drain()
-        await self.sessions.stop_all("gateway shutting down")
+        await self.lanes.close(timeout)
+        await self.sessions.stop_all("gateway shutting down", max(0.0, deadline - loop.time()))
         await self.bridge.close()
 
     # --- routing --------------------------------------------------------------------
