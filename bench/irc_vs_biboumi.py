@@ -10,12 +10,15 @@ measured) and each gateway as its own process, then for each gateway:
   next to the same figure for the servers alone (IRC peer to IRC peer through ngIRCd,
   XMPP client to XMPP client through Prosody), which no gateway can go below.
 * memory: the gateway process's RSS idle, and after 1, 50 and 200 users joined.
+* fairness: while one user floods a channel with 5,000 messages, another user's
+  latency in another channel, both ways (p50/p99/max): one user's burst must not hold
+  up the others.
 
 Our gateway runs with flood control opened up (`flood_rate` very high) for the XMPP →
 IRC burst: its default (2 lines/s) is for real networks and would measure the pacing,
 not the gateway. biboumi does not pace by default.
 
-    .venv/bin/python bench/irc_vs_biboumi.py [--burst 2000] [--users 1,50,200]
+    .venv/bin/python bench/irc_vs_biboumi.py [--burst 2000] [--users 1,50,200] [--flood 5000]
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from component.devstack.process import free_port
 from component.devstack.prosody import Prosody
 
 CHANNEL = "#bench"
+FLOOD_CHANNEL = "#flood"
 PASSWORD = "pw"
 XMPP_TO_IRC_WINDOW = 30
 
@@ -62,10 +66,10 @@ class IrcPeer:
         self._task = asyncio.create_task(self._read())
 
     @classmethod
-    async def connect(cls, host: str, port: int, nick: str) -> IrcPeer:
+    async def connect(cls, host: str, port: int, nick: str, channel: str = CHANNEL) -> IrcPeer:
         reader, writer = await asyncio.open_connection(host, port)
         peer = cls(reader, writer)
-        peer.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}", f"JOIN {CHANNEL}")
+        peer.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}", f"JOIN {channel}")
         await peer.wait(lambda: nick in peer.joined)
         return peer
 
@@ -424,6 +428,58 @@ async def measure(
     await peer.close()
 
 
+def percentiles(latencies: list[float]) -> str:
+    ordered = sorted(latencies)
+    p99 = ordered[max(0, int(len(ordered) * 0.99) - 1)]
+    return f"p50 {statistics.median(ordered):.1f} ms, p99 {p99:.1f} ms, max {ordered[-1]:.1f} ms"
+
+
+async def fairness(gateway: Gateway, server: Prosody, irc: NgIrcd, flood: int) -> None:
+    """Another user's latency both ways while one user floods a channel of their own.
+
+    The flooder sends `flood` groupchat messages at once (flood control opened up);
+    meanwhile the other user and an IRC peer exchange messages at PACED_RATE in #bench
+    until an IRC watcher has seen the whole flood.
+    """
+    tag = gateway.domain[:3]
+    flood_room = gateway.room.replace(CHANNEL, FLOOD_CHANNEL, 1)
+    watcher = await IrcPeer.connect("127.0.0.1", irc.port, f"watch{tag}", FLOOD_CHANNEL)
+    peer = await IrcPeer.connect("127.0.0.1", irc.port, f"fair{tag}")
+    users = []
+    for name, room in (("flooder", flood_room), ("other", gateway.room)):
+        jid = await server.register(f"{name}-{tag}", PASSWORD)
+        user = RoomUser(f"{jid}/bench", room, f"{name}{tag}")
+        await user.join(server, gateway.domain if gateway.needs_registration else None)
+        users.append(user)
+    flooder, other = users
+    await peer.wait(lambda: f"other{tag}" in peer.joined)
+    sent: list[float] = []
+    started = time.perf_counter()
+    for n in range(flood):
+        flooder.send_message(mto=flood_room, mbody=f"flood {n}", mtype="groupchat")
+    while len(watcher.received("flood ")) < flood or len(sent) < PACED_RATE:
+        sent.append(time.perf_counter())
+        other.send_message(mto=gateway.room, mbody=f"out {len(sent) - 1}", mtype="groupchat")
+        peer.send(f"PRIVMSG {CHANNEL} :in {len(sent) - 1}")
+        await asyncio.sleep(1 / PACED_RATE)
+        if time.perf_counter() - started > 120:
+            break
+    flood_time = watcher.privmsgs[-1][0] - started if watcher.privmsgs else float("nan")
+    await peer.wait_count(len(sent), "out ")
+    await other.wait_count(len(sent), "in ")
+    out = [(at - sent[int(body.split()[1])]) * 1000 for at, body in peer.received("out ")]
+    into = [(at - sent[int(body.split()[1])]) * 1000 for at, body in other.received("in ")]
+    seen = len(watcher.received("flood "))
+    results = gateway.results
+    results[f"flood of {flood} reaches IRC"] = f"{seen} in {flood_time:.2f} s"
+    results["other user XMPP→IRC meanwhile"] = percentiles(out)
+    results["other user IRC→XMPP meanwhile"] = percentiles(into)
+    for member in users:
+        member.disconnect()
+    await peer.close()
+    await watcher.close()
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -434,7 +490,7 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-async def main(burst: int, paced: int, user_counts: list[int], which: set[str]) -> None:
+async def main(burst: int, paced: int, user_counts: list[int], which: set[str], flood: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
     os.chmod(tmp, 0o755)
     secrets = {"irc.localhost": "s-ours", "biboumi.localhost": "s-biboumi"}
@@ -453,6 +509,8 @@ async def main(burst: int, paced: int, user_counts: list[int], which: set[str]) 
         floor = await servers_alone(server, irc, paced)
         for gateway in gateways:
             await measure(gateway, server, irc, burst, paced, user_counts)
+            if flood:
+                await fairness(gateway, server, irc, flood)
     print(f"{burst}-message bursts, {paced} paced messages, ngIRCd throttling off\n")
     print(f"The servers alone, {paced} messages at {PACED_RATE:.0f} msg/s:")
     for path, figure in floor.items():
@@ -471,6 +529,8 @@ if __name__ == "__main__":
     parser.add_argument("--paced", type=int, default=500)
     parser.add_argument("--users", default="1,50,200")
     parser.add_argument("--only", choices=["ours", "biboumi"], help="run one gateway")
+    parser.add_argument("--flood", type=int, default=5000, help="0: skip the fairness run")
     args = parser.parse_args()
     which = {args.only} if args.only else {"ours", "biboumi"}
-    asyncio.run(main(args.burst, args.paced, [int(n) for n in args.users.split(",")], which))
+    users = [int(n) for n in args.users.split(",")]
+    asyncio.run(main(args.burst, args.paced, users, which, args.flood))

@@ -21,6 +21,7 @@ from typing import Any
 from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import StanzaBase
 
+from bridges.fairness import TimeSlice
 from component import metrics
 from component.errors import EXPECTED, from_exception, stanza_error
 
@@ -58,11 +59,13 @@ class Lanes:
 
     async def _work(self, key: str | None, queue: deque[tuple[StanzaBase, Handler]]) -> None:
         current: StanzaBase | None = None
+        turns = TimeSlice()
         try:
             while queue:
                 current, handler = queue.popleft()
                 await _handle(self.name, current, handler)
                 current = None
+                await turns.turn()  # other users' lanes, reads and writes get theirs
         except asyncio.CancelledError:
             stopped = stanza_error("service-unavailable", STOPPED_TEXT)
             for stanza in [current, *(queued for queued, _ in queue)]:
