@@ -434,6 +434,70 @@ def percentiles(latencies: list[float]) -> str:
     return f"p50 {statistics.median(ordered):.1f} ms, p99 {p99:.1f} ms, max {ordered[-1]:.1f} ms"
 
 
+async def paced_until(done: Callable[[], bool], send: Callable[[int], None]) -> list[float]:
+    """Call `send(n)` at PACED_RATE until `done()` (at least a second's worth); the times."""
+    sent: list[float] = []
+    started = time.perf_counter()
+    while not done() or len(sent) < PACED_RATE:
+        sent.append(time.perf_counter())
+        send(len(sent) - 1)
+        await asyncio.sleep(1 / PACED_RATE)
+        if time.perf_counter() - started > 120:
+            break
+    return sent
+
+
+async def latencies(sent: list[float], receiver: Receiver, prefix: str) -> str:
+    """Percentiles from each send to the arrival of `prefix n`."""
+    await receiver.wait_count(len(sent), prefix)
+    arrived = receiver.received(prefix)
+    return percentiles([(at - sent[int(body.split()[1])]) * 1000 for at, body in arrived])
+
+
+async def servers_under_flood(server: Prosody, irc: NgIrcd, flood: int) -> dict[str, str]:
+    """The servers alone under the same load: what no gateway can go below.
+
+    An IRC peer floods #flood and an XMPP client floods another client with `flood`
+    messages each, while two IRC peers and two XMPP clients exchange at PACED_RATE.
+    """
+    nicks = ("sflood", "swatch", "sa", "sb")
+    channels = (FLOOD_CHANNEL, FLOOD_CHANNEL, CHANNEL, CHANNEL)
+    flooder, watcher, irc_a, irc_b = [
+        await IrcPeer.connect("127.0.0.1", irc.port, nick, channel)
+        for nick, channel in zip(nicks, channels, strict=True)
+    ]
+    clients = []
+    for name in ("xflood", "xsink", "xa", "xb"):
+        jid = await server.register(name, PASSWORD)
+        client = RoomUser(f"{jid}/bench", "", name)
+        await client.login(server)
+        client.start_counting()
+        clients.append(client)
+    xflooder, sink, xmpp_a, xmpp_b = clients
+    bare = [client.jid.partition("/")[0] for client in clients]
+    for n in range(flood):
+        flooder.send(f"PRIVMSG {FLOOD_CHANNEL} :flood {n}")
+        xflooder.send_message(mto=bare[1], mbody=f"flood {n}", mtype="chat")
+
+    def exchange(n: int) -> None:
+        irc_a.send(f"PRIVMSG {CHANNEL} :pair {n}")
+        xmpp_a.send_message(mto=bare[3], mbody=f"pair {n}", mtype="chat")
+
+    def done() -> bool:
+        return len(watcher.received("flood ")) >= flood and len(sink.received("flood ")) >= flood
+
+    sent = await paced_until(done, exchange)
+    figures = {
+        "IRC peer → ngIRCd → IRC peer": await latencies(sent, irc_b, "pair "),
+        "XMPP client → Prosody → XMPP client": await latencies(sent, xmpp_b, "pair "),
+    }
+    for client in clients:
+        client.disconnect()
+    for peer in (flooder, watcher, irc_a, irc_b):
+        await peer.close()
+    return figures
+
+
 async def fairness(gateway: Gateway, server: Prosody, irc: NgIrcd, flood: int) -> None:
     """Another user's latency both ways while one user floods a channel of their own.
 
@@ -453,27 +517,21 @@ async def fairness(gateway: Gateway, server: Prosody, irc: NgIrcd, flood: int) -
         users.append(user)
     flooder, other = users
     await peer.wait(lambda: f"other{tag}" in peer.joined)
-    sent: list[float] = []
     started = time.perf_counter()
     for n in range(flood):
         flooder.send_message(mto=flood_room, mbody=f"flood {n}", mtype="groupchat")
-    while len(watcher.received("flood ")) < flood or len(sent) < PACED_RATE:
-        sent.append(time.perf_counter())
-        other.send_message(mto=gateway.room, mbody=f"out {len(sent) - 1}", mtype="groupchat")
-        peer.send(f"PRIVMSG {CHANNEL} :in {len(sent) - 1}")
-        await asyncio.sleep(1 / PACED_RATE)
-        if time.perf_counter() - started > 120:
-            break
+
+    def exchange(n: int) -> None:
+        other.send_message(mto=gateway.room, mbody=f"out {n}", mtype="groupchat")
+        peer.send(f"PRIVMSG {CHANNEL} :in {n}")
+
+    sent = await paced_until(lambda: len(watcher.received("flood ")) >= flood, exchange)
     flood_time = watcher.privmsgs[-1][0] - started if watcher.privmsgs else float("nan")
-    await peer.wait_count(len(sent), "out ")
-    await other.wait_count(len(sent), "in ")
-    out = [(at - sent[int(body.split()[1])]) * 1000 for at, body in peer.received("out ")]
-    into = [(at - sent[int(body.split()[1])]) * 1000 for at, body in other.received("in ")]
     seen = len(watcher.received("flood "))
     results = gateway.results
     results[f"flood of {flood} reaches IRC"] = f"{seen} in {flood_time:.2f} s"
-    results["other user XMPP→IRC meanwhile"] = percentiles(out)
-    results["other user IRC→XMPP meanwhile"] = percentiles(into)
+    results["other user XMPP→IRC meanwhile"] = await latencies(sent, peer, "out ")
+    results["other user IRC→XMPP meanwhile"] = await latencies(sent, other, "in ")
     for member in users:
         member.disconnect()
     await peer.close()
@@ -507,6 +565,7 @@ async def main(burst: int, paced: int, user_counts: list[int], which: set[str], 
         elif "biboumi" in which:
             print("biboumi skipped: not installed, or port 6667 is taken")
         floor = await servers_alone(server, irc, paced)
+        flooded = await servers_under_flood(server, irc, flood) if flood else {}
         for gateway in gateways:
             await measure(gateway, server, irc, burst, paced, user_counts)
             if flood:
@@ -515,6 +574,10 @@ async def main(burst: int, paced: int, user_counts: list[int], which: set[str], 
     print(f"The servers alone, {paced} messages at {PACED_RATE:.0f} msg/s:")
     for path, figure in floor.items():
         print(f"  {path:36} {figure}")
+    if flooded:
+        print(f"The servers alone, the same while one client floods {flood} messages:")
+        for path, figure in flooded.items():
+            print(f"  {path:36} {figure}")
     print()
     keys = list(gateways[0].results)
     print(f"{'':34}" + "".join(f"{g.name:>46}" for g in gateways))
