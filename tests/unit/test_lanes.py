@@ -6,6 +6,7 @@ The stanzas are real slixmpp messages; only the stream they reply on is a record
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from slixmpp import Message
@@ -81,3 +82,22 @@ async def test_close_answers_what_is_still_queued_with_the_original_ids() -> Non
     for reply in stream.sent:
         assert reply["error"]["condition"] == "service-unavailable"
         assert reply["error"]["text"] == STOPPED_TEXT
+
+
+async def test_a_lane_with_a_backlog_lets_other_lanes_take_turns() -> None:
+    """Handlers that never wait would otherwise run one user's whole burst first."""
+    lanes, stream = Lanes("test"), Recorder()
+    handled: list[str] = []
+
+    async def busy(stanza: Any) -> None:
+        ends = time.perf_counter() + 0.0005  # CPU work with nothing to wait for
+        while time.perf_counter() < ends:
+            pass
+        handled.append(stanza["id"])
+
+    for n in range(400):  # 0.2 s of work in all
+        lanes.submit("flooder@x", message(stream, "flooder@x/a", f"f{n}"), busy)
+    lanes.submit("other@x", message(stream, "other@x/b", "o1"), busy)
+    await lanes.close(10)
+    waited = handled.index("o1")
+    assert waited < 40, f"the other user waited behind {waited} of the flooder's stanzas"
