@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-SLICE = 0.002
+SLICE = 0.0005
 """Seconds of work before a turn is given away: short against what a user notices,
 long against the cost of a task switch (a few microseconds)."""
 
