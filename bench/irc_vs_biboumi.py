@@ -10,12 +10,15 @@ measured) and each gateway as its own process, then for each gateway:
   next to the same figure for the servers alone (IRC peer to IRC peer through ngIRCd,
   XMPP client to XMPP client through Prosody), which no gateway can go below.
 * memory: the gateway process's RSS idle, and after 1, 50 and 200 users joined.
+* fairness: while one user floods a channel with 5,000 messages, another user's
+  latency in another channel, both ways (p50/p99/max): one user's burst must not hold
+  up the others.
 
 Our gateway runs with flood control opened up (`flood_rate` very high) for the XMPP →
 IRC burst: its default (2 lines/s) is for real networks and would measure the pacing,
 not the gateway. biboumi does not pace by default.
 
-    .venv/bin/python bench/irc_vs_biboumi.py [--burst 2000] [--users 1,50,200]
+    .venv/bin/python bench/irc_vs_biboumi.py [--burst 2000] [--users 1,50,200] [--flood 5000]
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from component.devstack.process import free_port
 from component.devstack.prosody import Prosody
 
 CHANNEL = "#bench"
+FLOOD_CHANNEL = "#flood"
 PASSWORD = "pw"
 XMPP_TO_IRC_WINDOW = 30
 
@@ -62,10 +66,10 @@ class IrcPeer:
         self._task = asyncio.create_task(self._read())
 
     @classmethod
-    async def connect(cls, host: str, port: int, nick: str) -> IrcPeer:
+    async def connect(cls, host: str, port: int, nick: str, channel: str = CHANNEL) -> IrcPeer:
         reader, writer = await asyncio.open_connection(host, port)
         peer = cls(reader, writer)
-        peer.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}", f"JOIN {CHANNEL}")
+        peer.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}", f"JOIN {channel}")
         await peer.wait(lambda: nick in peer.joined)
         return peer
 
@@ -430,6 +434,116 @@ async def measure(
     await peer.close()
 
 
+def percentiles(latencies: list[float]) -> str:
+    ordered = sorted(latencies)
+    p99 = ordered[max(0, int(len(ordered) * 0.99) - 1)]
+    return f"p50 {statistics.median(ordered):.1f} ms, p99 {p99:.1f} ms, max {ordered[-1]:.1f} ms"
+
+
+async def paced_until(done: Callable[[], bool], send: Callable[[int], None]) -> list[float]:
+    """Call `send(n)` at PACED_RATE until `done()` (at least a second's worth); the times."""
+    sent: list[float] = []
+    started = time.perf_counter()
+    while not done() or len(sent) < PACED_RATE:
+        sent.append(time.perf_counter())
+        send(len(sent) - 1)
+        await asyncio.sleep(1 / PACED_RATE)
+        if time.perf_counter() - started > 120:
+            break
+    return sent
+
+
+async def latencies(sent: list[float], receiver: Receiver, prefix: str) -> str:
+    """Percentiles from each send to the arrival of `prefix n`."""
+    await receiver.wait_count(len(sent), prefix)
+    arrived = receiver.received(prefix)
+    return percentiles([(at - sent[int(body.split()[1])]) * 1000 for at, body in arrived])
+
+
+async def servers_under_flood(server: Prosody, irc: NgIrcd, flood: int) -> dict[str, str]:
+    """The servers alone under the same load: what no gateway can go below.
+
+    An IRC peer floods #flood and an XMPP client floods another client with `flood`
+    messages each, while two IRC peers and two XMPP clients exchange at PACED_RATE.
+    """
+    nicks = ("sflood", "swatch", "sa", "sb")
+    channels = (FLOOD_CHANNEL, FLOOD_CHANNEL, CHANNEL, CHANNEL)
+    flooder, watcher, irc_a, irc_b = [
+        await IrcPeer.connect("127.0.0.1", irc.port, nick, channel)
+        for nick, channel in zip(nicks, channels, strict=True)
+    ]
+    clients = []
+    for name in ("xflood", "xsink", "xa", "xb"):
+        jid = await server.register(name, PASSWORD)
+        client = RoomUser(f"{jid}/bench", "", name)
+        await client.login(server)
+        client.start_counting()
+        clients.append(client)
+    xflooder, sink, xmpp_a, xmpp_b = clients
+    bare = [client.jid.partition("/")[0] for client in clients]
+    for n in range(flood):
+        flooder.send(f"PRIVMSG {FLOOD_CHANNEL} :flood {n}")
+        xflooder.send_message(mto=bare[1], mbody=f"flood {n}", mtype="chat")
+
+    def exchange(n: int) -> None:
+        irc_a.send(f"PRIVMSG {CHANNEL} :pair {n}")
+        xmpp_a.send_message(mto=bare[3], mbody=f"pair {n}", mtype="chat")
+
+    def done() -> bool:
+        return len(watcher.received("flood ")) >= flood and len(sink.received("flood ")) >= flood
+
+    sent = await paced_until(done, exchange)
+    figures = {
+        "IRC peer → ngIRCd → IRC peer": await latencies(sent, irc_b, "pair "),
+        "XMPP client → Prosody → XMPP client": await latencies(sent, xmpp_b, "pair "),
+    }
+    for client in clients:
+        client.disconnect()
+    for peer in (flooder, watcher, irc_a, irc_b):
+        await peer.close()
+    return figures
+
+
+async def fairness(gateway: Gateway, server: Prosody, irc: NgIrcd, flood: int) -> None:
+    """Another user's latency both ways while one user floods a channel of their own.
+
+    The flooder sends `flood` groupchat messages at once (flood control opened up);
+    meanwhile the other user and an IRC peer exchange messages at PACED_RATE in #bench
+    until an IRC watcher has seen the whole flood.
+    """
+    tag = gateway.domain[:3]
+    flood_room = gateway.room.replace(CHANNEL, FLOOD_CHANNEL, 1)
+    watcher = await IrcPeer.connect("127.0.0.1", irc.port, f"watch{tag}", FLOOD_CHANNEL)
+    peer = await IrcPeer.connect("127.0.0.1", irc.port, f"fair{tag}")
+    users = []
+    for name, room in (("flooder", flood_room), ("other", gateway.room)):
+        jid = await server.register(f"{name}-{tag}", PASSWORD)
+        user = RoomUser(f"{jid}/bench", room, f"{name}{tag}")
+        await user.join(server, gateway.domain if gateway.needs_registration else None)
+        users.append(user)
+    flooder, other = users
+    await peer.wait(lambda: f"other{tag}" in peer.joined)
+    started = time.perf_counter()
+    for n in range(flood):
+        flooder.send_message(mto=flood_room, mbody=f"flood {n}", mtype="groupchat")
+
+    def exchange(n: int) -> None:
+        other.send_message(mto=gateway.room, mbody=f"out {n}", mtype="groupchat")
+        peer.send(f"PRIVMSG {CHANNEL} :in {n}")
+
+    sent = await paced_until(lambda: len(watcher.received("flood ")) >= flood, exchange)
+    flood_time = watcher.privmsgs[-1][0] - started if watcher.privmsgs else float("nan")
+    seen = len(watcher.received("flood "))
+    results = gateway.results
+    results[f"flood of {flood} reaches IRC"] = f"{seen} in {flood_time:.2f} s"
+    results["other user XMPP→IRC meanwhile"] = await latencies(sent, peer, "out ")
+    results["other user IRC→XMPP meanwhile"] = await latencies(sent, other, "in ")
+    for member in users:
+        member.disconnect()
+    await peer.close()
+    await watcher.close()
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -440,7 +554,7 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-async def main(burst: int, paced: int, user_counts: list[int], which: set[str]) -> None:
+async def main(burst: int, paced: int, user_counts: list[int], which: set[str], flood: int) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
     os.chmod(tmp, 0o755)
     secrets = {"irc.localhost": "s-ours", "biboumi.localhost": "s-biboumi"}
@@ -457,12 +571,19 @@ async def main(burst: int, paced: int, user_counts: list[int], which: set[str]) 
         elif "biboumi" in which:
             print("biboumi skipped: not installed, or port 6667 is taken")
         floor = await servers_alone(server, irc, paced)
+        flooded = await servers_under_flood(server, irc, flood) if flood else {}
         for gateway in gateways:
             await measure(gateway, server, irc, burst, paced, user_counts)
+            if flood:
+                await fairness(gateway, server, irc, flood)
     print(f"{burst}-message bursts, {paced} paced messages, ngIRCd throttling off\n")
     print(f"The servers alone, {paced} messages at {PACED_RATE:.0f} msg/s:")
     for path, figure in floor.items():
         print(f"  {path:36} {figure}")
+    if flooded:
+        print(f"The servers alone, the same while one client floods {flood} messages:")
+        for path, figure in flooded.items():
+            print(f"  {path:36} {figure}")
     print()
     keys = list(gateways[0].results)
     print(f"{'':34}" + "".join(f"{g.name:>46}" for g in gateways))
@@ -477,6 +598,8 @@ if __name__ == "__main__":
     parser.add_argument("--paced", type=int, default=500)
     parser.add_argument("--users", default="1,50,200")
     parser.add_argument("--only", choices=["ours", "biboumi"], help="run one gateway")
+    parser.add_argument("--flood", type=int, default=5000, help="0: skip the fairness run")
     args = parser.parse_args()
     which = {args.only} if args.only else {"ours", "biboumi"}
-    asyncio.run(main(args.burst, args.paced, [int(n) for n in args.users.split(",")], which))
+    users = [int(n) for n in args.users.split(",")]
+    asyncio.run(main(args.burst, args.paced, users, which, args.flood))

@@ -78,8 +78,10 @@ class App:
         await asyncio.gather(*(gateway.link_up.wait() for gateway in self.gateways))
 
     async def stop(self) -> None:
-        for gateway in self.gateways:
-            await gateway.shutdown()
+        # Side by side: each gateway's shutdown is bounded, and so is their sum then.
+        await asyncio.gather(
+            *(gateway.shutdown(self.config.shutdown_timeout) for gateway in self.gateways)
+        )
         for link in self.links:
             await link.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -122,6 +122,8 @@ class Config(_Strict):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
+    shutdown_timeout: float = Field(10.0, gt=0)
+    """Seconds a stop waits for queued work and sessions before refusing and cancelling."""
     bridges: dict[str, BridgeSection] = Field(min_length=1)
 
     @field_validator("secret_key", "old_secret_keys")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from slixmpp import Iq, Message, Presence
@@ -70,6 +71,29 @@ def to_component_stream(xml: ET.Element, *, rename: bool = True) -> None:
         to_component_stream(child, rename=rename and child.tag != FORWARDED)
 
 
+READ_PIECE = 64 * 1024
+"""Bytes of the server's stream parsed per turn of the event loop (~300 stanzas, ~10 ms)."""
+
+LaneOf = Callable[[StanzaBase], str | None]
+"""Which lane a stanza waits on (None: none, it needs no order)."""
+
+
+def _user_lane(stanza: StanzaBase) -> str:
+    return str(stanza["from"].bare)
+
+
+def _registration_lane(stanza: StanzaBase) -> str:
+    """A lane of its own ("/" never occurs in a bare JID): checking a registration logs in
+    to the legacy servers, which may take their whole timeout, and the user's messages,
+    room joins and pings must not wait for that."""
+    return f"{stanza['from'].bare}/register"
+
+
+def _ping_lane(stanza: StanzaBase) -> str | None:
+    """A ping to the component itself depends on nothing and is answered at once."""
+    return _user_lane(stanza) if stanza["to"].node else None
+
+
 class Gateway(ComponentXMPP):
     """The component serving one bridge; several run side by side in one process."""
 
@@ -122,7 +146,7 @@ class Gateway(ComponentXMPP):
         self.lanes = Lanes(bridge.name)
         self._route("message", "message", self._on_message)
         self._route("presence", "presence", self._on_presence)
-        self._route("register", "iq/register", self.registration.handle)
+        self._route("register", "iq/register", self.registration.handle, _registration_lane)
         self._route("gateway", "iq/gateway", self._on_gateway_query)
         self._route("command", "iq/command", self._on_command)
         if self.groups is not None:
@@ -130,9 +154,9 @@ class Gateway(ComponentXMPP):
         if self.mam is not None:
             self._route("mam", "iq/mam", self._on_mam)
             self._route("mam-metadata", "iq/mam_metadata", self._on_mam_metadata)
-        # Pings go through the lanes too, so a self-ping after a join sees the join.
+        # A self-ping to an occupant goes through the lane, so it sees the join before it.
         self.remove_handler("Ping")
-        self._route("ping", "iq@type=get/ping", self._on_ping)
+        self._route("ping", "iq@type=get/ping", self._on_ping, _ping_lane)
         self.add_event_handler("session_start", self._on_link_up)
         self.add_event_handler("disconnected", self._on_link_down)
 
@@ -148,14 +172,35 @@ class Gateway(ComponentXMPP):
             data = xml_safe(data)
         super().send(data, use_filters)
 
-    def _route(self, name: str, path: str, handler: Handler) -> None:
-        """Queue matching stanzas on their sender's lane, in arrival order."""
+    def data_received(self, data: bytes | str) -> None:
+        """Parse a large read in pieces, with the other users' work between them.
+
+        asyncio hands over up to 256 KiB at once: over a thousand stanzas of one user's
+        burst, whose parsing and dispatch would hold everyone else for ~100 ms. Reading
+        pauses until the rest is parsed, so the stream keeps its order.
+        """
+        super().data_received(data[:READ_PIECE])
+        rest, transport = data[READ_PIECE:], self.transport
+        if transport is None or transport.is_closing():
+            return
+        if rest:
+            transport.pause_reading()
+            self.loop.call_soon(self._parse_rest, transport, rest)
+        elif not transport.is_reading():
+            transport.resume_reading()
+
+    def _parse_rest(self, transport: asyncio.BaseTransport, rest: bytes | str) -> None:
+        if not transport.is_closing() and transport is self.transport:  # not a lost stream's
+            self.data_received(rest)
+
+    def _route(self, name: str, path: str, handler: Handler, lane: LaneOf = _user_lane) -> None:
+        """Queue matching stanzas on the lane `lane` picks (the sender's), in arrival order."""
 
         received = metrics.STANZAS_IN.labels(self.bridge.name, name)
 
         def enqueue(stanza: StanzaBase) -> None:
             received.inc()
-            self.lanes.submit(stanza["from"].bare, stanza, handler)
+            self.lanes.submit(lane(stanza), stanza, handler)
 
         self.register_handler(Callback(name, StanzaPath(path), enqueue))
 
@@ -258,15 +303,23 @@ class Gateway(ComponentXMPP):
         await self.sessions.stop(user, reason)
         await self.store.remove_account(user, self.bridge.name)
 
-    async def shutdown(self) -> None:
-        """Tell online users we are going and stop every session (the Link closes the stream)."""
+    async def shutdown(self, timeout: float) -> None:
+        """Tell online users we are going and stop every session (the Link closes the stream).
+
+        Bounded by `timeout` seconds: stanzas still queued then are answered with an
+        error, and sessions still stopping are cancelled (mail keeps what it had not
+        sent in its stored outbox), so one unresponsive legacy server cannot hold the
+        process for minutes.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         self._closing.set()
         if self.groups is not None:
             self.groups.leave_all("the gateway is shutting down")
         for user in list(self.sessions.resources):
             self.send(presence(self.boundjid.bare, user, "unavailable", "gateway shutting down"))
-        await self.lanes.drain()
-        await self.sessions.stop_all("gateway shutting down")
+        await self.lanes.close(timeout)
+        await self.sessions.stop_all("gateway shutting down", max(0.0, deadline - loop.time()))
         await self.bridge.close()
 
     # --- routing --------------------------------------------------------------------

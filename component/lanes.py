@@ -3,25 +3,34 @@
 slixmpp runs coroutine handlers as independent tasks, so two messages from one user
 could reach the legacy network out of order. Every stanza is instead queued on its
 sender's lane and handled one after another; different users still run in parallel.
+A lane only holds what must stay in order: a slow legacy operation (an SMTP submission)
+is handed by its bridge to work of its own, so nothing behind it waits for the network.
+
+Shutting down is bounded: `close` waits so long for the lanes, then answers every
+stanza still queued (and the one being handled) with an error to its sender.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import StanzaBase
 
+from bridges.fairness import TimeSlice
 from component import metrics
-from component.errors import EXPECTED, from_exception
+from component.errors import EXPECTED, from_exception, stanza_error
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], Awaitable[None]]
 """Handles the kind of stanza it was routed (Message, Presence, Iq)."""
+
+STOPPED_TEXT = "the gateway stopped before handling this; send it again once it is back"
 
 
 class Lanes:
@@ -29,31 +38,61 @@ class Lanes:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._queues: dict[str, asyncio.Queue[tuple[StanzaBase, Handler]]] = {}
+        self._queues: dict[str, deque[tuple[StanzaBase, Handler]]] = {}
         self._workers: set[asyncio.Task[None]] = set()
+        self._closed = False
 
-    def submit(self, key: str, stanza: StanzaBase, handler: Handler) -> None:
-        queue = self._queues.get(key)
+    def submit(self, key: str | None, stanza: StanzaBase, handler: Handler) -> None:
+        """Queue `stanza` behind the others of `key`; None: no order to keep, run it now."""
+        if self._closed:
+            _reply_error(self.name, stanza, stanza_error("service-unavailable", STOPPED_TEXT))
+            return
+        queue = self._queues.get(key) if key is not None else None
         if queue is None:
-            queue = self._queues[key] = asyncio.Queue()
+            queue = deque()
+            if key is not None:
+                self._queues[key] = queue
             task = asyncio.get_running_loop().create_task(self._work(key, queue))
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
-        queue.put_nowait((stanza, handler))
+        queue.append((stanza, handler))
 
-    async def _work(self, key: str, queue: asyncio.Queue[tuple[StanzaBase, Handler]]) -> None:
+    async def _work(self, key: str | None, queue: deque[tuple[StanzaBase, Handler]]) -> None:
+        current: StanzaBase | None = None
+        turns = TimeSlice()
         try:
-            while not queue.empty():
-                stanza, handler = queue.get_nowait()
-                await _handle(self.name, stanza, handler)
+            while queue:
+                current, handler = queue.popleft()
+                await _handle(self.name, current, handler)
+                current = None
+                await turns.turn()  # other users' lanes, reads and writes get theirs
+        except asyncio.CancelledError:
+            stopped = stanza_error("service-unavailable", STOPPED_TEXT)
+            for stanza in [current, *(queued for queued, _ in queue)]:
+                if stanza is not None and stanza["type"] != "unavailable":
+                    _reply_error(self.name, stanza, stopped)
+            queue.clear()
+            raise
         finally:
-            if self._queues.get(key) is queue:
+            if key is not None and self._queues.get(key) is queue:
                 del self._queues[key]
 
-    async def drain(self) -> None:
-        """Wait until every queued stanza has been handled (for a clean shutdown)."""
-        while self._workers:
-            await asyncio.gather(*list(self._workers), return_exceptions=True)
+    async def close(self, timeout: float) -> None:
+        """Refuse new stanzas, wait up to `timeout` s for the queued ones, refuse the rest."""
+        self._closed = True
+        if not self._workers:
+            return
+        _done, late = await asyncio.wait(list(self._workers), timeout=timeout)
+        if late:
+            log.warning(
+                "%s: %d lanes still busy after %.1f s; answering what they hold with errors",
+                self.name,
+                len(late),
+                timeout,
+            )
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
 
 async def _handle(name: str, stanza: StanzaBase, handler: Handler) -> None:

@@ -132,8 +132,17 @@ class SessionManager:
         """Tell a session its user is offline; whether it goes on running."""
         return self.bridge.persistent_sessions or await session.user_offline()
 
-    async def stop_all(self, reason: str) -> None:
-        await asyncio.gather(*(self.stop(user, reason) for user in list(self._sessions)))
+    async def stop_all(self, reason: str, timeout: float | None = None) -> None:
+        """Stop every session; those still stopping after `timeout` s are cancelled."""
+        stopping = [asyncio.ensure_future(self.stop(user, reason)) for user in self.users]
+        if not stopping:
+            return
+        _done, late = await asyncio.wait(stopping, timeout=timeout)
+        if late:
+            log.warning("%s: %d sessions did not stop in time", self.bridge.name, len(late))
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*stopping, return_exceptions=True)
 
     async def resource_available(
         self, user: str, resource: str, presence: ResourcePresence

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bridges.fairness import TimeSlice
 from bridges.irc.protocol import Line, decode, format_line, is_valid_nick
 
 LineHandler = Callable[[Line], Awaitable[None]]
@@ -184,8 +185,10 @@ class IrcConnection:
         self._write(format_line("NICK", p.nick))
         self._write(format_line("USER", p.username or p.nick, "0", "*", p.realname))
         tries = 0
+        turns = TimeSlice()
         while True:
             line = await self._read_line()
+            await turns.turn()  # a busy channel must not hold the other users up
             if line is None:
                 raise RegistrationFailed(self.close_reason or "connection closed while registering")
             match line.command:
@@ -283,6 +286,7 @@ class IrcConnection:
 
     async def _write_loop(self) -> None:
         assert self._writer is not None
+        turns = TimeSlice()
         try:
             while True:
                 line = await self._queue.get()
@@ -292,6 +296,7 @@ class IrcConnection:
                     await self._writer.drain()
                 finally:
                     self._queue.task_done()
+                await turns.turn()  # an unpaced paste must not hold the other users up
         except (OSError, ConnectionError) as exc:
             self._lost(f"write failed: {exc}")
 
@@ -336,8 +341,10 @@ class IrcConnection:
         Handling can stall (the XMPP link is down and delivery waits for it); reading
         must not, or the server would time us out for not answering its PINGs.
         """
+        turns = TimeSlice()
         while True:
             line = await self._read_line()
+            await turns.turn()  # a busy channel must not hold the other users up
             if line is None:
                 self._inbox.put_nowait(None)
                 return
@@ -348,7 +355,9 @@ class IrcConnection:
 
     async def _dispatch_loop(self) -> None:
         """Hand lines to the callback one at a time, in order; EOF after the last one."""
+        turns = TimeSlice()
         while (line := await self._inbox.get()) is not None:
+            await turns.turn()
             if line.command == "ERROR":
                 self.close_reason = line.param(-1)
             try:

@@ -2,9 +2,14 @@
 
 Every mail is written to the account's `outbox` records before the first attempt and
 removed only once the server accepted or permanently refused it, so neither a temporary
-failure nor a gateway crash loses it (at worst a crash right after acceptance sends it
-twice, which mail tolerates far better than a loss). The user hears the outcome as
-`Delivered` or `DeliveryFailed`.
+failure nor a gateway crash or stop loses it (at worst a crash right after acceptance
+sends it twice, which mail tolerates far better than a loss). The user hears the outcome
+as `Delivered` or `DeliveryFailed`.
+
+Submission runs beside the user's lane, not in it: a server that accepts the connection
+and never answers holds a mail for the whole SMTP timeout, and the user's pings, room
+joins and mail to others must not wait for that. Mail to one recipient still goes out
+in the order it was written.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class Outbox:
         self._wake = asyncio.Event()
         self._inflight: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._last_to: dict[str, asyncio.Task[None]] = {}
+        """recipient → the latest submission to them, which the next one waits for."""
 
     async def send(
         self,
@@ -68,7 +75,7 @@ class Outbox:
         subject: str | None,
         thread: str | None,
     ) -> None:
-        """Compose and submit one mail; returns after the first attempt."""
+        """Compose and queue one mail; it is submitted in the background (see module doc)."""
         if to.kind is not AddressKind.CONTACT or "@" not in to.legacy_id:
             raise BridgeError(f"{to.legacy_id} is not an email address", "item-not-found")
         context = await self.store.get_record(THREAD, thread) if thread else None
@@ -106,7 +113,7 @@ class Outbox:
             "next_try": time.time() + self.options.retry_min,
         }
         await self.store.put_record(OUTBOX, message_id, item)
-        await asyncio.shield(self._track(self._attempt(message_id, item)))
+        self._submit(message_id, item)
 
     async def _remember_thread(
         self, thread: str, subject: str, references: list[str], message_id: str
@@ -141,17 +148,37 @@ class Outbox:
                 if item.get("next_try", 0) <= now and key not in self._inflight:
                     # shielded: a stop() must not fall between the server accepting the
                     # mail and its removal from the queue (it would be sent twice)
-                    await asyncio.shield(self._track(self._attempt(key, item)))
+                    await asyncio.shield(self._submit(key, item))
             queued = await self.store.list_records(OUTBOX)
             due = [item.get("next_try", now) for _key, item in queued]
             wait = max(0.0, min(due) - time.time()) if due else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 
-    async def _attempt(self, key: str, item: Mapping[str, Any]) -> None:
-        if key in self._inflight:
-            return
+    def _submit(self, key: str, item: Mapping[str, Any]) -> asyncio.Task[None]:
+        """Claim `key` and attempt it once the previous mail to its recipient is done."""
         self._inflight.add(key)
+        recipient = str(item["to"])
+        task = self._track(self._attempt_after(self._last_to.get(recipient), key, item))
+        self._last_to[recipient] = task
+        task.add_done_callback(lambda done: self._forget_last(recipient, done))
+        return task
+
+    def _forget_last(self, recipient: str, task: asyncio.Task[None]) -> None:
+        if self._last_to.get(recipient) is task:
+            del self._last_to[recipient]
+
+    async def _attempt_after(
+        self, previous: asyncio.Task[None] | None, key: str, item: Mapping[str, Any]
+    ) -> None:
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])  # its outcome is its own; only order matters
+            await self._attempt(key, item)
+        finally:
+            self._inflight.discard(key)
+
+    async def _attempt(self, key: str, item: Mapping[str, Any]) -> None:
         to = Address(AddressKind.CONTACT, item["to"])
         xmpp_id = item.get("xmpp_id")
         try:
@@ -189,8 +216,6 @@ class Outbox:
                 await self.sink.deliver(events.Delivered(to, xmpp_id))
             if self.options.save_sent:
                 self._track(self._save_copy(raw))
-        finally:
-            self._inflight.discard(key)
 
     def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `work` as a task that `close()` waits for."""
@@ -214,6 +239,11 @@ class Outbox:
         """Wait for attempts and Sent copies still under way (bounded by the timeouts)."""
         while self._background:  # an attempt may start a Sent copy meanwhile
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def abandon(self) -> None:
+        """Cut off what is under way (a bounded shutdown): unsent mail stays stored."""
+        for task in self._background:
+            task.cancel()
 
 
 def _trimmed(references: list[str]) -> list[str]:

@@ -68,15 +68,23 @@ class MailSession(Session):
         )
 
     async def stop(self) -> None:
-        """Log out of IMAP and stop retrying; queued mail stays queued for the next start."""
+        """Log out of IMAP and stop retrying; queued mail stays queued for the next start.
+
+        Cancelled (the gateway's shutdown bound passed), it cuts off the submissions
+        still under way: their mail is in the stored outbox and goes out after a restart.
+        """
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._persisting is not None:  # let the delivery in flight commit its state
-            with contextlib.suppress(Exception):
-                await self._persisting
-        await self.outbox.close()
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._persisting is not None:  # let the delivery in flight commit its state
+                with contextlib.suppress(Exception):
+                    await self._persisting
+            await self.outbox.close()
+        except asyncio.CancelledError:
+            self.outbox.abandon()
+            raise
 
     async def send_message(
         self,

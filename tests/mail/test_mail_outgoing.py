@@ -16,6 +16,7 @@ from mail_helpers import (
     running,
     simple_mail,
 )
+from xmpp_client import eventually
 
 from bridges import events
 from bridges.address import Address, AddressKind
@@ -146,6 +147,8 @@ async def test_temporary_failure_is_queued_and_retried(
     sink, store = RecordingSink(), MemoryStore()
     async with running(bridge, broken, sink, store) as session:
         await session.send_message(bob, "eventually", xmpp_id="q1")
+        [(_key, queued)] = await store.list_records("outbox")  # stored before any attempt
+        await eventually(lambda: store.records[("outbox", _key)].get("attempts") == 1)
         [(_key, queued)] = await store.list_records("outbox")
         assert queued["attempts"] == 1 and "last_error" in queued
     assert sink.of(events.Delivered) == [] and sink.of(events.DeliveryFailed) == []

@@ -90,3 +90,11 @@ def test_the_example_config_is_valid(tmp_path):
     data["secret_key"] = generate_key()
     _, bridges = parse_config(data, tmp_path)
     assert {b.name for b in bridges} == set(data["bridges"])
+
+
+def test_shutdown_timeout_defaults_to_ten_seconds_and_must_be_positive(tmp_path):
+    config, _ = parse_config(valid(), tmp_path)
+    assert config.shutdown_timeout == 10
+    assert problems({**valid(), "shutdown_timeout": 0}) == [
+        "shutdown_timeout: Input should be greater than 0"
+    ]

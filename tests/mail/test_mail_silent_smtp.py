@@ -1,0 +1,225 @@
+"""An SMTP server that accepts connections and never answers, end to end through Prosody.
+
+Such a server holds each submission for the whole SMTP timeout. While it does, the
+user's other requests are answered at once, a stop of the gateway ends within
+`shutdown_timeout` (a registration still being checked is answered with an error), and
+the mail that was hanging is kept in the outbox and sent after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import gateway_config, start_app
+from mail_helpers import PUSH_TIMEOUT, read_mailbox
+from registration_helpers import register_and_subscribe
+from slixmpp import Iq
+from slixmpp.exceptions import IqError
+from xmpp_client import TestClient, eventually
+
+from bridges.jid_escaping import escape_node
+from bridges.mail.devstack import MailServer
+from component.app import App
+from component.config import parse_config
+from component.db import create_engine
+from component.devstack.prosody import Prosody
+from component.store import Store
+
+MAIL_JID = "mail.localhost"
+MAIL_SECRET = "mail-secret"
+SMTP_TIMEOUT = 30.0
+"""Far longer than anything below may take: a wait for it shows as a failure."""
+SHUTDOWN_TIMEOUT = 2.0
+QUICK = 3.0
+
+
+class SilentableSmtp:
+    """A TCP relay to the real submission port that can turn silent.
+
+    Relaying, the registration's test login passes; silent, it accepts connections,
+    reads what the client sends and never answers, like a wedged server.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.silent = False
+        self.held = 0
+        """Connections accepted while silent."""
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> SilentableSmtp:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        if self.silent:
+            self.held += 1
+            while await reader.read(4096):
+                pass
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers.append(up_writer)
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+class Stack:
+    def __init__(self, prosody: Prosody, mail: MailServer, smtp: SilentableSmtp, tmp: Path):
+        self.prosody, self.mail, self.smtp, self.tmp = prosody, mail, smtp, tmp
+        bridge = {
+            "jid": MAIL_JID,
+            "secret": MAIL_SECRET,
+            "ca_file": str(mail.ca_file),
+            "timeout": SMTP_TIMEOUT,
+            "retry_min": 0.3,
+            "retry_max": 1.0,
+            "reconnect_min": 0.2,
+            "reconnect_max": 1.0,
+        }
+        self.config = gateway_config(
+            prosody,
+            tmp / "gateway.db",
+            bridges={"mail": bridge},
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+        self.app: App | None = None
+
+    async def start(self) -> None:
+        self.app = await start_app(self.config, self.tmp)
+        await asyncio.wait_for(self.app.gateways[0].link_up.wait(), 15)
+
+    async def stop(self) -> float:
+        """Stop the gateway; return how long that took."""
+        app, self.app = self.app, None
+        assert app is not None
+        started = time.monotonic()
+        await app.stop()
+        return time.monotonic() - started
+
+    def form(self, user: str) -> dict[str, Any]:
+        return {
+            "email": self.mail.address(user),
+            "password": self.mail.users[user],
+            "imap_host": self.mail.host,
+            "imap_port": str(self.mail.imap_port),
+            "imap_security": "starttls",
+            "smtp_host": self.mail.host,
+            "smtp_port": str(self.smtp.port),
+            "smtp_security": "starttls",
+        }
+
+    async def outbox(self, user: str) -> list[dict[str, Any]]:
+        """The mail stored for `user` to send, read from the database as it is at rest."""
+        parsed, _ = parse_config(self.config, self.tmp)
+        engine = create_engine(parsed.database_url)
+        try:
+            records = await Store(engine, parsed.secret_box()).list_records(user, "mail", "outbox")
+        finally:
+            await engine.dispose()
+        return [data for _key, data in records]
+
+
+@pytest.fixture
+async def stack(mail: MailServer, tmp_path: Path) -> AsyncIterator[Stack]:
+    await mail.add_user("alice", "alicepw")
+    await mail.add_user("bob", "bobpw")
+    async with (
+        Prosody(components={MAIL_JID: MAIL_SECRET}) as prosody,
+        SilentableSmtp(mail.host, mail.submission_port) as smtp,
+    ):
+        stack = Stack(prosody, mail, smtp, tmp_path)
+        await stack.start()
+        try:
+            yield stack
+        finally:
+            if stack.app is not None:
+                await stack.stop()
+
+
+async def login(stack: Stack, name: str) -> TestClient:
+    jid = await stack.prosody.register(name, "pw")
+    return await TestClient(f"{jid}/phone", "pw").login(stack.prosody.host, stack.prosody.c2s_port)
+
+
+async def translate(client: TestClient, text: str) -> str:
+    """jabber:iq:gateway: a request that waits on the user's lane like a message does."""
+    iq = client.make_iq_to(MAIL_JID, "set")
+    iq["gateway"]["prompt"] = text
+    reply: Iq = await iq.send(timeout=QUICK)
+    return str(reply["gateway"]["jid"])
+
+
+async def test_silent_smtp_holds_neither_the_user_nor_the_shutdown(stack: Stack) -> None:
+    client = await login(stack, "alice")
+    await register_and_subscribe(client, MAIL_JID, **stack.form("alice"))
+    user = client.boundjid.bare
+    assert stack.app is not None
+    await eventually(lambda: stack.app is not None and stack.app.gateways[0].sessions.get(user))
+    stack.smtp.silent = True
+    bob = stack.mail.address("bob")
+    client.send_message(mto=f"{escape_node(bob)}@{MAIL_JID}", mbody="are you there?", mtype="chat")
+    await eventually(lambda: stack.smtp.held == 1)  # the submission is hanging now
+
+    await client.plugin["xep_0199"].ping(MAIL_JID, timeout=QUICK)
+    assert await translate(client, "Carol <carol@example.org>") == (
+        f"carol\\40example.org@{MAIL_JID}"
+    )
+
+    assert await stack.stop() < SHUTDOWN_TIMEOUT + QUICK
+    [queued] = await stack.outbox(user)
+    assert queued["to"] == bob
+
+    stack.smtp.silent = False
+    await stack.start()
+    async with asyncio.timeout(PUSH_TIMEOUT):  # a mailbox and a table announce nothing
+        while await stack.outbox(user):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    received = await read_mailbox(stack.mail, "bob")
+    assert [m.get_body().get_content().strip() for m in received] == ["are you there?"]
+
+
+async def test_shutdown_answers_a_registration_still_being_checked(stack: Stack) -> None:
+    client = await login(stack, "alice")
+    stack.smtp.silent = True
+    iq = client.make_iq_to(MAIL_JID, "set")
+    form = iq["register"]["form"]
+    form["type"] = "submit"
+    form.add_field(var="FORM_TYPE", ftype="hidden", value="jabber:iq:register")
+    for var, value in stack.form("alice").items():
+        form.add_field(var=var, value=value)
+    answer = asyncio.ensure_future(iq.send(timeout=SMTP_TIMEOUT))
+    await eventually(lambda: stack.smtp.held == 1, PUSH_TIMEOUT)  # IMAP passed, SMTP hangs
+
+    assert await stack.stop() < SHUTDOWN_TIMEOUT + QUICK
+    with pytest.raises(IqError) as refused:
+        await asyncio.wait_for(answer, QUICK)
+    error = refused.value.iq["error"]
+    assert error["condition"] == "service-unavailable"
+    assert "gateway stopped" in error["text"]
