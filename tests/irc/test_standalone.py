@@ -39,6 +39,9 @@ async def servers(ngircd: NgIrcd) -> AsyncIterator[tuple[Prosody, NgIrcd]]:
         yield prosody, ngircd
 
 
+MAM_NS = "urn:xmpp:mam:2"
+
+
 class Asker:
     """Sends requests and keeps, per request, the error condition it got (None: result)."""
 
@@ -89,6 +92,16 @@ class Asker:
         iq = self.iq(jid, "set")
         iq["register"]["remove"] = True
         await self.ask(f"register remove {jid}", iq)
+
+    async def mam(self, room: str) -> None:
+        """XEP-0313 on a room: a query, the form of its fields, the archive's metadata."""
+        for what, itype, element in (
+            ("MAM query", "set", "query"), ("MAM form", "get", "query"),
+            ("MAM metadata", "get", "metadata"),
+        ):  # fmt: skip
+            iq = self.iq(room, itype)
+            ET.SubElement(iq.xml, f"{{{MAM_NS}}}{element}")
+            await self.ask(f"{what} {room}", iq)
 
     async def muc_admin(self, what: str, **item: str) -> None:
         iq = self.iq(ROOM, "set")
@@ -174,9 +187,9 @@ async def test_every_request_the_readme_names_is_implemented(servers, gateway_fa
         )
         assert "307" in {s.get("code") for s in kicked.xml.iter(f"{{{MUC_USER_NS}}}status")}
 
+        await asker.mam(ROOM)
         for jid in (FAKE_JID, IRC_JID):
             await asker.remove(jid)
-        # MAM (XEP-0313) belongs here once the gateway archives rooms.
     finally:
         for peer in peers:
             await peer.close()
