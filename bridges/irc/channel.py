@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from bridges import events
 from bridges.address import Address
+from bridges.irc.chathistory import DEFAULT_LIMIT, Anchor, Fetch
 from bridges.irc.protocol import casefold
 
 MODERATOR_MODES = frozenset("qaoh")
@@ -31,6 +32,8 @@ class ServerModes:
     """NICKLEN, when the server announces it."""
     chathistory: bool = False
     """The server announces IRCv3 CHATHISTORY: it can replay what we missed."""
+    chathistory_limit: int = DEFAULT_LIMIT
+    """The most lines one CHATHISTORY request may ask for (`CHATHISTORY=<max>`)."""
 
     def apply_isupport(self, tokens: list[str]) -> None:
         for token in tokens:
@@ -43,6 +46,8 @@ class ServerModes:
                 self.nick_length = int(value)
             elif key in ("CHATHISTORY", "DRAFT/CHATHISTORY"):
                 self.chathistory = True
+                if value.isdigit() and int(value) > 0:
+                    self.chathistory_limit = int(value)
             elif key == "CHANMODES":
                 parts = [*value.split(","), "", "", ""]
                 self.list_modes, self.always_param, self.set_param = parts[0], parts[1], parts[2]
@@ -116,6 +121,10 @@ class Channel:
     """Members collected from 353 lines until 366."""
     topic: str | None = None
     topic_by: str | None = None
+    last: Anchor = field(default_factory=Anchor)
+    """The last line seen here (msgid, server-time): where a history fetch starts."""
+    fetch: Fetch | None = None
+    """The chat history being fetched after a rejoin, if any."""
 
     def member(self, nick: str) -> Member | None:
         return self.members.get(casefold(nick))

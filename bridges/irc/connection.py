@@ -28,11 +28,14 @@ from bridges.irc.protocol import Line, decode, format_line, is_valid_nick
 LineHandler = Callable[[Line], Awaitable[None]]
 READ_LIMIT = 64 * 1024
 """Longest line we accept (IRCv3 tags may add 8 KiB to the 512 bytes)."""
-WANTED_CAPS = frozenset({"multi-prefix", "server-time", "away-notify", "message-tags"})
+WANTED_CAPS = frozenset(
+    {"multi-prefix", "server-time", "away-notify", "message-tags", "batch", "draft/chathistory"}
+)
 """IRCv3 capabilities used when offered: every rank of a member in NAMES (a deopped
 half-op stays a moderator), when a message was really sent (a bouncer replaying what
 came while the user was away), who in a channel is away, and message tags for the
-`msgid` that keeps a replayed line out of the archive twice."""
+`msgid` that keeps a replayed line out of the archive twice; `batch` and
+`draft/chathistory` to fetch what a channel said while we were not in it."""
 
 
 class RegistrationFailed(ConnectionError):

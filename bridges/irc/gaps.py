@@ -24,7 +24,9 @@ from bridges.timestamps import parse_timestamp
 T = TypeVar("T")
 
 SEEN_KIND = "irc-last-seen"
-"""Record kind; the key is `server channel` (casefolded), the data `{"at": ISO 8601}`."""
+"""Record kind; the key is `server channel` (casefolded), the data `{"at": ISO 8601}`
+and, once a line with an IRCv3 msgid was seen there, `"msgid"`: where a chat history
+fetch starts after a gateway restart (see `chathistory`)."""
 
 
 class LastSeen:
@@ -43,8 +45,12 @@ class LastSeen:
         record = await self._safely(channel, self.store.get_record(SEEN_KIND, self._key(channel)))
         return parse_timestamp(str(record.get("at"))) if record else None
 
-    async def put(self, channel: str, at: datetime) -> None:
-        data = {"at": at.isoformat()}
+    async def last_msgid(self, channel: str) -> str | None:
+        record = await self._safely(channel, self.store.get_record(SEEN_KIND, self._key(channel)))
+        return str(record["msgid"]) if record and record.get("msgid") else None
+
+    async def put(self, channel: str, at: datetime, msgid: str | None = None) -> None:
+        data = {"at": at.isoformat(), **({"msgid": msgid} if msgid else {})}
         await self._safely(channel, self.store.put_record(SEEN_KIND, self._key(channel), data))
 
     async def forget(self, channel: str) -> None:

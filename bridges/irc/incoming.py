@@ -16,6 +16,7 @@ from bridges import events
 from bridges.address import Address
 from bridges.irc.address import make_address
 from bridges.irc.channel import Channel, Member, ServerModes
+from bridges.irc.chathistory import Anchor, batch_target
 from bridges.irc.connection import IrcConnection
 from bridges.irc.formatting import (
     ACTION_PREFIX,
@@ -72,6 +73,8 @@ class IncomingLines:
     _welcome: list[tuple[str, str]]
     _greeted: bool
     _server_version: str
+    _history_batches: dict[str, tuple[Channel, list[Line]]]
+    """Open `chathistory` batches by id: the channel and the lines collected so far."""
     conn: IrcConnection | None
 
     @property
@@ -82,6 +85,9 @@ class IncomingLines:
         raise NotImplementedError
 
     async def _gap_notice(self, ch: Channel) -> str | None:
+        raise NotImplementedError
+
+    async def _history_page(self, ch: Channel, lines: list[Line]) -> None:
         raise NotImplementedError
 
     def _joined_event(self, ch: Channel) -> events.RoomJoined:
@@ -110,6 +116,10 @@ class IncomingLines:
         self._in_welcome = False
 
     async def _on_line(self, line: Line) -> None:
+        batch = self._history_batches.get(line.tags.get("batch") or "")
+        if batch is not None:
+            batch[1].append(line)  # history: handled as a whole at the batch's end
+            return
         welcome_line = line.command.isdigit() or line.command in WELCOME_COMMANDS
         if self._in_welcome and not welcome_line:
             await self._flush_welcome()  # a server without MOTD end: do not hold it back
@@ -351,13 +361,15 @@ class IncomingLines:
     async def _irc_notice(self, line: Line) -> None:
         await self._on_text(line, notice=True)
 
-    async def _on_text(self, line: Line, *, notice: bool) -> None:
+    async def _on_text(self, line: Line, *, notice: bool, history: bool = False) -> None:
+        """A PRIVMSG or NOTICE, live or (`history`) from a chat history batch."""
         target, text = line.param(0), line.param(-1)
         request = parse_ctcp(text)
         kind = events.MessageKind.NOTICE if notice else events.MessageKind.MESSAGE
         if request is not None and request.command != "ACTION":
             if not notice:
-                self._answer_ctcp(line.nick, request.command, request.argument)
+                if not history:
+                    self._answer_ctcp(line.nick, request.command, request.argument)
                 return
             text = f"CTCP {request.command} reply: {request.argument}"
         elif request is not None:
@@ -367,15 +379,21 @@ class IncomingLines:
         if is_channel(target):
             ch = self.channels.get(casefold(target))
             if ch is not None:
+                seen = Anchor.of(line)
+                if seen and (seen.at is None or ch.last.at is None or seen.at >= ch.last.at):
+                    ch.last = seen  # history is older than what was seen live meanwhile
+                if ch.fetch is not None and not history:
+                    ch.fetch.note(seen.msgid)
+                sent = seen.at
                 await self.deliver(
                     events.Message(
                         ch.address,
                         text,
                         nick=line.nick,
-                        legacy_id=line.tags.get("msgid") or None,
-                        timestamp=_replayed(line),
+                        legacy_id=seen.msgid,
+                        timestamp=(sent or datetime.now(UTC)) if history else _replayed(line),
                         kind=kind,
-                        sent=parse_timestamp(line.tags.get("time")),
+                        sent=sent,
                     )
                 )
                 return
@@ -409,6 +427,31 @@ class IncomingLines:
         for done, _ in lists:
             if not done.done():
                 done.set_result(None)
+
+    async def _irc_batch(self, line: Line) -> None:
+        """IRCv3 batch start/end; only chat history we asked for is collected."""
+        opened = batch_target(line)
+        if opened is not None:
+            ch = self.channels.get(casefold(opened[1]))
+            if ch is not None and ch.fetch is not None:
+                self._history_batches[opened[0]] = (ch, [])
+        elif line.param(0).startswith("-"):
+            ended = self._history_batches.pop(line.param(0)[1:], None)
+            if ended is not None:
+                await self._history_page(*ended)
+
+    async def _irc_fail(self, line: Line) -> None:
+        """IRCv3 standard reply: a refused CHATHISTORY ends that channel's fetch."""
+        if line.param(0) != "CHATHISTORY":
+            await self._service(" ".join(line.params))
+            return
+        for name in line.params[2:-1]:
+            ch = self.channels.get(casefold(name))
+            if ch is not None and ch.fetch is not None:
+                ch.fetch = None
+                await self.deliver(
+                    events.Message(ch.address, f"{self.server} sent no history: {line.param(-1)}")
+                )
 
     async def _irc_invite(self, line: Line) -> None:
         room, by = make_address(line.param(1), self.server), make_address(line.nick, self.server)

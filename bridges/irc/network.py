@@ -21,6 +21,7 @@ from bridges.address import Address
 from bridges.base import Account, AccountStore, BridgeError
 from bridges.irc.address import make_address
 from bridges.irc.channel import Channel, ServerModes
+from bridges.irc.chathistory import MAX_PAGES, NEEDED_CAPS, Anchor, Fetch, request
 from bridges.irc.connection import ConnectParams, IrcConnection
 from bridges.irc.formatting import (
     ctcp,
@@ -31,7 +32,7 @@ from bridges.irc.formatting import (
 from bridges.irc.gaps import LastSeen, gap_text
 from bridges.irc.incoming import Deliver, IncomingLines
 from bridges.irc.options import IrcOptions
-from bridges.irc.protocol import casefold, format_line, is_channel, nick_from_jid
+from bridges.irc.protocol import Line, casefold, format_line, is_channel, nick_from_jid
 from bridges.irc.settings import RECONNECT_FIELDS, NetworkSettings, load_settings
 
 
@@ -75,6 +76,7 @@ class Network(IncomingLines):
         self._greeted = False
         """Whether the user has seen this server's greeting in this session."""
         self._server_version = ""
+        self._history_batches: dict[str, tuple[Channel, list[Line]]] = {}
         self._stopping = False
         self._timers: set[asyncio.Task[None]] = set()
         self.away = ""
@@ -329,7 +331,7 @@ class Network(IncomingLines):
         persistent = self._persistent()
         for ch in list(self.channels.values()):
             if ch.joined and casefold(ch.name) in persistent:
-                await self.last_seen.put(ch.name, datetime.now(UTC))
+                await self.last_seen.put(ch.name, datetime.now(UTC), ch.last.msgid)
 
     async def _keep_noting_seen(self, conn: IrcConnection) -> None:
         while True:
@@ -339,16 +341,41 @@ class Network(IncomingLines):
             await self._note_seen()
 
     async def _gap_notice(self, ch: Channel) -> str | None:
-        """At a join of a persistent channel: when we were not in it, unless the
-        server keeps chat history; then note that we are in it now."""
-        if casefold(ch.name) not in self._persistent():
+        """At a join: fetch what the channel said since the last line seen, where the
+        server offers chat history; else, for a persistent channel, the text saying
+        when we were not in it. A persistent channel is then noted as in."""
+        since: datetime | None = None
+        anchor = ch.last
+        if casefold(ch.name) in self._persistent():
+            since = await self.last_seen.get(ch.name)
+            msgid = ch.last.msgid or await self.last_seen.last_msgid(ch.name)
+            anchor = anchor or Anchor(msgid, since)
+            await self.last_seen.put(ch.name, datetime.now(UTC), msgid)
+        if self.conn is not None and self.conn.caps >= NEEDED_CAPS:
+            if anchor:
+                ch.fetch = Fetch()
+                self._ask_history(ch, anchor)
             return None
-        since = await self.last_seen.get(ch.name)
-        now = datetime.now(UTC)
-        await self.last_seen.put(ch.name, now)
-        if since is None or self.modes.chathistory:
-            return None
-        return gap_text(ch.name, since, now)
+        return None if since is None else gap_text(ch.name, since, datetime.now(UTC))
+
+    def _ask_history(self, ch: Channel, anchor: Anchor) -> None:
+        assert ch.fetch is not None
+        ch.fetch.pages += 1
+        self.send("CHATHISTORY", *request(ch.name, anchor, self.modes.chathistory_limit))
+
+    async def _history_page(self, ch: Channel, lines: list[Line]) -> None:
+        """One answer to CHATHISTORY: deliver what is new, ask for more if it was full."""
+        fetch = ch.fetch
+        if fetch is None:
+            return
+        for line in fetch.fresh(lines):
+            await self._on_text(line, notice=line.command == "NOTICE", history=True)
+        last = Anchor.of(lines[-1]) if lines else Anchor()
+        full = len(lines) >= self.modes.chathistory_limit
+        if full and last and fetch.pages < MAX_PAGES and self.connected:
+            self._ask_history(ch, last)
+        else:
+            ch.fetch = None
 
     def send(self, command: str, *params: str) -> None:
         if self.conn is None or self.conn.closed.is_set():

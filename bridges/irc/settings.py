@@ -90,9 +90,7 @@ def settings_fields(options: IrcOptions, current: NetworkSettings) -> list[FormF
     insecure = options.allow_insecure
     out = [
         FormField("nick", "Nick on this network", default=current.nick or None),
-        FormField(
-            "username", "User name (ident)", default=current.username or None, max_length=32
-        ),
+        FormField("username", "User name (ident)", default=current.username or None, max_length=32),
         FormField("realname", "Real name", default=current.realname or None, max_length=100),
         FormField("port", "Port", default=current.port, datatype="xs:integer"),
         FormField(

@@ -1,0 +1,105 @@
+"""IRCv3 chat history after a reconnect: what a channel said meanwhile, once, in order.
+
+Neither Debian ircd offers `draft/chathistory`, so a scripted server does: it offers
+the capability with `batch`, `server-time` and `message-tags`, announces
+`CHATHISTORY=2` and answers CHATHISTORY from its own list of lines, two at a time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from irc_helpers import SERVER, Harness, ScriptedIrcd
+
+from bridges import events
+from bridges.irc.protocol import Line
+from bridges.irc.settings import STATE_KEY
+from bridges.timestamps import parse_timestamp
+
+CAPS = "batch draft/chathistory message-tags server-time"
+SAID = [  # (msgid, server-time, text), what #room saw; the gateway was away for m2-m4
+    ("m1", "2026-12-01T10:00:00.000Z", "one"),
+    ("m2", "2026-12-01T10:01:00.000Z", "two"),
+    ("m3", "2026-12-01T10:02:00.000Z", "three"),
+    ("m4", "2026-12-01T10:03:00.000Z", "four"),
+]
+
+
+def tagged(msgid: str, time: str, text: str, batch: str = "") -> str:
+    tags = f"batch={batch};" if batch else ""
+    return f"@{tags}msgid={msgid};time={time} :bob!b@h PRIVMSG #room :{text}"
+
+
+def history_server() -> ScriptedIrcd:
+    joins = 0
+
+    def script(line: str) -> list[str]:
+        nonlocal joins
+        if line == "CAP LS 302":
+            return [f":srv CAP * LS :{CAPS}"]
+        if line == f"CAP REQ :{CAPS}":
+            return [f":srv CAP * ACK :{CAPS}"]
+        if line == "CAP END":
+            return [
+                ":srv 001 alice :Welcome",
+                ":srv 005 alice CHATHISTORY=2 :are supported",
+                ":srv 376 alice :End of MOTD",
+            ]
+        if line == "JOIN :#room":
+            joins += 1
+            names = [
+                ":alice!a@h JOIN #room",
+                ":srv 353 alice = #room :alice bob",
+                ":srv 366 alice #room :End of NAMES",
+            ]
+            # The first connection sees m1 live; the second m4, before history is asked.
+            return [*names, tagged(*SAID[0] if joins == 1 else SAID[3])]
+        asked = Line.parse(line)
+        if asked.command == "CHATHISTORY" and asked.params[:2] == ["AFTER", "#room"]:
+            after, limit = asked.param(2).removeprefix("msgid="), int(asked.param(3))
+            ids = [m for m, _, _ in SAID]
+            page = SAID[ids.index(after) + 1 :][:limit]
+            ref = f"h{after}"
+            return [
+                f":srv BATCH +{ref} chathistory #room",
+                *(tagged(*said, batch=ref) for said in page),
+                f":srv BATCH -{ref}",
+                # After the last page, a live line: the test knows the fetch is over.
+                *([tagged("m5", "2026-12-01T10:04:00.000Z", "five")] if len(page) < limit else []),
+            ]
+        return []
+
+    return ScriptedIrcd(script)
+
+
+async def test_reconnect_fetches_missed_lines_once_in_order_paging_without_gap_notice():
+    async with history_server() as server:
+        harness = Harness(server)
+        state = {STATE_KEY: {SERVER: {"persistent": ["#room"]}}}
+        _, sink = await harness.session("alice", state=state)
+        room = harness.room("#room")
+        await sink.wait_event(events.Message, text="one")
+
+        server.drop()
+        await sink.wait_event(events.Message, text="four")
+        await sink.wait_event(events.Message, text="five")
+
+        said = [e for e in sink.items if isinstance(e, events.Message) and e.nick == "bob"]
+        assert [(e.text, e.legacy_id) for e in said] == [
+            ("one", "m1"),
+            ("four", "m4"),  # live after the rejoin; page 2 brings it again: skipped
+            ("two", "m2"),
+            ("three", "m3"),
+            ("five", "m5"),
+        ]
+        for event in said[2:4]:  # history: a delay stamp with the server's time
+            sent = parse_timestamp(dict((t, s) for _, s, t in SAID)[event.text])
+            assert isinstance(sent, datetime) and event.timestamp == sent == event.sent
+        asked = server.lines.matching(lambda t: t.startswith("CHATHISTORY"))
+        assert asked == [
+            "CHATHISTORY AFTER #room msgid=m1 :2",
+            "CHATHISTORY AFTER #room msgid=m3 :2",
+        ]
+        notices = [e.text for e in sink.items if isinstance(e, events.Message) and e.sender == room]
+        assert not [text for text in notices if "was not in" in text]
+        await harness.close()
