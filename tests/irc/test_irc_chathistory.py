@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from irc_helpers import SERVER, Harness, ScriptedIrcd
+from irc_helpers import SERVER, Harness, MemoryStore, RecordingSink, ScriptedIrcd
 
 from bridges import events
+from bridges.base import Account
+from bridges.irc.gaps import SEEN_KIND
 from bridges.irc.protocol import Line
 from bridges.irc.settings import STATE_KEY
 from bridges.timestamps import parse_timestamp
@@ -30,7 +32,8 @@ def tagged(msgid: str, time: str, text: str, batch: str = "") -> str:
     return f"@{tags}msgid={msgid};time={time} :bob!b@h PRIVMSG #room :{text}"
 
 
-def history_server() -> ScriptedIrcd:
+def history_server(live: bool = True) -> ScriptedIrcd:
+    """`live`: the first join sees m1 live, the second m4 before history is asked."""
     joins = 0
 
     def script(line: str) -> list[str]:
@@ -52,8 +55,7 @@ def history_server() -> ScriptedIrcd:
                 ":srv 353 alice = #room :alice bob",
                 ":srv 366 alice #room :End of NAMES",
             ]
-            # The first connection sees m1 live; the second m4, before history is asked.
-            return [*names, tagged(*SAID[0] if joins == 1 else SAID[3])]
+            return [*names, *([tagged(*SAID[0] if joins == 1 else SAID[3])] if live else [])]
         asked = Line.parse(line)
         if asked.command == "CHATHISTORY" and asked.params[:2] == ["AFTER", "#room"]:
             after, limit = asked.param(2).removeprefix("msgid="), int(asked.param(3))
@@ -102,4 +104,32 @@ async def test_reconnect_fetches_missed_lines_once_in_order_paging_without_gap_n
         ]
         notices = [e.text for e in sink.items if isinstance(e, events.Message) and e.sender == room]
         assert not [text for text in notices if "was not in" in text]
+        await harness.close()
+
+
+async def test_a_gateway_restart_fetches_after_the_msgid_its_record_kept():
+    async with history_server(live=False) as server:
+        harness = Harness(server)
+        account = Account(
+            "alice@localhost",
+            "irc",
+            settings={"nick": "alice"},
+            state={STATE_KEY: {SERVER: {"persistent": ["#room"]}}},
+        )
+        store = MemoryStore(account)
+        record = {"at": "2026-12-01T10:01:30+00:00", "msgid": "m2"}
+        store.records[SEEN_KIND, f"{SERVER} #room"] = record
+        sink = RecordingSink()
+        session = harness.bridge().create_session(account, sink, store)
+        await session.start()
+        harness.sessions.append(session)  # type: ignore[arg-type]
+
+        await sink.wait_event(events.Message, text="five")
+        said = [e.legacy_id for e in sink.items if isinstance(e, events.Message) and e.nick]
+        assert said == ["m3", "m4", "m5"]
+        assert server.lines.matching(lambda t: t.startswith("CHATHISTORY")) == [
+            "CHATHISTORY AFTER #room msgid=m2 :2",
+            "CHATHISTORY AFTER #room msgid=m4 :2",  # the first page was full: an empty one
+        ]
+        assert store.records[SEEN_KIND, f"{SERVER} #room"]["msgid"] == "m2"
         await harness.close()
