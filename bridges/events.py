@@ -42,7 +42,9 @@ class Message:
     `msgid`), which keeps a line the network replays from being archived twice;
     `timestamp` is set only for a line that was held back (it becomes a delay stamp),
     `sent` whenever the network says when the line was sent (IRCv3 server-time), for
-    the archive.
+    the archive. `highlight`: a room line that names the user (their nick there) and
+    should reach them as a private message when none of their clients is in the room;
+    the bridge sets it only for users who want that.
     """
 
     sender: Address
@@ -54,6 +56,7 @@ class Message:
     timestamp: datetime | None = None
     kind: MessageKind = MessageKind.MESSAGE
     sent: datetime | None = None
+    highlight: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ CONFERENCE_NS = "jabber:x:conference"
 SELF_PING_OPTIMIZATION = MUC_NS + "#self-ping-optimization"
 """XEP-0410: the service answers occupant pings itself (see `check_occupant`)."""
 SID_NS = "urn:xmpp:sid:0"
+HINTS_NS = "urn:xmpp:hints"
 MAM_NS = "urn:xmpp:mam:2"
 ARCHIVE_FEATURES = (MAM_NS, MAM_NS + "#extended", SID_NS)
 
@@ -429,8 +430,23 @@ class GroupChats:
         if state is None or not state.resources:
             if self.archive is not None:
                 self.archive.add(line)  # served as history on the next join
+            if event.highlight:
+                self._send(self._highlight(user, room, line, event.timestamp))
             return
         self._archive_and_send(state, line, delayed=event.timestamp is not None)
+
+    def _highlight(self, user: str, room: Address, line: Line, sent: datetime | None) -> Message:
+        """A line naming the user while none of their clients is in the room, as a
+        private message from the occupant to their bare JID: their server keeps it
+        offline (a groupchat message to nobody would be dropped) and phones notify."""
+        message = Message()
+        message["from"], message["to"] = self.room_jid(room, line.nick), user
+        message["type"], message["body"], message["id"] = "chat", line.body, uuid.uuid4().hex
+        ET.SubElement(message.xml, f"{{{MUC_USER_NS}}}x")  # XEP-0045 §7.5: a room PM
+        ET.SubElement(message.xml, f"{{{HINTS_NS}}}store")
+        if sent is not None:
+            add_delay(message, sent, str(self.room_jid(room)))
+        return message
 
     def _archive_and_send(self, state: RoomState, line: Line, *, delayed: bool = False) -> None:
         """Queue `line` for the archive, then send it to every joined resource.

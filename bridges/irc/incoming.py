@@ -26,7 +26,8 @@ from bridges.irc.formatting import (
     to_styling,
 )
 from bridges.irc.options import IrcOptions
-from bridges.irc.protocol import Line, casefold, is_channel
+from bridges.irc.protocol import Line, casefold, is_channel, names_nick
+from bridges.irc.settings import NetworkSettings
 from bridges.timestamps import parse_timestamp
 
 Deliver = Callable[[events.Event], Awaitable[None]]
@@ -73,6 +74,7 @@ class IncomingLines:
     _welcome: list[tuple[str, str]]
     _greeted: bool
     _server_version: str
+    settings: NetworkSettings | None
     _history_batches: dict[str, tuple[Channel, list[Line]]]
     """Open `chathistory` batches by id: the channel and the lines collected so far."""
     conn: IrcConnection | None
@@ -394,6 +396,7 @@ class IncomingLines:
                         timestamp=(sent or datetime.now(UTC)) if history else _replayed(line),
                         kind=kind,
                         sent=sent,
+                        highlight=self._highlights(line.nick, text),
                     )
                 )
                 return
@@ -404,6 +407,11 @@ class IncomingLines:
         else:
             sender = make_address(line.nick, self.server)
             await self.deliver(events.Message(sender, text, timestamp=_replayed(line)))
+
+    def _highlights(self, sender: str, text: str) -> bool:
+        """A line by someone else naming our nick, for a user who wants to hear of it."""
+        wanted = self.settings is None or self.settings.highlights
+        return wanted and casefold(sender) != casefold(self.nick) and names_nick(text, self.nick)
 
     def _answer_ctcp(self, nick: str, command: str, argument: str) -> None:
         replies = {

@@ -52,6 +52,19 @@ def casefold(name: str) -> str:
 
 
 _RFC1459 = str.maketrans("[]\\~", "{}|^")
+_NICK_CHAR = r"[A-Za-z0-9\[\]\\`_^{|}~-]"
+
+
+def names_nick(text: str, nick: str) -> bool:
+    """Whether `text` names `nick` as a whole word, under RFC 1459 case mapping.
+
+    "dora: ping" and "hi Dora!" name dora; "doras" and "adora" do not. The nick
+    characters `[]\\` etc. count as part of a word, so `dora_` is someone else.
+    """
+    if not nick:
+        return False
+    word = re.escape(casefold(nick))
+    return re.search(f"(?<!{_NICK_CHAR}){word}(?!{_NICK_CHAR})", casefold(text)) is not None
 
 
 def decode(data: bytes, fallback: str = "latin-1") -> str:

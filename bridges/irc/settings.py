@@ -50,6 +50,9 @@ class NetworkSettings:
     persistent: tuple[str, ...] = ()
     """Channels to stay in while the user is offline."""
     encoding: str = "latin-1"
+    highlights: bool = True
+    """Lines naming the nick, while no client of the user is in the room, also come
+    as private messages (kept offline by the user's server, so phones are notified)."""
     server_password: str = ""
     sasl_password: str = ""
     nickserv_password: str = ""
@@ -106,6 +109,14 @@ def settings_fields(options: IrcOptions, current: NetworkSettings) -> list[FormF
             default=list(current.persistent),
         ),
         FormField("encoding", "Charset of lines that are not UTF-8", default=current.encoding),
+        FormField(
+            "highlights",
+            "Send lines naming my nick as private messages while none of my clients is in "
+            "the room",
+            type="boolean",
+            default=current.highlights,
+            datatype="xs:boolean",
+        ),
         FormField("server_password", "Server password (PASS)", type="text-private"),
         FormField("sasl_password", "SASL PLAIN password (account = nick)", type="text-private"),
         FormField("nickserv_password", "NickServ IDENTIFY password", type="text-private"),
@@ -152,7 +163,7 @@ def check_values(values: Mapping[str, Any], max_nick: int) -> dict[str, Any]:
         if bad:
             raise BridgeError(f"{name}: not channel names: {', '.join(bad)}", "not-acceptable")
         clean[name] = [c for c in channels if c]
-    for name in ("tls", "tls_verify"):
+    for name in ("tls", "tls_verify", "highlights"):
         if values.get(name) is not None:
             clean[name] = bool(values[name])
     return clean

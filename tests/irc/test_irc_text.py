@@ -13,7 +13,7 @@ from bridges.irc.formatting import (
     strip_formatting,
     to_styling,
 )
-from bridges.irc.protocol import Line, casefold, decode, format_line, is_valid_nick
+from bridges.irc.protocol import Line, casefold, decode, format_line, is_valid_nick, names_nick
 
 
 def test_line_parsing():
@@ -110,3 +110,25 @@ def test_server_modes_from_isupport():
         (False, "l", None),
         (True, "k", "key"),
     ]
+
+
+def test_chathistory_limit_from_isupport():
+    modes = ServerModes()
+    assert not modes.chathistory
+    modes.apply_isupport(["CHATHISTORY=1000"])
+    assert modes.chathistory and modes.chathistory_limit == 1000
+
+
+@pytest.mark.parametrize(
+    ("text", "nick", "named"),
+    [
+        ("dora: ping", "dora", True),
+        ("hi DORA!", "dora", True),
+        ("ping [x]", "{X}", True),  # RFC 1459: [ is the upper case of {
+        ("adora and doras", "dora", False),
+        ("dora_ is someone else", "dora", False),
+        ("x-dora", "dora", False),
+    ],
+)
+def test_names_nick_as_a_whole_word(text, nick, named):
+    assert names_nick(text, nick) is named

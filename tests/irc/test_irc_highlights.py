@@ -1,0 +1,93 @@
+"""Highlights while away, through Prosody: a line naming the user's nick in a
+persistent channel, while none of their clients is in the room, also comes as a
+private message from the room occupant, which Prosody keeps offline (mod_offline)."""
+
+from __future__ import annotations
+
+from irc_helpers import IrcPeer
+from registration_helpers import register_and_subscribe
+from slixmpp import Message
+from test_irc_e2e import (  # noqa: F401 - fixtures used by name
+    IRC_JID,
+    PASSWORD,
+    ROOM,
+    gateway_app,
+    groupchat,
+    irc_user,
+    is_self_presence,
+    join_presence,
+    login,
+    peers,
+    run_settings_command,
+    servers,
+    stack,
+    wait_away,
+)
+from xmpp_client import TestClient
+
+from bridges.irc.session import OFFLINE_AWAY
+
+
+def chat_from_bob(body: str):  # type: ignore[no-untyped-def]
+    return lambda s: (
+        isinstance(s, Message)
+        and s["type"] == "chat"
+        and s["from"].full == f"{ROOM}/bob"
+        and s["body"] == body
+    )
+
+
+async def go_offline(client: TestClient, bob: IrcPeer) -> None:
+    await client.close()
+    await wait_away(bob, "dora", OFFLINE_AWAY)  # the gateway knows: no client in the room
+
+
+async def back_in_room(prosody, jid: str, resource: str, history: str) -> TestClient:  # type: ignore[no-untyped-def]
+    """Log in (offline messages arrive with the initial presence) and rejoin, until
+    the room's history shows `history`: every chat message would have come before."""
+    client = await login(prosody, jid, resource)
+    join_presence(client, "dora")
+    await client.wait_for(is_self_presence)
+    await client.wait_for(groupchat(history))
+    return client
+
+
+def room_chats(client: TestClient) -> list[str]:
+    """Bodies of the private messages from room occupants that arrived so far."""
+    return [
+        s["body"]
+        for s in client.stanzas
+        if isinstance(s, Message) and s["type"] == "chat" and s["from"].bare == ROOM
+    ]
+
+
+async def test_a_line_naming_the_user_while_away_arrives_from_offline_storage(
+    stack,  # noqa: F811
+    peers,  # noqa: F811
+):
+    prosody, ngircd = stack
+    bob = await irc_user(ngircd, peers, "bob", "#room")
+    jid = await prosody.register("dora", PASSWORD)
+    client = await login(prosody, jid, "pc")
+    await register_and_subscribe(client, IRC_JID, nick="dora")
+    await run_settings_command(client, f"127.0.0.1@{IRC_JID}", persistent="#room")
+    join_presence(client, "dora")
+    await client.wait_for(is_self_presence)
+    bob.conn.privmsg("#room", "dora: while you are here")
+    await client.wait_for(groupchat("dora: while you are here"))
+    await go_offline(client, bob)
+
+    bob.conn.privmsg("#room", "just chatting, adora")
+    bob.conn.privmsg("#room", "Dora: ping")
+    phone = await back_in_room(prosody, jid, "phone", "Dora: ping")
+    ping = await phone.wait_for(chat_from_bob("Dora: ping"))
+    assert ping.xml.find("{http://jabber.org/protocol/muc#user}x") is not None
+    assert ping.xml.find("{urn:xmpp:delay}delay") is not None  # stored offline by Prosody
+    assert room_chats(phone) == []  # neither "just chatting" nor the line said live
+
+    await run_settings_command(phone, f"127.0.0.1@{IRC_JID}", highlights="false")
+    await go_offline(phone, bob)
+    bob.conn.privmsg("#room", "dora: are you there?")
+    laptop = await back_in_room(prosody, jid, "laptop", "dora: are you there?")
+    assert room_chats(laptop) == []
+    await laptop.close()
