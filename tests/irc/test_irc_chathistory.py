@@ -7,9 +7,23 @@ the capability with `batch`, `server-time` and `message-tags`, announces
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
+import pytest
 from irc_helpers import SERVER, Harness, MemoryStore, RecordingSink, ScriptedIrcd
+from registration_helpers import register_and_subscribe
+from slixmpp import Message
+from test_irc_e2e import (
+    IRC_JID,
+    IRC_SECRET,
+    PASSWORD,
+    groupchat,
+    is_self_presence,
+    join_presence,
+    login,
+)
 
 from bridges import events
 from bridges.base import Account
@@ -17,6 +31,7 @@ from bridges.irc.gaps import SEEN_KIND
 from bridges.irc.protocol import Line
 from bridges.irc.settings import STATE_KEY
 from bridges.timestamps import parse_timestamp
+from component.devstack.prosody import Prosody
 
 CAPS = "batch draft/chathistory message-tags server-time"
 SAID = [  # (msgid, server-time, text), what #room saw; the gateway was away for m2-m4
@@ -32,7 +47,7 @@ def tagged(msgid: str, time: str, text: str, batch: str = "") -> str:
     return f"@{tags}msgid={msgid};time={time} :bob!b@h PRIVMSG #room :{text}"
 
 
-def history_server(live: bool = True) -> ScriptedIrcd:
+def history_server(live: bool = True, nick: str = "alice") -> ScriptedIrcd:
     """`live`: the first join sees m1 live, the second m4 before history is asked."""
     joins = 0
 
@@ -44,16 +59,16 @@ def history_server(live: bool = True) -> ScriptedIrcd:
             return [f":srv CAP * ACK :{CAPS}"]
         if line == "CAP END":
             return [
-                ":srv 001 alice :Welcome",
-                ":srv 005 alice CHATHISTORY=2 :are supported",
-                ":srv 376 alice :End of MOTD",
+                f":srv 001 {nick} :Welcome",
+                f":srv 005 {nick} CHATHISTORY=2 :are supported",
+                f":srv 376 {nick} :End of MOTD",
             ]
         if line == "JOIN :#room":
             joins += 1
             names = [
-                ":alice!a@h JOIN #room",
-                ":srv 353 alice = #room :alice bob",
-                ":srv 366 alice #room :End of NAMES",
+                f":{nick}!a@h JOIN #room",
+                f":srv 353 {nick} = #room :{nick} bob",
+                f":srv 366 {nick} #room :End of NAMES",
             ]
             return [*names, *([tagged(*SAID[0] if joins == 1 else SAID[3])] if live else [])]
         asked = Line.parse(line)
@@ -133,3 +148,46 @@ async def test_a_gateway_restart_fetches_after_the_msgid_its_record_kept():
         ]
         assert store.records[SEEN_KIND, f"{SERVER} #room"]["msgid"] == "m2"
         await harness.close()
+
+
+@pytest.fixture
+async def prosody() -> AsyncIterator[Prosody]:
+    async with Prosody(components={IRC_JID: IRC_SECRET}) as server:
+        yield server
+
+
+async def test_missed_lines_reach_the_xmpp_client_once_as_delayed_history(
+    prosody: Prosody, gateway_factory: Any
+) -> None:
+    async with history_server(nick="dora") as server:
+        irc = {
+            "jid": IRC_JID,
+            "secret": IRC_SECRET,
+            "port": server.port,
+            "tls": False,
+            "reconnect_initial_delay": 0.2,
+            "allowed_servers": [SERVER],
+        }
+        await gateway_factory(prosody, bridges={"irc": irc})
+        jid = await prosody.register("dora", PASSWORD)
+        client = await login(prosody, jid, "pc")
+        await register_and_subscribe(client, IRC_JID, nick="dora")
+        join_presence(client, "dora")
+        await client.wait_for(is_self_presence)
+        await client.wait_for(groupchat("one"))
+
+        server.drop()
+        await client.wait_for(groupchat("five"))
+        said = [
+            s
+            for s in client.stanzas
+            if isinstance(s, Message) and s["type"] == "groupchat" and s["from"].resource == "bob"
+        ]
+        assert [s["body"] for s in said] == ["four", "two", "three"]  # "one" and "five" taken
+        for stanza, (_, time, _) in zip(said[1:], SAID[1:3], strict=True):
+            delay = stanza.xml.find("{urn:xmpp:delay}delay")
+            assert delay is not None and delay.get("stamp") == time.replace(".000", "")
+            assert stanza.xml.find("{urn:xmpp:sid:0}stanza-id") is not None  # archived
+        notices = [s["body"] for s in client.stanzas if isinstance(s, Message)]
+        assert not [body for body in notices if "was not in" in (body or "")]
+        await client.close()
