@@ -457,9 +457,8 @@ class IncomingLines:
             ch = self.channels.get(casefold(name))
             if ch is not None and ch.fetch is not None:
                 ch.fetch = None
-                await self.deliver(
-                    events.Message(ch.address, f"{self.server} sent no history: {line.param(-1)}")
-                )
+                text = f"{self.server} did not send what {ch.name} said while the gateway was away"
+                await self.deliver(events.Message(ch.address, f"{text}: {line.param(-1)}"))
 
     async def _irc_invite(self, line: Line) -> None:
         room, by = make_address(line.param(1), self.server), make_address(line.nick, self.server)

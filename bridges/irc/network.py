@@ -141,6 +141,7 @@ class Network(IncomingLines):
         await conn.connect()
         self.conn, self.nick, self.userhost = conn, conn.nick, None
         self._in_welcome, self._welcome = True, []
+        self._history_batches = {}  # batch ids are per connection
         for line in conn.welcome:
             await self._on_line(line)
         if settings.nickserv_password:

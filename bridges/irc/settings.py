@@ -111,8 +111,7 @@ def settings_fields(options: IrcOptions, current: NetworkSettings) -> list[FormF
         FormField("encoding", "Charset of lines that are not UTF-8", default=current.encoding),
         FormField(
             "highlights",
-            "Send lines naming my nick as private messages while none of my clients is in "
-            "the room",
+            "Send lines naming my nick as private messages while none of my clients is in the room",
             type="boolean",
             default=current.highlights,
             datatype="xs:boolean",

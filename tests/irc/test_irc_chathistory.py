@@ -150,6 +150,30 @@ async def test_a_gateway_restart_fetches_after_the_msgid_its_record_kept():
         await harness.close()
 
 
+async def test_a_refused_history_request_is_told_in_the_room():
+    def script(line: str) -> list[str]:
+        if line.startswith("CHATHISTORY"):
+            return [":srv FAIL CHATHISTORY MESSAGE_ERROR AFTER #room :history is off"]
+        return base(line)
+
+    async with history_server() as server:
+        base, server.script = server.script, script
+        harness = Harness(server)
+        _, sink = await harness.session(
+            "alice", state={STATE_KEY: {SERVER: {"persistent": ["#room"]}}}
+        )
+        await sink.wait_event(events.Message, text="one")
+        server.drop()
+        refused = await sink.wait_for(
+            lambda e: isinstance(e, events.Message) and "did not send" in e.text
+        )
+        assert refused.sender == harness.room("#room")
+        assert refused.text == (
+            "127.0.0.1 did not send what #room said while the gateway was away: history is off"
+        )
+        await harness.close()
+
+
 @pytest.fixture
 async def prosody() -> AsyncIterator[Prosody]:
     async with Prosody(components={IRC_JID: IRC_SECRET}) as server:
