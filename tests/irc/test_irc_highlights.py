@@ -4,7 +4,7 @@ private message from the room occupant, which Prosody keeps offline (mod_offline
 
 from __future__ import annotations
 
-from irc_helpers import IrcPeer
+from irc_helpers import SERVER, Harness, IrcPeer, ScriptedIrcd
 from registration_helpers import register_and_subscribe
 from slixmpp import Message
 from test_irc_e2e import (  # noqa: F401 - fixtures used by name
@@ -25,7 +25,9 @@ from test_irc_e2e import (  # noqa: F401 - fixtures used by name
 )
 from xmpp_client import TestClient
 
+from bridges import events
 from bridges.irc.session import OFFLINE_AWAY
+from bridges.irc.settings import STATE_KEY
 
 
 def chat_from_bob(body: str):  # type: ignore[no-untyped-def]
@@ -91,3 +93,32 @@ async def test_a_line_naming_the_user_while_away_arrives_from_offline_storage(
     laptop = await back_in_room(prosody, jid, "laptop", "dora: are you there?")
     assert room_chats(laptop) == []
     await laptop.close()
+
+
+async def test_the_bridge_marks_lines_naming_the_nick_unless_switched_off():
+    def script(line: str) -> list[str]:
+        replies = {
+            "CAP LS 302": [":srv CAP * LS :"],
+            "CAP END": [":srv 001 dora :Welcome", ":srv 376 dora :End of MOTD"],
+            "JOIN :#room": [
+                ":dora!d@h JOIN #room",
+                ":srv 353 dora = #room :dora bob",
+                ":srv 366 dora #room :End of NAMES",
+                ":bob!b@h PRIVMSG #room :DORA: ping",
+                ":bob!b@h PRIVMSG #room :adora is someone else",
+                ":dora!d@h PRIVMSG #room :dora talks about herself",
+                ":bob!b@h NOTICE #room :end",
+            ],
+        }
+        return replies.get(line, [])
+
+    for switch, expected in ((None, [True, False, False]), (False, [False, False, False])):
+        async with ScriptedIrcd(script) as server:
+            harness = Harness(server)
+            state = {} if switch is None else {STATE_KEY: {SERVER: {"highlights": switch}}}
+            session, sink = await harness.session("dora", user="dora@localhost", state=state)
+            await session.join(harness.room("#room"), "dora")
+            await sink.wait_event(events.Message, text="end")
+            said = [e for e in sink.items if isinstance(e, events.Message) and e.text != "end"]
+            assert [e.highlight for e in said if e.nick] == expected
+            await harness.close()
