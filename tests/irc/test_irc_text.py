@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from bridges.irc.channel import ServerModes
+from bridges.irc.chathistory import Anchor, request
 from bridges.irc.formatting import (
     outgoing_lines,
     parse_ctcp,
@@ -110,6 +113,13 @@ def test_server_modes_from_isupport():
         (False, "l", None),
         (True, "k", "key"),
     ]
+
+
+def test_chathistory_request_by_msgid_else_by_server_time():
+    at = datetime(2026, 12, 1, 10, 0, 5, 250000, tzinfo=timezone(timedelta(hours=1)))
+    assert request("#room", Anchor("m1", at), 50) == ("AFTER", "#room", "msgid=m1", "50")
+    by_time = request("#room", Anchor(None, at), 50)
+    assert by_time == ("AFTER", "#room", "timestamp=2026-12-01T09:00:05.250Z", "50")
 
 
 def test_chathistory_limit_from_isupport():
