@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bridges.irc.protocol import Line
+from bridges.irc.protocol import Line, casefold
 from bridges.timestamps import parse_timestamp
 
 NEEDED_CAPS = frozenset({"draft/chathistory", "batch", "server-time", "message-tags"})
@@ -67,12 +67,14 @@ class Fetch:
         if msgid and len(self.shown) < MAX_SHOWN:
             self.shown.add(msgid)
 
-    def fresh(self, lines: list[Line]) -> list[Line]:
-        """The text lines of a page not shown yet, in the server's order."""
+    def fresh(self, lines: list[Line], channel: str) -> list[Line]:
+        """The text lines to `channel` of a page not shown yet, in the server's order."""
         out = []
         for line in lines:
             msgid = line.tags.get("msgid") or None
-            if line.command not in TEXT_COMMANDS or (msgid and msgid in self.shown):
+            if line.command not in TEXT_COMMANDS or casefold(line.param(0)) != casefold(channel):
+                continue
+            if msgid and msgid in self.shown:
                 continue
             if msgid:
                 self.shown.add(msgid)

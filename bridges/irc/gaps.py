@@ -5,9 +5,9 @@ a crash or a lost IRC connection leaves a gap. Networks without chat history can
 fill it, so the room gets one notice with the gap's start and end. The start is the
 last time the gateway noted it was in the channel (at a clean stop, at a lost
 connection, and every `last_seen_interval` seconds), kept as an `AccountStore` record.
-Servers that announce IRCv3 CHATHISTORY get no notice. InspIRCd's channel history
-(+H) announces nothing: its rooms get the notice, then the lines it replays, which is
-why the notice says "may be missing".
+Servers the gateway fetches chat history from (`chathistory`) get no notice. InspIRCd's
+channel history (+H) announces nothing: its rooms get the notice, then the lines it
+replays, which is why the notice says "may be missing".
 """
 
 from __future__ import annotations

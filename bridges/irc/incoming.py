@@ -86,7 +86,7 @@ class IncomingLines:
     def send(self, command: str, *params: str) -> None:
         raise NotImplementedError
 
-    async def _gap_notice(self, ch: Channel) -> str | None:
+    async def _catch_up(self, ch: Channel) -> str | None:
         raise NotImplementedError
 
     async def _history_page(self, ch: Channel, lines: list[Line]) -> None:
@@ -218,7 +218,7 @@ class IncomingLines:
         before, ch.members, ch.names, ch.synced = ch.members, ch.names, {}, True
         if self.conn is not None and "away-notify" in self.conn.caps:
             self.send("WHO", ch.name)  # who is away now; AWAY lines keep it current
-        gap = await self._gap_notice(ch)
+        gap = await self._catch_up(ch)
         if not ch.rejoining:
             await self.deliver(self._joined_event(ch))
             own = ch.member(self.nick)

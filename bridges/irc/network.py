@@ -341,7 +341,7 @@ class Network(IncomingLines):
                 return
             await self._note_seen()
 
-    async def _gap_notice(self, ch: Channel) -> str | None:
+    async def _catch_up(self, ch: Channel) -> str | None:
         """At a join: fetch what the channel said since the last line seen, where the
         server offers chat history; else, for a persistent channel, the text saying
         when we were not in it. A persistent channel is then noted as in."""
@@ -369,14 +369,22 @@ class Network(IncomingLines):
         fetch = ch.fetch
         if fetch is None:
             return
-        for line in fetch.fresh(lines):
+        for line in fetch.fresh(lines, ch.name):
             await self._on_text(line, notice=line.command == "NOTICE", history=True)
         last = Anchor.of(lines[-1]) if lines else Anchor()
         full = len(lines) >= self.modes.chathistory_limit
         if full and last and fetch.pages < MAX_PAGES and self.connected:
             self._ask_history(ch, last)
-        else:
-            ch.fetch = None
+            return
+        ch.fetch = None
+        if full and last:
+            await self.deliver(
+                events.Message(
+                    ch.address,
+                    f"Fetched {fetch.pages} pages of history from {self.server}, the most the "
+                    "gateway asks for: the newest lines said while it was away may be missing.",
+                )
+            )
 
     def send(self, command: str, *params: str) -> None:
         if self.conn is None or self.conn.closed.is_set():

@@ -27,6 +27,7 @@ from test_irc_e2e import (
 
 from bridges import events
 from bridges.base import Account
+from bridges.irc.chathistory import MAX_PAGES
 from bridges.irc.gaps import SEEN_KIND
 from bridges.irc.protocol import Line
 from bridges.irc.settings import STATE_KEY
@@ -171,6 +172,34 @@ async def test_a_refused_history_request_is_told_in_the_room():
         assert refused.text == (
             "127.0.0.1 did not send what #room said while the gateway was away: history is off"
         )
+        await harness.close()
+
+
+async def test_a_server_with_endless_history_is_asked_at_most_max_pages_times():
+    served = 0
+
+    def script(line: str) -> list[str]:
+        nonlocal served
+        if not line.startswith("CHATHISTORY"):
+            return base(line)
+        page = []
+        for _ in range(2):  # always a full page of new lines
+            served += 1
+            page.append(tagged(f"x{served}", "2026-12-01T10:05:00.000Z", f"line {served}", "b"))
+        return [":srv BATCH +b chathistory #room", *page, ":srv BATCH -b"]
+
+    async with history_server() as server:
+        base, server.script = server.script, script
+        harness = Harness(server)
+        _, sink = await harness.session(
+            "alice", state={STATE_KEY: {SERVER: {"persistent": ["#room"]}}}
+        )
+        await sink.wait_event(events.Message, text="one")
+        server.drop()
+        await sink.wait_for(lambda e: isinstance(e, events.Message) and "pages" in e.text)
+        assert len(server.lines.matching(lambda t: t.startswith("CHATHISTORY"))) == MAX_PAGES
+        history = [e for e in sink.items if isinstance(e, events.Message) and e.nick == "bob"]
+        assert len(history) == 2 + 2 * MAX_PAGES  # "one", "four" live, every line fetched
         await harness.close()
 
 
