@@ -31,6 +31,7 @@ from component.disco import Disco
 from component.errors import registration_text, stanza_error
 from component.lanes import Handler, Lanes
 from component.outbound import RECEIPTS_NS, Outbound
+from component.ratelimit import RateLimit
 from component.registration import Registration
 from component.sessions import ResourcePresence, SessionManager, UserSink
 from component.store import AccountStorage, Store
@@ -107,6 +108,7 @@ class Gateway(ComponentXMPP):
         allowed_domains: list[str],
         archive: Archive | None = None,
         history_stanzas: int = 20,
+        registration_limit: RateLimit,
     ) -> None:
         super().__init__(jid, secret)  # type: ignore[no-untyped-call]  # via super(): not excluded
         self.bridge = bridge
@@ -140,7 +142,7 @@ class Gateway(ComponentXMPP):
             self.groups.on_event if self.groups else None,
         )
         self.sessions = SessionManager(bridge, store, self._make_sink)
-        self.registration = Registration(self, allowed_domains)
+        self.registration = Registration(self, allowed_domains, registration_limit)
         self.commands = AdHocCommands(self)
         self.disco = Disco(self)
         self.lanes = Lanes(bridge.name)

@@ -40,6 +40,8 @@ def gateway_config(prosody: Prosody, db_path: Path, **overrides: Any) -> dict[st
         "secret_key": generate_key(),
         "allowed_domains": [prosody.domain],
         "reconnect": {"initial_delay": 0.1, "max_delay": 0.5, "auth_failure_delay": 0.5},
+        # One shared gateway registers every test's users within a minute or two.
+        "registration_limit": {"per_user": 20, "total": 100_000},
         "bridges": {
             "fake": {"jid": FAKE_JID, "secret": FAKE_SECRET, "plugin": "fake_bridge:FakeBridge"}
         },

@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ipaddress
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +22,7 @@ from dataclasses import dataclass
 
 from bridges.fairness import TimeSlice
 from bridges.irc.protocol import Line, decode, format_line, is_valid_nick
+from bridges.reachability import is_public, resolved_addresses
 
 LineHandler = Callable[[Line], Awaitable[None]]
 READ_LIMIT = 64 * 1024
@@ -144,16 +143,13 @@ class IrcConnection:
         cannot change between the check and the connect.
         """
         p = self.params
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            p.host, p.port, type=socket.SOCK_STREAM
-        )
-        addresses = [str(info[4][0]) for info in infos]
+        addresses = await resolved_addresses(p.host, p.port)
         if p.public_only:
-            addresses = [a for a in addresses if ipaddress.ip_address(a).is_global]
+            addresses = [a for a in addresses if is_public(a)]
             if not addresses:
                 raise ConnectionRefusedError(f"{p.host} is not on a public network")
         failure: OSError | None = None
-        for address in dict.fromkeys(addresses):
+        for address in addresses:
             try:
                 return await asyncio.open_connection(
                     address,

@@ -56,6 +56,7 @@ async def stack(mail: MailServer, gateway_factory: Any) -> AsyncIterator[Stack]:
             "jid": MAIL_JID,
             "secret": MAIL_SECRET,
             "ca_file": str(mail.ca_file),
+            "allowed_hosts": [mail.host],
             "timeout": 10.0,
             "reconnect_min": 0.2,
             "reconnect_max": 1.0,

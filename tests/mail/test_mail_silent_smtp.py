@@ -97,6 +97,7 @@ class Stack:
             "jid": MAIL_JID,
             "secret": MAIL_SECRET,
             "ca_file": str(mail.ca_file),
+            "allowed_hosts": [mail.host],
             "timeout": SMTP_TIMEOUT,
             "retry_min": 0.3,
             "retry_max": 1.0,
