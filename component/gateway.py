@@ -30,6 +30,7 @@ from component.commands import AdHocCommands
 from component.disco import Disco
 from component.errors import registration_text, stanza_error
 from component.lanes import Handler, Lanes
+from component.nick_resources import to_nick
 from component.outbound import RECEIPTS_NS, Outbound
 from component.ratelimit import RateLimit
 from component.registration import Registration
@@ -350,7 +351,8 @@ class Gateway(ComponentXMPP):
                 await self.groups.on_groupchat(message, session, address)
                 return
             if message["to"].resource:  # XEP-0045 private message to an occupant
-                address = self.bridge.occupant_address(address, message["to"].resource)
+                nick = to_nick(message["to"].resource)
+                address = self.bridge.occupant_address(address, nick)
         if not message["body"]:
             return  # chat states, receipts, markers: nothing to carry over
         if message["id"]:
@@ -390,7 +392,7 @@ class Gateway(ComponentXMPP):
                 session = self.sessions.get(user)
                 if session is None and ptype in ("unavailable", "error"):
                     return
-                session = session or await self.session_for(user, stanza["to"].resource)
+                session = session or await self.session_for(user, to_nick(stanza["to"].resource))
                 await self.groups.on_presence(stanza, session, address)
                 if ptype == "unavailable":
                     await self._left_a_room(user)

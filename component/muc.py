@@ -34,6 +34,7 @@ from bridges.base import Bridge, Session
 from bridges.timestamps import parse_timestamp
 from component.archive import Archive, Line, stanza_id_for
 from component.errors import error_type, stanza_error
+from component.nick_resources import to_nick, to_resource
 from component.xep_0203 import add_delay
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class GroupChats:
     def room_jid(self, room: Address, nick: str | None = None) -> JID:
         jid = JID(f"{self.bridge.format_address(room)}@{self.component_jid}")
         if nick:
-            jid.resource = nick
+            jid.resource = to_resource(nick)
         return jid
 
     def disco_info(self, room: Address) -> RoomInfo:
@@ -208,7 +209,7 @@ class GroupChats:
     async def on_presence(self, presence: Presence, session: Session, room: Address) -> None:
         """Join, nick change or leave for the resource that sent `presence`."""
         full, user = presence["from"].full, presence["from"].bare
-        nick = presence["to"].resource
+        nick = to_nick(presence["to"].resource)
         key = (user, room)
         state = self.rooms.get(key)
         if presence["type"] == "error":
@@ -296,7 +297,7 @@ class GroupChats:
         if not items:
             raise stanza_error("bad-request", "no item in the muc#admin query")
         for item in items:
-            nick, role = item.get("nick"), item.get("role")
+            nick, role = to_nick(item.get("nick") or ""), item.get("role")
             if not nick or not role:
                 raise stanza_error("feature-not-implemented", "only changes by nick and role")
             reason = item.findtext(f"{{{MUC_ADMIN_NS}}}reason") or None
@@ -359,6 +360,7 @@ class GroupChats:
         (after a gateway restart, say); answering for a room they are not in would keep
         them from ever rejoining.
         """
+        nick = to_nick(nick)
         state = self.rooms.get((JID(full_jid).bare, room))
         if state is None or full_jid not in state.resources:
             raise stanza_error("not-acceptable", "you are not in this room; join it again")
@@ -522,7 +524,7 @@ class GroupChats:
             gone = self._occupant_presence(
                 state.room, event.old, resource, renamed.role, [NEW_NICK, *extra], available=False
             )
-            _item(gone).set("nick", event.new)
+            _item(gone).set("nick", to_resource(event.new))
             self._send(gone)
             self._send(
                 self._occupant_presence(

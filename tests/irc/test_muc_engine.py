@@ -520,3 +520,19 @@ async def test_away_occupants_show_away(muc, sent, room):
     await muc.on_event(USER, events.NickChanged(room, "bob", "bobby"))
     await muc.on_event(USER, events.OccupantJoined(room, events.Occupant("bobby", away=True)))
     assert sent[-1]["show"] == "away" and str(sent[-1]["from"]) == f"{ROOM_JID}/bobby"
+
+
+async def test_a_nick_no_jid_resource_can_hold_still_completes_the_join(muc, sent, room):
+    """A hostile server's NAMES with a BEL in a nick used to leave the join unanswered."""
+    session = FakeSession()
+    await muc.on_presence(presence(PHONE, "alice"), session, room)
+    odd = events.Occupant("m\x07llory")
+    await muc.on_event(USER, events.RoomJoined(room, "alice", occupants=(odd,)))
+    assert [str(s["from"]) for s in sent[:2]] == [f"{ROOM_JID}/m%07llory", f"{ROOM_JID}/alice"]
+    assert codes(sent[1]) == {"110"}
+    # Addressed by that resource, the user reaches the nick as IRC knows it.
+    kick = Iq(sfrom=PHONE, sto=ROOM_JID, stype="set")
+    query = ET.SubElement(kick.xml, f"{{{MUC_ADMIN_NS}}}query")
+    ET.SubElement(query, f"{{{MUC_ADMIN_NS}}}item", {"nick": "m%07llory", "role": "none"})
+    await muc.on_iq_admin(kick, session, room)
+    assert ("kick", room, "m\x07llory") in [call[:3] for call in session.calls]
