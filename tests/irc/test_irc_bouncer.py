@@ -2,10 +2,9 @@
 
 Real Prosody, ngIRCd, slixmpp clients and an IRC peer. The gateway runs as its own
 process; it is stopped with SIGTERM or killed with SIGKILL, and started again on the
-same database while the user is offline: the
-IRC side must see the user back in their persistent channels, what is said there must
-wait for the user's next join, and since ngIRCd has no chat history the room must say
-when the gateway was not there.
+same database while the user is offline: the IRC side must see the user back in their
+persistent channels, what is said there must wait for the user's next join, and since
+ngIRCd has no chat history the room must say when the gateway was not there.
 """
 
 from __future__ import annotations
