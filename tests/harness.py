@@ -91,16 +91,15 @@ async def stored_account(config: dict[str, Any], user: str, bridge: str = "fake"
         return await store.get_account(user, bridge)
 
 
-async def archived_bodies(config: dict[str, Any], user: str, bridge: str) -> list[str]:
-    """The room lines the gateway run with `config` has committed to `user`'s archive on
-    `bridge`, oldest first: what a later join or MAM query will be served."""
+async def has_archived(config: dict[str, Any], user: str, bridge: str, body: str) -> bool:
+    """Whether the gateway run with `config` has committed a room line `body` to `user`'s
+    archive on `bridge` (it batches writes): a later join or MAM query will serve it."""
     parsed, _ = parse_config(config, TESTS_DIR)
     query = (
-        select(ArchiveRow.body)
+        select(ArchiveRow.id)
         .join(AccountRow, ArchiveRow.account_id == AccountRow.id)
         .join(UserRow, AccountRow.user_id == UserRow.id)
-        .where(UserRow.jid == user, AccountRow.bridge == bridge)
-        .order_by(ArchiveRow.id)
+        .where(UserRow.jid == user, AccountRow.bridge == bridge, ArchiveRow.body == body)
     )
     async with _engine(parsed.database_url) as engine, engine.connect() as db:
-        return list((await db.scalars(query)).all())
+        return (await db.scalars(query)).first() is not None

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from harness import archived_bodies
+from harness import has_archived
 from irc_helpers import IrcPeer
 from registration_helpers import register_and_subscribe
 from slixmpp import Message
@@ -86,11 +86,6 @@ class Stack:
         """SIGKILL: no chance to write anything on the way out."""
         assert self.gateway is not None
         await self.gateway.kill()
-
-    async def has_archived(self, user: str, body: str) -> bool:
-        """Whether the gateway has committed `body` to `user`'s archive of IRC rooms."""
-        assert self.gateway is not None
-        return body in await archived_bodies(self.gateway.config, user, "irc")
 
 
 @pytest.fixture
@@ -167,17 +162,18 @@ async def test_gateway_restart_rejoins_persistent_channels_without_the_user(
     await stack.stop_gateway()
     await bob.wait_for(lambda e: e.type == "quit" and e.source.nick == "dora")
     bob.conn.privmsg("#room", "said while the gateway was down")
-    await stack.start_gateway()  # nobody is online
+    gateway = await stack.start_gateway()  # nobody is online
 
     await bob.wait_until(lambda: len(joins_of(bob, "dora")) == 2, timeout=15)
     await wait_away(bob, "dora", OFFLINE_AWAY)
-    bob.conn.privmsg("#room", "said while dora was offline")
+    offline_line = "said while dora was offline"
+    bob.conn.privmsg("#room", offline_line)
     # Join only once the gateway has the line: joined first, it would arrive live.
-    await eventually_async(lambda: stack.has_archived(jid, "said while dora was offline"))
+    await eventually_async(lambda: has_archived(gateway.config, jid, "irc", offline_line))
 
     client, seconds = await rejoin(stack, jid, "dora")
     assert seconds < 2  # answered from the live connection, no JOIN on IRC
-    missed = await client.wait_for(groupchat("said while dora was offline"))
+    missed = await client.wait_for(groupchat(offline_line))
     assert missed["from"].resource == "bob"
     assert missed.xml.find("{urn:xmpp:delay}delay") is not None  # discussion history
     notice = await client.wait_for(is_gap_notice)
