@@ -57,6 +57,37 @@ class ConnectParams:
     """Refuse servers that resolve to loopback, private or link-local addresses."""
 
 
+Written = Callable[[], Awaitable[None]]
+Failed = Callable[[str], Awaitable[None]]
+
+
+class Ticket:
+    """One user message, as the lines it became: `written` runs once the last is out.
+
+    So that what the user's client shows as sent (a MUC reflection, a receipt) means
+    "on the IRC server", not "in our queue": lines still queued when the connection
+    goes are `unsent` and are sent again after a reconnect, or `failed` (with a text
+    for the user) when the gateway stops or gives up first.
+    """
+
+    def __init__(self, lines: int, written: Written, failed: Failed) -> None:
+        self.lines = lines
+        self.left = lines
+        self.written = written
+        self.failed = failed
+
+    @property
+    def partly_sent(self) -> bool:
+        """Some but not all of its lines were written (a paste cut off)."""
+        return 0 < self.left < self.lines
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    line: str
+    ticket: Ticket | None = None
+
+
 class TokenBucket:
     """Allows `burst` lines at once, then `rate` per second; waits, never drops."""
 
@@ -104,7 +135,9 @@ class IrcConnection:
         """What the server said while we registered (welcome numerics, MOTD)."""
         self.closed = asyncio.Event()
         self.close_reason = ""
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
+        self._current: Outgoing | None = None
+        """The line the writer has taken off the queue but not yet written."""
         self._inbox: asyncio.Queue[Line | None] = asyncio.Queue()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -274,11 +307,20 @@ class IrcConnection:
 
     # --- sending ---------------------------------------------------------------------
 
-    def send(self, line: str) -> None:
+    def send(self, line: str, ticket: Ticket | None = None) -> None:
         """Queue a line; it leaves in order, paced by the token bucket."""
         if "\r" in line or "\n" in line:
             raise ValueError("one IRC line at a time")
-        self._queue.put_nowait(line)
+        self._queue.put_nowait(Outgoing(line, ticket))
+
+    def unsent(self) -> list[Outgoing]:
+        """The lines not written (once closed: what the connection took with it)."""
+        pending = [] if self._current is None else [self._current]
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+            self._queue.task_done()
+        self._current = None
+        return pending
 
     def _write(self, line: str) -> None:
         assert self._writer is not None
@@ -289,16 +331,27 @@ class IrcConnection:
         turns = TimeSlice()
         try:
             while True:
-                line = await self._queue.get()
+                self._current = item = await self._queue.get()
                 try:
                     await self.bucket.take()
-                    self._write(line)
+                    self._write(item.line)
+                    self._current = None
+                    if item.ticket is not None:
+                        await self._written(item.ticket)
                     await self._writer.drain()
                 finally:
                     self._queue.task_done()
                 await turns.turn()  # an unpaced paste must not hold the other users up
         except (OSError, ConnectionError) as exc:
             self._lost(f"write failed: {exc}")
+
+    async def _written(self, ticket: Ticket) -> None:
+        ticket.left -= 1
+        if ticket.left == 0:
+            try:
+                await ticket.written()
+            except Exception:
+                self.log.exception("failed to report a written message")
 
     # --- receiving -------------------------------------------------------------------
 
