@@ -311,8 +311,12 @@ class GroupChats:
         state = self.rooms.get((user, event.to))
         if state is not None:
             self._archive_and_send(state, line)
-        elif self.archive is not None:
-            self.archive.add(line)  # every resource left meanwhile; it was still sent
+            return
+        # Every resource left meanwhile (the gateway is stopping, the user went): the
+        # sender still learns that its message went out, the archive still has it.
+        if self.archive is not None:
+            self.archive.add(line)
+        self._send(self.line_stanza(event.to, sending.sender.full, line, delayed=False))
 
     def _on_not_sent(self, event: events.DeliveryFailed) -> None:
         """XEP-0045 §7.4 / RFC 6120 §8.3: a message error with the original id, to the
