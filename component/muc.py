@@ -303,11 +303,14 @@ class GroupChats:
             raise
 
     def _on_sent(self, user: str, event: events.Delivered) -> None:
-        """The bridge wrote the message: reflect it, stamped now, and archive it."""
+        """The bridge wrote the message: reflect and archive it, stamped with the
+        network's time and id if it gave them (the echo), else now."""
         sending = self._sending.pop(event.xmpp_id, None)
         if sending is None:
             return
-        line = replace(sending.line, sent=datetime.now(UTC))
+        line = replace(
+            sending.line, sent=event.sent or datetime.now(UTC), legacy_id=event.legacy_id
+        )
         state = self.rooms.get((user, event.to))
         if state is not None:
             self._archive_and_send(state, line)

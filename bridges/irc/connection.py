@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bridges.fairness import TimeSlice
-from bridges.irc.protocol import Line, decode, format_line, is_valid_nick
+from bridges.irc.protocol import Line, casefold, decode, format_line, is_valid_nick
 
 LineHandler = Callable[[Line], Awaitable[None]]
 READ_LIMIT = 64 * 1024
@@ -33,6 +33,11 @@ WANTED_CAPS = frozenset({"multi-prefix", "server-time", "away-notify", "message-
 half-op stays a moderator), when a message was really sent (a bouncer replaying what
 came while the user was away), who in a channel is away, and message tags for the
 `msgid` that keeps a replayed line out of the archive twice."""
+ECHO_CAPS = frozenset({"echo-message", "labeled-response", "batch"})
+"""Used only together: the server's echo of our line, matched by its label, is when
+the user's message counts as sent (with the msgid and time everyone else sees). An echo
+without a label could not be told from the same line replayed after a reconnect, and
+InspIRCd 3 labels an echo only for a client that also has `batch`."""
 
 
 class RegistrationFailed(ConnectionError):
@@ -57,12 +62,13 @@ class ConnectParams:
     """Refuse servers that resolve to loopback, private or link-local addresses."""
 
 
-Written = Callable[[], Awaitable[None]]
+Written = Callable[[Line | None], Awaitable[None]]
 Failed = Callable[[str], Awaitable[None]]
 
 
 class Ticket:
-    """One user message, as the lines it became: `written` runs once the last is out.
+    """One user message, as the lines it became: `written` runs once the last is out
+    (given the server's echo of it, with echo-message).
 
     So that what the user's client shows as sent (a MUC reflection, a receipt) means
     "on the IRC server", not "in our queue": lines still queued when the connection
@@ -147,6 +153,9 @@ class IrcConnection:
         self._offered: dict[str, str] = {}
         self.caps: set[str] = set()
         """IRCv3 capabilities the server acknowledged."""
+        self._echo_wait: dict[str, Ticket] = {}
+        """Labels of the user's lines written but not yet echoed → their message."""
+        self._labels = 0
 
     # --- life ------------------------------------------------------------------------
 
@@ -260,6 +269,8 @@ class IrcConnection:
             if line.param(2) == "*" and len(line.params) > 3:
                 return  # more LS lines follow (302 multi-line reply)
             wanted = sorted(WANTED_CAPS & self._offered.keys())
+            if self._offered.keys() >= ECHO_CAPS:
+                wanted += sorted(ECHO_CAPS)
             if self.params.sasl_password:
                 if _offers_plain(self._offered):
                     wanted.append("sasl")
@@ -334,10 +345,16 @@ class IrcConnection:
                 self._current = item = await self._queue.get()
                 try:
                     await self.bucket.take()
-                    self._write(item.line)
-                    self._current = None
-                    if item.ticket is not None:
-                        await self._written(item.ticket)
+                    if item.ticket is not None and self.echoes:
+                        self._labels += 1
+                        self._echo_wait[label := str(self._labels)] = item.ticket
+                        self._write(f"@label={label} {item.line}")
+                        self._current = None
+                    else:
+                        self._write(item.line)
+                        self._current = None
+                        if item.ticket is not None:
+                            await self._written(item.ticket, None)
                     await self._writer.drain()
                 finally:
                     self._queue.task_done()
@@ -345,13 +362,40 @@ class IrcConnection:
         except (OSError, ConnectionError) as exc:
             self._lost(f"write failed: {exc}")
 
-    async def _written(self, ticket: Ticket) -> None:
+    @property
+    def echoes(self) -> bool:
+        """The server echoes our messages, with the label we give them."""
+        return self.caps >= ECHO_CAPS
+
+    async def _written(self, ticket: Ticket, echo: Line | None) -> None:
         ticket.left -= 1
         if ticket.left == 0:
             try:
-                await ticket.written()
+                await ticket.written(echo)
             except Exception:
                 self.log.exception("failed to report a written message")
+
+    async def _on_echo(self, line: Line) -> bool:
+        """Take the server's echo of one of our lines; False for anything else.
+
+        A labelled echo completes its message; echoes of lines the gateway sent for
+        itself (CTCP replies, NickServ, raw commands) are dropped. Our own lines in a
+        batch are a replay (chat history), not echoes.
+        """
+        if line.command not in ("PRIVMSG", "NOTICE") or not self.echoes or "batch" in line.tags:
+            return False
+        ticket = self._echo_wait.pop(line.tags.get("label") or "", None)
+        if ticket is not None:
+            await self._written(ticket, line)
+            return True
+        return casefold(line.nick) == casefold(self.nick)
+
+    async def report_unechoed(self) -> None:
+        """Once closed: lines written whose echo never came count as written. The
+        server most likely has them, and sending them again could show them twice."""
+        waiting, self._echo_wait = self._echo_wait, {}
+        for ticket in waiting.values():
+            await self._written(ticket, None)
 
     # --- receiving -------------------------------------------------------------------
 
@@ -413,8 +457,11 @@ class IrcConnection:
             await turns.turn()
             if line.command == "ERROR":
                 self.close_reason = line.param(-1)
+            elif line.command == "NICK" and casefold(line.nick) == casefold(self.nick):
+                self.nick = line.param(0, self.nick)  # for telling our echoes apart
             try:
-                await self.on_line(line)
+                if not await self._on_echo(line):
+                    await self.on_line(line)
             except Exception:
                 self.log.exception("failed to handle %r", line)
         self._lost(self.close_reason or "connection closed by the server")

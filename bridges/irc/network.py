@@ -31,8 +31,9 @@ from bridges.irc.formatting import (
 from bridges.irc.gaps import LastSeen, gap_text
 from bridges.irc.incoming import Deliver, IncomingLines
 from bridges.irc.options import IrcOptions
-from bridges.irc.protocol import casefold, format_line, is_channel, nick_from_jid
+from bridges.irc.protocol import Line, casefold, format_line, is_channel, nick_from_jid
 from bridges.irc.settings import RECONNECT_FIELDS, NetworkSettings, load_settings
+from bridges.timestamps import parse_timestamp
 
 
 class Network(IncomingLines):
@@ -246,6 +247,7 @@ class Network(IncomingLines):
         self.conn = None
         reason = conn.close_reason or "connection lost"
         self._held += [item for item in conn.unsent() if item.ticket is not None]
+        await conn.report_unechoed()
         await self._note_seen()
         await self._flush_welcome()
         rooms = [ch for ch in self.channels.values() if ch.joined]
@@ -315,6 +317,7 @@ class Network(IncomingLines):
         if self.conn is not None:
             await self.conn.close(message)
             self._held += [item for item in self.conn.unsent() if item.ticket is not None]
+            await self.conn.report_unechoed()
         self.conn = None
         await self._fail_held(f"the gateway stopped before this was sent to {self.server}")
 
@@ -438,8 +441,16 @@ class Network(IncomingLines):
         DeliveryFailed if the gateway stops first (`_fail_held`)."""
         to = make_address(target, self.server)
 
-        async def written() -> None:
-            await self.deliver(events.Delivered(to, xmpp_id))
+        async def written(echo: Line | None) -> None:
+            tags = echo.tags if echo is not None else {}
+            await self.deliver(
+                events.Delivered(
+                    to,
+                    xmpp_id,
+                    legacy_id=tags.get("msgid") or None,
+                    sent=parse_timestamp(tags.get("time")),
+                )
+            )
 
         async def failed(text: str) -> None:
             await self.deliver(events.DeliveryFailed(to, xmpp_id, "remote-server-timeout", text))

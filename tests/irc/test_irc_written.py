@@ -7,12 +7,17 @@ still queued survive a reconnect and are answered with `DeliveryFailed` at a sto
 
 from __future__ import annotations
 
+import re
+import shutil
 import time
+from collections.abc import AsyncIterator
 
+import pytest
 from irc_helpers import Harness, RecordingSink
 
 from bridges import events
 from bridges.address import Address
+from bridges.irc.devstack import InspIrcd
 
 RATE = 4.0
 """Lines per second the session may write (burst 1): slow enough to see the queue."""
@@ -112,3 +117,59 @@ async def test_stop_answers_each_unsent_message_with_a_failure(irc: Harness):
     assert "stopped" in failed[0].text
     await bob.wait_until(lambda: any(e.type == "quit" for e in bob.items), timeout=5)
     assert bob.texts("pubmsg", "alice") == [f"line {n}" for n in range(len(sent))]
+
+
+@pytest.fixture
+async def inspircd() -> AsyncIterator[Harness]:
+    """InspIRCd 3 offers echo-message and labeled-response, so the gateway uses them."""
+    if shutil.which("inspircd") is None:
+        pytest.fail("inspircd is not installed: run bash .ci/setup")
+    async with InspIrcd() as server:
+        harness = Harness(server)
+        yield harness
+        await harness.close()
+
+
+def own_lines_shown(sink: RecordingSink, room: Address) -> list[events.Message]:
+    """Our own lines coming back as if someone had sent them (an echo leaking)."""
+    return sink.matching(
+        lambda e: isinstance(e, events.Message) and e.sender == room and e.nick == "alice"
+    )
+
+
+async def test_with_echo_message_delivered_on_the_labelled_echo(inspircd: Harness):
+    bob = await inspircd.peer("bob", "#room")
+    session, sink, room = await inspircd.joined("#room", flood_rate=RATE, flood_burst=1)
+
+    await session.send_message(room, "one\ntwo", xmpp_id="paste")
+
+    delivered = await sink.wait_event(events.Delivered, to=room, xmpp_id="paste")
+    assert delivered.legacy_id is not None and re.fullmatch(r"\w+~\d+~\d+", delivered.legacy_id)
+    assert delivered.sent is not None and delivered.sent.tzinfo is not None
+    await bob.wait_until(lambda: bob.texts("pubmsg", "alice") == ["one", "two"])
+    assert delivered_ids(sink, room) == ["paste"]
+    assert own_lines_shown(sink, room) == []
+
+
+async def test_with_echo_message_a_reconnect_sends_the_rest_once(inspircd: Harness):
+    bob = await inspircd.peer("bob", "#room")
+    session, sink, room = await inspircd.joined(
+        "#room", flood_rate=RATE, flood_burst=1, reconnect_initial_delay=1.5
+    )
+    ids = [f"m{n}" for n in range(10)]
+    for n, xmpp_id in enumerate(ids):
+        await session.send_message(room, f"line {n:02d}", xmpp_id=xmpp_id)
+    await sink.wait_event(events.Delivered, to=room, xmpp_id="m1")
+
+    await inspircd.server.restart()
+    bob_again = await inspircd.peer("bob2", "#room")  # registering takes InspIRCd 1 s
+
+    await sink.wait_event(events.Delivered, to=room, xmpp_id="m9", timeout=30)
+    before = bob.texts("pubmsg", "alice")
+    await bob_again.wait_until(
+        lambda: before + bob_again.texts("pubmsg", "alice") == [f"line {n:02d}" for n in range(10)],
+        timeout=5,
+    )
+    assert delivered_ids(sink, room) == ids
+    assert own_lines_shown(sink, room) == []
+    assert not sink.matching(lambda e: isinstance(e, events.DeliveryFailed))

@@ -476,6 +476,29 @@ async def test_own_message_keeps_origin_id_and_id_live_and_archived(archived, se
     )
 
 
+async def test_own_message_is_archived_with_the_networks_echo_id_and_time(
+    archived, sent, room, archive
+):
+    session = FakeSession()
+    await join(archived, session, room)
+    await archived.on_event(USER, joined_event(room))
+    sent.clear()
+    message = Message()
+    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
+    message["body"], message["id"] = "hello", "client-1"
+    await archived.on_groupchat(message, session, room)
+    echoed = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+    delivered = events.Delivered(room, session.calls[-1][3], legacy_id="1~2~3", sent=echoed)
+    await archived.on_event(USER, delivered)
+    await archived.on_event(USER, delivered)  # reported again: still archived once
+
+    [echo] = sent
+    [stored] = await archive.latest(USER, room.legacy_id, 5)
+    assert (stored.legacy_id, stored.sent, stored.xmpp_id) == ("1~2~3", echoed, "client-1")
+    assert stanza_id(echo) == stored.stanza_id
+
+
 @pytest.mark.parametrize(
     ("attributes", "served"),
     [
