@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 import pytest
 from irc_helpers import IrcPeer
 from slixmpp import Message
+from slixmpp.xmlstream import ET
 from test_irc_e2e import IRC_JID, IRC_SECRET, ROOM, joined_user
 
 from bridges.irc.devstack import NgIrcd
 from component.devstack.gateway import GatewayProcess
 from component.devstack.prosody import Prosody
+from component.outbound import RECEIPTS_NS
 
 RATE = 2.0
 """The gateway's lines per second (config.example.yaml's flood_rate), burst 1."""
@@ -62,6 +64,19 @@ def reflection(xmpp_id: str):
         and s["id"] == xmpp_id
         and s["from"].full == f"{ROOM}/fred"
     )
+
+
+BOB = f"bob%127.0.0.1@{IRC_JID}"
+
+
+def receipt(xmpp_id: str):
+    def matches(stanza) -> bool:
+        if not isinstance(stanza, Message) or stanza["from"].bare != BOB:
+            return False
+        found = stanza.xml.find(f"{{{RECEIPTS_NS}}}received")
+        return found is not None and found.get("id") == xmpp_id
+
+    return matches
 
 
 def send_lines(client, count: int) -> list[str]:
@@ -122,4 +137,30 @@ async def test_sigterm_answers_each_unsent_line_with_an_error_and_no_reflection(
     assert all(str(e["from"]) == ROOM for e in errors)
     await bob.wait_until(lambda: any(e.type == "quit" for e in bob.items), timeout=10)
     assert bob.texts("pubmsg", "fred") == [f"line {n}" for n in range(reflected)]
+    await client.close()
+
+
+async def test_receipts_for_private_messages_come_as_the_lines_are_written(
+    servers, slow_gateway, bob
+):
+    prosody, _ngircd = servers
+    client = await joined_user(prosody, "fred")  # connected, so the pace starts now
+    ids = [f"chat-{n}" for n in range(5)]
+    started = time.monotonic()
+    for n, xmpp_id in enumerate(ids):
+        message = client.Message()
+        message["to"], message["type"] = BOB, "chat"
+        message["body"], message["id"] = f"psst {n}", xmpp_id
+        ET.SubElement(message.xml, f"{{{RECEIPTS_NS}}}request")
+        message.send()
+
+    seen_by_bob = []
+    for xmpp_id in ids:
+        await client.wait_for(receipt(xmpp_id), timeout=15)
+        seen_by_bob.append(len(bob.texts("privmsg", "fred")))
+    elapsed = time.monotonic() - started
+
+    assert all(seen >= n for n, seen in enumerate(seen_by_bob)), seen_by_bob
+    assert elapsed >= (len(ids) - 2) / RATE * 0.8
+    await bob.wait_until(lambda: len(bob.texts("privmsg", "fred")) == len(ids))
     await client.close()
