@@ -301,9 +301,11 @@ class IrcConnection:
             return
         self._quitting = True
         self.send(format_line("QUIT", message) if message else "QUIT")
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._queue.join(), 2.0)
-        self._abort("closed by us")
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._queue.join(), 2.0)
+        finally:  # also when cancelled: what is left is `unsent`, the socket closes
+            self._abort("closed by us")
 
     def _abort(self, reason: str = "") -> None:
         if reason and not self.close_reason:

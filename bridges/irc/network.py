@@ -314,12 +314,16 @@ class Network(IncomingLines):
         for task in (self._reconnecting, self._watch, *self._timers):
             if task is not None:
                 task.cancel()
-        if self.conn is not None:
-            await self.conn.close(message)
-            self._held += [item for item in self.conn.unsent() if item.ticket is not None]
-            await self.conn.report_unechoed()
-        self.conn = None
-        await self._fail_held(f"the gateway stopped before this was sent to {self.server}")
+        conn = self.conn
+        try:
+            if conn is not None:
+                await conn.close(message)
+        finally:  # also when a bounded shutdown cuts the close short
+            self.conn = None
+            if conn is not None:
+                self._held += [item for item in conn.unsent() if item.ticket is not None]
+                await conn.report_unechoed()
+            await self._fail_held(f"the gateway stopped before this was sent to {self.server}")
 
     async def _fail_held(self, reason: str) -> None:
         """Answer each held message with an error: its client marks it as not sent."""

@@ -31,8 +31,10 @@ async def servers() -> AsyncIterator[tuple[Prosody, NgIrcd]]:
         yield prosody, ngircd
 
 
-@pytest.fixture
-async def slow_gateway(servers, gateway_factory) -> GatewayProcess:
+@pytest.fixture(params=[10.0, 0.5], ids=["shutdown_timeout=10", "shutdown_timeout=0.5"])
+async def slow_gateway(servers, gateway_factory, request) -> GatewayProcess:
+    """A gateway pacing IRC lines; a stop may be bounded below its 2 s wait for the
+    send queue (the lines left are answered all the same)."""
     prosody, ngircd = servers
     bridges = {
         "irc": {
@@ -45,7 +47,7 @@ async def slow_gateway(servers, gateway_factory) -> GatewayProcess:
             "allowed_servers": ["127.0.0.1"],
         }
     }
-    return await gateway_factory(prosody, bridges=bridges)
+    return await gateway_factory(prosody, bridges=bridges, shutdown_timeout=request.param)
 
 
 @pytest.fixture
