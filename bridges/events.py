@@ -173,10 +173,14 @@ class DeliveryFailed:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """The legacy side accepted a message the user sent (XEP-0184 receipt)."""
+    """The legacy side accepted a message the user sent (XEP-0184 receipt; for a room,
+    the reflection). `legacy_id` and `sent` are the network's id and time for it, when
+    it says (IRCv3 echo-message: the echo is what everyone else saw), for the archive."""
 
     to: Address
     xmpp_id: str
+    legacy_id: str | None = None
+    sent: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from component.db import create_engine, prepare
 from component.gateway import Gateway
 from component.link import Link
 from component.metrics import serve_metrics
+from component.ratelimit import RateLimit
 from component.store import Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class App:
             log.info("created the database schema in an empty database")
         store = Store(self.engine, self.config.secret_box())
         server = self.config.server
+        limit = self.config.registration_limit
+        registration_limit = RateLimit(limit.per_user, limit.total)  # one for all bridges
         for loaded in self.bridges:
             archive = None
             if self.config.archive.enabled and loaded.cls.supports_groups:
@@ -60,6 +63,7 @@ class App:
                 allowed_domains=self.config.allowed_domains,
                 archive=archive,
                 history_stanzas=self.config.history.default_stanzas,
+                registration_limit=registration_limit,
             )
             link = Link(
                 gateway,

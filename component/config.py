@@ -65,6 +65,13 @@ class ReconnectSettings(_Strict):
     auth_failure_delay: float = Field(300.0, gt=0)
 
 
+class RegistrationLimit(_Strict):
+    """Registration attempts (each a real legacy login) allowed per minute."""
+
+    per_user: int = Field(5, ge=1)
+    total: int = Field(60, ge=1)
+
+
 class BridgeSection(BaseModel):
     """The component part of a bridge section; the other keys belong to the bridge."""
 
@@ -123,6 +130,7 @@ class Config(_Strict):
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
     shutdown_timeout: float = Field(10.0, gt=0)
+    registration_limit: RegistrationLimit = Field(default_factory=RegistrationLimit)
     """Seconds a stop waits for queued work and sessions before refusing and cancelling."""
     bridges: dict[str, BridgeSection] = Field(min_length=1)
 

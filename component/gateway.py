@@ -30,7 +30,9 @@ from component.commands import AdHocCommands
 from component.disco import Disco
 from component.errors import registration_text, stanza_error
 from component.lanes import Handler, Lanes
+from component.nick_resources import to_nick
 from component.outbound import RECEIPTS_NS, Outbound
+from component.ratelimit import RateLimit
 from component.registration import Registration
 from component.sessions import ResourcePresence, SessionManager, UserSink
 from component.store import AccountStorage, Store
@@ -107,6 +109,7 @@ class Gateway(ComponentXMPP):
         allowed_domains: list[str],
         archive: Archive | None = None,
         history_stanzas: int = 20,
+        registration_limit: RateLimit,
     ) -> None:
         super().__init__(jid, secret)  # type: ignore[no-untyped-call]  # via super(): not excluded
         self.bridge = bridge
@@ -140,7 +143,7 @@ class Gateway(ComponentXMPP):
             self.groups.on_event if self.groups else None,
         )
         self.sessions = SessionManager(bridge, store, self._make_sink)
-        self.registration = Registration(self, allowed_domains)
+        self.registration = Registration(self, allowed_domains, registration_limit)
         self.commands = AdHocCommands(self)
         self.disco = Disco(self)
         self.lanes = Lanes(bridge.name)
@@ -348,7 +351,8 @@ class Gateway(ComponentXMPP):
                 await self.groups.on_groupchat(message, session, address)
                 return
             if message["to"].resource:  # XEP-0045 private message to an occupant
-                address = self.bridge.occupant_address(address, message["to"].resource)
+                nick = to_nick(message["to"].resource)
+                address = self.bridge.occupant_address(address, nick)
         if not message["body"]:
             return  # chat states, receipts, markers: nothing to carry over
         if message["id"]:
@@ -388,7 +392,7 @@ class Gateway(ComponentXMPP):
                 session = self.sessions.get(user)
                 if session is None and ptype in ("unavailable", "error"):
                     return
-                session = session or await self.session_for(user, stanza["to"].resource)
+                session = session or await self.session_for(user, to_nick(stanza["to"].resource))
                 await self.groups.on_presence(stanza, session, address)
                 if ptype == "unavailable":
                     await self._left_a_room(user)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -34,6 +34,7 @@ from bridges.base import Bridge, Session
 from bridges.timestamps import parse_timestamp
 from component.archive import Archive, Line, stanza_id_for
 from component.errors import error_type, stanza_error
+from component.nick_resources import to_nick, to_resource
 from component.xep_0203 import add_delay
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,13 @@ ROOM_EVENTS = (
     events.NickConflict,
     events.SubjectChanged,
 )
+
+
+class Sending(NamedTuple):
+    """A room message of the user's that the bridge has not yet reported written."""
+
+    sender: JID
+    line: Line
 
 
 class Invite(NamedTuple):
@@ -171,6 +179,8 @@ class GroupChats:
         self.history_stanzas = history_stanzas
         self.rooms: dict[tuple[str, Address], RoomState] = {}
         self._bare_jids: dict[Address, str] = {}
+        self._sending: dict[str, Sending] = {}
+        """Tokens handed to the bridge as the xmpp_id → what to reflect once written."""
 
     # --- addresses -------------------------------------------------------------------
 
@@ -186,7 +196,7 @@ class GroupChats:
     def room_jid(self, room: Address, nick: str | None = None) -> JID:
         jid = JID(f"{self.bridge.format_address(room)}@{self.component_jid}")
         if nick:
-            jid.resource = nick
+            jid.resource = to_resource(nick)
         return jid
 
     def disco_info(self, room: Address) -> RoomInfo:
@@ -209,7 +219,7 @@ class GroupChats:
     async def on_presence(self, presence: Presence, session: Session, room: Address) -> None:
         """Join, nick change or leave for the resource that sent `presence`."""
         full, user = presence["from"].full, presence["from"].bare
-        nick = presence["to"].resource
+        nick = to_nick(presence["to"].resource)
         key = (user, room)
         state = self.rooms.get(key)
         if presence["type"] == "error":
@@ -257,7 +267,10 @@ class GroupChats:
             await session.leave(state.room)
 
     async def on_groupchat(self, message: Message, session: Session, room: Address) -> None:
-        """A message to the room: send it, then reflect it to every joined resource."""
+        """A message to the room: send it; it is reflected (and archived) when the
+        bridge reports it written to the legacy network (`_on_sent`), so what the
+        client shows as sent is on the network, and a line lost with the gateway gets
+        an error instead (`_on_not_sent`)."""
         full, user = message["from"].full, message["from"].bare
         state = self.rooms.get((user, room))
         if state is None or full not in state.resources:
@@ -269,7 +282,6 @@ class GroupChats:
         if not body:
             return  # chat states and the like have no IRC equivalent
         xmpp_id = message["id"] or None
-        await session.send_message(room, body, xmpp_id=xmpp_id)
         origin = message.xml.find(f"{{{SID_NS}}}origin-id")
         origin_id = (origin.get("id") if origin is not None else None) or None
         line = Line(
@@ -284,7 +296,48 @@ class GroupChats:
             origin_id=origin_id,
             xmpp_id=xmpp_id,
         )
-        self._archive_and_send(state, line)
+        token = uuid.uuid4().hex
+        self._sending[token] = Sending(message["from"], line)
+        try:
+            await session.send_message(room, body, xmpp_id=token)
+        except BaseException:
+            del self._sending[token]
+            raise
+
+    def _on_sent(self, user: str, event: events.Delivered) -> None:
+        """The bridge wrote the message: reflect and archive it, stamped with the
+        network's time and id if it gave them (the echo), else now."""
+        sending = self._sending.pop(event.xmpp_id, None)
+        if sending is None:
+            return
+        line = replace(
+            sending.line, sent=event.sent or datetime.now(UTC), legacy_id=event.legacy_id
+        )
+        state = self.rooms.get((user, event.to))
+        if state is not None:
+            self._archive_and_send(state, line)
+            return
+        # Every resource left meanwhile (the gateway is stopping, the user went): the
+        # sender still learns that its message went out, the archive still has it.
+        if self.archive is not None:
+            self.archive.add(line)
+        self._send(self.line_stanza(event.to, sending.sender.full, line, delayed=False))
+
+    def _on_not_sent(self, event: events.DeliveryFailed) -> None:
+        """XEP-0045 §7.4 / RFC 6120 §8.3: a message error with the original id, to the
+        resource that sent it, so its client marks the message as failed."""
+        sending = self._sending.pop(event.xmpp_id, None) if event.xmpp_id else None
+        if sending is None:
+            return
+        error = Message()
+        error["from"], error["to"], error["type"] = self.room_jid(event.to), sending.sender, "error"
+        if sending.line.xmpp_id:
+            error["id"] = sending.line.xmpp_id
+        error["body"] = sending.line.body
+        error["error"]["condition"] = event.condition
+        error["error"]["type"] = error_type(event.condition)
+        error["error"]["text"] = event.text
+        self._send(error)
 
     async def on_iq_admin(self, iq: Iq, session: Session, room: Address) -> None:
         """muc#admin: role `none` kicks, other roles map to the legacy rank change."""
@@ -297,7 +350,7 @@ class GroupChats:
         if not items:
             raise stanza_error("bad-request", "no item in the muc#admin query")
         for item in items:
-            nick, role = item.get("nick"), item.get("role")
+            nick, role = to_nick(item.get("nick") or ""), item.get("role")
             if not nick or not role:
                 raise stanza_error("feature-not-implemented", "only changes by nick and role")
             reason = item.findtext(f"{{{MUC_ADMIN_NS}}}reason") or None
@@ -360,6 +413,7 @@ class GroupChats:
         (after a gateway restart, say); answering for a room they are not in would keep
         them from ever rejoining.
         """
+        nick = to_nick(nick)
         state = self.rooms.get((JID(full_jid).bare, room))
         if state is None or full_jid not in state.resources:
             raise stanza_error("not-acceptable", "you are not in this room; join it again")
@@ -382,6 +436,14 @@ class GroupChats:
 
     async def on_event(self, user: str, event: events.Event) -> bool:
         """Fan a room event out to the joined resources; False if not a room event."""
+        if isinstance(event, events.Delivered | events.DeliveryFailed):
+            if not event.to.is_group:
+                return False
+            if isinstance(event, events.Delivered):
+                self._on_sent(user, event)
+            else:
+                self._on_not_sent(event)
+            return True
         if isinstance(event, events.Message):
             if not event.sender.is_group:
                 return False
@@ -538,7 +600,7 @@ class GroupChats:
             gone = self._occupant_presence(
                 state.room, event.old, resource, renamed.role, [NEW_NICK, *extra], available=False
             )
-            _item(gone).set("nick", event.new)
+            _item(gone).set("nick", to_resource(event.new))
             self._send(gone)
             self._send(
                 self._occupant_presence(

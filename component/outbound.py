@@ -54,9 +54,18 @@ class Outbound:
         if len(self._senders) > SENDERS_KEPT:
             self._senders.popitem(last=False)
 
-    def _sender(self, user: str, xmpp_id: str | None) -> tuple[JID | str, bool]:
-        """The resource that sent `xmpp_id` (else the bare JID), and if it wants a receipt."""
-        known = self._senders.pop((user, xmpp_id), None) if xmpp_id else None
+    def _sender(
+        self, user: str, xmpp_id: str | None, *, keep: bool = False
+    ) -> tuple[JID | str, bool]:
+        """The resource that sent `xmpp_id` (else the bare JID), and if it wants a receipt.
+
+        `keep` for a receipt: an error may still follow (IRC reports a missing nick only
+        after the line was written, and so after its receipt).
+        """
+        if not xmpp_id:
+            return user, False
+        key = (user, xmpp_id)
+        known = self._senders.get(key) if keep else self._senders.pop(key, None)
         return known if known is not None else (user, False)
 
     def jid_of(self, address: Address, resource: str | None = None) -> JID:
@@ -82,7 +91,7 @@ class Outbound:
             case events.DeliveryFailed():
                 self._send(self._failure(user, event))
             case events.Delivered():
-                to, wanted = self._sender(user, event.xmpp_id)
+                to, wanted = self._sender(user, event.xmpp_id, keep=True)
                 if wanted:
                     self._send(self._receipt(to, event))
             case events.Invitation():

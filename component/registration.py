@@ -9,6 +9,7 @@ bridge returned; secrets are sealed by the Store.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from bridges.base import Account, RegistrationError
 from component import metrics
 from component.errors import stanza_error
 from component.forms import FormInvalid, build_form, check_values, submitted_values
+from component.ratelimit import RateLimit
 from component.xep_0100 import presence
 
 if TYPE_CHECKING:
@@ -33,8 +35,9 @@ register_stanza_plugin(Register, Form)
 
 
 class Registration:
-    def __init__(self, gateway: Gateway, allowed_domains: list[str]) -> None:
+    def __init__(self, gateway: Gateway, allowed_domains: list[str], limit: RateLimit) -> None:
         self.gateway = gateway
+        self.limit = limit
         self.bridge = gateway.bridge
         self.allowed_domains = set(allowed_domains)
 
@@ -126,6 +129,13 @@ class Registration:
             raise stanza_error("not-acceptable", exc.text) from None
         for name, secret in kept_secrets.items():
             values.setdefault(name, secret)
+        wait = self.limit.wait_time(user)
+        if wait:
+            metrics.REGISTRATIONS.labels(self.bridge.name, "limited").inc()
+            raise stanza_error(
+                "resource-constraint",
+                f"too many registration attempts: try again in {math.ceil(wait)} s",
+            )
         try:
             data = await self.bridge.validate_registration(user, values, previous)
         except RegistrationError as exc:

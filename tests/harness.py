@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridges.base import Account
 from component.app import App
@@ -22,6 +24,7 @@ from component.config import parse_config
 from component.crypto import generate_key
 from component.db import create_engine, upgrade
 from component.devstack.prosody import Prosody
+from component.models import AccountRow, ArchiveRow, UserRow
 from component.store import Store
 
 TESTS_DIR = Path(__file__).parent
@@ -40,6 +43,8 @@ def gateway_config(prosody: Prosody, db_path: Path, **overrides: Any) -> dict[st
         "secret_key": generate_key(),
         "allowed_domains": [prosody.domain],
         "reconnect": {"initial_delay": 0.1, "max_delay": 0.5, "auth_failure_delay": 0.5},
+        # One shared gateway registers every test's users within a minute or two.
+        "registration_limit": {"per_user": 20, "total": 100_000},
         "bridges": {
             "fake": {"jid": FAKE_JID, "secret": FAKE_SECRET, "plugin": "fake_bridge:FakeBridge"}
         },
@@ -69,9 +74,15 @@ async def open_store(config: dict[str, Any]) -> AsyncIterator[Store]:
     """The gateway's database as the gateway sees it (same URL and secret key), for tests
     that check what a gateway process stored."""
     parsed, _ = parse_config(config, TESTS_DIR)
-    engine = create_engine(parsed.database_url)
-    try:
+    async with _engine(parsed.database_url) as engine:
         yield Store(engine, parsed.secret_box())
+
+
+@contextlib.asynccontextmanager
+async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(url)
+    try:
+        yield engine
     finally:
         await engine.dispose()
 
@@ -80,3 +91,17 @@ async def stored_account(config: dict[str, Any], user: str, bridge: str = "fake"
     """`user`'s account on `bridge` in the database of the gateway run with `config`."""
     async with open_store(config) as store:
         return await store.get_account(user, bridge)
+
+
+async def has_archived(config: dict[str, Any], user: str, bridge: str, body: str) -> bool:
+    """Whether the gateway run with `config` has committed a room line `body` to `user`'s
+    archive on `bridge` (it batches writes): a later join or MAM query will serve it."""
+    parsed, _ = parse_config(config, TESTS_DIR)
+    query = (
+        select(ArchiveRow.id)
+        .join(AccountRow, ArchiveRow.account_id == AccountRow.id)
+        .join(UserRow, AccountRow.user_id == UserRow.id)
+        .where(UserRow.jid == user, AccountRow.bridge == bridge, ArchiveRow.body == body)
+    )
+    async with _engine(parsed.database_url) as engine, engine.connect() as db:
+        return (await db.scalars(query)).first() is not None

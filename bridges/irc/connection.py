@@ -14,16 +14,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ipaddress
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bridges.fairness import TimeSlice
-from bridges.irc.protocol import Line, decode, format_line, is_valid_nick
+from bridges.irc.protocol import Line, casefold, decode, format_line, is_valid_nick
+from bridges.reachability import is_public, resolved_addresses
 
 LineHandler = Callable[[Line], Awaitable[None]]
 READ_LIMIT = 64 * 1024
@@ -36,6 +35,11 @@ half-op stays a moderator), when a message was really sent (a bouncer replaying 
 came while the user was away), who in a channel is away, and message tags for the
 `msgid` that keeps a replayed line out of the archive twice; `batch` and
 `draft/chathistory` to fetch what a channel said while we were not in it."""
+ECHO_CAPS = frozenset({"echo-message", "labeled-response", "batch"})
+"""Used only together: the server's echo of our line, matched by its label, is when
+the user's message counts as sent (with the msgid and time everyone else sees). An echo
+without a label could not be told from the same line replayed after a reconnect, and
+InspIRCd 3 labels an echo only for a client that also has `batch`."""
 
 
 class RegistrationFailed(ConnectionError):
@@ -58,6 +62,38 @@ class ConnectParams:
     timeout: float = 20.0
     public_only: bool = False
     """Refuse servers that resolve to loopback, private or link-local addresses."""
+
+
+Written = Callable[[Line | None], Awaitable[None]]
+Failed = Callable[[str], Awaitable[None]]
+
+
+class Ticket:
+    """One user message, as the lines it became: `written` runs once the last is out
+    (given the server's echo of it, with echo-message).
+
+    So that what the user's client shows as sent (a MUC reflection, a receipt) means
+    "on the IRC server", not "in our queue": lines still queued when the connection
+    goes are `unsent` and are sent again after a reconnect, or `failed` (with a text
+    for the user) when the gateway stops or gives up first.
+    """
+
+    def __init__(self, lines: int, written: Written, failed: Failed) -> None:
+        self.lines = lines
+        self.left = lines
+        self.written = written
+        self.failed = failed
+
+    @property
+    def partly_sent(self) -> bool:
+        """Some but not all of its lines were written (a paste cut off)."""
+        return 0 < self.left < self.lines
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    line: str
+    ticket: Ticket | None = None
 
 
 class TokenBucket:
@@ -107,7 +143,9 @@ class IrcConnection:
         """What the server said while we registered (welcome numerics, MOTD)."""
         self.closed = asyncio.Event()
         self.close_reason = ""
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
+        self._current: Outgoing | None = None
+        """The line the writer has taken off the queue but not yet written."""
         self._inbox: asyncio.Queue[Line | None] = asyncio.Queue()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -117,6 +155,9 @@ class IrcConnection:
         self._offered: dict[str, str] = {}
         self.caps: set[str] = set()
         """IRCv3 capabilities the server acknowledged."""
+        self._echo_wait: dict[str, Ticket] = {}
+        """Labels of the user's lines written but not yet echoed → their message."""
+        self._labels = 0
 
     # --- life ------------------------------------------------------------------------
 
@@ -147,16 +188,13 @@ class IrcConnection:
         cannot change between the check and the connect.
         """
         p = self.params
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            p.host, p.port, type=socket.SOCK_STREAM
-        )
-        addresses = [str(info[4][0]) for info in infos]
+        addresses = await resolved_addresses(p.host, p.port)
         if p.public_only:
-            addresses = [a for a in addresses if ipaddress.ip_address(a).is_global]
+            addresses = [a for a in addresses if is_public(a)]
             if not addresses:
                 raise ConnectionRefusedError(f"{p.host} is not on a public network")
         failure: OSError | None = None
-        for address in dict.fromkeys(addresses):
+        for address in addresses:
             try:
                 return await asyncio.open_connection(
                     address,
@@ -229,7 +267,8 @@ class IrcConnection:
                 self._offered[name.lower()] = value
             if line.param(2) == "*" and len(line.params) > 3:
                 return  # more LS lines follow (302 multi-line reply)
-            wanted = sorted(WANTED_CAPS & self._offered.keys())
+            echo = ECHO_CAPS if self._offered.keys() >= ECHO_CAPS else frozenset()
+            wanted = sorted((WANTED_CAPS & self._offered.keys()) | echo)
             if self.params.sasl_password:
                 if _offers_plain(self._offered):
                     wanted.append("sasl")
@@ -260,9 +299,11 @@ class IrcConnection:
             return
         self._quitting = True
         self.send(format_line("QUIT", message) if message else "QUIT")
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._queue.join(), 2.0)
-        self._abort("closed by us")
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._queue.join(), 2.0)
+        finally:  # also when cancelled: what is left is `unsent`, the socket closes
+            self._abort("closed by us")
 
     def _abort(self, reason: str = "") -> None:
         if reason and not self.close_reason:
@@ -277,11 +318,20 @@ class IrcConnection:
 
     # --- sending ---------------------------------------------------------------------
 
-    def send(self, line: str) -> None:
+    def send(self, line: str, ticket: Ticket | None = None) -> None:
         """Queue a line; it leaves in order, paced by the token bucket."""
         if "\r" in line or "\n" in line:
             raise ValueError("one IRC line at a time")
-        self._queue.put_nowait(line)
+        self._queue.put_nowait(Outgoing(line, ticket))
+
+    def unsent(self) -> list[Outgoing]:
+        """The lines not written (once closed: what the connection took with it)."""
+        pending = [] if self._current is None else [self._current]
+        while not self._queue.empty():
+            pending.append(self._queue.get_nowait())
+            self._queue.task_done()
+        self._current = None
+        return pending
 
     def _write(self, line: str) -> None:
         assert self._writer is not None
@@ -292,16 +342,60 @@ class IrcConnection:
         turns = TimeSlice()
         try:
             while True:
-                line = await self._queue.get()
+                self._current = item = await self._queue.get()
                 try:
                     await self.bucket.take()
-                    self._write(line)
+                    if item.ticket is not None and self.echoes:
+                        self._labels += 1
+                        self._echo_wait[label := str(self._labels)] = item.ticket
+                        self._write(f"@label={label} {item.line}")
+                        self._current = None
+                    else:
+                        self._write(item.line)
+                        self._current = None
+                        if item.ticket is not None:
+                            await self._written(item.ticket, None)
                     await self._writer.drain()
                 finally:
                     self._queue.task_done()
                 await turns.turn()  # an unpaced paste must not hold the other users up
         except (OSError, ConnectionError) as exc:
             self._lost(f"write failed: {exc}")
+
+    @property
+    def echoes(self) -> bool:
+        """The server echoes our messages, with the label we give them."""
+        return self.caps >= ECHO_CAPS
+
+    async def _written(self, ticket: Ticket, echo: Line | None) -> None:
+        ticket.left -= 1
+        if ticket.left == 0:
+            try:
+                await ticket.written(echo)
+            except Exception:
+                self.log.exception("failed to report a written message")
+
+    async def _on_echo(self, line: Line) -> bool:
+        """Take the server's echo of one of our lines; False for anything else.
+
+        A labelled echo completes its message; echoes of lines the gateway sent for
+        itself (CTCP replies, NickServ, raw commands) are dropped. Our own lines in a
+        batch are a replay (chat history), not echoes.
+        """
+        if line.command not in ("PRIVMSG", "NOTICE") or not self.echoes or "batch" in line.tags:
+            return False
+        ticket = self._echo_wait.pop(line.tags.get("label") or "", None)
+        if ticket is not None:
+            await self._written(ticket, line)
+            return True
+        return casefold(line.nick) == casefold(self.nick)
+
+    async def report_unechoed(self) -> None:
+        """Once closed: lines written whose echo never came count as written. The
+        server most likely has them, and sending them again could show them twice."""
+        waiting, self._echo_wait = self._echo_wait, {}
+        for ticket in waiting.values():
+            await self._written(ticket, None)
 
     # --- receiving -------------------------------------------------------------------
 
@@ -363,8 +457,11 @@ class IrcConnection:
             await turns.turn()
             if line.command == "ERROR":
                 self.close_reason = line.param(-1)
+            elif line.command == "NICK" and casefold(line.nick) == casefold(self.nick):
+                self.nick = line.param(0, self.nick)  # for telling our echoes apart
             try:
-                await self.on_line(line)
+                if not await self._on_echo(line):
+                    await self.on_line(line)
             except Exception:
                 self.log.exception("failed to handle %r", line)
         self._lost(self.close_reason or "connection closed by the server")

@@ -26,11 +26,18 @@ from bridges.irc.formatting import (
     to_styling,
 )
 from bridges.irc.options import IrcOptions
-from bridges.irc.protocol import Line, casefold, is_channel, names_nick
+from bridges.irc.protocol import Line, casefold, is_channel, is_valid_nick, names_nick
 from bridges.irc.settings import NetworkSettings
 from bridges.timestamps import parse_timestamp
 
 Deliver = Callable[[events.Event], Awaitable[None]]
+SERVER_NICKLEN_BOUND = 64
+"""Longest nick taken for a real one: above every server's NICKLEN, so only garbage fails."""
+
+
+def _is_nick(name: str) -> bool:
+    """Whether a server-supplied name can be a user with an address (a contact JID)."""
+    return is_valid_nick(name, SERVER_NICKLEN_BOUND)
 
 # Join refusals → (XEP-0045 stanza error condition, what to tell the user).
 JOIN_ERRORS = {
@@ -156,7 +163,8 @@ class IncomingLines:
         if line.command in {"401", "404", "411", "412"}:
             target = line.param(1)
             xmpp_id = self._last_private_id.pop(casefold(target), None)
-            if not is_channel(target):
+            # Only a nick we wrote to (or could have) has an address to answer from.
+            if xmpp_id is not None or _is_nick(target):
                 await self.deliver(
                     events.DeliveryFailed(
                         make_address(target, self.server), xmpp_id, "item-not-found", line.param(-1)
@@ -370,7 +378,7 @@ class IncomingLines:
         kind = events.MessageKind.NOTICE if notice else events.MessageKind.MESSAGE
         if request is not None and request.command != "ACTION":
             if not notice:
-                if not history:
+                if not history and _is_nick(line.nick):
                     self._answer_ctcp(line.nick, request.command, request.argument)
                 return
             text = f"CTCP {request.command} reply: {request.argument}"
@@ -404,6 +412,8 @@ class IncomingLines:
             self._welcome.append((line.command, text))  # "*** Looking up your hostname"
         elif from_server:
             await self._service(text)
+        elif not _is_nick(line.nick):  # no contact address can stand for such a sender
+            await self._service(f"<{line.nick}> {text}")
         else:
             sender = make_address(line.nick, self.server)
             await self.deliver(events.Message(sender, text, timestamp=_replayed(line)))
@@ -461,8 +471,19 @@ class IncomingLines:
                 await self.deliver(events.Message(ch.address, f"{text}: {line.param(-1)}"))
 
     async def _irc_invite(self, line: Line) -> None:
-        room, by = make_address(line.param(1), self.server), make_address(line.nick, self.server)
-        await self.deliver(events.Invitation(room, by))
+        name = line.param(1)
+        if not _is_channel_name(name):
+            await self._service(f"{line.nick} invited you to {name!r}, which is no channel")
+            return
+        by = make_address(line.nick, self.server) if _is_nick(line.nick) else None
+        await self.deliver(events.Invitation(make_address(name, self.server), by))
+
+
+def _is_channel_name(name: str) -> bool:
+    """RFC 2812 §1.3: a prefix, then no blank, BEL, comma or other control character."""
+    return is_channel(name) and len(name) > 1 and name.isprintable() and not any(
+        char in name for char in " ,:"
+    )
 
 
 def _is_problem(command: str) -> bool:

@@ -22,7 +22,7 @@ from bridges.base import Account, AccountStore, BridgeError
 from bridges.irc.address import make_address
 from bridges.irc.channel import Channel, ServerModes
 from bridges.irc.chathistory import MAX_PAGES, NEEDED_CAPS, Anchor, Fetch, request
-from bridges.irc.connection import ConnectParams, IrcConnection
+from bridges.irc.connection import ConnectParams, IrcConnection, Outgoing, Ticket
 from bridges.irc.formatting import (
     ctcp,
     outgoing_lines,
@@ -34,6 +34,7 @@ from bridges.irc.incoming import Deliver, IncomingLines
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import Line, casefold, format_line, is_channel, nick_from_jid
 from bridges.irc.settings import RECONNECT_FIELDS, NetworkSettings, load_settings
+from bridges.timestamps import parse_timestamp
 
 
 class Network(IncomingLines):
@@ -79,6 +80,8 @@ class Network(IncomingLines):
         self._history_batches: dict[str, tuple[Channel, list[Line]]] = {}
         self._stopping = False
         self._timers: set[asyncio.Task[None]] = set()
+        self._held: list[Outgoing] = []
+        """The user's lines a lost connection had not written: sent after the rejoin."""
         self.away = ""
         """AWAY text to carry on this server (set again after every reconnect)."""
         self.user_offline = False
@@ -155,6 +158,9 @@ class Network(IncomingLines):
         for ch in self.channels.values():
             if not ch.joined:
                 conn.send(format_line("JOIN", ch.name, *([ch.key] if ch.key else [])))
+        held, self._held = self._held, []
+        for item in held:  # behind the JOINs: the server handles them first
+            conn.send(item.line, item.ticket)
         self._watch = asyncio.create_task(self._watch_connection(conn))
         self._start_timer(self._keep_noting_seen(conn))
         return conn
@@ -243,6 +249,8 @@ class Network(IncomingLines):
             return
         self.conn = None
         reason = conn.close_reason or "connection lost"
+        self._held += [item for item in conn.unsent() if item.ticket is not None]
+        await conn.report_unechoed()
         await self._note_seen()
         await self._flush_welcome()
         rooms = [ch for ch in self.channels.values() if ch.joined]
@@ -258,6 +266,7 @@ class Network(IncomingLines):
                         ch.address, "remote-server-timeout", f"{self.server}: {reason}"
                     )
                 )
+            await self._fail_held(f"lost the connection to {self.server} ({reason})")
             await self._service(f"Disconnected from {self.server}: {reason}")
             return
         for ch in rooms:
@@ -296,6 +305,7 @@ class Network(IncomingLines):
             return
 
     async def _give_up(self, reason: str) -> None:
+        await self._fail_held(reason)
         for ch in list(self.channels.values()):
             await self.deliver(events.RoomLeft(ch.address, reason))
         self.channels.clear()
@@ -307,9 +317,24 @@ class Network(IncomingLines):
         for task in (self._reconnecting, self._watch, *self._timers):
             if task is not None:
                 task.cancel()
-        if self.conn is not None:
-            await self.conn.close(message)
-        self.conn = None
+        conn = self.conn
+        try:
+            if conn is not None:
+                await conn.close(message)
+        finally:  # also when a bounded shutdown cuts the close short
+            self.conn = None
+            if conn is not None:
+                self._held += [item for item in conn.unsent() if item.ticket is not None]
+                await conn.report_unechoed()
+            await self._fail_held(f"the gateway stopped before this was sent to {self.server}")
+
+    async def _fail_held(self, reason: str) -> None:
+        """Answer each held message with an error: its client marks it as not sent."""
+        held, self._held = self._held, []
+        for ticket in dict.fromkeys(item.ticket for item in held if item.ticket is not None):
+            await ticket.failed(
+                f"{reason}; only part of it was sent" if ticket.partly_sent else reason
+            )
 
     def set_away(self, text: str) -> None:
         """Mark the user AWAY with `text` (empty: back), now if connected, else on connect."""
@@ -387,9 +412,12 @@ class Network(IncomingLines):
             )
 
     def send(self, command: str, *params: str) -> None:
+        self._connection().send(format_line(command, *params))
+
+    def _connection(self) -> IrcConnection:
         if self.conn is None or self.conn.closed.is_set():
             raise BridgeError(f"not connected to {self.server}", "remote-server-timeout")
-        self.conn.send(format_line(command, *params))
+        return self.conn
 
     # --- user actions ----------------------------------------------------------------
 
@@ -441,10 +469,33 @@ class Network(IncomingLines):
                 f"too long for IRC: {len(lines)} lines, the limit is {limit}; nothing was sent",
                 "policy-violation",
             )
+        ticket = self._ticket(target, len(lines), xmpp_id) if xmpp_id else None
         for piece, action in lines:
-            self.send("PRIVMSG", target, ctcp("ACTION", piece) if action else piece)
+            line = format_line("PRIVMSG", target, ctcp("ACTION", piece) if action else piece)
+            self._connection().send(line, ticket)
         if xmpp_id and not is_channel(target):
             self._last_private_id[casefold(target)] = xmpp_id
+
+    def _ticket(self, target: str, lines: int, xmpp_id: str) -> Ticket:
+        """Report the message as Delivered once its last line is written, or as
+        DeliveryFailed if the gateway stops first (`_fail_held`)."""
+        to = make_address(target, self.server)
+
+        async def written(echo: Line | None) -> None:
+            tags = echo.tags if echo is not None else {}
+            await self.deliver(
+                events.Delivered(
+                    to,
+                    xmpp_id,
+                    legacy_id=tags.get("msgid") or None,
+                    sent=parse_timestamp(tags.get("time")),
+                )
+            )
+
+        async def failed(text: str) -> None:
+            await self.deliver(events.DeliveryFailed(to, xmpp_id, "remote-server-timeout", text))
+
+        return Ticket(lines, written, failed)
 
     async def raw(self, text: str) -> None:
         """Lines typed to the server's JID go out as raw IRC commands."""

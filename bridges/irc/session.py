@@ -83,7 +83,9 @@ class IrcSession(Session):
             network.set_away(self.away)
 
     async def _deliver(self, event: events.Event) -> None:
-        if not self._stopped:
+        """Nothing after `stop`, except what became of the user's own messages while
+        stopping: written in the last moments, or an error their client can show."""
+        if not self._stopped or isinstance(event, events.Delivered | events.DeliveryFailed):
             await self.sink.deliver(event)
 
     async def start(self) -> None:

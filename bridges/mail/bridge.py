@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import socket
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -44,6 +45,9 @@ from bridges.mail.config import (
 )
 from bridges.mail.imap import ImapConnection, ImapError
 from bridges.mail.session import MailSession
+from bridges.reachability import is_public, resolved_addresses
+
+log = logging.getLogger(__name__)
 
 _SECURITY = tuple(s.value for s in Security)
 
@@ -153,6 +157,8 @@ class MailBridge(Bridge):
         if not password:
             raise RegistrationError("a password is required", field="password")
         account = self._account_from_form(values, password)
+        for kind, server in (("imap", account.imap), ("smtp", account.smtp)):
+            await self._check_reachable(kind, server)
         await self._check_imap(account, self.tls)
         await self._check_smtp(account, self.tls)
         return AccountData(settings=account.settings(), secrets={"password": password})
@@ -211,15 +217,41 @@ class MailBridge(Bridge):
             raise RegistrationError(f"{port_number} is not a port", field=f"{kind}_port")
         return Server(host, port_number, security)
 
+    def _trusted_hosts(self) -> set[str]:
+        """Hosts the operator named: the allow list and the per-domain defaults."""
+        trusted = {host.lower() for host in self.mail_options.allowed_hosts}
+        for known in self.mail_options.domains.values():
+            trusted |= {known.imap_host.lower(), known.smtp_host.lower()}
+        return trusted
+
+    async def _check_reachable(self, kind: str, server: Server) -> None:
+        """Refuse a user-named host on a private network (see `allow_private_networks`)."""
+        if self.mail_options.allow_private_networks or server.host.lower() in self._trusted_hosts():
+            return
+        try:
+            found = await resolved_addresses(server.host, server.port)
+        except OSError as exc:
+            log.info("registration: %s host %s does not resolve: %s", kind, server.host, exc)
+            raise _unreachable(kind, server) from exc
+        if not all(is_public(address) for address in found):
+            raise RegistrationError(
+                f"{server.host} is on a private network, which this gateway does not reach",
+                field=f"{kind}_host",
+                condition="not-allowed",
+            )
+
     async def _check_imap(self, account: MailAccount, tls: ssl.SSLContext) -> None:
         where = f"IMAP server {account.imap.host}:{account.imap.port}"
         try:
             connection = await ImapConnection.open(account, tls, self.mail_options.timeout)
         except ImapError as exc:
-            field = "password" if exc.auth else "imap_security"
-            raise RegistrationError(f"{where}: {exc.text}", field=field) from exc
+            if exc.auth:  # the server's own words, after it really answered
+                raise RegistrationError(f"{where}: {exc.text}", field="password") from exc
+            log.info("registration: %s: %s", where, exc.text)
+            raise _unreachable("imap", account.imap) from exc
         except (OSError, TimeoutError) as exc:
-            raise RegistrationError(f"{where}: {_network_reason(exc)}", field="imap_host") from exc
+            log.info("registration: %s: %s", where, _network_reason(exc))
+            raise _unreachable("imap", account.imap) from exc
         try:
             for folder in account.folders:
                 try:
@@ -234,11 +266,25 @@ class MailBridge(Bridge):
         try:
             await smtp.check_login(account, self.mail_options, tls)
         except smtp.SmtpFailure as exc:
-            field = "password" if exc.condition == "not-authorized" else "smtp_host"
-            raise RegistrationError(f"{where}: {exc.text}", field=field) from exc
+            if exc.condition == "not-authorized" or exc.code is not None:
+                field = "password" if exc.condition == "not-authorized" else "smtp_host"
+                raise RegistrationError(f"{where}: {exc.text}", field=field) from exc
+            log.info("registration: %s: %s", where, exc.text)  # never got an SMTP reply
+            raise _unreachable("smtp", account.smtp) from exc
 
     def create_session(self, account: Account, sink: Sink, store: AccountStore) -> MailSession:
         return MailSession(self, account, sink, store)
+
+
+def _unreachable(kind: str, server: Server) -> RegistrationError:
+    """One text for every failure to reach a server: refused, silent, not found or not
+    TLS all read alike, so registration cannot tell open, closed and filtered ports
+    apart (the details go to the log)."""
+    return RegistrationError(
+        f"could not reach the {kind.upper()} server {server.host}:{server.port} with"
+        f" {server.security.value}: check the host, port and security settings",
+        field=f"{kind}_host",
+    )
 
 
 def _network_reason(exc: BaseException) -> str:

@@ -57,6 +57,12 @@ class MailOptions(BridgeOptions):
 
     allow_plaintext: bool = False
     """Accept `plain` (unencrypted) IMAP/SMTP at registration."""
+    allow_private_networks: bool = False
+    """Let users name IMAP/SMTP servers on loopback, private or link-local addresses.
+    Off, such hosts are refused unless listed in `allowed_hosts` or `domains`: anyone
+    could otherwise probe the operator's internal network through registration."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Mail servers users may name even on a private network (the operator's own)."""
     domains: dict[str, DomainDefaults] = Field(default_factory=dict)
     """Per mail domain (`example.org`) default servers, used when the form leaves them empty."""
     ca_file: str | None = None

@@ -177,6 +177,11 @@ class GatewayProcess:
         await process.stop()
 
     async def restart(self, *, timeout: float = 20.0) -> None:
-        """Stop (SIGTERM) and start again with the same config file and database."""
-        await self.stop()
+        """Stop (SIGTERM) and start again with the same config file and database.
+
+        A gateway that does not exit cleanly (code 0) fails it: a restart must not hide that.
+        """
+        code = await self.stop()
+        if code not in (0, None):
+            raise DaemonError(f"the gateway in {self.run_dir} exited with {code} on SIGTERM")
         await self.start(timeout=timeout)

@@ -117,3 +117,20 @@ async def test_registration_survives_a_gateway_restart(
     reply = await get_registration(client, FAKE_JID)
     assert reply["register"]["registered"]
     assert form_fields(reply)["username"]["value"] == "alice"
+
+
+async def test_registration_attempts_are_rate_limited(own_prosody, gateway_factory, client_factory):
+    """Each attempt is a real legacy login: a user may not guess passwords in a loop."""
+    await gateway_factory(own_prosody, registration_limit={"per_user": 2, "total": 100})
+    client, other = await client_factory(own_prosody), await client_factory(own_prosody)
+    for _ in range(2):
+        with pytest.raises(IqError) as refused:
+            await submit(client, FAKE_JID, username="alice", password="wrong")
+        assert refused.value.iq["error"]["condition"] == "not-acceptable"  # really checked
+    with pytest.raises(IqError) as limited:
+        await submit(client, FAKE_JID, username="alice", password="right")
+    error = limited.value.iq["error"]
+    assert error["condition"] == "resource-constraint"
+    assert "too many registration attempts: try again in" in error["text"]
+    assert not (await get_registration(client, FAKE_JID))["register"]["registered"]
+    await submit(other, FAKE_JID, username="bob", password="right")  # others still may

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import test_irc_e2e as irc_e2e
+from harness import has_archived
 from registration_helpers import register_and_subscribe
 from slixmpp import Iq, Message
 from slixmpp.exceptions import IqError
@@ -28,7 +29,7 @@ from test_irc_e2e import (
     joined_user,
     login,
 )
-from xmpp_client import TestClient
+from xmpp_client import TestClient, eventually_async
 
 from component.archive import SETTINGS_NODE
 from component.devstack.postgres import Postgres
@@ -282,18 +283,34 @@ def irc_bridges(ngircd) -> dict[str, Any]:
     }
 
 
-async def test_restart_keeps_the_archive(servers, gateway_app, gateway_factory, peers):
+async def test_restart_keeps_the_archive(servers, gateway_app, peers):
+    """SIGTERM writes what is queued; SIGKILL loses nothing already committed."""
     prosody, ngircd = servers
     alice = await joined_user(prosody, "alice")
     bob = await irc_user(ngircd, peers, "bob", "#room")
     bob.conn.privmsg("#room", "remember me")
     [live] = await said(alice, "remember me")
 
-    await gateway_app.stop()
-    key = gateway_app.config.secret_key.get_secret_value()
-    await gateway_factory(prosody, bridges=irc_bridges(ngircd), secret_key=key)  # same db file
+    assert await gateway_app.stop() == 0
+    await gateway_app.start()  # same config, same database
     [archived], _ = await mam(alice)
     assert (body(archived), archive_id(archived)) == ("remember me", stanza_id(live))
+
+    join_presence(alice, "alice")  # the new process knows of no join
+    history = await alice.wait_for(groupchat("remember me"))  # from the archive now
+    assert history.xml.find("{urn:xmpp:delay}delay") is not None
+    assert stanza_id(history) == stanza_id(live)
+    bob.conn.privmsg("#room", "and me")
+    [later] = await said(alice, "and me")
+    user = alice.boundjid.bare
+    await eventually_async(lambda: has_archived(gateway_app.config, user, "irc", "and me"))
+    await gateway_app.kill()
+    await gateway_app.start()
+    both, _ = await mam(alice)
+    assert [(body(m), archive_id(m)) for m in both] == [
+        ("remember me", stanza_id(live)),
+        ("and me", stanza_id(later)),
+    ]
     await alice.close()
 
 
@@ -306,16 +323,15 @@ async def postgres_url():
 async def test_on_postgresql_paging_and_restart(servers, gateway_factory, peers, postgres_url):
     prosody, ngircd = servers
     config = {"bridges": irc_bridges(ngircd), "database_url": postgres_url}
-    app = await gateway_factory(prosody, **config)
+    gateway = await gateway_factory(prosody, **config)
     alice = await joined_user(prosody, "alice")
     bob = await irc_user(ngircd, peers, "bob", "#room")
     for n in range(3):
         bob.conn.privmsg("#room", f"pg {n}")
     live = await said(alice, "pg 0", "pg 1", "pg 2")
 
-    await app.stop()
-    key = app.config.secret_key.get_secret_value()
-    await gateway_factory(prosody, secret_key=key, **config)
+    assert await gateway.stop() == 0
+    await gateway.start()  # same config, same database
     page, fin = await mam(alice, max="2", before="")
     assert [body(m) for m in page] == ["pg 1", "pg 2"]
     assert [archive_id(m) for m in page] == [stanza_id(m) for m in live[1:]]

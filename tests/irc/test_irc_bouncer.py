@@ -1,28 +1,22 @@
 """The gateway as a bouncer: persistent channels survive gateway restarts and drops.
 
-Real Prosody, ngIRCd, slixmpp clients and an IRC peer. The gateway is stopped the way
-SIGTERM stops it (`App.stop` in this process), or run as its own process and killed
-with SIGKILL, and started again on the same database while the user is offline: the
-IRC side must see the user back in their persistent channels, what is said there must
-wait for the user's next join, and since ngIRCd has no chat history the room must say
-when the gateway was not there.
+Real Prosody, ngIRCd, slixmpp clients and an IRC peer. The gateway runs as its own
+process; it is stopped with SIGTERM or killed with SIGKILL, and started again on the
+same database while the user is offline: the IRC side must see the user back in their
+persistent channels, what is said there must wait for the user's next join, and since
+ngIRCd has no chat history the room must say when the gateway was not there.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import signal
-import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import gateway_config, start_app, write_config
+from harness import has_archived
 from irc_helpers import IrcPeer
 from registration_helpers import register_and_subscribe
 from slixmpp import Message
@@ -39,14 +33,14 @@ from test_irc_e2e import (
     run_settings_command,
     wait_away,
 )
-from xmpp_client import TestClient
+from xmpp_client import TestClient, eventually_async
 
 from bridges.irc.devstack import InspIrcd, NgIrcd
 from bridges.irc.session import OFFLINE_AWAY
-from component.app import App
-from component.devstack.process import ManagedProcess, run_command
+from component.devstack.gateway import GatewayProcess
 from component.devstack.prosody import Prosody
 
+GatewayFactory = Callable[..., Awaitable[GatewayProcess]]
 GAP = re.compile(
     r"The gateway was not in #room from (\S+ \S+) to (\S+) UTC: "
     r"what was said there meanwhile may be missing\."
@@ -54,14 +48,17 @@ GAP = re.compile(
 
 
 class Stack:
-    """Prosody, ngIRCd and a gateway that can be stopped and started on one database."""
+    """Prosody, an IRC server and a gateway process that can be stopped (SIGTERM),
+    killed (SIGKILL) and started again on one database."""
 
-    def __init__(self, prosody: Prosody, ngircd: NgIrcd | InspIrcd, base_dir: Path) -> None:
-        self.prosody, self.ngircd, self.base_dir = prosody, ngircd, base_dir
-        irc = {
+    def __init__(
+        self, prosody: Prosody, ircd: NgIrcd | InspIrcd, gateway_factory: GatewayFactory
+    ) -> None:
+        self.prosody, self.ngircd, self._factory = prosody, ircd, gateway_factory
+        self.irc: dict[str, Any] = {
             "jid": IRC_JID,
             "secret": IRC_SECRET,
-            "port": ngircd.port,
+            "port": ircd.port,
             "tls": False,
             "flood_rate": 100.0,
             "flood_burst": 100,
@@ -69,47 +66,40 @@ class Stack:
             "allowed_servers": ["127.0.0.1"],
             "last_seen_interval": 0.5,
         }
-        self.config: dict[str, Any] = gateway_config(
-            prosody, base_dir / "gateway.db", bridges={"irc": irc}
-        )
-        self.app: App | None = None
+        self.gateway: GatewayProcess | None = None
 
-    async def start_gateway(self) -> App:
-        self.app = await start_app(self.config, self.base_dir)
-        await asyncio.wait_for(self.app.gateways[0].link_up.wait(), 15)
-        return self.app
+    async def start_gateway(self) -> GatewayProcess:
+        """Start the gateway (the first time on a fresh database, then on the same one)
+        and return once its component is connected."""
+        if self.gateway is None:
+            self.gateway = await self._factory(self.prosody, bridges={"irc": self.irc})
+        else:
+            await self.gateway.start()
+        return self.gateway
 
     async def stop_gateway(self) -> None:
-        app, self.app = self.app, None
-        if app is not None:
-            await app.stop()
+        """SIGTERM, as an operator stops it: the gateway must exit cleanly."""
+        assert self.gateway is not None
+        assert await self.gateway.stop() == 0
 
-    async def spawn_gateway(self) -> ManagedProcess:
-        """`xmpp-gateway run` as a process of its own, once its component is connected."""
-        config = write_config(self.base_dir / "config.yaml", self.config)
-        cli = [sys.executable, "-m", "component"]
-        await run_command(*cli, "db", "upgrade", "-c", config)
-        process = ManagedProcess(
-            "gateway",
-            [*cli, "run", "-c", config],
-            log_path=self.base_dir / "gateway.log",
-            ready_log=self.prosody.log_path,
-            ready_pattern=f"{re.escape(IRC_JID)}:component.*successfully authenticated",
-            cwd=self.base_dir,
-        )
-        await process.start()
-        return process
+    async def kill_gateway(self) -> None:
+        """SIGKILL: no chance to write anything on the way out."""
+        assert self.gateway is not None
+        await self.gateway.kill()
 
 
 @pytest.fixture
-async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(
+    request: pytest.FixtureRequest, gateway_factory: GatewayFactory
+) -> AsyncIterator[Stack]:
     """ngIRCd, or InspIRCd when parametrized indirectly with "inspircd"."""
     inspircd = getattr(request, "param", "ngircd") == "inspircd"
     ircd = InspIrcd() if inspircd else NgIrcd(flood_throttling=False)
     async with Prosody(components={IRC_JID: IRC_SECRET}) as prosody, ircd:
-        stack = Stack(prosody, ircd, tmp_path)
+        stack = Stack(prosody, ircd, gateway_factory)
         yield stack
-        await stack.stop_gateway()
+        if stack.gateway is not None:
+            await stack.gateway.stop()  # before its XMPP and IRC servers go
 
 
 @pytest.fixture
@@ -169,18 +159,21 @@ async def test_gateway_restart_rejoins_persistent_channels_without_the_user(
     jid = await offline_in_persistent_room(stack, bob, "dora")
 
     stopped_at = datetime.now(UTC)
-    await stack.stop_gateway()  # what SIGTERM does
+    await stack.stop_gateway()
     await bob.wait_for(lambda e: e.type == "quit" and e.source.nick == "dora")
     bob.conn.privmsg("#room", "said while the gateway was down")
-    await stack.start_gateway()  # nobody is online
+    gateway = await stack.start_gateway()  # nobody is online
 
     await bob.wait_until(lambda: len(joins_of(bob, "dora")) == 2, timeout=15)
     await wait_away(bob, "dora", OFFLINE_AWAY)
-    bob.conn.privmsg("#room", "said while dora was offline")
+    offline_line = "said while dora was offline"
+    bob.conn.privmsg("#room", offline_line)
+    # Join only once the gateway has the line: joined first, it would arrive live.
+    await eventually_async(lambda: has_archived(gateway.config, jid, "irc", offline_line))
 
     client, seconds = await rejoin(stack, jid, "dora")
     assert seconds < 2  # answered from the live connection, no JOIN on IRC
-    missed = await client.wait_for(groupchat("said while dora was offline"))
+    missed = await client.wait_for(groupchat(offline_line))
     assert missed["from"].resource == "bob"
     assert missed.xml.find("{urn:xmpp:delay}delay") is not None  # discussion history
     notice = await client.wait_for(is_gap_notice)
@@ -226,30 +219,25 @@ async def test_kill_9_of_the_gateway_process_loses_at_most_the_last_note(
     stack: Stack, peers: list[IrcPeer]
 ) -> None:
     """No clean stop: the gap starts at the last periodic note (`last_seen_interval`)."""
-    gateway = await stack.spawn_gateway()
-    try:
-        bob = await irc_user(stack.ngircd, peers, "bob", "#room")
-        jid = await offline_in_persistent_room(stack, bob, "fay")
-        joined_at = datetime.now(UTC)
+    await stack.start_gateway()
+    bob = await irc_user(stack.ngircd, peers, "bob", "#room")
+    jid = await offline_in_persistent_room(stack, bob, "fay")
+    joined_at = datetime.now(UTC)
 
-        assert gateway.pid is not None
-        os.kill(gateway.pid, signal.SIGKILL)
-        await bob.wait_for(lambda e: e.type == "quit" and e.source.nick == "fay")
-        killed_at = datetime.now(UTC)
-        await gateway.stop()  # reaps it
-        await gateway.start()
+    await stack.kill_gateway()
+    await bob.wait_for(lambda e: e.type == "quit" and e.source.nick == "fay")
+    killed_at = datetime.now(UTC)
+    await stack.start_gateway()
 
-        await bob.wait_until(lambda: len(joins_of(bob, "fay")) == 2, timeout=15)
-        await wait_away(bob, "fay", OFFLINE_AWAY)
-        bob.conn.privmsg("#room", "said after the crash")
-        client, seconds = await rejoin(stack, jid, "fay")
-        assert seconds < 2
-        await client.wait_for(groupchat("said after the crash"))
-        start, end = gap_of(await client.wait_for(is_gap_notice))
-        # The notice has whole seconds, and the last note may be an interval old.
-        slack = timedelta(seconds=stack.config["bridges"]["irc"]["last_seen_interval"] + 1)
-        assert joined_at - slack <= start <= killed_at <= end + timedelta(seconds=1)
-        assert killed_at - start <= slack
-        await client.close()
-    finally:
-        await gateway.stop()
+    await bob.wait_until(lambda: len(joins_of(bob, "fay")) == 2, timeout=15)
+    await wait_away(bob, "fay", OFFLINE_AWAY)
+    bob.conn.privmsg("#room", "said after the crash")
+    client, seconds = await rejoin(stack, jid, "fay")
+    assert seconds < 2
+    await client.wait_for(groupchat("said after the crash"))
+    start, end = gap_of(await client.wait_for(is_gap_notice))
+    # The notice has whole seconds, and the last note may be an interval old.
+    slack = timedelta(seconds=stack.irc["last_seen_interval"] + 1)
+    assert joined_at - slack <= start <= killed_at <= end + timedelta(seconds=1)
+    assert killed_at - start <= slack
+    await client.close()

@@ -9,11 +9,11 @@ register with an XEP-0147 URI.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from harness import stored_account
 from irc_helpers import IrcPeer
 from registration_helpers import get_registration
 from slixmpp import Iq, Message, Presence
@@ -38,7 +38,7 @@ from bridges.irc.options import IrcOptions
 from bridges.jid_escaping import escape_node
 from bridges.mail import MailBridge
 from bridges.mail.config import MailOptions
-from component.app import App
+from component.devstack.gateway import GatewayProcess
 from component.devstack.prosody import Prosody
 
 MAIL_JID, MAIL_SECRET = "mail.localhost", "mail-secret"
@@ -60,7 +60,7 @@ async def start(servers, gateway_factory):
     `allowed_domains` to the top level."""
     prosody, ngircd = servers
 
-    async def run(allowed_domains: list[str] | None = None, **irc: Any) -> App:
+    async def run(allowed_domains: list[str] | None = None, **irc: Any) -> GatewayProcess:
         bridges = {
             "irc": {
                 "jid": IRC_JID,
@@ -75,10 +75,7 @@ async def start(servers, gateway_factory):
             "mail": {"jid": MAIL_JID, "secret": MAIL_SECRET},
         }
         top = {"allowed_domains": allowed_domains} if allowed_domains else {}
-        app = await gateway_factory(prosody, bridges=bridges, **top)
-        for gateway in app.gateways:
-            await asyncio.wait_for(gateway.link_up.wait(), 15)
-        return app
+        return await gateway_factory(prosody, bridges=bridges, **top)
 
     return run
 
@@ -114,8 +111,9 @@ def subscription_requests(client: TestClient) -> list[Any]:
     return [s for s in client.stanzas if isinstance(s, Presence) and s["type"] == "subscribe"]
 
 
-async def stored(app: App, user: str) -> Any:
-    return await app.gateways[0].store.get_account(user, "irc")
+async def stored(gateway: GatewayProcess, user: str, bridge: str = "irc") -> Any:
+    """`user`'s account on `bridge` as the gateway process stored it in its database."""
+    return await stored_account(gateway.config, user, bridge)
 
 
 @pytest.mark.parametrize(
@@ -144,7 +142,7 @@ def test_bridges_that_need_registration_offer_no_default():
 
 async def test_unregistered_user_joins_with_the_join_nick(servers, start, peers, clients):
     prosody, ngircd = servers
-    app = await start()
+    gateway = await start()
     bob = await irc_user(ngircd, peers, "bob", "#room")
     bob.conn.topic("#room", "no forms here")
     await bob.wait_for(lambda e: e.type == "topic")
@@ -171,7 +169,7 @@ async def test_unregistered_user_joins_with_the_join_nick(servers, start, peers,
     # A real stored account: XEP-0077 shows it with the nick it was made with...
     form = (await get_registration(client, IRC_JID))["register"]
     assert form["registered"] and form["nick"] == "wonder"
-    assert (await stored(app, client.boundjid.bare)).settings["nick"] == "wonder"
+    assert (await stored(gateway, client.boundjid.bare)).settings["nick"] == "wonder"
     # ...but unlike a registration it asks for no place in the user's roster,
     assert subscription_requests(client) == []
     # though the user may put the gateway there, as a registered user can.
@@ -207,7 +205,7 @@ async def test_settings_command_works_without_registration(servers, start, peers
 
 async def test_require_registration_refuses_unregistered_users(servers, start, clients):
     prosody, _ngircd = servers
-    app = await start(require_registration=True)
+    gateway = await start(require_registration=True)
     client = await newcomer(prosody, clients, "dave")
     how = f"Register with {IRC_JID} first: xmpp:{IRC_JID}?register"
 
@@ -218,12 +216,12 @@ async def test_require_registration_refuses_unregistered_users(servers, start, c
     client.send_message(mto=f"bob%127.0.0.1@{IRC_JID}", mbody="hello", mtype="chat")
     refused = await client.wait_for(error_from(f"bob%127.0.0.1@{IRC_JID}", Message))
     assert refused["error"]["condition"] == "registration-required"
-    assert await stored(app, client.boundjid.bare) is None
+    assert await stored(gateway, client.boundjid.bare) is None
 
 
 async def test_mail_still_needs_registration_and_says_how(servers, start, clients):
     prosody, _ngircd = servers
-    app = await start()
+    gateway = await start()
     client = await newcomer(prosody, clients, "erin")
     contact = f"{escape_node('bob@example.org')}@{MAIL_JID}"
 
@@ -231,7 +229,7 @@ async def test_mail_still_needs_registration_and_says_how(servers, start, client
     refused = await client.wait_for(error_from(contact, Message))
     assert refused["error"]["condition"] == "registration-required"
     assert refused["error"]["text"] == f"Register with {MAIL_JID} first: xmpp:{MAIL_JID}?register"
-    assert await app.gateways[1].store.get_account(client.boundjid.bare, "mail") is None
+    assert await stored(gateway, client.boundjid.bare, "mail") is None
 
 
 async def test_help_says_how_to_register_only_where_needed(servers, start, clients):
@@ -247,7 +245,7 @@ async def test_help_says_how_to_register_only_where_needed(servers, start, clien
 
 async def test_users_of_other_domains_get_no_account(servers, start, peers, clients):
     prosody, ngircd = servers
-    app = await start(allowed_domains=["example.org"])
+    gateway = await start(allowed_domains=["example.org"])
     bob = await irc_user(ngircd, peers, "bob", "#room")
     client = await newcomer(prosody, clients, "mallory")
 
@@ -256,7 +254,7 @@ async def test_users_of_other_domains_get_no_account(servers, start, peers, clie
     assert refused["error"]["condition"] == "registration-required"
     client.send_message(mto=f"bob%127.0.0.1@{IRC_JID}", mbody="spam", mtype="chat")
     await client.wait_for(error_from(f"bob%127.0.0.1@{IRC_JID}", Message))
-    assert await stored(app, client.boundjid.bare) is None
+    assert await stored(gateway, client.boundjid.bare) is None
     await eventually_gone(bob, "mallory")  # never connected to IRC at all
     assert not bob.matching(lambda e: e.type in ("join", "privmsg") and e.source.nick != "bob")
 
@@ -265,7 +263,7 @@ async def test_presence_alone_creates_no_account(servers, start, clients):
     """Only a join or a message makes an account; presence (to the gateway or a contact,
     as clients send it on their own) must not."""
     prosody, _ngircd = servers
-    app = await start()
+    gateway = await start()
     client = await newcomer(prosody, clients, "frank")
 
     client.send_presence(pto=IRC_JID)
@@ -274,7 +272,7 @@ async def test_presence_alone_creates_no_account(servers, start, clients):
     ping: Iq = client.make_iq_to(IRC_JID)
     ping.enable("ping")
     await ping.send(timeout=10)
-    assert await stored(app, client.boundjid.bare) is None
+    assert await stored(gateway, client.boundjid.bare) is None
 
 
 def join(client: TestClient, room: str, nick: str) -> None:

@@ -165,10 +165,42 @@ async def test_groupchat_is_sent_and_reflected_with_the_same_id(muc, sent, room)
     message["body"], message["id"] = "hello", "abc123"
 
     await muc.on_groupchat(message, session, room)
+    (kind, to, text, token) = session.calls[-1]
+    assert (kind, to, text) == ("send", room, "hello")
+    assert sent == []  # not yet written to the legacy network: not shown as sent
 
-    assert session.calls[-1] == ("send", room, "hello", "abc123")
+    await muc.on_event(USER, events.Delivered(room, token))
+
     assert {str(s["to"]) for s in sent} == {PHONE, LAPTOP}
     assert all(s["id"] == "abc123" and str(s["from"]) == f"{ROOM_JID}/alice" for s in sent)
+
+
+async def test_groupchat_not_sent_gets_an_error_with_its_id_and_no_reflection(muc, sent, room):
+    session = FakeSession()
+    await join(muc, session, room)
+    await join(muc, session, room, frm=LAPTOP)
+    await muc.on_event(USER, joined_event(room))
+    sent.clear()
+    message = Message()
+    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
+    message["body"], message["id"] = "hello", "abc123"
+    await muc.on_groupchat(message, session, room)
+    token = session.calls[-1][3]
+
+    await muc.on_event(
+        USER, events.DeliveryFailed(room, token, "remote-server-timeout", "the gateway stopped")
+    )
+    await muc.on_event(USER, events.Delivered(room, token))  # too late: already failed
+
+    [error] = sent
+    assert (str(error["to"]), str(error["from"]), error["type"], error["id"]) == (
+        PHONE,
+        ROOM_JID,
+        "error",
+        "abc123",
+    )
+    assert error["error"]["condition"] == "remote-server-timeout"
+    assert error["error"]["text"] == "the gateway stopped"
 
 
 async def test_subject_change_from_xmpp(muc, sent, room):
@@ -430,6 +462,7 @@ async def test_own_message_keeps_origin_id_and_id_live_and_archived(archived, se
     message["body"], message["id"] = "/me waves", "client-1"
     ET.SubElement(message.xml, f"{{{SID_NS}}}origin-id", {"id": "origin-1"})
     await archived.on_groupchat(message, session, room)
+    await archived.on_event(USER, events.Delivered(room, session.calls[-1][3]))
     [echo] = sent
     assert echo["id"] == "client-1"
     assert echo.xml.find(f"{{{SID_NS}}}origin-id").get("id") == "origin-1"
@@ -441,6 +474,29 @@ async def test_own_message_keeps_origin_id_and_id_live_and_archived(archived, se
         "action",
         "alice",
     )
+
+
+async def test_own_message_is_archived_with_the_networks_echo_id_and_time(
+    archived, sent, room, archive
+):
+    session = FakeSession()
+    await join(archived, session, room)
+    await archived.on_event(USER, joined_event(room))
+    sent.clear()
+    message = Message()
+    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
+    message["body"], message["id"] = "hello", "client-1"
+    await archived.on_groupchat(message, session, room)
+    echoed = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+
+    delivered = events.Delivered(room, session.calls[-1][3], legacy_id="1~2~3", sent=echoed)
+    await archived.on_event(USER, delivered)
+    await archived.on_event(USER, delivered)  # reported again: still archived once
+
+    [echo] = sent
+    [stored] = await archive.latest(USER, room.legacy_id, 5)
+    assert (stored.legacy_id, stored.sent, stored.xmpp_id) == ("1~2~3", echoed, "client-1")
+    assert stanza_id(echo) == stored.stanza_id
 
 
 @pytest.mark.parametrize(
@@ -520,3 +576,19 @@ async def test_away_occupants_show_away(muc, sent, room):
     await muc.on_event(USER, events.NickChanged(room, "bob", "bobby"))
     await muc.on_event(USER, events.OccupantJoined(room, events.Occupant("bobby", away=True)))
     assert sent[-1]["show"] == "away" and str(sent[-1]["from"]) == f"{ROOM_JID}/bobby"
+
+
+async def test_a_nick_no_jid_resource_can_hold_still_completes_the_join(muc, sent, room):
+    """A hostile server's NAMES with a BEL in a nick used to leave the join unanswered."""
+    session = FakeSession()
+    await muc.on_presence(presence(PHONE, "alice"), session, room)
+    odd = events.Occupant("m\x07llory")
+    await muc.on_event(USER, events.RoomJoined(room, "alice", occupants=(odd,)))
+    assert [str(s["from"]) for s in sent[:2]] == [f"{ROOM_JID}/m%07llory", f"{ROOM_JID}/alice"]
+    assert codes(sent[1]) == {"110"}
+    # Addressed by that resource, the user reaches the nick as IRC knows it.
+    kick = Iq(sfrom=PHONE, sto=ROOM_JID, stype="set")
+    query = ET.SubElement(kick.xml, f"{{{MUC_ADMIN_NS}}}query")
+    ET.SubElement(query, f"{{{MUC_ADMIN_NS}}}item", {"nick": "m%07llory", "role": "none"})
+    await muc.on_iq_admin(kick, session, room)
+    assert ("kick", room, "m\x07llory") in [call[:3] for call in session.calls]

@@ -109,6 +109,7 @@ def options_for(mail: MailServer, **overrides: Any) -> MailOptions:
     """Options trusting the test CA, with timings short enough for tests."""
     values: dict[str, Any] = {
         "ca_file": str(mail.ca_file),
+        "allowed_hosts": [mail.host],
         "timeout": 10.0,
         "reconnect_min": 0.2,
         "reconnect_max": 1.0,

@@ -278,9 +278,10 @@ async def test_replies_to_parsed_senders_are_accepted_by_smtp(
             with pytest.raises(BridgeError, match="SMTPUTF8"):
                 await session.send_message(to, "reply")
             continue
-        before = len(mail.remote)
-        await session.send_message(to, "reply", xmpp_id="p1")
-        assert sink.of(events.Delivered)[-1] == events.Delivered(to, "p1")
+        before, sent = len(mail.remote), len(sink.of(events.Delivered))
+        await session.send_message(to, "reply", xmpp_id="p1")  # submitted in the background
+        delivered = await sink.wait_count(events.Delivered, sent + 1)
+        assert delivered[-1] == events.Delivered(to, "p1")
         [relayed] = mail.remote[before:]
         assert addresses.parse(relayed.rcpt_to) == canonical
         message = email.message_from_bytes(relayed.content, policy=email.policy.default)

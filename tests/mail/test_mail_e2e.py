@@ -48,6 +48,11 @@ class Stack:
         folders: dict[str, Any] = account.state.get("folders", {})
         return folders
 
+    async def restart_with(self, **mail_options: Any) -> None:
+        """Restart the gateway on its database with `mail_options` in its mail section."""
+        self.gateway.config["bridges"]["mail"].update(mail_options)
+        await self.gateway.restart()
+
 
 @pytest.fixture
 async def stack(mail: MailServer, gateway_factory: Any) -> AsyncIterator[Stack]:
@@ -56,6 +61,7 @@ async def stack(mail: MailServer, gateway_factory: Any) -> AsyncIterator[Stack]:
             "jid": MAIL_JID,
             "secret": MAIL_SECRET,
             "ca_file": str(mail.ca_file),
+            "allowed_hosts": [mail.host],
             "timeout": 10.0,
             "reconnect_min": 0.2,
             "reconnect_max": 1.0,
@@ -242,8 +248,7 @@ async def test_mail_for_an_offline_user_waits_in_offline_storage(
 
 
 async def test_new_correspondents_ask_to_join_the_roster(stack: Stack, mail: MailServer) -> None:
-    stack.gateway.config["bridges"]["mail"]["subscribe_correspondents"] = True
-    await stack.gateway.restart()
+    await stack.restart_with(subscribe_correspondents=True)
     await mail.add_user("alice", "alicepw")
     await mail.add_user("erin", "erinpw")
     client = await login(stack, "alice")
@@ -266,9 +271,7 @@ async def test_quoted_local_parts_route_back_through_prosody(
 ) -> None:
     """The JID a mail (and its subscription request) comes from is one a reply reaches,
     and the README's spelling `bob\\20smith\\40...` reaches `"bob smith"@...`."""
-    await stack.stop_gateway()
-    stack.config["bridges"]["mail"]["subscribe_correspondents"] = True
-    await stack.start_gateway()
+    await stack.restart_with(subscribe_correspondents=True)
     await mail.add_user("alice", "alicepw")
     odd = await mail.add_user("odd one", "oddpw")
     await mail.add_user("bob smith", "bobpw")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from mail_helpers import closed_port, form, options_for, register
 
@@ -41,7 +43,7 @@ async def test_unreachable_imap_host(mail: MailServer, bridge: MailBridge) -> No
     with pytest.raises(RegistrationError) as info:
         await bridge.validate_registration("alice@xmpp.test", values, None)
     assert info.value.field == "imap_host"
-    assert "refused" in info.value.text.lower()
+    assert info.value.text.startswith("could not reach the IMAP server 127.0.0.1:")
 
 
 async def test_untrusted_certificate(mail: MailServer) -> None:
@@ -50,7 +52,7 @@ async def test_untrusted_certificate(mail: MailServer) -> None:
     with pytest.raises(RegistrationError) as info:
         await strict.validate_registration("alice@xmpp.test", form(mail, "alice", "pw"), None)
     assert info.value.field == "imap_host"
-    assert "certificate" in info.value.text.lower()
+    assert info.value.text.startswith("could not reach the IMAP server")  # details: the log
 
 
 async def test_bad_smtp_port(mail: MailServer, bridge: MailBridge) -> None:
@@ -138,3 +140,40 @@ def test_translate_legacy_id() -> None:
     assert bridge.translate_legacy_id(" Bob <bob@Example.org> ").legacy_id == "bob@example.org"
     with pytest.raises(AddressError):
         bridge.translate_legacy_id("not an address")
+
+
+async def test_hosts_on_private_networks_are_refused_unless_the_operator_allows_them(
+    mail: MailServer,
+) -> None:
+    await mail.add_user("alice", "pw")
+    guarded = MailBridge(options_for(mail, allowed_hosts=()))
+    with pytest.raises(RegistrationError) as info:
+        await guarded.validate_registration("alice@xmpp.test", form(mail, "alice", "pw"), None)
+    assert (info.value.field, info.value.condition) == ("imap_host", "not-allowed")
+    assert "private network" in info.value.text
+    open_one = MailBridge(options_for(mail, allowed_hosts=(), allow_private_networks=True))
+    await open_one.validate_registration("alice@xmpp.test", form(mail, "alice", "pw"), None)
+
+
+async def test_refused_silent_and_unknown_hosts_read_alike(mail: MailServer) -> None:
+    """Registration must not tell closed, open-but-silent and missing hosts apart."""
+    await mail.add_user("alice", "pw")
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts, never greets
+
+    server = await asyncio.start_server(silent, mail.host, 0)
+    silent_port = server.sockets[0].getsockname()[1]
+    bridge = MailBridge(options_for(mail, timeout=1.0, allow_private_networks=True))
+    texts = []
+    try:
+        for host, port in (
+            (mail.host, closed_port()), (mail.host, silent_port), ("no-such-host.invalid", 993),
+        ):  # fmt: skip
+            values = form(mail, "alice", "pw", imap_host=host, imap_port=port)
+            with pytest.raises(RegistrationError) as info:
+                await bridge.validate_registration("alice@xmpp.test", values, None)
+            texts.append(info.value.text.replace(f"{host}:{port}", "HOST"))
+    finally:
+        server.close()
+    assert len(set(texts)) == 1, texts

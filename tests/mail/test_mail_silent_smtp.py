@@ -12,24 +12,20 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import gateway_config, start_app
+from harness import open_store
 from mail_helpers import PUSH_TIMEOUT, read_mailbox
 from registration_helpers import register_and_subscribe
 from slixmpp import Iq
 from slixmpp.exceptions import IqError
-from xmpp_client import TestClient, eventually
+from xmpp_client import TestClient, eventually, eventually_async
 
 from bridges.jid_escaping import escape_node
 from bridges.mail.devstack import MailServer
-from component.app import App
-from component.config import parse_config
-from component.db import create_engine
+from component.devstack.gateway import GatewayProcess
 from component.devstack.prosody import Prosody
-from component.store import Store
 
 MAIL_JID = "mail.localhost"
 MAIL_SECRET = "mail-secret"
@@ -91,36 +87,17 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class Stack:
-    def __init__(self, prosody: Prosody, mail: MailServer, smtp: SilentableSmtp, tmp: Path):
-        self.prosody, self.mail, self.smtp, self.tmp = prosody, mail, smtp, tmp
-        bridge = {
-            "jid": MAIL_JID,
-            "secret": MAIL_SECRET,
-            "ca_file": str(mail.ca_file),
-            "timeout": SMTP_TIMEOUT,
-            "retry_min": 0.3,
-            "retry_max": 1.0,
-            "reconnect_min": 0.2,
-            "reconnect_max": 1.0,
-        }
-        self.config = gateway_config(
-            prosody,
-            tmp / "gateway.db",
-            bridges={"mail": bridge},
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-        )
-        self.app: App | None = None
+    """Prosody, the mail system behind the silentable relay, and the gateway process."""
 
-    async def start(self) -> None:
-        self.app = await start_app(self.config, self.tmp)
-        await asyncio.wait_for(self.app.gateways[0].link_up.wait(), 15)
+    def __init__(
+        self, prosody: Prosody, mail: MailServer, smtp: SilentableSmtp, gateway: GatewayProcess
+    ) -> None:
+        self.prosody, self.mail, self.smtp, self.gateway = prosody, mail, smtp, gateway
 
     async def stop(self) -> float:
-        """Stop the gateway; return how long that took."""
-        app, self.app = self.app, None
-        assert app is not None
+        """Stop the gateway with SIGTERM, which it must exit cleanly on; how long it took."""
         started = time.monotonic()
-        await app.stop()
+        assert await self.gateway.stop() == 0
         return time.monotonic() - started
 
     def form(self, user: str) -> dict[str, Any]:
@@ -136,31 +113,39 @@ class Stack:
         }
 
     async def outbox(self, user: str) -> list[dict[str, Any]]:
-        """The mail stored for `user` to send, read from the database as it is at rest."""
-        parsed, _ = parse_config(self.config, self.tmp)
-        engine = create_engine(parsed.database_url)
-        try:
-            records = await Store(engine, parsed.secret_box()).list_records(user, "mail", "outbox")
-        finally:
-            await engine.dispose()
+        """The mail stored for `user` to send, read from the gateway's database."""
+        async with open_store(self.gateway.config) as store:
+            records = await store.list_records(user, "mail", "outbox")
         return [data for _key, data in records]
+
+    async def outbox_is_empty(self, user: str) -> bool:
+        return not await self.outbox(user)
 
 
 @pytest.fixture
-async def stack(mail: MailServer, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(mail: MailServer, gateway_factory: Any) -> AsyncIterator[Stack]:
     await mail.add_user("alice", "alicepw")
     await mail.add_user("bob", "bobpw")
     async with (
         Prosody(components={MAIL_JID: MAIL_SECRET}) as prosody,
         SilentableSmtp(mail.host, mail.submission_port) as smtp,
     ):
-        stack = Stack(prosody, mail, smtp, tmp_path)
-        await stack.start()
-        try:
-            yield stack
-        finally:
-            if stack.app is not None:
-                await stack.stop()
+        bridge = {
+            "jid": MAIL_JID,
+            "secret": MAIL_SECRET,
+            "ca_file": str(mail.ca_file),
+            "allowed_hosts": [mail.host],
+            "timeout": SMTP_TIMEOUT,
+            "retry_min": 0.3,
+            "retry_max": 1.0,
+            "reconnect_min": 0.2,
+            "reconnect_max": 1.0,
+        }
+        gateway = await gateway_factory(
+            prosody, bridges={"mail": bridge}, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
+        yield Stack(prosody, mail, smtp, gateway)
+        await gateway.stop()  # before Prosody and the relay go
 
 
 async def login(stack: Stack, name: str) -> TestClient:
@@ -178,10 +163,10 @@ async def translate(client: TestClient, text: str) -> str:
 
 async def test_silent_smtp_holds_neither_the_user_nor_the_shutdown(stack: Stack) -> None:
     client = await login(stack, "alice")
-    await register_and_subscribe(client, MAIL_JID, **stack.form("alice"))
     user = client.boundjid.bare
-    assert stack.app is not None
-    await eventually(lambda: stack.app is not None and stack.app.gateways[0].sessions.get(user))
+    mark = stack.gateway.log_mark()
+    await register_and_subscribe(client, MAIL_JID, **stack.form("alice"))
+    await stack.gateway.wait_for_log(f"{user}: starting mail session", since=mark)
     stack.smtp.silent = True
     bob = stack.mail.address("bob")
     client.send_message(mto=f"{escape_node(bob)}@{MAIL_JID}", mbody="are you there?", mtype="chat")
@@ -197,10 +182,8 @@ async def test_silent_smtp_holds_neither_the_user_nor_the_shutdown(stack: Stack)
     assert queued["to"] == bob
 
     stack.smtp.silent = False
-    await stack.start()
-    async with asyncio.timeout(PUSH_TIMEOUT):  # a mailbox and a table announce nothing
-        while await stack.outbox(user):  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+    await stack.gateway.start()  # on the same database
+    await eventually_async(lambda: stack.outbox_is_empty(user), PUSH_TIMEOUT)
     received = await read_mailbox(stack.mail, "bob")
     assert [m.get_body().get_content().strip() for m in received] == ["are you there?"]
 
