@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from slixmpp import JID
+from slixmpp.jid import InvalidJID
+
 from bridges.address import Address, AddressError, AddressKind
 from bridges.irc.protocol import CHANNEL_PREFIXES, is_valid_nick
 from bridges.jid_escaping import escape_node, unescape_node
@@ -94,3 +97,12 @@ def format_localpart(address: Address, *, fixed_server: str | None) -> str:
     if fixed_server:
         return escape_node(target.local)
     return escape_node(f"{target.local}%{target.server}")
+
+
+def can_be_named(local: str) -> bool:
+    """Whether a server-supplied channel or nick has a JID: hostile names may not."""
+    try:
+        JID(f"{escape_node(f'{local}%irc.invalid')}@gateway.invalid")
+    except (ValueError, InvalidJID):
+        return False
+    return True

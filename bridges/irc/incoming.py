@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from bridges import events
 from bridges.address import Address
-from bridges.irc.address import make_address
+from bridges.irc.address import can_be_named, make_address
 from bridges.irc.channel import Channel, Member, ServerModes
 from bridges.irc.chathistory import Anchor, batch_target
 from bridges.irc.connection import IrcConnection
@@ -37,7 +37,7 @@ SERVER_NICKLEN_BOUND = 64
 
 def _is_nick(name: str) -> bool:
     """Whether a server-supplied name can be a user with an address (a contact JID)."""
-    return is_valid_nick(name, SERVER_NICKLEN_BOUND)
+    return is_valid_nick(name, SERVER_NICKLEN_BOUND) and can_be_named(name)
 
 # Join refusals → (XEP-0045 stanza error condition, what to tell the user).
 JOIN_ERRORS = {
@@ -199,6 +199,8 @@ class IncomingLines:
             if "!" in line.prefix:
                 user, _, host = line.prefix.split("!", 1)[1].partition("@")
                 self.userhost = (user, host)
+            if ch is None and not _is_channel_name(name):
+                return  # a channel no room JID can stand for: nothing to show
             if ch is None:  # joined by a raw command or forced by the server
                 ch = self.channels[casefold(name)] = Channel(name, make_address(name, self.server))
             ch.joined, ch.synced, ch.name = True, False, name
@@ -481,8 +483,12 @@ class IncomingLines:
 
 def _is_channel_name(name: str) -> bool:
     """RFC 2812 §1.3: a prefix, then no blank, BEL, comma or other control character."""
-    return is_channel(name) and len(name) > 1 and name.isprintable() and not any(
-        char in name for char in " ,:"
+    return (
+        is_channel(name)
+        and len(name) > 1
+        and name.isprintable()
+        and not any(char in name for char in " ,:")
+        and can_be_named(name)
     )
 
 
