@@ -19,10 +19,10 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 from test_irc_e2e import (
     IRC_JID,
-    IRC_SECRET,
     PASSWORD,
     ROOM,
     groupchat,
+    irc_section,
     irc_user,
     is_self_presence,
     join_presence,
@@ -270,17 +270,7 @@ async def test_hostile_mam_requests_get_errors_and_nothing_breaks(stack, peers):
 
 
 def irc_bridges(ngircd) -> dict[str, Any]:
-    return {
-        "irc": {
-            "jid": IRC_JID,
-            "secret": IRC_SECRET,
-            "port": ngircd.port,
-            "tls": False,
-            "flood_rate": 100.0,
-            "flood_burst": 100,
-            "allowed_servers": ["127.0.0.1"],
-        }
-    }
+    return {"irc": irc_section(ngircd)}
 
 
 async def test_restart_keeps_the_archive(servers, gateway_app, peers):

@@ -26,6 +26,7 @@ from test_irc_e2e import (
     PASSWORD,
     ROOM,
     groupchat,
+    irc_section,
     irc_user,
     is_self_presence,
     join_presence,
@@ -55,17 +56,9 @@ class Stack:
         self, prosody: Prosody, ircd: NgIrcd | InspIrcd, gateway_factory: GatewayFactory
     ) -> None:
         self.prosody, self.ngircd, self._factory = prosody, ircd, gateway_factory
-        self.irc: dict[str, Any] = {
-            "jid": IRC_JID,
-            "secret": IRC_SECRET,
-            "port": ircd.port,
-            "tls": False,
-            "flood_rate": 100.0,
-            "flood_burst": 100,
-            "reconnect_initial_delay": 0.2,
-            "allowed_servers": ["127.0.0.1"],
-            "last_seen_interval": 0.5,
-        }
+        self.irc: dict[str, Any] = irc_section(
+            ircd, reconnect_initial_delay=0.2, last_seen_interval=0.5
+        )
         self.gateway: GatewayProcess | None = None
 
     async def start_gateway(self) -> GatewayProcess:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from irc_helpers import IrcPeer
@@ -18,7 +19,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 from xmpp_client import TestClient
 
-from bridges.irc.devstack import NgIrcd
+from bridges.irc.devstack import InspIrcd, NgIrcd
 from bridges.irc.session import OFFLINE_AWAY
 from bridges.irc.settings import COMMAND_NODE
 from component.devstack.gateway import GatewayProcess
@@ -39,21 +40,24 @@ async def servers() -> AsyncIterator[tuple[Prosody, NgIrcd]]:
         yield prosody, ngircd
 
 
+def irc_section(ircd: NgIrcd | InspIrcd, **options: Any) -> dict[str, Any]:
+    """The `bridges.irc` config for `ircd`: flood control opened, only loopback allowed."""
+    return {
+        "jid": IRC_JID,
+        "secret": IRC_SECRET,
+        "port": ircd.port,
+        "tls": False,
+        "flood_rate": 100.0,
+        "flood_burst": 100,
+        "allowed_servers": ["127.0.0.1"],
+        **options,
+    }
+
+
 @pytest.fixture
 async def gateway_app(servers, gateway_factory) -> GatewayProcess:
     prosody, ngircd = servers
-    bridges = {
-        "irc": {
-            "jid": IRC_JID,
-            "secret": IRC_SECRET,
-            "port": ngircd.port,
-            "tls": False,
-            "flood_rate": 100.0,
-            "flood_burst": 100,
-            "allowed_servers": ["127.0.0.1"],
-        }
-    }
-    return await gateway_factory(prosody, bridges=bridges)
+    return await gateway_factory(prosody, bridges={"irc": irc_section(ngircd)})
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from test_irc_e2e import (
     ROOM,
     eventually_gone,
     groupchat,
+    irc_section,
     irc_user,
     is_self_presence,
     join_presence,
@@ -62,16 +63,7 @@ async def start(servers, gateway_factory):
 
     async def run(allowed_domains: list[str] | None = None, **irc: Any) -> GatewayProcess:
         bridges = {
-            "irc": {
-                "jid": IRC_JID,
-                "secret": IRC_SECRET,
-                "port": ngircd.port,
-                "tls": False,
-                "flood_rate": 100.0,
-                "flood_burst": 100,
-                "allowed_servers": ["127.0.0.1"],
-                **irc,
-            },
+            "irc": irc_section(ngircd, **irc),
             "mail": {"jid": MAIL_JID, "secret": MAIL_SECRET},
         }
         top = {"allowed_domains": allowed_domains} if allowed_domains else {}
