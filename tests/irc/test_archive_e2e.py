@@ -21,6 +21,7 @@ from test_irc_e2e import (
     IRC_JID,
     PASSWORD,
     ROOM,
+    complete_command,
     groupchat,
     irc_section,
     irc_user,
@@ -368,19 +369,8 @@ async def test_user_switch_in_the_settings_command(stack, peers):
 
 
 async def run_archive_command(client: TestClient, **values: str) -> None:
-    start = client.make_iq_to(IRC_JID, "set")
-    start["command"]["node"], start["command"]["action"] = SETTINGS_NODE, "execute"
-    form = await start.send(timeout=10)
+    form = await complete_command(client, IRC_JID, SETTINGS_NODE, **values)
     assert form["command"]["form"].get_fields()["enabled"]["type"] == "boolean"
-    finish = client.make_iq_to(IRC_JID, "set")
-    finish["command"]["node"], finish["command"]["action"] = SETTINGS_NODE, "complete"
-    finish["command"]["sessionid"] = form["command"]["sessionid"]
-    submitted = finish["command"]["form"]
-    submitted["type"] = "submit"
-    for var, value in values.items():
-        submitted.add_field(var=var, value=value)
-    done = await finish.send(timeout=10)
-    assert done["command"]["status"] == "completed"
 
 
 async def test_registration_flow_still_works_for_archived_rooms(stack):

@@ -295,13 +295,14 @@ def _role(stanza) -> str | None:
     return None if item is None else item.get("role")
 
 
-async def run_settings_command(client: TestClient, server_jid: str, **values: str) -> None:
-    """Fill in the network settings ad-hoc command (XEP-0050) the way a client does."""
-    start = client.make_iq_to(server_jid, "set")
-    start["command"]["node"], start["command"]["action"] = COMMAND_NODE, "execute"
+async def complete_command(client: TestClient, jid: str, node: str, **values: str):
+    """Run ad-hoc command `node` (XEP-0050) as a client does: execute, fill in the form
+    it answers with `values`, complete. Returns that form."""
+    start = client.make_iq_to(jid, "set")
+    start["command"]["node"], start["command"]["action"] = node, "execute"
     form = await start.send(timeout=10)
-    finish = client.make_iq_to(server_jid, "set")
-    finish["command"]["node"], finish["command"]["action"] = COMMAND_NODE, "complete"
+    finish = client.make_iq_to(jid, "set")
+    finish["command"]["node"], finish["command"]["action"] = node, "complete"
     finish["command"]["sessionid"] = form["command"]["sessionid"]
     submitted = finish["command"]["form"]
     submitted["type"] = "submit"
@@ -309,6 +310,12 @@ async def run_settings_command(client: TestClient, server_jid: str, **values: st
         submitted.add_field(var=var, value=value)
     done = await finish.send(timeout=10)
     assert done["command"]["status"] == "completed"
+    return form
+
+
+async def run_settings_command(client: TestClient, server_jid: str, **values: str) -> None:
+    """Fill in the network settings command the way a client does."""
+    await complete_command(client, server_jid, COMMAND_NODE, **values)
 
 
 async def test_persistent_channel_survives_going_offline(stack, peers):
