@@ -36,6 +36,9 @@ class App:
     gateways: list[Gateway] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
     archives: list[Archive] = field(default_factory=list)
+    owns_loop: bool = False
+    """True when nothing else runs in this event loop (`xmpp-gateway run`): then `stop`
+    also ends every task the sessions left behind."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -89,11 +92,29 @@ class App:
         for link in self.links:
             await link.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.owns_loop:
+            await self._end_stragglers()
         for archive in self.archives:
             await archive.stop()  # what the writer still holds is committed
         if self.engine is not None:
             await self.engine.dispose()
         log.info("stopped")
+
+    async def _end_stragglers(self) -> None:
+        """Cancel and await what sessions left running, before the database closes.
+
+        asyncio.run would cancel them only after `stop` returns, with the engine
+        disposed: a task cancelled in the middle of a query then strands its database
+        connection, and aiosqlite's non-daemon thread keeps the process from exiting.
+        """
+        keep = {asyncio.current_task(), *(t for a in self.archives for t in a.tasks)}
+        stragglers = [task for task in asyncio.all_tasks() if task not in keep]
+        if not stragglers:
+            return
+        log.info("ending %d tasks still running after the sessions stopped", len(stragglers))
+        for task in stragglers:
+            task.cancel()
+        await asyncio.gather(*stragglers, return_exceptions=True)
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -115,10 +136,11 @@ async def serve(
     bridges: list[LoadedBridge],
     on_connected: Callable[[], None] | None = None,
     stop: asyncio.Event | None = None,
+    owns_loop: bool = False,
 ) -> None:
     """Run until SIGTERM or SIGINT; `on_connected` runs once every component is up."""
     stop = stop or stop_on_signals()
-    app = App(config, bridges)
+    app = App(config, bridges, owns_loop=owns_loop)
     await app.start()
     try:
         if on_connected is not None:

@@ -152,6 +152,11 @@ class Archive:
         if self.max_days:
             self._tasks.append(asyncio.create_task(self._cleanup_loop(), name="archive cleanup"))
 
+    @property
+    def tasks(self) -> tuple[asyncio.Task[None], ...]:
+        """The writer (and cleanup) tasks, which `stop` ends after a last flush."""
+        return tuple(self._tasks)
+
     async def stop(self) -> None:
         """Write what is queued, then end the tasks."""
         await self.flush()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,8 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config, bridges = _load(args.config)
     setup_logging(config.log_level)
+    # `kill -USR1` prints every thread's stack: what to look at when a gateway hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
-        asyncio.run(serve(config, bridges))
+        asyncio.run(serve(config, bridges, owns_loop=True))
     except SchemaOutdated as exc:
         log.error("%s", exc)
         return 3
@@ -128,9 +132,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmpp-gateway", description=__doc__)
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {software_version()}"
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {software_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:

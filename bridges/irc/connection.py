@@ -304,6 +304,10 @@ class IrcConnection:
                 await asyncio.wait_for(self._queue.join(), 2.0)
         finally:  # also when cancelled: what is left is `unsent`, the socket closes
             self._abort("closed by us")
+        # The reader's and dispatcher's handlers end before the caller goes on (to
+        # close the database, say) instead of some time after.
+        current = asyncio.current_task()
+        await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)
 
     def _abort(self, reason: str = "") -> None:
         if reason and not self.close_reason:

@@ -39,6 +39,7 @@ def _is_nick(name: str) -> bool:
     """Whether a server-supplied name can be a user with an address (a contact JID)."""
     return is_valid_nick(name, SERVER_NICKLEN_BOUND) and can_be_named(name)
 
+
 # Join refusals → (XEP-0045 stanza error condition, what to tell the user).
 JOIN_ERRORS = {
     "471": "service-unavailable",  # channel is full (+l)

@@ -142,6 +142,9 @@ class Network(IncomingLines):
         )
         self.log.info("connecting to %s:%s as %s", self.server, settings.port, conn.nick)
         await conn.connect()
+        if self._stopping:  # stopped while we waited for the server's welcome
+            await conn.close()
+            raise ConnectionAbortedError("the session stopped while connecting")
         self.conn, self.nick, self.userhost = conn, conn.nick, None
         self._in_welcome, self._welcome = True, []
         self._history_batches = {}  # batch ids are per connection
@@ -314,9 +317,12 @@ class Network(IncomingLines):
         if not self._stopping and self.connected:
             await self._note_seen()
         self._stopping = True
-        for task in (self._reconnecting, self._watch, *self._timers):
-            if task is not None:
-                task.cancel()
+        tasks = (self._reconnecting, self._watch, *self._timers)
+        own = [t for t in tasks if t is not None and t is not asyncio.current_task()]
+        for task in own:
+            task.cancel()
+        # Ended before the caller goes on: none of them touches the store afterwards.
+        await asyncio.gather(*own, return_exceptions=True)
         conn = self.conn
         try:
             if conn is not None:

@@ -162,10 +162,19 @@ class GatewayProcess:
         except ProcessLookupError:
             code = await process.wait()
         except TimeoutError:
+            await self._dump_stacks(process)
             raise process.failure(f"did not exit within {timeout:g}s of SIGTERM") from None
         finally:
             await process.stop()  # reaps it and anything left in its process group
         return code
+
+    async def _dump_stacks(self, process: ManagedProcess) -> None:
+        """Have a hanging gateway print its thread stacks into its log (SIGUSR1)."""
+        assert process.pid is not None
+        mark = self.log_mark()
+        with contextlib.suppress(ProcessLookupError, TimeoutError, DaemonError):
+            os.kill(process.pid, signal.SIGUSR1)
+            await wait_for_log_line(self.log_path, "most recent call first", since=mark, timeout=3)
 
     async def kill(self) -> None:
         """SIGKILL: the gateway dies without any chance to clean up."""

@@ -196,9 +196,11 @@ async def test_irc_reconnect_of_a_persistent_channel_reports_the_gap(
     client, _seconds = await rejoin(stack, jid, "erin")
     await client.wait_for(groupchat("after the reconnect"))
     reconnected = await client.wait_for(
-        lambda s: isinstance(s, Message)
-        and s["type"] == "groupchat"  # the room's notice, not the server's one line
-        and (s["body"] or "").startswith("Reconnected to")
+        lambda s: (
+            isinstance(s, Message)
+            and s["type"] == "groupchat"  # the room's notice, not the server's one line
+            and (s["body"] or "").startswith("Reconnected to")
+        )
     )
     text = reconnected["body"]
     assert text.startswith("Reconnected to 127.0.0.1. ")

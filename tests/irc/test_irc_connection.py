@@ -1,14 +1,18 @@
-"""Connection life: reconnect and rejoin after a server restart, flood pacing."""
+"""Connection life: reconnect and rejoin after a server restart, flood pacing, close."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
 
 import pytest
-from irc_helpers import SERVER, Harness
+from irc_helpers import SERVER, Harness, ScriptedIrcd
 
 from bridges import events
+from bridges.irc.connection import ConnectParams, IrcConnection
+from bridges.irc.protocol import Line
 
 
 async def test_reconnect_after_server_restart_rejoins_rooms(any_irc: Harness):
@@ -127,3 +131,39 @@ async def test_open_gateway_refuses_private_addresses(irc: Harness):
     failed = await sink.wait_event(events.RoomJoinFailed)
     assert failed.condition == "remote-server-not-found"
     assert "not on a public network" in failed.text
+
+
+async def test_close_returns_after_the_line_handler_has_ended():
+    """A handler still running after close would touch the database after the gateway
+    disposed of it; a query cancelled then strands its connection and the process
+    cannot exit."""
+    welcome = [":srv 001 alice :Welcome", ":srv 376 alice :End of MOTD"]
+
+    def script(line: str) -> list[str]:
+        if line.startswith("USER"):
+            return [*welcome, ":bob!b@h PRIVMSG alice :slow to handle"]
+        return []
+
+    handling, ended = asyncio.Event(), asyncio.Event()
+
+    async def on_line(line: Line) -> None:
+        if line.command != "PRIVMSG":
+            return
+        handling.set()
+        try:
+            await asyncio.Event().wait()  # a query that takes its time
+        finally:
+            ended.set()
+
+    async with ScriptedIrcd(script) as server:
+        connection = IrcConnection(
+            ConnectParams(server.host, server.port, "alice", "alice", "Alice", timeout=5),
+            on_line,
+            flood_rate=10, flood_burst=10, ping_interval=60, ping_timeout=60,
+            log=logging.getLogger("test"),
+        )  # fmt: skip
+        await connection.connect()
+        await asyncio.wait_for(handling.wait(), 5)
+        await connection.close("bye")
+        assert ended.is_set()
+        await server.lines.wait_for(lambda text: text.startswith("QUIT"))

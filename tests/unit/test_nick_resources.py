@@ -6,9 +6,7 @@ from slixmpp import JID
 
 from component.nick_resources import to_nick, to_resource
 
-nicks = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40
-)
+nicks = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
 
 
 @given(nicks)
