@@ -296,15 +296,15 @@ class Gateway(ComponentXMPP):
 
     async def restart_session(self, user: str) -> None:
         """Apply changed registration data: a fresh session if one should run."""
-        await self.sessions.stop(user, "registration changed")
-        await self.sessions.start_if_wanted(user)
+        await self.sessions.restart(user, "registration changed")
 
     async def forget_user(self, user: str, reason: str) -> None:
         """Stop everything for `user` and delete what is stored for them."""
         if self.groups is not None:
             self.groups.forget_user(user)
-        await self.sessions.stop(user, reason)
-        await self.store.remove_account(user, self.bridge.name)
+        await self.sessions.stop(
+            user, reason, then=lambda: self.store.remove_account(user, self.bridge.name)
+        )
 
     async def shutdown(self, timeout: float) -> None:
         """Tell online users we are going and stop every session (the Link closes the stream).

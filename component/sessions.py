@@ -46,7 +46,7 @@ class SessionManager:
         self.store = store
         self._make_sink = make_sink
         self._sessions: dict[str, Session] = {}
-        self._starting: dict[str, asyncio.Lock] = {}
+        self._changing: dict[str, asyncio.Lock] = {}
         self.resources: dict[str, dict[str, ResourcePresence]] = {}
         """bare JID → {resource: its presence} of every available resource seen."""
         self._shown: dict[str, tuple[str, str]] = {}
@@ -62,21 +62,29 @@ class SessionManager:
     def is_online(self, user: str) -> bool:
         return bool(self.resources.get(user))
 
+    def _lock(self, user: str) -> asyncio.Lock:
+        """Held while `user`'s session starts or stops, so that neither overlaps the
+        other: a message during a restart waits for the new session instead of starting
+        one beside the old one still stopping (two IRC connections, two mail watchers)."""
+        return self._changing.setdefault(user, asyncio.Lock())
+
     async def ensure(self, user: str, account: Account | None = None) -> Session | None:
         """The user's running session, started if needed; None when not registered.
 
         `account` saves reading it again when the caller has just done so.
         """
-        lock = self._starting.setdefault(user, asyncio.Lock())
-        async with lock:
-            session = self._sessions.get(user)
-            if session is not None:
-                return session
-            if account is None:
-                account = await self.store.get_account(user, self.bridge.name)
-            if account is None:
-                return None
-            return await self._start(account)
+        async with self._lock(user):
+            return await self._ensure(user, account)
+
+    async def _ensure(self, user: str, account: Account | None) -> Session | None:
+        session = self._sessions.get(user)
+        if session is not None:
+            return session
+        if account is None:
+            account = await self.store.get_account(user, self.bridge.name)
+        if account is None:
+            return None
+        return await self._start(account)
 
     async def _start(self, account: Account) -> Session:
         storage = AccountStorage(self.store, account.user, self.bridge.name)
@@ -93,7 +101,26 @@ class SessionManager:
         await self._show(account.user)
         return session
 
-    async def stop(self, user: str, reason: str) -> None:
+    async def stop(
+        self,
+        user: str,
+        reason: str,
+        then: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        """Stop `user`'s session; `then` runs before another may start (removing the
+        account, so that no message starts a session for an account being deleted)."""
+        async with self._lock(user):
+            await self._stop(user, reason)
+            if then is not None:
+                await then()
+
+    async def restart(self, user: str, reason: str) -> None:
+        """Replace `user`'s session with a fresh one, if one should run, in one step."""
+        async with self._lock(user):
+            await self._stop(user, reason)
+            await self._start_if_wanted(user, None)
+
+    async def _stop(self, user: str, reason: str) -> None:
         session = self._sessions.pop(user, None)
         self._shown.pop(user, None)  # a new session has to be told again
         if session is None:
@@ -117,16 +144,20 @@ class SessionManager:
 
     async def start_if_wanted(self, user: str, account: Account | None = None) -> None:
         """Start `user`'s session if they are online or the bridge runs it offline."""
+        async with self._lock(user):
+            await self._start_if_wanted(user, account)
+
+    async def _start_if_wanted(self, user: str, account: Account | None) -> None:
         if self.is_online(user):
-            await self.ensure(user, account)
+            await self._ensure(user, account)
             return
         if account is None:
             account = await self.store.get_account(user, self.bridge.name)
         if account is None or not self.bridge.runs_offline(account):
             return
-        session = await self.ensure(user, account)
+        session = await self._ensure(user, account)
         if session is not None and not self.is_online(user) and not await self._keeps(session):
-            await self.stop(user, "nothing to do while the user is offline")
+            await self._stop(user, "nothing to do while the user is offline")
 
     async def _keeps(self, session: Session) -> bool:
         """Tell a session its user is offline; whether it goes on running."""
