@@ -35,6 +35,8 @@ class TestClient(ClientXMPP):
         self.auto_authorize = None  # the tests look at subscription requests themselves
         self.auto_subscribe = False
         self.stanzas: list[StanzaBase] = []
+        self.received = 0
+        """Stanzas recorded so far; each is numbered with its `arrival` (see `mark`)."""
         self._arrived = asyncio.Event()
         self.online = asyncio.Event()
         for name, path in (("all messages", "message"), ("all presences", "presence")):
@@ -44,6 +46,8 @@ class TestClient(ClientXMPP):
         self.add_event_handler("session_start", self._on_start)
 
     def _record(self, stanza: StanzaBase) -> None:
+        self.received += 1
+        stanza.arrival = self.received
         self.stanzas.append(stanza)
         self._arrived.set()
 
@@ -59,12 +63,20 @@ class TestClient(ClientXMPP):
         await asyncio.wait_for(self.online.wait(), timeout)
         return self
 
-    async def wait_for(self, predicate: Predicate, timeout: float = 10.0) -> StanzaBase:
-        """The first recorded stanza that matches (it is consumed)."""
+    def mark(self) -> int:
+        """A point in what arrived, for `wait_for(since=...)`: take it before sending the
+        request whose answer to wait for, so that an answer to an earlier one (an old
+        join's self-presence) cannot pass for it."""
+        return self.received
+
+    async def wait_for(
+        self, predicate: Predicate, timeout: float = 10.0, *, since: int = 0
+    ) -> StanzaBase:
+        """The first recorded stanza that matches and arrived after `since` (it is consumed)."""
         async with asyncio.timeout(timeout):
             while True:
                 for stanza in self.stanzas:
-                    if predicate(stanza):
+                    if stanza.arrival > since and predicate(stanza):
                         self.stanzas.remove(stanza)
                         return stanza
                 self._arrived.clear()

@@ -25,8 +25,8 @@ from test_irc_e2e import (
     groupchat,
     irc_section,
     irc_user,
-    is_self_presence,
     join_presence,
+    join_room,
     joined_user,
     login,
 )
@@ -229,8 +229,7 @@ async def test_second_resource_joining_gets_the_history(stack, peers):
     [live] = await said(phone, "earlier")
 
     laptop = await login(prosody, phone.boundjid.bare, "laptop")
-    join_presence(laptop, "alice")
-    await laptop.wait_for(is_self_presence)
+    await join_room(laptop, "alice")
     history = await laptop.wait_for(groupchat("earlier"))
     assert history.xml.find("{urn:xmpp:delay}delay") is not None
     assert (history["id"], stanza_id(history)) == (live["id"], stanza_id(live))
@@ -379,8 +378,7 @@ async def test_registration_flow_still_works_for_archived_rooms(stack):
     jid = await prosody.register("newcomer", PASSWORD)
     client = await login(prosody, jid, "pc")
     await register_and_subscribe(client, IRC_JID, nick="newcomer")
-    join_presence(client, "newcomer")
-    await client.wait_for(is_self_presence, timeout=15)
+    await join_room(client, "newcomer", timeout=15)
     nothing, fin = await mam(client)
     assert nothing == [] and fin_page(fin) == ("true", None, None)
     await client.close()

@@ -28,8 +28,7 @@ from test_irc_e2e import (
     groupchat,
     irc_section,
     irc_user,
-    is_self_presence,
-    join_presence,
+    join_room,
     login,
     run_settings_command,
     wait_away,
@@ -109,8 +108,7 @@ async def offline_in_persistent_room(stack: Stack, bob: IrcPeer, name: str) -> s
     client = await login(stack.prosody, jid, "pc")
     await register_and_subscribe(client, IRC_JID, nick=name)
     await run_settings_command(client, f"127.0.0.1@{IRC_JID}", persistent="#room")
-    join_presence(client, name)
-    await client.wait_for(is_self_presence, timeout=15)
+    await join_room(client, name, timeout=15)
     await client.close()
     await wait_away(bob, name, OFFLINE_AWAY)
     return jid
@@ -137,8 +135,7 @@ async def rejoin(stack: Stack, jid: str, nick: str) -> tuple[TestClient, float]:
     """Log in on a new resource and join ROOM; the client and seconds to own presence."""
     client = await login(stack.prosody, jid, "laptop")
     started = time.monotonic()
-    join_presence(client, nick)
-    own = await client.wait_for(is_self_presence)
+    own = await join_room(client, nick)
     assert own["from"].full == f"{ROOM}/{nick}"
     return client, time.monotonic() - started
 

@@ -20,8 +20,7 @@ from test_irc_e2e import (
     IRC_SECRET,
     PASSWORD,
     groupchat,
-    is_self_presence,
-    join_presence,
+    join_room,
     login,
 )
 
@@ -225,8 +224,7 @@ async def test_missed_lines_reach_the_xmpp_client_once_as_delayed_history(
         jid = await prosody.register("dora", PASSWORD)
         client = await login(prosody, jid, "pc")
         await register_and_subscribe(client, IRC_JID, nick="dora")
-        join_presence(client, "dora")
-        await client.wait_for(is_self_presence)
+        await join_room(client, "dora")
         await client.wait_for(groupchat("one"))
 
         server.drop()

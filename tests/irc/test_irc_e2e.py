@@ -92,16 +92,25 @@ async def joined_user(prosody: Prosody, name: str) -> TestClient:
     jid = await prosody.register(name, PASSWORD)
     client = await login(prosody, jid, "pc")
     await register_and_subscribe(client, IRC_JID, nick=name)
-    join_presence(client, name)
-    await client.wait_for(is_self_presence)
+    await join_room(client, name)
     return client
 
 
-def join_presence(client: TestClient, nick: str) -> None:
+def join_presence(client: TestClient, nick: str, room: str = ROOM) -> int:
+    """Send a MUC join; returns the client's mark from just before it (`wait_for(since=)`)."""
+    mark = client.mark()
     presence = client.Presence()
-    presence["to"] = f"{ROOM}/{nick}"
+    presence["to"] = f"{room}/{nick}"
     ET.SubElement(presence.xml, f"{{{MUC_NS}}}x")
     presence.send()
+    return mark
+
+
+async def join_room(client: TestClient, nick: str, room: str = ROOM, timeout: float = 10.0):
+    """Join `room` as `nick`: the self-presence (status 110) answering this join, never
+    one left over from an earlier join."""
+    mark = join_presence(client, nick, room)
+    return await client.wait_for(is_self_presence, timeout, since=mark)
 
 
 def status_codes(stanza) -> set[str]:
@@ -141,22 +150,21 @@ async def test_room_through_prosody_with_two_resources(stack, peers):
     phone = await login(prosody, jid, "phone")
     await register_and_subscribe(phone, IRC_JID, nick="alice")
 
-    join_presence(phone, "alice")
+    mark = join_presence(phone, "alice")
     occupant = await phone.wait_for(
         lambda s: isinstance(s, Presence) and s["from"].resource == "bob", timeout=15
     )
     assert occupant.xml.find(f"{{{MUC_USER_NS}}}x/{{{MUC_USER_NS}}}item").get("role") == (
         "moderator"
     )
-    own = await phone.wait_for(is_self_presence)
+    own = await phone.wait_for(is_self_presence, since=mark)
     assert own["from"].full == f"{ROOM}/alice"
     subject = await phone.wait_for(lambda s: isinstance(s, Message) and s["subject"])
     assert subject["subject"] == "welcome all"
     await bob.wait_for(lambda e: e.type == "join" and e.source.nick == "alice")
 
     laptop = await login(prosody, jid, "laptop")
-    join_presence(laptop, "alice")
-    await laptop.wait_for(is_self_presence)
+    await join_room(laptop, "alice")
 
     message = phone.Message()
     message["to"], message["type"], message["body"], message["id"] = (
@@ -176,8 +184,9 @@ async def test_room_through_prosody_with_two_resources(stack, peers):
         got = await client.wait_for(groupchat("hello xmpp"))
         assert got["from"].full == f"{ROOM}/bob"
 
+    mark = phone.mark()
     phone.send_presence(pto=f"{ROOM}/alice", ptype="unavailable")
-    await phone.wait_for(lambda s: is_self_presence(s) and s["type"] == "unavailable")
+    await phone.wait_for(lambda s: is_self_presence(s) and s["type"] == "unavailable", since=mark)
     bob.conn.privmsg("#room", "still there?")
     await laptop.wait_for(groupchat("still there?"))
     assert not bob.matching(lambda e: e.type == "part")
@@ -210,8 +219,7 @@ async def test_private_chat_and_bad_addresses_through_prosody(stack, peers):
     items = await client.plugin["xep_0030"].get_items(jid=f"127.0.0.1@{IRC_JID}", timeout=15)
     assert (ROOM, None, "#room (1)") in items["disco_items"]["items"]
 
-    join_presence(client, "carol")
-    await client.wait_for(is_self_presence)
+    await join_room(client, "carol")
     # XEP-0045 private message to an occupant reaches that IRC user directly.
     client.send_message(mto=f"{ROOM}/bob", mbody="psst", mtype="chat")
     assert (await bob.wait_text("privmsg", "psst")).source.nick == "carol"
@@ -240,8 +248,7 @@ async def test_server_restart_is_announced_in_the_room(stack, peers):
     jid = await prosody.register("dave", PASSWORD)
     client = await login(prosody, jid, "pc")
     await register_and_subscribe(client, IRC_JID, nick="dave")
-    join_presence(client, "dave")
-    await client.wait_for(is_self_presence, timeout=15)
+    await join_room(client, "dave", timeout=15)
 
     await ngircd.restart()
 
@@ -265,18 +272,23 @@ async def test_nick_changes_and_kicks_through_prosody(stack, peers):
     jid = await prosody.register("erin", PASSWORD)
     client = await login(prosody, jid, "pc")
     await register_and_subscribe(client, IRC_JID, nick="erin")
-    join_presence(client, "erin")  # first in: channel operator
-    await client.wait_for(lambda s: is_self_presence(s) and _role(s) == "moderator", timeout=15)
+    mark = join_presence(client, "erin")  # first in: channel operator
+    await client.wait_for(
+        lambda s: is_self_presence(s) and _role(s) == "moderator", timeout=15, since=mark
+    )
     bob = await irc_user(ngircd, peers, "bob", "#room")
     await client.wait_for(lambda s: isinstance(s, Presence) and s["from"].resource == "bob")
 
-    join_presence(client, "bob")  # nick change to a taken nick
-    error = await client.wait_for(lambda s: isinstance(s, Presence) and s["type"] == "error")
+    mark = join_presence(client, "bob")  # nick change to a taken nick
+    error = await client.wait_for(
+        lambda s: isinstance(s, Presence) and s["type"] == "error", since=mark
+    )
     assert error["error"]["condition"] == "conflict"
-    join_presence(client, "erin2")
-    gone = await client.wait_for(lambda s: "303" in status_codes(s))
+    mark = join_presence(client, "erin2")
+    gone = await client.wait_for(lambda s: "303" in status_codes(s), since=mark)
     assert gone["from"].resource == "erin" and "110" in status_codes(gone)
-    await client.wait_for(lambda s: is_self_presence(s) and s["from"].resource == "erin2")
+    own = await client.wait_for(is_self_presence, since=mark)
+    assert own["from"].resource == "erin2"
 
     iq = client.make_iq_to(ROOM, "set")
     query = ET.SubElement(iq.xml, "{http://jabber.org/protocol/muc#admin}query")
@@ -327,11 +339,8 @@ async def test_persistent_channel_survives_going_offline(stack, peers):
     await run_settings_command(client, f"127.0.0.1@{IRC_JID}", persistent="#room")
     other = f"#other%127.0.0.1@{IRC_JID}"
     for room in (ROOM, other):
-        join = client.Presence()
-        join["to"] = f"{room}/dora"
-        ET.SubElement(join.xml, f"{{{MUC_NS}}}x")
-        join.send()
-        await client.wait_for(lambda s, room=room: is_self_presence(s) and s["from"].bare == room)
+        own = await join_room(client, "dora", room)
+        assert own["from"].bare == room
 
     await client.close()  # offline: PART the ordinary channel, stay in the persistent one
     await bob.wait_for(lambda e: e.type == "part" and e.source.nick == "dora")
@@ -341,8 +350,7 @@ async def test_persistent_channel_survives_going_offline(stack, peers):
     bob.conn.privmsg("#room", "message while dora is away")
 
     again = await login(prosody, jid, "laptop")
-    join_presence(again, "dora")
-    own = await again.wait_for(is_self_presence)  # served from the live connection
+    own = await join_room(again, "dora")  # served from the live connection
     assert own["from"].full == f"{ROOM}/dora"
     missed = await again.wait_for(groupchat("message while dora is away"))
     assert missed["from"].resource == "bob"

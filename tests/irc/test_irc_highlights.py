@@ -14,8 +14,7 @@ from test_irc_e2e import (  # noqa: F401 - fixtures used by name
     gateway_app,
     groupchat,
     irc_user,
-    is_self_presence,
-    join_presence,
+    join_room,
     login,
     peers,
     run_settings_command,
@@ -48,8 +47,7 @@ async def back_in_room(prosody, jid: str, resource: str, history: str) -> TestCl
     """Log in (offline messages arrive with the initial presence) and rejoin, until
     the room's history shows `history`: every chat message would have come before."""
     client = await login(prosody, jid, resource)
-    join_presence(client, "dora")
-    await client.wait_for(is_self_presence)
+    await join_room(client, "dora")
     await client.wait_for(groupchat(history))
     return client
 
@@ -73,8 +71,7 @@ async def test_a_line_naming_the_user_while_away_arrives_from_offline_storage(
     client = await login(prosody, jid, "pc")
     await register_and_subscribe(client, IRC_JID, nick="dora")
     await run_settings_command(client, f"127.0.0.1@{IRC_JID}", persistent="#room")
-    join_presence(client, "dora")
-    await client.wait_for(is_self_presence)
+    await join_room(client, "dora")
     bob.conn.privmsg("#room", "dora: while you are here")
     await client.wait_for(groupchat("dora: while you are here"))
     await go_offline(client, bob)

@@ -28,6 +28,7 @@ from test_irc_e2e import (
     irc_user,
     is_self_presence,
     join_presence,
+    join_room,
     login,
     run_settings_command,
 )
@@ -140,12 +141,12 @@ async def test_unregistered_user_joins_with_the_join_nick(servers, start, peers,
     await bob.wait_for(lambda e: e.type == "topic")
     client = await newcomer(prosody, clients, "alice")
 
-    join_presence(client, "wonder")
+    mark = join_presence(client, "wonder")
     occupant = await client.wait_for(
         lambda s: isinstance(s, Presence) and s["from"].resource == "bob", timeout=15
     )
     assert occupant["from"].bare == ROOM
-    own = await client.wait_for(is_self_presence)
+    own = await client.wait_for(is_self_presence, since=mark)
     assert own["from"].full == f"{ROOM}/wonder" and own["type"] == "available"
     subject = await client.wait_for(lambda s: isinstance(s, Message) and s["subject"])
     assert subject["subject"] == "no forms here"
@@ -189,8 +190,7 @@ async def test_settings_command_works_without_registration(servers, start, peers
     client = await newcomer(prosody, clients, "carol")
 
     await run_settings_command(client, SERVER_JID, nick="chosen")
-    join_presence(client, "carol")
-    own = await client.wait_for(is_self_presence, timeout=15)
+    own = await join_room(client, "carol", timeout=15)
     assert own["from"].resource == "chosen"  # the network's nick wins, with status 210
     await bob.wait_for(lambda e: e.type == "join" and e.source.nick == "chosen")
 
@@ -267,10 +267,13 @@ async def test_presence_alone_creates_no_account(servers, start, clients):
     assert await stored(gateway, client.boundjid.bare) is None
 
 
-def join(client: TestClient, room: str, nick: str) -> None:
+def join(client: TestClient, room: str, nick: str) -> int:
+    """Send a join to `room`; returns the client's mark from just before it."""
+    mark = client.mark()
     presence = client.Presence()
     presence["to"] = f"{room}/{nick}"
     presence.send()
+    return mark
 
 
 async def test_leaving_the_last_room_leaves_irc(servers, start, peers, clients):
@@ -282,8 +285,8 @@ async def test_leaving_the_last_room_leaves_irc(servers, start, peers, clients):
     client = await newcomer(prosody, clients, "gail")
     other = f"#other%127.0.0.1@{IRC_JID}"
     for room in (ROOM, other):
-        join(client, room, "gail")
-        await client.wait_for(lambda s, room=room: is_self_presence(s) and s["from"].bare == room)
+        own = await client.wait_for(is_self_presence, since=join(client, room, "gail"))
+        assert own["from"].bare == room
 
     client.send_presence(pto=f"{ROOM}/gail", ptype="unavailable")
     await bob.wait_for(lambda e: e.type == "part" and e.target == "#room")
