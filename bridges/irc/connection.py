@@ -27,6 +27,10 @@ from bridges.reachability import is_public, resolved_addresses
 LineHandler = Callable[[Line], Awaitable[None]]
 READ_LIMIT = 64 * 1024
 """Longest line we accept (IRCv3 tags may add 8 KiB to the 512 bytes)."""
+INBOX_LINES = 500
+"""Lines read and not yet handled, at most. Beyond, reading stops until the handler
+catches up: TCP flow control then slows a server that floods faster than we deliver,
+where an unbounded queue would grow without limit (now at most 500 lines of up to READ_LIMIT)."""
 WANTED_CAPS = frozenset(
     {"multi-prefix", "server-time", "away-notify", "message-tags", "batch", "draft/chathistory"}
 )
@@ -146,11 +150,13 @@ class IrcConnection:
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
         self._current: Outgoing | None = None
         """The line the writer has taken off the queue but not yet written."""
-        self._inbox: asyncio.Queue[Line | None] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Line | None] = asyncio.Queue(INBOX_LINES)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_seen = time.monotonic()
+        self._paused = False
+        """Reading waits for room in the inbox."""
         self._quitting = False
         self._offered: dict[str, str] = {}
         self.caps: set[str] = set()
@@ -440,19 +446,34 @@ class IrcConnection:
         """Read and answer PINGs at once; everything else goes to the dispatcher.
 
         Handling can stall (the XMPP link is down and delivery waits for it); reading
-        must not, or the server would time us out for not answering its PINGs.
+        goes on meanwhile, answering the server's PINGs, until `INBOX_LINES` wait: then
+        it pauses (nothing is dropped), and a stall longer than the server's ping
+        timeout on a busy connection ends in a reconnect.
         """
         turns = TimeSlice()
         while True:
             line = await self._read_line()
             await turns.turn()  # a busy channel must not hold the other users up
             if line is None:
-                self._inbox.put_nowait(None)
+                await self._hand_over(None)
                 return
             if line.command == "PING":
                 self._write(format_line("PONG", *line.params))
             else:
-                self._inbox.put_nowait(line)
+                await self._hand_over(line)
+
+    async def _hand_over(self, line: Line | None) -> None:
+        """Queue `line` for the dispatcher, waiting while the inbox is full; the time
+        spent waiting is ours, not the server being quiet (see `_keepalive`)."""
+        if not self._inbox.full():
+            self._inbox.put_nowait(line)
+            return
+        self._paused = True
+        try:
+            await self._inbox.put(line)
+        finally:
+            self._paused = False
+            self._last_seen = time.monotonic()
 
     async def _dispatch_loop(self) -> None:
         """Hand lines to the callback one at a time, in order; EOF after the last one."""
@@ -474,6 +495,8 @@ class IrcConnection:
         """PING after a quiet interval; no answer within the timeout means a dead link."""
         while True:
             await asyncio.sleep(self.ping_interval / 4)
+            if self._paused:
+                continue  # we stopped reading, not the server talking: nothing to check
             quiet = time.monotonic() - self._last_seen
             if quiet > self.ping_interval + self.ping_timeout:
                 self._lost(f"ping timeout ({quiet:.0f} s)")

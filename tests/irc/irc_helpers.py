@@ -201,6 +201,10 @@ class ScriptedIrcd:
         assert self._server is not None
         self._server.close()
 
+    def unsent(self) -> int:
+        """Bytes written to clients that they have not taken yet (TCP pushing back)."""
+        return sum(writer.transport.get_write_buffer_size() for writer in self._writers)
+
     def drop(self) -> None:
         """Close every client connection, as a server restart or a netsplit does."""
         for writer in self._writers:

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 from irc_helpers import Harness, ScriptedIrcd
+from xmpp_client import eventually
 
 from bridges import events
 from bridges.base import BridgeError
-from bridges.irc.connection import READ_LIMIT, ConnectParams, IrcConnection
+from bridges.irc.connection import INBOX_LINES, READ_LIMIT, ConnectParams, IrcConnection
 from bridges.irc.protocol import Line
 
 WELCOME = [":srv 001 alice :Welcome", ":srv 376 alice :End of MOTD"]
+FLOOD_LINES = 100_000
+"""About 20 MB: more than the loopback socket buffers of both sides hold."""
 
 
 def test_missing_parameters_read_as_empty():
@@ -66,3 +70,42 @@ async def test_a_line_over_the_limit_is_dropped_whole():
     reader.feed_data(b":evil!e@h PRIVMSG alice :forged\r\n:bob!b@h PRIVMSG alice :after\r\n")
     line = await asyncio.wait_for(reading, 5)
     assert (line.nick, line.param(-1)) == ("bob", "after")
+
+
+@pytest.mark.timeout(120)
+async def test_a_flooding_server_is_slowed_by_tcp_not_by_our_memory():
+    """While the handler is stuck, reading stops once INBOX_LINES wait: the rest of the
+    flood stays with the server (TCP flow control), and nothing is dropped."""
+    flood = [f":bob!b@h PRIVMSG alice :{n} {'x' * 180}" for n in range(FLOOD_LINES)]
+
+    def script(line: str) -> list[str]:
+        return [*WELCOME, *flood] if line.startswith("USER") else []
+
+    handled: list[int] = []
+    release = asyncio.Event()
+
+    async def on_line(line: Line) -> None:
+        if line.command == "PRIVMSG":
+            await release.wait()  # the XMPP side is not taking anything
+            handled.append(int(line.param(-1).split()[0]))
+
+    async with ScriptedIrcd(script) as server:
+        connection = IrcConnection(
+            ConnectParams(server.host, server.port, "alice", "alice", "Alice", timeout=5),
+            on_line,
+            flood_rate=10, flood_burst=10, ping_interval=0.1, ping_timeout=60,
+            log=logging.getLogger("test"),
+        )  # fmt: skip
+        await connection.connect()
+        await eventually(lambda: connection._inbox.qsize() >= INBOX_LINES)
+        await eventually(lambda: server.unsent() > 0)  # the server cannot write the rest
+        assert connection._inbox.qsize() == INBOX_LINES
+        # Quiet for longer than the ping interval: because we stopped reading, which
+        # is no reason to PING the server (nor, later, to call the link dead).
+        await eventually(lambda: time.monotonic() - connection._last_seen > 0.5)
+        release.set()
+        await eventually(lambda: len(handled) == FLOOD_LINES, timeout=90)
+        assert handled == list(range(FLOOD_LINES))
+        assert not connection.closed.is_set()
+        assert not [line for line in server.lines.items if line.startswith("PING")]
+        await connection.close()
