@@ -196,8 +196,13 @@ class Session(ABC):
         xmpp_id: str | None = None,
         subject: str | None = None,
         thread: str | None = None,
+        origin: events.Origin | None = None,
     ) -> None:
-        """Send a one-to-one (or, for a group address, a group) message."""
+        """Send a one-to-one (or, for a group address, a group) message.
+
+        `origin` (with `xmpp_id`) says who to answer; only a bridge that keeps the
+        message past a restart needs it, to put it in its `Delivered`/`DeliveryFailed`.
+        """
 
     async def user_offline(self) -> bool:
         """The user's last resource went away (or was never there when the gateway

@@ -162,6 +162,18 @@ class SubscriptionRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Who sent a message the user wrote: the full JID of the resource, and whether it
+    asked for an XEP-0184 receipt. The component passes it with the message; a bridge
+    that keeps messages across a restart (the mail outbox) stores it and hands it back
+    in `Delivered` or `DeliveryFailed`, since the component's own memory of it is gone
+    by then."""
+
+    jid: str
+    receipt: bool
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryFailed:
     """A message the user sent could not be delivered; answered with a message error."""
 
@@ -169,6 +181,7 @@ class DeliveryFailed:
     xmpp_id: str | None
     condition: str
     text: str
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +194,7 @@ class Delivered:
     xmpp_id: str
     legacy_id: str | None = None
     sent: datetime | None = None
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,6 +141,7 @@ class Gateway(ComponentXMPP):
             bridge.format_address,
             self.send,
             self.groups.on_event if self.groups else None,
+            lambda jid: self.sessions.is_available(jid.bare, jid.resource),
         )
         self.sessions = SessionManager(bridge, store, self._make_sink)
         self.registration = Registration(self, allowed_domains, registration_limit)
@@ -355,15 +356,18 @@ class Gateway(ComponentXMPP):
                 address = self.bridge.occupant_address(address, nick)
         if not message["body"]:
             return  # chat states, receipts, markers: nothing to carry over
+        origin = None
         if message["id"]:
             wants_receipt = message.xml.find(f"{{{RECEIPTS_NS}}}request") is not None
             self.outbound.remember_sender(message["from"], message["id"], wants_receipt)
+            origin = events.Origin(str(message["from"]), wants_receipt)
         await session.send_message(
             address,
             message["body"],
             xmpp_id=message["id"] or None,
             subject=message["subject"] or None,
             thread=message["thread"] or None,
+            origin=origin,
         )
 
     async def _help(self, user: str) -> str:

@@ -36,11 +36,14 @@ class Outbound:
         format_address: Callable[[Address], str],
         send: Callable[[StanzaBase], None],
         rooms: RoomHandler | None = None,
+        available: Callable[[JID], bool] = lambda jid: True,
     ) -> None:
         self.component_jid = component_jid
         self._format_address = format_address
         self._send = send
         self._rooms = rooms
+        self._available = available
+        """Whether a full JID is one of its user's available resources right now."""
         self._senders: OrderedDict[tuple[str, str], tuple[JID, bool]] = OrderedDict()
 
     def remember_sender(self, sender: JID, xmpp_id: str, wants_receipt: bool) -> None:
@@ -55,18 +58,38 @@ class Outbound:
             self._senders.popitem(last=False)
 
     def _sender(
-        self, user: str, xmpp_id: str | None, *, keep: bool = False
+        self,
+        user: str,
+        xmpp_id: str | None,
+        origin: events.Origin | None,
+        *,
+        receipt: bool = False,
     ) -> tuple[JID | str, bool]:
-        """The resource that sent `xmpp_id` (else the bare JID), and if it wants a receipt.
+        """Where to answer `xmpp_id`, and whether it wants a receipt.
 
-        `keep` for a receipt: an error may still follow (IRC reports a missing nick only
-        after the line was written, and so after its receipt).
+        The resource that sent it, as remembered here or, after a restart, as the
+        bridge stored it (`origin`); else the bare JID. A `receipt` keeps what is
+        remembered (an error may still follow: IRC reports a missing nick only after
+        the line was written, and so after its receipt) and, for a stored origin whose
+        resource is no longer available, goes to the bare JID: the server hands a chat
+        message to the bare JID to the user's available resources or to offline storage
+        (RFC 6121 §8.5.2.1.1), while one to a gone resource is left to its policy
+        (§8.5.3.2.1). An error always goes to the resource: servers drop errors
+        addressed to a bare JID (§8.5.2.1.1), so a bridge tells of late failures also
+        with a `Notice`.
         """
         if not xmpp_id:
             return user, False
         key = (user, xmpp_id)
-        known = self._senders.get(key) if keep else self._senders.pop(key, None)
-        return known if known is not None else (user, False)
+        known = self._senders.get(key) if receipt else self._senders.pop(key, None)
+        if known is not None:
+            return known
+        if origin is None:
+            return user, False
+        sender = JID(origin.jid)
+        if receipt and not self._available(sender):
+            return user, origin.receipt
+        return sender, origin.receipt
 
     def jid_of(self, address: Address, resource: str | None = None) -> JID:
         jid = JID(f"{self._format_address(address)}@{self.component_jid}")
@@ -91,7 +114,7 @@ class Outbound:
             case events.DeliveryFailed():
                 self._send(self._failure(user, event))
             case events.Delivered():
-                to, wanted = self._sender(user, event.xmpp_id, keep=True)
+                to, wanted = self._sender(user, event.xmpp_id, event.origin, receipt=True)
                 if wanted:
                     self._send(self._receipt(to, event))
             case events.Invitation():
@@ -153,7 +176,7 @@ class Outbound:
 
     def _failure(self, user: str, event: events.DeliveryFailed) -> Message:
         message = Message()
-        to, _ = self._sender(user, event.xmpp_id)
+        to, _ = self._sender(user, event.xmpp_id, event.origin)
         message["from"], message["to"], message["type"] = self.jid_of(event.to), to, "error"
         if event.xmpp_id:
             message["id"] = event.xmpp_id

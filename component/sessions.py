@@ -62,6 +62,10 @@ class SessionManager:
     def is_online(self, user: str) -> bool:
         return bool(self.resources.get(user))
 
+    def is_available(self, user: str, resource: str) -> bool:
+        """Whether `resource` of `user` is available, as far as presence has told us."""
+        return resource in self.resources.get(user, {})
+
     def _lock(self, user: str) -> asyncio.Lock:
         """Held while `user`'s session starts or stops, so that neither overlaps the
         other: a message during a restart waits for the new session instead of starting

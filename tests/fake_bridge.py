@@ -95,6 +95,7 @@ class FakeSession(Session):
         xmpp_id: str | None = None,
         subject: str | None = None,
         thread: str | None = None,
+        origin: events.Origin | None = None,
     ) -> None:
         if to.legacy_id.startswith("fail"):
             await self.sink.deliver(

@@ -112,6 +112,7 @@ class IrcSession(Session):
         xmpp_id: str | None = None,
         subject: str | None = None,
         thread: str | None = None,
+        origin: events.Origin | None = None,
     ) -> None:
         target = split_address(to)
         network = self.network(target.server)

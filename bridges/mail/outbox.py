@@ -4,7 +4,10 @@ Every mail is written to the account's `outbox` records before the first attempt
 removed only once the server accepted or permanently refused it, so neither a temporary
 failure nor a gateway crash or stop loses it (at worst a crash right after acceptance
 sends it twice, which mail tolerates far better than a loss). The user hears the outcome
-as `Delivered` or `DeliveryFailed`.
+as `Delivered` or `DeliveryFailed`, addressed from the `Origin` stored with the mail, so
+a receipt asked for before a restart still comes after it. A mail that has to wait for
+a retry is told once as waiting and once more when it went out or was given up
+(`Notice`s, which reach the user even when the resource that wrote it is gone).
 
 Submission runs beside the user's lane, not in it: a server that accepts the connection
 and never answers holds a mail for the whole SMTP timeout, and the user's pings, room
@@ -74,6 +77,7 @@ class Outbox:
         xmpp_id: str | None,
         subject: str | None,
         thread: str | None,
+        origin: events.Origin | None = None,
     ) -> None:
         """Compose and queue one mail; it is submitted in the background (see module doc)."""
         if to.kind is not AddressKind.CONTACT or "@" not in to.legacy_id:
@@ -107,6 +111,8 @@ class Outbox:
         item = {
             "to": to.legacy_id,
             "xmpp_id": xmpp_id,
+            "origin": {"jid": origin.jid, "receipt": origin.receipt} if origin else None,
+            "subject": subject,
             "message": raw,
             "created": time.time(),
             "attempts": 0,
@@ -181,11 +187,13 @@ class Outbox:
     async def _attempt(self, key: str, item: Mapping[str, Any]) -> None:
         to = Address(AddressKind.CONTACT, item["to"])
         xmpp_id = item.get("xmpp_id")
+        origin = _origin(item)
+        attempts = int(item.get("attempts", 0)) + 1
+        waited = attempts > 1  # the user was told it waits, so is told how it ends
         try:
             raw = str(item["message"]).encode("ascii")
             await smtp.submit(self.account, self.options, self.tls, [item["to"]], raw)
         except smtp.SmtpFailure as failure:
-            attempts = int(item.get("attempts", 0)) + 1
             expired = time.time() - float(item.get("created", 0)) > self.options.retry_give_up
             if failure.permanent or expired:
                 self.log.info("mail to %s failed: %s", item["to"], failure.text)
@@ -195,7 +203,13 @@ class Outbox:
                     if failure.permanent
                     else (f"gave up after {attempts} attempts; last error: {failure.text}")
                 )
-                await self.sink.deliver(events.DeliveryFailed(to, xmpp_id, failure.condition, text))
+                await self.sink.deliver(
+                    events.DeliveryFailed(to, xmpp_id, failure.condition, text, origin)
+                )
+                if waited:
+                    await self._tell(
+                        f"Your mail to {item['to']} ({_about(item)}) was not sent: {text}"
+                    )
                 return
             delay = min(self.options.retry_min * 2 ** (attempts - 1), self.options.retry_max)
             self.log.info(
@@ -209,13 +223,31 @@ class Outbox:
             }
             await self.store.put_record(OUTBOX, key, retry)
             self._wake.set()
+            if attempts == 1:
+                await self._tell(
+                    f"Your mail to {item['to']} ({_about(item)}) is not sent yet: "
+                    f"{failure.text}. The gateway tries again for up to "
+                    f"{_duration(self.options.retry_give_up)} and tells you how it ends."
+                )
         else:
             self.log.info("mail to %s accepted", item["to"])
             await self.store.delete_record(OUTBOX, key)
             if xmpp_id:
-                await self.sink.deliver(events.Delivered(to, xmpp_id))
+                await self.sink.deliver(events.Delivered(to, xmpp_id, origin=origin))
+            if waited:
+                await self._tell(
+                    f"Your mail to {item['to']} ({_about(item)}) is sent now, "
+                    f"after {attempts} attempts."
+                )
             if self.options.save_sent:
                 self._track(self._save_copy(raw))
+
+    async def _tell(self, text: str) -> None:
+        """Best effort: the outcome itself is stored (or was answered) already."""
+        try:
+            await self.sink.deliver(events.Notice(text))
+        except Exception:
+            self.log.exception("could not tell the user about a queued mail")
 
     def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `work` as a task that `close()` waits for."""
@@ -244,6 +276,30 @@ class Outbox:
         """Cut off what is under way (a bounded shutdown): unsent mail stays stored."""
         for task in self._background:
             task.cancel()
+
+
+def _origin(item: Mapping[str, Any]) -> events.Origin | None:
+    """The stored `Origin` of a queued mail (None for mail queued before it was kept)."""
+    data = item.get("origin")
+    if not isinstance(data, dict) or not data.get("jid"):
+        return None
+    return events.Origin(str(data["jid"]), bool(data.get("receipt")))
+
+
+def _about(item: Mapping[str, Any]) -> str:
+    """Which mail a notice speaks of, for a user who may have written several."""
+    subject = item.get("subject")
+    return f"“{subject}”" if subject else "no subject"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} hours"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds:.0f} seconds"
 
 
 def _trimmed(references: list[str]) -> list[str]:

@@ -94,8 +94,11 @@ class MailSession(Session):
         xmpp_id: str | None = None,
         subject: str | None = None,
         thread: str | None = None,
+        origin: events.Origin | None = None,
     ) -> None:
-        await self.outbox.send(to, text, xmpp_id=xmpp_id, subject=subject, thread=thread)
+        await self.outbox.send(
+            to, text, xmpp_id=xmpp_id, subject=subject, thread=thread, origin=origin
+        )
 
     # -- Journal: what the watchers call -----------------------------------------------
 

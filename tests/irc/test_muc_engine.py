@@ -40,7 +40,7 @@ class FakeSession:
     async def leave(self, room):
         self.calls.append(("leave", room))
 
-    async def send_message(self, to, text, *, xmpp_id=None, subject=None, thread=None):
+    async def send_message(self, to, text, *, xmpp_id=None, subject=None, thread=None, origin=None):
         self.calls.append(("send", to, text, xmpp_id))
 
     async def set_subject(self, room, subject):

@@ -24,6 +24,8 @@ from bridges.base import Account
 from bridges.mail import MailBridge
 from bridges.mail.devstack import MailServer
 
+PHONE = events.Origin("alice@localhost/phone", receipt=True)
+
 
 def contact(address: str) -> Address:
     return Address(AddressKind.CONTACT, address)
@@ -146,17 +148,23 @@ async def test_temporary_failure_is_queued_and_retried(
     )
     sink, store = RecordingSink(), MemoryStore()
     async with running(bridge, broken, sink, store) as session:
-        await session.send_message(bob, "eventually", xmpp_id="q1")
+        await session.send_message(bob, "eventually", xmpp_id="q1", origin=PHONE)
         [(_key, queued)] = await store.list_records("outbox")  # stored before any attempt
-        await eventually(lambda: store.records[("outbox", _key)].get("attempts") == 1)
+        await eventually(lambda: int(store.records[("outbox", _key)].get("attempts", 0)) >= 2)
         [(_key, queued)] = await store.list_records("outbox")
-        assert queued["attempts"] == 1 and "last_error" in queued
+        assert "last_error" in queued
     assert sink.of(events.Delivered) == [] and sink.of(events.DeliveryFailed) == []
+    [(_key, queued)] = await store.list_records("outbox")
+    [waiting] = sink.of(events.Notice)  # once, not per attempt
+    assert waiting.text.startswith(f"Your mail to {bob.legacy_id} (“(no subject)”) is not sent")
+    assert "tries again for up to 4 days" in waiting.text
 
-    second = RecordingSink()
+    second = RecordingSink()  # a new process: only the store knows who wrote the mail
     async with running(bridge, resumed(alice, sink), second, store):
         delivered = await second.wait_for(lambda e: isinstance(e, events.Delivered))
-    assert delivered == events.Delivered(bob, "q1")
+        sent = await second.wait_for(lambda e: isinstance(e, events.Notice))
+    assert delivered == events.Delivered(bob, "q1", origin=PHONE)
+    assert f"is sent now, after {queued['attempts'] + 1} attempts" in sent.text
     assert await store.list_records("outbox") == []
     [received] = await read_mailbox(mail, "bob")
     assert received.get_body().get_content().strip() == "eventually"
@@ -173,10 +181,17 @@ async def test_temporary_failure_gives_up_eventually(mail: MailServer) -> None:
     )
     sink, store = RecordingSink(), MemoryStore()
     async with running(bridge, broken, sink, store) as session:
-        await session.send_message(contact("bob@example.test"), "never", xmpp_id="g1")
+        await session.send_message(
+            contact("bob@example.test"), "never", xmpp_id="g1", subject="Plans", origin=PHONE
+        )
         failed = await sink.wait_for(lambda e: isinstance(e, events.DeliveryFailed))
-    assert failed.xmpp_id == "g1"
+        gave_up = await sink.wait_for(
+            lambda e: isinstance(e, events.Notice) and "not sent:" in e.text
+        )
+    assert (failed.xmpp_id, failed.origin) == ("g1", PHONE)
     assert failed.text.startswith("gave up after")
+    assert gave_up.text.startswith("Your mail to bob@example.test (“Plans”) was not sent: gave up")
+    assert len(sink.of(events.Notice)) == 2  # it waits; it was given up
     assert await store.list_records("outbox") == []
 
 

@@ -1,9 +1,16 @@
-"""An SMTP server that accepts connections and never answers, end to end through Prosody.
+"""An SMTP server in trouble (silent, or busy), end to end through Prosody.
 
-Such a server holds each submission for the whole SMTP timeout. While it does, the
-user's other requests are answered at once, a stop of the gateway ends within
-`shutdown_timeout` (a registration still being checked is answered with an error), and
-the mail that was hanging is kept in the outbox and sent after the restart.
+One that accepts connections and never answers holds each submission for the whole
+SMTP timeout. While it does, the user's other requests are answered at once, a stop of
+the gateway ends within `shutdown_timeout` (a registration still being checked is
+answered with an error), and the mail that was hanging is kept in the outbox and sent
+after the restart.
+
+One that is busy (421) makes the mail wait for a retry, across a restart too: the
+receipt the client asked for still comes once the mail is sent, from a gateway process
+that never saw the message (the sender is stored with the mail), to the resource that
+wrote it or to the bare JID once that resource is gone. The user is told once that the
+mail waits, and once that it went out.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import pytest
 from harness import open_store
 from mail_helpers import PUSH_TIMEOUT, read_mailbox
 from registration_helpers import register_and_subscribe
-from slixmpp import Iq
+from slixmpp import JID, Iq, Message
 from slixmpp.exceptions import IqError
 from xmpp_client import TestClient, eventually, eventually_async
 
@@ -36,15 +43,17 @@ QUICK = 3.0
 
 
 class SilentableSmtp:
-    """A TCP relay to the real submission port that can turn silent.
+    """A TCP relay to the real submission port that can turn silent, or busy.
 
     Relaying, the registration's test login passes; silent, it accepts connections,
-    reads what the client sends and never answers, like a wedged server.
+    reads what the client sends and never answers, like a wedged server; busy, it
+    greets with 421 (try again later) and hangs up, a temporary failure.
     """
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.silent = False
+        self.busy = False
         self.held = 0
         """Connections accepted while silent."""
         self._writers: list[asyncio.StreamWriter] = []
@@ -61,6 +70,10 @@ class SilentableSmtp:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
+        if self.busy:
+            writer.write(b"421 4.3.2 busy, try again later\r\n")
+            writer.close()
+            return
         if self.silent:
             self.held += 1
             while await reader.read(4096):
@@ -206,3 +219,81 @@ async def test_shutdown_answers_a_registration_still_being_checked(stack: Stack)
     error = refused.value.iq["error"]
     assert error["condition"] == "service-unavailable"
     assert "gateway stopped" in error["text"]
+
+
+RECEIPTS = "urn:xmpp:receipts"
+WAITING = "is not sent yet"
+SENT = "is sent now"
+
+
+def notice(text: str):
+    def matches(stanza) -> bool:
+        return isinstance(stanza, Message) and stanza["from"] == MAIL_JID and text in stanza["body"]
+
+    return matches
+
+
+def receipt_for(xmpp_id: str):
+    def matches(stanza) -> bool:
+        received = stanza.xml.find(f"{{{RECEIPTS}}}received")
+        return (
+            isinstance(stanza, Message) and received is not None and received.get("id") == xmpp_id
+        )
+
+    return matches
+
+
+async def queue_a_mail(stack: Stack, client: TestClient) -> None:
+    """Register, then write to bob while his server is busy: the mail waits for a retry."""
+    user = client.boundjid.bare
+    mark = stack.gateway.log_mark()
+    await register_and_subscribe(client, MAIL_JID, **stack.form("alice"))
+    await stack.gateway.wait_for_log(f"{user}: starting mail session", since=mark)
+    stack.smtp.busy = True
+    message = client.make_message(
+        mto=f"{escape_node(stack.mail.address('bob'))}@{MAIL_JID}",
+        mbody="lunch at noon?",
+        msubject="Lunch",
+        mtype="chat",
+    )
+    message["id"] = "m1"
+    message.xml.append(message.xml.makeelement(f"{{{RECEIPTS}}}request", {}))
+    message.send()
+    waiting = await client.wait_for(notice(WAITING), PUSH_TIMEOUT)
+    assert "bob@" in waiting["body"] and "“Lunch”" in waiting["body"]
+    assert "421" in waiting["body"]  # what the server said
+
+
+async def restart_with_smtp_back(stack: Stack) -> None:
+    assert await stack.gateway.stop() == 0
+    stack.smtp.busy = False
+    await stack.gateway.start()  # same database; its memory of the message is gone
+
+
+async def test_a_receipt_asked_before_a_restart_comes_after_it(stack: Stack) -> None:
+    client = await login(stack, "alice")
+    await queue_a_mail(stack, client)
+
+    await restart_with_smtp_back(stack)
+    receipt = await client.wait_for(receipt_for("m1"), PUSH_TIMEOUT)
+    assert receipt["from"].bare == f"{escape_node(stack.mail.address('bob'))}@{MAIL_JID}"
+    sent = await client.wait_for(notice(SENT), PUSH_TIMEOUT)
+    assert "“Lunch”" in sent["body"]
+    assert not [s for s in client.stanzas if notice(WAITING)(s)]  # told once, not per retry
+    [mail] = await read_mailbox(stack.mail, "bob")
+    assert mail.get_body().get_content().strip() == "lunch at noon?"
+
+
+async def test_the_receipt_goes_to_the_bare_jid_once_the_writer_is_gone(stack: Stack) -> None:
+    phone = await login(stack, "alice")  # resource "phone"
+    await queue_a_mail(stack, phone)
+    laptop = await TestClient(f"{phone.boundjid.bare}/laptop", "pw").login(
+        stack.prosody.host, stack.prosody.c2s_port
+    )
+    await phone.close()
+
+    await restart_with_smtp_back(stack)
+    receipt = await laptop.wait_for(receipt_for("m1"), PUSH_TIMEOUT)
+    assert receipt["to"] == JID(phone.boundjid.bare)  # not the phone's gone resource
+    await laptop.wait_for(notice(SENT), PUSH_TIMEOUT)
+    await laptop.close()
