@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,6 +71,8 @@ class FakeOptions(BridgeOptions):
     greeting: str = "echo"
     report_socket: str | None = None
     """A unix socket where a `FakeReports` listens (the test's side of the bridge)."""
+    strand_a_thread: bool = False
+    """Leave a thread running at close, like a database connection cut off mid-query."""
 
 
 class FakeSession(Session):
@@ -186,6 +189,8 @@ class FakeBridge(Bridge):
             self._reader.cancel()
         if self._reports is not None:
             self._reports.close()
+        if self.options.strand_a_thread:  # type: ignore[attr-defined]
+            threading.Thread(target=threading.Event().wait, name="stranded").start()
 
     async def validate_registration(
         self, user: str, values: Mapping[str, Any], previous: Account | None

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from harness import FAKE_JID, gateway_config, write_config
+from harness import FAKE_JID, FAKE_SECRET, gateway_config, write_config
 from registration_helpers import get_registration, submit
 from xmpp_client import eventually
 
+from component.cli import EXIT_THREADS_HUNG, THREADS_GRACE
 from component.db import alembic_config, create_engine
 from component.devstack.gateway import GatewayProcess
 from component.devstack.process import DaemonError
@@ -119,3 +120,21 @@ async def test_gateway_process_that_exits_says_why(prosody, tmp_path):
     assert time.monotonic() - started < 15  # not the readiness timeout
     assert "bridges.fake.plugin" in str(failed.value)
     assert not gateway.running
+
+
+async def test_a_thread_left_running_cannot_keep_a_stopped_gateway_alive(
+    own_prosody, gateway_factory
+):
+    """A stranded database thread once made a gateway log "stopped" and never exit: the
+    exit is bounded, and its code and log say what happened."""
+    bridges = {
+        "fake": {
+            "jid": FAKE_JID, "secret": FAKE_SECRET, "plugin": "fake_bridge:FakeBridge",
+            "strand_a_thread": True,
+        }
+    }  # fmt: skip
+    gateway = await gateway_factory(own_prosody, bridges=bridges)
+    mark = gateway.log_mark()
+    assert await gateway.stop(timeout=THREADS_GRACE + 10) == EXIT_THREADS_HUNG
+    assert "threads still running" in gateway.log_text(mark)
+    assert "stranded" in gateway.log_text(mark)
