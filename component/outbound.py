@@ -84,7 +84,7 @@ class Outbound:
         known = self._senders.get(key) if receipt else self._senders.pop(key, None)
         if known is not None:
             return known
-        if origin is None:
+        if origin is None or JID(origin.jid).bare != user:  # never another user's resource
             return user, False
         sender = JID(origin.jid)
         if receipt and not self._available(sender):
