@@ -40,6 +40,7 @@ class IrcBridge(Bridge):
         FormField("realname", "Real name", legacy_name="name", max_length=100),
     )
     supports_groups: ClassVar[bool] = True
+    occupant_ids: ClassVar[bool] = True
     gateway_prompt: ClassVar[str] = "IRC address (#channel%server or nick%server)"
     gateway_desc: ClassVar[str] = "Enter an IRC channel or nick, followed by %server."
     Options: ClassVar[type[IrcOptions]] = IrcOptions

@@ -30,6 +30,8 @@ from bridges.reachability import is_public, resolved_addresses
 LineHandler = Callable[[Line], Awaitable[None]]
 READ_LIMIT = 64 * 1024
 """Longest line we accept (IRCv3 tags may add 8 KiB to the 512 bytes)."""
+
+
 class RegistrationFailed(ConnectionError):
     """The server refused us (bad password, banned, ...); `text` is its reason."""
 

@@ -63,6 +63,7 @@ class Network(IncomingLines):
         """The settings the live connection registered with."""
         self.nick = ""
         self.userhost: tuple[str, str] | None = None
+        self.logged_in_as: str | None = None
         self.modes = ServerModes()
         self.channels: dict[str, Channel] = {}
         self._nick_request: tuple[Address | None, str] | None = None
@@ -145,7 +146,7 @@ class Network(IncomingLines):
         if self._stopping:  # stopped while we waited for the server's welcome
             await conn.close()
             raise ConnectionAbortedError("the session stopped while connecting")
-        self.conn, self.nick, self.userhost = conn, conn.nick, None
+        self.conn, self.nick, self.userhost, self.logged_in_as = conn, conn.nick, None, None
         self._in_welcome, self._welcome = True, []
         self._history_batches = {}  # batch ids are per connection
         for line in conn.welcome:
