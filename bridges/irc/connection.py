@@ -234,7 +234,10 @@ class IrcConnection:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         if self.params.client_cert:
-            _load_client_cert(context, self.params.client_cert)
+            try:
+                load_client_cert(context, self.params.client_cert)
+            except ValueError as exc:
+                raise RegistrationFailed(str(exc)) from None
         return context
 
     async def _register(self) -> None:
@@ -466,6 +469,16 @@ class IrcConnection:
         except (OSError, ConnectionError) as exc:
             self._lost(f"write failed: {exc}")
 
+    def ports(self) -> tuple[int, int] | None:
+        """(our local port, the server's port) of the socket, for the ident server."""
+        if self._writer is None or self.closed.is_set():
+            return None
+        ours, theirs = (
+            self._writer.get_extra_info("sockname"),
+            self._writer.get_extra_info("peername"),
+        )
+        return (ours[1], theirs[1]) if ours and theirs else None
+
     @property
     def echoes(self) -> bool:
         """The server echoes our messages, with the label we give them."""
@@ -589,17 +602,22 @@ class IrcConnection:
             self._abort(reason)
 
 
-def _load_client_cert(context: ssl.SSLContext, pem: str) -> None:
-    """Load a certificate and key given as PEM text: `ssl` only reads them from a file,
-    so one readable by us alone exists for the moment of loading."""
+def load_client_cert(context: ssl.SSLContext, pem: str) -> None:
+    """Load a certificate and key given as PEM text (raise ValueError if unusable).
+
+    `ssl` only reads them from a file, so one readable by us alone exists for the
+    moment of loading.
+    """
     with tempfile.NamedTemporaryFile("w", suffix=".pem") as file:
         os.chmod(file.name, 0o600)
         file.write(pem)
         file.flush()
         try:
             context.load_cert_chain(file.name)
-        except (ssl.SSLError, ValueError) as exc:
-            raise RegistrationFailed(f"the client certificate cannot be used: {exc}") from None
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"the client certificate and key cannot be used ({exc.strerror or exc})"
+            ) from None
 
 
 def _alternative_nick(nick: str, attempt: int) -> str:
