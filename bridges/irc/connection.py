@@ -390,7 +390,7 @@ class IrcConnection:
             self._write("AUTHENTICATE *")
             return
         for chunk in sasl.encode_chunks(response):
-            self._write(format_line("AUTHENTICATE", chunk))
+            self._write(f"AUTHENTICATE {chunk}")  # base64 or `+`: never a space
 
     def _note(self, text: str) -> None:
         """Something the user should read with the server's greeting."""
