@@ -299,7 +299,7 @@ class InspIrcd(DaemonLauncher):
             'announcets="yes" hostintopic="yes" pingwarning="15" serverpingfreq="1m" '
             'defaultmodes="not">',
             '<security hideserver="" userstats="Pu" customversion="" flatlinks="no" '
-            'hidesplits="no" hideulines="no" hidebans="no" announceinvites="dynamic" '
+            'hidesplits="no" hideulines="no" hidebans="no" announceinvites="all" '
             'restrictbannedusers="yes" genericoper="no">',
             '<limits maxline="512" maxnick="30" maxchan="64" maxmodes="20" maxident="10" '
             'maxhost="64" maxquit="255" maxtopic="307" maxkick="255" maxreal="128" '
