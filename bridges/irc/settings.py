@@ -128,7 +128,9 @@ def settings_fields(options: IrcOptions, current: NetworkSettings) -> list[FormF
             datatype="xs:boolean",
         ),
         FormField("server_password", "Server password (PASS)", type="text-private"),
-        FormField("sasl_password", "SASL PLAIN password (account = nick)", type="text-private"),
+        FormField(
+            "sasl_password", "SASL password, SCRAM or PLAIN (account = nick)", type="text-private"
+        ),
         FormField("nickserv_password", "NickServ IDENTIFY password", type="text-private"),
         FormField(
             "after_connect_commands",

@@ -195,6 +195,8 @@ class ScriptedIrcd:
         self.closed = asyncio.Event()
         self.client_ports: list[int] = []
         """The source port of each connection, in order (what identd is asked about)."""
+        self.client_certs: list[bytes | None] = []
+        """Over TLS: the certificate each client showed (None: none)."""
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -221,6 +223,9 @@ class ScriptedIrcd:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
         self.client_ports.append(writer.get_extra_info("peername")[1])
+        tls = writer.get_extra_info("ssl_object")
+        if tls is not None:
+            self.client_certs.append(tls.getpeercert(binary_form=True))
         while line := await reader.readline():
             text = line.decode().rstrip("\r\n")
             self.lines.record(text)

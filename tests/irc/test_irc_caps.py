@@ -20,7 +20,7 @@ from bridges import events
 from bridges.base import Account
 from bridges.irc.identd import ident_of
 from bridges.irc.sts import STS_KIND
-from component.devstack.process import make_self_signed_cert
+from component.devstack.process import make_self_signed_cert, run_command
 
 WELCOME = [":srv 001 alice :Welcome", ":srv 376 alice :End of MOTD"]
 ACCOUNT_CAPS = "account-notify account-tag extended-join cap-notify chghost setname invite-notify"
@@ -309,4 +309,35 @@ async def test_identd_answers_for_our_connections_only():
         assert "INVALID-PORT" in await ask(b"x" * 5000 + b"\r\n")
         assert ident_of("alice@localhost") not in ident_of("bob@localhost")
         await session.bridge.close()
+        await harness.close()
+
+
+async def test_sasl_external_with_the_client_certificate(tmp_path: Path, tls_context):
+    server_context, ca_file = tls_context
+    cert, key = tmp_path / "alice.crt", tmp_path / "alice.key"
+    await run_command(
+        "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-days", "1", "-subj", "/CN=alice", "-keyout", key, "-out", cert,
+        "-addext", "extendedKeyUsage=clientAuth",
+    )  # fmt: skip
+    server_context.verify_mode = ssl.CERT_OPTIONAL  # ask for the client's certificate
+    server_context.load_verify_locations(cert)
+    pem = cert.read_text() + key.read_text()
+    secrets = {"127.0.0.1/client_cert": pem, "127.0.0.1/sasl_password": "pw"}
+
+    def script(line: str) -> list[str]:
+        if line == "AUTHENTICATE EXTERNAL":
+            return ["AUTHENTICATE +"]
+        if line == "AUTHENTICATE +":
+            return [":srv 903 alice :SASL authentication successful"]
+        return caps_server("sasl=EXTERNAL,PLAIN")(line)
+
+    async with ScriptedIrcd(script, tls=server_context) as server:
+        harness = Harness(server)
+        session, _ = await harness.session("alice", secrets=secrets, tls=True, ca_file=ca_file)
+        await session.send_message(harness.contact("bob"), "hi")
+        await server.lines.wait_for(lambda line: line == "PRIVMSG bob :hi")
+        assert server.client_certs == [ssl.PEM_cert_to_DER_cert(cert.read_text())]
+        assert "AUTHENTICATE EXTERNAL" in server.lines.items
+        assert "AUTHENTICATE PLAIN" not in server.lines.items
         await harness.close()
