@@ -508,8 +508,9 @@ class IrcConnection:
         return casefold(line.nick) == casefold(self.nick)
 
     async def report_unechoed(self) -> None:
-        """Once closed: lines written whose echo never came count as written. The
-        server most likely has them, and sending them again could show them twice."""
+        """Lines written whose echo never came (the connection closed, or the server
+        withdrew echo-message) count as written. The server most likely has them, and
+        sending them again could show them twice."""
         waiting, self._echo_wait = self._echo_wait, {}
         for ticket in waiting.values():
             await self._written(ticket, None)
@@ -578,6 +579,8 @@ class IrcConnection:
                 self.nick = line.param(0, self.nick)  # for telling our echoes apart
             elif line.command == "CAP":
                 self._cap_changed(line)
+                if not self.echoes:  # echo-message withdrawn: no echo will come now
+                    await self.report_unechoed()
             try:
                 if not await self._on_echo(line):
                     await self.on_line(line)
