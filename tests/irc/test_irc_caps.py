@@ -341,3 +341,17 @@ async def test_sasl_external_with_the_client_certificate(tmp_path: Path, tls_con
         assert "AUTHENTICATE EXTERNAL" in server.lines.items
         assert "AUTHENTICATE PLAIN" not in server.lines.items
         await harness.close()
+
+
+async def test_withdrawn_echo_message_completes_lines_waiting_for_their_echo():
+    caps = "echo-message labeled-response batch cap-notify"
+    async with ScriptedIrcd(caps_server(caps)) as server:
+        harness = Harness(server)
+        session, sink, room = await harness.joined("#room")
+        await session.send_message(room, "never echoed", xmpp_id="x-1")
+        await server.lines.wait_for(lambda line: line.endswith("PRIVMSG #room :never echoed"))
+        assert not sink.matching(lambda e: isinstance(e, events.Delivered))
+        server.push(":srv CAP alice DEL :echo-message")
+        delivered = await sink.wait_event(events.Delivered, xmpp_id="x-1")
+        assert delivered.legacy_id is None
+        await harness.close()
