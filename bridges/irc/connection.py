@@ -291,7 +291,7 @@ class IrcConnection:
         """IRCv3 capability negotiation: ask for what we use, SASL last, then CAP END."""
         sub = line.param(1).upper()
         if sub == "LS":
-            self._offered.update(parse_offer(line.param(-1)))
+            self._remember_offer(line.param(-1))
             if line.param(2) == "*" and len(line.params) > 3:
                 return  # more LS lines follow (302 multi-line reply)
             self._check_sts()
@@ -353,9 +353,7 @@ class IrcConnection:
         ones (and a later ACK enables what was asked for)."""
         sub = line.param(1).upper()
         if sub == "NEW":
-            self._offered.update(parse_offer(line.param(-1)))
-            if len(self._offered) > MAX_OFFERED:  # a server that never stops offering
-                self._offered = dict(list(self._offered.items())[-MAX_OFFERED:])
+            self._remember_offer(line.param(-1))
             wanted = to_request(self._offered, self.caps)
             if wanted:
                 self.send(format_line("CAP", "REQ", " ".join(wanted)))
@@ -366,6 +364,13 @@ class IrcConnection:
                 self._offered.pop(name, None)
         elif sub == "ACK":
             self._acknowledged(line)
+
+    def _remember_offer(self, text: str) -> None:
+        """Add offered capabilities, keeping the last `MAX_OFFERED`: a server whose LS
+        or NEW lines never stop cannot fill the memory."""
+        self._offered.update(parse_offer(text))
+        if len(self._offered) > MAX_OFFERED:
+            self._offered = dict(list(self._offered.items())[-MAX_OFFERED:])
 
     def _next_mechanism(self) -> None:
         name = self._mechanisms.pop(0)

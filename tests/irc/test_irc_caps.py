@@ -355,3 +355,22 @@ async def test_withdrawn_echo_message_completes_lines_waiting_for_their_echo():
         delivered = await sink.wait_event(events.Delivered, xmpp_id="x-1")
         assert delivered.legacy_id is None
         await harness.close()
+
+
+async def test_an_endless_cap_ls_is_bounded():
+    many = [f":srv CAP * LS * :{' '.join(f'x{i}-{j}' for j in range(50))}" for i in range(500)]
+
+    def script(line: str) -> list[str]:
+        if line == "CAP LS 302":
+            return [*many, ":srv CAP * LS :multi-prefix chghost"]
+        return caps_server("")(line)
+
+    async with ScriptedIrcd(script) as server:
+        harness = Harness(server)
+        session, _ = await harness.session("alice")
+        await session.send_message(harness.contact("bob"), "hi")
+        await server.lines.wait_for(lambda line: line == "PRIVMSG bob :hi")
+        assert "CAP REQ :chghost multi-prefix" in server.lines.items
+        conn = session.networks["127.0.0.1"].conn
+        assert conn is not None and len(conn._offered) <= 256
+        await harness.close()
