@@ -272,6 +272,8 @@ class Bridge(ABC):
     instructions: ClassVar[str]
     registration_fields: ClassVar[Sequence[FormField]]
     supports_groups: ClassVar[bool] = False
+    occupant_ids: ClassVar[bool] = False
+    """Room occupants and messages carry `occupant_id`s: rooms show XEP-0421 ids."""
     persistent_sessions: ClassVar[bool] = False
     """Keep every session running while the user is offline (mail keeps watching IMAP);
     `runs_offline` decides it per account instead."""

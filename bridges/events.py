@@ -57,6 +57,8 @@ class Message:
     kind: MessageKind = MessageKind.MESSAGE
     sent: datetime | None = None
     highlight: bool = False
+    occupant_id: str | None = None
+    """For a room message: the sender's stable identity, as for `Occupant.occupant_id`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,13 @@ class Occupant:
     role: Role = Role.PARTICIPANT
     away: bool = False
     """Shown with XMPP's `away` (IRC: AWAY, known where the server offers away-notify)."""
+    account: str | None = None
+    """The network account the occupant is logged in as, when the network says."""
+    realname: str | None = None
+    occupant_id: str | None = None
+    """A stable identity on the network (its account, else its nick) that the component
+    turns into an XEP-0421 occupant id (salted and hashed per room, so it reveals
+    nothing); None shows none. Only for bridges with `Bridge.occupant_ids`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,8 @@ class RoomJoined:
     occupants: tuple[Occupant, ...] = ()
     subject: str | None = None
     subject_by: str | None = None
+    own: Occupant | None = None
+    """The user's own occupant, when the bridge knows more of it than the nick."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,7 +132,12 @@ class Gateway(ComponentXMPP):
             from component.muc import GroupChats
 
             self.groups = GroupChats(
-                self.send, self.boundjid.bare, bridge, archive, history_stanzas
+                self.send,
+                self.boundjid.bare,
+                bridge,
+                archive,
+                history_stanzas,
+                occupant_salt=secret.encode(),  # stable across restarts, never shown
             )
             if archive is not None:
                 self.mam = ArchiveQueries(self.groups, self.send)

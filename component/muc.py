@@ -16,7 +16,11 @@ serves the last lines as discussion history (XEP-0045 §7.2.15).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
+import secrets
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -54,6 +58,7 @@ SID_NS = "urn:xmpp:sid:0"
 HINTS_NS = "urn:xmpp:hints"
 MAM_NS = "urn:xmpp:mam:2"
 ARCHIVE_FEATURES = (MAM_NS, MAM_NS + "#extended", SID_NS)
+OCCUPANT_ID_NS = "urn:xmpp:occupant-id:0"
 
 SELF = "110"
 NICK_MODIFIED = "210"
@@ -171,8 +176,12 @@ class GroupChats:
         bridge: Bridge,
         archive: Archive | None = None,
         history_stanzas: int = 20,
+        occupant_salt: bytes | None = None,
     ) -> None:
         self._send = send
+        self._salt = occupant_salt or secrets.token_bytes(32)
+        """Keys the XEP-0421 occupant ids: without it, hashing known account names
+        would tell who is behind an id. The gateway passes a stable secret."""
         self.component_jid = component_jid
         self.bridge = bridge
         self.archive = archive
@@ -211,8 +220,16 @@ class GroupChats:
                 "muc_temporary",
                 "muc_semianonymous",
                 *(ARCHIVE_FEATURES if self.archive is not None else ()),
+                *((OCCUPANT_ID_NS,) if self.bridge.occupant_ids else ()),
             ],
         )
+
+    def occupant_id(self, room: Address, identity: str) -> str:
+        """XEP-0421 §4: the same for every observer in this room, different in every
+        other room, and no way back to the identity (a keyed hash)."""
+        data = f"{self.room_bare_jid(room)}\0{identity}".encode()
+        digest = hmac.new(self._salt, data, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     # --- from the user ---------------------------------------------------------------
 
@@ -315,7 +332,7 @@ class GroupChats:
         )
         state = self.rooms.get((user, event.to))
         if state is not None:
-            self._archive_and_send(state, line)
+            self._archive_and_send(state, line, occupant_id=self._own_occupant(state).occupant_id)
             return
         # Every resource left meanwhile (the gateway is stopping, the user went): the
         # sender still learns that its message went out, the archive still has it.
@@ -495,7 +512,9 @@ class GroupChats:
             if event.highlight:
                 self._send(self._highlight(user, room, line, event.timestamp))
             return
-        self._archive_and_send(state, line, delayed=event.timestamp is not None)
+        self._archive_and_send(
+            state, line, delayed=event.timestamp is not None, occupant_id=event.occupant_id
+        )
 
     def _highlight(self, user: str, room: Address, line: Line, sent: datetime | None) -> Message:
         """A line naming the user while none of their clients is in the room, as a
@@ -510,7 +529,14 @@ class GroupChats:
             add_delay(message, sent, str(self.room_jid(room)))
         return message
 
-    def _archive_and_send(self, state: RoomState, line: Line, *, delayed: bool = False) -> None:
+    def _archive_and_send(
+        self,
+        state: RoomState,
+        line: Line,
+        *,
+        delayed: bool = False,
+        occupant_id: str | None = None,
+    ) -> None:
         """Queue `line` for the archive, then send it to every joined resource.
 
         A resource still reading its history on join gets it after that history.
@@ -518,7 +544,9 @@ class GroupChats:
         if self.archive is not None:
             self.archive.add(line)
         for resource in state.resources:
-            stanza = self.line_stanza(state.room, resource, line, delayed=delayed)
+            stanza = self.line_stanza(
+                state.room, resource, line, delayed=delayed, occupant_id=occupant_id
+            )
             held = state.catching_up.get(resource)
             if held is not None:
                 held.append((line.stanza_id, stanza))
@@ -528,6 +556,8 @@ class GroupChats:
     async def _on_joined(self, state: RoomState, event: events.RoomJoined) -> None:
         state.joined, state.nick = True, event.nick
         state.occupants = {o.nick: o for o in event.occupants}
+        if event.own is not None:
+            state.occupants[event.nick] = event.own
         state.subject, state.subject_by = event.subject, event.subject_by
         waiting, state.pending = state.pending, {}
         for resource, requested in waiting.items():
@@ -548,7 +578,13 @@ class GroupChats:
         codes = [SELF, KICKED] if event.kicked_by else [SELF, SHUTDOWN]
         for resource in state.resources:
             presence = self._occupant_presence(
-                state.room, state.nick, resource, self._own_role(state), codes, available=False
+                state.room,
+                state.nick,
+                resource,
+                self._own_role(state),
+                codes,
+                available=False,
+                occupant=self._own_occupant(state),
             )
             _add_actor_reason(presence, event.kicked_by, event.reason)
             if event.reason:
@@ -572,7 +608,12 @@ class GroupChats:
         for resource in state.resources:
             self._send(
                 self._occupant_presence(
-                    state.room, occupant.nick, resource, occupant.role, away=occupant.away
+                    state.room,
+                    occupant.nick,
+                    resource,
+                    occupant.role,
+                    away=occupant.away,
+                    occupant=occupant,
                 )
             )
 
@@ -581,7 +622,7 @@ class GroupChats:
         codes = [KICKED] if event.kicked_by else []
         for resource in state.resources:
             presence = self._occupant_presence(
-                state.room, event.nick, resource, gone.role, codes, available=False
+                state.room, event.nick, resource, gone.role, codes, available=False, occupant=gone
             )
             _add_actor_reason(presence, event.kicked_by, event.reason)
             if not event.kicked_by and event.reason:
@@ -590,7 +631,7 @@ class GroupChats:
 
     def _on_nick_changed(self, state: RoomState, event: events.NickChanged) -> None:
         occupant = state.occupants.pop(event.old, None) or self._own_occupant(state)
-        renamed = events.Occupant(event.new, occupant.role, occupant.away)
+        renamed = replace(occupant, nick=event.new)
         own = event.own or event.old == state.nick
         if own:
             state.nick = event.new
@@ -598,13 +639,25 @@ class GroupChats:
         extra = [SELF] if own else []
         for resource in state.resources:
             gone = self._occupant_presence(
-                state.room, event.old, resource, renamed.role, [NEW_NICK, *extra], available=False
+                state.room,
+                event.old,
+                resource,
+                renamed.role,
+                [NEW_NICK, *extra],
+                available=False,
+                occupant=renamed,
             )
             _item(gone).set("nick", to_resource(event.new))
             self._send(gone)
             self._send(
                 self._occupant_presence(
-                    state.room, event.new, resource, renamed.role, extra, away=renamed.away
+                    state.room,
+                    event.new,
+                    resource,
+                    renamed.role,
+                    extra,
+                    away=renamed.away,
+                    occupant=renamed,
                 )
             )
         if own:
@@ -631,7 +684,12 @@ class GroupChats:
             if occupant.nick != state.nick:
                 self._send(
                     self._occupant_presence(
-                        state.room, occupant.nick, resource, occupant.role, away=occupant.away
+                        state.room,
+                        occupant.nick,
+                        resource,
+                        occupant.role,
+                        away=occupant.away,
+                        occupant=occupant,
                     )
                 )
         extra = [NICK_MODIFIED] if requested != state.nick else []
@@ -667,11 +725,17 @@ class GroupChats:
         ]
         return wanted.within_chars(stanzas)
 
-    def line_stanza(self, room: Address, to: str, line: Line, *, delayed: bool) -> Message:
-        """An archived (or about to be) line as the groupchat message `to` receives."""
+    def line_stanza(
+        self, room: Address, to: str, line: Line, *, delayed: bool, occupant_id: str | None = None
+    ) -> Message:
+        """An archived (or about to be) line as the groupchat message `to` receives;
+        `occupant_id` is the sender's identity for XEP-0421 (live lines only: the
+        archive does not keep it)."""
         message = self._groupchat(
             room, line.nick, to, line.body, line.message_id, line.sent if delayed else None
         )
+        if occupant_id is not None:
+            self._add_occupant_id(message, room, occupant_id)
         if self.archive is not None and self.archive.keeps(line.user):
             ET.SubElement(
                 message.xml,
@@ -697,7 +761,13 @@ class GroupChats:
         extra: Iterable[str] = (),
     ) -> Presence:
         return self._occupant_presence(
-            state.room, state.nick, resource, self._own_role(state), [SELF, *extra], available
+            state.room,
+            state.nick,
+            resource,
+            self._own_role(state),
+            [SELF, *extra],
+            available,
+            occupant=self._own_occupant(state),
         )
 
     def _occupant_presence(
@@ -710,13 +780,21 @@ class GroupChats:
         available: bool = True,
         *,
         away: bool = False,
+        occupant: events.Occupant | None = None,
     ) -> Presence:
+        """`occupant`, when given, adds what the network tells about them: their
+        XEP-0421 id, and their real name and account as the status text."""
         presence = Presence()
         presence["from"], presence["to"] = self.room_jid(room, nick), to
         if not available:
             presence["type"] = "unavailable"
         elif away:
             presence["show"] = "away"
+        if occupant is not None:
+            if available and (status := _status_of(occupant)):
+                presence["status"] = status
+            if occupant.occupant_id is not None:
+                self._add_occupant_id(presence, room, occupant.occupant_id)
         x = ET.SubElement(presence.xml, f"{{{MUC_USER_NS}}}x")
         ET.SubElement(
             x,
@@ -726,6 +804,11 @@ class GroupChats:
         for code in codes:
             ET.SubElement(x, f"{{{MUC_USER_NS}}}status", {"code": code})
         return presence
+
+    def _add_occupant_id(self, stanza: StanzaBase, room: Address, identity: str) -> None:
+        ET.SubElement(
+            stanza.xml, f"{{{OCCUPANT_ID_NS}}}occupant-id", {"id": self.occupant_id(room, identity)}
+        )
 
     def _error_presence(
         self, room: Address, nick: str, to: str, condition: str, text: str
@@ -769,6 +852,14 @@ class GroupChats:
 def _kind(text: str, kind: events.MessageKind) -> str:
     """The archive's kind: an action is known by its "/me " text whatever the bridge said."""
     return events.MessageKind.ACTION.value if text.startswith("/me ") else kind.value
+
+
+def _status_of(occupant: events.Occupant) -> str:
+    """ "Alice Liddell, logged in as alice": what IRC says of someone, for the status."""
+    parts = [occupant.realname] if occupant.realname else []
+    if occupant.account:
+        parts.append(f"logged in as {occupant.account}")
+    return ", ".join(parts)
 
 
 def _int(value: str | None) -> int | None:

@@ -8,7 +8,9 @@ Modules, from the outside in:
 - `session`: `IrcSession`, one `network.Network` per server the user talks to.
 - `network`: connection life (lazy connect, reconnect + rejoin) and user actions;
   `incoming`: IRC lines → events; `channel`: channel state and server mode syntax.
-- `connection`: socket, registration (PASS, SASL PLAIN), paced FIFO sending, PING.
+- `connection`: socket, registration (WEBIRC, PASS, CAP, SASL), paced FIFO sending,
+  PING; `caps`: which IRCv3 capabilities to ask for, STS values; `sasl`: EXTERNAL,
+  SCRAM-SHA-256, PLAIN; `sts`: the STS policies remembered; `identd`: RFC 1413.
 - `protocol` and `formatting`: wire syntax, decoding, colour codes, line splitting.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from bridges.base import (
     Sink,
 )
 from bridges.irc.address import format_localpart, make_address, parse_localpart, split_address
+from bridges.irc.identd import Identd
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import is_valid_nick, nick_from_jid
 from bridges.irc.session import IrcSession, persistent_channels
@@ -40,6 +42,7 @@ class IrcBridge(Bridge):
         FormField("realname", "Real name", legacy_name="name", max_length=100),
     )
     supports_groups: ClassVar[bool] = True
+    occupant_ids: ClassVar[bool] = True
     gateway_prompt: ClassVar[str] = "IRC address (#channel%server or nick%server)"
     gateway_desc: ClassVar[str] = "Enter an IRC channel or nick, followed by %server."
     Options: ClassVar[type[IrcOptions]] = IrcOptions
@@ -53,6 +56,29 @@ class IrcBridge(Bridge):
         self.options: IrcOptions = options
         self.sessions: dict[str, IrcSession] = {}
         """Live sessions by user, so settings saved by a command reach them."""
+        self.identd: Identd | None = None
+        self._identd_lock = asyncio.Lock()
+
+    async def start_identd(self) -> None:
+        """Start the ident server (if configured) before the first IRC connection."""
+        config = self.options.identd
+        async with self._identd_lock:
+            if config is not None and self.identd is None:
+                identd = Identd(config.bind, config.port, self._connection_owner)
+                await identd.start()
+                self.identd = identd
+
+    def _connection_owner(self, ours: int, theirs: int) -> str | None:
+        """The user whose IRC connection has these ports (an ident query)."""
+        for user, session in self.sessions.items():
+            for network in session.networks.values():
+                if network.conn is not None and network.conn.ports() == (ours, theirs):
+                    return user
+        return None
+
+    async def close(self) -> None:
+        if self.identd is not None:
+            await self.identd.close()
 
     async def validate_registration(
         self, user: str, values: Mapping[str, Any], previous: Account | None
@@ -89,7 +115,14 @@ class IrcBridge(Bridge):
         return AccountData({"nick": nick, "username": "", "realname": ""})
 
     def create_session(self, account: Account, sink: Sink, store: AccountStore) -> Session:
-        session = IrcSession(self, account, sink, store, on_stop=self._session_stopped)
+        session = IrcSession(
+            self,
+            account,
+            sink,
+            store,
+            on_stop=self._session_stopped,
+            before_start=self.start_identd,
+        )
         self.sessions[account.user] = session
         return session
 

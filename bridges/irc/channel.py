@@ -34,6 +34,8 @@ class ServerModes:
     """The server announces IRCv3 CHATHISTORY: it can replay what we missed."""
     chathistory_limit: int = DEFAULT_LIMIT
     """The most lines one CHATHISTORY request may ask for (`CHATHISTORY=<max>`)."""
+    whox: bool = False
+    """WHO takes a field list (WHOX): one WHO after a join tells every member's account."""
 
     def apply_isupport(self, tokens: list[str]) -> None:
         for token in tokens:
@@ -42,6 +44,8 @@ class ServerModes:
                 modes, symbols = value[1:].split(")", 1)
                 if len(modes) == len(symbols):
                     self.prefix_modes, self.prefix_symbols = modes, symbols
+            elif key == "WHOX":
+                self.whox = True
             elif key == "NICKLEN" and value.isdigit():
                 self.nick_length = int(value)
             elif key in ("CHATHISTORY", "DRAFT/CHATHISTORY"):
@@ -95,13 +99,33 @@ class Member:
     nick: str
     modes: frozenset[str] = frozenset()
     away: bool = False
+    account: str | None = None
+    """The services account they are logged in as (account-notify, account-tag,
+    extended-join, WHOX), None when not logged in or not known."""
+    realname: str | None = None
+    first_nick: str = ""
+    """The nick they had when we first saw them: their identity while they have no
+    account, kept across nick changes (XEP-0421 ids must survive a rename)."""
 
     def __post_init__(self) -> None:
         self.nick = sys.intern(self.nick)
+        self.first_nick = self.first_nick or casefold(self.nick)
 
     @property
     def occupant(self) -> events.Occupant:
-        return events.Occupant(self.nick, role_of(self.modes), self.away)
+        return events.Occupant(
+            self.nick,
+            role_of(self.modes),
+            self.away,
+            account=self.account,
+            realname=self.realname,
+            occupant_id=self.identity,
+        )
+
+    @property
+    def identity(self) -> str:
+        """Who they are for XEP-0421: the account if they have one, else the nick."""
+        return f"account {casefold(self.account)}" if self.account else f"nick {self.first_nick}"
 
 
 @dataclass

@@ -12,15 +12,18 @@ and CTCP helpers (see `protocol`, `formatting`).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
+import os
 import ssl
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bridges.fairness import TimeSlice
+from bridges.irc import sasl
+from bridges.irc.caps import ECHO_CAPS, MAX_OFFERED, StsPolicy, parse_offer, to_request
 from bridges.irc.protocol import Line, casefold, decode, format_line, is_valid_nick
 from bridges.reachability import is_public, resolved_addresses
 
@@ -31,23 +34,29 @@ INBOX_LINES = 500
 """Lines read and not yet handled, at most. Beyond, reading stops until the handler
 catches up: TCP flow control then slows a server that floods faster than we deliver,
 where an unbounded queue would grow without limit (now at most 500 lines of up to READ_LIMIT)."""
-WANTED_CAPS = frozenset(
-    {"multi-prefix", "server-time", "away-notify", "message-tags", "batch", "draft/chathistory"}
-)
-"""IRCv3 capabilities used when offered: every rank of a member in NAMES (a deopped
-half-op stays a moderator), when a message was really sent (a bouncer replaying what
-came while the user was away), who in a channel is away, and message tags for the
-`msgid` that keeps a replayed line out of the archive twice; `batch` and
-`draft/chathistory` to fetch what a channel said while we were not in it."""
-ECHO_CAPS = frozenset({"echo-message", "labeled-response", "batch"})
-"""Used only together: the server's echo of our line, matched by its label, is when
-the user's message counts as sent (with the msgid and time everyone else sees). An echo
-without a label could not be told from the same line replayed after a reconnect, and
-InspIRCd 3 labels an echo only for a client that also has `batch`."""
 
 
 class RegistrationFailed(ConnectionError):
     """The server refused us (bad password, banned, ...); `text` is its reason."""
+
+
+class StsUpgrade(ConnectionError):
+    """The server's STS policy asks for TLS on `port` (offered over plain text)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(f"the server asks for TLS on port {port} (STS)")
+        self.port = port
+
+
+@dataclass(frozen=True)
+class WebIrc:
+    """`WEBIRC password gateway hostname ip`: the host and address the server shows for
+    this user instead of the gateway's own (IRCv3 WebIRC, for trusted gateways)."""
+
+    password: str
+    gateway: str
+    hostname: str
+    ip: str
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,9 @@ class ConnectParams:
     timeout: float = 20.0
     public_only: bool = False
     """Refuse servers that resolve to loopback, private or link-local addresses."""
+    client_cert: str = ""
+    """PEM certificate and key for TLS, used for SASL EXTERNAL when the server offers it."""
+    webirc: WebIrc | None = None
 
 
 Written = Callable[[Line | None], Awaitable[None]]
@@ -159,8 +171,14 @@ class IrcConnection:
         """Reading waits for room in the inbox."""
         self._quitting = False
         self._offered: dict[str, str] = {}
+        """IRCv3 capabilities the server offers (CAP LS, then CAP NEW and DEL) → values."""
         self.caps: set[str] = set()
-        """IRCv3 capabilities the server acknowledged."""
+        """IRCv3 capabilities the server acknowledged (and has not withdrawn)."""
+        self.sts: StsPolicy | None = None
+        """The STS policy a TLS connection was given, to be remembered for the server."""
+        self._mechanisms: list[str] = []
+        self._sasl: sasl.Mechanism | None = None
+        self._challenge = sasl.Incoming()
         self._echo_wait: dict[str, Ticket] = {}
         """Labels of the user's lines written but not yet echoed → their message."""
         self._labels = 0
@@ -221,10 +239,18 @@ class IrcConnection:
         if not self.params.tls_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        if self.params.client_cert:
+            try:
+                load_client_cert(context, self.params.client_cert)
+            except ValueError as exc:
+                raise RegistrationFailed(str(exc)) from None
         return context
 
     async def _register(self) -> None:
         p = self.params
+        if p.webirc is not None:  # before anything else, as the server expects it
+            w = p.webirc
+            self._write(format_line("WEBIRC", w.password, w.gateway, w.hostname, w.ip))
         # Servers without IRCv3 answer 421 or nothing and register us all the same.
         self._write("CAP LS 302")
         if p.password:
@@ -254,10 +280,13 @@ class IrcConnection:
                 case "CAP":
                     self._cap_step(line)
                 case "AUTHENTICATE":
-                    token = f"{p.nick}\0{p.nick}\0{p.sasl_password}".encode()
-                    self._write(format_line("AUTHENTICATE", base64.b64encode(token).decode()))
-                case "903" | "904" | "905" | "906" | "907" | "908":
+                    await self._sasl_step(line.param(0))
+                case "904" if self._mechanisms:
+                    self._note(f"SASL {self._sasl.name if self._sasl else ''} failed, trying more.")
+                    self._next_mechanism()
+                case "903" | "902" | "904" | "905" | "906" | "907":
                     self.welcome.append(line)
+                    self._sasl = None
                     self._write("CAP END")
                 case "ERROR" | "464" | "465":
                     raise RegistrationFailed(line.param(-1) or f"the server said {line.command}")
@@ -268,32 +297,111 @@ class IrcConnection:
         """IRCv3 capability negotiation: ask for what we use, SASL last, then CAP END."""
         sub = line.param(1).upper()
         if sub == "LS":
-            for token in line.param(-1).split():
-                name, _, value = token.partition("=")
-                self._offered[name.lower()] = value
+            self._remember_offer(line.param(-1))
             if line.param(2) == "*" and len(line.params) > 3:
                 return  # more LS lines follow (302 multi-line reply)
-            echo = ECHO_CAPS if self._offered.keys() >= ECHO_CAPS else frozenset()
-            wanted = sorted((WANTED_CAPS & self._offered.keys()) | echo)
-            if self.params.sasl_password:
-                if _offers_plain(self._offered):
+            self._check_sts()
+            wanted = to_request(self._offered, ())
+            p = self.params
+            if p.sasl_password or p.client_cert:
+                offered = self._offered.get("sasl") if "sasl" in self._offered else None
+                certificate = p.tls and bool(p.client_cert)
+                self._mechanisms = (
+                    sasl.mechanisms_to_try(offered, bool(p.sasl_password), certificate)
+                    if offered is not None
+                    else []
+                )
+                if self._mechanisms:
                     wanted.append("sasl")
                 else:
-                    self._note("The server does not offer SASL PLAIN: not logged in with SASL.")
+                    self._note(
+                        "The server offers none of the SASL mechanisms the gateway has "
+                        "credentials for: not logged in with SASL."
+                    )
             if wanted:
                 self._write(format_line("CAP", "REQ", " ".join(wanted)))
             else:
                 self._write("CAP END")
         elif sub == "ACK":
-            acked = {name.lower() for name in line.param(-1).split() if not name.startswith("-")}
-            self.caps |= acked
-            if "sasl" in acked:
-                self._write("AUTHENTICATE PLAIN")
+            acked = self._acknowledged(line)
+            if "sasl" in acked and self._mechanisms:
+                self._next_mechanism()
             else:
                 self._write("CAP END")
         elif sub == "NAK":
             self._note(f"The server refused the capabilities {line.param(-1)}.")
             self._write("CAP END")
+        else:
+            self._cap_changed(line)
+
+    def _check_sts(self) -> None:
+        """IRCv3 STS: over plain text a policy with a port means "reconnect with TLS
+        there" (nothing else is sent); over TLS it is remembered for the next time."""
+        if "sts" not in self._offered:
+            return
+        policy = StsPolicy.parse(self._offered["sts"])
+        if not self.params.tls:
+            if policy.port is not None:
+                raise StsUpgrade(policy.port)
+        elif policy.duration is not None:
+            self.sts = policy
+
+    def _acknowledged(self, line: Line) -> set[str]:
+        """Apply a CAP ACK (`-name` disables); return the names now enabled."""
+        names = line.param(-1).lower().split()
+        self.caps -= {name[1:] for name in names if name.startswith("-")}
+        acked = {name for name in names if name and not name.startswith("-")}
+        self.caps |= acked
+        return acked
+
+    def _cap_changed(self, line: Line) -> None:
+        """cap-notify: CAP NEW asks for the new ones we use, CAP DEL forgets withdrawn
+        ones (and a later ACK enables what was asked for)."""
+        sub = line.param(1).upper()
+        if sub == "NEW":
+            self._remember_offer(line.param(-1))
+            wanted = to_request(self._offered, self.caps)
+            if wanted:
+                self.send(format_line("CAP", "REQ", " ".join(wanted)))
+        elif sub == "DEL":
+            gone = set(parse_offer(line.param(-1)))
+            self.caps -= gone
+            for name in gone:
+                self._offered.pop(name, None)
+        elif sub == "ACK":
+            self._acknowledged(line)
+
+    def _remember_offer(self, text: str) -> None:
+        """Add offered capabilities, keeping the last `MAX_OFFERED`: a server whose LS
+        or NEW lines never stop cannot fill the memory."""
+        self._offered.update(parse_offer(text))
+        if len(self._offered) > MAX_OFFERED:
+            self._offered = dict(list(self._offered.items())[-MAX_OFFERED:])
+
+    def _next_mechanism(self) -> None:
+        name = self._mechanisms.pop(0)
+        self._sasl = sasl.mechanism(name, self.params.nick, self.params.sasl_password)
+        self._challenge = sasl.Incoming()
+        self._write(f"AUTHENTICATE {name}")
+
+    async def _sasl_step(self, piece: str) -> None:
+        """One AUTHENTICATE from the server: collect the challenge, answer it in pieces;
+        a broken or unverifiable exchange is aborted (`*`), which ends with 906."""
+        if self._sasl is None:
+            return
+        try:
+            challenge = self._challenge.add(piece)
+            if challenge is None:
+                return
+            response = await self._sasl.respond(challenge)
+        except sasl.SaslError as exc:
+            self.log.info("SASL with %s aborted: %s", self.params.host, exc)
+            self._note(f"SASL {self._sasl.name} aborted: {exc}.")
+            self._mechanisms = []
+            self._write("AUTHENTICATE *")
+            return
+        for chunk in sasl.encode_chunks(response):
+            self._write(f"AUTHENTICATE {chunk}")  # base64 or `+`: never a space
 
     def _note(self, text: str) -> None:
         """Something the user should read with the server's greeting."""
@@ -372,6 +480,16 @@ class IrcConnection:
         except (OSError, ConnectionError) as exc:
             self._lost(f"write failed: {exc}")
 
+    def ports(self) -> tuple[int, int] | None:
+        """(our local port, the server's port) of the socket, for the ident server."""
+        if self._writer is None or self.closed.is_set():
+            return None
+        ours, theirs = (
+            self._writer.get_extra_info("sockname"),
+            self._writer.get_extra_info("peername"),
+        )
+        return (ours[1], theirs[1]) if ours and theirs else None
+
     @property
     def echoes(self) -> bool:
         """The server echoes our messages, with the label we give them."""
@@ -401,8 +519,9 @@ class IrcConnection:
         return casefold(line.nick) == casefold(self.nick)
 
     async def report_unechoed(self) -> None:
-        """Once closed: lines written whose echo never came count as written. The
-        server most likely has them, and sending them again could show them twice."""
+        """Lines written whose echo never came (the connection closed, or the server
+        withdrew echo-message) count as written. The server most likely has them, and
+        sending them again could show them twice."""
         waiting, self._echo_wait = self._echo_wait, {}
         for ticket in waiting.values():
             await self._written(ticket, None)
@@ -484,6 +603,10 @@ class IrcConnection:
                 self.close_reason = line.param(-1)
             elif line.command == "NICK" and casefold(line.nick) == casefold(self.nick):
                 self.nick = line.param(0, self.nick)  # for telling our echoes apart
+            elif line.command == "CAP":
+                self._cap_changed(line)
+                if not self.echoes:  # echo-message withdrawn: no echo will come now
+                    await self.report_unechoed()
             try:
                 if not await self._on_echo(line):
                     await self.on_line(line)
@@ -510,12 +633,22 @@ class IrcConnection:
             self._abort(reason)
 
 
-def _offers_plain(offered: dict[str, str]) -> bool:
-    """`sasl` alone (3.1) or `sasl=PLAIN,EXTERNAL` (3.2) that names PLAIN."""
-    if "sasl" not in offered:
-        return False
-    mechanisms = offered["sasl"]
-    return not mechanisms or "PLAIN" in mechanisms.upper().split(",")
+def load_client_cert(context: ssl.SSLContext, pem: str) -> None:
+    """Load a certificate and key given as PEM text (raise ValueError if unusable).
+
+    `ssl` only reads them from a file, so one readable by us alone exists for the
+    moment of loading.
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as file:
+        os.chmod(file.name, 0o600)
+        file.write(pem)
+        file.flush()
+        try:
+            context.load_cert_chain(file.name)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"the client certificate and key cannot be used ({exc.strerror or exc})"
+            ) from None
 
 
 def _alternative_nick(nick: str, attempt: int) -> str:

@@ -201,6 +201,9 @@ INSPIRCD_MODULES = (
     "chanhistory",
     "namesx",
     "uhnames",
+    "chghost",  # the oper command CHGHOST, which the chghost cap reports
+    "hostcycle",  # what clients without that cap see instead: a fake QUIT and JOIN
+    "cgiirc",  # WEBIRC
 )
 INSPIRCD_LIMITS = (
     # One loopback class without flood limits: every gateway user comes from 127.0.0.1.
@@ -216,8 +219,10 @@ class InspIrcd(DaemonLauncher):
 
     ngIRCd speaks plain RFC 2812; InspIRCd 3 adds what modern
     networks offer: message-tags, msgid, server-time, echo-message, labeled-response,
-    batch, away-notify, account-tag, and channel history replayed on join (mode +H,
-    m_chanhistory). Tests run the bridge against both so neither dialect is assumed.
+    batch, away-notify, account-tag, extended-join, chghost (with m_hostcycle for
+    clients without it), invite-notify, cap-notify, WEBIRC (``webirc_password`` from
+    loopback), and channel history replayed on join (mode +H, m_chanhistory). Tests run
+    the bridge against both so neither dialect is assumed.
 
     Facts this relies on (Debian 12, inspircd 3.15): it refuses to run as root, so as
     root it runs as the package's ``irc`` user through ``setpriv`` (which execs, so the PID
@@ -243,10 +248,12 @@ class InspIrcd(DaemonLauncher):
         oper_password: str = "operpass",
         motd: str = "xmpp-gateway test server",
         history_lines: int = 50,
+        webirc_password: str = "webirc-secret",
         start_timeout: float = 15.0,
     ) -> None:
         super().__init__(base_dir)
         self.port = port or free_port()
+        self.webirc_password = webirc_password
         self.server_name = server_name
         self.oper_name = oper_name
         self.oper_password = oper_password
@@ -284,13 +291,15 @@ class InspIrcd(DaemonLauncher):
             '<performance somaxconn="1024" softlimit="100000" clonesonconnect="no" '
             'netbuffersize="65534">',
             f'<connect name="loopback" allow="{LOOPBACK}" {INSPIRCD_LIMITS}>',
+            # Whatever address a WEBIRC gateway on loopback claims for its user.
+            f'<connect name="anyone" allow="*" {INSPIRCD_LIMITS}>',
             '<cidr ipv4clone="32" ipv6clone="128">',
             f'<dns server="{LOOPBACK}" timeout="1">',
             '<options prefixquit="Quit: " syntaxhints="no" casemapping="ascii" '
             'announcets="yes" hostintopic="yes" pingwarning="15" serverpingfreq="1m" '
             'defaultmodes="not">',
             '<security hideserver="" userstats="Pu" customversion="" flatlinks="no" '
-            'hidesplits="no" hideulines="no" hidebans="no" announceinvites="dynamic" '
+            'hidesplits="no" hideulines="no" hidebans="no" announceinvites="all" '
             'restrictbannedusers="yes" genericoper="no">',
             '<limits maxline="512" maxnick="30" maxchan="64" maxmodes="20" maxident="10" '
             'maxhost="64" maxquit="255" maxtopic="307" maxkick="255" maxreal="128" '
@@ -305,6 +314,8 @@ class InspIrcd(DaemonLauncher):
             *(f'<module name="{name}">' for name in INSPIRCD_MODULES),
             f'<chanhistory bots="yes" enableumode="no" maxlines="{self.history_lines}" '
             'prefixmsg="yes">',
+            '<cgiirc opernotice="no">',
+            f'<cgihost type="webirc" password="{self.webirc_password}" mask="{LOOPBACK}">',
         ]
         return "\n".join(tags) + "\n"
 

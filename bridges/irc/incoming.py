@@ -31,6 +31,8 @@ from bridges.irc.settings import NetworkSettings
 from bridges.timestamps import parse_timestamp
 
 Deliver = Callable[[events.Event], Awaitable[None]]
+WHOX_TOKEN = "471"
+"""Marks the replies to our own WHOX (any number would do; a raw WHO gets none)."""
 SERVER_NICKLEN_BOUND = 64
 """Longest nick taken for a real one: above every server's NICKLEN, so only garbage fails."""
 
@@ -73,6 +75,8 @@ class IncomingLines:
     service: Address
     nick: str
     userhost: tuple[str, str] | None
+    logged_in_as: str | None
+    """Our own services account (900 RPL_LOGGEDIN, account-notify), if logged in."""
     modes: ServerModes
     channels: dict[str, Channel]
     _nick_request: tuple[Address | None, str] | None
@@ -101,9 +105,20 @@ class IncomingLines:
         raise NotImplementedError
 
     def _joined_event(self, ch: Channel) -> events.RoomJoined:
+        own = ch.member(self.nick)
+        if own is not None:
+            own.account = self.logged_in_as
         return events.RoomJoined(
-            ch.address, self.nick, ch.occupants(self.nick), ch.topic, ch.topic_by
+            ch.address,
+            self.nick,
+            ch.occupants(self.nick),
+            ch.topic,
+            ch.topic_by,
+            own=own.occupant if own is not None else None,
         )
+
+    def _has_cap(self, name: str) -> bool:
+        return self.conn is not None and name in self.conn.caps
 
     async def _service(self, text: str) -> None:
         await self.deliver(events.Message(self.service, text, timestamp=datetime.now(UTC)))
@@ -210,6 +225,10 @@ class IncomingLines:
         if ch is None or not ch.joined:
             return
         member = Member(line.nick)
+        if self._has_cap("extended-join") and len(line.params) >= 3:
+            # JOIN #chan account :realname, `*` for someone not logged in
+            member.account = _account(line.param(1))
+            member.realname = line.param(2)
         ch.add(member)
         if ch.synced:
             await self.deliver(events.OccupantJoined(ch.address, member.occupant))
@@ -227,7 +246,15 @@ class IncomingLines:
         if ch is None or not ch.joined or ch.synced:
             return
         before, ch.members, ch.names, ch.synced = ch.members, ch.names, {}, True
-        if self.conn is not None and "away-notify" in self.conn.caps:
+        for key, member in ch.members.items():
+            known = before.get(key)
+            if known is not None:  # a rejoin: what we knew still holds until WHO says
+                member.account, member.realname = known.account, known.realname
+                member.first_nick = known.first_nick
+        if self._has_cap("account-notify") and self.modes.whox:
+            # Who is away and who is logged in as what; AWAY and ACCOUNT keep it current.
+            self.send("WHO", ch.name, f"%tcnfa,{WHOX_TOKEN}")
+        elif self._has_cap("away-notify"):
             self.send("WHO", ch.name)  # who is away now; AWAY lines keep it current
         gap = await self._catch_up(ch)
         if not ch.rejoining:
@@ -259,19 +286,76 @@ class IncomingLines:
         if ch is not None:
             await self._mark_away(ch, line.param(5), line.param(6).startswith("G"))
 
+    async def _irc_354(self, line: Line) -> None:
+        """A WHOX reply to our `%tcnfa`: token, channel, nick, flags, account (`0`: none)."""
+        if line.param(1) != WHOX_TOKEN or len(line.params) < 6:
+            return
+        ch = self.channels.get(casefold(line.param(2)))
+        if ch is None:
+            return
+        nick, flags, account = line.param(3), line.param(4), line.param(5)
+        member = ch.member(nick)
+        if member is None or casefold(nick) == casefold(self.nick):
+            return
+        changed = member.account != _account(account, none="0")
+        member.account = _account(account, none="0")
+        if not await self._mark_away(ch, nick, flags.startswith("G")) and changed and ch.synced:
+            await self.deliver(events.OccupantJoined(ch.address, member.occupant))
+
+    async def _irc_account(self, line: Line) -> None:
+        """account-notify: `ACCOUNT name` logged in, `ACCOUNT *` logged out."""
+        account = _account(line.param(0))
+        if casefold(line.nick) == casefold(self.nick):
+            self.logged_in_as = account
+        await self._update_members(line.nick, account=account)
+
+    async def _irc_setname(self, line: Line) -> None:
+        """setname: a member's new real name (shown in their presence)."""
+        await self._update_members(line.nick, realname=line.param(-1))
+
+    async def _irc_chghost(self, line: Line) -> None:
+        """chghost: a new user name or host, without the fake quit and rejoin servers
+        send clients that lack the cap; ours decides how long our lines may be."""
+        if casefold(line.nick) == casefold(self.nick) and len(line.params) >= 2:
+            self.userhost = (line.param(0), line.param(1))
+
+    async def _irc_900(self, line: Line) -> None:
+        """RPL_LOGGEDIN `<nick> <nick!user@host> <account> :text`."""
+        self.logged_in_as = line.param(2) or None
+        await self._numeric(line)
+
+    async def _irc_901(self, line: Line) -> None:
+        """RPL_LOGGEDOUT."""
+        self.logged_in_as = None
+        await self._numeric(line)
+
+    async def _update_members(self, nick: str, **changes: str | None) -> None:
+        """Set `changes` on `nick` in every channel; rooms see the new presence."""
+        for ch in list(self.channels.values()):
+            member = ch.member(nick)
+            if member is None:
+                continue
+            before = member.occupant
+            for name, value in changes.items():
+                setattr(member, name, value)
+            if ch.synced and member.occupant != before:
+                await self.deliver(events.OccupantJoined(ch.address, member.occupant))
+
     async def _irc_away(self, line: Line) -> None:
         """away-notify: AWAY with a text is away, without one is back."""
         away = bool(line.params and line.param(-1))
         for ch in list(self.channels.values()):
             await self._mark_away(ch, line.nick, away)
 
-    async def _mark_away(self, ch: Channel, nick: str, away: bool) -> None:
+    async def _mark_away(self, ch: Channel, nick: str, away: bool) -> bool:
+        """Note whether `nick` is away; True if that was news (the room was told)."""
         member = ch.member(nick)
         if member is None or member.away == away or casefold(nick) == casefold(self.nick):
-            return
+            return False
         member.away = away
         if ch.synced:
             await self.deliver(events.OccupantJoined(ch.address, member.occupant))
+        return True
 
     async def _join_refused(self, line: Line) -> bool:
         ch = self.channels.get(casefold(line.param(1)))
@@ -398,6 +482,7 @@ class IncomingLines:
                 if ch.fetch is not None and not history:
                     ch.fetch.note(seen.msgid)
                 sent = seen.at
+                identity = None if from_server else await self._sender_identity(ch, line)
                 await self.deliver(
                     events.Message(
                         ch.address,
@@ -408,6 +493,7 @@ class IncomingLines:
                         kind=kind,
                         sent=sent,
                         highlight=self._highlights(line.nick, text),
+                        occupant_id=identity,
                     )
                 )
                 return
@@ -420,6 +506,20 @@ class IncomingLines:
         else:
             sender = make_address(line.nick, self.server)
             await self.deliver(events.Message(sender, text, timestamp=_replayed(line)))
+
+    async def _sender_identity(self, ch: Channel, line: Line) -> str:
+        """The sender's identity for XEP-0421; an `account` tag (account-tag) is the
+        freshest word on their account, and a member whose account it changes is
+        shown with it."""
+        member = ch.member(line.nick)
+        tagged = line.tags.get("account") if self._has_cap("account-tag") else None
+        if member is None:
+            return Member(line.nick, account=_account(tagged or "*")).identity
+        if tagged and member.account != tagged and casefold(line.nick) != casefold(self.nick):
+            member.account = tagged
+            if ch.synced:
+                await self.deliver(events.OccupantJoined(ch.address, member.occupant))
+        return member.identity
 
     def _highlights(self, sender: str, text: str) -> bool:
         """A line by someone else naming our nick, for a user who wants to hear of it."""
@@ -475,11 +575,23 @@ class IncomingLines:
 
     async def _irc_invite(self, line: Line) -> None:
         name = line.param(1)
+        if casefold(line.param(0)) != casefold(self.nick):
+            # invite-notify: someone in a channel of ours invited someone else there
+            ch = self.channels.get(casefold(name))
+            if ch is not None and ch.joined:
+                text = f"{line.nick} invited {line.param(0)} to {ch.name}"
+                await self.deliver(events.Message(ch.address, text))
+            return
         if not _is_channel_name(name):
             await self._service(f"{line.nick} invited you to {name!r}, which is no channel")
             return
         by = make_address(line.nick, self.server) if _is_nick(line.nick) else None
         await self.deliver(events.Invitation(make_address(name, self.server), by))
+
+
+def _account(name: str, none: str = "*") -> str | None:
+    """An account name as servers send it; `none` (`*`, or `0` in WHOX) means none."""
+    return None if not name or name == none else name
 
 
 def _is_channel_name(name: str) -> bool:

@@ -13,6 +13,7 @@ import logging
 import random
 from collections.abc import Coroutine, Sequence
 from contextlib import suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,14 @@ from bridges.base import Account, AccountStore, BridgeError
 from bridges.irc.address import make_address
 from bridges.irc.channel import Channel, ServerModes
 from bridges.irc.chathistory import MAX_PAGES, NEEDED_CAPS, Anchor, Fetch, request
-from bridges.irc.connection import ConnectParams, IrcConnection, Outgoing, Ticket
+from bridges.irc.connection import (
+    ConnectParams,
+    IrcConnection,
+    Outgoing,
+    StsUpgrade,
+    Ticket,
+    WebIrc,
+)
 from bridges.irc.formatting import (
     ctcp,
     outgoing_lines,
@@ -34,6 +42,7 @@ from bridges.irc.incoming import Deliver, IncomingLines
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import Line, casefold, format_line, is_channel, nick_from_jid
 from bridges.irc.settings import RECONNECT_FIELDS, NetworkSettings, load_settings
+from bridges.irc.sts import StsRecord
 from bridges.timestamps import parse_timestamp
 
 
@@ -55,6 +64,7 @@ class Network(IncomingLines):
         self.deliver = deliver
         self.log = log.getChild(server)
         self.last_seen = LastSeen(store, server, self.log)
+        self.sts = StsRecord(store, server, self.log)
         self.service = make_address("", server)
         self.conn: IrcConnection | None = None
         self.settings: NetworkSettings | None = None
@@ -63,6 +73,7 @@ class Network(IncomingLines):
         """The settings the live connection registered with."""
         self.nick = ""
         self.userhost: tuple[str, str] | None = None
+        self.logged_in_as: str | None = None
         self.modes = ServerModes()
         self.channels: dict[str, Channel] = {}
         self._nick_request: tuple[Address | None, str] | None = None
@@ -112,6 +123,8 @@ class Network(IncomingLines):
 
     def _params(self, settings: NetworkSettings, nick_hint: str | None) -> ConnectParams:
         nick = settings.nick or nick_hint or self.nick or nick_from_jid(self.account.user)
+        webirc = self.options.webirc.get(self.server)
+        address = webirc.address_for(self.account.user) if webirc is not None else ""
         return ConnectParams(
             host=self.server,
             port=settings.port,
@@ -126,26 +139,29 @@ class Network(IncomingLines):
             encoding=settings.encoding,
             timeout=self.options.connect_timeout,
             public_only=self.options.checks_addresses,
+            client_cert=settings.client_cert,
+            webirc=None
+            if webirc is None
+            else WebIrc(webirc.password.get_secret_value(), webirc.gateway, address, address),
         )
 
     async def _open(self, nick_hint: str | None) -> IrcConnection:
         self.settings = settings = load_settings(self.options, self.account, self.server)
         self._opened_with = settings
-        conn = IrcConnection(
-            self._params(settings, nick_hint),
-            self._on_line,
-            flood_rate=self.options.flood_rate,
-            flood_burst=self.options.flood_burst,
-            ping_interval=self.options.ping_interval,
-            ping_timeout=self.options.ping_timeout,
-            log=self.log,
-        )
-        self.log.info("connecting to %s:%s as %s", self.server, settings.port, conn.nick)
-        await conn.connect()
+        params = self._params(settings, nick_hint)
+        sts = await self.sts.port()
+        if sts is not None:  # the server told us to use TLS there, and it still holds
+            params = replace(params, tls=True, port=sts, tls_verify=True)
+        try:
+            conn = await self._dial(params)
+        except StsUpgrade as upgrade:
+            self.log.info("%s asks for TLS on port %s (STS)", self.server, upgrade.port)
+            conn = await self._dial(replace(params, tls=True, port=upgrade.port, tls_verify=True))
+        await self.sts.seen(conn.sts, conn.params.port)
         if self._stopping:  # stopped while we waited for the server's welcome
             await conn.close()
             raise ConnectionAbortedError("the session stopped while connecting")
-        self.conn, self.nick, self.userhost = conn, conn.nick, None
+        self.conn, self.nick, self.userhost, self.logged_in_as = conn, conn.nick, None, None
         self._in_welcome, self._welcome = True, []
         self._history_batches = {}  # batch ids are per connection
         for line in conn.welcome:
@@ -154,6 +170,8 @@ class Network(IncomingLines):
             conn.send(format_line("PRIVMSG", "NickServ", f"IDENTIFY {settings.nickserv_password}"))
         if self.away:
             conn.send(format_line("AWAY", self.away))
+        for command in settings.after_connect_commands:
+            conn.send(command)  # paced like everything else, before the JOINs
         for name in () if self.user_offline else settings.autojoin:
             if casefold(name) not in self.channels:
                 self.channels[casefold(name)] = Channel(name, make_address(name, self.server))
@@ -166,6 +184,21 @@ class Network(IncomingLines):
             conn.send(item.line, item.ticket)
         self._watch = asyncio.create_task(self._watch_connection(conn))
         self._start_timer(self._keep_noting_seen(conn))
+        return conn
+
+    async def _dial(self, params: ConnectParams) -> IrcConnection:
+        conn = IrcConnection(
+            params,
+            self._on_line,
+            flood_rate=self.options.flood_rate,
+            flood_burst=self.options.flood_burst,
+            ping_interval=self.options.ping_interval,
+            ping_timeout=self.options.ping_timeout,
+            log=self.log,
+        )
+        tls = " with TLS" if params.tls else ""
+        self.log.info("connecting to %s:%s%s as %s", self.server, params.port, tls, conn.nick)
+        await conn.connect()
         return conn
 
     def _autojoin(self, conn: IrcConnection, names: tuple[str, ...]) -> None:

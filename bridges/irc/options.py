@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+import hashlib
+from ipaddress import IPv4Network, IPv6Network
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from bridges.base import BridgeOptions
+
+
+class WebIrcOptions(BaseModel):
+    """WEBIRC for one network that trusts this gateway (its operators gave the password).
+
+    Each user then connects from an address of their own, taken from `network` by a
+    hash of their JID, so the server shows (and can ban) one user, not the gateway.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    password: SecretStr
+    network: IPv4Network | IPv6Network
+    """Where the per-user addresses come from, e.g. a /64 of the gateway's own."""
+    gateway: str = Field("xmpp-gateway", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    """The gateway name the server shows (in WHOIS)."""
+
+    def address_for(self, user: str) -> str:
+        """The user's own address in `network`: the same every time, never the
+        network's first or last address."""
+        size = self.network.num_addresses
+        digest = int.from_bytes(hashlib.sha256(user.encode()).digest(), "big")
+        offset = 1 + digest % (size - 2) if size > 2 else 0
+        return str(self.network.network_address + offset)
+
+
+class IdentdOptions(BaseModel):
+    """An RFC 1413 ident server answering for the gateway's IRC connections."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    bind: str = "0.0.0.0"
+    port: int = Field(113, ge=0, le=65535)
+    """113 is where servers ask; 0 picks a free port (tests)."""
 
 
 class IrcOptions(BridgeOptions):
@@ -57,6 +92,10 @@ class IrcOptions(BridgeOptions):
     reconnect_max_attempts: int = Field(0, ge=0)
     """Give up (and tell the rooms) after this many failed attempts; 0 retries forever."""
     version_reply: str = "xmpp-gateway (XMPP to IRC gateway)"
+    webirc: dict[str, WebIrcOptions] = Field(default_factory=dict)
+    """Server host name → its WEBIRC settings (see WebIrcOptions)."""
+    identd: IdentdOptions | None = None
+    """Run an ident server (off unless set)."""
     last_seen_interval: float = Field(60.0, gt=0)
     """Seconds between notes that the gateway is still in a persistent channel: after a
     crash, the notice of what may be missing is this exact."""
@@ -65,6 +104,11 @@ class IrcOptions(BridgeOptions):
     @classmethod
     def _lower_servers(cls, servers: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(server.lower() for server in servers)
+
+    @field_validator("webirc")
+    @classmethod
+    def _lower_webirc(cls, webirc: dict[str, WebIrcOptions]) -> dict[str, WebIrcOptions]:
+        return {server.lower(): value for server, value in webirc.items()}
 
     @field_validator("fixed_server")
     @classmethod

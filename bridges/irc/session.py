@@ -8,7 +8,7 @@ when the gateway starts it for a user who is offline (a bouncer across restarts)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from bridges import events
 from bridges.address import Address, AddressKind
@@ -47,9 +47,11 @@ class IrcSession(Session):
         sink: Sink,
         store: AccountStore,
         on_stop: Callable[[IrcSession], None] | None = None,
+        before_start: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(bridge, account, sink, store)
         self._on_stop = on_stop
+        self._before_start = before_start
         assert isinstance(bridge.options, IrcOptions)
         self.options: IrcOptions = bridge.options
         self.networks: dict[str, Network] = {}
@@ -90,6 +92,8 @@ class IrcSession(Session):
 
     async def start(self) -> None:
         """Connect to networks with persistent channels and join those; others wait."""
+        if self._before_start is not None:
+            await self._before_start()  # the ident server: asked as soon as we connect
         self._stay_in_persistent()
 
     def _stay_in_persistent(self) -> None:

@@ -8,6 +8,7 @@ current values it shows must be readable from it, and records are stored in clea
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -15,11 +16,12 @@ from typing import Any
 from bridges.address import Address
 from bridges.base import Account, AccountStore, BridgeError, Command, FormField
 from bridges.irc.address import split_address
+from bridges.irc.connection import load_client_cert
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import is_channel, is_valid_nick
 
 STATE_KEY = "networks"
-SECRET_FIELDS = ("server_password", "sasl_password", "nickserv_password")
+SECRET_FIELDS = ("server_password", "sasl_password", "nickserv_password", "client_cert")
 CHANNEL_LISTS = ("autojoin", "persistent")
 RECONNECT_FIELDS = {
     "port": "port",
@@ -29,10 +31,15 @@ RECONNECT_FIELDS = {
     "realname": "real name",
     "server_password": "server password",
     "sasl_password": "SASL password",
+    "client_cert": "client certificate",
+    "after_connect_commands": "commands to send after connecting",
 }
 """Settings only used while registering, so a live connection cannot take them (with
 the words the confirmation uses); the others apply to it at once."""
 COMMAND_NODE = "irc-network-settings"
+MAX_COMMANDS = 20
+MAX_COMMAND_LENGTH = 400
+"""An after-connect command must fit in one IRC line."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,10 @@ class NetworkSettings:
     server_password: str = ""
     sasl_password: str = ""
     nickserv_password: str = ""
+    client_cert: str = ""
+    """PEM certificate and private key: TLS client authentication (SASL EXTERNAL, CertFP)."""
+    after_connect_commands: tuple[str, ...] = ()
+    """Raw IRC lines sent after the welcome, before any JOIN (umodes, a services login)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,7 +89,7 @@ def load_settings(options: IrcOptions, account: Account, server: str) -> Network
     stored = account.state.get(STATE_KEY, {}).get(server, {})
     known = {f.name for f in fields(NetworkSettings)} - {"server", "extra", *SECRET_FIELDS}
     values: dict[str, Any] = {k: v for k, v in stored.items() if k in known and v not in ("", None)}
-    for name in CHANNEL_LISTS:
+    for name in (*CHANNEL_LISTS, "after_connect_commands"):
         if name in values:
             values[name] = tuple(values[name])
     for name in SECRET_FIELDS:
@@ -117,8 +128,23 @@ def settings_fields(options: IrcOptions, current: NetworkSettings) -> list[FormF
             datatype="xs:boolean",
         ),
         FormField("server_password", "Server password (PASS)", type="text-private"),
-        FormField("sasl_password", "SASL PLAIN password (account = nick)", type="text-private"),
+        FormField(
+            "sasl_password", "SASL password, SCRAM or PLAIN (account = nick)", type="text-private"
+        ),
         FormField("nickserv_password", "NickServ IDENTIFY password", type="text-private"),
+        FormField(
+            "after_connect_commands",
+            "IRC commands to send after connecting, one a line (e.g. MODE yournick +x)",
+            type="text-multi",
+            default=list(current.after_connect_commands),
+            max_length=MAX_COMMAND_LENGTH,
+        ),
+        FormField(
+            "client_cert",
+            "TLS client certificate and its key, PEM (for SASL EXTERNAL or CertFP)",
+            type="text-multi",
+            secret=True,
+        ),
     ]
     if insecure:
         out += [
@@ -165,6 +191,18 @@ def check_values(values: Mapping[str, Any], max_nick: int) -> dict[str, Any]:
     for name in ("tls", "tls_verify", "highlights"):
         if values.get(name) is not None:
             clean[name] = bool(values[name])
+    raw = values.get("after_connect_commands") or []
+    lines = [c.strip() for c in (raw.splitlines() if isinstance(raw, str) else raw)]
+    clean["after_connect_commands"] = [c for c in lines if c]
+    if len(clean["after_connect_commands"]) > MAX_COMMANDS:
+        raise BridgeError(
+            f"after_connect_commands: at most {MAX_COMMANDS} commands", "not-acceptable"
+        )
+    if values.get("client_cert"):
+        try:
+            load_client_cert(ssl.create_default_context(), str(values["client_cert"]))
+        except ValueError as exc:
+            raise BridgeError(f"client_cert: {exc}", "not-acceptable") from None
     return clean
 
 

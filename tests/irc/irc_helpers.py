@@ -8,6 +8,7 @@ recorded event with a timeout: no sleeps.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -184,16 +185,23 @@ class ScriptedIrcd:
 
     host = SERVER
 
-    def __init__(self, script: Callable[[str], list[str]]) -> None:
+    def __init__(
+        self, script: Callable[[str], list[str]], tls: ssl.SSLContext | None = None
+    ) -> None:
         self.script = script
+        self.tls = tls
         self.lines = Recorder()
         self.port = 0
         self.closed = asyncio.Event()
+        self.client_ports: list[int] = []
+        """The source port of each connection, in order (what identd is asked about)."""
+        self.client_certs: list[bytes | None] = []
+        """Over TLS: the certificate each client showed (None: none)."""
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
 
     async def __aenter__(self) -> ScriptedIrcd:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self._server = await asyncio.start_server(self._serve, self.host, 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -210,8 +218,18 @@ class ScriptedIrcd:
         for writer in self._writers:
             writer.close()
 
+    def push(self, *lines: str) -> None:
+        """Send `lines` to every client now, unasked (what a server does at any time)."""
+        for writer in self._writers:
+            for line in lines:
+                writer.write(line.encode() + b"\r\n")
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.append(writer)
+        self.client_ports.append(writer.get_extra_info("peername")[1])
+        tls = writer.get_extra_info("ssl_object")
+        if tls is not None:
+            self.client_certs.append(tls.getpeercert(binary_form=True))
         while line := await reader.readline():
             text = line.decode().rstrip("\r\n")
             self.lines.record(text)

@@ -21,7 +21,14 @@ from bridges.irc.options import IrcOptions
 from component.archive import Archive
 from component.crypto import SecretBox, generate_key
 from component.db import create_engine, upgrade
-from component.muc import MUC_ADMIN_NS, MUC_NS, MUC_USER_NS, SID_NS, GroupChats
+from component.muc import (
+    MUC_ADMIN_NS,
+    MUC_NS,
+    MUC_USER_NS,
+    OCCUPANT_ID_NS,
+    SID_NS,
+    GroupChats,
+)
 from component.store import Store
 
 COMPONENT = "irc.localhost"
@@ -592,3 +599,30 @@ async def test_a_nick_no_jid_resource_can_hold_still_completes_the_join(muc, sen
     ET.SubElement(query, f"{{{MUC_ADMIN_NS}}}item", {"nick": "m%07llory", "role": "none"})
     await muc.on_iq_admin(kick, session, room)
     assert ("kick", room, "m\x07llory") in [call[:3] for call in session.calls]
+
+
+async def test_occupant_ids_are_keyed_hashes_per_room_with_account_and_real_name(sent, bridge):
+    """XEP-0421: the same id in presences and messages, another in another room, and
+    one no observer can compute from the account; the account and real name show."""
+    muc = GroupChats(sent.append, COMPONENT, bridge, occupant_salt=b"secret")
+    rooms = [bridge.parse_address(f"#{name}%irc.x.org") for name in ("one", "two")]
+    bob = events.Occupant("bob", account="bobacct", realname="Bob B.", occupant_id="account b")
+    for room in rooms:
+        await muc.on_presence(presence(PHONE, "alice"), FakeSession(), room)
+        await muc.on_event(USER, events.RoomJoined(room, "alice", (bob,)))
+        await muc.on_event(USER, events.Message(room, "hi", nick="bob", occupant_id="account b"))
+    ids = [s.xml.find(f"{{{OCCUPANT_ID_NS}}}occupant-id") for s in sent]
+    by_room = {}
+    for stanza, element in zip(sent, ids, strict=True):
+        if str(stanza["from"].resource) == "bob":
+            by_room.setdefault(stanza["from"].bare, set()).add(element.get("id"))
+    assert [len(found) for found in by_room.values()] == [1, 1]  # presence = message
+    one, two = (found.pop() for found in by_room.values())
+    assert one != two and "bob" not in one + two
+    again = GroupChats([].append, COMPONENT, bridge, occupant_salt=b"secret")
+    assert again.occupant_id(rooms[0], "account b") == one  # stable across restarts
+    other_salt = GroupChats([].append, COMPONENT, bridge, occupant_salt=b"other")
+    assert other_salt.occupant_id(rooms[0], "account b") != one
+    bob_presence = next(s for s in sent if isinstance(s, Presence) and s["from"].resource == "bob")
+    assert bob_presence["status"] == "Bob B., logged in as bobacct"
+    assert OCCUPANT_ID_NS in muc.disco_info(rooms[0]).features

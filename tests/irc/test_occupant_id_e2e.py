@@ -1,0 +1,91 @@
+"""XEP-0421 occupant ids as XMPP clients see them: through Prosody, the gateway as its
+own process, InspIRCd with extended-join and WHOX. Accounts (which need services on
+InspIRCd) are shown at session level in test_irc_caps."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+from slixmpp import Message, Presence
+from test_irc_e2e import (
+    IRC_JID,
+    IRC_SECRET,
+    ROOM,
+    irc_section,
+    irc_user,
+    joined_user,
+    peers,  # noqa: F401 - the fixture closing the IRC peers
+)
+
+from bridges.irc.devstack import InspIrcd
+from component.devstack.prosody import Prosody
+from component.muc import OCCUPANT_ID_NS
+
+
+@pytest.fixture
+async def stack(gateway_factory) -> AsyncIterator[tuple[Prosody, InspIrcd]]:
+    if shutil.which("inspircd") is None:
+        pytest.fail("inspircd is not installed: run bash .ci/setup")
+    async with (
+        Prosody(components={IRC_JID: IRC_SECRET}) as prosody,
+        InspIrcd() as inspircd,
+    ):
+        await gateway_factory(prosody, bridges={"irc": irc_section(inspircd)})
+        yield prosody, inspircd
+
+
+def occupant_id(stanza) -> str | None:
+    element = stanza.xml.find(f"{{{OCCUPANT_ID_NS}}}occupant-id")
+    return None if element is None else element.get("id")
+
+
+def presence_of(nick: str, available: bool = True):
+    return lambda s: (
+        isinstance(s, Presence)
+        and s["from"].resource == nick
+        and (s["type"] != "unavailable") == available
+    )
+
+
+def groupchat(body: str):
+    return lambda s: isinstance(s, Message) and s["type"] == "groupchat" and s["body"] == body
+
+
+async def test_every_observer_sees_one_stable_id_per_irc_user(stack, peers):  # noqa: F811
+    prosody, inspircd = stack
+    bob = await irc_user(inspircd, peers, "bob", "#room")
+    alice = await joined_user(prosody, "alice")
+    carol = await joined_user(prosody, "carol")
+    info = await alice.plugin["xep_0030"].get_info(jid=ROOM, timeout=10)
+    assert OCCUPANT_ID_NS in info["disco_info"]["features"]
+
+    seen = {}
+    for client in (alice, carol):
+        presence = await client.wait_for(presence_of("bob"), timeout=15)
+        seen[client] = occupant_id(presence)
+    assert seen[alice] and seen[alice] == seen[carol]
+    assert "bob" not in seen[alice]  # a keyed hash, not the nick
+
+    bob.conn.privmsg("#room", "hello both")
+    for client in (alice, carol):
+        message = await client.wait_for(groupchat("hello both"), timeout=10)
+        assert occupant_id(message) == seen[alice]
+
+    bob.conn.nick("bobby")  # XEP-0421: the id survives a rename
+    for client in (alice, carol):
+        gone = await client.wait_for(presence_of("bob", available=False), timeout=10)
+        renamed = await client.wait_for(presence_of("bobby"), timeout=10)
+        assert occupant_id(gone) == occupant_id(renamed) == seen[alice]
+
+    # The user's own presence and reflected message carry the id others see for them.
+    own = await carol.wait_for(presence_of("alice"), timeout=10)
+    message = alice.Message()
+    message["to"], message["type"], message["body"] = ROOM, "groupchat", "from alice"
+    message.send()
+    reflected = await alice.wait_for(groupchat("from alice"), timeout=10)
+    relayed = await carol.wait_for(groupchat("from alice"), timeout=10)
+    assert occupant_id(reflected) == occupant_id(relayed) == occupant_id(own) is not None
+    for client in (alice, carol):
+        await client.close()
