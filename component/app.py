@@ -7,11 +7,13 @@ legacy connections closed, database engine disposed) before the process exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from component.archive import Archive
@@ -24,6 +26,9 @@ from component.ratelimit import RateLimit
 from component.store import Store
 
 log = logging.getLogger(__name__)
+
+STRAGGLER_GRACE = 2.0
+"""Seconds queries in flight get to finish at a stop, and cancelled tasks to end."""
 
 
 @dataclass
@@ -40,9 +45,12 @@ class App:
     """True when nothing else runs in this event loop (`xmpp-gateway run`): then `stop`
     also ends every task the sessions left behind."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _running_before: set[asyncio.Task[object]] = field(default_factory=set)
+    """Tasks of whoever runs the App (not its own), which `stop` leaves alone."""
 
     async def start(self) -> None:
         """Check (or, on an empty database, create) the schema, build and connect gateways."""
+        self._running_before = asyncio.all_tasks()
         if self.config.metrics.port:
             serve_metrics(self.config.metrics.host, self.config.metrics.port)
         self.engine = create_engine(self.config.database_url)
@@ -101,20 +109,51 @@ class App:
         log.info("stopped")
 
     async def _end_stragglers(self) -> None:
-        """Cancel and await what sessions left running, before the database closes.
+        """End what sessions left running, before the database closes.
 
         asyncio.run would cancel them only after `stop` returns, with the engine
-        disposed: a task cancelled in the middle of a query then strands its database
-        connection, and aiosqlite's non-daemon thread keeps the process from exiting.
+        disposed. A task cancelled in the middle of a query cancels the pool's rollback
+        too: its connection is stranded, and aiosqlite's non-daemon thread keeps the
+        process from exiting. So queries in flight finish first (bounded), then the
+        rest (timers, readers) is cancelled, and a task that ignores that is named.
         """
-        keep = {asyncio.current_task(), *(t for a in self.archives for t in a.tasks)}
+        keep = {
+            *self._running_before,
+            asyncio.current_task(),
+            *(t for a in self.archives for t in a.tasks),
+        }
         stragglers = [task for task in asyncio.all_tasks() if task not in keep]
         if not stragglers:
             return
+        await self._queries_finished(STRAGGLER_GRACE)
         log.info("ending %d tasks still running after the sessions stopped", len(stragglers))
         for task in stragglers:
             task.cancel()
-        await asyncio.gather(*stragglers, return_exceptions=True)
+        _ended, stuck = await asyncio.wait(stragglers, timeout=STRAGGLER_GRACE)
+        for task in stuck:
+            log.warning("task %s did not end when cancelled: %s", task.get_name(), task)
+
+    async def _queries_finished(self, timeout: float) -> None:
+        """Wait until no database connection is checked out, at most `timeout` s."""
+        pool = self.engine.pool if self.engine is not None else None
+        checked_out = getattr(pool, "checkedout", None)
+        if checked_out is None or not checked_out():
+            return
+        idle, loop = asyncio.Event(), asyncio.get_running_loop()
+
+        def look() -> None:
+            if not checked_out():
+                idle.set()
+
+        def checked_in(*_: object) -> None:
+            loop.call_soon(look)  # the pool counts the connection back after this event
+
+        event.listen(pool, "checkin", checked_in)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(idle.wait(), timeout)
+        finally:
+            event.remove(pool, "checkin", checked_in)
 
 
 def stop_on_signals() -> asyncio.Event:
