@@ -57,6 +57,60 @@ class Message:
     kind: MessageKind = MessageKind.MESSAGE
     sent: datetime | None = None
     highlight: bool = False
+    reply_to: str | None = None
+    """The legacy id of the message this one answers (IRCv3 `+draft/reply`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quoted:
+    """An earlier room message the user refers to (a reply, reaction, correction...),
+    as the archive has it: what a bridge needs to point at it natively (`legacy_id`)
+    or to quote it in text (`nick`, `text`) where the network has no such reference."""
+
+    legacy_id: str | None
+    nick: str | None
+    text: str
+    sent: datetime | None = None
+
+
+class ChatState(Enum):
+    """XEP-0085 states a bridge can carry (IRCv3 `+typing` has exactly these three)."""
+
+    COMPOSING = "composing"
+    PAUSED = "paused"
+    ACTIVE = "active"
+    """Not typing (any more): XEP-0085 active, IRC `typing=done`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """`nick` in `room` reacted with `emoji` to the message with legacy id `target`
+    (IRCv3 `+draft/react`); `removed` when the reaction was taken back."""
+
+    room: Address
+    nick: str
+    target: str
+    emoji: str
+    removed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Retraction:
+    """`nick` in `room` removed the message with legacy id `target` (IRC REDACT)."""
+
+    room: Address
+    nick: str
+    target: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """`nick` in `room` is typing, paused or stopped (IRCv3 `+typing`)."""
+
+    room: Address
+    nick: str
+    state: ChatState
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,4 +269,7 @@ Event = (
     | Delivered
     | Invitation
     | Notice
+    | Reaction
+    | Retraction
+    | Typing
 )
