@@ -28,13 +28,23 @@ LineHandler = Callable[[Line], Awaitable[None]]
 READ_LIMIT = 64 * 1024
 """Longest line we accept (IRCv3 tags may add 8 KiB to the 512 bytes)."""
 WANTED_CAPS = frozenset(
-    {"multi-prefix", "server-time", "away-notify", "message-tags", "batch", "draft/chathistory"}
+    {
+        "multi-prefix",
+        "server-time",
+        "away-notify",
+        "message-tags",
+        "batch",
+        "draft/chathistory",
+        "draft/message-redaction",
+        "draft/read-marker",
+    }
 )
 """IRCv3 capabilities used when offered: every rank of a member in NAMES (a deopped
 half-op stays a moderator), when a message was really sent (a bouncer replaying what
 came while the user was away), who in a channel is away, and message tags for the
 `msgid` that keeps a replayed line out of the archive twice; `batch` and
-`draft/chathistory` to fetch what a channel said while we were not in it."""
+`draft/chathistory` to fetch what a channel said while we were not in it; REDACT and
+MARKREAD for retractions and read markers (see `rich`)."""
 ECHO_CAPS = frozenset({"echo-message", "labeled-response", "batch"})
 """Used only together: the server's echo of our line, matched by its label, is when
 the user's message counts as sent (with the msgid and time everyone else sees). An echo
@@ -352,7 +362,9 @@ class IrcConnection:
                     if item.ticket is not None and self.echoes:
                         self._labels += 1
                         self._echo_wait[label := str(self._labels)] = item.ticket
-                        self._write(f"@label={label} {item.line}")
+                        line = item.line  # its own tags (a reply) join the label
+                        tagged = f"@label={label};{line[1:]}" if line.startswith("@") else None
+                        self._write(tagged or f"@label={label} {line}")
                         self._current = None
                     else:
                         self._write(item.line)
