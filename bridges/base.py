@@ -19,7 +19,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bridges import events
 from bridges.address import Address, AddressError, AddressKind
+from bridges.events import GroupFeature
 from bridges.jid_escaping import escape_node, unescape_node
 
 FieldType = Literal[
@@ -56,19 +56,6 @@ class RegistrationError(BridgeError):
     ) -> None:
         super().__init__(text, condition)
         self.field = field
-
-
-class GroupFeature(Enum):
-    """What a group carries natively beyond text, as `Session.group_features` reports it.
-
-    Replies and corrections are not listed: every group takes them, as text at worst
-    (`Session.send_reply`, `Session.send_correction`).
-    """
-
-    REACTIONS = "reactions"
-    RETRACTIONS = "retractions"
-    CHAT_STATES = "chat-states"
-    DISPLAYED_MARKERS = "displayed-markers"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,19 @@ class MessageKind(Enum):
     NOTICE = "notice"
 
 
+class GroupFeature(Enum):
+    """What a group carries natively beyond text, as `Session.group_features` reports it.
+
+    Replies and corrections are not listed: every group takes them, as text at worst
+    (`Session.send_reply`, `Session.send_correction`).
+    """
+
+    REACTIONS = "reactions"
+    RETRACTIONS = "retractions"
+    CHAT_STATES = "chat-states"
+    DISPLAYED_MARKERS = "displayed-markers"
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """A message from the legacy side.
@@ -132,6 +145,8 @@ class RoomJoined:
     occupants: tuple[Occupant, ...] = ()
     subject: str | None = None
     subject_by: str | None = None
+    features: frozenset[GroupFeature] = frozenset()
+    """What the room carries natively (`Session.group_features`) as of this join."""
 
 
 @dataclass(frozen=True, slots=True)

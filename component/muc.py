@@ -30,7 +30,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridges import events
 from bridges.address import Address
-from bridges.base import Bridge, GroupFeature, Session
+from bridges.base import Bridge, Session
+from bridges.events import GroupFeature
 from bridges.timestamps import parse_timestamp
 from component import references
 from component.archive import RETRACTED, Archive, Line, stanza_id_for
@@ -58,6 +59,7 @@ ARCHIVE_FEATURES = (MAM_NS, MAM_NS + "#extended", SID_NS)
 
 SELF = "110"
 NICK_MODIFIED = "210"
+CONFIG_CHANGED = "104"
 NEW_NICK = "303"
 KICKED = "307"
 SHUTDOWN = "332"
@@ -692,6 +694,10 @@ class GroupChats:
             state.resources[resource] = requested
             wanted = state.history.pop(resource, HistoryRequest())
             await self._send_full_join(state, resource, requested, wanted)
+            if event.features:
+                # A client asked disco#info before the connection was open, and saw
+                # none of these: 104 (configuration changed) makes it ask again.
+                self._send(self._status_message(state, resource, CONFIG_CHANGED))
 
     def _on_join_failed(self, user: str, state: RoomState, event: events.RoomJoinFailed) -> None:
         waiting, state.pending = state.pending, {}
@@ -918,6 +924,14 @@ class GroupChats:
         message["type"], message["body"], message["id"] = "groupchat", body, msg_id
         if sent is not None:
             add_delay(message, sent, str(self.room_jid(room)))
+        return message
+
+    def _status_message(self, state: RoomState, to: str, code: str) -> Message:
+        message = Message()
+        message["from"], message["to"], message["type"] = self.room_jid(state.room), to, "groupchat"
+        message["id"] = uuid.uuid4().hex
+        x = ET.SubElement(message.xml, f"{{{MUC_USER_NS}}}x")
+        ET.SubElement(x, f"{{{MUC_USER_NS}}}status", {"code": code})
         return message
 
     def _subject(self, state: RoomState, to: str) -> Message:

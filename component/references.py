@@ -16,7 +16,7 @@ from slixmpp import Message
 from slixmpp.xmlstream import ET
 
 from bridges import events
-from bridges.base import GroupFeature
+from bridges.events import GroupFeature
 from component.xep_0203 import stamp
 
 REPLY_NS = "urn:xmpp:reply:0"

@@ -101,9 +101,17 @@ class IncomingLines:
     async def _history_page(self, ch: Channel, lines: list[Line]) -> None:
         raise NotImplementedError
 
+    def group_features(self) -> frozenset[events.GroupFeature]:
+        raise NotImplementedError
+
     def _joined_event(self, ch: Channel) -> events.RoomJoined:
         return events.RoomJoined(
-            ch.address, self.nick, ch.occupants(self.nick), ch.topic, ch.topic_by
+            ch.address,
+            self.nick,
+            ch.occupants(self.nick),
+            ch.topic,
+            ch.topic_by,
+            self.group_features(),
         )
 
     async def _service(self, text: str) -> None:

@@ -18,7 +18,8 @@ from typing import Any
 
 from bridges import events
 from bridges.address import Address
-from bridges.base import Account, AccountStore, BridgeError, GroupFeature
+from bridges.base import Account, AccountStore, BridgeError
+from bridges.events import GroupFeature
 from bridges.irc import rich
 from bridges.irc.address import make_address
 from bridges.irc.channel import Channel, ServerModes

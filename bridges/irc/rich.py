@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Mapping, Set
 
 from bridges import events
-from bridges.base import GroupFeature
+from bridges.events import GroupFeature
 from bridges.irc.channel import ServerModes
 
 REPLY_TAGS = ("+draft/reply", "+reply")

@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 
 from bridges import events
 from bridges.address import Address, AddressKind
-from bridges.base import Account, AccountStore, Bridge, BridgeError, GroupFeature, Session, Sink
+from bridges.base import Account, AccountStore, Bridge, BridgeError, Session, Sink
+from bridges.events import GroupFeature
 from bridges.irc.address import IrcTarget, split_address
 from bridges.irc.network import Network
 from bridges.irc.options import IrcOptions

@@ -10,7 +10,8 @@ import pytest
 from irc_helpers import Harness, ScriptedIrcd
 
 from bridges import events
-from bridges.base import BridgeError, GroupFeature
+from bridges.base import BridgeError
+from bridges.events import GroupFeature
 from bridges.irc import rich
 from bridges.irc.channel import ServerModes
 from bridges.irc.settings import STATE_KEY

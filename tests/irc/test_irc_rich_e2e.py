@@ -18,7 +18,15 @@ from irc_helpers import ScriptedIrcd, TagPeer
 from slixmpp import Message
 from slixmpp.xmlstream import ET
 from test_archive_e2e import archive_id, body, mam
-from test_irc_e2e import IRC_JID, IRC_SECRET, ROOM, irc_section, join_presence, joined_user
+from test_irc_e2e import (
+    IRC_JID,
+    IRC_SECRET,
+    ROOM,
+    irc_section,
+    join_presence,
+    joined_user,
+    status_codes,
+)
 from xmpp_client import TestClient, eventually_async
 
 from bridges.irc.devstack import InspIrcd, NgIrcd
@@ -76,6 +84,10 @@ def stanza_id(stanza: Message) -> str:
     return element.get("id", "")
 
 
+def config_changed(stanza) -> bool:
+    return isinstance(stanza, Message) and "104" in status_codes(stanza)
+
+
 def tags_of(line: str) -> list[str]:
     """The raw `key=value` tags of a line, unparsed (escapes and all)."""
     return line[1:].split(" ", 1)[0].split(";") if line.startswith("@") else []
@@ -127,6 +139,8 @@ async def test_replies_reactions_corrections_and_typing_with_tags(inspircd_stack
     fred = await fred_in_room(prosody)
     await bob.line_with("JOIN", "fred")
 
+    # Joined before the connection was open: 104 tells the client to ask disco again.
+    await fred.wait_for(config_changed)
     features = await room_features(fred)
     assert {REPLY_NS, CORRECT_NS, REACTIONS_NS, CHATSTATES_NS} <= features
     assert not {RETRACT_NS, MARKERS_NS} & features  # InspIRCd 3 offers neither
@@ -282,6 +296,7 @@ async def test_without_tags_replies_and_reactions_are_text(ngircd_stack, peers):
     error = await refused(fred, "retract-2")
     assert error["error"]["condition"] == "feature-not-implemented"
     assert "draft/message-redaction" in error["error"]["text"]
+    assert not [s for s in fred.stanzas if config_changed(s)]  # nothing more to offer
     await fred.close()
 
 
