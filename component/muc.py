@@ -399,8 +399,7 @@ class GroupChats:
             await session.react(state.room, _quoted(target), added, removed)
         self._remember_reactions(key, tuple(emojis))
         for resource in state.resources:
-            reflection = self._groupchat(state.room, state.nick, resource, "", message["id"])
-            del reflection["body"]
+            reflection = self._bodiless(state, state.nick, resource, message["id"])
             references.add_reactions(reflection, target.stanza_id, emojis)
             self._send(reflection)
 
@@ -561,6 +560,10 @@ class GroupChats:
         if not isinstance(event, ROOM_EVENTS):
             return False
         state = self.rooms.get((user, event.room))
+        if isinstance(event, events.Retraction):
+            # Also while nobody is in (a persistent channel): the archive must forget it.
+            await self._on_retraction(state or RoomState(event.room, user), event)
+            return True
         if state is None:
             return True  # no resource is in that room (e.g. joined on connect): nothing to show
         match event:
@@ -584,8 +587,6 @@ class GroupChats:
                     self._send(self._subject(state, resource))
             case events.Reaction():
                 await self._on_reaction(state, event)
-            case events.Retraction():
-                await self._on_retraction(state, event)
             case events.Typing():
                 for resource in state.resources:
                     shown = self._bodiless(state, event.nick, resource)
@@ -593,8 +594,8 @@ class GroupChats:
                     self._send(shown)
         return True
 
-    def _bodiless(self, state: RoomState, nick: str, to: str) -> Message:
-        shown = self._groupchat(state.room, nick, to, "", uuid.uuid4().hex)
+    def _bodiless(self, state: RoomState, nick: str, to: str, msg_id: str = "") -> Message:
+        shown = self._groupchat(state.room, nick, to, "", msg_id or uuid.uuid4().hex)
         del shown["body"]
         return shown
 

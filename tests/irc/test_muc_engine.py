@@ -592,3 +592,21 @@ async def test_a_nick_no_jid_resource_can_hold_still_completes_the_join(muc, sen
     ET.SubElement(query, f"{{{MUC_ADMIN_NS}}}item", {"nick": "m%07llory", "role": "none"})
     await muc.on_iq_admin(kick, session, room)
     assert ("kick", room, "m\x07llory") in [call[:3] for call in session.calls]
+
+
+async def test_a_retraction_while_nobody_is_in_leaves_a_tombstone(archived, sent, room, archive):
+    """A persistent channel: REDACT while the user is offline still removes the line,
+    and the next join's history shows the tombstone in its place."""
+    await archived.on_event(USER, events.Message(room, "secret", nick="bob", legacy_id="m1"))
+    await archived.on_event(USER, events.Message(room, "kept", nick="bob", legacy_id="m2"))
+    await archived.on_event(USER, events.Retraction(room, "bob", "m1"))
+    lines = await archive.latest(USER, room.legacy_id, 10)
+    assert [(line.body, line.kind) for line in lines] == [("", "retracted"), ("kept", "message")]
+
+    await join(archived, FakeSession(), room)
+    await archived.on_event(USER, joined_event(room))
+    delayed = "{urn:xmpp:delay}delay"
+    history = [s for s in sent if s.name == "message" and s.xml.find(delayed) is not None]
+    tombstone = history[0].xml.find("{urn:xmpp:message-retract:1}retracted")
+    assert tombstone is not None and not history[0]["body"]
+    assert history[1]["body"] == "kept"
