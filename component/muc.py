@@ -629,9 +629,16 @@ class GroupChats:
                 log.warning(
                     "%s: could not mark %s retracted: %s", state.user, target.stanza_id, exc
                 )
+        # Someone else's line removed (an IRC operator): XEP-0425 moderation, from the
+        # room, since clients ignore a retraction that is not from the author.
+        moderator = (
+            None if event.nick == target.nick else str(self.room_jid(state.room, event.nick))
+        )
         for resource in state.resources:
             shown = self._bodiless(state, event.nick, resource)
-            references.add_retraction(shown, target.stanza_id, event.nick)
+            if moderator is not None:
+                shown["from"] = self.room_jid(state.room)
+            references.add_retraction(shown, target.stanza_id, event.nick, moderator, event.reason)
             self._send(shown)
 
     async def _on_message(self, user: str, event: events.Message) -> None:

@@ -24,6 +24,7 @@ FALLBACK_NS = "urn:xmpp:fallback:0"
 CORRECT_NS = "urn:xmpp:message-correct:0"
 REACTIONS_NS = "urn:xmpp:reactions:0"
 RETRACT_NS = "urn:xmpp:message-retract:1"
+MODERATE_NS = "urn:xmpp:message-moderate:1"
 CHATSTATES_NS = "http://jabber.org/protocol/chatstates"
 MARKERS_NS = "urn:xmpp:chat-markers:0"
 HINTS_NS = "urn:xmpp:hints"
@@ -129,11 +130,23 @@ def add_reactions(message: Message, target_id: str, emojis: list[str]) -> None:
     add_hint(message, "store")
 
 
-def add_retraction(message: Message, target_id: str, nick: str | None) -> None:
-    """A retraction with its fallback body, for clients without XEP-0424."""
-    ET.SubElement(message.xml, f"{{{RETRACT_NS}}}retract", {"id": target_id})
+def add_retraction(
+    message: Message,
+    target_id: str,
+    nick: str | None,
+    moderator: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """A retraction with its fallback body, for clients without XEP-0424; by a
+    `moderator` (their occupant JID) it is XEP-0425's moderated form, with the reason."""
+    retract = ET.SubElement(message.xml, f"{{{RETRACT_NS}}}retract", {"id": target_id})
+    if moderator is not None:
+        ET.SubElement(retract, f"{{{MODERATE_NS}}}moderated", {"by": moderator})
+        if reason:
+            ET.SubElement(retract, f"{{{RETRACT_NS}}}reason").text = reason
     ET.SubElement(message.xml, f"{{{FALLBACK_NS}}}fallback", {"for": RETRACT_NS})
-    message["body"] = f"{nick or 'Someone'} retracted a previous message."
+    removed = "removed a message" if moderator else "retracted a previous message"
+    message["body"] = f"{nick or 'Someone'} {removed}" + (f": {reason}" if reason else ".")
     add_hint(message, "store")
 
 

@@ -377,12 +377,24 @@ async def test_redact_and_markread_where_offered_and_tombstones(scripted_stack):
     removed = await fred.wait_for(retraction_of(stanza_id(regret)))
     assert removed["from"].resource == "bob" and removed["body"]
 
-    # Both are tombstones in the archive, in their places.
+    # An operator's REDACT of bob's line is XEP-0425 moderation, from the room.
+    ircd.push(f"@msgid=b4 {BOB} PRIVMSG #room :spam")
+    spam = await fred.wait_for(groupchat_with("spam"))
+    ircd.push(":op!o@h REDACT #room b4 :no spam here")
+    moderated = await fred.wait_for(retraction_of(stanza_id(spam)))
+    assert moderated["from"].full == ROOM
+    by = moderated.xml.find(f"{{{RETRACT_NS}}}retract/{{urn:xmpp:message-moderate:1}}moderated")
+    assert by.get("by") == f"{ROOM}/op"
+    assert moderated.xml.findtext(f"{{{RETRACT_NS}}}retract/{{{RETRACT_NS}}}reason") == (
+        "no spam here"
+    )
+
+    # All are tombstones in the archive, in their places.
     archived, _ = await mam(fred)
     tombstones = {
         archive_id(m) for m in archived if m.find(f"{{{RETRACT_NS}}}retracted") is not None
     }
-    assert tombstones == {stanza_id(mine), stanza_id(regret)}
+    assert tombstones == {stanza_id(mine), stanza_id(regret), stanza_id(spam)}
     assert all(body(m) is None for m in archived if archive_id(m) in tombstones)
 
     # XEP-0333 displayed → MARKREAD with the message's server time.
