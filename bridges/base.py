@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bridges import events
 from bridges.address import Address, AddressError, AddressKind
+from bridges.events import GroupFeature
 from bridges.jid_escaping import escape_node, unescape_node
 
 FieldType = Literal[
@@ -203,6 +204,42 @@ class Session(ABC):
         `origin` (with `xmpp_id`) says who to answer; only a bridge that keeps the
         message past a restart needs it, to put it in its `Delivered`/`DeliveryFailed`.
         """
+
+    def group_features(self, room: Address) -> frozenset[GroupFeature]:
+        """What `room` carries natively right now (the room's disco#info says it)."""
+        return frozenset()
+
+    async def send_reply(
+        self, room: Address, text: str, quoted: events.Quoted, *, xmpp_id: str | None = None
+    ) -> None:
+        """A group message answering `quoted`; the default names its author in text."""
+        prefix = f"{quoted.nick}: " if quoted.nick and not text.startswith(quoted.nick) else ""
+        await self.send_message(room, prefix + text, xmpp_id=xmpp_id)
+
+    async def send_correction(
+        self, room: Address, text: str, quoted: events.Quoted, *, xmpp_id: str | None = None
+    ) -> None:
+        """A group message replacing `quoted`; the default sends it as a marked line,
+        so nobody reads it as the same thing said twice."""
+        await self.send_message(room, f"* fixed: {text}", xmpp_id=xmpp_id)
+
+    async def react(
+        self, room: Address, quoted: events.Quoted, added: Sequence[str], removed: Sequence[str]
+    ) -> None:
+        """The user's reactions to `quoted` changed: `added` and `removed` emojis."""
+        raise NotImplementedError("this network has no reactions")
+
+    async def retract(self, room: Address, quoted: events.Quoted) -> None:
+        """Remove the user's message `quoted` from the group."""
+        raise NotImplementedError("this network cannot remove a message once sent")
+
+    async def set_chat_state(self, room: Address, state: events.ChatState) -> None:
+        """The user is typing, paused or stopped in `room`; ignored by default."""
+        return None
+
+    async def mark_displayed(self, room: Address, quoted: events.Quoted) -> None:
+        """The user has read `room` up to `quoted`; ignored by default."""
+        return None
 
     async def user_offline(self) -> bool:
         """The user's last resource went away (or was never there when the gateway

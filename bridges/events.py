@@ -32,6 +32,19 @@ class MessageKind(Enum):
     NOTICE = "notice"
 
 
+class GroupFeature(Enum):
+    """What a group carries natively beyond text, as `Session.group_features` reports it.
+
+    Replies and corrections are not listed: every group takes them, as text at worst
+    (`Session.send_reply`, `Session.send_correction`).
+    """
+
+    REACTIONS = "reactions"
+    RETRACTIONS = "retractions"
+    CHAT_STATES = "chat-states"
+    DISPLAYED_MARKERS = "displayed-markers"
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """A message from the legacy side.
@@ -59,6 +72,60 @@ class Message:
     highlight: bool = False
     occupant_id: str | None = None
     """For a room message: the sender's stable identity, as for `Occupant.occupant_id`."""
+    reply_to: str | None = None
+    """The legacy id of the message this one answers (IRCv3 `+draft/reply`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quoted:
+    """An earlier room message the user refers to (a reply, reaction, correction...),
+    as the archive has it: what a bridge needs to point at it natively (`legacy_id`)
+    or to quote it in text (`nick`, `text`) where the network has no such reference."""
+
+    legacy_id: str | None
+    nick: str | None
+    text: str
+    sent: datetime | None = None
+
+
+class ChatState(Enum):
+    """XEP-0085 states a bridge can carry (IRCv3 `+typing` has exactly these three)."""
+
+    COMPOSING = "composing"
+    PAUSED = "paused"
+    ACTIVE = "active"
+    """Not typing (any more): XEP-0085 active, IRC `typing=done`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """`nick` in `room` reacted with `emoji` to the message with legacy id `target`
+    (IRCv3 `+draft/react`); `removed` when the reaction was taken back."""
+
+    room: Address
+    nick: str
+    target: str
+    emoji: str
+    removed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Retraction:
+    """`nick` in `room` removed the message with legacy id `target` (IRC REDACT)."""
+
+    room: Address
+    nick: str
+    target: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """`nick` in `room` is typing, paused or stopped (IRCv3 `+typing`)."""
+
+    room: Address
+    nick: str
+    state: ChatState
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +156,8 @@ class RoomJoined:
     subject_by: str | None = None
     own: Occupant | None = None
     """The user's own occupant, when the bridge knows more of it than the nick."""
+    features: frozenset[GroupFeature] = frozenset()
+    """What the room carries natively (`Session.group_features`) as of this join."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,4 +309,7 @@ Event = (
     | Delivered
     | Invitation
     | Notice
+    | Reaction
+    | Retraction
+    | Typing
 )

@@ -69,7 +69,9 @@ class Disco:
             return self.plugin.static.get_info(jid, node, ifrom, iq)
         info = DiscoInfo()
         if address.kind is AddressKind.GROUP and self.gateway.groups is not None:
-            room = self.gateway.groups.disco_info(address)
+            session = self.gateway.sessions.get(ifrom.bare)
+            native = session.group_features(address) if session is not None else frozenset()
+            room = self.gateway.groups.disco_info(address, native)
             for category, itype, name in room.identities:
                 info.add_identity(category, itype, name=name)
             for feature in room.features:

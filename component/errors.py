@@ -69,7 +69,9 @@ def from_exception(exc: Exception) -> XMPPError:
         case AddressError() | BridgeError():
             return stanza_error(exc.condition, exc.text)
         case NotImplementedError():
-            return stanza_error("feature-not-implemented", "not supported by this network")
+            return stanza_error(
+                "feature-not-implemented", str(exc) or "not supported by this network"
+            )
         case _:
             return stanza_error("internal-server-error", "the gateway failed to handle this")
 

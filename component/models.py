@@ -100,6 +100,7 @@ class ArchiveRow(Base):
         UniqueConstraint("account_id", "room", "origin_id", name="uq_archive_origin_id"),
         Index("ix_archive_page", "account_id", "room", "id"),
         Index("ix_archive_room_sent", "account_id", "room", "sent"),  # MAM start/end
+        Index("ix_archive_xmpp_id", "account_id", "room", "xmpp_id"),  # replies, reactions
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -113,3 +114,7 @@ class ArchiveRow(Base):
     legacy_id: Mapped[str | None] = mapped_column(String(255))
     origin_id: Mapped[str | None] = mapped_column(String(255))
     xmpp_id: Mapped[str | None] = mapped_column(String(255))
+    reply_to: Mapped[str | None] = mapped_column(String(36))
+    """The stanza id of the line this one answers (XEP-0461)."""
+    replaces: Mapped[str | None] = mapped_column(String(255))
+    """The id of the line this one corrects (XEP-0308), as the client named it."""

@@ -35,8 +35,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from bridges import events
 from bridges.address import Address
 from bridges.base import Bridge, Session
+from bridges.events import GroupFeature
 from bridges.timestamps import parse_timestamp
-from component.archive import Archive, Line, stanza_id_for
+from component import references
+from component.archive import RETRACTED, Archive, Line, stanza_id_for
 from component.errors import error_type, stanza_error
 from component.nick_resources import to_nick, to_resource
 from component.xep_0203 import add_delay
@@ -62,12 +64,15 @@ OCCUPANT_ID_NS = "urn:xmpp:occupant-id:0"
 
 SELF = "110"
 NICK_MODIFIED = "210"
+CONFIG_CHANGED = "104"
 NEW_NICK = "303"
 KICKED = "307"
 SHUTDOWN = "332"
 """Removed because of a system shutdown: the nearest code for a lost legacy link."""
 
 ROOM_JIDS_KEPT = 10_000
+REACTIONS_KEPT = 10_000
+"""Messages whose reactions are remembered (to send XEP-0444 sets as changes)."""
 HISTORY_LIMIT = 250
 """Most discussion history lines served on a join, whatever `<history>` asks for."""
 
@@ -80,6 +85,9 @@ ROOM_EVENTS = (
     events.NickChanged,
     events.NickConflict,
     events.SubjectChanged,
+    events.Reaction,
+    events.Retraction,
+    events.Typing,
 )
 
 
@@ -190,6 +198,9 @@ class GroupChats:
         self._bare_jids: dict[Address, str] = {}
         self._sending: dict[str, Sending] = {}
         """Tokens handed to the bridge as the xmpp_id → what to reflect once written."""
+        self._reactions: dict[tuple[str, Address, str, str | None], tuple[str, ...]] = {}
+        """(user, room, stanza id, nick or None for the user) → current reactions: XEP-0444
+        sends whole sets, legacy networks (IRC) single changes."""
 
     # --- addresses -------------------------------------------------------------------
 
@@ -208,8 +219,10 @@ class GroupChats:
             jid.resource = to_resource(nick)
         return jid
 
-    def disco_info(self, room: Address) -> RoomInfo:
-        """Identity conference/text and the MUC features a legacy room has."""
+    def disco_info(self, room: Address, native: frozenset[GroupFeature] = frozenset()) -> RoomInfo:
+        """Identity conference/text and the MUC features a legacy room has, with the
+        message features the user's connection carries there right now (`native`), so
+        clients offer only what reaches the other side."""
         return RoomInfo(
             [("conference", "text", room.legacy_id)],
             [
@@ -221,6 +234,8 @@ class GroupChats:
                 "muc_semianonymous",
                 *(ARCHIVE_FEATURES if self.archive is not None else ()),
                 *((OCCUPANT_ID_NS,) if self.bridge.occupant_ids else ()),
+                *references.ALWAYS,
+                *(references.FEATURES[feature] for feature in GroupFeature if feature in native),
             ],
         )
 
@@ -296,11 +311,18 @@ class GroupChats:
         if subject and not body:
             await session.set_subject(room, subject)
             return
+        if await self._refers(message, state, session):
+            return
         if not body:
-            return  # chat states and the like have no IRC equivalent
+            return
         xmpp_id = message["id"] or None
         origin = message.xml.find(f"{{{SID_NS}}}origin-id")
         origin_id = (origin.get("id") if origin is not None else None) or None
+        replaces = references.replace_id(message)
+        answered = references.reply_id(message)
+        if answered and not replaces:
+            body = references.without_fallback(message, body, references.REPLY_NS)
+        target = await self._find(user, room, replaces or answered)
         line = Line(
             user,
             room.legacy_id,
@@ -312,14 +334,100 @@ class GroupChats:
             _kind(body, events.MessageKind.MESSAGE),
             origin_id=origin_id,
             xmpp_id=xmpp_id,
+            reply_to=target.stanza_id if answered and target else None,
+            replaces=replaces,
         )
         token = uuid.uuid4().hex
         self._sending[token] = Sending(message["from"], line)
         try:
-            await session.send_message(room, body, xmpp_id=token)
+            if replaces:
+                quoted = _quoted(target) if target else events.Quoted(None, None, "")
+                await session.send_correction(room, body, quoted, xmpp_id=token)
+            elif target is not None:
+                await session.send_reply(room, body, _quoted(target), xmpp_id=token)
+            else:
+                await session.send_message(room, body, xmpp_id=token)
         except BaseException:
             del self._sending[token]
             raise
+
+    async def _refers(self, message: Message, state: RoomState, session: Session) -> bool:
+        """A retraction, reactions, a displayed marker or a chat state without a body:
+        passed on (or refused with an error); False for anything else."""
+        room, body = state.room, message["body"]
+        retracted = references.retract_id(message)
+        if retracted is not None:
+            target = await self._find_own(state, retracted, "retract")
+            await session.retract(room, _quoted(target))
+            return True
+        reacted = references.reactions(message)
+        if reacted is not None:
+            await self._react(message, state, session, *reacted)
+            return True
+        if body:
+            return False
+        displayed = references.displayed_id(message)
+        if displayed is not None:
+            seen = await self._find(state.user, room, displayed)
+            if seen is not None:
+                await session.mark_displayed(room, _quoted(seen))
+            return True
+        chat_state = references.chat_state(message)
+        if chat_state is not None:
+            await session.set_chat_state(room, chat_state)
+        return True
+
+    async def _find(self, user: str, room: Address, message_id: str | None) -> Line | None:
+        """The archived line a client or the legacy side names, if it is known."""
+        if self.archive is None or not message_id:
+            return None
+        try:
+            return await self.archive.find(user, room.legacy_id, message_id)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("%s: cannot look up %r in %s: %s", user, message_id, room.legacy_id, exc)
+            return None
+
+    async def _find_own(self, state: RoomState, message_id: str, action: str) -> Line:
+        line = await self._find(state.user, state.room, message_id)
+        if line is None:
+            raise stanza_error("item-not-found", f"cannot {action} {message_id!r}: unknown here")
+        if line.nick != state.nick and line.xmpp_id is None and line.origin_id is None:
+            raise stanza_error("forbidden", f"you can only {action} your own messages")
+        return line
+
+    async def _react(
+        self,
+        message: Message,
+        state: RoomState,
+        session: Session,
+        target_id: str,
+        emojis: list[str],
+    ) -> None:
+        """XEP-0444 sends the user's whole set; the bridge gets what changed. Every
+        resource of the user sees the new set (the room's reflection)."""
+        target = await self._find(state.user, state.room, target_id)
+        if target is None:
+            raise stanza_error("item-not-found", f"cannot react to {target_id!r}: unknown here")
+        key = (state.user, state.room, target.stanza_id, None)
+        before = self._reactions.get(key, ())
+        added = [emoji for emoji in emojis if emoji not in before]
+        removed = [emoji for emoji in before if emoji not in emojis]
+        if added or removed:
+            await session.react(state.room, _quoted(target), added, removed)
+        self._remember_reactions(key, tuple(emojis))
+        for resource in state.resources:
+            reflection = self._bodiless(state, state.nick, resource, message["id"])
+            references.add_reactions(reflection, target.stanza_id, emojis)
+            self._send(reflection)
+
+    def _remember_reactions(
+        self, key: tuple[str, Address, str, str | None], emojis: tuple[str, ...]
+    ) -> None:
+        self._reactions.pop(key, None)
+        if emojis:
+            if len(self._reactions) >= REACTIONS_KEPT:
+                del self._reactions[next(iter(self._reactions))]
+            self._reactions[key] = emojis
 
     def _on_sent(self, user: str, event: events.Delivered) -> None:
         """The bridge wrote the message: reflect and archive it, stamped with the
@@ -464,11 +572,15 @@ class GroupChats:
         if isinstance(event, events.Message):
             if not event.sender.is_group:
                 return False
-            self._on_message(user, event)
+            await self._on_message(user, event)
             return True
         if not isinstance(event, ROOM_EVENTS):
             return False
         state = self.rooms.get((user, event.room))
+        if isinstance(event, events.Retraction):
+            # Also while nobody is in (a persistent channel): the archive must forget it.
+            await self._on_retraction(state or RoomState(event.room, user), event)
+            return True
         if state is None:
             return True  # no resource is in that room (e.g. joined on connect): nothing to show
         match event:
@@ -490,11 +602,66 @@ class GroupChats:
                 state.subject, state.subject_by = event.subject, event.by
                 for resource in state.resources:
                     self._send(self._subject(state, resource))
+            case events.Reaction():
+                await self._on_reaction(state, event)
+            case events.Typing():
+                for resource in state.resources:
+                    shown = self._bodiless(state, event.nick, resource)
+                    references.add_chat_state(shown, event.state)
+                    self._send(shown)
         return True
 
-    def _on_message(self, user: str, event: events.Message) -> None:
+    def _bodiless(self, state: RoomState, nick: str, to: str, msg_id: str = "") -> Message:
+        shown = self._groupchat(state.room, nick, to, "", msg_id or uuid.uuid4().hex)
+        del shown["body"]
+        return shown
+
+    async def _on_reaction(self, state: RoomState, event: events.Reaction) -> None:
+        """A legacy reaction changes the occupant's set; XEP-0444 shows the whole set."""
+        target = await self._find(state.user, state.room, event.target)
+        if target is None:
+            log.info("%s: a reaction to %r, which is not archived", state.user, event.target)
+            return
+        key = (state.user, state.room, target.stanza_id, event.nick)
+        emojis = [e for e in self._reactions.get(key, ()) if e != event.emoji]
+        if not event.removed:
+            emojis.append(event.emoji)
+        emojis = emojis[-references.MAX_REACTIONS :]
+        self._remember_reactions(key, tuple(emojis))
+        for resource in state.resources:
+            shown = self._bodiless(state, event.nick, resource)
+            references.add_reactions(shown, target.stanza_id, emojis)
+            self._send(shown)
+
+    async def _on_retraction(self, state: RoomState, event: events.Retraction) -> None:
+        """The archive keeps a tombstone; clients remove the message (XEP-0424)."""
+        target = await self._find(state.user, state.room, event.target)
+        if target is None:
+            log.info("%s: a retraction of %r, which is not archived", state.user, event.target)
+            return
+        if self.archive is not None:
+            try:
+                await self.archive.retract(state.user, state.room.legacy_id, target.stanza_id)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning(
+                    "%s: could not mark %s retracted: %s", state.user, target.stanza_id, exc
+                )
+        # Someone else's line removed (an IRC operator): XEP-0425 moderation, from the
+        # room, since clients ignore a retraction that is not from the author.
+        moderator = (
+            None if event.nick == target.nick else str(self.room_jid(state.room, event.nick))
+        )
+        for resource in state.resources:
+            shown = self._bodiless(state, event.nick, resource)
+            if moderator is not None:
+                shown["from"] = self.room_jid(state.room)
+            references.add_retraction(shown, target.stanza_id, event.nick, moderator, event.reason)
+            self._send(shown)
+
+    async def _on_message(self, user: str, event: events.Message) -> None:
         """Archive a room message (whoever is in) and show it to the joined resources."""
         room = event.sender
+        answered = await self._find(user, room, event.reply_to)
         line = Line(
             user,
             room.legacy_id,
@@ -504,6 +671,7 @@ class GroupChats:
             event.text,
             _kind(event.text, event.kind),
             legacy_id=event.legacy_id,
+            reply_to=answered.stanza_id if answered else None,
         )
         state = self.rooms.get((user, room))
         if state is None or not state.resources:
@@ -564,6 +732,10 @@ class GroupChats:
             state.resources[resource] = requested
             wanted = state.history.pop(resource, HistoryRequest())
             await self._send_full_join(state, resource, requested, wanted)
+            if event.features:
+                # A client asked disco#info before the connection was open, and saw
+                # none of these: 104 (configuration changed) makes it ask again.
+                self._send(self._status_message(state, resource, CONFIG_CHANGED))
 
     def _on_join_failed(self, user: str, state: RoomState, event: events.RoomJoinFailed) -> None:
         waiting, state.pending = state.pending, {}
@@ -736,6 +908,13 @@ class GroupChats:
         )
         if occupant_id is not None:
             self._add_occupant_id(message, room, occupant_id)
+        if line.kind == RETRACTED:
+            del message["body"]
+            references.add_tombstone(message, line.sent)
+        if line.reply_to:
+            references.add_reply(message, line.reply_to)
+        if line.replaces:
+            references.add_replace(message, line.replaces)
         if self.archive is not None and self.archive.keeps(line.user):
             ET.SubElement(
                 message.xml,
@@ -838,6 +1017,14 @@ class GroupChats:
             add_delay(message, sent, str(self.room_jid(room)))
         return message
 
+    def _status_message(self, state: RoomState, to: str, code: str) -> Message:
+        message = Message()
+        message["from"], message["to"], message["type"] = self.room_jid(state.room), to, "groupchat"
+        message["id"] = uuid.uuid4().hex
+        x = ET.SubElement(message.xml, f"{{{MUC_USER_NS}}}x")
+        ET.SubElement(x, f"{{{MUC_USER_NS}}}status", {"code": code})
+        return message
+
     def _subject(self, state: RoomState, to: str) -> Message:
         """The subject message ends a join (XEP-0045 §7.2.15); empty when there is none."""
         message = Message()
@@ -847,6 +1034,10 @@ class GroupChats:
         subject = ET.SubElement(message.xml, "{jabber:client}subject")
         subject.text = state.subject or ""
         return message
+
+
+def _quoted(line: Line) -> events.Quoted:
+    return events.Quoted(line.legacy_id, line.nick, line.body, line.sent)
 
 
 def _kind(text: str, kind: events.MessageKind) -> str:

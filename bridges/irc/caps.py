@@ -25,6 +25,8 @@ WANTED_CAPS = frozenset(
         "setname",
         "invite-notify",
         "cap-notify",
+        "draft/message-redaction",
+        "draft/read-marker",
     }
 )
 """IRCv3 capabilities used when offered: every rank of a member in NAMES (a deopped
@@ -35,7 +37,8 @@ came while the user was away), who in a channel is away, and message tags for th
 account of each member (`account-notify`, `account-tag`, `extended-join`) behind the
 XEP-0421 occupant ids, host and real name changes without a fake quit and rejoin
 (`chghost`, `setname`), invitations to others (`invite-notify`), and capabilities
-that come and go while connected (`cap-notify`)."""
+that come and go while connected (`cap-notify`); REDACT and MARKREAD for
+retractions and read markers (see `rich`)."""
 ECHO_CAPS = frozenset({"echo-message", "labeled-response", "batch"})
 """Used only together: the server's echo of our line, matched by its label, is when
 the user's message counts as sent (with the msgid and time everyone else sees). An echo

@@ -36,6 +36,15 @@ class ServerModes:
     """The most lines one CHATHISTORY request may ask for (`CHATHISTORY=<max>`)."""
     whox: bool = False
     """WHO takes a field list (WHOX): one WHO after a join tells every member's account."""
+    client_tag_deny: tuple[str, ...] = ()
+    """CLIENTTAGDENY: client-only tags the server drops (`*` all, `-name` exempt)."""
+
+    def allows_client_tag(self, tag: str) -> bool:
+        """Whether the server passes the client-only tag `tag` (`+name` or `name`) on."""
+        name = tag.removeprefix("+")
+        if f"-{name}" in self.client_tag_deny:
+            return True
+        return "*" not in self.client_tag_deny and name not in self.client_tag_deny
 
     def apply_isupport(self, tokens: list[str]) -> None:
         for token in tokens:
@@ -52,6 +61,10 @@ class ServerModes:
                 self.chathistory = True
                 if value.isdigit() and int(value) > 0:
                     self.chathistory_limit = int(value)
+            elif key == "CLIENTTAGDENY":
+                self.client_tag_deny = tuple(entry for entry in value.split(",") if entry)
+            elif key == "-CLIENTTAGDENY":
+                self.client_tag_deny = ()
             elif key == "CHANMODES":
                 parts = [*value.split(","), "", "", ""]
                 self.list_modes, self.always_param, self.set_param = parts[0], parts[1], parts[2]

@@ -466,7 +466,9 @@ class IrcConnection:
                     if item.ticket is not None and self.echoes:
                         self._labels += 1
                         self._echo_wait[label := str(self._labels)] = item.ticket
-                        self._write(f"@label={label} {item.line}")
+                        line = item.line  # its own tags (a reply) join the label
+                        tagged = f"@label={label};{line[1:]}" if line.startswith("@") else None
+                        self._write(tagged or f"@label={label} {line}")
                         self._current = None
                     else:
                         self._write(item.line)

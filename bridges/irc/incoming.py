@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from bridges import events
 from bridges.address import Address
+from bridges.irc import rich
 from bridges.irc.address import can_be_named, make_address
 from bridges.irc.channel import Channel, Member, ServerModes
 from bridges.irc.chathistory import Anchor, batch_target
@@ -104,6 +105,9 @@ class IncomingLines:
     async def _history_page(self, ch: Channel, lines: list[Line]) -> None:
         raise NotImplementedError
 
+    def group_features(self) -> frozenset[events.GroupFeature]:
+        raise NotImplementedError
+
     def _joined_event(self, ch: Channel) -> events.RoomJoined:
         own = ch.member(self.nick)
         if own is not None:
@@ -115,6 +119,7 @@ class IncomingLines:
             ch.topic,
             ch.topic_by,
             own=own.occupant if own is not None else None,
+            features=self.group_features(),
         )
 
     def _has_cap(self, name: str) -> bool:
@@ -494,6 +499,7 @@ class IncomingLines:
                         sent=sent,
                         highlight=self._highlights(line.nick, text),
                         occupant_id=identity,
+                        reply_to=rich.reply_target(line.tags),
                     )
                 )
                 return
@@ -535,6 +541,28 @@ class IncomingLines:
         }
         if command in replies and self.connected:
             self.send("NOTICE", nick, ctcp(command, replies[command]))
+
+    async def _irc_tagmsg(self, line: Line) -> None:
+        """Client tags without text: a reaction or typing in a channel. Our own come
+        back as echoes of what the user's clients already show."""
+        ch = self.channels.get(casefold(line.param(0)))
+        if ch is None or not ch.synced or casefold(line.nick) == casefold(self.nick):
+            return
+        reacted, target = rich.reaction(line.tags), rich.reply_target(line.tags)
+        if reacted is not None and target:
+            emoji, removed = reacted
+            await self.deliver(events.Reaction(ch.address, line.nick, target, emoji, removed))
+            return
+        state = rich.typing_state(line.tags)
+        if state is not None:
+            await self.deliver(events.Typing(ch.address, line.nick, state))
+
+    async def _irc_redact(self, line: Line) -> None:
+        """draft/message-redaction: someone (or, echoed, the user) removed a message."""
+        ch = self.channels.get(casefold(line.param(0)))
+        if ch is not None and ch.joined and len(line.params) >= 2:
+            reason = line.param(2) or None
+            await self.deliver(events.Retraction(ch.address, line.nick, line.param(1), reason))
 
     async def _irc_322(self, line: Line) -> None:
         if self._lists:

@@ -20,6 +20,8 @@ from typing import Any
 from bridges import events
 from bridges.address import Address
 from bridges.base import Account, AccountStore, BridgeError
+from bridges.events import GroupFeature
+from bridges.irc import rich
 from bridges.irc.address import make_address
 from bridges.irc.channel import Channel, ServerModes
 from bridges.irc.chathistory import MAX_PAGES, NEEDED_CAPS, Anchor, Fetch, request
@@ -40,7 +42,14 @@ from bridges.irc.formatting import (
 from bridges.irc.gaps import LastSeen, gap_text
 from bridges.irc.incoming import Deliver, IncomingLines
 from bridges.irc.options import IrcOptions
-from bridges.irc.protocol import Line, casefold, format_line, is_channel, nick_from_jid
+from bridges.irc.protocol import (
+    Line,
+    casefold,
+    format_line,
+    format_tags,
+    is_channel,
+    nick_from_jid,
+)
 from bridges.irc.settings import RECONNECT_FIELDS, NetworkSettings, load_settings
 from bridges.irc.sts import StsRecord
 from bridges.timestamps import parse_timestamp
@@ -97,6 +106,8 @@ class Network(IncomingLines):
         """AWAY text to carry on this server (set again after every reconnect)."""
         self.user_offline = False
         """Connections opened while the user is offline join persistent channels only."""
+        self._typing = rich.TypingThrottle()
+        self._reaction_texts = rich.TextBudget()
 
     # --- connection life -------------------------------------------------------------
 
@@ -496,8 +507,11 @@ class Network(IncomingLines):
             # Left on purpose: a later join is no gap to report.
             await self.last_seen.forget(ch.name)
 
-    async def message(self, target: str, text: str, xmpp_id: str | None) -> None:
-        """PRIVMSGs for `text`, split to fit the server's relay of our own lines."""
+    async def message(
+        self, target: str, text: str, xmpp_id: str | None, tags: dict[str, str] | None = None
+    ) -> None:
+        """PRIVMSGs for `text`, split to fit the server's relay of our own lines; the
+        first carries `tags` (client tags are outside the 512 bytes)."""
         await self.ensure_connected()
         user, host = self.userhost or (None, None)
         budget = privmsg_budget(relay_prefix_bytes(self.nick, user, host, "PRIVMSG", target))
@@ -509,11 +523,119 @@ class Network(IncomingLines):
                 "policy-violation",
             )
         ticket = self._ticket(target, len(lines), xmpp_id) if xmpp_id else None
+        prefix = format_tags(tags) if tags and self._has_tags() else ""
         for piece, action in lines:
             line = format_line("PRIVMSG", target, ctcp("ACTION", piece) if action else piece)
-            self._connection().send(line, ticket)
+            self._connection().send(prefix + line, ticket)
+            prefix = ""
+        self._typing.message_sent(casefold(target))
         if xmpp_id and not is_channel(target):
             self._last_private_id[casefold(target)] = xmpp_id
+
+    # --- message features (see `rich`) -----------------------------------------------
+
+    def group_features(self) -> frozenset[GroupFeature]:
+        """What this connection carries natively now; nothing while it is down."""
+        if self.conn is None or not self.connected:
+            return frozenset()
+        return rich.features(self.conn.caps, self.modes)
+
+    def _has_tags(self) -> bool:
+        return self.conn is not None and "message-tags" in self.conn.caps
+
+    def _tag(self, names: tuple[str, ...]) -> str | None:
+        """The first of the client tags `names` this server takes, if it takes tags."""
+        return rich.first_allowed(self.modes, names) if self._has_tags() else None
+
+    def _reply_tags(self, quoted: events.Quoted) -> dict[str, str]:
+        tag = self._tag(rich.REPLY_TAGS) if quoted.legacy_id else None
+        return {tag: quoted.legacy_id} if tag and quoted.legacy_id else {}
+
+    async def reply(
+        self, target: str, text: str, quoted: events.Quoted, xmpp_id: str | None
+    ) -> None:
+        """`+draft/reply` where the server takes it, else the author's nick and a quote."""
+        await self.ensure_connected()
+        tags = self._reply_tags(quoted)
+        await self.message(target, text if tags else rich.reply_text(text, quoted), xmpp_id, tags)
+
+    async def correct(
+        self, target: str, text: str, quoted: events.Quoted, xmpp_id: str | None
+    ) -> None:
+        """A line that reads as a correction, tagged as a reply to the original if it can."""
+        await self.ensure_connected()
+        await self.message(target, rich.correction_text(text), xmpp_id, self._reply_tags(quoted))
+
+    async def react(
+        self, target: str, quoted: events.Quoted, added: list[str], removed: list[str]
+    ) -> None:
+        """TAGMSGs with `+draft/react` (`+draft/unreact` to take one back), else, for
+        new reactions only, rate-limited `/me reacted …` lines unless switched off."""
+        await self.ensure_connected()
+        react, reply = self._tag(rich.REACT_TAGS), self._reply_tags(quoted)
+        if react and reply:
+            for emoji in added:
+                self._send_tagged({react: emoji, **reply}, "TAGMSG", target)
+            if self._tag((rich.UNREACT_TAG,)):
+                for emoji in removed:
+                    self._send_tagged({rich.UNREACT_TAG: emoji, **reply}, "TAGMSG", target)
+            return
+        if not added:
+            return  # a reaction sent as text cannot be taken back
+        if self.settings is not None and not self.settings.reactions_as_text:
+            raise BridgeError(
+                f"{self.server} has no reactions, and your network settings do not send them "
+                "as text",
+                "feature-not-implemented",
+            )
+        for emoji in added:
+            if not self._reaction_texts.take():
+                raise BridgeError(
+                    f"{self.server} has no reactions; as text, at most {rich.REACTION_TEXTS} "
+                    f"are sent per {rich.REACTION_TEXT_WINDOW:.0f} s",
+                    "feature-not-implemented",
+                )
+            await self.message(target, rich.reaction_text(emoji, quoted), None)
+
+    async def redact(self, target: str, quoted: events.Quoted) -> None:
+        """REDACT where the server offers `draft/message-redaction`; the server's
+        REDACT back (or, without echo-message, our own word) removes it from the room."""
+        conn = await self.ensure_connected()
+        if rich.REDACTION_CAP not in conn.caps:
+            raise BridgeError(
+                f"{self.server} cannot remove a message once it is sent "
+                "(it does not offer draft/message-redaction)",
+                "feature-not-implemented",
+            )
+        if not quoted.legacy_id:
+            raise BridgeError(
+                f"{self.server} gave that message no msgid, so it cannot be removed",
+                "feature-not-implemented",
+            )
+        self.send("REDACT", target, quoted.legacy_id)
+        if "echo-message" not in conn.caps:
+            await self.deliver(
+                events.Retraction(make_address(target, self.server), self.nick, quoted.legacy_id)
+            )
+
+    def typing(self, target: str, state: events.ChatState) -> None:
+        """`+typing`, throttled; nothing where the server takes no such tag."""
+        tag = self._tag(rich.TYPING_TAGS) if self.connected else None
+        value = self._typing.value(casefold(target), state) if tag else None
+        if tag and value:
+            self._send_tagged({tag: value}, "TAGMSG", target)
+
+    def mark_read(self, target: str, quoted: events.Quoted) -> None:
+        """MARKREAD up to `quoted` where the server offers `draft/read-marker`."""
+        if self.conn is None or not self.connected or rich.READ_MARKER_CAP not in self.conn.caps:
+            return
+        if quoted.sent is not None:
+            moment = quoted.sent.astimezone(UTC)
+            stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+            self.send("MARKREAD", target, f"timestamp={stamp}")
+
+    def _send_tagged(self, tags: dict[str, str], command: str, *params: str) -> None:
+        self._connection().send(format_tags(tags) + format_line(command, *params))
 
     def _ticket(self, target: str, lines: int, xmpp_id: str) -> Ticket:
         """Report the message as Delivered once its last line is written, or as

@@ -122,6 +122,18 @@ def _split_params(text: str) -> list[str]:
     return params
 
 
+_TAG_ESCAPES = str.maketrans({";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"})
+
+
+def format_tags(tags: dict[str, str]) -> str:
+    """`@key=value;...` and a space, values escaped as IRCv3 message-tags says."""
+    return (
+        "@"
+        + ";".join(f"{key}={value.translate(_TAG_ESCAPES)}" for key, value in tags.items())
+        + " "
+    )
+
+
 def format_line(command: str, *params: str) -> str:
     """Build a line; only the last parameter may hold spaces (it gets the `:`)."""
     if not params:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from bridges import events
 from bridges.address import Address, AddressKind
 from bridges.base import Account, AccountStore, Bridge, BridgeError, Session, Sink
+from bridges.events import GroupFeature
 from bridges.irc.address import IrcTarget, split_address
 from bridges.irc.network import Network
 from bridges.irc.options import IrcOptions
@@ -124,6 +125,46 @@ class IrcSession(Session):
             await network.raw(text)
             return
         await network.message(target.local, text, xmpp_id)
+
+    def group_features(self, room: Address) -> frozenset[GroupFeature]:
+        if not room.is_group:
+            return frozenset()
+        network = self.networks.get(split_address(room).server)
+        return frozenset() if network is None else network.group_features()
+
+    async def send_reply(
+        self, room: Address, text: str, quoted: events.Quoted, *, xmpp_id: str | None = None
+    ) -> None:
+        target = self._group(room)
+        await self.network(target.server).reply(target.local, text, quoted, xmpp_id)
+
+    async def send_correction(
+        self, room: Address, text: str, quoted: events.Quoted, *, xmpp_id: str | None = None
+    ) -> None:
+        target = self._group(room)
+        await self.network(target.server).correct(target.local, text, quoted, xmpp_id)
+
+    async def react(
+        self, room: Address, quoted: events.Quoted, added: Sequence[str], removed: Sequence[str]
+    ) -> None:
+        target = self._group(room)
+        await self.network(target.server).react(target.local, quoted, list(added), list(removed))
+
+    async def retract(self, room: Address, quoted: events.Quoted) -> None:
+        target = self._group(room)
+        await self.network(target.server).redact(target.local, quoted)
+
+    async def set_chat_state(self, room: Address, state: events.ChatState) -> None:
+        target = self._group(room)
+        network = self.networks.get(target.server)
+        if network is not None:
+            network.typing(target.local, state)
+
+    async def mark_displayed(self, room: Address, quoted: events.Quoted) -> None:
+        target = self._group(room)
+        network = self.networks.get(target.server)
+        if network is not None:
+            network.mark_read(target.local, quoted)
 
     async def join(self, room: Address, nick: str, password: str | None = None) -> None:
         target = self._group(room)

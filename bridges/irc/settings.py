@@ -60,6 +60,8 @@ class NetworkSettings:
     highlights: bool = True
     """Lines naming the nick, while no client of the user is in the room, also come
     as private messages (kept offline by the user's server, so phones are notified)."""
+    reactions_as_text: bool = True
+    """Reactions go out as `/me reacted …` lines where the server has no reaction tags."""
     server_password: str = ""
     sasl_password: str = ""
     nickserv_password: str = ""
@@ -127,6 +129,13 @@ def settings_fields(options: IrcOptions, current: NetworkSettings) -> list[FormF
             default=current.highlights,
             datatype="xs:boolean",
         ),
+        FormField(
+            "reactions_as_text",
+            "Send my reactions as /me lines where the server cannot carry them",
+            type="boolean",
+            default=current.reactions_as_text,
+            datatype="xs:boolean",
+        ),
         FormField("server_password", "Server password (PASS)", type="text-private"),
         FormField(
             "sasl_password", "SASL password, SCRAM or PLAIN (account = nick)", type="text-private"
@@ -188,7 +197,7 @@ def check_values(values: Mapping[str, Any], max_nick: int) -> dict[str, Any]:
         if bad:
             raise BridgeError(f"{name}: not channel names: {', '.join(bad)}", "not-acceptable")
         clean[name] = [c for c in channels if c]
-    for name in ("tls", "tls_verify", "highlights"):
+    for name in ("tls", "tls_verify", "highlights", "reactions_as_text"):
         if values.get(name) is not None:
             clean[name] = bool(values[name])
     raw = values.get("after_connect_commands") or []

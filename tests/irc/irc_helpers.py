@@ -176,6 +176,53 @@ class IrcPeer(Recorder):
             self.conn.disconnect("bye")
 
 
+class TagPeer(Recorder):
+    """Someone on IRC whose client negotiates IRCv3 caps (jaraco's cannot): raw lines.
+
+    Records every line exactly as the server sent it, so tests check the exact tags
+    (`+draft/reply=…`) without parsing them with the bridge's own code.
+    """
+
+    def __init__(self, nick: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        super().__init__()
+        self.nick = nick
+        self._reader, self._writer = reader, writer
+        self._task = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def connect(
+        cls, host: str, port: int, nick: str, caps: str = "message-tags echo-message"
+    ) -> TagPeer:
+        reader, writer = await asyncio.open_connection(host, port)
+        peer = cls(nick, reader, writer)
+        for line in (f"CAP REQ :{caps}", f"NICK {nick}", f"USER {nick} 0 * :{nick}", "CAP END"):
+            peer.send(line)
+        await peer.wait_for(lambda line: f" 001 {nick} " in line, timeout=20)
+        return peer
+
+    async def _read(self) -> None:
+        while raw := await self._reader.readline():
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line.startswith("PING "):
+                self.send("PONG " + line[5:])
+            self.record(line)
+
+    def send(self, line: str) -> None:
+        self._writer.write(line.encode() + b"\r\n")
+
+    async def join(self, channel: str) -> None:
+        self.send(f"JOIN {channel}")
+        await self.wait_for(lambda line: f" 366 {self.nick} {channel} " in line)
+
+    async def line_with(self, *parts: str, timeout: float = TIMEOUT) -> str:
+        """The first line received that contains every one of `parts`."""
+        return await self.wait_for(lambda line: all(p in line for p in parts), timeout)
+
+    async def close(self) -> None:
+        self._writer.close()
+        self._task.cancel()
+
+
 class ScriptedIrcd:
     """A loopback IRC server that answers from a script: for what ngIRCd cannot do.
 
@@ -221,6 +268,8 @@ class ScriptedIrcd:
     def push(self, *lines: str) -> None:
         """Send `lines` to every client now, unasked (what a server does at any time)."""
         for writer in self._writers:
+            if writer.is_closing():
+                continue
             for line in lines:
                 writer.write(line.encode() + b"\r\n")
 

@@ -626,3 +626,21 @@ async def test_occupant_ids_are_keyed_hashes_per_room_with_account_and_real_name
     bob_presence = next(s for s in sent if isinstance(s, Presence) and s["from"].resource == "bob")
     assert bob_presence["status"] == "Bob B., logged in as bobacct"
     assert OCCUPANT_ID_NS in muc.disco_info(rooms[0]).features
+
+
+async def test_a_retraction_while_nobody_is_in_leaves_a_tombstone(archived, sent, room, archive):
+    """A persistent channel: REDACT while the user is offline still removes the line,
+    and the next join's history shows the tombstone in its place."""
+    await archived.on_event(USER, events.Message(room, "secret", nick="bob", legacy_id="m1"))
+    await archived.on_event(USER, events.Message(room, "kept", nick="bob", legacy_id="m2"))
+    await archived.on_event(USER, events.Retraction(room, "bob", "m1"))
+    lines = await archive.latest(USER, room.legacy_id, 10)
+    assert [(line.body, line.kind) for line in lines] == [("", "retracted"), ("kept", "message")]
+
+    await join(archived, FakeSession(), room)
+    await archived.on_event(USER, joined_event(room))
+    delayed = "{urn:xmpp:delay}delay"
+    history = [s for s in sent if s.name == "message" and s.xml.find(delayed) is not None]
+    tombstone = history[0].xml.find("{urn:xmpp:message-retract:1}retracted")
+    assert tombstone is not None and not history[0]["body"]
+    assert history[1]["body"] == "kept"

@@ -1,0 +1,470 @@
+"""Replies, reactions, corrections, retractions, typing and read markers (issue 11),
+end to end: slixmpp clients with the XEP plugins on Prosody, the gateway as its own
+process, and IRC peers that negotiate message-tags and check the exact tags.
+
+InspIRCd 3 carries client tags; ngIRCd has none, so there the text fallbacks show;
+a scripted server offers what neither has (draft/message-redaction, draft/read-marker)
+and sends hostile tags. Each room's disco#info is checked against what works there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from harness import has_archived
+from irc_helpers import ScriptedIrcd, TagPeer
+from slixmpp import Message
+from slixmpp.xmlstream import ET
+from test_archive_e2e import archive_id, body, mam
+from test_irc_e2e import (
+    IRC_JID,
+    IRC_SECRET,
+    ROOM,
+    irc_section,
+    join_presence,
+    joined_user,
+    status_codes,
+)
+from xmpp_client import TestClient, eventually_async
+
+from bridges.irc.devstack import InspIrcd, NgIrcd
+from component.devstack.prosody import Prosody
+from component.references import (
+    CHATSTATES_NS,
+    CORRECT_NS,
+    MARKERS_NS,
+    REACTIONS_NS,
+    REPLY_NS,
+    RETRACT_NS,
+)
+
+SID = "urn:xmpp:sid:0"
+PLUGINS = ("xep_0461", "xep_0444", "xep_0308", "xep_0424", "xep_0085", "xep_0333", "xep_0359")
+
+
+@pytest.fixture
+async def prosody() -> AsyncIterator[Prosody]:
+    async with Prosody(components={IRC_JID: IRC_SECRET}) as server:
+        yield server
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[TagPeer]]:
+    made: list[TagPeer] = []
+    yield made
+    for peer in made:
+        await peer.close()
+
+
+async def tag_peer(
+    ircd: Any, peers: list[TagPeer], nick: str, caps: str = "message-tags"
+) -> TagPeer:
+    peer = await TagPeer.connect(ircd.host, ircd.port, nick, caps)
+    peers.append(peer)
+    await peer.join("#room")
+    return peer
+
+
+async def fred_in_room(prosody: Prosody) -> TestClient:
+    client = await joined_user(prosody, "fred")
+    for plugin in PLUGINS:
+        client.register_plugin(plugin)
+    return client
+
+
+def groupchat_with(text: str):
+    return lambda s: isinstance(s, Message) and s["type"] == "groupchat" and s["body"] == text
+
+
+def stanza_id(stanza: Message) -> str:
+    element = stanza.xml.find(f"{{{SID}}}stanza-id")
+    assert element is not None, stanza
+    return element.get("id", "")
+
+
+def config_changed(stanza) -> bool:
+    return isinstance(stanza, Message) and "104" in status_codes(stanza)
+
+
+def tags_of(line: str) -> list[str]:
+    """The raw `key=value` tags of a line, unparsed (escapes and all)."""
+    return line[1:].split(" ", 1)[0].split(";") if line.startswith("@") else []
+
+
+def child(stanza: Message, namespace: str, name: str) -> ET.Element | None:
+    return stanza.xml.find(f"{{{namespace}}}{name}")
+
+
+async def room_features(client: TestClient) -> set[str]:
+    info = await client.plugin["xep_0030"].get_info(jid=ROOM, timeout=10)
+    return set(info["disco_info"]["features"])
+
+
+def groupchat(client: TestClient, text: str = "") -> Message:
+    message = client.make_message(mto=ROOM, mtype="groupchat", mbody=text or None)
+    return message
+
+
+def react(client: TestClient, to_id: str, *emojis: str) -> Message:
+    message = groupchat(client)
+    client.plugin["xep_0444"].set_reactions(message, to_id, emojis)
+    message["id"] = f"react-{to_id[:8]}-{len(emojis)}"
+    message.send()
+    return message
+
+
+async def refused(client: TestClient, message_id: str) -> Message:
+    error = await client.wait_for(
+        lambda s: isinstance(s, Message) and s["type"] == "error" and s["id"] == message_id
+    )
+    assert isinstance(error, Message)
+    return error
+
+
+# --- InspIRCd: the IRCv3 tags ---------------------------------------------------------
+
+
+@pytest.fixture
+async def inspircd_stack(prosody, gateway_factory) -> AsyncIterator[tuple[Prosody, InspIrcd]]:
+    async with InspIrcd() as ircd:
+        await gateway_factory(prosody, bridges={"irc": irc_section(ircd)})
+        yield prosody, ircd
+
+
+async def test_replies_reactions_corrections_and_typing_with_tags(inspircd_stack, peers):
+    prosody, ircd = inspircd_stack
+    bob = await tag_peer(ircd, peers, "bob")
+    fred = await fred_in_room(prosody)
+    await bob.line_with("JOIN", "fred")
+
+    # Joined before the connection was open: 104 tells the client to ask disco again.
+    await fred.wait_for(config_changed)
+    features = await room_features(fred)
+    assert {REPLY_NS, CORRECT_NS, REACTIONS_NS, CHATSTATES_NS} <= features
+    assert not {RETRACT_NS, MARKERS_NS} & features  # InspIRCd 3 offers neither
+
+    # IRC → XMPP, then an XEP-0461 reply with its quoted fallback back to IRC.
+    bob.send("PRIVMSG #room :hello fred")
+    hello = await fred.wait_for(groupchat_with("hello fred"))
+    bob_msgid = hello["id"]  # an IRC line keeps its msgid as the stanza's id
+    reply = fred.plugin["xep_0461"].make_reply(
+        f"{ROOM}/bob",
+        stanza_id(hello),
+        fallback="hello fred",
+        quoted_nick="bob",
+        mto=ROOM,
+        mbody="hi bob",
+        mtype="groupchat",
+    )
+    reply["id"] = "reply-1"
+    reply.send()
+    line = await bob.line_with("PRIVMSG #room :")
+    assert f"+draft/reply={bob_msgid}" in tags_of(line)
+    assert line.endswith("PRIVMSG #room :hi bob")  # the quote is stripped
+    reflected = await fred.wait_for(lambda s: isinstance(s, Message) and s["id"] == "reply-1")
+    assert reflected["body"] == "hi bob"
+    assert child(reflected, REPLY_NS, "reply").get("id") == stanza_id(hello)
+    fred_msgid = next(t for t in tags_of(line) if t.startswith("msgid=")).removeprefix("msgid=")
+
+    # IRC reply → XEP-0461 reply to the archived message.
+    bob.send(f"@+draft/reply={fred_msgid} PRIVMSG #room :thanks")
+    thanks = await fred.wait_for(groupchat_with("thanks"))
+    assert child(thanks, REPLY_NS, "reply").get("id") == stanza_id(reflected)
+
+    # XEP-0444 reaction → TAGMSG with +draft/react and +draft/reply, exactly.
+    react(fred, stanza_id(hello), "👍")
+    tagmsg = await bob.line_with("TAGMSG")
+    assert {"+draft/react=👍", f"+draft/reply={bob_msgid}"} <= set(tags_of(tagmsg))
+    # IRC reaction → XEP-0444 from bob's occupant JID, to fred's message.
+    bob.send(f"@+draft/react=🎉;+draft/reply={fred_msgid} TAGMSG #room")
+    reaction = await fred.wait_for(
+        lambda s: (
+            isinstance(s, Message)
+            and child(s, REACTIONS_NS, "reactions") is not None
+            and s["from"].resource == "bob"
+        )
+    )
+    reactions = child(reaction, REACTIONS_NS, "reactions")
+    assert reactions.get("id") == stanza_id(reflected)
+    assert [r.text for r in reactions] == ["🎉"]
+
+    # XEP-0308 correction: a line that says so, tagged as a reply to the original.
+    fix = groupchat(fred, "hi bob!")
+    fix["id"] = "fix-1"
+    fix["replace"]["id"] = "reply-1"
+    fix.send()
+    fixed = await bob.line_with("PRIVMSG #room :* fixed: hi bob!")
+    assert f"+draft/reply={fred_msgid}" in tags_of(fixed)
+    shown = await fred.wait_for(lambda s: isinstance(s, Message) and s["id"] == "fix-1")
+    assert child(shown, CORRECT_NS, "replace").get("id") == "reply-1"
+
+    # XEP-0085 → +typing, throttled: a second composing at once sends nothing.
+    for state in ("composing", "composing", "paused", "active"):
+        typing = groupchat(fred)
+        typing["chat_state"] = state
+        typing.send()
+    await bob.line_with("+typing=done")
+    sent = [
+        tag for line in bob.items if "TAGMSG" in line for tag in tags_of(line) if "typing" in tag
+    ]
+    assert sent == ["+typing=active", "+typing=paused", "+typing=done"], sent
+    bob.send("@+typing=active TAGMSG #room")
+    composing = await fred.wait_for(
+        lambda s: (
+            isinstance(s, Message)
+            and s["from"].resource == "bob"
+            and child(s, CHATSTATES_NS, "composing") is not None
+        )
+    )
+    assert not composing["body"]
+
+    # Retraction: InspIRCd has no REDACT, so it is refused with a text, not dropped.
+    retract = groupchat(fred)
+    retract["id"] = "retract-1"
+    retract["retract"]["id"] = stanza_id(reflected)
+    retract.send()
+    error = await refused(fred, "retract-1")
+    assert error["error"]["condition"] == "feature-not-implemented"
+    assert "draft/message-redaction" in error["error"]["text"]
+    await fred.close()
+
+
+# --- ngIRCd: the text fallbacks -------------------------------------------------------
+
+
+@pytest.fixture
+async def ngircd_stack(prosody, gateway_factory) -> AsyncIterator[tuple[Prosody, NgIrcd]]:
+    async with NgIrcd(flood_throttling=False) as ircd:
+        await gateway_factory(prosody, bridges={"irc": irc_section(ircd)})
+        yield prosody, ircd
+
+
+async def test_without_tags_replies_and_reactions_are_text(ngircd_stack, peers):
+    prosody, ircd = ngircd_stack
+    bob = await tag_peer(ircd, peers, "bob", caps="multi-prefix")  # ngIRCd has no tags
+    fred = await fred_in_room(prosody)
+    await bob.line_with("JOIN", "fred")
+
+    features = await room_features(fred)
+    assert {REPLY_NS, CORRECT_NS} <= features
+    assert not {REACTIONS_NS, CHATSTATES_NS, RETRACT_NS, MARKERS_NS} & features
+
+    bob.send("PRIVMSG #room :a rather long line that will not be quoted whole, no")
+    hello = await fred.wait_for(
+        groupchat_with("a rather long line that will not be quoted whole, no")
+    )
+    reply = fred.plugin["xep_0461"].make_reply(
+        f"{ROOM}/bob",
+        stanza_id(hello),
+        fallback=hello["body"],
+        quoted_nick="bob",
+        mto=ROOM,
+        mbody="indeed",
+        mtype="groupchat",
+    )
+    reply["id"] = "reply-2"
+    reply.send()
+    await bob.line_with(
+        ":fred!", 'PRIVMSG #room :bob: "a rather long line that will not be quot…" indeed'
+    )
+    mine = await fred.wait_for(lambda s: isinstance(s, Message) and s["id"] == "reply-2")
+    assert mine["body"] == "indeed"
+
+    # Typing goes nowhere: the next thing bob gets from fred is the reaction line.
+    typing = groupchat(fred)
+    typing["chat_state"] = "composing"
+    typing.send()
+    react(fred, stanza_id(hello), "👍")
+    action = await bob.line_with(":fred!", "\x01ACTION")
+    assert action.endswith(
+        'PRIVMSG #room :\x01ACTION reacted 👍 to bob: "a rather long line that will not be '
+        'quot…"\x01'
+    )
+    assert not [line for line in bob.items if "TAGMSG" in line]
+
+    fix = groupchat(fred, "indeed!")
+    fix["replace"]["id"] = reply["id"]
+    fix.send()
+    await bob.line_with(":fred!", "PRIVMSG #room :* fixed: indeed!")
+
+    retract = groupchat(fred)
+    retract["id"] = "retract-2"
+    retract["retract"]["id"] = stanza_id(mine)
+    retract.send()
+    error = await refused(fred, "retract-2")
+    assert error["error"]["condition"] == "feature-not-implemented"
+    assert "draft/message-redaction" in error["error"]["text"]
+    assert not [s for s in fred.stanzas if config_changed(s)]  # nothing more to offer
+    await fred.close()
+
+
+# --- a scripted server: REDACT, MARKREAD, hostile tags, a restart ---------------------
+
+CAPS = (
+    "batch draft/message-redaction draft/read-marker echo-message labeled-response "
+    "message-tags server-time"
+)
+BOB = ":bob!b@h"
+
+
+def redaction_server() -> ScriptedIrcd:
+    """Offers what no packaged server has; echoes fred's lines with msgids own-N."""
+    echoed = 0
+
+    def script(line: str) -> list[str]:
+        nonlocal echoed
+        if line == "CAP LS 302":
+            return [f":srv CAP * LS :{CAPS}"]
+        if line.startswith("CAP REQ :"):
+            return [f":srv CAP * ACK :{line.removeprefix('CAP REQ :')}"]
+        if line == "CAP END":
+            return [":srv 001 fred :Welcome", ":srv 376 fred :End of MOTD"]
+        if line == "JOIN :#room":
+            return [
+                ":fred!f@h JOIN #room",
+                ":srv 353 fred = #room :fred bob",
+                ":srv 366 fred #room :End of NAMES",
+            ]
+        if line.startswith("@label=") and " PRIVMSG #room :" in line:
+            echoed += 1
+            tags, rest = line[1:].split(" ", 1)
+            stamp = "2026-12-01T10:00:00.000Z"
+            return [f"@{tags};msgid=own-{echoed};time={stamp} :fred!f@h {rest}"]
+        if line.startswith("REDACT #room "):
+            return [f":fred!f@h REDACT #room {line.split(' ', 2)[2].lstrip(':')}"]
+        return []
+
+    return ScriptedIrcd(script)
+
+
+@pytest.fixture
+async def scripted_stack(prosody, gateway_factory):
+    async with redaction_server() as ircd:
+        gateway = await gateway_factory(prosody, bridges={"irc": irc_section(ircd)})
+        yield prosody, ircd, gateway
+
+
+def retraction_of(target: str):
+    def matches(stanza) -> bool:
+        found = isinstance(stanza, Message) and child(stanza, RETRACT_NS, "retract")
+        return found is not None and found is not False and found.get("id") == target
+
+    return matches
+
+
+async def test_redact_and_markread_where_offered_and_tombstones(scripted_stack):
+    prosody, ircd, _gateway = scripted_stack
+    fred = await fred_in_room(prosody)
+    assert {RETRACT_NS, MARKERS_NS, REACTIONS_NS} <= await room_features(fred)
+
+    # XEP-0424 from fred → REDACT; the server's REDACT back retracts it everywhere.
+    fred.send_message(mto=ROOM, mbody="oops", mtype="groupchat")
+    mine = await fred.wait_for(groupchat_with("oops"))
+    retract = groupchat(fred)
+    retract["retract"]["id"] = stanza_id(mine)
+    retract.send()
+    assert await ircd.lines.wait_for(lambda line: line.startswith("REDACT")) == (
+        "REDACT #room :own-1"
+    )
+    await fred.wait_for(retraction_of(stanza_id(mine)))
+
+    # REDACT from IRC → XEP-0424 retraction of the archived line, with a fallback body.
+    ircd.push(f"@msgid=b1;time=2026-12-01T10:01:02.345Z {BOB} PRIVMSG #room :regret this")
+    regret = await fred.wait_for(groupchat_with("regret this"))
+    ircd.push(f"{BOB} REDACT #room b1 :sorry")
+    removed = await fred.wait_for(retraction_of(stanza_id(regret)))
+    assert removed["from"].resource == "bob" and removed["body"]
+
+    # An operator's REDACT of bob's line is XEP-0425 moderation, from the room.
+    ircd.push(f"@msgid=b4 {BOB} PRIVMSG #room :spam")
+    spam = await fred.wait_for(groupchat_with("spam"))
+    ircd.push(":op!o@h REDACT #room b4 :no spam here")
+    moderated = await fred.wait_for(retraction_of(stanza_id(spam)))
+    assert moderated["from"].full == ROOM
+    by = moderated.xml.find(f"{{{RETRACT_NS}}}retract/{{urn:xmpp:message-moderate:1}}moderated")
+    assert by.get("by") == f"{ROOM}/op"
+    assert moderated.xml.findtext(f"{{{RETRACT_NS}}}retract/{{{RETRACT_NS}}}reason") == (
+        "no spam here"
+    )
+
+    # All are tombstones in the archive, in their places.
+    archived, _ = await mam(fred)
+    tombstones = {
+        archive_id(m) for m in archived if m.find(f"{{{RETRACT_NS}}}retracted") is not None
+    }
+    assert tombstones == {stanza_id(mine), stanza_id(regret), stanza_id(spam)}
+    assert all(body(m) is None for m in archived if archive_id(m) in tombstones)
+
+    # XEP-0333 displayed → MARKREAD with the message's server time.
+    ircd.push(f"@msgid=b2;time=2026-12-01T10:02:03.456Z {BOB} PRIVMSG #room :read me")
+    read_me = await fred.wait_for(groupchat_with("read me"))
+    marker = groupchat(fred)
+    ET.SubElement(marker.xml, f"{{{MARKERS_NS}}}displayed", {"id": stanza_id(read_me)})
+    marker.send()
+    assert await ircd.lines.wait_for(lambda line: line.startswith("MARKREAD")) == (
+        "MARKREAD #room :timestamp=2026-12-01T10:02:03.456Z"
+    )
+    await fred.close()
+
+
+async def test_hostile_tags_still_deliver_the_message(scripted_stack):
+    prosody, ircd, _gateway = scripted_stack
+    fred = await fred_in_room(prosody)
+    noise = [
+        f"@+draft/reply=never-seen;+x=a\\;+y=\\q;+unknown/tag {BOB} PRIVMSG #room :still one",
+        f"@+big={'x' * 8192};msgid=b3 {BOB} PRIVMSG #room :still two",
+        f"@+draft/react= {BOB} TAGMSG #room",
+        f"@+draft/react=👍;+draft/reply=never-seen {BOB} TAGMSG #room",
+        f"@+typing=bogus {BOB} TAGMSG #room",
+        f"{BOB} TAGMSG #room",
+        f"{BOB} REDACT #room",
+        f"{BOB} REDACT #room never-seen",
+        f"@+draft/reply=b3 {BOB} PRIVMSG #room :after the noise",
+    ]
+    for line in noise:
+        ircd.push(line)
+    one = await fred.wait_for(groupchat_with("still one"))
+    assert child(one, REPLY_NS, "reply") is None  # nothing to point at
+    two = await fred.wait_for(groupchat_with("still two"))
+    after = await fred.wait_for(groupchat_with("after the noise"))
+    assert child(after, REPLY_NS, "reply").get("id") == stanza_id(two)
+    assert not [s for s in fred.stanzas if child(s, REACTIONS_NS, "reactions") is not None]
+
+    # A client's hostile references: unknown ids are refused or fall back, never lost.
+    bad_reply = groupchat(fred, "a reply to nothing")
+    ET.SubElement(bad_reply.xml, f"{{{REPLY_NS}}}reply", {"id": "nothing-like-it"})
+    bad_reply.send()
+    assert await ircd.lines.wait_for(lambda line: "a reply to nothing" in line)
+    react(fred, "nothing-like-it", "👍")
+    error = await refused(fred, "react-nothing--1")
+    assert error["error"]["condition"] == "item-not-found"
+    await fred.close()
+
+
+async def test_references_survive_a_gateway_restart(scripted_stack):
+    prosody, ircd, gateway = scripted_stack
+    fred = await fred_in_room(prosody)
+    ircd.push(f"@msgid=b9;time=2026-12-01T10:05:00.000Z {BOB} PRIVMSG #room :before")
+    before = await fred.wait_for(groupchat_with("before"))
+
+    # kill -9: what is committed is all a restart has (SIGTERM can hang, see report).
+    user = fred.boundjid.bare
+    await eventually_async(lambda: has_archived(gateway.config, user, "irc", "before"))
+    await gateway.kill()
+    await gateway.start()
+    join_presence(fred, "fred")  # the new process knows of no join
+    history = await fred.wait_for(groupchat_with("before"))  # from the archive
+    assert stanza_id(history) == stanza_id(before)
+    ircd.push(f"@msgid=b10;+draft/reply=b9 {BOB} PRIVMSG #room :after")
+    after = await fred.wait_for(groupchat_with("after"))
+    assert child(after, REPLY_NS, "reply").get("id") == stanza_id(before)
+
+    reply = fred.plugin["xep_0461"].make_reply(
+        f"{ROOM}/bob", stanza_id(before), mto=ROOM, mbody="still know it", mtype="groupchat"
+    )
+    reply.send()
+    sent = await ircd.lines.wait_for(lambda line: "still know it" in line)
+    assert "+draft/reply=b9" in sent
+    await fred.close()
