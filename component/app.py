@@ -18,6 +18,7 @@ from component.archive import Archive
 from component.config import Config, LoadedBridge
 from component.db import create_engine, prepare
 from component.gateway import Gateway
+from component.leadership import first_of, leadership_for
 from component.link import Link
 from component.metrics import serve_metrics
 from component.ratelimit import RateLimit
@@ -43,8 +44,6 @@ class App:
 
     async def start(self) -> None:
         """Check (or, on an empty database, create) the schema, build and connect gateways."""
-        if self.config.metrics.port:
-            serve_metrics(self.config.metrics.host, self.config.metrics.port)
         self.engine = create_engine(self.config.database_url)
         if await prepare(self.engine):
             log.info("created the database schema in an empty database")
@@ -138,19 +137,26 @@ async def serve(
     stop: asyncio.Event | None = None,
     owns_loop: bool = False,
 ) -> None:
-    """Run until SIGTERM or SIGINT; `on_connected` runs once every component is up."""
+    """Run until SIGTERM or SIGINT; `on_connected` runs once every component is up.
+
+    With other processes on the same database, serve only while holding the lock
+    (component/leadership.py), standing by before and after.
+    """
     stop = stop or stop_on_signals()
-    app = App(config, bridges, owns_loop=owns_loop)
-    await app.start()
-    try:
-        if on_connected is not None:
-            connected = asyncio.ensure_future(app.connected())
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait([connected, stopping], return_when=asyncio.FIRST_COMPLETED)
-            if connected.done():
-                on_connected()
-            connected.cancel()
-        await stop.wait()
-        log.info("stopping on signal")
-    finally:
-        await app.stop()
+    if config.metrics.port:  # a standby's metrics say it stands by
+        serve_metrics(config.metrics.host, config.metrics.port)
+    async with leadership_for(config) as leadership:
+        while await leadership.acquire(stop):
+            app = App(config, bridges, owns_loop=owns_loop)
+            try:
+                await app.start()
+                if on_connected is not None:
+                    await first_of(app.connected(), stop.wait(), leadership.lost.wait())
+                    if all(gateway.link_up.is_set() for gateway in app.gateways):
+                        on_connected()
+                        on_connected = None
+                await first_of(stop.wait(), leadership.lost.wait())
+                log.info("stopping on signal" if stop.is_set() else "standing down")
+            finally:
+                await leadership.standing_down()
+                await app.stop()
