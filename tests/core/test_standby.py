@@ -16,13 +16,15 @@ from itertools import count
 
 import asyncpg
 import pytest
-from harness import FAKE_JID
+from harness import FAKE_JID, FAKE_SECRET
 from registration_helpers import register_and_subscribe
 from slixmpp import Message
 
+from component.devstack.ejabberd import Ejabberd
 from component.devstack.gateway import CONNECTED, GatewayProcess
 from component.devstack.postgres import Postgres
 from component.devstack.process import free_port
+from component.devstack.prosody import Prosody
 from component.leadership import LOCK_CLASS
 
 _databases = count()
@@ -37,6 +39,15 @@ async def postgres() -> AsyncIterator[Postgres]:
 @pytest.fixture
 async def database_url(postgres: Postgres) -> str:
     return await postgres.create_database(f"standby{next(_databases)}")
+
+
+@pytest.fixture(params=["prosody", "ejabberd"])
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[Prosody | Ejabberd]:
+    """Prosody (refuses a second component connection) and ejabberd (would accept it
+    and route each stanza to either): on both, only the active process connects."""
+    cls = Prosody if request.param == "prosody" else Ejabberd
+    async with cls(components={FAKE_JID: FAKE_SECRET}) as started:
+        yield started
 
 
 async def echo(client, text: str) -> Message:
@@ -62,17 +73,15 @@ def active_metric(port: int) -> float:
 
 
 async def test_sigterm_hands_over_to_the_standby_in_under_a_second(
-    own_prosody, gateway_factory, client_factory, database_url
+    server, gateway_factory, client_factory, database_url
 ):
     first_port, second_port = free_port(), free_port()
-    first = await gateway_factory(
-        own_prosody, database_url=database_url, metrics={"port": first_port}
-    )
-    second = await gateway_factory(own_prosody, standby_of=first, metrics={"port": second_port})
+    first = await gateway_factory(server, database_url=database_url, metrics={"port": first_port})
+    second = await gateway_factory(server, standby_of=first, metrics={"port": second_port})
     assert CONNECTED not in second.log_text()
     assert await asyncio.to_thread(active_metric, first_port) == 1
     assert await asyncio.to_thread(active_metric, second_port) == 0
-    client = await client_factory(own_prosody)
+    client = await client_factory(server)
     await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
     await echo(client, "before")
 
@@ -87,11 +96,11 @@ async def test_sigterm_hands_over_to_the_standby_in_under_a_second(
 
 
 async def test_kill_9_lets_the_standby_take_over(
-    own_prosody, gateway_factory, client_factory, database_url
+    server, gateway_factory, client_factory, database_url
 ):
-    first = await gateway_factory(own_prosody, database_url=database_url)
-    second = await gateway_factory(own_prosody, standby_of=first)
-    client = await client_factory(own_prosody)
+    first = await gateway_factory(server, database_url=database_url)
+    second = await gateway_factory(server, standby_of=first)
+    client = await client_factory(server)
     await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
 
     mark, started = second.log_mark(), time.monotonic()
@@ -142,3 +151,17 @@ async def test_a_second_process_on_a_sqlite_database_is_refused(
     assert "a SQLite database serves one process only" in second.log_text()
     assert "gateway.db.lock" in second.log_text()
     assert first.running
+
+
+async def test_a_standby_stops_at_once_and_the_active_serves_on(
+    own_prosody, gateway_factory, client_factory, database_url
+):
+    first = await gateway_factory(own_prosody, database_url=database_url)
+    second = await gateway_factory(own_prosody, standby_of=first)
+    client = await client_factory(own_prosody)
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
+
+    started = time.monotonic()
+    assert await second.stop() == 0  # woken from its wait for the lock
+    assert time.monotonic() - started < 2.0
+    await echo(client, "still served")
