@@ -2,7 +2,7 @@
 out and an IRC user talks in a persistent channel.
 
 Two `xmpp-gateway run` processes on one config and one PostgreSQL database, real
-Prosody, ngIRCd, Dovecot and MTA. After the kill the standby must serve within 3 s:
+Prosody or ejabberd, ngIRCd, Dovecot and MTA. After the kill the standby must serve within 3 s:
 its components connected, the persistent channel rejoined, the IMAP IDLE resumed from
 the stored watermarks. Every mail reaches the user once, every outgoing mail leaves
 once, what was archived stays archived (once), what is said after the takeover is
@@ -47,6 +47,7 @@ from xmpp_client import TestClient, eventually, eventually_async
 from bridges.irc.devstack import NgIrcd
 from bridges.jid_escaping import escape_node
 from bridges.mail.devstack import MailServer
+from component.devstack.ejabberd import Ejabberd
 from component.devstack.gateway import GatewayProcess
 from component.devstack.postgres import Postgres
 from component.devstack.prosody import Prosody
@@ -61,7 +62,7 @@ TAKEOVER_LIMIT = 3.0
 
 @dataclass
 class Stack:
-    prosody: Prosody
+    prosody: Prosody | Ejabberd
     ngircd: NgIrcd
     mail: MailServer
     active: GatewayProcess
@@ -69,10 +70,13 @@ class Stack:
     peers: list[IrcPeer] = field(default_factory=list)
 
 
-@pytest.fixture
-async def stack(gateway_factory: GatewayFactory) -> AsyncIterator[Stack]:
+@pytest.fixture(params=["prosody", "ejabberd"])
+async def stack(
+    request: pytest.FixtureRequest, gateway_factory: GatewayFactory
+) -> AsyncIterator[Stack]:
+    xmpp = Prosody if request.param == "prosody" else Ejabberd
     async with (
-        Prosody(components={IRC_JID: IRC_SECRET, MAIL_JID: MAIL_SECRET}) as prosody,
+        xmpp(components={IRC_JID: IRC_SECRET, MAIL_JID: MAIL_SECRET}) as prosody,
         NgIrcd(flood_throttling=False) as ngircd,
         MailServer() as mail,
         Postgres() as postgres,
