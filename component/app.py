@@ -83,11 +83,12 @@ class App:
         """Wait until every component has its stream to the server."""
         await asyncio.gather(*(gateway.link_up.wait() for gateway in self.gateways))
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop everything, waiting at most `timeout` (else `shutdown_timeout`) s for
+        the sessions."""
+        timeout = self.config.shutdown_timeout if timeout is None else timeout
         # Side by side: each gateway's shutdown is bounded, and so is their sum then.
-        await asyncio.gather(
-            *(gateway.shutdown(self.config.shutdown_timeout) for gateway in self.gateways)
-        )
+        await asyncio.gather(*(gateway.shutdown(timeout) for gateway in self.gateways))
         for link in self.links:
             await link.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -143,9 +144,9 @@ async def serve(
     (component/leadership.py), standing by before and after.
     """
     stop = stop or stop_on_signals()
-    if config.metrics.port:  # a standby's metrics say it stands by
-        serve_metrics(config.metrics.host, config.metrics.port)
     async with leadership_for(config) as leadership:
+        if config.metrics.port:  # a standby's metrics say it stands by
+            serve_metrics(config.metrics.host, config.metrics.port)
         while await leadership.acquire(stop):
             app = App(config, bridges, owns_loop=owns_loop)
             try:
@@ -159,4 +160,4 @@ async def serve(
                 log.info("stopping on signal" if stop.is_set() else "standing down")
             finally:
                 await leadership.standing_down()
-                await app.stop()
+                await app.stop(await leadership.stop_timeout(config.shutdown_timeout))

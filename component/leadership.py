@@ -56,12 +56,18 @@ LOCK_WAIT = 5.0
 a dead connection is noticed this often."""
 RETRY_DELAY = 1.0
 """Seconds between attempts to reach PostgreSQL."""
+HANDOVER_TIMEOUT = 0.5
+"""Seconds a stop waits for sessions when a standby waits to take over: what is still
+under way then is cut short, as after `shutdown_timeout`, so that users are back with
+the standby within a second however many sessions there are."""
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 1, 3
 """The server's TCP keepalive for the lock connection: it drops a silent peer (and so
 releases its lock) after 8 s, the active process gives up after at most 3 s."""
 
 HELD = """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
     AND pid = pg_backend_pid() AND classid = $1 AND objid = $2 AND objsubid = 2 AND granted)"""
+WAITING = """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+    AND classid = $1 AND objid = $2 AND objsubid = 2 AND NOT granted)"""
 HOLDER = """SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
     WHERE l.locktype = 'advisory' AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 2
     AND l.granted"""
@@ -117,10 +123,18 @@ class Leadership:
         """The term is over (stop or loss): stop watching the lock."""
         _set_role(False)
 
+    async def stop_timeout(self, timeout: float) -> float:
+        """How long stopping may wait for sessions: `timeout`, unless a standby waits."""
+        return timeout
+
     async def close(self) -> None:
         """Give the right to serve to the next process."""
 
+    def claim(self) -> None:
+        """Refuse at once (AlreadyRunning) if this process must not even stand by."""
+
     async def __aenter__(self) -> Leadership:
+        self.claim()
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -136,23 +150,23 @@ class FileLock(Leadership):
         self.path = database.with_name(database.name + ".lock")
         self._fd: int | None = None
 
-    async def acquire(self, stop: asyncio.Event) -> bool:
-        if self._fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
-                os.close(fd)
-                raise AlreadyRunning(
-                    f"{self.database} is in use by xmpp-gateway ({holder}), which holds "
-                    f"{self.path}: a SQLite database serves one process only; run a standby "
-                    "on PostgreSQL (database_url: postgresql+asyncpg://...)"
-                ) from None
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{instance_name()}\n".encode())
-            self._fd = fd
-        return await super().acquire(stop)
+    def claim(self) -> None:
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise AlreadyRunning(
+                f"{self.database} is in use by xmpp-gateway ({holder}), which holds "
+                f"{self.path}: a SQLite database serves one process only; run a standby "
+                "on PostgreSQL (database_url: postgresql+asyncpg://...)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{instance_name()}\n".encode())
+        self._fd = fd
 
     async def close(self) -> None:
         if self._fd is not None:
@@ -207,7 +221,7 @@ class AdvisoryLock(Leadership):
 
     async def _lock(self) -> None:
         """Keep asking for the lock (reconnecting as needed) until it is ours."""
-        told = False
+        told, failure = False, ""
         while True:
             try:
                 if self._connection is None or self._connection.is_closed():
@@ -232,7 +246,15 @@ class AdvisoryLock(Leadership):
                     )  # fmt: skip
                     return
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("standby: cannot reach PostgreSQL for the lock (%s); retrying", exc)
+                if str(exc) != failure:  # once per cause, not every second
+                    failure = str(exc)
+                    log.warning(
+                        "standby: cannot reach PostgreSQL for the lock (%s: %s); retrying "
+                        "every %g s",
+                        type(exc).__name__,
+                        exc,
+                        RETRY_DELAY,
+                    )
                 self._drop()
                 await asyncio.sleep(RETRY_DELAY)
 
@@ -265,6 +287,19 @@ class AdvisoryLock(Leadership):
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
         await super().standing_down()
+
+    async def stop_timeout(self, timeout: float) -> float:
+        connection = self._connection
+        if connection is None or connection.is_closed():
+            return timeout
+        try:
+            waiting = await connection.fetchval(WAITING, LOCK_CLASS, self.key, timeout=0.5)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return timeout
+        if not waiting:
+            return timeout
+        log.info("a standby waits: handing over, sessions get %g s to stop", HANDOVER_TIMEOUT)
+        return min(timeout, HANDOVER_TIMEOUT)
 
     async def close(self) -> None:
         await self.standing_down()

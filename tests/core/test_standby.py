@@ -19,6 +19,7 @@ import pytest
 from harness import FAKE_JID, FAKE_SECRET
 from registration_helpers import register_and_subscribe
 from slixmpp import Message
+from xmpp_client import eventually
 
 from component.devstack.ejabberd import Ejabberd
 from component.devstack.gateway import CONNECTED, GatewayProcess
@@ -89,6 +90,7 @@ async def test_sigterm_hands_over_to_the_standby_in_under_a_second(
     stopping = asyncio.ensure_future(first.stop())
     seconds = await connected_after(second, mark, started)
     assert await stopping == 0
+    assert "a standby waits: handing over" in first.log_text()
     print(f"graceful hand-over: {seconds:.3f} s from SIGTERM to the standby's component up")
     assert seconds < 1.0
     await echo(client, "after")  # the standby serves, the stored account came along
@@ -144,8 +146,8 @@ async def test_losing_the_lock_connection_stops_serving(
 async def test_a_second_process_on_a_sqlite_database_is_refused(
     own_prosody, gateway_factory, tmp_path
 ):
-    first = await gateway_factory(own_prosody)
-    second = first.sibling(tmp_path / "second")
+    first = await gateway_factory(own_prosody, metrics={"port": free_port()})
+    second = first.sibling(tmp_path / "second")  # the same file, metrics port included
     await second.start(wait_connected=False)
     assert await second.wait_exit() == 4
     assert "a SQLite database serves one process only" in second.log_text()
@@ -165,3 +167,24 @@ async def test_a_standby_stops_at_once_and_the_active_serves_on(
     assert await second.stop() == 0  # woken from its wait for the lock
     assert time.monotonic() - started < 2.0
     await echo(client, "still served")
+
+
+async def test_a_postgresql_restart_leaves_one_process_serving(
+    own_prosody, gateway_factory, client_factory, postgres, database_url
+):
+    """Both lock connections drop: the active process stands down, and once the server
+    is back exactly one of the two serves again."""
+    first = await gateway_factory(own_prosody, database_url=database_url)
+    second = await gateway_factory(own_prosody, standby_of=first)
+    client = await client_factory(own_prosody)
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
+
+    marks = [first.log_mark(), second.log_mark()]
+    await postgres.restart()
+    await first.wait_for_log("lost the lock", since=marks[0], timeout=10)
+    gateways = list(zip((first, second), marks, strict=True))
+    await eventually(lambda: any(CONNECTED in g.log_text(mark) for g, mark in gateways))
+    await echo(client, "after the restart")  # someone serves again
+    logs = [g.log_text(mark) for g, mark in gateways]
+    assert sum("holds the lock and serves" in log for log in logs) == 1, logs
+    assert first.running and second.running
