@@ -4,8 +4,9 @@ when the serving gateway process dies (kill -9) or is stopped (SIGTERM).
 Starts PostgreSQL, Prosody, ngIRCd (no flood throttling) and two `xmpp-gateway run`
 processes on one config and database. `--users` accounts (offline XMPP users, as most
 are at night) each have a persistent channel, so the active process keeps one IRC
-connection per user in #bench. An IRC watcher in the channel sees the users QUIT and
-JOIN again; per round it prints, from the kill (or SIGTERM):
+connection per user, ten users to a channel (one channel for all would measure
+ngIRCd and the gateway relaying a million JOIN lines). An IRC watcher in every channel
+sees the users JOIN again; per round it prints, from the kill (or SIGTERM):
 
 * the standby's components up (its log line),
 * the first and the last user back in the channel (p50 too),
@@ -39,11 +40,11 @@ from component.store import Store
 
 IRC_JID = "irc.localhost"
 SECRET = "irc-secret"
-CHANNEL = "#bench"
+USERS_PER_CHANNEL = 10
 
 
 class Watcher(IrcPeer):
-    """An IRC user in CHANNEL noting when each nick joins (perf_counter times)."""
+    """An IRC user in every channel, noting when each nick joins (perf_counter times)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.joins: dict[str, list[float]] = {}
@@ -89,13 +90,17 @@ def config(prosody: Prosody, irc: NgIrcd, database_url: str) -> dict[str, Any]:
     }
 
 
+def channel_of(user: int) -> str:
+    return f"#bench{user // USERS_PER_CHANNEL}"
+
+
 async def seed(settings: dict[str, Any], users: int) -> list[str]:
-    """Store `users` IRC accounts whose #bench is persistent; their nicks."""
+    """Store `users` IRC accounts, each with a persistent channel; their nicks."""
     engine = create_engine(settings["database_url"])
     store = Store(engine, SecretBox(settings["secret_key"]))
     nicks = [f"u{n}" for n in range(users)]
-    state = {STATE_KEY: {"127.0.0.1": {"persistent": [CHANNEL]}}}
-    for nick in nicks:
+    for n, nick in enumerate(nicks):
+        state = {STATE_KEY: {"127.0.0.1": {"persistent": [channel_of(n)]}}}
         await store.save_account(f"{nick}@localhost", "irc", settings={"nick": nick}, state=state)
     await engine.dispose()
     return nicks
@@ -136,8 +141,12 @@ async def main(users: int, rounds: int) -> None:
         await gateways[0].cli("db", "upgrade")
         gateways[0].migrate = False
         nicks = await seed(settings, users)
-        watcher = await Watcher.connect(irc.host, irc.port, "watcher", CHANNEL)
+        channels = sorted({channel_of(n) for n in range(users)})
+        watcher = await Watcher.connect(irc.host, irc.port, "watcher", channels[0])
         assert isinstance(watcher, Watcher)
+        for channel in channels[1:]:
+            watcher.send(f"JOIN {channel}")
+        await watcher.wait(lambda: len(watcher.joins["watcher"]) == len(channels))
         try:
             started = time.perf_counter()
             await gateways[0].start(timeout=60)
