@@ -20,6 +20,7 @@ from component.archive import Archive
 from component.config import Config, LoadedBridge
 from component.db import create_engine, prepare
 from component.gateway import Gateway
+from component.leadership import first_of, leadership_for
 from component.link import Link
 from component.metrics import serve_metrics
 from component.ratelimit import RateLimit
@@ -51,8 +52,6 @@ class App:
     async def start(self) -> None:
         """Check (or, on an empty database, create) the schema, build and connect gateways."""
         self._running_before = asyncio.all_tasks()
-        if self.config.metrics.port:
-            serve_metrics(self.config.metrics.host, self.config.metrics.port)
         self.engine = create_engine(self.config.database_url)
         if await prepare(self.engine):
             log.info("created the database schema in an empty database")
@@ -92,11 +91,12 @@ class App:
         """Wait until every component has its stream to the server."""
         await asyncio.gather(*(gateway.link_up.wait() for gateway in self.gateways))
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop everything, waiting at most `timeout` (else `shutdown_timeout`) s for
+        the sessions."""
+        timeout = self.config.shutdown_timeout if timeout is None else timeout
         # Side by side: each gateway's shutdown is bounded, and so is their sum then.
-        await asyncio.gather(
-            *(gateway.shutdown(self.config.shutdown_timeout) for gateway in self.gateways)
-        )
+        await asyncio.gather(*(gateway.shutdown(timeout) for gateway in self.gateways))
         for link in self.links:
             await link.stop()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -177,19 +177,26 @@ async def serve(
     stop: asyncio.Event | None = None,
     owns_loop: bool = False,
 ) -> None:
-    """Run until SIGTERM or SIGINT; `on_connected` runs once every component is up."""
+    """Run until SIGTERM or SIGINT; `on_connected` runs once every component is up.
+
+    With other processes on the same database, serve only while holding the lock
+    (component/leadership.py), standing by before and after.
+    """
     stop = stop or stop_on_signals()
-    app = App(config, bridges, owns_loop=owns_loop)
-    await app.start()
-    try:
-        if on_connected is not None:
-            connected = asyncio.ensure_future(app.connected())
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait([connected, stopping], return_when=asyncio.FIRST_COMPLETED)
-            if connected.done():
-                on_connected()
-            connected.cancel()
-        await stop.wait()
-        log.info("stopping on signal")
-    finally:
-        await app.stop()
+    async with leadership_for(config) as leadership:
+        if config.metrics.port:  # a standby's metrics say it stands by
+            serve_metrics(config.metrics.host, config.metrics.port)
+        while await leadership.acquire(stop):
+            app = App(config, bridges, owns_loop=owns_loop)
+            try:
+                await app.start()
+                if on_connected is not None:
+                    await first_of(app.connected(), stop.wait(), leadership.lost.wait())
+                    if all(gateway.link_up.is_set() for gateway in app.gateways):
+                        on_connected()
+                        on_connected = None
+                await first_of(stop.wait(), leadership.lost.wait())
+                log.info("stopping on signal" if stop.is_set() else "standing down")
+            finally:
+                await leadership.standing_down()
+                await app.stop(await leadership.stop_timeout(config.shutdown_timeout))

@@ -59,6 +59,7 @@ async def _with_store(config: Config) -> Store:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from component.app import serve
+    from component.leadership import AlreadyRunning
 
     config, bridges = _load(args.config)
     setup_logging(config.log_level)
@@ -69,6 +70,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SchemaOutdated as exc:
         log.error("%s", exc)
         return 3
+    except AlreadyRunning as exc:
+        log.error("%s", exc)
+        return 4
     return exit_once_threads_end(0, THREADS_GRACE)
 
 

@@ -32,9 +32,14 @@ class SecretRejected(LinkDown):
 REFUSAL_HINTS = {
     "not-authorized": "check {option}.secret: it must equal the server's component secret",
     "host-unknown": "check {option}.jid: the server must declare it as a component",
-    "conflict": "another process is connected as this component",
 }
 """What the operator should look at, by the server's stream error condition."""
+
+TRANSIENT_REFUSALS = {
+    "conflict": "another process is still connected as this component",
+}
+"""Refusals that pass by themselves (a stopping instance's stream, a hot standby taking
+over as the old one goes), retried with the usual backoff, not the slow auth delay."""
 
 
 class Link:
@@ -99,6 +104,8 @@ class Link:
                     + hint.format(option=self.option)
                 )
             )
+        elif condition in TRANSIENT_REFUSALS:
+            self._settle(LinkDown(f"{condition}: {text}; {TRANSIENT_REFUSALS[condition]}"))
         else:
             self._settle(LinkDown(f"stream error {condition}: {text}"))
 

@@ -26,6 +26,9 @@ ONLINE_USERS = Gauge(
     "xmpp_gateway_online_users", "Registered users with a resource online", ["bridge"]
 )
 LINK_UP = Gauge("xmpp_gateway_link_up", "1 while the component is connected", ["bridge"])
+ACTIVE = Gauge(
+    "xmpp_gateway_active", "1 while this instance serves, 0 while it stands by (hot standby)"
+)
 
 
 def serve_metrics(host: str, port: int) -> None:

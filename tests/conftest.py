@@ -111,22 +111,28 @@ async def gateway_factory(
     `start(server, wait_connected=True, **overrides)` writes the config for the fake
     bridge on `server` (with `overrides`) and runs it on a fresh copy of the migrated
     database; by default it returns once every component is connected.
+    `start(server, standby_of=gateway, **overrides)` starts another process on
+    `gateway`'s config and database (PostgreSQL) and returns once it stands by.
     """
     started: list[GatewayProcess] = []
 
     async def start(
-        server: Prosody, *, wait_connected: bool = True, **overrides: Any
+        server: Prosody,
+        *,
+        wait_connected: bool = True,
+        standby_of: GatewayProcess | None = None,
+        **overrides: Any,
     ) -> GatewayProcess:
-        gateway = _gateway_process(
-            server,
-            tmp_path / f"gateway{len(started)}",
-            migrated_database,
-            fake_reports_server,
-            **overrides,
-        )
+        run_dir = tmp_path / f"gateway{len(started)}"
+        if standby_of is not None:
+            gateway = standby_of.sibling(run_dir, **overrides)
+        else:
+            gateway = _gateway_process(
+                server, run_dir, migrated_database, fake_reports_server, **overrides
+            )
         started.append(gateway)
         _watch_log(request, gateway)
-        await gateway.start(wait_connected=wait_connected)
+        await gateway.start(wait_connected=wait_connected, standby=standby_of is not None)
         return gateway
 
     yield start

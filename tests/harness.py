@@ -96,12 +96,23 @@ async def stored_account(config: dict[str, Any], user: str, bridge: str = "fake"
 async def has_archived(config: dict[str, Any], user: str, bridge: str, body: str) -> bool:
     """Whether the gateway run with `config` has committed a room line `body` to `user`'s
     archive on `bridge` (it batches writes): a later join or MAM query will serve it."""
+    return body in await archived_bodies(config, user, bridge, body)
+
+
+async def archived_bodies(
+    config: dict[str, Any], user: str, bridge: str, body: str | None = None
+) -> list[str]:
+    """The room lines committed to `user`'s archive on `bridge`, oldest first (only
+    those equal to `body` if given), as the gateway run with `config` stored them."""
     parsed, _ = parse_config(config, TESTS_DIR)
     query = (
-        select(ArchiveRow.id)
+        select(ArchiveRow.body)
         .join(AccountRow, ArchiveRow.account_id == AccountRow.id)
         .join(UserRow, AccountRow.user_id == UserRow.id)
-        .where(UserRow.jid == user, AccountRow.bridge == bridge, ArchiveRow.body == body)
+        .where(UserRow.jid == user, AccountRow.bridge == bridge)
+        .order_by(ArchiveRow.id)
     )
+    if body is not None:
+        query = query.where(ArchiveRow.body == body)
     async with _engine(parsed.database_url) as engine, engine.connect() as db:
-        return (await db.scalars(query)).first() is not None
+        return list(await db.scalars(query))

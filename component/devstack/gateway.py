@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import re
 import signal
@@ -32,6 +33,8 @@ from component.devstack.process import (
 
 CONNECTED = "connected to the XMPP server"
 """What component.gateway logs, after the component's JID, once its link is up."""
+STANDING_BY = "standby: .* is active; waiting to take over"
+"""What component.leadership logs when another process holds the lock."""
 
 
 def console_script() -> Path:
@@ -65,6 +68,13 @@ class GatewayProcess:
         paths = [str(path) for path in python_path] + ([inherited] if inherited else [])
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         self._process: ManagedProcess | None = None
+
+    def sibling(self, run_dir: Path, **overrides: Any) -> GatewayProcess:
+        """Another process on this one's config and database (a hot standby), with its
+        own run dir and log; `overrides` replace top-level config sections."""
+        other = GatewayProcess({**copy.deepcopy(self.config), **overrides}, run_dir, migrate=False)
+        other.env = dict(self.env)
+        return other
 
     @property
     def jids(self) -> list[str]:
@@ -100,11 +110,14 @@ class GatewayProcess:
             console_script(), *args, "-c", self.config_path, timeout=timeout, env=self.env
         )
 
-    async def start(self, *, wait_connected: bool = True, timeout: float = 20.0) -> None:
+    async def start(
+        self, *, wait_connected: bool = True, standby: bool = False, timeout: float = 20.0
+    ) -> None:
         """Start the process (after `db upgrade` if `migrate`) and wait for every link.
 
         With `wait_connected=False` it returns once the process runs, for tests of a
-        gateway that cannot reach its server.
+        gateway that cannot reach its server; with `standby` once it says it waits for
+        another process to give up the lock.
         """
         if self.running:
             raise DaemonError(f"the gateway in {self.run_dir} is already running")
@@ -126,7 +139,10 @@ class GatewayProcess:
         if not wait_connected:
             return
         try:
-            await self.wait_connected(since=mark, timeout=timeout)
+            if standby:
+                await self.wait_for_log(STANDING_BY, since=mark, timeout=timeout)
+            else:
+                await self.wait_connected(since=mark, timeout=timeout)
         except BaseException:
             await self.kill()
             raise
@@ -175,6 +191,20 @@ class GatewayProcess:
         with contextlib.suppress(ProcessLookupError, TimeoutError, DaemonError):
             os.kill(process.pid, signal.SIGUSR1)
             await wait_for_log_line(self.log_path, "most recent call first", since=mark, timeout=3)
+
+    async def wait_exit(self, timeout: float = 15.0) -> int:
+        """Wait for a process that ends by itself (a refused start) and return its code."""
+        process, self._process = self._process, None
+        if process is None:
+            raise DaemonError(f"the gateway in {self.run_dir} is not running")
+        try:
+            return await asyncio.wait_for(process.wait(), timeout)
+        finally:
+            await process.stop()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     async def kill(self) -> None:
         """SIGKILL: the gateway dies without any chance to clean up."""

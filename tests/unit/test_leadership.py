@@ -1,0 +1,65 @@
+"""Which lock a config gets, and the SQLite lock file (the PostgreSQL lock is tested
+with real processes in tests/core/test_standby.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from component.config import Config, parse_config
+from component.crypto import generate_key
+from component.leadership import (
+    AdvisoryLock,
+    AlreadyRunning,
+    FileLock,
+    Leadership,
+    leadership_for,
+    lock_key,
+)
+
+
+def config(tmp_path: Path, database_url: str, *jids: str) -> Config:
+    data: dict[str, Any] = {
+        "database_url": database_url,
+        "secret_key": generate_key(),
+        "allowed_domains": ["localhost"],
+        "bridges": {
+            f"b{n}": {"jid": jid, "secret": "s", "plugin": "fake_bridge:FakeBridge"}
+            for n, jid in enumerate(jids or ("fake.localhost",))
+        },
+    }
+    return parse_config(data, tmp_path)[0]
+
+
+def test_each_database_gets_its_lock(tmp_path: Path) -> None:
+    sqlite = leadership_for(config(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/gw.db"))
+    assert isinstance(sqlite, FileLock) and sqlite.path == tmp_path / "gw.db.lock"
+    memory = leadership_for(config(tmp_path, "sqlite+aiosqlite://"))
+    assert type(memory) is Leadership
+    pg = leadership_for(config(tmp_path, "postgresql+asyncpg://gw:s3cret@db.example:5433/gw"))
+    assert isinstance(pg, AdvisoryLock)
+    assert pg.dsn == "postgresql://gw:s3cret@db.example:5433/gw"
+
+
+def test_the_lock_key_names_the_set_of_components(tmp_path: Path) -> None:
+    url = "postgresql+asyncpg://db/gw"
+    both = lock_key(config(tmp_path, url, "irc.example.org", "mail.example.org"))
+    assert both == lock_key(config(tmp_path, url, "mail.example.org", "irc.example.org"))
+    assert both != lock_key(config(tmp_path, url, "irc.example.org"))
+    assert 0 <= both < 2**31
+
+
+async def test_a_second_holder_of_the_sqlite_file_is_refused_until_the_first_goes(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "gateway.db"
+    async with FileLock(database):
+        with pytest.raises(AlreadyRunning) as refused:
+            async with FileLock(database):
+                pass
+        assert "pid" in str(refused.value) and "gateway.db.lock" in str(refused.value)
+    async with FileLock(database) as again:  # released by close (and by the kernel)
+        assert await again.acquire(asyncio.Event())
