@@ -32,6 +32,7 @@ from bridges import events
 from bridges.address import Address
 from bridges.base import Bridge, Session
 from bridges.timestamps import parse_timestamp
+from component import wire
 from component.archive import Archive, Line, stanza_id_for
 from component.errors import error_type, stanza_error
 from component.nick_resources import to_nick, to_resource
@@ -153,7 +154,7 @@ class RoomState:
     """Full JIDs waiting for the legacy join to complete → requested nick."""
     history: dict[str, HistoryRequest] = field(default_factory=dict)
     """Joining full JIDs → the discussion history they asked for."""
-    catching_up: dict[str, list[tuple[str, Message]]] = field(default_factory=dict)
+    catching_up: dict[str, list[tuple[str, Message | str]]] = field(default_factory=dict)
     """Resources whose history is being read → live messages held until it is sent."""
 
     @property
@@ -166,19 +167,25 @@ class GroupChats:
 
     def __init__(
         self,
-        send: Callable[[StanzaBase], None],
+        send: Callable[[StanzaBase | str], None],
         component_jid: str,
         bridge: Bridge,
         archive: Archive | None = None,
         history_stanzas: int = 20,
+        *,
+        text_stanzas: bool = False,
     ) -> None:
+        """`text_stanzas`: send live room messages written as text (component.wire),
+        as the gateway does; unit tests that read what is sent as objects do not."""
         self._send = send
+        self.text_stanzas = text_stanzas
         self.component_jid = component_jid
         self.bridge = bridge
         self.archive = archive
         self.history_stanzas = history_stanzas
         self.rooms: dict[tuple[str, Address], RoomState] = {}
         self._bare_jids: dict[Address, str] = {}
+        self._occupant_jids: dict[tuple[Address, str | None], str] = {}
         self._sending: dict[str, Sending] = {}
         """Tokens handed to the bridge as the xmpp_id → what to reflect once written."""
 
@@ -191,6 +198,16 @@ class GroupChats:
             if len(self._bare_jids) > ROOM_JIDS_KEPT:
                 self._bare_jids.clear()
             known = self._bare_jids[room] = str(self.room_jid(room))
+        return known
+
+    def occupant_jid(self, room: Address, nick: str | None) -> str:
+        """`room_jid(room, nick)` as text, remembered: each live message names its sender."""
+        key = (room, nick)
+        known = self._occupant_jids.get(key)
+        if known is None:
+            if len(self._occupant_jids) > ROOM_JIDS_KEPT:
+                self._occupant_jids.clear()
+            known = self._occupant_jids[key] = str(self.room_jid(room, nick))
         return known
 
     def room_jid(self, room: Address, nick: str | None = None) -> JID:
@@ -321,7 +338,7 @@ class GroupChats:
         # sender still learns that its message went out, the archive still has it.
         if self.archive is not None:
             self.archive.add(line)
-        self._send(self.line_stanza(event.to, sending.sender.full, line, delayed=False))
+        self._send(self._live_stanza(event.to, sending.sender.full, line))
 
     def _on_not_sent(self, event: events.DeliveryFailed) -> None:
         """XEP-0045 §7.4 / RFC 6120 §8.3: a message error with the original id, to the
@@ -518,7 +535,11 @@ class GroupChats:
         if self.archive is not None:
             self.archive.add(line)
         for resource in state.resources:
-            stanza = self.line_stanza(state.room, resource, line, delayed=delayed)
+            stanza = (
+                self.line_stanza(state.room, resource, line, delayed=True)
+                if delayed
+                else self._live_stanza(state.room, resource, line)
+            )
             held = state.catching_up.get(resource)
             if held is not None:
                 held.append((line.stanza_id, stanza))
@@ -645,9 +666,9 @@ class GroupChats:
             self._send(stanza)
         self._send(self._subject(state, resource))
         served = {stanza_id for stanza_id, _ in history}
-        for stanza_id, stanza in held:
+        for stanza_id, live in held:
             if stanza_id not in served:
-                self._send(stanza)
+                self._send(live)
 
     async def _history(
         self, state: RoomState, resource: str, wanted: HistoryRequest
@@ -667,12 +688,23 @@ class GroupChats:
         ]
         return wanted.within_chars(stanzas)
 
+    def _live_stanza(self, room: Address, to: str, line: Line) -> Message | str:
+        """`line_stanza` for a line shown as it happens; a plain one written as text."""
+        if not (self.text_stanzas and wire.is_plain(line)):
+            return self.line_stanza(room, to, line, delayed=False)
+        by = self.room_bare_jid(room) if self._stamped(line) else None
+        return wire.groupchat(self.occupant_jid(room, line.nick), to, line, by)
+
+    def _stamped(self, line: Line) -> bool:
+        """Whether `line` carries its archive id (XEP-0359 stanza-id)."""
+        return self.archive is not None and self.archive.keeps(line.user)
+
     def line_stanza(self, room: Address, to: str, line: Line, *, delayed: bool) -> Message:
         """An archived (or about to be) line as the groupchat message `to` receives."""
         message = self._groupchat(
             room, line.nick, to, line.body, line.message_id, line.sent if delayed else None
         )
-        if self.archive is not None and self.archive.keeps(line.user):
+        if self._stamped(line):
             ET.SubElement(
                 message.xml,
                 f"{{{SID_NS}}}stanza-id",
