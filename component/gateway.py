@@ -17,8 +17,6 @@ from slixmpp import Iq, Message, Presence
 from slixmpp.componentxmpp import ComponentXMPP
 from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import ET, StanzaBase, tostring
-from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import StanzaPath
 
 from bridges import events
 from bridges.address import Address
@@ -154,19 +152,20 @@ class Gateway(ComponentXMPP):
         self.commands = AdHocCommands(self)
         self.disco = Disco(self)
         self.lanes = Lanes(bridge.name)
-        self._route("message", "message", self._on_message)
-        self._route("presence", "presence", self._on_presence)
-        self._route("register", "iq/register", self.registration.handle, _registration_lane)
-        self._route("gateway", "iq/gateway", self._on_gateway_query)
-        self._route("command", "iq/command", self._on_command)
+        self._message_route = self._route("message", self._on_message)
+        self._presence_route = self._route("presence", self._on_presence)
+        self._iq_routes: dict[tuple[str, str], Callable[[StanzaBase], None]] = {}
+        self._route_iq("register", self.registration.handle, _registration_lane)
+        self._route_iq("gateway", self._on_gateway_query)
+        self._route_iq("command", self._on_command)
         if self.groups is not None:
-            self._route("muc-admin", "iq/mucadmin_query", self._on_muc_admin)
+            self._route_iq("mucadmin_query", self._on_muc_admin, name="muc-admin")
         if self.mam is not None:
-            self._route("mam", "iq/mam", self._on_mam)
-            self._route("mam-metadata", "iq/mam_metadata", self._on_mam_metadata)
+            self._route_iq("mam", self._on_mam)
+            self._route_iq("mam_metadata", self._on_mam_metadata, name="mam-metadata")
         # A self-ping to an occupant goes through the lane, so it sees the join before it.
         self.remove_handler("Ping")
-        self._route("ping", "iq@type=get/ping", self._on_ping, _ping_lane)
+        self._route_iq("ping", self._on_ping, _ping_lane, types=("get",))
         self.add_event_handler("session_start", self._on_link_up)
         self.add_event_handler("disconnected", self._on_link_down)
 
@@ -210,7 +209,6 @@ class Gateway(ComponentXMPP):
         if transport is None or transport.is_closing():
             log.warning("%s: stream closed, %d bytes not sent", self.boundjid.bare, len(data))
             return
-        log.debug("SEND: %s", data)
         transport.write(data.encode())
 
     def data_received(self, data: bytes | str) -> None:
@@ -234,16 +232,60 @@ class Gateway(ComponentXMPP):
         if not transport.is_closing() and transport is self.transport:  # not a lost stream's
             self.data_received(rest)
 
-    def _route(self, name: str, path: str, handler: Handler, lane: LaneOf = _user_lane) -> None:
-        """Queue matching stanzas on the lane `lane` picks (the sender's), in arrival order."""
+    def recv_stanza(self, stanza: StanzaBase) -> None:
+        """Hand a parsed stanza to its route, decided once by its kind and payload.
 
+        slixmpp would try every registered handler's matcher on every stanza (a route
+        each used to be one), which cost more than the rest of parsing; messages and
+        presences only ever go to ours. Iqs without a route (disco, version, answers
+        to our own requests) and other elements still go through slixmpp's handlers;
+        so do answers that have a route, whose requests may wait for them.
+        """
+        if isinstance(stanza, Message):
+            self._message_route(stanza)
+        elif isinstance(stanza, Presence):
+            self._presence_route(stanza)
+        elif isinstance(stanza, Iq) and (route := self._iq_route(stanza)) is not None:
+            route(stanza)
+            if stanza["type"] in ("result", "error"):
+                super().recv_stanza(stanza)
+        else:
+            super().recv_stanza(stanza)
+
+    def _iq_route(self, iq: Iq) -> Callable[[StanzaBase], None] | None:
+        kind = iq.xml.get("type", "")
+        for child in iq.xml:
+            route = self._iq_routes.get((kind, child.tag))
+            if route is not None:
+                return route
+        return None
+
+    def _route(
+        self, name: str, handler: Handler, lane: LaneOf = _user_lane
+    ) -> Callable[[StanzaBase], None]:
+        """What queues a stanza on the lane `lane` picks (the sender's), in arrival order."""
         received = metrics.STANZAS_IN.labels(self.bridge.name, name)
 
         def enqueue(stanza: StanzaBase) -> None:
             received.inc()
             self.lanes.submit(lane(stanza), stanza, handler)
 
-        self.register_handler(Callback(name, StanzaPath(path), enqueue))
+        return enqueue
+
+    def _route_iq(
+        self,
+        plugin: str,
+        handler: Handler,
+        lane: LaneOf = _user_lane,
+        *,
+        name: str | None = None,
+        types: tuple[str, ...] = ("get", "set", "result", "error"),
+    ) -> None:
+        """Route iqs of `types` whose payload is the registered Iq stanza plugin `plugin`."""
+        tag = Iq.plugin_attrib_map[plugin].tag_name()
+        route = self._route(name or plugin, handler, lane)
+        for kind in types:
+            self._iq_routes[(kind, tag)] = route
 
     def _disable_roster_automation(self) -> None:
         """Take subscriptions and probes away from slixmpp's in-memory roster."""
