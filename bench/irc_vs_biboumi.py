@@ -689,7 +689,7 @@ async def fairness(gateway: Gateway, server: Prosody, irc: NgIrcd, flood: int) -
     flood_channel, channel = f"{FLOOD_CHANNEL}-{tag}", f"#fair-{tag}"
     watcher = await IrcPeer.connect("127.0.0.1", irc.port, f"watch{tag}", flood_channel)
     peer = await IrcPeer.connect("127.0.0.1", irc.port, f"fair{tag}", channel)
-    flooder = await gateway.new_user(server, "flooder", gateway.room_of(flood_channel))
+    flooder = await gateway.new_user(server, "flood", gateway.room_of(flood_channel))
     other = await gateway.new_user(server, "other", gateway.room_of(channel))
     users = [flooder, other]
     await peer.wait(lambda: f"other{tag}" in peer.joined)
