@@ -42,7 +42,7 @@ from component.muc import MAM_NS, GroupChats
 from component.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from irc_vs_biboumi import CHANNEL, PASSWORD, IrcPeer, RoomUser, start_ours
+from irc_vs_biboumi import CHANNEL, IrcPeer, start_ours
 
 USER = "bench@localhost"
 PAGE = 50
@@ -132,13 +132,11 @@ async def burst_rate(burst: int, archive_on: bool) -> str:
         irc = await stack.enter_async_context(NgIrcd(flood_throttling=False))
         core = {"archive": {"enabled": archive_on}}
         gateway = await start_ours(stack, tmp, server, irc, secret, core)
-        peer = await IrcPeer.connect("127.0.0.1", irc.port, "peer")
-        jid = await server.register("bench", PASSWORD)
-        user = RoomUser(f"{jid}/bench", gateway.room, "benchuser")
-        await user.join(server, gateway.domain)
+        peer = await IrcPeer.connect("127.0.0.1", irc.port, "peer", gateway.channel)
+        user = await gateway.new_user(server, "bench")
         started = time.perf_counter()
         for n in range(burst):
-            peer.send(f"PRIVMSG {CHANNEL} :irc {n}")
+            peer.send(f"PRIVMSG {gateway.channel} :irc {n}")
         await user.wait_count(burst, "irc ")
         got = user.received("irc ")
         elapsed = got[-1][0] - started

@@ -1,24 +1,36 @@
-"""IRC bridge benchmark, side by side with biboumi when it is installed.
+"""IRC bridge benchmark, side by side with biboumi doing the same work.
 
 Starts Prosody, ngIRCd (its flood throttling off, so the servers are not what is
-measured) and each gateway as its own process, then for each gateway:
+measured) and each gateway as its own process, in four configurations: ours with the
+room archive on (the default) and off, biboumi with its history on (its default) and
+off. biboumi comes from Debian (`apt-get install biboumi`); without it, or with port
+6667 taken (biboumi only reaches IRC servers on the standard ports), its columns are
+skipped. CI does not run benchmarks. Each configuration has its own channel and users:
 
-* IRC → XMPP: an IRC peer sends a burst of channel messages; a slixmpp client joined
-  through the gateway receives them (count, order, messages/s).
-* XMPP → IRC: the client sends a burst of groupchat messages; the IRC peer counts them.
+* bursts, over `--rounds` rounds taken in turn by every configuration (the machine's
+  load then weighs on all alike): an IRC peer sends `--burst` channel messages to a
+  user joined through the gateway (IRC → XMPP), the user sends as many groupchat
+  messages (XMPP → IRC, their reflections counted too). For each: messages/s, and
+  the gateway's CPU seconds per 1,000 messages (user + system time from
+  /proc/<pid>/stat until it is idle again), the figure that does not depend on how
+  busy the machine was. Printed as median (range), with the ratios ours with the
+  archive on ÷ each biboumi, round by round.
 * latency: IRC → XMPP at a paced rate, p50/p99 from the peer's send to the arrival,
   next to the same figure for the servers alone (IRC peer to IRC peer through ngIRCd,
   XMPP client to XMPP client through Prosody), which no gateway can go below.
-* memory: the gateway process's RSS idle, and after 1, 50 and 200 users joined.
-* fairness: while one user floods a channel with 5,000 messages, another user's
+* memory: the gateway process's RSS idle (/proc/<pid>/status), and as users join.
+* fairness: while one user floods a channel with `--flood` messages, another user's
   latency in another channel, both ways (p50/p99/max): one user's burst must not hold
   up the others.
 
-Our gateway runs with flood control opened up (`flood_rate` very high) for the XMPP →
-IRC burst: its default (2 lines/s) is for real networks and would measure the pacing,
-not the gateway. biboumi does not pace by default.
+Flood control is opened on both sides, so the pacing is not what is measured: ours
+with `flood_rate` very high, biboumi with `throttle_limit` -1 set by each user through
+its ad-hoc `configure` command on the IRC server's JID (by default it sends 10 lines,
+then one a second); history off is that user's `record_history` set to false.
+`--profile` runs our gateways under cProfile and prints where their time went.
 
-    .venv/bin/python bench/irc_vs_biboumi.py [--burst 2000] [--users 1,50,200] [--flood 5000]
+    .venv/bin/python bench/irc_vs_biboumi.py [--burst 2000] [--rounds 3] [--users 1,50,200]
+        [--flood 5000] [--only ours|biboumi] [--profile]
 """
 
 from __future__ import annotations
@@ -36,7 +48,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -158,7 +171,13 @@ class RoomUser:
         self._buffer = b""
         self._task = asyncio.create_task(self._count())
 
-    async def join(self, server: Prosody, register_with: str | None = None) -> None:
+    async def join(
+        self,
+        server: Prosody,
+        register_with: str | None = None,
+        setup: Callable[[RoomUser], Awaitable[None]] | None = None,
+    ) -> None:
+        """Log in, register if asked, run `setup` (a gateway's per-user options), join."""
         await self.login(server)
         if register_with:  # XEP-0077 with the classic fields, as an old client would
             self._write(
@@ -166,6 +185,8 @@ class RoomUser:
                 f"<query xmlns='jabber:iq:register'><nick>{self.nick}</nick></query></iq>"
             )
             await self._read_until(b"id='reg'", b'id="reg"')
+        if setup is not None:
+            await setup(self)
         self._write(
             f"<presence to='{self.room}/{self.nick}'><x xmlns='http://jabber.org/protocol/muc'/>"
             "</presence>"
@@ -175,6 +196,54 @@ class RoomUser:
 
     def _write(self, text: str) -> None:
         self.writer.write(text.encode())
+
+    async def request(self, xml: str, iq_id: str) -> ET.Element:
+        """Send an iq and return its answer, parsed (before `start_counting`)."""
+        self._write(xml)
+        answer = re.compile(rf"<iq[^>]*id=['\"]{iq_id}['\"].*?</iq>".encode(), re.S)
+        async with asyncio.timeout(30):
+            while (match := answer.search(self._buffer)) is None:
+                chunk = await self.reader.read(65536)
+                if not chunk:
+                    raise ConnectionError(f"closed while waiting for iq {iq_id}")
+                self._buffer += chunk
+        self._buffer = b""
+        return ET.fromstring(match.group(0))
+
+    async def configure(self, to: str, values: dict[str, str]) -> None:
+        """Run an XEP-0050 `configure` command, submitting its form with `values` changed."""
+        ns = "http://jabber.org/protocol/commands"
+        form = await self.request(
+            f"<iq type='set' id='cfg1' to='{to}'><command xmlns='{ns}' node='configure' "
+            "action='execute'/></iq>",
+            "cfg1",
+        )
+        command = form.find(f"{{{ns}}}command")
+        fields = form.findall(".//{jabber:x:data}field")
+        if command is None or not set(values) <= {f.get("var") for f in fields}:
+            raise RuntimeError(f"{to} has no configure form with {sorted(values)}")
+        submitted = "".join(
+            f"<field var='{field.get('var')}'>"
+            + "".join(
+                f"<value>{html.escape(value)}</value>"
+                for value in (
+                    [values[field.get("var", "")]]
+                    if field.get("var") in values
+                    else [v.text or "" for v in field.findall("{jabber:x:data}value")]
+                )
+            )
+            + "</field>"
+            for field in fields
+            if field.get("var") and field.get("type") != "fixed"
+        )
+        done = await self.request(
+            f"<iq type='set' id='cfg2' to='{to}'><command xmlns='{ns}' node='configure' "
+            f"sessionid='{command.get('sessionid')}' action='complete'>"
+            f"<x xmlns='jabber:x:data' type='submit'>{submitted}</x></command></iq>",
+            "cfg2",
+        )
+        if done.get("type") != "result":
+            raise RuntimeError(f"configure on {to} failed: {ET.tostring(done)!r}")
 
     async def _read_until(self, *markers: bytes) -> None:
         try:
@@ -226,15 +295,44 @@ class RoomUser:
 
 # --- the gateways -------------------------------------------------------------------------
 
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
 
 @dataclass
 class Gateway:
+    """One gateway in one configuration, with its own channel, IRC peer and XMPP user."""
+
     name: str
     domain: str
-    room: str
+    tag: str
+    """Short (nicks hold 9 characters) and unique: names its channel, nicks, accounts."""
     process: asyncio.subprocess.Process | None = None
     needs_registration: bool = False
+    setup: Callable[[RoomUser], Awaitable[None]] | None = None
+    """What each user does before joining (biboumi: its per-user options)."""
     results: dict[str, str] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    """Figures measured once per round: messages/s, CPU seconds per 1,000 messages."""
+    peer: IrcPeer | None = None
+    user: RoomUser | None = None
+
+    @property
+    def channel(self) -> str:
+        return f"{CHANNEL}-{self.tag}"
+
+    @property
+    def room(self) -> str:
+        return self.room_of(self.channel)
+
+    def room_of(self, channel: str) -> str:
+        return f"{channel}%127.0.0.1@{self.domain}"
+
+    async def new_user(self, server: Prosody, name: str, room: str | None = None) -> RoomUser:
+        """A fresh account of `server`, joined to `room` (the gateway's channel) through us."""
+        jid = await server.register(f"{name}-{self.tag}", PASSWORD)
+        user = RoomUser(f"{jid}/bench", room or self.room, f"{name}{self.tag}")
+        await user.join(server, self.domain if self.needs_registration else None, self.setup)
+        return user
 
     def rss_kib(self) -> int:
         assert self.process is not None
@@ -242,6 +340,26 @@ class Gateway:
         return int(
             next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
         )
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the gateway process so far (/proc/<pid>/stat)."""
+        assert self.process is not None
+        stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        fields = stat.rpartition(")")[2].split()  # after "pid (comm)": state is fields[0]
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+    async def settled_cpu(self) -> float:
+        """CPU seconds once the process has stopped working (batched archive writes and
+        the like finish after the last stanza is out), at most 5 s later."""
+        last, still = self.cpu_seconds(), 0
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            now = self.cpu_seconds()
+            still = still + 1 if now == last else 0
+            if still >= 3:
+                break
+            last = now
+        return last
 
 
 @contextlib.asynccontextmanager
@@ -264,10 +382,15 @@ async def wait_connected(server: Prosody, domain: str, mark: int) -> None:
 
 
 def gateway_config(
-    server: Prosody, irc: NgIrcd, db_path: Path, secret: str, **irc_options: Any
+    server: Prosody,
+    irc: NgIrcd,
+    db_path: Path,
+    secret: str,
+    domain: str = "irc.localhost",
+    **irc_options: Any,
 ) -> dict[str, Any]:
     """Our gateway's config with only the IRC bridge, on `server` and `irc`."""
-    bridge = {"jid": "irc.localhost", "secret": secret, "port": irc.port, "tls": False}
+    bridge = {"jid": domain, "secret": secret, "port": irc.port, "tls": False}
     return {
         "server": {"host": server.host, "port": server.component_port},
         "database_url": f"sqlite+aiosqlite:///{db_path}",
@@ -285,31 +408,57 @@ async def start_ours(
     irc: NgIrcd,
     secret: str,
     core: dict[str, Any] | None = None,
+    *,
+    domain: str = "irc.localhost",
+    name: str = "xmpp-gateway",
+    tag: str = "irc",
+    profile: bool = False,
 ) -> Gateway:
-    """Our gateway as its own process; `core` overrides top-level options (`archive`)."""
+    """Our gateway as its own process; `core` overrides top-level options (`archive`).
+
+    `profile` runs it under cProfile, whose statistics are written when it stops (to
+    `<tmp>/<domain>.prof`, printed by `print_profile`).
+    """
     # Flood control opened up: the default paces for real networks (see the docstring).
     unpaced = {"flood_rate": 1_000_000, "flood_burst": 1_000_000}
-    config = {**gateway_config(server, irc, tmp / "ours.db", secret, **unpaced), **(core or {})}
-    path = tmp / "ours.yaml"
+    db = tmp / f"{domain}.db"
+    config = {**gateway_config(server, irc, db, secret, domain, **unpaced), **(core or {})}
+    path = tmp / f"{domain}.yaml"
     path.write_text(yaml.safe_dump(config))
     python = sys.executable
-    for args in (["db", "upgrade"],):
-        upgrade = await asyncio.create_subprocess_exec(
-            python, "-m", "component", *args, "-c", str(path)
-        )
-        await upgrade.wait()
-    mark = server.log_mark()
-    process = await stack.enter_async_context(
-        run_process(python, "-m", "component", "run", "-c", str(path), log=tmp / "ours.log")
+    upgrade = await asyncio.create_subprocess_exec(
+        python, "-m", "component", "db", "upgrade", "-c", str(path)
     )
-    await wait_connected(server, "irc.localhost", mark)
-    room = f"{CHANNEL}%127.0.0.1@irc.localhost"
-    return Gateway("xmpp-gateway", "irc.localhost", room, process, needs_registration=True)
+    await upgrade.wait()
+    mark = server.log_mark()
+    profiler = ["-m", "cProfile", "-o", str(tmp / f"{domain}.prof")] if profile else []
+    argv = [python, *profiler, "-m", "component", "run", "-c", str(path)]
+    process = await stack.enter_async_context(run_process(*argv, log=tmp / f"{domain}.log"))
+    await wait_connected(server, domain, mark)
+    return Gateway(name, domain, tag, process, needs_registration=True)
+
+
+def print_profile(path: Path, top: int = 30) -> None:
+    """The functions that took the most time in a profiled gateway, themselves and below."""
+    import pstats
+
+    if not path.exists():
+        print(f"no profile at {path}")
+        return
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
 
 
 async def start_biboumi(
     stack: contextlib.AsyncExitStack, tmp: Path, server: Prosody, secret: str
-) -> Gateway:
+) -> list[Gateway]:
+    """biboumi, once: its users with history on (its default), and with it off.
+
+    For both, each user opens `throttle_limit` on the IRC server (biboumi's ad-hoc
+    `configure` on `127.0.0.1@biboumi.localhost`), as ours has its flood control
+    opened: by default biboumi sends 10 lines at once, then one a second.
+    """
     conf = tmp / "biboumi.cfg"
     conf.write_text(
         f"hostname=biboumi.localhost\npassword={secret}\nxmpp_server_ip=127.0.0.1\n"
@@ -317,13 +466,23 @@ async def start_biboumi(
         "identd_port=0\nrealname_customization=false\n"
     )
     mark = server.log_mark()
+    domain = "biboumi.localhost"
     process = await stack.enter_async_context(
         run_process("biboumi", str(conf), log=tmp / "biboumi.log")
     )
-    await wait_connected(server, "biboumi.localhost", mark)
-    return Gateway(
-        "biboumi", "biboumi.localhost", f"{CHANNEL}%127.0.0.1@biboumi.localhost", process
-    )
+    await wait_connected(server, domain, mark)
+
+    async def unthrottled(user: RoomUser) -> None:
+        await user.configure(f"127.0.0.1@{domain}", {"throttle_limit": "-1"})
+
+    async def no_history(user: RoomUser) -> None:
+        await user.configure(domain, {"record_history": "0"})
+        await unthrottled(user)
+
+    return [
+        Gateway("biboumi, history on", domain, "bon", process, setup=unthrottled),
+        Gateway("biboumi, history off", domain, "bof", process, setup=no_history),
+    ]
 
 
 # --- the measurements ---------------------------------------------------------------------
@@ -377,52 +536,79 @@ async def servers_alone(server: Prosody, irc: NgIrcd, count: int) -> dict[str, s
     }
 
 
-async def measure(
-    gateway: Gateway, server: Prosody, irc: NgIrcd, burst: int, paced: int, user_counts: list[int]
-) -> None:
-    results = gateway.results
-    results["RSS idle"] = f"{gateway.rss_kib() / 1024:.1f} MiB"
-    peer = await IrcPeer.connect("127.0.0.1", irc.port, f"peer{gateway.domain[:3]}")
-    jid = await server.register(f"bench-{gateway.domain[:3]}", PASSWORD)
-    user = RoomUser(f"{jid}/bench", gateway.room, f"{gateway.domain[:3]}user")
-    await user.join(server, gateway.domain if gateway.needs_registration else None)
+IN, OUT = "IRC→XMPP", "XMPP→IRC"
+RATE, CPU = "burst, msg/s", "CPU s per 1,000 msgs"
 
+
+async def prepare(gateway: Gateway, server: Prosody, irc: NgIrcd) -> None:
+    """RSS idle, then the IRC peer and the XMPP user of the gateway's channel."""
+    gateway.results["RSS idle"] = f"{gateway.rss_kib() / 1024:.1f} MiB"
+    gateway.peer = await IrcPeer.connect(
+        "127.0.0.1", irc.port, f"peer{gateway.tag}", gateway.channel
+    )
+    gateway.user = await gateway.new_user(server, "bench")
+
+
+def sample(gateway: Gateway, row: str, value: float) -> None:
+    gateway.samples.setdefault(row, []).append(value)
+
+
+async def bursts(gateway: Gateway, burst: int, round_: int) -> None:
+    """One round: `burst` messages each way, their rate and the gateway's CPU time.
+
+    The CPU time counts until the gateway is idle again, the echoes of the XMPP → IRC
+    burst to the sender included (both gateways reflect room messages).
+    """
+    peer, user = gateway.peer, gateway.user
+    assert peer is not None and user is not None
+    tag = f"irc{round_} "
+    before = gateway.cpu_seconds()
     started = time.perf_counter()
     for n in range(burst):
-        peer.send(f"PRIVMSG {CHANNEL} :irc {n}")
-    await user.wait_count(burst, "irc ")
-    got = user.received("irc ")
-    elapsed = got[-1][0] - started
-    in_order = [body for _, body in got] == [f"irc {n}" for n in range(burst)]
-    results["IRC→XMPP burst"] = f"{burst / elapsed:,.0f} msg/s (in order: {in_order})"
+        peer.send(f"PRIVMSG {gateway.channel} :{tag}{n}")
+    await user.wait_count(burst, tag)
+    got = user.received(tag)
+    sample(gateway, f"{IN} {RATE}", burst / (got[-1][0] - started))
+    sample(gateway, f"{IN} {CPU}", (await gateway.settled_cpu() - before) / burst * 1000)
+    if [body for _, body in got] != [f"{tag}{n}" for n in range(burst)]:
+        gateway.results[f"{IN} order"] = f"out of order in round {round_}"
 
+    tag = f"xmpp{round_} "
+    peer.privmsgs.clear()
+    before = gateway.cpu_seconds()
     started = time.perf_counter()
     for n in range(burst):
-        user.send_message(mto=gateway.room, mbody=f"xmpp {n}", mtype="groupchat")
+        user.send_message(mto=gateway.room, mbody=f"{tag}{n}", mtype="groupchat")
     with contextlib.suppress(TimeoutError):  # a gateway that paces its sends ends early
         await peer.wait(lambda: len(peer.privmsgs) >= burst, XMPP_TO_IRC_WINDOW)
     count = len(peer.privmsgs)
     elapsed = (peer.privmsgs[-1][0] if count else time.perf_counter()) - started
-    in_order = [body for _, body in peer.privmsgs] == [f"xmpp {n}" for n in range(count)]
-    complete = "" if count == burst else f", only {count} in {XMPP_TO_IRC_WINDOW} s"
-    results["XMPP→IRC burst"] = f"{count / elapsed:,.0f} msg/s (in order: {in_order}{complete})"
-
-    with contextlib.suppress(TimeoutError):  # let the reflections of that burst drain
-        await user.wait_count(burst, "xmpp ", timeout=10)
+    sample(gateway, f"{OUT} {RATE}", count / elapsed)
+    with contextlib.suppress(TimeoutError):  # the reflections are part of the work
+        await user.wait_count(burst, tag, timeout=10)
+    sample(gateway, f"{OUT} {CPU}", (await gateway.settled_cpu() - before) / burst * 1000)
+    if [body for _, body in peer.privmsgs] != [f"{tag}{n}" for n in range(count)]:
+        gateway.results[f"{OUT} order"] = f"out of order in round {round_}"
+    if count < burst:
+        gateway.results[f"{OUT} complete"] = f"only {count} in {XMPP_TO_IRC_WINDOW} s"
     user.messages.clear()
-    results["latency at 50 msg/s"] = await paced_latency(
-        lambda text: peer.send(f"PRIVMSG {CHANNEL} :{text}"), user, paced
-    )
 
+
+async def latency_and_memory(
+    gateway: Gateway, server: Prosody, paced: int, user_counts: list[int]
+) -> None:
+    """Paced latency IRC → XMPP, then RSS as more users join the channel."""
+    peer, user = gateway.peer, gateway.user
+    assert peer is not None and user is not None
+    results = gateway.results
+    results["latency at 50 msg/s"] = await paced_latency(
+        lambda text: peer.send(f"PRIVMSG {gateway.channel} :{text}"), user, paced
+    )
     users = [user]
     rss = {1: gateway.rss_kib()}
     for target in user_counts:
         while len(users) < target:
-            n = len(users)
-            extra_jid = await server.register(f"b{gateway.domain[:3]}{n}", PASSWORD)
-            extra = RoomUser(f"{extra_jid}/bench", gateway.room, f"{gateway.domain[:3]}{n}")
-            await extra.join(server, gateway.domain if gateway.needs_registration else None)
-            users.append(extra)
+            users.append(await gateway.new_user(server, f"b{len(users)}"))
         rss[target] = gateway.rss_kib()
         results[f"RSS with {target} joined users"] = f"{rss[target] / 1024:.1f} MiB"
     if len(rss) > 1:
@@ -508,28 +694,24 @@ async def fairness(gateway: Gateway, server: Prosody, irc: NgIrcd, flood: int) -
     """Another user's latency both ways while one user floods a channel of their own.
 
     The flooder sends `flood` groupchat messages at once (flood control opened up);
-    meanwhile the other user and an IRC peer exchange messages at PACED_RATE in #bench
-    until an IRC watcher has seen the whole flood.
+    meanwhile the other user and an IRC peer exchange messages at PACED_RATE in another
+    channel until an IRC watcher has seen the whole flood.
     """
-    tag = gateway.domain[:3]
-    flood_room = gateway.room.replace(CHANNEL, FLOOD_CHANNEL, 1)
-    watcher = await IrcPeer.connect("127.0.0.1", irc.port, f"watch{tag}", FLOOD_CHANNEL)
-    peer = await IrcPeer.connect("127.0.0.1", irc.port, f"fair{tag}")
-    users = []
-    for name, room in (("flooder", flood_room), ("other", gateway.room)):
-        jid = await server.register(f"{name}-{tag}", PASSWORD)
-        user = RoomUser(f"{jid}/bench", room, f"{name}{tag}")
-        await user.join(server, gateway.domain if gateway.needs_registration else None)
-        users.append(user)
-    flooder, other = users
+    tag = gateway.tag
+    flood_channel, channel = f"{FLOOD_CHANNEL}-{tag}", f"#fair-{tag}"
+    watcher = await IrcPeer.connect("127.0.0.1", irc.port, f"watch{tag}", flood_channel)
+    peer = await IrcPeer.connect("127.0.0.1", irc.port, f"fair{tag}", channel)
+    flooder = await gateway.new_user(server, "flood", gateway.room_of(flood_channel))
+    other = await gateway.new_user(server, "other", gateway.room_of(channel))
+    users = [flooder, other]
     await peer.wait(lambda: f"other{tag}" in peer.joined)
     started = time.perf_counter()
     for n in range(flood):
-        flooder.send_message(mto=flood_room, mbody=f"flood {n}", mtype="groupchat")
+        flooder.send_message(mto=flooder.room, mbody=f"flood {n}", mtype="groupchat")
 
     def exchange(n: int) -> None:
-        other.send_message(mto=gateway.room, mbody=f"out {n}", mtype="groupchat")
-        peer.send(f"PRIVMSG {CHANNEL} :in {n}")
+        other.send_message(mto=other.room, mbody=f"out {n}", mtype="groupchat")
+        peer.send(f"PRIVMSG {channel} :in {n}")
 
     sent = await paced_until(lambda: len(watcher.received("flood ")) >= flood, exchange)
     flood_time = watcher.privmsgs[-1][0] - started if watcher.privmsgs else float("nan")
@@ -554,10 +736,47 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-async def main(burst: int, paced: int, user_counts: list[int], which: set[str], flood: int) -> None:
+def spread(values: list[float], unit: str = "") -> str:
+    """The median of the rounds, and their range."""
+    digits = 3 if max(values) < 10 else 0
+    low, mid, high = (
+        f"{v:,.{digits}f}" for v in (min(values), statistics.median(values), max(values))
+    )
+    return f"{mid}{unit} ({low} to {high})" if len(values) > 1 else f"{mid}{unit}"
+
+
+def print_table(gateways: list[Gateway]) -> None:
+    """Per row each gateway's figure, then ours with the archive on ÷ each biboumi.
+
+    Ratios are taken round by round (the machine's load changes less within a round)
+    and shown as median (range). Rates: above 1 we are faster; CPU: below 1 we use less.
+    """
+    width = 28
+    names = {g.name: g for g in gateways}
+    ours = names.get("ours, archive on")
+    versus = [g for g in gateways if g.name.startswith("biboumi")] if ours else []
+    header = [g.name for g in gateways] + [f"archive on ÷ {g.name[9:]}" for g in versus]
+    print(f"{'':40}" + "".join(f"{name:>{width}}" for name in header))
+    rows = list(dict.fromkeys(row for g in gateways for row in g.samples))
+    for row in rows:
+        cells = [spread(g.samples[row]) if row in g.samples else "-" for g in gateways]
+        for other in versus:
+            assert ours is not None
+            pairs = zip(ours.samples.get(row, []), other.samples.get(row, []), strict=False)
+            ratios = [a / b for a, b in pairs if b]
+            cells.append(spread(ratios, "x") if ratios else "-")
+        print(f"{row:40}" + "".join(f"{cell:>{width}}" for cell in cells))
+    for row in dict.fromkeys(row for g in gateways for row in g.results):
+        cells = [g.results.get(row, "-") for g in gateways]
+        print(f"{row:40}" + "".join(f"{cell:>{width}}" for cell in cells))
+
+
+async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
     os.chmod(tmp, 0o755)
-    secrets = {"irc.localhost": "s-ours", "biboumi.localhost": "s-biboumi"}
+    ours = {"irc.localhost": ("arc", True), "irc2.localhost": ("noa", False)}
+    secrets = {domain: f"s-{domain}" for domain in [*ours, "biboumi.localhost"]}
+    which = {args.only} if args.only else {"ours", "biboumi"}
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(Prosody(components=secrets))
         # biboumi reaches IRC servers on the standard ports only (6697, 6670, then 6667).
@@ -565,41 +784,67 @@ async def main(burst: int, paced: int, user_counts: list[int], which: set[str], 
         irc = await stack.enter_async_context(NgIrcd(port=port, flood_throttling=False))
         gateways = []
         if "ours" in which:
-            gateways.append(await start_ours(stack, tmp, server, irc, secrets["irc.localhost"]))
+            for domain, (tag, archive) in ours.items():
+                name = f"ours, archive {'on' if archive else 'off'}"
+                core = {"archive": {"enabled": archive}}
+                gateways.append(
+                    await start_ours(
+                        stack,
+                        tmp,
+                        server,
+                        irc,
+                        secrets[domain],
+                        core,
+                        domain=domain,
+                        name=name,
+                        tag=tag,
+                        profile=args.profile,
+                    )
+                )
         if "biboumi" in which and shutil.which("biboumi") and port == 6667:
-            gateways.append(await start_biboumi(stack, tmp, server, secrets["biboumi.localhost"]))
+            gateways += await start_biboumi(stack, tmp, server, secrets["biboumi.localhost"])
         elif "biboumi" in which:
-            print("biboumi skipped: not installed, or port 6667 is taken")
-        floor = await servers_alone(server, irc, paced)
-        flooded = await servers_under_flood(server, irc, flood) if flood else {}
+            print("biboumi skipped: not installed (apt-get install biboumi), or port 6667 is taken")
+        floor = await servers_alone(server, irc, args.paced)
+        flooded = await servers_under_flood(server, irc, args.flood) if args.flood else {}
         for gateway in gateways:
-            await measure(gateway, server, irc, burst, paced, user_counts)
-            if flood:
-                await fairness(gateway, server, irc, flood)
-    print(f"{burst}-message bursts, {paced} paced messages, ngIRCd throttling off\n")
-    print(f"The servers alone, {paced} messages at {PACED_RATE:.0f} msg/s:")
+            await prepare(gateway, server, irc)
+        for round_ in range(args.rounds):  # interleaved: each round meets the same load
+            for gateway in gateways:
+                await bursts(gateway, args.burst, round_)
+        for gateway in gateways:
+            await latency_and_memory(gateway, server, args.paced, args.users)
+            if args.flood:
+                await fairness(gateway, server, irc, args.flood)
+    print(
+        f"{args.burst}-message bursts, {args.rounds} rounds, {args.paced} paced messages,"
+        " ngIRCd throttling off, biboumi's throttle_limit and our flood control opened\n"
+    )
+    print(f"The servers alone, {args.paced} messages at {PACED_RATE:.0f} msg/s:")
     for path, figure in floor.items():
         print(f"  {path:36} {figure}")
     if flooded:
-        print(f"The servers alone, the same while one client floods {flood} messages:")
+        print(f"The servers alone, the same while one client floods {args.flood} messages:")
         for path, figure in flooded.items():
             print(f"  {path:36} {figure}")
     print()
-    keys = list(gateways[0].results)
-    print(f"{'':34}" + "".join(f"{g.name:>46}" for g in gateways))
-    for key in keys:
-        print(f"{key:34}" + "".join(f"{g.results.get(key, '-'):>46}" for g in gateways))
+    print_table(gateways)
+    if args.profile:
+        for domain in ours:
+            print(f"\n--- profile of {domain} ---")
+            print_profile(tmp / f"{domain}.prof")
     shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--burst", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--paced", type=int, default=500)
-    parser.add_argument("--users", default="1,50,200")
+    parser.add_argument(
+        "--users", type=lambda text: [int(n) for n in text.split(",")], default=[1, 50, 200]
+    )
     parser.add_argument("--only", choices=["ours", "biboumi"], help="run one gateway")
     parser.add_argument("--flood", type=int, default=5000, help="0: skip the fairness run")
-    args = parser.parse_args()
-    which = {args.only} if args.only else {"ours", "biboumi"}
-    users = [int(n) for n in args.users.split(",")]
-    asyncio.run(main(args.burst, args.paced, users, which, args.flood))
+    parser.add_argument("--profile", action="store_true", help="cProfile our gateways")
+    asyncio.run(main(parser.parse_args()))

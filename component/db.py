@@ -1,5 +1,8 @@
 """Engine creation and schema migrations (Alembic, configured in code).
 
+Alembic (with Mako, ~8 MiB resident) is imported only when a migration runs: a start
+on a current schema compares the database's `alembic_version` with `migrations.HEAD`.
+
 `run` creates the schema in an empty database, so a first start needs no extra step,
 but refuses to start on a database whose schema is behind the code and tells the
 operator to run `xmpp-gateway db upgrade`: upgrading a shared PostgreSQL database that
@@ -10,16 +13,15 @@ their back.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, event, inspect
+from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import migrations
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 
 class SchemaOutdated(Exception):
@@ -42,13 +44,18 @@ def create_engine(url: str) -> AsyncEngine:
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
     """Alembic settings built in code, so no alembic.ini is needed at run time."""
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
     cfg.attributes["connection"] = connection
     return cfg
 
 
-def _head() -> str | None:
+def script_head() -> str | None:
+    """The newest migration as Alembic finds it (`migrations.HEAD` must equal it)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
@@ -56,6 +63,8 @@ async def upgrade(engine: AsyncEngine) -> None:
     """Apply every pending migration."""
 
     def _upgrade(connection: Connection) -> None:
+        from alembic import command
+
         command.upgrade(alembic_config(connection), "head")
 
     async with engine.begin() as connection:
@@ -63,15 +72,20 @@ async def upgrade(engine: AsyncEngine) -> None:
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision Alembic recorded in the database (None: none yet)."""
+
+    def read(sync: Connection) -> str | None:
+        if not inspect(sync).has_table("alembic_version"):
+            return None
+        return sync.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
     async with engine.connect() as connection:
-        return await connection.run_sync(
-            lambda sync: MigrationContext.configure(sync).get_current_revision()
-        )
+        return await connection.run_sync(read)
 
 
 async def ensure_current(engine: AsyncEngine) -> None:
     """Raise SchemaOutdated unless the database is at the newest migration."""
-    current, head = await current_revision(engine), _head()
+    current, head = await current_revision(engine), migrations.HEAD
     if current != head:
         raise SchemaOutdated(
             f"database schema is at {current or 'nothing'}, the code needs {head}: "

@@ -37,7 +37,7 @@ from bridges.address import Address
 from bridges.base import Bridge, Session
 from bridges.events import GroupFeature
 from bridges.timestamps import parse_timestamp
-from component import references
+from component import references, wire
 from component.archive import RETRACTED, Archive, Line, stanza_id_for
 from component.errors import error_type, stanza_error
 from component.nick_resources import to_nick, to_resource
@@ -166,7 +166,7 @@ class RoomState:
     """Full JIDs waiting for the legacy join to complete → requested nick."""
     history: dict[str, HistoryRequest] = field(default_factory=dict)
     """Joining full JIDs → the discussion history they asked for."""
-    catching_up: dict[str, list[tuple[str, Message]]] = field(default_factory=dict)
+    catching_up: dict[str, list[tuple[str, Message | str]]] = field(default_factory=dict)
     """Resources whose history is being read → live messages held until it is sent."""
 
     @property
@@ -179,23 +179,29 @@ class GroupChats:
 
     def __init__(
         self,
-        send: Callable[[StanzaBase], None],
+        send: Callable[[StanzaBase | str], None],
         component_jid: str,
         bridge: Bridge,
         archive: Archive | None = None,
         history_stanzas: int = 20,
         occupant_salt: bytes | None = None,
+        *,
+        text_stanzas: bool = False,
     ) -> None:
+        """`text_stanzas`: send live room messages written as text (component.wire),
+        as the gateway does; unit tests that read what is sent as objects do not."""
         self._send = send
         self._salt = occupant_salt or secrets.token_bytes(32)
         """Keys the XEP-0421 occupant ids: without it, hashing known account names
         would tell who is behind an id. The gateway passes a stable secret."""
+        self.text_stanzas = text_stanzas
         self.component_jid = component_jid
         self.bridge = bridge
         self.archive = archive
         self.history_stanzas = history_stanzas
         self.rooms: dict[tuple[str, Address], RoomState] = {}
         self._bare_jids: dict[Address, str] = {}
+        self._occupant_jids: dict[tuple[Address, str | None], str] = {}
         self._sending: dict[str, Sending] = {}
         """Tokens handed to the bridge as the xmpp_id → what to reflect once written."""
         self._reactions: dict[tuple[str, Address, str, str | None], tuple[str, ...]] = {}
@@ -211,6 +217,16 @@ class GroupChats:
             if len(self._bare_jids) > ROOM_JIDS_KEPT:
                 self._bare_jids.clear()
             known = self._bare_jids[room] = str(self.room_jid(room))
+        return known
+
+    def occupant_jid(self, room: Address, nick: str | None) -> str:
+        """`room_jid(room, nick)` as text, remembered: each live message names its sender."""
+        key = (room, nick)
+        known = self._occupant_jids.get(key)
+        if known is None:
+            if len(self._occupant_jids) > ROOM_JIDS_KEPT:
+                self._occupant_jids.clear()
+            known = self._occupant_jids[key] = str(self.room_jid(room, nick))
         return known
 
     def room_jid(self, room: Address, nick: str | None = None) -> JID:
@@ -242,7 +258,7 @@ class GroupChats:
     def occupant_id(self, room: Address, identity: str) -> str:
         """XEP-0421 §4: the same for every observer in this room, different in every
         other room, and no way back to the identity (a keyed hash)."""
-        data = f"{self.room_bare_jid(room)}\0{identity}".encode()
+        data = f"{self.room_bare_jid(room)}\0{identity}".encode(errors="surrogatepass")
         digest = hmac.new(self._salt, data, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
@@ -446,7 +462,7 @@ class GroupChats:
         # sender still learns that its message went out, the archive still has it.
         if self.archive is not None:
             self.archive.add(line)
-        self._send(self.line_stanza(event.to, sending.sender.full, line, delayed=False))
+        self._send(self._live_stanza(event.to, sending.sender.full, line))
 
     def _on_not_sent(self, event: events.DeliveryFailed) -> None:
         """XEP-0045 §7.4 / RFC 6120 §8.3: a message error with the original id, to the
@@ -712,8 +728,12 @@ class GroupChats:
         if self.archive is not None:
             self.archive.add(line)
         for resource in state.resources:
-            stanza = self.line_stanza(
-                state.room, resource, line, delayed=delayed, occupant_id=occupant_id
+            stanza = (
+                self.line_stanza(
+                    state.room, resource, line, delayed=delayed, occupant_id=occupant_id
+                )
+                if delayed
+                else self._live_stanza(state.room, resource, line, occupant_id)
             )
             held = state.catching_up.get(resource)
             if held is not None:
@@ -875,9 +895,9 @@ class GroupChats:
             self._send(stanza)
         self._send(self._subject(state, resource))
         served = {stanza_id for stanza_id, _ in history}
-        for stanza_id, stanza in held:
+        for stanza_id, live in held:
             if stanza_id not in served:
-                self._send(stanza)
+                self._send(live)
 
     async def _history(
         self, state: RoomState, resource: str, wanted: HistoryRequest
@@ -897,6 +917,20 @@ class GroupChats:
         ]
         return wanted.within_chars(stanzas)
 
+    def _live_stanza(
+        self, room: Address, to: str, line: Line, occupant_id: str | None = None
+    ) -> Message | str:
+        """`line_stanza` for a line shown as it happens; a plain one written as text."""
+        if not (self.text_stanzas and wire.is_plain(line)):
+            return self.line_stanza(room, to, line, delayed=False, occupant_id=occupant_id)
+        by = self.room_bare_jid(room) if self._stamped(line) else None
+        hashed = self.occupant_id(room, occupant_id) if occupant_id is not None else None
+        return wire.groupchat(self.occupant_jid(room, line.nick), to, line, by, hashed)
+
+    def _stamped(self, line: Line) -> bool:
+        """Whether `line` carries its archive id (XEP-0359 stanza-id)."""
+        return self.archive is not None and self.archive.keeps(line.user)
+
     def line_stanza(
         self, room: Address, to: str, line: Line, *, delayed: bool, occupant_id: str | None = None
     ) -> Message:
@@ -915,7 +949,7 @@ class GroupChats:
             references.add_reply(message, line.reply_to)
         if line.replaces:
             references.add_replace(message, line.replaces)
-        if self.archive is not None and self.archive.keeps(line.user):
+        if self._stamped(line):
             ET.SubElement(
                 message.xml,
                 f"{{{SID_NS}}}stanza-id",

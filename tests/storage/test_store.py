@@ -1,7 +1,17 @@
+import subprocess
+import sys
+
 import pytest
 from sqlalchemy import text
 
-from component.db import SchemaOutdated, create_engine, current_revision, ensure_current
+import migrations
+from component.db import (
+    SchemaOutdated,
+    create_engine,
+    current_revision,
+    ensure_current,
+    script_head,
+)
 from component.store import AccountStorage
 
 
@@ -76,3 +86,21 @@ async def test_schema_check(engine, tmp_path):
     with pytest.raises(SchemaOutdated, match="db upgrade"):
         await ensure_current(empty)
     await empty.dispose()
+
+
+def test_the_head_a_start_checks_for_is_the_newest_migration():
+    """A start reads migrations.HEAD instead of loading Alembic: it must not lag behind."""
+    assert script_head() == migrations.HEAD
+
+
+def test_a_gateway_loads_neither_alembic_nor_prometheus_unless_used():
+    """Idle RSS: migrations and metrics libraries are imported when they are needed."""
+    code = (
+        "import sys, component.app, bridges.irc, bridges.mail; "
+        "print(sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'alembic', 'mako', 'prometheus_client'}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"
