@@ -181,6 +181,10 @@ class Delivered:
     xmpp_id: str
     legacy_id: str | None = None
     sent: datetime | None = None
+    legacy_ids: tuple[str, ...] = ()
+    """Every legacy id the message got, in order, when it became several legacy
+    messages (a multi-line message on IRC: one PRIVMSG and msgid per line);
+    `legacy_id` is the first."""
 
 
 @dataclass(frozen=True, slots=True)

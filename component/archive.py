@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 from bridges.address import Address
 from bridges.base import Account, AccountStore, Command, FormField
-from component.models import AccountRow, ArchiveRow, RecordRow, UserRow
+from component.models import AccountRow, ArchiveLegacyIdRow, ArchiveRow, RecordRow, UserRow
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ class Line:
     """XEP-0359 origin-id of the user's own message."""
     xmpp_id: str | None = None
     """The stanza id attribute the user's client gave its own message."""
+    more_legacy_ids: tuple[str, ...] = ()
+    """The legacy ids of the message's further legacy messages (an XMPP message of
+    several lines is one IRC PRIVMSG and msgid per line; `legacy_id` is the first)."""
 
     @property
     def message_id(self) -> str:
@@ -138,11 +141,15 @@ class Archive:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _dropping: bool = field(default=False, init=False)
     _insert: Any = field(init=False)
+    _insert_ids: Any = field(init=False)
+    _has_more_ids: bool | None = field(default=None, init=False)
+    """Whether `archive_legacy_ids` has rows (None: not looked yet)."""
 
     def __post_init__(self) -> None:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         insert = sqlite_insert if self.engine.dialect.name == "sqlite" else postgresql_insert
         self._insert = insert(ArchiveRow).on_conflict_do_nothing()
+        self._insert_ids = insert(ArchiveLegacyIdRow).on_conflict_do_nothing()
         self._idle.set()
 
     # --- life ------------------------------------------------------------------------
@@ -222,13 +229,49 @@ class Archive:
     async def _write(self, batch: Sequence[Line]) -> None:
         # Core on a connection: the ORM's unit of work is not needed for plain rows.
         async with self.engine.begin() as db:
-            rows = []
+            rows, more_ids = [], []
             for line in batch:
                 account = await self._account(db, line.user)
                 if account is not None and account.enabled:
                     rows.append(_row(account.id, line))
+                    more_ids.extend(_more_ids(account.id, line))
+            rows = await self._not_replays(db, rows)
             if rows:
                 await db.execute(self._insert, rows)
+            if more_ids:
+                await db.execute(self._insert_ids, more_ids)
+                self._has_more_ids = True
+
+    async def _not_replays(
+        self, db: AsyncConnection, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """`rows` without the lines the archive holds as a further line of a message.
+
+        A replay (IRC chat history after a reconnect) brings each line of the user's
+        multi-line message back on its own, under that line's msgid; the unique keys
+        only know the first. One query per batch, and none while no multi-line message
+        is archived for these accounts.
+        """
+        named = [row for row in rows if row["legacy_id"]]
+        if not named:
+            return rows
+        if self._has_more_ids is None:
+            self._has_more_ids = (
+                await db.execute(select(ArchiveLegacyIdRow.legacy_id).limit(1))
+            ).first() is not None
+        if not self._has_more_ids:
+            return rows
+        found = await db.execute(
+            select(
+                ArchiveLegacyIdRow.account_id, ArchiveLegacyIdRow.room, ArchiveLegacyIdRow.legacy_id
+            ).where(ArchiveLegacyIdRow.legacy_id.in_({row["legacy_id"] for row in named}))
+        )
+        known = {tuple(row) for row in found}
+        if not known:
+            return rows
+        return [
+            row for row in rows if (row["account_id"], row["room"], row["legacy_id"]) not in known
+        ]
 
     # --- accounts and the per-user switch ----------------------------------------------
 
@@ -409,6 +452,60 @@ class Archive:
                 ends.append(_line(user, row))
         return ends[0], ends[1]
 
+    async def find_by_legacy_id(self, user: str, room: str, legacy_id: str) -> Line | None:
+        """The archived message of `room` that `legacy_id` (an IRC msgid) names: the
+        message's first legacy id or any further one (another line of it)."""
+        await self.flush()
+        async with self.engine.connect() as db:
+            account = await self._account(db, user)
+            if account is None:
+                return None
+            row = (
+                await db.execute(
+                    select(*_COLUMNS).where(
+                        *_room_is(account.id, room), ArchiveRow.legacy_id == legacy_id
+                    )
+                )
+            ).first()
+            if row is None:
+                row = (
+                    await db.execute(
+                        select(*_COLUMNS)
+                        .join(
+                            ArchiveLegacyIdRow, ArchiveLegacyIdRow.stanza_id == ArchiveRow.stanza_id
+                        )
+                        .where(
+                            ArchiveLegacyIdRow.legacy_id == legacy_id,
+                            ArchiveLegacyIdRow.account_id == account.id,
+                            ArchiveLegacyIdRow.room == room,
+                        )
+                    )
+                ).first()
+            if row is None:
+                return None
+            more = await self._more_legacy_ids(db, [row.stanza_id])
+        return _line(user, row, more.get(row.stanza_id, ()))
+
+    async def _more_legacy_ids(
+        self, db: AsyncConnection, stanza_ids: Sequence[str]
+    ) -> dict[str, tuple[str, ...]]:
+        """The further legacy ids of these lines, in the order the message had them."""
+        if not stanza_ids or self._has_more_ids is False:
+            return {}
+        found: dict[str, list[str]] = {}
+        rows = await db.execute(
+            select(
+                ArchiveLegacyIdRow.stanza_id,
+                ArchiveLegacyIdRow.legacy_id,
+                ArchiveLegacyIdRow.position,
+            )
+            .where(ArchiveLegacyIdRow.stanza_id.in_(stanza_ids))
+            .order_by(ArchiveLegacyIdRow.position)
+        )
+        for stanza_id, legacy_id, _ in rows:
+            found.setdefault(stanza_id, []).append(legacy_id)
+        return {key: tuple(value) for key, value in found.items()}
+
     # --- retention -------------------------------------------------------------------
 
     async def expire(self, now: datetime | None = None) -> int:
@@ -490,6 +587,20 @@ def _row(account_id: int, line: Line) -> dict[str, Any]:
     }
 
 
+def _more_ids(account_id: int, line: Line) -> list[dict[str, Any]]:
+    return [
+        {
+            "legacy_id": legacy_id,
+            "account_id": account_id,
+            "room": line.room,
+            "stanza_id": line.stanza_id,
+            "position": position,
+        }
+        for position, legacy_id in enumerate(line.more_legacy_ids, 1)
+        if legacy_id != line.legacy_id
+    ]
+
+
 _COLUMNS = (
     ArchiveRow.room,
     ArchiveRow.stanza_id,
@@ -504,7 +615,7 @@ _COLUMNS = (
 """What reads load: plain rows (Core), not ORM objects, which cost more than the query."""
 
 
-def _line(user: str, row: Any) -> Line:
+def _line(user: str, row: Any, more_legacy_ids: tuple[str, ...] = ()) -> Line:
     return Line(
         user=user,
         room=row.room,
@@ -516,4 +627,5 @@ def _line(user: str, row: Any) -> Line:
         legacy_id=row.legacy_id,
         origin_id=row.origin_id,
         xmpp_id=row.xmpp_id,
+        more_legacy_ids=more_legacy_ids,
     )

@@ -3,7 +3,9 @@
 Three tables serve every bridge: users, their accounts (one per user and bridge) and
 records, small JSON documents a bridge keys by (kind, key) so that a new network can
 persist what it needs without a migration of its own. The fourth, `archive`, holds the
-room messages of each account's legacy memberships (component.archive).
+room messages of each account's legacy memberships (component.archive); the fifth,
+`archive_legacy_ids`, the further legacy ids of a message that became several legacy
+messages (an XMPP message of three lines is three IRC PRIVMSGs, three msgids).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -113,3 +116,26 @@ class ArchiveRow(Base):
     legacy_id: Mapped[str | None] = mapped_column(String(255))
     origin_id: Mapped[str | None] = mapped_column(String(255))
     xmpp_id: Mapped[str | None] = mapped_column(String(255))
+
+
+class ArchiveLegacyIdRow(Base):
+    """A further legacy id of an archived message (its first is `ArchiveRow.legacy_id`).
+
+    Only messages that became several legacy messages have rows here, so the common
+    single-line message costs nothing; the row goes with its message (retention, the
+    user's switch, the account) by the foreign key.
+    """
+
+    __tablename__ = "archive_legacy_ids"
+
+    # legacy_id first: the writer looks ids up across accounts (one query per batch).
+    legacy_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    room: Mapped[str] = mapped_column(String(512), primary_key=True)
+    stanza_id: Mapped[str] = mapped_column(
+        ForeignKey("archive.stanza_id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(SmallInteger)
+    """Which legacy message of the message this is: 1 for the second, and so on."""

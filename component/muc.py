@@ -311,7 +311,10 @@ class GroupChats:
         if sending is None:
             return
         line = replace(
-            sending.line, sent=event.sent or datetime.now(UTC), legacy_id=event.legacy_id
+            sending.line,
+            sent=event.sent or datetime.now(UTC),
+            legacy_id=event.legacy_id,
+            more_legacy_ids=event.legacy_ids[1:],
         )
         state = self.rooms.get((user, event.to))
         if state is not None:

@@ -64,13 +64,14 @@ class ConnectParams:
     """Refuse servers that resolve to loopback, private or link-local addresses."""
 
 
-Written = Callable[[Line | None], Awaitable[None]]
+Written = Callable[[list[Line]], Awaitable[None]]
 Failed = Callable[[str], Awaitable[None]]
 
 
 class Ticket:
     """One user message, as the lines it became: `written` runs once the last is out
-    (given the server's echo of it, with echo-message).
+    (given the server's echoes of all its lines, with echo-message: each line has a
+    msgid of its own, and every one of them names the message).
 
     So that what the user's client shows as sent (a MUC reflection, a receipt) means
     "on the IRC server", not "in our queue": lines still queued when the connection
@@ -83,6 +84,7 @@ class Ticket:
         self.left = lines
         self.written = written
         self.failed = failed
+        self.echoes: list[Line] = []
 
     @property
     def partly_sent(self) -> bool:
@@ -373,9 +375,11 @@ class IrcConnection:
 
     async def _written(self, ticket: Ticket, echo: Line | None) -> None:
         ticket.left -= 1
+        if echo is not None:
+            ticket.echoes.append(echo)
         if ticket.left == 0:
             try:
-                await ticket.written(echo)
+                await ticket.written(ticket.echoes)
             except Exception:
                 self.log.exception("failed to report a written message")
 

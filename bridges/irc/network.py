@@ -487,14 +487,17 @@ class Network(IncomingLines):
         DeliveryFailed if the gateway stops first (`_fail_held`)."""
         to = make_address(target, self.server)
 
-        async def written(echo: Line | None) -> None:
-            tags = echo.tags if echo is not None else {}
+        async def written(echoes: list[Line]) -> None:
+            # The first line's msgid and time name the message; every line's msgid
+            # is kept, since a reply or reaction on IRC may point at any of them.
+            ids = tuple(msgid for echo in echoes if (msgid := echo.tags.get("msgid")))
             await self.deliver(
                 events.Delivered(
                     to,
                     xmpp_id,
-                    legacy_id=tags.get("msgid") or None,
-                    sent=parse_timestamp(tags.get("time")),
+                    legacy_id=ids[0] if ids else None,
+                    sent=parse_timestamp(echoes[0].tags.get("time")) if echoes else None,
+                    legacy_ids=ids,
                 )
             )
 

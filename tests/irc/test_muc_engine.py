@@ -592,3 +592,25 @@ async def test_a_nick_no_jid_resource_can_hold_still_completes_the_join(muc, sen
     ET.SubElement(query, f"{{{MUC_ADMIN_NS}}}item", {"nick": "m%07llory", "role": "none"})
     await muc.on_iq_admin(kick, session, room)
     assert ("kick", room, "m\x07llory") in [call[:3] for call in session.calls]
+
+
+async def test_a_multi_line_message_is_found_by_the_msgid_of_each_line(
+    archived, sent, room, archive
+):
+    session = FakeSession()
+    await join(archived, session, room)
+    await archived.on_event(USER, joined_event(room))
+    message = Message()
+    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
+    message["body"], message["id"] = "one\ntwo\nthree", "client-1"
+    await archived.on_groupchat(message, session, room)
+
+    ids = ("1~1~1", "1~1~2", "1~1~3")  # one PRIVMSG, one echo, one msgid per line
+    await archived.on_event(
+        USER, events.Delivered(room, session.calls[-1][3], legacy_id=ids[0], legacy_ids=ids)
+    )
+
+    [stored] = await archive.latest(USER, room.legacy_id, 5)
+    for legacy_id in ids:
+        found = await archive.find_by_legacy_id(USER, room.legacy_id, legacy_id)
+        assert found is not None and found.stanza_id == stored.stanza_id, legacy_id

@@ -209,3 +209,61 @@ async def test_restart_keeps_the_archive(archive, engine):
     again.start()
     assert await again.latest("a@x", ROOM, 10) == lines
     await again.stop()
+
+
+def multi_line(user: str = "a@x") -> Line:
+    """An own message of three lines: three PRIVMSGs, three msgids (issue 10)."""
+    return line(
+        user,
+        7,
+        legacy_id="m1",
+        more_legacy_ids=("m2", "m3"),
+        stanza_id=stanza_id_for(user, ROOM, "origin-id o-7"),
+        origin_id="o-7",
+    )
+
+
+async def count(engine, table: str) -> int:
+    async with engine.connect() as db:
+        return (await db.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+
+
+async def test_every_legacy_id_of_a_multi_line_message_finds_it(archive):
+    own = multi_line()
+    archive.add(own)
+    archive.add(line("b@x", 7, legacy_id="m2"))  # someone else's archive, same msgid
+    for legacy_id in ("m1", "m2", "m3"):
+        found = await archive.find_by_legacy_id("a@x", ROOM, legacy_id)
+        assert found == own, legacy_id
+    assert await archive.find_by_legacy_id("a@x", ROOM, "m4") is None
+    assert await archive.find_by_legacy_id("a@x", "#other%irc.x.org", "m2") is None
+    assert (await archive.find_by_legacy_id("b@x", ROOM, "m2")).body == "line 7"
+    assert await archive.find_by_legacy_id("nobody@x", ROOM, "m1") is None
+
+
+async def test_a_replayed_line_of_a_multi_line_message_is_not_stored_again(archive, engine):
+    archive.add(multi_line())
+    await archive.flush()
+    # Chat history after a reconnect brings each line back on its own, under its msgid.
+    for n, legacy_id in enumerate(("m1", "m2", "m3")):
+        archive.add(
+            line(
+                "a@x",
+                7,
+                body=f"piece {n}",
+                legacy_id=legacy_id,
+                stanza_id=stanza_id_for("a@x", ROOM, legacy_id),
+            )
+        )
+    archive.add(line("a@x", 8, legacy_id="m9"))  # a new line in the same batch is kept
+    await archive.flush()
+    assert bodies(await archive.latest("a@x", ROOM, 10)) == ["line 7", "line 8"]
+
+
+async def test_the_further_ids_go_with_their_message(archive, engine):
+    archive.add(multi_line())
+    await archive.flush()
+    assert await count(engine, "archive_legacy_ids") == 2
+    assert await archive.expire(T0 + timedelta(days=31)) == 1
+    assert await count(engine, "archive_legacy_ids") == 0
+    assert await archive.find_by_legacy_id("a@x", ROOM, "m2") is None
