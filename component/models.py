@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import text
 
 
 def _now() -> datetime:
@@ -99,10 +100,28 @@ class ArchiveRow(Base):
 
     __tablename__ = "archive"
     __table_args__ = (
-        UniqueConstraint("account_id", "room", "legacy_id", name="uq_archive_legacy_id"),
-        UniqueConstraint("account_id", "room", "origin_id", name="uq_archive_origin_id"),
-        Index("ix_archive_page", "account_id", "room", "id"),
-        Index("ix_archive_room_sent", "account_id", "room", "sent"),  # MAM start/end
+        # Partial: most lines have no origin-id and, on servers without IRCv3 tags,
+        # no msgid; they cost these indexes nothing.
+        Index(
+            "uq_archive_legacy_id",
+            "account_id",
+            "room",
+            "legacy_id",
+            unique=True,
+            sqlite_where=text("legacy_id IS NOT NULL"),
+            postgresql_where=text("legacy_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_archive_origin_id",
+            "account_id",
+            "room",
+            "origin_id",
+            unique=True,
+            sqlite_where=text("origin_id IS NOT NULL"),
+            postgresql_where=text("origin_id IS NOT NULL"),
+        ),
+        # The archive's order (time, then arrival): MAM pages, start/end, history.
+        Index("ix_archive_order", "account_id", "room", "sent", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

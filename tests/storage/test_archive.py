@@ -56,7 +56,7 @@ async def test_a_burst_is_one_transaction_and_keeps_every_field(archive, engine)
     archive.start()
     commits = []
     event.listen(engine.sync_engine, "commit", lambda conn: commits.append(1))
-    own = line("a@x", 99, kind="action", origin_id="o-1", xmpp_id="x-1", legacy_id="msg-1")
+    own = line("a@x", 999, kind="action", origin_id="o-1", xmpp_id="x-1", legacy_id="msg-1")
     for item in [line("a@x", n) for n in range(200)] + [own]:
         archive.add(item)
     await archive.flush()
@@ -267,3 +267,22 @@ async def test_the_further_ids_go_with_their_message(archive, engine):
     assert await archive.expire(T0 + timedelta(days=31)) == 1
     assert await count(engine, "archive_legacy_ids") == 0
     assert await archive.find_by_legacy_id("a@x", ROOM, "m2") is None
+
+
+async def test_a_line_filled_in_later_takes_its_place_in_time(archive):
+    """Chat history fetched after a reconnect is stored after the live lines received
+    meanwhile; history and MAM show it where it was said, and paging past it works."""
+    live = [line("a@x", n) for n in (0, 1, 4)]
+    for item in live:
+        archive.add(item)
+    await archive.flush()
+    filled = [line("a@x", n, legacy_id=f"h{n}") for n in (2, 3)]
+    for item in filled:
+        archive.add(item)
+    want = ["line 0", "line 1", "line 2", "line 3", "line 4"]
+    assert bodies(await archive.latest("a@x", ROOM, 10)) == want
+    assert bodies((await archive.page("a@x", ROOM, Filter(), PageRequest(10))).lines) == want
+    after = await archive.page("a@x", ROOM, Filter(), PageRequest(2, after=filled[0].stanza_id))
+    assert bodies(after.lines) == ["line 3", "line 4"] and after.complete
+    before = await archive.page("a@x", ROOM, Filter(), PageRequest(2, before=live[2].stanza_id))
+    assert bodies(before.lines) == ["line 2", "line 3"] and not before.complete
