@@ -20,6 +20,7 @@ from bridges.base import (
     Sink,
 )
 from bridges.irc.address import format_localpart, make_address, parse_localpart, split_address
+from bridges.irc.connection import ConnectPacing
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import is_valid_nick, nick_from_jid
 from bridges.irc.session import IrcSession, persistent_channels
@@ -53,6 +54,8 @@ class IrcBridge(Bridge):
         self.options: IrcOptions = options
         self.sessions: dict[str, IrcSession] = {}
         """Live sessions by user, so settings saved by a command reach them."""
+        self.pacing = ConnectPacing(options.connect_rate, options.connect_burst)
+        """New connections per IRC server, across all users (start-up, reconnects)."""
 
     async def validate_registration(
         self, user: str, values: Mapping[str, Any], previous: Account | None
@@ -89,7 +92,9 @@ class IrcBridge(Bridge):
         return AccountData({"nick": nick, "username": "", "realname": ""})
 
     def create_session(self, account: Account, sink: Sink, store: AccountStore) -> Session:
-        session = IrcSession(self, account, sink, store, on_stop=self._session_stopped)
+        session = IrcSession(
+            self, account, sink, store, on_stop=self._session_stopped, pacing=self.pacing
+        )
         self.sessions[account.user] = session
         return session
 

@@ -118,6 +118,29 @@ class TokenBucket:
         self.tokens -= 1
 
 
+class ConnectPacing:
+    """New connections to each IRC server: `burst` at once, then `rate` per second.
+
+    Shared by every session of the bridge, so a gateway start with a thousand users
+    holding persistent channels (or their reconnects after a server restart) does not
+    open a thousand connections to one server in the same second, which servers meet
+    with throttles and bans (InspIRCd's connflood and connectban, ngIRCd's
+    MaxConnectionsIP). Waiters go in turn, never dropped.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[asyncio.Lock, TokenBucket]] = {}
+
+    async def wait(self, server: str) -> None:
+        """Return when a new connection to `server` may be opened."""
+        lock, bucket = self._buckets.setdefault(
+            server.lower(), (asyncio.Lock(), TokenBucket(self.rate, self.burst))
+        )
+        async with lock:
+            await bucket.take()
+
+
 class IrcConnection:
     """Connect, register (PASS, CAP/SASL, NICK, USER), then pump lines both ways."""
 

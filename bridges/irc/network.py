@@ -22,7 +22,7 @@ from bridges.base import Account, AccountStore, BridgeError
 from bridges.irc.address import make_address
 from bridges.irc.channel import Channel, ServerModes
 from bridges.irc.chathistory import MAX_PAGES, NEEDED_CAPS, Anchor, Fetch, request
-from bridges.irc.connection import ConnectParams, IrcConnection, Outgoing, Ticket
+from bridges.irc.connection import ConnectPacing, ConnectParams, IrcConnection, Outgoing, Ticket
 from bridges.irc.formatting import (
     ctcp,
     outgoing_lines,
@@ -48,8 +48,11 @@ class Network(IncomingLines):
         deliver: Deliver,
         store: AccountStore,
         log: logging.Logger,
+        *,
+        pacing: ConnectPacing | None = None,
     ) -> None:
         self.server = server
+        self.pacing = pacing or ConnectPacing(options.connect_rate, options.connect_burst)
         self.options = options
         self.account = account
         self.deliver = deliver
@@ -232,6 +235,9 @@ class Network(IncomingLines):
         return self._reconnecting is not None and not self._reconnecting.done()
 
     async def _connect_unattended(self) -> None:
+        await self.pacing.wait(self.server)  # a thousand users start at once
+        if self.connected:
+            return  # the user joined meanwhile and connected themselves
         try:
             await self.ensure_connected()
         except BridgeError as exc:
@@ -288,6 +294,7 @@ class Network(IncomingLines):
         while not self._stopping:
             attempt += 1
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            await self.pacing.wait(self.server)  # everyone reconnects after a restart
             try:
                 async with self._connect_lock:
                     conn = await self._open(nick)

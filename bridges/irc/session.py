@@ -14,6 +14,7 @@ from bridges import events
 from bridges.address import Address, AddressKind
 from bridges.base import Account, AccountStore, Bridge, BridgeError, Session, Sink
 from bridges.irc.address import IrcTarget, split_address
+from bridges.irc.connection import ConnectPacing
 from bridges.irc.network import Network
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import casefold, is_valid_nick
@@ -47,11 +48,14 @@ class IrcSession(Session):
         sink: Sink,
         store: AccountStore,
         on_stop: Callable[[IrcSession], None] | None = None,
+        pacing: ConnectPacing | None = None,
     ) -> None:
         super().__init__(bridge, account, sink, store)
         self._on_stop = on_stop
         assert isinstance(bridge.options, IrcOptions)
         self.options: IrcOptions = bridge.options
+        self.pacing = pacing or ConnectPacing(self.options.connect_rate, self.options.connect_burst)
+        """Shared by the bridge's sessions (IrcBridge.pacing)."""
         self.networks: dict[str, Network] = {}
         self._stopped = False
         self.away = ""
@@ -63,7 +67,13 @@ class IrcSession(Session):
             if self._stopped:
                 raise BridgeError("the session has stopped", "service-unavailable")
             network = Network(
-                server, self.options, self.account, self._deliver, self.store, self.log
+                server,
+                self.options,
+                self.account,
+                self._deliver,
+                self.store,
+                self.log,
+                pacing=self.pacing,
             )
             network.away = self.away
             self.networks[server] = network
