@@ -78,6 +78,8 @@ class RoomJoined:
     occupants: tuple[Occupant, ...] = ()
     subject: str | None = None
     subject_by: str | None = None
+    subject_at: datetime | None = None
+    """When the subject was set, if the network says (IRC 333 RPL_TOPICWHOTIME)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +144,8 @@ class SubjectChanged:
     room: Address
     subject: str
     by: str | None = None
+    at: datetime | None = None
+    """When it was set (the network's time, when it says)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,6 +147,7 @@ class RoomState:
     occupants: dict[str, events.Occupant] = field(default_factory=dict)
     subject: str | None = None
     subject_by: str | None = None
+    subject_at: datetime | None = None
     resources: dict[str, str] = field(default_factory=dict)
     """Joined full JIDs → the nick each asked for (to flag 210 when it differs)."""
     pending: dict[str, str] = field(default_factory=dict)
@@ -475,8 +476,9 @@ class GroupChats:
                 self._on_nick_conflict(state, event)
             case events.SubjectChanged():
                 state.subject, state.subject_by = event.subject, event.by
+                state.subject_at = event.at
                 for resource in state.resources:
-                    self._send(self._subject(state, resource))
+                    self._send(self._subject(state, resource, live=True))
         return True
 
     def _on_message(self, user: str, event: events.Message) -> None:
@@ -533,6 +535,7 @@ class GroupChats:
         state.joined, state.nick = True, event.nick
         state.occupants = {o.nick: o for o in event.occupants}
         state.subject, state.subject_by = event.subject, event.subject_by
+        state.subject_at = event.subject_at
         waiting, state.pending = state.pending, {}
         for resource, requested in waiting.items():
             state.resources[resource] = requested
@@ -772,14 +775,26 @@ class GroupChats:
         presence["error"]["text"] = text
         return presence
 
-    def _subject(self, state: RoomState, to: str) -> Message:
-        """The subject message ends a join (XEP-0045 §7.2.15); empty when there is none."""
+    def _subject(self, state: RoomState, to: str, *, live: bool = False) -> Message:
+        """The subject message ends a join (XEP-0045 §7.2.15); empty when there is none.
+
+        On a join it carries a delay with when the subject was set, when known, as
+        Prosody does, so a client can tell an old subject from a change. Subject
+        changes are room state, not archive lines: neither MAM nor the discussion
+        history holds them (XEP-0313 archives messages with content, as Prosody's
+        mod_muc_mam keeps only messages with a body; and XEP-0045 §8.1 makes a
+        message with a subject and no body a subject change, so a client paging
+        through MAM would set old subjects again). The join always ends with the
+        current one.
+        """
         message = Message()
         message["from"], message["to"] = self.room_jid(state.room, state.subject_by), to
         message["type"] = "groupchat"
         message["id"] = uuid.uuid4().hex
         subject = ET.SubElement(message.xml, "{jabber:client}subject")
         subject.text = state.subject or ""
+        if state.subject and state.subject_at is not None and not live:
+            add_delay(message, state.subject_at, self.room_bare_jid(state.room))
         return message
 
 
