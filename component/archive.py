@@ -16,6 +16,7 @@ is derived from the legacy id, so the replay carries the id the archive already 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -40,6 +41,13 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1_000
 """Lines per transaction; a longer burst is written in several."""
+GATHER = 0.1
+"""Seconds the writer lets lines pile up after the first before it writes them.
+
+An IRC burst arrives a line or a few at a time; writing each as it came made a
+transaction per line or two, and the transactions (not the rows) were most of what
+the archive cost the gateway. A reader (`flush`: history on join, MAM) does not wait
+for it."""
 MAX_QUEUED = 100_000
 """Lines waiting for a database that does not answer; beyond this new lines are dropped."""
 RETRY_DELAYS = (0.5, 2.0, 10.0)
@@ -154,6 +162,7 @@ class Archive:
     _accounts: dict[str, _Account] = field(default_factory=dict, init=False)
     _queue: list[Line] = field(default_factory=list, init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _hurry: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _dropping: bool = field(default=False, init=False)
@@ -212,12 +221,18 @@ class Archive:
         if not self._tasks:  # not started (a one-off command): write here
             await self._drain()
             return
+        if not self._idle.is_set():
+            self._hurry.set()
         await self._idle.wait()
 
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
+            if len(self._queue) < MAX_BATCH:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), GATHER)
             self._wake.clear()
+            self._hurry.clear()
             await self._drain()
 
     async def _drain(self) -> None:

@@ -286,3 +286,19 @@ async def test_a_line_filled_in_later_takes_its_place_in_time(archive):
     assert bodies(after.lines) == ["line 3", "line 4"] and after.complete
     before = await archive.page("a@x", ROOM, Filter(), PageRequest(2, before=live[2].stanza_id))
     assert bodies(before.lines) == ["line 2", "line 3"] and not before.complete
+
+
+async def test_lines_arriving_one_at_a_time_are_written_together(archive, engine):
+    """An IRC burst reaches the archive a line per read; the writer gathers them
+    instead of committing each (the transactions were most of the archive's cost)."""
+    await archive.stop()
+    archive = Archive(engine, "irc", max_days=0)
+    archive.start()
+    commits = []
+    event.listen(engine.sync_engine, "commit", lambda conn: commits.append(1))
+    for n in range(50):
+        archive.add(line("a@x", n))
+        await asyncio.sleep(0)  # the event loop turns between two lines, as live
+    assert len(await archive.latest("a@x", ROOM, 100)) == 50
+    assert len(commits) == 1
+    await archive.stop()
