@@ -171,7 +171,7 @@ class Archive:
     _has_more_ids: bool | None = field(default=None, init=False)
     """Whether `archive_legacy_ids` has rows (None: not looked yet)."""
     _local: Engine | None = field(default=None, init=False)
-    """Reads of an SQLite file, in the event loop's thread (see `_read`)."""
+    """An SQLite file, used in the event loop's thread (see `_read`, `_write`)."""
 
     def __post_init__(self) -> None:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -264,7 +264,19 @@ class Archive:
                 await asyncio.sleep(delay)
 
     async def _write(self, batch: Sequence[Line]) -> None:
+        """One transaction; on an SQLite file in this thread, like the reads (`_read`).
+
+        Handing each statement of a batch to aiosqlite's thread made the event loop
+        wait for the GIL at every hand-off: in an IRC burst that wait, not SQLite, was
+        what archiving cost. A batch of a thousand lines holds the loop for about ten
+        milliseconds; a database locked by another writer makes it fail after 50 ms
+        (`local_reader`) and it is retried later, off the loop.
+        """
         # Core on a connection: the ORM's unit of work is not needed for plain rows.
+        if self._local is not None:
+            with self._local.begin() as db:
+                self._write_rows(db, batch)
+            return
         async with self.engine.begin() as db:
             await db.run_sync(self._write_rows, batch)
 

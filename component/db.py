@@ -54,13 +54,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def local_reader(engine: AsyncEngine) -> Engine | None:
-    """A synchronous engine on the same SQLite file, for reads made in the calling
-    thread (component.archive); None for PostgreSQL (asyncpg needs no thread) and for
-    an in-memory SQLite, which another connection could not see."""
+    """A synchronous engine on the same SQLite file, for the archive's reads and
+    writes made in the calling thread (component.archive); None for PostgreSQL
+    (asyncpg needs no thread) and for an in-memory SQLite, which another connection
+    could not see."""
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
-    reader = create_sync_engine(url.set(drivername="sqlite"))
+    # A lock held by another writer fails fast instead of holding the event loop.
+    reader = create_sync_engine(url.set(drivername="sqlite"), connect_args={"timeout": 0.05})
     event.listen(reader, "connect", _sqlite_pragmas)
     return reader
 

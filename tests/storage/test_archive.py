@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
 
 from component.archive import Archive, Filter, Line, PageRequest, UnknownId, stanza_id_for
 
@@ -50,12 +50,24 @@ def bodies(lines) -> list[str]:
     return [item.body for item in lines]
 
 
-async def test_a_burst_is_one_transaction_and_keeps_every_field(archive, engine):
+@pytest.fixture
+def commits():
+    """Commits on any engine (the archive writes an SQLite file through its own)."""
+    seen: list[int] = []
+
+    def note(_conn):
+        seen.append(1)
+
+    event.listen(Engine, "commit", note)
+    yield seen
+    event.remove(Engine, "commit", note)
+
+
+async def test_a_burst_is_one_transaction_and_keeps_every_field(archive, engine, commits):
     await archive.stop()  # without its retention task, whose commit would be counted
     archive = Archive(engine, "irc", max_days=0)
     archive.start()
-    commits = []
-    event.listen(engine.sync_engine, "commit", lambda conn: commits.append(1))
+    commits.clear()
     own = line("a@x", 999, kind="action", origin_id="o-1", xmpp_id="x-1", legacy_id="msg-1")
     for item in [line("a@x", n) for n in range(200)] + [own]:
         archive.add(item)
@@ -288,14 +300,13 @@ async def test_a_line_filled_in_later_takes_its_place_in_time(archive):
     assert bodies(before.lines) == ["line 2", "line 3"] and not before.complete
 
 
-async def test_lines_arriving_one_at_a_time_are_written_together(archive, engine):
+async def test_lines_arriving_one_at_a_time_are_written_together(archive, engine, commits):
     """An IRC burst reaches the archive a line per read; the writer gathers them
     instead of committing each (the transactions were most of the archive's cost)."""
     await archive.stop()
     archive = Archive(engine, "irc", max_days=0)
     archive.start()
-    commits = []
-    event.listen(engine.sync_engine, "commit", lambda conn: commits.append(1))
+    commits.clear()
     for n in range(50):
         archive.add(line("a@x", n))
         await asyncio.sleep(0)  # the event loop turns between two lines, as live
