@@ -229,8 +229,11 @@ class Archive:
         while True:
             await self._wake.wait()
             if len(self._queue) < MAX_BATCH:
+                # In this task (not wait_for's own, which a shutdown ending stray
+                # tasks would cancel, killing the writer before its last flush).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._hurry.wait(), GATHER)
+                    async with asyncio.timeout(GATHER):
+                        await self._hurry.wait()
             self._wake.clear()
             self._hurry.clear()
             await self._drain()

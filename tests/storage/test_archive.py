@@ -313,3 +313,18 @@ async def test_lines_arriving_one_at_a_time_are_written_together(archive, engine
     assert len(await archive.latest("a@x", ROOM, 100)) == 50
     assert len(commits) == 1
     await archive.stop()
+
+
+async def test_the_writer_survives_a_shutdown_ending_stray_tasks(archive):
+    """App.stop cancels every task but the archive's before the last flush; the
+    writer gathering a burst must own no task of its own that this would cancel."""
+    archive.add(line("a@x", 1))
+    await asyncio.sleep(0)  # the writer is now gathering
+    keep = {asyncio.current_task(), *archive.tasks}
+    stray = [task for task in asyncio.all_tasks() if task not in keep]
+    for task in stray:
+        task.cancel()
+    await asyncio.gather(*stray, return_exceptions=True)
+    async with asyncio.timeout(10):
+        await archive.stop()
+    assert bodies(await archive.latest("a@x", ROOM, 10)) == ["line 1"]
