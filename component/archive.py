@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -59,6 +59,7 @@ PREFERENCE = ("archive", "settings")
 
 _NAMESPACE = uuid.UUID("2f1b8c1e-5d0a-4f4e-9a57-0f3c2d1e6b7a")
 _T = TypeVar("_T")
+_random = random.Random()
 
 
 def stanza_id_for(user: str, room: str, legacy_id: str | None) -> str:
@@ -78,12 +79,14 @@ def _time_ordered_uuid() -> str:
 
     The archive's unique index on stanza ids then grows at its end, like the table,
     instead of touching a random page of a large index for every line: that halved
-    the database's share of archiving a line.
+    the database's share of archiving a line. The 74 random bits come from `random`,
+    not the kernel: an archive id needs to be unique, not secret, and a system call
+    per room line showed in a burst's profile.
     """
-    raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10))
-    raw[6] = (raw[6] & 0x0F) | 0x70
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    return str(uuid.UUID(bytes=bytes(raw)))
+    value = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | 0x2 << 62
+    value |= _random.getrandbits(12) << 64 | _random.getrandbits(62)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @dataclass(frozen=True, slots=True)
