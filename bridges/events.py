@@ -158,6 +158,8 @@ class RoomJoined:
     """The user's own occupant, when the bridge knows more of it than the nick."""
     features: frozenset[GroupFeature] = frozenset()
     """What the room carries natively (`Session.group_features`) as of this join."""
+    subject_at: datetime | None = None
+    """When the subject was set, if the network says (IRC 333 RPL_TOPICWHOTIME)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +224,8 @@ class SubjectChanged:
     room: Address
     subject: str
     by: str | None = None
+    at: datetime | None = None
+    """When it was set (the network's time, when it says)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +279,10 @@ class Delivered:
     legacy_id: str | None = None
     sent: datetime | None = None
     origin: Origin | None = None
+    legacy_ids: tuple[str, ...] = ()
+    """Every legacy id the message got, in order, when it became several legacy
+    messages (a multi-line message on IRC: one PRIVMSG and msgid per line);
+    `legacy_id` is the first."""
 
 
 @dataclass(frozen=True, slots=True)

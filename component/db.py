@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, event, inspect, text
+from sqlalchemy import Connection, Engine, event, inspect, text
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import migrations
@@ -29,17 +30,43 @@ class SchemaOutdated(Exception):
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine; SQLite gets foreign keys enforced (off by default there)."""
+    """An async engine; SQLite gets foreign keys enforced (off by default there) and,
+    for a file, write-ahead logging (see `_sqlite_pragmas`)."""
     engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _foreign_keys_on(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Foreign keys on; WAL with `synchronous=NORMAL` for a file.
+
+    WAL lets readers run beside the archive's writer without waiting for its lock
+    (`local_reader` depends on it), and a commit costs no fsync: a power cut may lose
+    the last transactions, never the database's consistency (the archive's promise is
+    "at most the batch in flight" already).
+    """
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode")
+    if cursor.fetchone()[0] not in ("memory", "wal"):
+        cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def local_reader(engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine on the same SQLite file, for the archive's reads and
+    writes made in the calling thread (component.archive); None for PostgreSQL
+    (asyncpg needs no thread) and for an in-memory SQLite, which another connection
+    could not see."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    # A lock held by another writer fails fast instead of holding the event loop.
+    reader = create_sync_engine(url.set(drivername="sqlite"), connect_args={"timeout": 0.05})
+    event.listen(reader, "connect", _sqlite_pragmas)
+    return reader
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:

@@ -205,16 +205,17 @@ class ArchiveQueries:
 
     def _result(self, iq: Iq, query_id: str | None, room: Address, line: Line) -> Message:
         room_jid = self.groups.room_bare_jid(room)
-        message = Message()
-        message["from"], message["to"], message["id"] = room_jid, iq["from"], uuid.uuid4().hex
+        element = ET.Element(
+            "{jabber:client}message",
+            {"from": room_jid, "to": iq["from"].full, "id": uuid.uuid4().hex},
+        )
         attributes = {"id": line.stanza_id, **({"queryid": query_id} if query_id else {})}
-        result = ET.SubElement(message.xml, f"{{{MAM_NS}}}result", attributes)
+        result = ET.SubElement(element, f"{{{MAM_NS}}}result", attributes)
         forwarded = ET.SubElement(result, f"{{{FORWARD_NS}}}forwarded")
         add_delay(forwarded, line.sent, room_jid)
-        original = self.groups.line_stanza(room, "", line, delayed=False)
-        original.xml.attrib.pop("to", None)  # XEP-0313 §5.1.2: no 'to' on MUC results
-        forwarded.append(original.xml)
-        return message
+        # XEP-0313 §5.1.2: no 'to' on the forwarded message of a MUC archive.
+        forwarded.append(self.groups.line_element(room, line))
+        return Message(xml=element)
 
     def _form(self, iq: Iq) -> Iq:
         reply: Iq = iq.reply(clear=True)

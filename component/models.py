@@ -3,7 +3,9 @@
 Three tables serve every bridge: users, their accounts (one per user and bridge) and
 records, small JSON documents a bridge keys by (kind, key) so that a new network can
 persist what it needs without a migration of its own. The fourth, `archive`, holds the
-room messages of each account's legacy memberships (component.archive).
+room messages of each account's legacy memberships (component.archive); the fifth,
+`archive_legacy_ids`, the further legacy ids of a message that became several legacy
+messages (an XMPP message of three lines is three IRC PRIVMSGs, three msgids).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql import text
 
 
 def _now() -> datetime:
@@ -96,10 +100,28 @@ class ArchiveRow(Base):
 
     __tablename__ = "archive"
     __table_args__ = (
-        UniqueConstraint("account_id", "room", "legacy_id", name="uq_archive_legacy_id"),
-        UniqueConstraint("account_id", "room", "origin_id", name="uq_archive_origin_id"),
-        Index("ix_archive_page", "account_id", "room", "id"),
-        Index("ix_archive_room_sent", "account_id", "room", "sent"),  # MAM start/end
+        # Partial: most lines have no origin-id and, on servers without IRCv3 tags,
+        # no msgid; they cost these indexes nothing.
+        Index(
+            "uq_archive_legacy_id",
+            "account_id",
+            "room",
+            "legacy_id",
+            unique=True,
+            sqlite_where=text("legacy_id IS NOT NULL"),
+            postgresql_where=text("legacy_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_archive_origin_id",
+            "account_id",
+            "room",
+            "origin_id",
+            unique=True,
+            sqlite_where=text("origin_id IS NOT NULL"),
+            postgresql_where=text("origin_id IS NOT NULL"),
+        ),
+        # The archive's order (time, then arrival): MAM pages, start/end, history.
+        Index("ix_archive_order", "account_id", "room", "sent", "id"),
         Index("ix_archive_xmpp_id", "account_id", "room", "xmpp_id"),  # replies, reactions
     )
 
@@ -118,3 +140,26 @@ class ArchiveRow(Base):
     """The stanza id of the line this one answers (XEP-0461)."""
     replaces: Mapped[str | None] = mapped_column(String(255))
     """The id of the line this one corrects (XEP-0308), as the client named it."""
+
+
+class ArchiveLegacyIdRow(Base):
+    """A further legacy id of an archived message (its first is `ArchiveRow.legacy_id`).
+
+    Only messages that became several legacy messages have rows here, so the common
+    single-line message costs nothing; the row goes with its message (retention, the
+    user's switch, the account) by the foreign key.
+    """
+
+    __tablename__ = "archive_legacy_ids"
+
+    # legacy_id first: the writer looks ids up across accounts (one query per batch).
+    legacy_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    room: Mapped[str] = mapped_column(String(512), primary_key=True)
+    stanza_id: Mapped[str] = mapped_column(
+        ForeignKey("archive.stanza_id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(SmallInteger)
+    """Which legacy message of the message this is: 1 for the second, and so on."""

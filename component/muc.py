@@ -160,6 +160,7 @@ class RoomState:
     occupants: dict[str, events.Occupant] = field(default_factory=dict)
     subject: str | None = None
     subject_by: str | None = None
+    subject_at: datetime | None = None
     resources: dict[str, str] = field(default_factory=dict)
     """Joined full JIDs → the nick each asked for (to flag 210 when it differs)."""
     pending: dict[str, str] = field(default_factory=dict)
@@ -452,7 +453,10 @@ class GroupChats:
         if sending is None:
             return
         line = replace(
-            sending.line, sent=event.sent or datetime.now(UTC), legacy_id=event.legacy_id
+            sending.line,
+            sent=event.sent or datetime.now(UTC),
+            legacy_id=event.legacy_id,
+            more_legacy_ids=event.legacy_ids[1:],
         )
         state = self.rooms.get((user, event.to))
         if state is not None:
@@ -616,8 +620,9 @@ class GroupChats:
                 self._on_nick_conflict(state, event)
             case events.SubjectChanged():
                 state.subject, state.subject_by = event.subject, event.by
+                state.subject_at = event.at
                 for resource in state.resources:
-                    self._send(self._subject(state, resource))
+                    self._send(self._subject(state, resource, live=True))
             case events.Reaction():
                 await self._on_reaction(state, event)
             case events.Typing():
@@ -628,8 +633,9 @@ class GroupChats:
         return True
 
     def _bodiless(self, state: RoomState, nick: str, to: str, msg_id: str = "") -> Message:
-        shown = self._groupchat(state.room, nick, to, "", msg_id or uuid.uuid4().hex)
-        del shown["body"]
+        shown = Message()
+        shown["from"], shown["to"], shown["type"] = self.room_jid(state.room, nick), to, "groupchat"
+        shown["id"] = msg_id or uuid.uuid4().hex
         return shown
 
     async def _on_reaction(self, state: RoomState, event: events.Reaction) -> None:
@@ -747,6 +753,7 @@ class GroupChats:
         if event.own is not None:
             state.occupants[event.nick] = event.own
         state.subject, state.subject_by = event.subject, event.subject_by
+        state.subject_at = event.subject_at
         waiting, state.pending = state.pending, {}
         for resource, requested in waiting.items():
             state.resources[resource] = requested
@@ -934,30 +941,60 @@ class GroupChats:
     def line_stanza(
         self, room: Address, to: str, line: Line, *, delayed: bool, occupant_id: str | None = None
     ) -> Message:
-        """An archived (or about to be) line as the groupchat message `to` receives;
-        `occupant_id` is the sender's identity for XEP-0421 (live lines only: the
-        archive does not keep it)."""
-        message = self._groupchat(
-            room, line.nick, to, line.body, line.message_id, line.sent if delayed else None
+        """An archived (or about to be) line as the groupchat message `to` receives."""
+        element = self.line_element(room, line, occupant_id)
+        element.set("to", to)
+        if delayed:
+            add_delay(element, line.sent, self.room_bare_jid(room))
+        return Message(xml=element)
+
+    def line_element(self, room: Address, line: Line, occupant_id: str | None = None) -> ET.Element:
+        """A line as a bare `<message/>` element (no `to`, no delay): what MAM
+        forwards, and what `line_stanza` addresses. `occupant_id` is the sender's
+        identity for XEP-0421 (live lines only: the archive does not keep it).
+
+        Built as plain XML: going through slixmpp's stanza interfaces for each field
+        cost more than the database did for a MAM page of 50.
+        """
+        element = ET.Element(
+            "{jabber:client}message",
+            {
+                "from": self._occupant_jid(room, line.nick),
+                "type": "groupchat",
+                "id": line.message_id,
+            },
         )
+        if line.kind != RETRACTED:
+            ET.SubElement(element, "{jabber:client}body").text = line.body
         if occupant_id is not None:
-            self._add_occupant_id(message, room, occupant_id)
+            attributes = {"id": self.occupant_id(room, occupant_id)}
+            ET.SubElement(element, f"{{{OCCUPANT_ID_NS}}}occupant-id", attributes)
         if line.kind == RETRACTED:
-            del message["body"]
-            references.add_tombstone(message, line.sent)
+            references.add_tombstone(element, line.sent)
         if line.reply_to:
-            references.add_reply(message, line.reply_to)
+            references.add_reply(element, line.reply_to)
         if line.replaces:
-            references.add_replace(message, line.replaces)
+            references.add_replace(element, line.replaces)
         if self._stamped(line):
             ET.SubElement(
-                message.xml,
+                element,
                 f"{{{SID_NS}}}stanza-id",
                 {"id": line.stanza_id, "by": self.room_bare_jid(room)},
             )
         if line.origin_id:
-            ET.SubElement(message.xml, f"{{{SID_NS}}}origin-id", {"id": line.origin_id})
-        return message
+            ET.SubElement(element, f"{{{SID_NS}}}origin-id", {"id": line.origin_id})
+        return element
+
+    def _occupant_jid(self, room: Address, nick: str | None) -> str:
+        """`room_jid(room, nick)` as text, remembered: a JID is checked (stringprep)
+        once per occupant, not once per line."""
+        key = (room, nick)
+        known = self._occupant_jids.get(key)
+        if known is None:
+            if len(self._occupant_jids) > ROOM_JIDS_KEPT:
+                self._occupant_jids.clear()
+            known = self._occupant_jids[key] = str(self.room_jid(room, nick))
+        return known
 
     def _own_occupant(self, state: RoomState) -> events.Occupant:
         return state.occupants.get(state.nick) or events.Occupant(state.nick)
@@ -1034,23 +1071,6 @@ class GroupChats:
         presence["error"]["text"] = text
         return presence
 
-    def _groupchat(
-        self,
-        room: Address,
-        nick: str | None,
-        to: str,
-        body: str,
-        msg_id: str,
-        sent: datetime | None = None,
-    ) -> Message:
-        """A room message; `sent` (when it waited: history, replay) adds an XEP-0203 delay."""
-        message = Message()
-        message["from"], message["to"] = self.room_jid(room, nick), to
-        message["type"], message["body"], message["id"] = "groupchat", body, msg_id
-        if sent is not None:
-            add_delay(message, sent, str(self.room_jid(room)))
-        return message
-
     def _status_message(self, state: RoomState, to: str, code: str) -> Message:
         message = Message()
         message["from"], message["to"], message["type"] = self.room_jid(state.room), to, "groupchat"
@@ -1059,14 +1079,26 @@ class GroupChats:
         ET.SubElement(x, f"{{{MUC_USER_NS}}}status", {"code": code})
         return message
 
-    def _subject(self, state: RoomState, to: str) -> Message:
-        """The subject message ends a join (XEP-0045 §7.2.15); empty when there is none."""
+    def _subject(self, state: RoomState, to: str, *, live: bool = False) -> Message:
+        """The subject message ends a join (XEP-0045 §7.2.15); empty when there is none.
+
+        On a join it carries a delay with when the subject was set, when known, as
+        Prosody does, so a client can tell an old subject from a change. Subject
+        changes are room state, not archive lines: neither MAM nor the discussion
+        history holds them (XEP-0313 archives messages with content, as Prosody's
+        mod_muc_mam keeps only messages with a body; and XEP-0045 §8.1 makes a
+        message with a subject and no body a subject change, so a client paging
+        through MAM would set old subjects again). The join always ends with the
+        current one.
+        """
         message = Message()
         message["from"], message["to"] = self.room_jid(state.room, state.subject_by), to
         message["type"] = "groupchat"
         message["id"] = uuid.uuid4().hex
         subject = ET.SubElement(message.xml, "{jabber:client}subject")
         subject.text = state.subject or ""
+        if state.subject and state.subject_at is not None and not live:
+            add_delay(message, state.subject_at, self.room_bare_jid(state.room))
         return message
 
 

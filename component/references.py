@@ -114,13 +114,13 @@ def without_fallback(message: Message, body: str, purpose: str) -> str:
     return text.strip() or body
 
 
-def add_reply(message: Message, target_id: str, to: str | None = None) -> None:
+def add_reply(message: ET.Element, target_id: str, to: str | None = None) -> None:
     attributes = {"id": target_id, **({"to": to} if to else {})}
-    ET.SubElement(message.xml, f"{{{REPLY_NS}}}reply", attributes)
+    ET.SubElement(message, f"{{{REPLY_NS}}}reply", attributes)
 
 
-def add_replace(message: Message, target_id: str) -> None:
-    ET.SubElement(message.xml, f"{{{CORRECT_NS}}}replace", {"id": target_id})
+def add_replace(message: ET.Element, target_id: str) -> None:
+    ET.SubElement(message, f"{{{CORRECT_NS}}}replace", {"id": target_id})
 
 
 def add_reactions(message: Message, target_id: str, emojis: list[str]) -> None:
@@ -150,9 +150,9 @@ def add_retraction(
     add_hint(message, "store")
 
 
-def add_tombstone(message: Message, when: datetime) -> None:
+def add_tombstone(message: ET.Element, when: datetime) -> None:
     """XEP-0424 §5: what the archive shows in place of a retracted message."""
-    ET.SubElement(message.xml, f"{{{RETRACT_NS}}}retracted", {"stamp": stamp(when)})
+    ET.SubElement(message, f"{{{RETRACT_NS}}}retracted", {"stamp": stamp(when)})
 
 
 def add_chat_state(message: Message, state: events.ChatState) -> None:

@@ -21,6 +21,7 @@ from bridges.base import (
     Sink,
 )
 from bridges.irc.address import format_localpart, make_address, parse_localpart, split_address
+from bridges.irc.connection import ConnectPacing
 from bridges.irc.identd import Identd
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import is_valid_nick, nick_from_jid
@@ -57,6 +58,8 @@ class IrcBridge(Bridge):
         self.sessions: dict[str, IrcSession] = {}
         """Live sessions by user, so settings saved by a command reach them."""
         self.identd: Identd | None = None
+        self.pacing = ConnectPacing(options.connect_rate, options.connect_burst)
+        """New connections per IRC server, across all users (start-up, reconnects)."""
         self._identd_lock = asyncio.Lock()
 
     async def start_identd(self) -> None:
@@ -122,6 +125,7 @@ class IrcBridge(Bridge):
             store,
             on_stop=self._session_stopped,
             before_start=self.start_identd,
+            pacing=self.pacing,
         )
         self.sessions[account.user] = session
         return session

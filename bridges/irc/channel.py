@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from bridges import events
 from bridges.address import Address
@@ -158,6 +159,7 @@ class Channel:
     """Members collected from 353 lines until 366."""
     topic: str | None = None
     topic_by: str | None = None
+    topic_at: datetime | None = None
     last: Anchor = field(default_factory=Anchor)
     """The last line seen here (msgid, server-time): where a history fetch starts."""
     fetch: Fetch | None = None

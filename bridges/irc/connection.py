@@ -80,13 +80,14 @@ class ConnectParams:
     webirc: WebIrc | None = None
 
 
-Written = Callable[[Line | None], Awaitable[None]]
+Written = Callable[[list[Line]], Awaitable[None]]
 Failed = Callable[[str], Awaitable[None]]
 
 
 class Ticket:
     """One user message, as the lines it became: `written` runs once the last is out
-    (given the server's echo of it, with echo-message).
+    (given the server's echoes of all its lines, with echo-message: each line has a
+    msgid of its own, and every one of them names the message).
 
     So that what the user's client shows as sent (a MUC reflection, a receipt) means
     "on the IRC server", not "in our queue": lines still queued when the connection
@@ -99,6 +100,7 @@ class Ticket:
         self.left = lines
         self.written = written
         self.failed = failed
+        self.echoes: list[Line] = []
 
     @property
     def partly_sent(self) -> bool:
@@ -130,6 +132,29 @@ class TokenBucket:
             self.tokens = 1.0
             self.stamp = time.monotonic()
         self.tokens -= 1
+
+
+class ConnectPacing:
+    """New connections to each IRC server: `burst` at once, then `rate` per second.
+
+    Shared by every session of the bridge, so a gateway start with a thousand users
+    holding persistent channels (or their reconnects after a server restart) does not
+    open a thousand connections to one server in the same second, which servers meet
+    with throttles and bans (InspIRCd's connflood and connectban, ngIRCd's
+    MaxConnectionsIP). Waiters go in turn, never dropped.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[asyncio.Lock, TokenBucket]] = {}
+
+    async def wait(self, server: str) -> None:
+        """Return when a new connection to `server` may be opened."""
+        lock, bucket = self._buckets.setdefault(
+            server.lower(), (asyncio.Lock(), TokenBucket(self.rate, self.burst))
+        )
+        async with lock:
+            await bucket.take()
 
 
 class IrcConnection:
@@ -511,9 +536,11 @@ class IrcConnection:
 
     async def _written(self, ticket: Ticket, echo: Line | None) -> None:
         ticket.left -= 1
+        if echo is not None:
+            ticket.echoes.append(echo)
         if ticket.left == 0:
             try:
-                await ticket.written(echo)
+                await ticket.written(ticket.echoes)
             except Exception:
                 self.log.exception("failed to report a written message")
 

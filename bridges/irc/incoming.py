@@ -118,6 +118,7 @@ class IncomingLines:
             ch.occupants(self.nick),
             ch.topic,
             ch.topic_by,
+            subject_at=ch.topic_at,
             own=own.occupant if own is not None else None,
             features=self.group_features(),
         )
@@ -383,18 +384,20 @@ class IncomingLines:
         ch = self.channels.get(casefold(line.param(1)))
         if ch is not None:
             ch.topic_by = line.param(2).split("!", 1)[0]
+            ch.topic_at = _unix_time(line.param(3))
 
     async def _irc_331(self, line: Line) -> None:
         ch = self.channels.get(casefold(line.param(1)))
         if ch is not None:
-            ch.topic = ch.topic_by = None
+            ch.topic = ch.topic_by = ch.topic_at = None
 
     async def _irc_topic(self, line: Line) -> None:
         ch = self.channels.get(casefold(line.param(0)))
         if ch is None or not ch.joined:
             return
         ch.topic, ch.topic_by = strip_formatting(line.param(-1)), line.nick
-        await self.deliver(events.SubjectChanged(ch.address, ch.topic, line.nick))
+        ch.topic_at = parse_timestamp(line.tags.get("time")) or datetime.now(UTC)
+        await self.deliver(events.SubjectChanged(ch.address, ch.topic, line.nick, ch.topic_at))
 
     async def _irc_part(self, line: Line) -> None:
         ch = self.channels.get(casefold(line.param(0)))
@@ -642,3 +645,11 @@ def _replayed(line: Line) -> datetime | None:
     """When a replayed line was sent (IRCv3 server-time); None for a live one."""
     sent = parse_timestamp(line.tags.get("time"))
     return sent if sent is not None and datetime.now(UTC) - sent > REPLAYED_AFTER else None
+
+
+def _unix_time(text: str) -> datetime | None:
+    """Seconds since the epoch (RPL_TOPICWHOTIME's setat); None for anything else."""
+    try:
+        return datetime.fromtimestamp(int(text), UTC) if text.isdigit() else None
+    except (OverflowError, ValueError, OSError):  # a hostile server's 10**30
+        return None

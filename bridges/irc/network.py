@@ -26,6 +26,7 @@ from bridges.irc.address import make_address
 from bridges.irc.channel import Channel, ServerModes
 from bridges.irc.chathistory import MAX_PAGES, NEEDED_CAPS, Anchor, Fetch, request
 from bridges.irc.connection import (
+    ConnectPacing,
     ConnectParams,
     IrcConnection,
     Outgoing,
@@ -66,8 +67,11 @@ class Network(IncomingLines):
         deliver: Deliver,
         store: AccountStore,
         log: logging.Logger,
+        *,
+        pacing: ConnectPacing | None = None,
     ) -> None:
         self.server = server
+        self.pacing = pacing or ConnectPacing(options.connect_rate, options.connect_burst)
         self.options = options
         self.account = account
         self.deliver = deliver
@@ -276,6 +280,9 @@ class Network(IncomingLines):
         return self._reconnecting is not None and not self._reconnecting.done()
 
     async def _connect_unattended(self) -> None:
+        await self.pacing.wait(self.server)  # a thousand users start at once
+        if self.connected:
+            return  # the user joined meanwhile and connected themselves
         try:
             await self.ensure_connected()
         except BridgeError as exc:
@@ -332,6 +339,7 @@ class Network(IncomingLines):
         while not self._stopping:
             attempt += 1
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            await self.pacing.wait(self.server)  # everyone reconnects after a restart
             try:
                 async with self._connect_lock:
                     conn = await self._open(nick)
@@ -642,14 +650,17 @@ class Network(IncomingLines):
         DeliveryFailed if the gateway stops first (`_fail_held`)."""
         to = make_address(target, self.server)
 
-        async def written(echo: Line | None) -> None:
-            tags = echo.tags if echo is not None else {}
+        async def written(echoes: list[Line]) -> None:
+            # The first line's msgid and time name the message; every line's msgid
+            # is kept, since a reply or reaction on IRC may point at any of them.
+            ids = tuple(msgid for echo in echoes if (msgid := echo.tags.get("msgid")))
             await self.deliver(
                 events.Delivered(
                     to,
                     xmpp_id,
-                    legacy_id=tags.get("msgid") or None,
-                    sent=parse_timestamp(tags.get("time")),
+                    legacy_id=ids[0] if ids else None,
+                    sent=parse_timestamp(echoes[0].tags.get("time")) if echoes else None,
+                    legacy_ids=ids,
                 )
             )
 

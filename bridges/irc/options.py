@@ -87,6 +87,12 @@ class IrcOptions(BridgeOptions):
     connect_timeout: float = Field(20.0, gt=0)
     join_timeout: float = Field(30.0, gt=0)
     """Seconds to wait for a JOIN to be answered before telling the user it failed."""
+    connect_rate: float = Field(10.0, gt=0)
+    """New connections per second to one IRC server when nobody waits for them: at
+    gateway start (persistent channels) and on reconnects. A user's own join is not
+    held back."""
+    connect_burst: int = Field(10, ge=1)
+    """Connections to one server that may open at once before `connect_rate` applies."""
     reconnect_initial_delay: float = Field(2.0, gt=0)
     reconnect_max_delay: float = Field(300.0, gt=0)
     reconnect_max_attempts: int = Field(0, ge=0)

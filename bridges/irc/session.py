@@ -15,6 +15,7 @@ from bridges.address import Address, AddressKind
 from bridges.base import Account, AccountStore, Bridge, BridgeError, Session, Sink
 from bridges.events import GroupFeature
 from bridges.irc.address import IrcTarget, split_address
+from bridges.irc.connection import ConnectPacing
 from bridges.irc.network import Network
 from bridges.irc.options import IrcOptions
 from bridges.irc.protocol import casefold, is_valid_nick
@@ -49,12 +50,15 @@ class IrcSession(Session):
         store: AccountStore,
         on_stop: Callable[[IrcSession], None] | None = None,
         before_start: Callable[[], Awaitable[None]] | None = None,
+        pacing: ConnectPacing | None = None,
     ) -> None:
         super().__init__(bridge, account, sink, store)
         self._on_stop = on_stop
         self._before_start = before_start
         assert isinstance(bridge.options, IrcOptions)
         self.options: IrcOptions = bridge.options
+        self.pacing = pacing or ConnectPacing(self.options.connect_rate, self.options.connect_burst)
+        """Shared by the bridge's sessions (IrcBridge.pacing)."""
         self.networks: dict[str, Network] = {}
         self._stopped = False
         self.away = ""
@@ -66,7 +70,13 @@ class IrcSession(Session):
             if self._stopped:
                 raise BridgeError("the session has stopped", "service-unavailable")
             network = Network(
-                server, self.options, self.account, self._deliver, self.store, self.log
+                server,
+                self.options,
+                self.account,
+                self._deliver,
+                self.store,
+                self.log,
+                pacing=self.pacing,
             )
             network.away = self.away
             self.networks[server] = network

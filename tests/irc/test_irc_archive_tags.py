@@ -43,3 +43,41 @@ async def test_channel_lines_carry_msgid_server_time_and_kind():
         assert said[0].sent == datetime(2026, 12, 1, 10, 0, 0, 250000, tzinfo=UTC)
         assert said[1].sent is None
         await harness.close()
+
+
+async def test_the_topic_comes_with_who_set_it_and_when():
+    def script(line: str) -> list[str]:
+        replies = {
+            "CAP LS 302": [f":srv CAP * LS :{CAPS}"],
+            f"CAP REQ :{CAPS}": [f":srv CAP * ACK :{CAPS}"],
+            "CAP END": WELCOME,
+            "JOIN :#room": [
+                ":alice!a@h JOIN #room",
+                ":srv 332 alice #room :the topic",
+                ":srv 333 alice #room op!o@h 1764576000",
+                ":srv 353 alice = #room :alice op",
+                ":srv 366 alice #room :End of NAMES",
+                "@time=2026-12-01T10:00:00.000Z :op!o@h TOPIC #room :new topic",
+            ],
+            "JOIN :#other": [
+                ":alice!a@h JOIN #other",
+                ":srv 332 alice #other :hostile",
+                ":srv 333 alice #other op!o@h 99999999999999999999999",
+                ":srv 366 alice #other :End of NAMES",
+            ],
+        }
+        return replies.get(line, [])
+
+    async with ScriptedIrcd(script) as server:
+        harness = Harness(server)
+        session, sink = await harness.session("alice")
+        await session.join(harness.room("#room"), "alice")
+        joined = await sink.wait_event(events.RoomJoined)
+        assert (joined.subject, joined.subject_by) == ("the topic", "op")
+        assert joined.subject_at == datetime(2025, 12, 1, 8, 0, tzinfo=UTC)
+        changed = await sink.wait_event(events.SubjectChanged)
+        assert changed.at == datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+        await session.join(harness.room("#other"), "alice")
+        other = await sink.wait_event(events.RoomJoined, room=harness.room("#other"))
+        assert other.subject == "hostile" and other.subject_at is None
+        await harness.close()

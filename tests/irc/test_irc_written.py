@@ -145,6 +145,10 @@ async def test_with_echo_message_delivered_on_the_labelled_echo(inspircd: Harnes
 
     delivered = await sink.wait_event(events.Delivered, to=room, xmpp_id="paste")
     assert delivered.legacy_id is not None and re.fullmatch(r"\w+~\d+~\d+", delivered.legacy_id)
+    # Each line got a msgid of its own; the message keeps them all, the first first.
+    first, second = delivered.legacy_ids
+    assert first == delivered.legacy_id and second != first
+    assert re.fullmatch(r"\w+~\d+~\d+", second)
     assert delivered.sent is not None and delivered.sent.tzinfo is not None
     await bob.wait_until(lambda: bob.texts("pubmsg", "alice") == ["one", "two"])
     assert delivered_ids(sink, room) == ["paste"]

@@ -7,6 +7,7 @@ the way a client reads them (muc#user items and status codes).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -644,3 +645,56 @@ async def test_a_retraction_while_nobody_is_in_leaves_a_tombstone(archived, sent
     tombstone = history[0].xml.find("{urn:xmpp:message-retract:1}retracted")
     assert tombstone is not None and not history[0]["body"]
     assert history[1]["body"] == "kept"
+
+
+async def test_a_multi_line_message_is_found_by_the_msgid_of_each_line(
+    archived, sent, room, archive
+):
+    session = FakeSession()
+    await join(archived, session, room)
+    await archived.on_event(USER, joined_event(room))
+    message = Message()
+    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
+    message["body"], message["id"] = "one\ntwo\nthree", "client-1"
+    await archived.on_groupchat(message, session, room)
+
+    ids = ("1~1~1", "1~1~2", "1~1~3")  # one PRIVMSG, one echo, one msgid per line
+    await archived.on_event(
+        USER, events.Delivered(room, session.calls[-1][3], legacy_id=ids[0], legacy_ids=ids)
+    )
+
+    [stored] = await archive.latest(USER, room.legacy_id, 5)
+    for legacy_id in ids:
+        found = await archive.find_by_legacy_id(USER, room.legacy_id, legacy_id)
+        assert found is not None and found.stanza_id == stored.stanza_id, legacy_id
+
+
+async def test_the_subject_ends_the_join_stamped_with_when_it_was_set_and_is_not_archived(
+    archived, sent, room, archive
+):
+    """XEP-0045 §7.2.15: history, then the subject; the subject carries a delay with
+    the time it was set (as Prosody's does). Subject changes are room state, not
+    archive lines: MAM and the history never replay them."""
+    session = FakeSession()
+    set_at = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+    await archived.on_event(USER, events.Message(room, "earlier", nick="bob"))
+    await join(archived, session, room)
+    await archived.on_event(USER, replace(joined_event(room), subject_at=set_at))
+    messages = [s for s in sent if s.name == "message"]
+    assert [s["body"] or s["subject"] for s in messages] == ["earlier", "the topic"]
+    delay = messages[-1].xml.find("{urn:xmpp:delay}delay")
+    assert delay is not None and delay.get("stamp") == "2026-11-30T08:00:00Z"
+    assert delay.get("from") == ROOM_JID
+    sent.clear()
+
+    changed_at = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    await archived.on_event(USER, events.SubjectChanged(room, "news", "op", changed_at))
+    [live] = sent
+    assert live["subject"] == "news" and live.xml.find("{urn:xmpp:delay}delay") is None
+    assert [line.body for line in await archive.latest(USER, room.legacy_id, 10)] == ["earlier"]
+    sent.clear()
+
+    await join(archived, session, room, frm=LAPTOP)  # a second resource: from memory
+    subject = [s for s in sent if s.name == "message"][-1]
+    assert subject["subject"] == "news"
+    assert subject.xml.find("{urn:xmpp:delay}delay").get("stamp") == "2026-12-01T09:00:00Z"

@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
 
 from component.archive import Archive, Filter, Line, PageRequest, UnknownId, stanza_id_for
 
@@ -50,13 +50,25 @@ def bodies(lines) -> list[str]:
     return [item.body for item in lines]
 
 
-async def test_a_burst_is_one_transaction_and_keeps_every_field(archive, engine):
+@pytest.fixture
+def commits():
+    """Commits on any engine (the archive writes an SQLite file through its own)."""
+    seen: list[int] = []
+
+    def note(_conn):
+        seen.append(1)
+
+    event.listen(Engine, "commit", note)
+    yield seen
+    event.remove(Engine, "commit", note)
+
+
+async def test_a_burst_is_one_transaction_and_keeps_every_field(archive, engine, commits):
     await archive.stop()  # without its retention task, whose commit would be counted
     archive = Archive(engine, "irc", max_days=0)
     archive.start()
-    commits = []
-    event.listen(engine.sync_engine, "commit", lambda conn: commits.append(1))
-    own = line("a@x", 99, kind="action", origin_id="o-1", xmpp_id="x-1", legacy_id="msg-1")
+    commits.clear()
+    own = line("a@x", 999, kind="action", origin_id="o-1", xmpp_id="x-1", legacy_id="msg-1")
     for item in [line("a@x", n) for n in range(200)] + [own]:
         archive.add(item)
     await archive.flush()
@@ -209,3 +221,110 @@ async def test_restart_keeps_the_archive(archive, engine):
     again.start()
     assert await again.latest("a@x", ROOM, 10) == lines
     await again.stop()
+
+
+def multi_line(user: str = "a@x") -> Line:
+    """An own message of three lines: three PRIVMSGs, three msgids (issue 10)."""
+    return line(
+        user,
+        7,
+        legacy_id="m1",
+        more_legacy_ids=("m2", "m3"),
+        stanza_id=stanza_id_for(user, ROOM, "origin-id o-7"),
+        origin_id="o-7",
+    )
+
+
+async def count(engine, table: str) -> int:
+    async with engine.connect() as db:
+        return (await db.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+
+
+async def test_every_legacy_id_of_a_multi_line_message_finds_it(archive):
+    own = multi_line()
+    archive.add(own)
+    archive.add(line("b@x", 7, legacy_id="m2"))  # someone else's archive, same msgid
+    for legacy_id in ("m1", "m2", "m3"):
+        found = await archive.find_by_legacy_id("a@x", ROOM, legacy_id)
+        assert found == own, legacy_id
+    assert await archive.find_by_legacy_id("a@x", ROOM, "m4") is None
+    assert await archive.find_by_legacy_id("a@x", "#other%irc.x.org", "m2") is None
+    assert (await archive.find_by_legacy_id("b@x", ROOM, "m2")).body == "line 7"
+    assert await archive.find_by_legacy_id("nobody@x", ROOM, "m1") is None
+
+
+async def test_a_replayed_line_of_a_multi_line_message_is_not_stored_again(archive, engine):
+    archive.add(multi_line())
+    await archive.flush()
+    # Chat history after a reconnect brings each line back on its own, under its msgid.
+    for n, legacy_id in enumerate(("m1", "m2", "m3")):
+        archive.add(
+            line(
+                "a@x",
+                7,
+                body=f"piece {n}",
+                legacy_id=legacy_id,
+                stanza_id=stanza_id_for("a@x", ROOM, legacy_id),
+            )
+        )
+    archive.add(line("a@x", 8, legacy_id="m9"))  # a new line in the same batch is kept
+    await archive.flush()
+    assert bodies(await archive.latest("a@x", ROOM, 10)) == ["line 7", "line 8"]
+
+
+async def test_the_further_ids_go_with_their_message(archive, engine):
+    archive.add(multi_line())
+    await archive.flush()
+    assert await count(engine, "archive_legacy_ids") == 2
+    assert await archive.expire(T0 + timedelta(days=31)) == 1
+    assert await count(engine, "archive_legacy_ids") == 0
+    assert await archive.find_by_legacy_id("a@x", ROOM, "m2") is None
+
+
+async def test_a_line_filled_in_later_takes_its_place_in_time(archive):
+    """Chat history fetched after a reconnect is stored after the live lines received
+    meanwhile; history and MAM show it where it was said, and paging past it works."""
+    live = [line("a@x", n) for n in (0, 1, 4)]
+    for item in live:
+        archive.add(item)
+    await archive.flush()
+    filled = [line("a@x", n, legacy_id=f"h{n}") for n in (2, 3)]
+    for item in filled:
+        archive.add(item)
+    want = ["line 0", "line 1", "line 2", "line 3", "line 4"]
+    assert bodies(await archive.latest("a@x", ROOM, 10)) == want
+    assert bodies((await archive.page("a@x", ROOM, Filter(), PageRequest(10))).lines) == want
+    after = await archive.page("a@x", ROOM, Filter(), PageRequest(2, after=filled[0].stanza_id))
+    assert bodies(after.lines) == ["line 3", "line 4"] and after.complete
+    before = await archive.page("a@x", ROOM, Filter(), PageRequest(2, before=live[2].stanza_id))
+    assert bodies(before.lines) == ["line 2", "line 3"] and not before.complete
+
+
+async def test_lines_arriving_one_at_a_time_are_written_together(archive, engine, commits):
+    """An IRC burst reaches the archive a line per read; the writer gathers them
+    instead of committing each (the transactions were most of the archive's cost)."""
+    await archive.stop()
+    archive = Archive(engine, "irc", max_days=0)
+    archive.start()
+    commits.clear()
+    for n in range(50):
+        archive.add(line("a@x", n))
+        await asyncio.sleep(0)  # the event loop turns between two lines, as live
+    assert len(await archive.latest("a@x", ROOM, 100)) == 50
+    assert len(commits) == 1
+    await archive.stop()
+
+
+async def test_the_writer_survives_a_shutdown_ending_stray_tasks(archive):
+    """App.stop cancels every task but the archive's before the last flush; the
+    writer gathering a burst must own no task of its own that this would cancel."""
+    archive.add(line("a@x", 1))
+    await asyncio.sleep(0)  # the writer is now gathering
+    keep = {asyncio.current_task(), *archive.tasks}
+    stray = [task for task in asyncio.all_tasks() if task not in keep]
+    for task in stray:
+        task.cancel()
+    await asyncio.gather(*stray, return_exceptions=True)
+    async with asyncio.timeout(10):
+        await archive.stop()
+    assert bodies(await archive.latest("a@x", ROOM, 10)) == ["line 1"]
