@@ -111,8 +111,65 @@ class AccountData:
     secrets: Mapping[str, str] = field(default_factory=dict)
 
 
+class FileError(Exception):
+    """A file could not be stored or fetched; `text` says why, in words for the user.
+
+    `too_large` when the size is what the service refused (its limit, if it said, is
+    `limit`); `temporary` when trying again later may work (the service is down).
+    """
+
+    def __init__(
+        self, text: str, *, too_large: bool = False, limit: int | None = None,
+        temporary: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__(text)
+        self.text = text
+        self.too_large = too_large
+        self.limit = limit
+        self.temporary = temporary
+
+
+@dataclass(frozen=True)
+class DownloadedFile:
+    """A file fetched from a URL the user sent, stored at `path` (the caller deletes it)."""
+
+    path: Path
+    name: str
+    content_type: str
+    size: int
+
+
+class FileTransfer(Protocol):
+    """Files between the legacy network and the user's XMPP server (XEP-0363 uploads).
+
+    The component implements it; a bridge only sees files on disk and URLs, never
+    stanzas or HTTP.
+    """
+
+    async def upload_limit(self) -> int | None:
+        """The largest file the upload service takes, in bytes (None: it names none)."""
+        ...
+
+    async def upload(self, path: Path, name: str, content_type: str) -> str:
+        """Store the file at `path` under `name`; return the URL anyone may GET it from.
+
+        Raises FileError.
+        """
+        ...
+
+    async def download(self, url: str, directory: Path, max_bytes: int) -> DownloadedFile:
+        """Fetch `url` into a new file in `directory`, if it is on a host the operator
+        allows and at most `max_bytes` long; raises FileError otherwise."""
+        ...
+
+
 class Sink(Protocol):
     """The component side of a session: the only way legacy events reach XMPP."""
+
+    @property
+    def files(self) -> FileTransfer | None:
+        """The user's server's file upload service, None when there is none."""
+        ...
 
     async def deliver(self, event: events.Event, *, state: Mapping[str, Any] | None = None) -> None:
         """Turn `event` into stanzas for the user; then persist `state` if given.
@@ -215,6 +272,12 @@ class Session(ABC):
         Called once the session has started, and on every change after that. The
         default ignores it; IRC marks the user AWAY.
         """
+        return None
+
+    async def mark_displayed(self, contact: Address, message_id: str) -> None:
+        """The user's client says it showed the message `message_id` from `contact`
+        (an XEP-0333 `displayed` marker on a message sent `markable`). The default
+        ignores it; mail marks that mail read on the server."""
         return None
 
     async def join(self, room: Address, nick: str, password: str | None = None) -> None:

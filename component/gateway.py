@@ -27,11 +27,13 @@ from bridges.xml_text import xml_safe
 from component import metrics
 from component.archive import Archive
 from component.commands import AdHocCommands
+from component.config import FileSettings
 from component.disco import Disco
 from component.errors import registration_text, stanza_error
+from component.files import HttpFiles
 from component.lanes import Handler, Lanes
 from component.nick_resources import to_nick
-from component.outbound import RECEIPTS_NS, Outbound
+from component.outbound import MARKERS_NS, RECEIPTS_NS, Outbound
 from component.ratelimit import RateLimit
 from component.registration import Registration
 from component.sessions import ResourcePresence, SessionManager, UserSink
@@ -110,6 +112,7 @@ class Gateway(ComponentXMPP):
         archive: Archive | None = None,
         history_stanzas: int = 20,
         registration_limit: RateLimit,
+        files: FileSettings | None = None,
     ) -> None:
         super().__init__(jid, secret)  # type: ignore[no-untyped-call]  # via super(): not excluded
         self.bridge = bridge
@@ -142,6 +145,7 @@ class Gateway(ComponentXMPP):
             self.send,
             self.groups.on_event if self.groups else None,
         )
+        self.files = HttpFiles(self, files or FileSettings())
         self.sessions = SessionManager(bridge, store, self._make_sink)
         self.registration = Registration(self, allowed_domains, registration_limit)
         self.commands = AdHocCommands(self)
@@ -228,7 +232,12 @@ class Gateway(ComponentXMPP):
         self.remove_handler("Presence")
 
     def _make_sink(self, user: str) -> UserSink:
-        return UserSink(user, self._deliver, AccountStorage(self.store, user, self.bridge.name))
+        return UserSink(
+            user,
+            self._deliver,
+            AccountStorage(self.store, user, self.bridge.name),
+            lambda: self.files if self.files.available else None,
+        )
 
     async def _deliver(self, user: str, event: events.Event) -> None:
         if not self.link_up.is_set():
@@ -268,6 +277,7 @@ class Gateway(ComponentXMPP):
                 self.send(presence(self.boundjid.bare, user, "probe"))
         if not self._started_once:
             self._started_once = True
+            await self.files.discover()  # before the first catch-up hands over attachments
             await self.sessions.start_offline_sessions()
 
     def _on_link_down(self, _event: object) -> None:
@@ -324,6 +334,7 @@ class Gateway(ComponentXMPP):
         await self.lanes.close(timeout)
         await self.sessions.stop_all("gateway shutting down", max(0.0, deadline - loop.time()))
         await self.bridge.close()
+        await self.files.close()
 
     # --- routing --------------------------------------------------------------------
 
@@ -353,8 +364,11 @@ class Gateway(ComponentXMPP):
             if message["to"].resource:  # XEP-0045 private message to an occupant
                 nick = to_nick(message["to"].resource)
                 address = self.bridge.occupant_address(address, nick)
+        displayed = message.xml.find(f"{{{MARKERS_NS}}}displayed")
+        if displayed is not None and displayed.get("id"):
+            await session.mark_displayed(address, str(displayed.get("id")))
         if not message["body"]:
-            return  # chat states, receipts, markers: nothing to carry over
+            return  # chat states, receipts, other markers: nothing to carry over
         if message["id"]:
             wants_receipt = message.xml.find(f"{{{RECEIPTS_NS}}}request") is not None
             self.outbound.remember_sender(message["from"], message["id"], wants_receipt)

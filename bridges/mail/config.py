@@ -96,6 +96,9 @@ class MailOptions(BridgeOptions):
     """Threads unused this long are forgotten: a late reply then starts a new mail thread."""
     subscribe_correspondents: bool = False
     """Ask users to add each new correspondent to their roster, on the first mail."""
+    spool_dir: str | None = None
+    """Where attachments are decoded on their way to the upload service (the system's
+    temporary directory by default): on disk, never whole in memory."""
     save_sent: bool = False
     """Append a copy of every sent mail to the user's Sent folder over IMAP."""
     sent_folder: str = "Sent"
@@ -128,6 +131,10 @@ class MailAccount:
     imap: Server
     smtp: Server
     folders: tuple[str, ...]
+    seen_on_delivery: bool = False
+    """Mark mail read on the server as soon as it is delivered to XMPP."""
+    quiet_when_read: bool = True
+    """Mail already read in another mail client comes as a `normal` message, not `chat`."""
 
     @classmethod
     def from_account(cls, account: Account) -> MailAccount:
@@ -151,6 +158,8 @@ class MailAccount:
                 Security(settings["smtp_security"]),
             ),
             folders=tuple(settings.get("folders") or ("INBOX",)),
+            seen_on_delivery=bool(settings.get("seen_on_delivery", False)),
+            quiet_when_read=bool(settings.get("quiet_when_read", True)),
         )
 
     def settings(self) -> dict[str, Any]:
@@ -166,4 +175,6 @@ class MailAccount:
             "smtp_port": self.smtp.port,
             "smtp_security": self.smtp.security.value,
             "folders": list(self.folders),
+            "seen_on_delivery": self.seen_on_delivery,
+            "quiet_when_read": self.quiet_when_read,
         }

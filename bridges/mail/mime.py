@@ -15,6 +15,7 @@ import email.parser
 import email.policy
 import email.utils
 import hashlib
+import mimetypes
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,11 +37,13 @@ _SEND_POLICY = email.policy.SMTP.clone(cte_type="7bit")
 
 @dataclass(frozen=True)
 class Attachment:
-    """A part the chat side cannot show, announced by name, type and size."""
+    """A part the chat side cannot show as text, announced by name, type and size;
+    `note` says what becomes of it (it follows as a file, it is too large, ...)."""
 
     filename: str
     content_type: str
     size: int
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def parse_incoming(raw: bytes) -> IncomingMail:
     try:
         header_end = _HEADER_END_RE.search(raw)
         if (header_end.start() if header_end else len(raw)) > MAX_HEADER_BYTES:
-            raise UnreadableMail(f"its header is over {_human_size(MAX_HEADER_BYTES)}")
+            raise UnreadableMail(f"its header is over {human_size(MAX_HEADER_BYTES)}")
         if len(_BOUNDARY_RE.findall(raw)) > MAX_MULTIPARTS:
             raise UnreadableMail(f"it has more than {MAX_MULTIPARTS} multipart sections")
         msg = email.message_from_bytes(raw, policy=_PARSE_POLICY)
@@ -132,7 +135,7 @@ def _incoming(msg: Message, body: str, attachments: tuple[Attachment, ...]) -> I
 def _headers_only(raw: bytes, reason: str) -> IncomingMail:
     """What can be said of a mail whose body cannot be read."""
     notice = (
-        f"[The body of this mail ({_human_size(len(raw))}) could not be read: {reason}. "
+        f"[The body of this mail ({human_size(len(raw))}) could not be read: {reason}. "
         "Open it in a mail client.]"
     )
     try:
@@ -143,19 +146,58 @@ def _headers_only(raw: bytes, reason: str) -> IncomingMail:
         return IncomingMail(None, None, None, notice, None, None, (), None)
 
 
-def render_text(mail: IncomingMail, *, max_chars: int) -> str:
-    """The chat body: the text, cut at `max_chars` with a marker, then the attachments."""
+def render_text(mail: IncomingMail, *, max_chars: int, following: int = 0) -> str:
+    """The chat body: the text, cut at `max_chars` with a marker, then the attachments
+    (`following` of them come as messages of their own after this one)."""
     text = mail.body.strip("\n")
     if len(text) > max_chars:
         cut = text[:max_chars].rstrip()
         text = f"{cut}\n\n[… truncated: {len(text) - max_chars} more characters not shown]"
     if mail.attachments:
         lines = [
-            f"- {a.filename} ({a.content_type}, {_human_size(a.size)})" for a in mail.attachments
+            f"- {a.filename} ({a.content_type}, {human_size(a.size)})"
+            + (f": {a.note}" if a.note else "")
+            for a in mail.attachments
         ]
-        note = "Attachments:\n" + "\n".join(lines)
+        if following:
+            files = "1 file follows" if following == 1 else f"{following} files follow"
+            heading = f"Attachments ({files} as messages of their own):"
+        else:
+            heading = "Attachments:"
+        note = heading + "\n" + "\n".join(lines)
         text = f"{text}\n\n{note}" if text else note
     return text or "(empty message)"
+
+
+MAX_FILENAME_BYTES = 200
+"""Longest file name (UTF-8) handed to the upload service; longer ones are shortened,
+keeping the extension, since file systems stop at 255 bytes and URLs grow with it."""
+_UNSAFE_CHARS_RE = re.compile("[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_EXTENSION_RE = re.compile(r"\.[A-Za-z0-9]{1,10}$")
+
+
+def safe_filename(name: str | None, content_type: str) -> str:
+    """A file name that is safe to store and show, from a sender-chosen one.
+
+    Only the last path component counts (`../../etc/passwd` is `passwd`), control and
+    bidirectional-override characters go (an RTL override makes `exe.pdf` read as
+    `fdp.exe`), and the name is cut to `MAX_FILENAME_BYTES` keeping its extension. An
+    empty result becomes `attachment` with an extension for the content type.
+    """
+    text = _UNSAFE_CHARS_RE.sub("", name or "")
+    text = re.split(r"[/\\]", text)[-1]
+    text = " ".join(text.split()).strip(". ")
+    if not text:
+        extension = mimetypes.guess_extension(content_type) or ".bin"
+        return f"attachment{extension}"
+    if len(text.encode("utf-8")) <= MAX_FILENAME_BYTES:
+        return text
+    found = _EXTENSION_RE.search(text)
+    extension = found.group(0) if found else ""
+    stem = text[: len(text) - len(extension)]
+    budget = MAX_FILENAME_BYTES - len(extension.encode("utf-8"))
+    stem = stem.encode("utf-8")[:budget].decode("utf-8", "ignore").rstrip(". ")
+    return f"{stem}{extension}"
 
 
 def build_outgoing(
@@ -406,7 +448,7 @@ def _attachments(msg: Message, body: Message | None) -> Iterator[Attachment]:
         )
 
 
-def _human_size(size: int) -> str:
+def human_size(size: int) -> str:
     if size < 1024:
         return f"{size} bytes"
     if size < 1024 * 1024:

@@ -61,8 +61,8 @@ class Journal(Protocol):
     async def set_watermark(self, folder: str, mark: Watermark) -> None:
         """Persist a watermark that covers no mail (a fresh start or a resync)."""
 
-    async def deliver(self, folder: str, mark: Watermark, mail: FetchedMail) -> None:
-        """Deliver `mail` and persist `mark` with it, atomically."""
+    async def deliver(self, folder: str, mark: Watermark, mail: FetchedMail) -> bool:
+        """Deliver `mail` and persist `mark` with it, atomically; True to mark it \\Seen."""
 
     async def login_result(self, refusal: str | None) -> None:
         """Tell the user once when the server refuses the stored password (None: accepted)."""
@@ -70,6 +70,9 @@ class Journal(Protocol):
 
 CONNECTION_ERRORS = (ImapError, aioimaplib.AioImapException, OSError, TimeoutError, ssl.SSLError)
 
+
+FETCH_BATCH = 500
+"""Mails fetched per round of a catch-up: a few FETCH commands for all of them."""
 
 QUICK_RETRIES = 5
 """Tries at the shortest delay before backing off: a server restart (seconds) then
@@ -198,16 +201,22 @@ class FolderWatcher:
         await self.journal.set_watermark(self.folder, Watermark(status.uidvalidity, last_uid, now))
 
     async def _sync(self) -> None:
-        """Deliver, in UID order, every mail above the watermark."""
+        """Deliver, in UID order, every mail above the watermark, fetched in batches."""
         assert self.connection is not None
-        mark = self.journal.watermark(self.folder)
-        assert mark is not None
-        for uid in await self.connection.uids_after(mark.last_uid):
-            mail = await self.connection.fetch(uid, self.options.max_fetch_bytes)
-            if mail is None:  # expunged meanwhile
-                continue
-            mark = Watermark(mark.uidvalidity, uid, mail.internaldate or datetime.now(UTC))
-            await self.journal.deliver(self.folder, mark, mail)
+        while True:
+            mark = self.journal.watermark(self.folder)
+            assert mark is not None
+            mails = await self.connection.fetch_new(
+                mark.last_uid, self.options.max_fetch_bytes, FETCH_BATCH
+            )
+            seen: list[int] = []
+            for mail in mails:
+                mark = Watermark(mark.uidvalidity, mail.uid, mail.internaldate or datetime.now(UTC))
+                if await self.journal.deliver(self.folder, mark, mail):
+                    seen.append(mail.uid)
+            await self.connection.mark_seen(seen)
+            if len(mails) < FETCH_BATCH:
+                break
         self.synced.set()
 
 
