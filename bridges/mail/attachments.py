@@ -33,7 +33,6 @@ READ_CHUNK = 512 * 1024
 """Encoded bytes fetched per partial FETCH of an attachment."""
 ATTEMPTS = 3
 """Tries of one file while the upload service (or IMAP) fails temporarily."""
-RETRY_DELAY = 5.0
 _NOT_BASE64_RE = re.compile(rb"[^A-Za-z0-9+/=]")
 
 
@@ -211,7 +210,7 @@ class Uploads:
                 return
             self.log.warning("upload of %s failed (attempt %d): %s", job.name, attempt, failure)
             if attempt < ATTEMPTS:
-                await asyncio.sleep(RETRY_DELAY * attempt)
+                await asyncio.sleep(self.options.upload_retry_delay * attempt)
         self.log.info("attachment %s not uploaded: %s", job.name, failure)
         await self.outcome(job, None, failure, 0)
 

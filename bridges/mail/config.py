@@ -96,6 +96,9 @@ class MailOptions(BridgeOptions):
     """Threads unused this long are forgotten: a late reply then starts a new mail thread."""
     subscribe_correspondents: bool = False
     """Ask users to add each new correspondent to their roster, on the first mail."""
+    upload_retry_delay: float = Field(default=5.0, gt=0)
+    """Seconds before retrying an attachment the upload service failed to take (twice,
+    the second wait doubled); then the user gets a line saying it could not be stored."""
     spool_dir: str | None = None
     """Where attachments are decoded on their way to the upload service (the system's
     temporary directory by default): on disk, never whole in memory."""

@@ -13,6 +13,7 @@ import email.header
 import email.utils
 import itertools
 import re
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -265,12 +266,12 @@ def _filename(params: dict[str, str], key: str = "filename") -> str | None:
                 number += 1
         joined = "".join(pieces)
         if encoded:
+            charset, _, text = joined.partition("'")
+            text = text.partition("'")[2] if "'" in text else text
             try:
-                charset, _language, text = email.utils.decode_rfc2231(joined)
-                raw = email.utils.collapse_rfc2231_value((charset, _language, text))
-                return str(raw)
-            except Exception:
-                return joined
+                return urllib.parse.unquote_to_bytes(text).decode(charset or "utf-8", "replace")
+            except LookupError:
+                return urllib.parse.unquote(text)
         return joined
     value = params.get(key)
     if value is None:
