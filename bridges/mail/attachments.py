@@ -29,7 +29,7 @@ from bridges.mail.imap import ImapConnection
 from bridges.mail.mime import human_size
 from bridges.mail.watcher import CONNECTION_ERRORS
 
-READ_CHUNK = 512 * 1024
+READ_CHUNK = 256 * 1024
 """Encoded bytes fetched per partial FETCH of an attachment."""
 ATTEMPTS = 3
 """Tries of one file while the upload service (or IMAP) fails temporarily."""
