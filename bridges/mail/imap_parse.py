@@ -21,90 +21,58 @@ Value = str | bytes | None | list["Value"]
 """An atom or quoted string (str), a literal (bytes), NIL (None) or a list."""
 
 _FETCH_START_RE = re.compile(rb"^(?:\* )?\d+ FETCH \(", re.IGNORECASE)
-_SPECIALS = b' ()"{'
+
+
+_TOKEN_RE = re.compile(
+    rb"""[ \r\n]*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|\{(\d+)\+?\}"""
+    rb"""|([^ \r\n()"{\[\]]*(?:\[[^\]]*\][^ \r\n()"{]*)?))"""
+)
+"""One token: `(`, `)`, a quoted string, a literal's `{n}`, or an atom (which may hold
+a bracketed section with spaces, `BODY[HEADER.FIELDS (A B)]<0>`)."""
+_UNQUOTE_RE = re.compile(rb"\\(.)")
 
 
 class _Reader:
-    """Tokens of one response: text pieces with literals spliced in where announced."""
+    """Values of one response: text pieces with literals spliced in where announced."""
 
     def __init__(self, pieces: Sequence[bytes]) -> None:
         self.pieces = list(pieces)
-        self.index = 0
-        self.pos = 0
-
-    def _text(self) -> bytes:
-        return self.pieces[self.index] if self.index < len(self.pieces) else b""
-
-    def _skip_space(self) -> None:
-        text = self._text()
-        while self.pos < len(text) and text[self.pos : self.pos + 1] in (b" ", b"\r", b"\n"):
-            self.pos += 1
 
     def value(self) -> Value:
-        """The next value; raises ValueError at the end or on a stray `)`."""
-        self._skip_space()
-        text = self._text()
-        if self.pos >= len(text):
-            raise ValueError("end of response")
-        char = text[self.pos : self.pos + 1]
-        if char == b"(":
-            self.pos += 1
-            items: list[Value] = []
-            while True:
-                self._skip_space()
-                text = self._text()
-                if self.pos >= len(text):
-                    raise ValueError("unterminated list")
-                if text[self.pos : self.pos + 1] == b")":
-                    self.pos += 1
-                    return items
-                items.append(self.value())
-        if char == b")":
-            raise ValueError("unexpected )")
-        if char == b'"':
-            return self._quoted(text)
-        if char == b"{":
-            end = text.find(b"}", self.pos)
-            if end < 0 or self.index + 1 >= len(self.pieces):
-                raise ValueError("literal without data")
-            literal = bytes(self.pieces[self.index + 1])
-            self.index += 2
-            self.pos = 0
-            return literal
-        return self._atom(text)
-
-    def _quoted(self, text: bytes) -> str:
-        out = bytearray()
-        pos = self.pos + 1
-        while pos < len(text):
-            char = text[pos : pos + 1]
-            if char == b"\\" and pos + 1 < len(text):
-                out += text[pos + 1 : pos + 2]
-                pos += 2
+        """The first value; raises ValueError on a truncated or malformed response."""
+        stack: list[list[Value]] = []
+        index, pos = 0, 0
+        while index < len(self.pieces):
+            text = self.pieces[index]
+            found = _TOKEN_RE.match(text, pos)
+            if found is None:
+                raise ValueError("end of response")
+            pos = found.end()
+            opened, closed, quoted, literal, atom = found.groups()
+            item: Value
+            if opened:
+                stack.append([])
                 continue
-            if char == b'"':
-                self.pos = pos + 1
-                return out.decode("utf-8", "replace")
-            out += char
-            pos += 1
-        raise ValueError("unterminated string")
-
-    def _atom(self, text: bytes) -> str | None:
-        """An atom; `BODY[HEADER]<0>` counts as one, brackets and all."""
-        start = pos = self.pos
-        depth = 0
-        while pos < len(text):
-            char = text[pos : pos + 1]
-            if char == b"[":
-                depth += 1
-            elif char == b"]":
-                depth -= 1
-            elif depth <= 0 and char in _SPECIALS:
-                break
-            pos += 1
-        self.pos = pos
-        atom = text[start:pos].decode("utf-8", "replace")
-        return None if atom.upper() == "NIL" else atom
+            if closed:
+                if not stack:
+                    raise ValueError("unexpected )")
+                item = stack.pop()
+            elif quoted is not None:
+                item = _UNQUOTE_RE.sub(rb"\1", quoted).decode("utf-8", "replace")
+            elif literal is not None:
+                if index + 1 >= len(self.pieces):
+                    raise ValueError("literal without data")
+                item = bytes(self.pieces[index + 1])
+                index, pos = index + 2, 0
+            elif atom:
+                decoded = atom.decode("utf-8", "replace")
+                item = None if decoded.upper() == "NIL" else decoded
+            else:
+                raise ValueError(f"unexpected {text[pos : pos + 10]!r}")
+            if not stack:
+                return item
+            stack[-1].append(item)
+        raise ValueError("end of response")
 
 
 def fetch_records(lines: Sequence[bytes | bytearray]) -> list[dict[str, Value]]:
