@@ -163,6 +163,21 @@ class FileTransfer(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class MessageExtras:
+    """What a user's message carries besides its text, for networks that can use it."""
+
+    reply_to: str | None = None
+    """XEP-0461: the id of the message answered (a `legacy_id` the bridge delivered)."""
+    quote: str | None = None
+    """The answered text the client quoted (XEP-0428 fallback), already cut from the text."""
+    files: tuple[str, ...] = ()
+    """XEP-0066 URLs of files the user sent (their client's upload), cut from the text."""
+
+
+NO_EXTRAS = MessageExtras()
+
+
 class Sink(Protocol):
     """The component side of a session: the only way legacy events reach XMPP."""
 
@@ -253,6 +268,7 @@ class Session(ABC):
         xmpp_id: str | None = None,
         subject: str | None = None,
         thread: str | None = None,
+        extras: MessageExtras = NO_EXTRAS,
     ) -> None:
         """Send a one-to-one (or, for a group address, a group) message."""
 
@@ -336,6 +352,9 @@ class Bridge(ABC):
     gateway_prompt: ClassVar[str] = "Legacy address"
     gateway_desc: ClassVar[str] = "Enter the address of the contact you would like to add."
     Options: ClassVar[type[BridgeOptions]] = BridgeOptions
+    refuse_corrections: ClassVar[str | None] = None
+    """When set, an XEP-0308 correction is answered `not-acceptable` with this text
+    (a network where what is sent cannot be changed); otherwise it is sent as it is."""
 
     def __init__(self, options: BridgeOptions) -> None:
         self.options = options

@@ -198,6 +198,7 @@ class HttpFiles:
         if parsed.scheme not in ("http", "https") or host not in allowed:
             hosts = ", ".join(sorted(allowed)) or "no host"
             raise FileError(f"files are only fetched from {hosts}")
+        max_bytes = min(max_bytes, self.settings.max_download_bytes)
         name = _name_from(parsed.path)
         handle, raw_path = tempfile.mkstemp(dir=directory, prefix="download-")
         path = Path(raw_path)

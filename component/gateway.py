@@ -22,7 +22,7 @@ from slixmpp.xmlstream.matcher import StanzaPath
 
 from bridges import events
 from bridges.address import Address
-from bridges.base import Bridge, Session
+from bridges.base import Bridge, MessageExtras, Session
 from bridges.xml_text import xml_safe
 from component import metrics
 from component.archive import Archive
@@ -33,7 +33,7 @@ from component.errors import registration_text, stanza_error
 from component.files import HttpFiles
 from component.lanes import Handler, Lanes
 from component.nick_resources import to_nick
-from component.outbound import MARKERS_NS, RECEIPTS_NS, Outbound
+from component.outbound import MARKERS_NS, OOB_NS, RECEIPTS_NS, Outbound
 from component.ratelimit import RateLimit
 from component.registration import Registration
 from component.sessions import ResourcePresence, SessionManager, UserSink
@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 CLIENT_NS, COMPONENT_NS = "{jabber:client}", "{jabber:component:accept}"
 FORWARDED = "{urn:xmpp:forward:0}forwarded"
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
+CORRECT_NS = "urn:xmpp:message-correct:0"
+REPLY_NS = "urn:xmpp:reply:0"
+FALLBACK_NS = "urn:xmpp:fallback:0"
 HELP_TEXT = "This is the {name} gateway: write to or join addresses at {jid}."
 
 
@@ -73,6 +76,38 @@ def to_component_stream(xml: ET.Element, *, rename: bool = True) -> None:
         xml.attrib[name] = xml_safe(value)
     for child in xml:
         to_component_stream(child, rename=rename and child.tag != FORWARDED)
+
+
+def message_extras(message: Message) -> tuple[str, MessageExtras]:
+    """The text of a user's message, and what else it carries (see `MessageExtras`).
+
+    An XEP-0461 reply's XEP-0428 fallback (the quoted text, by code point range) and the
+    bare URL of an XEP-0066 file are cut from the text: the network gets them as what
+    they are, a quote and a file.
+    """
+    text = str(message["body"])
+    reply = message.xml.find(f"{{{REPLY_NS}}}reply")
+    quote = None
+    if reply is not None:
+        for fallback in message.xml.findall(f"{{{FALLBACK_NS}}}fallback"):
+            if fallback.get("for") != REPLY_NS:
+                continue
+            span = fallback.find(f"{{{FALLBACK_NS}}}body")
+            start, end = (span.get("start"), span.get("end")) if span is not None else (None, None)
+            if start and end and start.isdigit() and end.isdigit() and int(start) < int(end):
+                quote = text[int(start) : int(end)]
+                text = text[: int(start)] + text[int(end) :]
+    files = tuple(
+        url.strip()
+        for oob in message.xml.findall(f"{{{OOB_NS}}}x")
+        if (url := oob.findtext(f"{{{OOB_NS}}}url"))
+    )
+    for url in files:
+        text = text.replace(url, "")
+    extras = MessageExtras(
+        reply_to=reply.get("id") if reply is not None else None, quote=quote, files=files
+    )
+    return text.strip() if files or quote else text, extras
 
 
 READ_PIECE = 64 * 1024
@@ -369,15 +404,20 @@ class Gateway(ComponentXMPP):
             await session.mark_displayed(address, str(displayed.get("id")))
         if not message["body"]:
             return  # chat states, receipts, other markers: nothing to carry over
+        refusal = self.bridge.refuse_corrections
+        if refusal and message.xml.find(f"{{{CORRECT_NS}}}replace") is not None:
+            raise stanza_error("not-acceptable", refusal)
         if message["id"]:
             wants_receipt = message.xml.find(f"{{{RECEIPTS_NS}}}request") is not None
             self.outbound.remember_sender(message["from"], message["id"], wants_receipt)
+        text, extras = message_extras(message)
         await session.send_message(
             address,
-            message["body"],
+            text,
             xmpp_id=message["id"] or None,
             subject=message["subject"] or None,
             thread=message["thread"] or None,
+            extras=extras,
         )
 
     async def _help(self, user: str) -> str:

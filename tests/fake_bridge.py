@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from bridges import events
 from bridges.address import Address, AddressError, AddressKind
 from bridges.base import (
+    NO_EXTRAS,
     Account,
     AccountData,
     AccountStore,
@@ -31,6 +32,7 @@ from bridges.base import (
     BridgeOptions,
     Command,
     FormField,
+    MessageExtras,
     RegistrationError,
     Session,
     Sink,
@@ -95,6 +97,7 @@ class FakeSession(Session):
         xmpp_id: str | None = None,
         subject: str | None = None,
         thread: str | None = None,
+        extras: MessageExtras = NO_EXTRAS,
     ) -> None:
         if to.legacy_id.startswith("fail"):
             await self.sink.deliver(

@@ -12,7 +12,16 @@ from collections.abc import Callable, Sequence
 
 from bridges import events
 from bridges.address import Address, AddressKind
-from bridges.base import Account, AccountStore, Bridge, BridgeError, Session, Sink
+from bridges.base import (
+    NO_EXTRAS,
+    Account,
+    AccountStore,
+    Bridge,
+    BridgeError,
+    MessageExtras,
+    Session,
+    Sink,
+)
 from bridges.irc.address import IrcTarget, split_address
 from bridges.irc.network import Network
 from bridges.irc.options import IrcOptions
@@ -112,6 +121,7 @@ class IrcSession(Session):
         xmpp_id: str | None = None,
         subject: str | None = None,
         thread: str | None = None,
+        extras: MessageExtras = NO_EXTRAS,
     ) -> None:
         target = split_address(to)
         network = self.network(target.server)

@@ -79,6 +79,9 @@ class MailBridge(Bridge):
     gateway_prompt: ClassVar[str] = "Email address"
     gateway_desc: ClassVar[str] = "Enter the email address of the person to write to."
     Options: ClassVar[type[BridgeOptions]] = MailOptions
+    refuse_corrections: ClassVar[str | None] = (
+        "A mail cannot be changed once it is sent: write a new message with the correction."
+    )
     registration_fields: ClassVar[tuple[FormField, ...]] = (
         FormField("email", "Email address", required=True, legacy_name="email"),
         FormField(

@@ -99,6 +99,9 @@ class MailOptions(BridgeOptions):
     upload_retry_delay: float = Field(default=5.0, gt=0)
     """Seconds before retrying an attachment the upload service failed to take (twice,
     the second wait doubled); then the user gets a line saying it could not be stored."""
+    max_attachment_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    """Largest file a user sends (an XEP-0066 URL) that is attached to the mail; larger
+    ones, and URLs to hosts not in `files.download_hosts`, stay links in the text."""
     spool_dir: str | None = None
     """Where attachments are decoded on their way to the upload service (the system's
     temporary directory by default): on disk, never whole in memory."""

@@ -98,6 +98,11 @@ class IncomingMail:
         return (*chain, self.message_id) if self.message_id else chain
 
 
+def is_message_id(text: str) -> bool:
+    """Whether `text` is one `<id@host>` Message-ID (and so a mail's stanza id)."""
+    return _MSGID_RE.fullmatch(text) is not None
+
+
 def thread_key(message_id: str) -> str:
     """A short, stable, opaque id for a Message-ID: XMPP thread and record key."""
     return hashlib.sha256(message_id.encode("utf-8", "surrogateescape")).hexdigest()[:32]
@@ -224,6 +229,10 @@ def safe_filename(name: str | None, content_type: str) -> str:
     return f"{stem}{extension}"
 
 
+OutgoingFile = tuple[str, str, bytes]
+"""A file to attach to a mail: name, content type, data."""
+
+
 def build_outgoing(
     *,
     sender: str,
@@ -233,8 +242,10 @@ def build_outgoing(
     text: str,
     in_reply_to: str | None = None,
     references: Sequence[str] = (),
+    attachments: Sequence[OutgoingFile] = (),
 ) -> EmailMessage:
-    """A UTF-8 text/plain mail whose lines and headers stay within RFC 5322 limits.
+    """A UTF-8 text/plain mail whose lines and headers stay within RFC 5322 limits,
+    with `attachments` (name, content type, data) as parts of their own.
 
     Raises ValueError when an address cannot be put in a header (e.g. a CR/LF in it).
     """
@@ -248,7 +259,20 @@ def build_outgoing(
         msg["In-Reply-To"] = in_reply_to
         msg["References"] = " ".join(references or (in_reply_to,))
     msg.set_content(text.replace("\r\n", "\n").replace("\r", "\n"), charset="utf-8")
+    for name, content_type, data in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        if not (maintype and subtype) or maintype in ("multipart", "message"):
+            maintype, subtype = "application", "octet-stream"
+        filename = safe_filename(name, f"{maintype}/{subtype}")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return msg
+
+
+def quoted(text: str) -> str:
+    """`text` as a mail quote: every line starts with `>` (a client's reply fallback
+    usually does already; one that does not is quoted here)."""
+    lines = text.strip("\n").split("\n")
+    return "\n".join(line if line.startswith(">") else f"> {line}" for line in lines)
 
 
 class _Mailbox(HeaderAddress):

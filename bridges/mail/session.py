@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridges import events
 from bridges.address import Address, AddressError, AddressKind
-from bridges.base import Account, AccountStore, Session, Sink
+from bridges.base import NO_EXTRAS, Account, AccountStore, MessageExtras, Session, Sink
 from bridges.mail import mime
 from bridges.mail.attachments import UploadJob, Uploads
 from bridges.mail.config import MailAccount, MailOptions
@@ -139,8 +139,11 @@ class MailSession(Session):
         xmpp_id: str | None = None,
         subject: str | None = None,
         thread: str | None = None,
+        extras: MessageExtras = NO_EXTRAS,
     ) -> None:
-        await self.outbox.send(to, text, xmpp_id=xmpp_id, subject=subject, thread=thread)
+        await self.outbox.send(
+            to, text, xmpp_id=xmpp_id, subject=subject, thread=thread, extras=extras
+        )
 
     # -- Journal: what the watchers call -----------------------------------------------
 
