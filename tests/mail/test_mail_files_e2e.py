@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from mail_helpers import PUSH_TIMEOUT, imap_client, inject
+from mail_helpers import PUSH_TIMEOUT, imap_client, inject, read_mailbox
 from registration_helpers import register_and_subscribe
 from slixmpp import Message
 from xmpp_client import TestClient, eventually_async
@@ -240,3 +240,133 @@ async def test_kill_between_text_and_file_delivers_each_once(
     await inject(mail, msg2, to, bob)
     messages = await wait_messages(client, bob_jid, 3)
     assert [m["subject"] or "" for m in messages] == ["big", "", "after"]
+
+
+UPLOAD = "urn:xmpp:http:upload:0"
+REPLY = "urn:xmpp:reply:0"
+FALLBACK = "urn:xmpp:fallback:0"
+CORRECT = "urn:xmpp:message-correct:0"
+
+
+async def client_upload(client: TestClient, prosody: Prosody, name: str, data: bytes) -> str:
+    """What a client does before sending a file: an XEP-0363 slot, then the PUT."""
+    iq = client.make_iq_get(ito=prosody.upload_jid)
+    iq.xml.append(
+        iq.xml.makeelement(
+            f"{{{UPLOAD}}}request",
+            {"filename": name, "size": str(len(data)), "content-type": "application/pdf"},
+        )
+    )
+    slot = (await iq.send(timeout=10)).xml.find(f"{{{UPLOAD}}}slot")
+    put = slot.find(f"{{{UPLOAD}}}put")
+    headers = {h.get("name"): h.text for h in put.findall(f"{{{UPLOAD}}}header")}
+    headers["Content-Type"] = "application/pdf"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(put.get("url"), data=data, headers=headers) as response,
+    ):
+        assert response.status in (200, 201)
+    return str(slot.find(f"{{{UPLOAD}}}get").get("url"))
+
+
+def oob_message(client: TestClient, to: str, body: str, url: str) -> Message:
+    message = client.make_message(mto=to, mbody=body, mtype="chat")
+    oob = message.xml.makeelement(f"{{{OOB}}}x", {})
+    url_element = oob.makeelement(f"{{{OOB}}}url", {})
+    url_element.text = url
+    oob.append(url_element)
+    message.xml.append(oob)
+    return message
+
+
+async def test_files_sent_from_xmpp_are_attached_and_other_hosts_stay_links(
+    mail: MailServer, gateway_factory: Any, prosody: Prosody
+) -> None:
+    files = {"download_hosts": ["127.0.0.1"]}
+    gateway = await start_stack(mail, gateway_factory, prosody, files=files, save_sent=True)
+    await mail.add_user("carol", "carolpw")  # before alice's: Dovecot rereads users each second
+    client = await alice(prosody, gateway, mail)
+    carol = mail.address("carol")
+    carol_jid = f"{escape_node(carol)}@{MAIL_JID}"
+    url = await client_upload(client, prosody, "plan.pdf", PDF)
+
+    oob_message(client, carol_jid, url, url).send()  # only the URL: empty body
+    oob_message(client, carol_jid, "see", "http://files.example.net/x.pdf").send()
+
+    async def both() -> bool:
+        return len(await read_mailbox(mail, "carol")) == 2
+
+    await eventually_async(both, timeout=PUSH_TIMEOUT * 2)
+    attached, linked = await read_mailbox(mail, "carol")
+    [part] = list(attached.iter_attachments())
+    assert part.get_filename() == "plan.pdf"
+    assert part.get_content_type() == "application/pdf"
+    assert part.get_content() == PDF
+    assert attached.get_body(("plain",)).get_content().strip() == ""
+    assert not list(linked.iter_attachments())
+    assert "http://files.example.net/x.pdf" in linked.get_body(("plain",)).get_content()
+
+    async def sent_copy() -> bool:
+        return len(await read_mailbox(mail, "alice", "Sent")) == 2
+
+    await eventually_async(sent_copy, timeout=PUSH_TIMEOUT * 2)
+    copies = await read_mailbox(mail, "alice", "Sent")
+    assert any(a.get_content() == PDF for copy in copies for a in copy.iter_attachments())
+
+
+async def test_reply_to_the_third_mail_of_a_thread_and_corrections_are_refused(
+    mail: MailServer, gateway_factory: Any, prosody: Prosody
+) -> None:
+    gateway = await start_stack(mail, gateway_factory, prosody)
+    await mail.add_user("carol", "carolpw")  # before alice's: Dovecot rereads users each second
+    client = await alice(prosody, gateway, mail)
+    carol = mail.address("carol")
+    carol_jid = f"{escape_node(carol)}@{MAIL_JID}"
+    to = mail.address("alice")
+    ids = [f"<m{n}@example.test>" for n in range(1, 5)]
+    for number, message_id in enumerate(ids):
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = carol, to, "Plans"
+        msg["Message-ID"] = message_id
+        if number:
+            msg["In-Reply-To"] = ids[number - 1]
+            msg["References"] = " ".join(ids[:number])
+        msg.set_content(f"mail {number + 1}")
+        await inject(mail, msg, to, carol)
+    received = await wait_messages(client, carol_jid, 4)
+    third = received[2]
+
+    quote = "> mail 3\n"
+    reply = client.make_message(mto=carol_jid, mbody=quote + "About that one.", mtype="chat")
+    reply["thread"] = third["thread"]
+    reply.xml.append(
+        reply.xml.makeelement(f"{{{REPLY}}}reply", {"id": third["id"], "to": carol_jid})
+    )
+    fallback = reply.xml.makeelement(f"{{{FALLBACK}}}fallback", {"for": REPLY})
+    fallback.append(
+        fallback.makeelement(f"{{{FALLBACK}}}body", {"start": "0", "end": str(len(quote))})
+    )
+    reply.xml.append(fallback)
+    reply["id"] = "r1"
+    reply.send()
+
+    correction = client.make_message(mto=carol_jid, mbody="About that one!", mtype="chat")
+    correction.xml.append(correction.xml.makeelement(f"{{{CORRECT}}}replace", {"id": "r1"}))
+    correction["id"] = "r2"
+    correction.send()
+    error = await client.wait_for(
+        lambda s: isinstance(s, Message) and s["type"] == "error" and s["id"] == "r2",
+        PUSH_TIMEOUT,
+    )
+    assert error["error"]["condition"] == "not-acceptable"
+    assert "cannot be changed" in error["error"]["text"]
+
+    async def arrived() -> bool:
+        return len(await read_mailbox(mail, "carol")) == 1
+
+    await eventually_async(arrived, timeout=PUSH_TIMEOUT * 2)
+    [answer] = await read_mailbox(mail, "carol")
+    assert answer["In-Reply-To"] == "<m3@example.test>"
+    assert answer["References"].split() == ids[:3]
+    body = answer.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert body.strip() == "> mail 3\n\nAbout that one."
