@@ -7,6 +7,7 @@ service on loopback) and Dovecot; files are downloaded back over HTTP and compar
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from typing import Any
@@ -370,3 +371,58 @@ async def test_reply_to_the_third_mail_of_a_thread_and_corrections_are_refused(
     assert answer["References"].split() == ids[:3]
     body = answer.get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert body.strip() == "> mail 3\n\nAbout that one."
+
+
+async def test_uploads_over_https_trust_the_configured_ca(
+    mail: MailServer, gateway_factory: Any
+) -> None:
+    async with Prosody(
+        components={MAIL_JID: MAIL_SECRET}, upload_limit=UPLOAD_LIMIT, upload_tls=True
+    ) as secure:
+        assert secure.ca_file is not None
+        files = {"ca_file": str(secure.ca_file)}
+        gateway = await start_stack(mail, gateway_factory, secure, files=files)
+        client = await alice(secure, gateway, mail)
+        bob = "bob@remote.test"
+        bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
+        to = mail.address("alice")
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = bob, to, "secure"
+        msg.set_content("over https")
+        msg.add_attachment(PDF, maintype="application", subtype="pdf", filename="s.pdf")
+        await inject(mail, msg, to, bob)
+        _text, file = await wait_messages(client, bob_jid, 2)
+        url = file.xml.find(f"{{{OOB}}}x").findtext(f"{{{OOB}}}url")
+        assert url.startswith("https://")
+        tls = ssl.create_default_context(cafile=str(secure.ca_file))
+        async with aiohttp.ClientSession() as http, http.get(url, ssl=tls) as response:
+            assert await response.read() == PDF
+        await gateway.stop()
+
+
+async def test_broken_base64_arrives_as_a_line_and_later_mail_still_comes(
+    mail: MailServer, gateway_factory: Any, prosody: Prosody
+) -> None:
+    gateway = await start_stack(mail, gateway_factory, prosody)
+    client = await alice(prosody, gateway, mail)
+    bob = "bob@remote.test"
+    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
+    to = mail.address("alice")
+    raw = (
+        f"From: {bob}\r\nTo: {to}\r\nSubject: broken\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nsee file\r\n"
+        '--b\r\nContent-Type: application/pdf; name="x.pdf"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\nQUJDR\r\n--b--\r\n"
+    ).encode()
+    await inject(mail, raw, to, bob)
+    later = EmailMessage()
+    later["From"], later["To"], later["Subject"] = bob, to, "later"
+    later.set_content("fine")
+    await inject(mail, later, to, bob)
+    messages = await wait_messages(client, bob_jid, 3)
+    by_subject = {m["subject"] or "": m for m in messages}
+    assert "1 file follows" in by_subject["broken"]["body"]
+    assert by_subject["later"]["body"] == "fine"
+    [line] = [m for m in messages if not m["subject"]]
+    assert "x.pdf" in line["body"] and "broken" in line["body"]
