@@ -37,6 +37,9 @@ THREAD = "thread"
 """thread id → {"subject", "references"}: what a reply in that XMPP thread answers."""
 ROOT = "root"
 """thread_key(first Message-ID of a conversation) → {"thread"}: a thread the user started."""
+MAIL = "mail"
+"""thread_key(Message-ID) → where a delivered, unread mail is (folder, UIDVALIDITY, UID)
+and its thread: what a `displayed` marker for that message id marks \\Seen."""
 MAX_REFERENCES = 20
 
 
@@ -174,9 +177,10 @@ class Outbox:
             )
 
     async def forget_old_threads(self) -> None:
-        """Drop thread records unused for `thread_memory_days`, so they do not pile up."""
+        """Drop thread records (and unread mails never shown) unused for
+        `thread_memory_days`, so they do not pile up."""
         cutoff = time.time() - self.options.thread_memory_days * 86400
-        for kind in (THREAD, ROOT):
+        for kind in (THREAD, ROOT, MAIL):
             for key, data in await self.store.list_records(kind):
                 if float(data.get("at", 0)) < cutoff:
                     await self.store.delete_record(kind, key)

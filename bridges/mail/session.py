@@ -22,14 +22,11 @@ from bridges.mail import mime
 from bridges.mail.attachments import UploadJob, Uploads
 from bridges.mail.config import MailAccount, MailOptions
 from bridges.mail.imap import FetchedMail, ImapConnection
-from bridges.mail.outbox import ROOT, THREAD, Outbox
+from bridges.mail.outbox import MAIL, ROOT, THREAD, Outbox
 from bridges.mail.watcher import CONNECTION_ERRORS, FolderWatcher, Watermark
 
 CORRESPONDENTS = "correspondents"
 """Record kind: senders the user was already asked to add to their roster."""
-MAIL = "mail"
-"""thread_key(Message-ID) → where a delivered, unread mail is (folder, UIDVALIDITY, UID)
-and its thread: what a `displayed` marker for that message id marks \\Seen."""
 MAX_UNSEEN = 200
 """Unread mails remembered per thread, for marking a thread read up to a mail."""
 
