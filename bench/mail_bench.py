@@ -224,9 +224,11 @@ class PutFiles:
                     yield chunk
 
             headers = {"Content-Length": str(path.stat().st_size)}
-            async with aiohttp.ClientSession() as http:
-                async with http.put(self.url, data=chunks(), headers=headers) as response:
-                    assert response.status == 201
+            async with (
+                aiohttp.ClientSession() as http,
+                http.put(self.url, data=chunks(), headers=headers) as response,
+            ):
+                assert response.status == 201
         self.seconds = time.perf_counter() - begin
         return f"{self.url}/{name}"
 
