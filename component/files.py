@@ -80,7 +80,10 @@ class HttpFiles:
         own = self.xmpp.boundjid.bare
         domain = self.settings.discover_on or own.partition(".")[2] or own
         try:
-            candidates = [self.service] if self.service else await self._items(domain)
+            # not our own JID: answering ourselves through the server would be a user
+            # stanza on a lane of the gateway's own making
+            found = [self.service] if self.service else await self._items(domain)
+            candidates = [jid for jid in found if jid != own]
             for jid in candidates:
                 features, limit = await self._info(jid)
                 if UPLOAD_NS in features:
