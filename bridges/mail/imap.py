@@ -79,6 +79,9 @@ def heads_by_uid(heads: list[tuple[int, dict[str, Value]]]) -> dict[int, _Head]:
 BATCH_BYTES = 8 * 1024 * 1024
 """Most mail bytes one FETCH asks for: a catch-up of many small mails is a few round
 trips, and a burst of big ones does not sit in memory all at once."""
+BATCH_MAILS = 100
+"""Most mails per FETCH of bodies: aioimaplib rescans a whole response for every line it
+reads, so the cost of one FETCH grows with the square of its mails."""
 TEXT_MARGIN = 64 * 1024
 """Bytes fetched beyond a mail's text parts (headers, MIME boundaries)."""
 
@@ -251,21 +254,24 @@ class ImapConnection:
 
     async def fetch_new(self, after_uid: int, max_bytes: int, limit: int) -> list[FetchedMail]:
         """The next mails above `after_uid` (at most `limit`), in UID order, in few round
-        trips: one FETCH for their sizes, flags and structure, then one for the bodies of
-        every batch of ordinary mails (`BATCH_BYTES` at a time); only a mail with large
-        attachments gets a FETCH of its own, for its text alone (the attachments are
-        fetched later, part by part, by whoever uploads them).
+        trips: a SEARCH, one FETCH for their sizes, flags and structure, then one for the
+        bodies of every batch of ordinary mails (`BATCH_MAILS`, `BATCH_BYTES`); only a
+        mail with large attachments gets a FETCH of its own, for its text alone (the
+        attachments are fetched later, part by part, by whoever uploads them).
         """
+        uids = (await self.uids_after(after_uid))[:limit]
+        if not uids:
+            return []
         items = "(UID FLAGS RFC822.SIZE INTERNALDATE BODYSTRUCTURE)"
-        fetch = self._client.uid("fetch", f"{after_uid + 1}:*", items)
+        fetch = self._client.uid("fetch", _uid_set(uids), items)
         response = _check(await self._call(fetch, "FETCH"), "FETCH")
         heads: list[tuple[int, dict[str, Value]]] = []
         for record in fetch_records(response.lines):
             uid = as_int(record.get("UID"))
-            if uid is not None and uid > after_uid:  # `n:*` also matches the last mail
+            if uid is not None and uid > after_uid:
                 heads.append((uid, record))
         heads.sort(key=lambda head: head[0])
-        wanted = heads_by_uid(heads[:limit])
+        wanted = heads_by_uid(heads)
         mails: dict[int, FetchedMail] = {}
         batch: list[int] = []
         batch_bytes = 0
@@ -274,7 +280,7 @@ class ImapConnection:
             if head.size is None or cap < head.size:
                 mails.update(await self._bodies([uid], wanted, cap))
                 continue
-            if batch and batch_bytes + head.size > BATCH_BYTES:
+            if batch and (batch_bytes + head.size > BATCH_BYTES or len(batch) >= BATCH_MAILS):
                 mails.update(await self._bodies(batch, wanted, None))
                 batch, batch_bytes = [], 0
             batch.append(uid)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,28 @@ CORRESPONDENTS = "correspondents"
 """Record kind: senders the user was already asked to add to their roster."""
 MAX_UNSEEN = 200
 """Unread mails remembered per thread, for marking a thread read up to a mail."""
+
+
+PARSE_BATCH_MAILS = 50
+PARSE_BATCH_BYTES = 4 * 1024 * 1024
+"""Most mails, and mail bytes, parsed in one thread hop (and held parsed at once)."""
+
+
+def _parse_batches(mails: list[FetchedMail]) -> Iterator[list[FetchedMail]]:
+    batch: list[FetchedMail] = []
+    size = 0
+    for mail in mails:
+        if batch and (len(batch) >= PARSE_BATCH_MAILS or size + len(mail.raw) > PARSE_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(mail)
+        size += len(mail.raw)
+    if batch:
+        yield batch
+
+
+def _parse_all(mails: list[FetchedMail]) -> list[mime.IncomingMail]:
+    return [mime.parse_incoming(mail.raw) for mail in mails]
 
 
 def decoded_size(encoded: int, encoding: str) -> int:
@@ -150,16 +172,29 @@ class MailSession(Session):
     async def set_watermark(self, folder: str, mark: Watermark) -> None:
         await self._commit(None, folder=folder, mark=mark)
 
-    async def deliver(self, folder: str, mark: Watermark, mail: FetchedMail) -> bool:
-        """Turn one fetched mail into a message event, delivered with its watermark (and
-        the attachments it announces); True when it should be marked \\Seen now."""
-        event, jobs = await self._message_event(folder, mark, mail)
-        if self.options.subscribe_correspondents:
-            await self._introduce(event.sender)
-        await self._commit(event, folder=folder, mark=mark, add=jobs)
-        if jobs and self.uploads is not None:
-            self.uploads.start(jobs)
-        return self.mail.seen_on_delivery
+    async def deliver(self, folder: str, uidvalidity: int, mails: list[FetchedMail]) -> list[int]:
+        """Turn fetched mails into message events, each delivered with its watermark (and
+        the attachments it announces); returns the UIDs to mark \\Seen now.
+
+        Parsing is CPU work that would stall the event loop, and with it every other
+        user's traffic: it runs in a thread, a batch of mails per hop (one hop per mail
+        cost as much as the parsing during a catch-up).
+        """
+        seen: list[int] = []
+        for batch in _parse_batches(mails):
+            parsed = await asyncio.to_thread(_parse_all, batch)
+            for fetched, mail in zip(batch, parsed, strict=True):
+                date = fetched.internaldate or datetime.now(UTC)
+                mark = Watermark(uidvalidity, fetched.uid, date)
+                event, jobs = await self._message_event(folder, mark, fetched, mail)
+                if self.options.subscribe_correspondents:
+                    await self._introduce(event.sender)
+                await self._commit(event, folder=folder, mark=mark, add=jobs)
+                if jobs and self.uploads is not None:
+                    self.uploads.start(jobs)
+                if self.mail.seen_on_delivery:
+                    seen.append(fetched.uid)
+        return seen
 
     async def _introduce(self, sender: Address) -> None:
         """Ask the user to add a correspondent, once: before their first mail arrives."""
@@ -283,11 +318,8 @@ class MailSession(Session):
                 self.log.exception("could not tell the user about the refused login")
 
     async def _message_event(
-        self, folder: str, mark: Watermark, fetched: FetchedMail
+        self, folder: str, mark: Watermark, fetched: FetchedMail, mail: mime.IncomingMail
     ) -> tuple[events.Message, list[UploadJob]]:
-        # In a thread: parsing a large or crafted mail is CPU work that would stall the
-        # event loop, and with it every other user's traffic.
-        mail = await asyncio.to_thread(mime.parse_incoming, fetched.raw)
         thread = await self._thread_for(mail, [folder, mark.uidvalidity, fetched.uid])
         sender, _ = self._sender_of(mail, "")
         jobs: list[UploadJob] = []

@@ -61,8 +61,9 @@ class Journal(Protocol):
     async def set_watermark(self, folder: str, mark: Watermark) -> None:
         """Persist a watermark that covers no mail (a fresh start or a resync)."""
 
-    async def deliver(self, folder: str, mark: Watermark, mail: FetchedMail) -> bool:
-        """Deliver `mail` and persist `mark` with it, atomically; True to mark it \\Seen."""
+    async def deliver(self, folder: str, uidvalidity: int, mails: list[FetchedMail]) -> list[int]:
+        """Deliver `mails` in order, each with the watermark that covers it, atomically;
+        return the UIDs to mark \\Seen."""
 
     async def login_result(self, refusal: str | None) -> None:
         """Tell the user once when the server refuses the stored password (None: accepted)."""
@@ -71,8 +72,9 @@ class Journal(Protocol):
 CONNECTION_ERRORS = (ImapError, aioimaplib.AioImapException, OSError, TimeoutError, ssl.SSLError)
 
 
-FETCH_BATCH = 500
-"""Mails fetched per round of a catch-up: a few FETCH commands for all of them."""
+FETCH_BATCH = 200
+"""Mails fetched per round of a catch-up (a SEARCH, then a few FETCH commands): bounded,
+since aioimaplib's reading of one response costs the square of its lines."""
 
 QUICK_RETRIES = 5
 """Tries at the shortest delay before backing off: a server restart (seconds) then
@@ -209,11 +211,7 @@ class FolderWatcher:
             mails = await self.connection.fetch_new(
                 mark.last_uid, self.options.max_fetch_bytes, FETCH_BATCH
             )
-            seen: list[int] = []
-            for mail in mails:
-                mark = Watermark(mark.uidvalidity, mail.uid, mail.internaldate or datetime.now(UTC))
-                if await self.journal.deliver(self.folder, mark, mail):
-                    seen.append(mail.uid)
+            seen = await self.journal.deliver(self.folder, mark.uidvalidity, mails)
             await self.connection.mark_seen(seen)
             if len(mails) < FETCH_BATCH:
                 break
