@@ -352,6 +352,8 @@ class Bridge(ABC):
     gateway_prompt: ClassVar[str] = "Legacy address"
     gateway_desc: ClassVar[str] = "Enter the address of the contact you would like to add."
     Options: ClassVar[type[BridgeOptions]] = BridgeOptions
+    uses_files: ClassVar[bool] = False
+    """Whether sessions use `Sink.files`: only then is the upload service looked up."""
     refuse_corrections: ClassVar[str | None] = None
     """When set, an XEP-0308 correction is answered `not-acceptable` with this text
     (a network where what is sent cannot be changed); otherwise it is sent as it is."""

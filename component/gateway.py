@@ -312,7 +312,8 @@ class Gateway(ComponentXMPP):
                 self.send(presence(self.boundjid.bare, user, "probe"))
         if not self._started_once:
             self._started_once = True
-            await self.files.discover()  # before the first catch-up hands over attachments
+            if self.bridge.uses_files:  # before the first catch-up hands over attachments
+                await self.files.discover()
             await self.sessions.start_offline_sessions()
 
     def _on_link_down(self, _event: object) -> None:

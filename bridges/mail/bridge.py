@@ -79,6 +79,7 @@ class MailBridge(Bridge):
     gateway_prompt: ClassVar[str] = "Email address"
     gateway_desc: ClassVar[str] = "Enter the email address of the person to write to."
     Options: ClassVar[type[BridgeOptions]] = MailOptions
+    uses_files: ClassVar[bool] = True
     refuse_corrections: ClassVar[str | None] = (
         "A mail cannot be changed once it is sent: write a new message with the correction."
     )
