@@ -7,12 +7,18 @@ installed). It measures, at the bridge level (sessions → a recording sink, no 
   the IDLE push (Dovecot delays pushes by about 0.5 s) to the delivered event, p50/p99;
 * a burst of 500 mails to one user: wall time and mails per second;
 * 100 users with one mail each: wall time until all are delivered;
-* gateway RSS per user holding an idle IMAP connection.
+* gateway RSS per user holding an idle IMAP connection;
+* a mail with a 20 MB attachment: RSS rise while it streams from IMAP (partial FETCH,
+  base64 decoded on the way, spooled to disk) and is PUT to a local HTTP server, and
+  the upload's throughput.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +29,8 @@ sys.path[:0] = [
     str(Path(__file__).resolve().parents[1] / "tests" / "mail"),
 ]
 
+import aiohttp  # noqa: E402
+from aiohttp import web  # noqa: E402
 from mail_helpers import (  # noqa: E402
     MemoryStore,
     RecordingSink,
@@ -189,6 +197,97 @@ async def many_users(mail: MailServer, bridge: MailBridge, users: int = 100) -> 
     )
 
 
+class HttpSink(TimedSink):
+    """A sink whose files go by HTTP PUT to a local server that counts and drops them."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.files = PutFiles(url)
+
+
+class PutFiles:
+    """A `FileTransfer` that streams each upload to `url` with aiohttp, as the gateway's."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.seconds = 0.0
+
+    async def upload_limit(self) -> int | None:
+        return None
+
+    async def upload(self, path: Path, name: str, content_type: str) -> str:
+        begin = time.perf_counter()
+        with path.open("rb") as body:
+
+            async def chunks() -> Any:
+                while chunk := body.read(256 * 1024):
+                    yield chunk
+
+            headers = {"Content-Length": str(path.stat().st_size)}
+            async with (
+                aiohttp.ClientSession() as http,
+                http.put(self.url, data=chunks(), headers=headers) as response,
+            ):
+                assert response.status == 201
+        self.seconds = time.perf_counter() - begin
+        return f"{self.url}/{name}"
+
+    async def download(self, url: str, directory: Path, max_bytes: int) -> Any:
+        raise NotImplementedError
+
+
+async def attachment(mail: MailServer, bridge: MailBridge, size: int = 20 * 1024 * 1024) -> None:
+    received = 0
+
+    async def put(request: web.Request) -> web.Response:
+        nonlocal received
+        async for chunk in request.content.iter_chunked(256 * 1024):
+            received += len(chunk)
+        return web.Response(status=201)
+
+    app = web.Application(client_max_size=0)
+    app.router.add_put("/upload", put)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    account = await register_existing(bridge, mail, "big")
+    to = mail.address("big")
+    msg = simple_mail(to, "big", "a big file")
+    msg.add_attachment(os.urandom(size), maintype="application", subtype="zip", filename="b.zip")
+    await inject(mail, msg, to, SENDER)
+    del msg
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    sink = HttpSink(f"http://127.0.0.1:{port}/upload")
+    before = rss_kib()
+    peak = before
+    # a watermark before the big mail: it is delivered as a catch-up
+    account.state = {
+        "folders": {
+            "INBOX": {"uidvalidity": 0, "last_uid": 0, "last_date": "2000-01-01T00:00:00+00:00"}
+        }
+    }
+    session = bridge.create_session(account, sink, MemoryStore())
+    begin = time.perf_counter()
+    await session.start()
+    try:
+        while len(sink.of(events.Message)) < 2:
+            peak = max(peak, rss_kib())
+            await asyncio.sleep(0.01)
+    finally:
+        await session.stop()
+        await runner.cleanup()
+    took = time.perf_counter() - begin
+    assert received == size, (received, size)
+    print(
+        f"{size // (1024 * 1024)} MB attachment: delivered as a file after {took:.2f} s, "
+        f"RSS +{(peak - before) / 1024:.1f} MiB at peak; HTTP PUT "
+        f"{size / sink.files.seconds / 1e6:.0f} MB/s, IMAP to URL {size / took / 1e6:.1f} MB/s"
+    )
+
+
 async def main() -> None:
     _record_pushes()
     async with MailServer() as mail:
@@ -197,9 +296,17 @@ async def main() -> None:
             await mail.add_user(name, f"{name}-secret")
         await asyncio.sleep(1.1)
         bridge = MailBridge(options_for(mail))
+        if "--attachment" in sys.argv:
+            await mail.add_user("big", "big-secret")
+            await asyncio.sleep(1.1)
+            await attachment(mail, bridge)
+            return
         await latency(mail, bridge)
         await burst(mail, bridge)
         await many_users(mail, bridge)
+        await mail.add_user("big", "big-secret")
+        await asyncio.sleep(1.1)
+        await attachment(mail, bridge)
 
 
 if __name__ == "__main__":

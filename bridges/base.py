@@ -112,8 +112,80 @@ class AccountData:
     secrets: Mapping[str, str] = field(default_factory=dict)
 
 
+class FileError(Exception):
+    """A file could not be stored or fetched; `text` says why, in words for the user.
+
+    `too_large` when the size is what the service refused (its limit, if it said, is
+    `limit`); `temporary` when trying again later may work (the service is down).
+    """
+
+    def __init__(
+        self, text: str, *, too_large: bool = False, limit: int | None = None,
+        temporary: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__(text)
+        self.text = text
+        self.too_large = too_large
+        self.limit = limit
+        self.temporary = temporary
+
+
+@dataclass(frozen=True)
+class DownloadedFile:
+    """A file fetched from a URL the user sent, stored at `path` (the caller deletes it)."""
+
+    path: Path
+    name: str
+    content_type: str
+    size: int
+
+
+class FileTransfer(Protocol):
+    """Files between the legacy network and the user's XMPP server (XEP-0363 uploads).
+
+    The component implements it; a bridge only sees files on disk and URLs, never
+    stanzas or HTTP.
+    """
+
+    async def upload_limit(self) -> int | None:
+        """The largest file the upload service takes, in bytes (None: it names none)."""
+        ...
+
+    async def upload(self, path: Path, name: str, content_type: str) -> str:
+        """Store the file at `path` under `name`; return the URL anyone may GET it from.
+
+        Raises FileError.
+        """
+        ...
+
+    async def download(self, url: str, directory: Path, max_bytes: int) -> DownloadedFile:
+        """Fetch `url` into a new file in `directory`, if it is on a host the operator
+        allows and at most `max_bytes` long; raises FileError otherwise."""
+        ...
+
+
+@dataclass(frozen=True)
+class MessageExtras:
+    """What a user's message carries besides its text, for networks that can use it."""
+
+    reply_to: str | None = None
+    """XEP-0461: the id of the message answered (a `legacy_id` the bridge delivered)."""
+    quote: str | None = None
+    """The answered text the client quoted (XEP-0428 fallback), already cut from the text."""
+    files: tuple[str, ...] = ()
+    """XEP-0066 URLs of files the user sent (their client's upload), cut from the text."""
+
+
+NO_EXTRAS = MessageExtras()
+
+
 class Sink(Protocol):
     """The component side of a session: the only way legacy events reach XMPP."""
+
+    @property
+    def files(self) -> FileTransfer | None:
+        """The user's server's file upload service, None when there is none."""
+        ...
 
     async def deliver(self, event: events.Event, *, state: Mapping[str, Any] | None = None) -> None:
         """Turn `event` into stanzas for the user; then persist `state` if given.
@@ -198,6 +270,7 @@ class Session(ABC):
         subject: str | None = None,
         thread: str | None = None,
         origin: events.Origin | None = None,
+        extras: MessageExtras = NO_EXTRAS,
     ) -> None:
         """Send a one-to-one (or, for a group address, a group) message.
 
@@ -238,7 +311,8 @@ class Session(ABC):
         return None
 
     async def mark_displayed(self, room: Address, quoted: events.Quoted) -> None:
-        """The user has read `room` up to `quoted`; ignored by default."""
+        """The user has read `room` up to `quoted` (a room's read marker); ignored by
+        default. A one-to-one message shown is `mark_message_displayed`."""
         return None
 
     async def user_offline(self) -> bool:
@@ -257,6 +331,12 @@ class Session(ABC):
         Called once the session has started, and on every change after that. The
         default ignores it; IRC marks the user AWAY.
         """
+        return None
+
+    async def mark_message_displayed(self, contact: Address, message_id: str) -> None:
+        """The user's client says it showed the message `message_id` from `contact`
+        (an XEP-0333 `displayed` marker on a message sent `markable`). The default
+        ignores it; mail marks that mail read on the server."""
         return None
 
     async def join(self, room: Address, nick: str, password: str | None = None) -> None:
@@ -317,6 +397,11 @@ class Bridge(ABC):
     gateway_prompt: ClassVar[str] = "Legacy address"
     gateway_desc: ClassVar[str] = "Enter the address of the contact you would like to add."
     Options: ClassVar[type[BridgeOptions]] = BridgeOptions
+    uses_files: ClassVar[bool] = False
+    """Whether sessions use `Sink.files`: only then is the upload service looked up."""
+    refuse_corrections: ClassVar[str | None] = None
+    """When set, an XEP-0308 correction is answered `not-acceptable` with this text
+    (a network where what is sent cannot be changed); otherwise it is sent as it is."""
 
     def __init__(self, options: BridgeOptions) -> None:
         self.options = options

@@ -46,6 +46,15 @@ class GroupFeature(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class SharedFile:
+    """A file the user can open: shown inline by clients (XEP-0066 out-of-band data)."""
+
+    url: str
+    name: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """A message from the legacy side.
 
@@ -57,7 +66,11 @@ class Message:
     `sent` whenever the network says when the line was sent (IRCv3 server-time), for
     the archive. `highlight`: a room line that names the user (their nick there) and
     should reach them as a private message when none of their clients is in the room;
-    the bridge sets it only for users who want that.
+    the bridge sets it only for users who want that. `file`: the message is that file
+    (its text is the URL). `markable`: the user's client may say when it showed it
+    (XEP-0333), which comes back as `Session.mark_message_displayed` with `legacy_id`.
+    `quiet`: nothing new to the user (read elsewhere): sent as a `normal` message
+    rather than `chat`, which clients show with less fuss.
     """
 
     sender: Address
@@ -74,6 +87,9 @@ class Message:
     """For a room message: the sender's stable identity, as for `Occupant.occupant_id`."""
     reply_to: str | None = None
     """The legacy id of the message this one answers (IRCv3 `+draft/reply`)."""
+    file: SharedFile | None = None
+    markable: bool = False
+    quiet: bool = False
 
 
 @dataclass(frozen=True, slots=True)

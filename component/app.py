@@ -74,6 +74,7 @@ class App:
                 archive=archive,
                 history_stanzas=self.config.history.default_stanzas,
                 registration_limit=registration_limit,
+                files=self.config.files,
             )
             link = Link(
                 gateway,

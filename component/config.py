@@ -118,6 +118,24 @@ class HistorySettings(_Strict):
     default_stanzas: int = Field(20, ge=0, le=250)
 
 
+class FileSettings(_Strict):
+    """Files: attachments uploaded to the XMPP server (XEP-0363), URLs fetched to attach."""
+
+    enabled: bool = True
+    upload_service: str | None = None
+    """JID of the XEP-0363 service; by default found by disco on the server's domain."""
+    discover_on: str | None = None
+    """Where to look for it; by default the component's domain without its first label."""
+    download_hosts: list[str] = []
+    """Hosts whose URLs (files users send) are fetched and attached; others stay links."""
+    max_download_bytes: int = Field(25 * 1024 * 1024, ge=0)
+    download_timeout: float = Field(60.0, gt=0)
+    timeout: float = Field(30.0, gt=0)
+    """Seconds for a slot request, a connect or one read of an upload."""
+    ca_file: str | None = None
+    """Extra CA bundle to trust for HTTPS (a self-hosted service's own CA)."""
+
+
 class Config(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     database_url: str = ""
@@ -132,6 +150,7 @@ class Config(_Strict):
     shutdown_timeout: float = Field(10.0, gt=0)
     registration_limit: RegistrationLimit = Field(default_factory=RegistrationLimit)
     """Seconds a stop waits for queued work and sessions before refusing and cancelling."""
+    files: FileSettings = Field(default_factory=FileSettings)
     bridges: dict[str, BridgeSection] = Field(min_length=1)
 
     @field_validator("secret_key", "old_secret_keys")

@@ -20,16 +20,18 @@ from slixmpp.xmlstream import ET, StanzaBase, tostring
 
 from bridges import events
 from bridges.address import Address
-from bridges.base import Bridge, Session
+from bridges.base import Bridge, MessageExtras, Session
 from bridges.xml_text import xml_safe
 from component import metrics
 from component.archive import Archive
 from component.commands import AdHocCommands
+from component.config import FileSettings
 from component.disco import Disco
 from component.errors import registration_text, stanza_error
+from component.files import HttpFiles
 from component.lanes import Handler, Lanes
 from component.nick_resources import to_nick
-from component.outbound import RECEIPTS_NS, Outbound
+from component.outbound import MARKERS_NS, OOB_NS, RECEIPTS_NS, Outbound
 from component.ratelimit import RateLimit
 from component.registration import Registration
 from component.sessions import ResourcePresence, SessionManager, UserSink
@@ -46,6 +48,9 @@ log = logging.getLogger(__name__)
 CLIENT_NS, COMPONENT_NS = "{jabber:client}", "{jabber:component:accept}"
 FORWARDED = "{urn:xmpp:forward:0}forwarded"
 SUBSCRIPTION_TYPES = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
+CORRECT_NS = "urn:xmpp:message-correct:0"
+REPLY_NS = "urn:xmpp:reply:0"
+FALLBACK_NS = "urn:xmpp:fallback:0"
 HELP_TEXT = "This is the {name} gateway: write to or join addresses at {jid}."
 
 
@@ -69,6 +74,38 @@ def to_component_stream(xml: ET.Element, *, rename: bool = True) -> None:
         xml.attrib[name] = xml_safe(value)
     for child in xml:
         to_component_stream(child, rename=rename and child.tag != FORWARDED)
+
+
+def message_extras(message: Message) -> tuple[str, MessageExtras]:
+    """The text of a user's message, and what else it carries (see `MessageExtras`).
+
+    An XEP-0461 reply's XEP-0428 fallback (the quoted text, by code point range) and the
+    bare URL of an XEP-0066 file are cut from the text: the network gets them as what
+    they are, a quote and a file.
+    """
+    text = str(message["body"])
+    reply = message.xml.find(f"{{{REPLY_NS}}}reply")
+    quote = None
+    if reply is not None:
+        for fallback in message.xml.findall(f"{{{FALLBACK_NS}}}fallback"):
+            if fallback.get("for") != REPLY_NS:
+                continue
+            span = fallback.find(f"{{{FALLBACK_NS}}}body")
+            start, end = (span.get("start"), span.get("end")) if span is not None else (None, None)
+            if start and end and start.isdigit() and end.isdigit() and int(start) < int(end):
+                quote = text[int(start) : int(end)]
+                text = text[: int(start)] + text[int(end) :]
+    files = tuple(
+        url.strip()
+        for oob in message.xml.findall(f"{{{OOB_NS}}}x")
+        if (url := oob.findtext(f"{{{OOB_NS}}}url"))
+    )
+    for url in files:
+        text = text.replace(url, "")
+    extras = MessageExtras(
+        reply_to=reply.get("id") if reply is not None else None, quote=quote, files=files
+    )
+    return text.strip() if files or quote else text, extras
 
 
 READ_PIECE = 64 * 1024
@@ -108,6 +145,7 @@ class Gateway(ComponentXMPP):
         archive: Archive | None = None,
         history_stanzas: int = 20,
         registration_limit: RateLimit,
+        files: FileSettings | None = None,
     ) -> None:
         super().__init__(jid, secret)  # type: ignore[no-untyped-call]  # via super(): not excluded
         self.bridge = bridge
@@ -149,6 +187,7 @@ class Gateway(ComponentXMPP):
             self.groups.on_event if self.groups else None,
             lambda jid: self.sessions.is_available(jid.bare, jid.resource),
         )
+        self.files = HttpFiles(self, files or FileSettings())
         self.sessions = SessionManager(bridge, store, self._make_sink)
         self.registration = Registration(self, allowed_domains, registration_limit)
         self.commands = AdHocCommands(self)
@@ -310,7 +349,12 @@ class Gateway(ComponentXMPP):
         self.remove_handler("Presence")
 
     def _make_sink(self, user: str) -> UserSink:
-        return UserSink(user, self._deliver, AccountStorage(self.store, user, self.bridge.name))
+        return UserSink(
+            user,
+            self._deliver,
+            AccountStorage(self.store, user, self.bridge.name),
+            lambda: self.files if self.files.available else None,
+        )
 
     async def _deliver(self, user: str, event: events.Event) -> None:
         if not self.link_up.is_set():
@@ -350,6 +394,8 @@ class Gateway(ComponentXMPP):
                 self.send(presence(self.boundjid.bare, user, "probe"))
         if not self._started_once:
             self._started_once = True
+            if self.bridge.uses_files:  # before the first catch-up hands over attachments
+                await self.files.discover()
             await self.sessions.start_offline_sessions()
 
     def _on_link_down(self, _event: object) -> None:
@@ -406,6 +452,7 @@ class Gateway(ComponentXMPP):
         await self.lanes.close(timeout)
         await self.sessions.stop_all("gateway shutting down", max(0.0, deadline - loop.time()))
         await self.bridge.close()
+        await self.files.close()
 
     # --- routing --------------------------------------------------------------------
 
@@ -435,20 +482,28 @@ class Gateway(ComponentXMPP):
             if message["to"].resource:  # XEP-0045 private message to an occupant
                 nick = to_nick(message["to"].resource)
                 address = self.bridge.occupant_address(address, nick)
+        displayed = message.xml.find(f"{{{MARKERS_NS}}}displayed")
+        if displayed is not None and displayed.get("id"):
+            await session.mark_message_displayed(address, str(displayed.get("id")))
         if not message["body"]:
-            return  # chat states, receipts, markers: nothing to carry over
+            return  # chat states, receipts, other markers: nothing to carry over
+        refusal = self.bridge.refuse_corrections
+        if refusal and message.xml.find(f"{{{CORRECT_NS}}}replace") is not None:
+            raise stanza_error("not-acceptable", refusal)
         origin = None
         if message["id"]:
             wants_receipt = message.xml.find(f"{{{RECEIPTS_NS}}}request") is not None
             self.outbound.remember_sender(message["from"], message["id"], wants_receipt)
             origin = events.Origin(str(message["from"]), wants_receipt)
+        text, extras = message_extras(message)
         await session.send_message(
             address,
-            message["body"],
+            text,
             xmpp_id=message["id"] or None,
             subject=message["subject"] or None,
             thread=message["thread"] or None,
             origin=origin,
+            extras=extras,
         )
 
     async def _help(self, user: str) -> str:

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 NICK_NS = "http://jabber.org/protocol/nick"
 RECEIPTS_NS = "urn:xmpp:receipts"
+MARKERS_NS = "urn:xmpp:chat-markers:0"
+OOB_NS = "jabber:x:oob"
 
 SENDERS_KEPT = 10_000
 RoomHandler = Callable[[str, events.Event], Awaitable[bool]]
@@ -148,8 +150,18 @@ class Outbound:
         message = Message()
         message["from"] = self.jid_of(event.sender)
         message["to"] = user
-        message["type"] = "chat"
+        message["type"] = "normal" if event.quiet else "chat"
         message["body"] = event.text
+        if event.file is not None:
+            # XEP-0066; clients show the file inline when the body is the bare URL
+            message["body"] = event.file.url
+            oob = ET.SubElement(message.xml, f"{{{OOB_NS}}}x")
+            ET.SubElement(oob, f"{{{OOB_NS}}}url").text = event.file.url
+            ET.SubElement(
+                oob, f"{{{OOB_NS}}}desc"
+            ).text = f"{event.file.name} ({event.file.size} bytes)"
+        if event.markable:
+            ET.SubElement(message.xml, f"{{{MARKERS_NS}}}markable")
         if event.subject:
             message["subject"] = event.subject
         if event.thread:

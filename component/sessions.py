@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
 from bridges import events
-from bridges.base import Account, Bridge, Session, Sink
+from bridges.base import Account, Bridge, FileTransfer, Session, Sink
 from component import metrics
 from component.store import AccountStorage, Store
 
@@ -235,10 +235,16 @@ class UserSink:
         user: str,
         deliver: Callable[[str, events.Event], Awaitable[None]],
         storage: AccountStorage,
+        files: Callable[[], FileTransfer | None] = lambda: None,
     ) -> None:
         self.user = user
         self._deliver = deliver
         self._storage = storage
+        self._files = files
+
+    @property
+    def files(self) -> FileTransfer | None:
+        return self._files()
 
     async def deliver(self, event: events.Event, *, state: Mapping[str, Any] | None = None) -> None:
         await self._deliver(self.user, event)

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from bridges import events
 from bridges.address import Address, AddressError, AddressKind
 from bridges.base import (
+    NO_EXTRAS,
     Account,
     AccountData,
     AccountStore,
@@ -32,6 +33,7 @@ from bridges.base import (
     BridgeOptions,
     Command,
     FormField,
+    MessageExtras,
     RegistrationError,
     Session,
     Sink,
@@ -99,6 +101,7 @@ class FakeSession(Session):
         subject: str | None = None,
         thread: str | None = None,
         origin: events.Origin | None = None,
+        extras: MessageExtras = NO_EXTRAS,
     ) -> None:
         if to.legacy_id.startswith("fail"):
             await self.sink.deliver(

@@ -12,7 +12,16 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from bridges import events
 from bridges.address import Address, AddressKind
-from bridges.base import Account, AccountStore, Bridge, BridgeError, Session, Sink
+from bridges.base import (
+    NO_EXTRAS,
+    Account,
+    AccountStore,
+    Bridge,
+    BridgeError,
+    MessageExtras,
+    Session,
+    Sink,
+)
 from bridges.events import GroupFeature
 from bridges.irc.address import IrcTarget, split_address
 from bridges.irc.connection import ConnectPacing
@@ -128,6 +137,7 @@ class IrcSession(Session):
         subject: str | None = None,
         thread: str | None = None,
         origin: events.Origin | None = None,
+        extras: MessageExtras = NO_EXTRAS,
     ) -> None:
         target = split_address(to)
         network = self.network(target.server)

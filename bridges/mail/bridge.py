@@ -79,6 +79,10 @@ class MailBridge(Bridge):
     gateway_prompt: ClassVar[str] = "Email address"
     gateway_desc: ClassVar[str] = "Enter the email address of the person to write to."
     Options: ClassVar[type[BridgeOptions]] = MailOptions
+    uses_files: ClassVar[bool] = True
+    refuse_corrections: ClassVar[str | None] = (
+        "A mail cannot be changed once it is sent: write a new message with the correction."
+    )
     registration_fields: ClassVar[tuple[FormField, ...]] = (
         FormField("email", "Email address", required=True, legacy_name="email"),
         FormField(
@@ -107,6 +111,22 @@ class MailBridge(Bridge):
             desc="tls: implicit TLS (465); starttls (587)",
         ),
         FormField("folders", "Folders to watch", type="text-multi", default=["INBOX"]),
+        FormField(
+            "seen_on_delivery",
+            "Mark mail as read when it arrives here",
+            type="boolean",
+            datatype="xs:boolean",
+            default=False,
+            desc="Otherwise mail is marked read when your client shows it (XEP-0333)",
+        ),
+        FormField(
+            "quiet_when_read",
+            "Deliver mail already read elsewhere quietly",
+            type="boolean",
+            datatype="xs:boolean",
+            default=True,
+            desc="As a normal message instead of a chat message",
+        ),
     )
 
     @classmethod
@@ -181,6 +201,8 @@ class MailBridge(Bridge):
             imap=self._server("imap", values, known),
             smtp=self._server("smtp", values, known),
             folders=tuple(dict.fromkeys(folders)),
+            seen_on_delivery=_flag(values.get("seen_on_delivery"), default=False),
+            quiet_when_read=_flag(values.get("quiet_when_read"), default=True),
         )
 
     def _server(self, kind: str, values: Mapping[str, Any], known: DomainDefaults | None) -> Server:
@@ -274,6 +296,11 @@ class MailBridge(Bridge):
 
     def create_session(self, account: Account, sink: Sink, store: AccountStore) -> MailSession:
         return MailSession(self, account, sink, store)
+
+
+def _flag(value: Any, *, default: bool) -> bool:
+    """A boolean form value (the component converted it); absent means `default`."""
+    return value if isinstance(value, bool) else default
 
 
 def _unreachable(kind: str, server: Server) -> RegistrationError:

@@ -96,6 +96,15 @@ class MailOptions(BridgeOptions):
     """Threads unused this long are forgotten: a late reply then starts a new mail thread."""
     subscribe_correspondents: bool = False
     """Ask users to add each new correspondent to their roster, on the first mail."""
+    upload_retry_delay: float = Field(default=5.0, gt=0)
+    """Seconds before retrying an attachment the upload service failed to take (twice,
+    the second wait doubled); then the user gets a line saying it could not be stored."""
+    max_attachment_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    """Largest file a user sends (an XEP-0066 URL) that is attached to the mail; larger
+    ones, and URLs to hosts not in `files.download_hosts`, stay links in the text."""
+    spool_dir: str | None = None
+    """Where attachments are decoded on their way to the upload service (the system's
+    temporary directory by default): on disk, never whole in memory."""
     save_sent: bool = False
     """Append a copy of every sent mail to the user's Sent folder over IMAP."""
     sent_folder: str = "Sent"
@@ -128,6 +137,10 @@ class MailAccount:
     imap: Server
     smtp: Server
     folders: tuple[str, ...]
+    seen_on_delivery: bool = False
+    """Mark mail read on the server as soon as it is delivered to XMPP."""
+    quiet_when_read: bool = True
+    """Mail already read in another mail client comes as a `normal` message, not `chat`."""
 
     @classmethod
     def from_account(cls, account: Account) -> MailAccount:
@@ -151,6 +164,8 @@ class MailAccount:
                 Security(settings["smtp_security"]),
             ),
             folders=tuple(settings.get("folders") or ("INBOX",)),
+            seen_on_delivery=bool(settings.get("seen_on_delivery", False)),
+            quiet_when_read=bool(settings.get("quiet_when_read", True)),
         )
 
     def settings(self) -> dict[str, Any]:
@@ -166,4 +181,6 @@ class MailAccount:
             "smtp_port": self.smtp.port,
             "smtp_security": self.smtp.security.value,
             "folders": list(self.folders),
+            "seen_on_delivery": self.seen_on_delivery,
+            "quiet_when_read": self.quiet_when_read,
         }

@@ -20,6 +20,7 @@ import aioimaplib
 from aioimaplib.aioimaplib import quoted
 
 from bridges.mail.config import MailAccount, Security, Server
+from bridges.mail.imap_parse import Part, Value, as_int, body_parts, fetch_records
 
 T = TypeVar("T")
 
@@ -49,12 +50,58 @@ class FetchedMail:
     raw: bytes
     size: int | None
     internaldate: datetime | None
+    flags: frozenset[str] = frozenset()
+    parts: tuple[Part, ...] | None = None
+    """The leaves of its BODYSTRUCTURE, when the server sent one."""
+
+    @property
+    def seen(self) -> bool:
+        """Read elsewhere already (another mail client set \\Seen)."""
+        return "\\seen" in {flag.lower() for flag in self.flags}
+
+
+@dataclass(frozen=True)
+class _Head:
+    uid: int
+    size: int | None
+    record: dict[str, Value]
+    parts: list[Part] | None
+
+
+def heads_by_uid(heads: list[tuple[int, dict[str, Value]]]) -> dict[int, _Head]:
+    found: dict[int, _Head] = {}
+    for uid, record in heads:
+        parts = body_parts(record["BODYSTRUCTURE"]) if "BODYSTRUCTURE" in record else None
+        found[uid] = _Head(uid, as_int(record.get("RFC822.SIZE")), record, parts)
+    return found
+
+
+BATCH_BYTES = 8 * 1024 * 1024
+"""Most mail bytes one FETCH asks for: a catch-up of many small mails is a few round
+trips, and a burst of big ones does not sit in memory all at once."""
+BATCH_MAILS = 100
+"""Most mails per FETCH of bodies: aioimaplib rescans a whole response for every line it
+reads, so the cost of one FETCH grows with the square of its mails."""
+TEXT_MARGIN = 64 * 1024
+"""Bytes fetched beyond a mail's text parts (headers, MIME boundaries)."""
+
+
+def _text_bytes(size: int | None, parts: list[Part] | None, max_bytes: int) -> int:
+    """How much of a mail to fetch: all of it up to `max_bytes`, except that a mail whose
+    attachments are large is read only as far as its text needs (the attachments are
+    read part by part when uploaded). The text usually comes first in a mail."""
+    if parts is None or size is None:
+        return max_bytes
+    attached = sum(part.size for part in parts if not part.is_text_body)
+    if attached <= TEXT_MARGIN:
+        return max_bytes
+    text = sum(part.size for part in parts if part.is_text_body)
+    return min(max_bytes, text + TEXT_MARGIN)
 
 
 _UIDVALIDITY_RE = re.compile(rb"\[UIDVALIDITY (\d+)\]")
 _UIDNEXT_RE = re.compile(rb"\[UIDNEXT (\d+)\]")
 _FETCH_UID_RE = re.compile(rb"\bUID (\d+)")
-_FETCH_SIZE_RE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 _FETCH_DATE_RE = re.compile(rb'\bINTERNALDATE "([^"]+)"')
 _PUSH_RE = re.compile(rb"^\d+ (EXISTS|RECENT|EXPUNGE)|^BYE", re.IGNORECASE)
 
@@ -205,29 +252,93 @@ class ImapConnection:
         response = _check(await self._call(search, "SEARCH"), "SEARCH")
         return _uids(response, above=0)
 
-    async def fetch(self, uid: int, max_bytes: int) -> FetchedMail | None:
-        """The message with `uid` (first `max_bytes` bytes), or None if it is gone."""
-        items = f"(UID RFC822.SIZE INTERNALDATE BODY.PEEK[]<0.{max_bytes}>)"
-        response = _check(
-            await self._call(self._client.uid("fetch", str(uid), items), "FETCH"), "FETCH"
-        )
-        lines = response.lines
-        for index, line in enumerate(lines[:-1]):
-            if not isinstance(line, bytes) or b"FETCH" not in line:
+    async def fetch_new(self, after_uid: int, max_bytes: int, limit: int) -> list[FetchedMail]:
+        """The next mails above `after_uid` (at most `limit`), in UID order, in few round
+        trips: a SEARCH, one FETCH for their sizes, flags and structure, then one for the
+        bodies of every batch of ordinary mails (`BATCH_MAILS`, `BATCH_BYTES`); only a
+        mail with large attachments gets a FETCH of its own, for its text alone (the
+        attachments are fetched later, part by part, by whoever uploads them).
+        """
+        uids = (await self.uids_after(after_uid))[:limit]
+        if not uids:
+            return []
+        items = "(UID FLAGS RFC822.SIZE INTERNALDATE BODYSTRUCTURE)"
+        fetch = self._client.uid("fetch", _uid_set(uids), items)
+        response = _check(await self._call(fetch, "FETCH"), "FETCH")
+        heads: list[tuple[int, dict[str, Value]]] = []
+        for record in fetch_records(response.lines):
+            uid = as_int(record.get("UID"))
+            if uid is not None and uid > after_uid:
+                heads.append((uid, record))
+        heads.sort(key=lambda head: head[0])
+        wanted = heads_by_uid(heads)
+        mails: dict[int, FetchedMail] = {}
+        batch: list[int] = []
+        batch_bytes = 0
+        for uid, head in wanted.items():
+            cap = _text_bytes(head.size, head.parts, max_bytes)
+            if head.size is None or cap < head.size:
+                mails.update(await self._bodies([uid], wanted, cap))
                 continue
-            found = _FETCH_UID_RE.search(line)
-            literal = lines[index + 1]
-            if found is None or int(found.group(1)) != uid or not isinstance(literal, bytearray):
+            if batch and (batch_bytes + head.size > BATCH_BYTES or len(batch) >= BATCH_MAILS):
+                mails.update(await self._bodies(batch, wanted, None))
+                batch, batch_bytes = [], 0
+            batch.append(uid)
+            batch_bytes += head.size
+        if batch:
+            mails.update(await self._bodies(batch, wanted, None))
+        return [mails[uid] for uid in wanted if uid in mails]
+
+    async def _bodies(
+        self, uids: list[int], heads: dict[int, _Head], cap: int | None
+    ) -> dict[int, FetchedMail]:
+        """Fetch the bytes (the first `cap`, or all) of `uids`; expunged ones are missing."""
+        section = f"BODY.PEEK[]<0.{cap}>" if cap is not None else "BODY.PEEK[]"
+        fetch = self._client.uid("fetch", _uid_set(uids), f"(UID {section})")
+        response = _check(await self._call(fetch, "FETCH"), "FETCH")
+        found: dict[int, FetchedMail] = {}
+        for record in fetch_records(response.lines):
+            uid = as_int(record.get("UID"))
+            raw = record.get("BODY[]")
+            if uid is None or uid not in heads or not isinstance(raw, bytes):
                 continue
-            size = _FETCH_SIZE_RE.search(line)
-            date = _FETCH_DATE_RE.search(line)
-            return FetchedMail(
+            head = heads[uid]
+            flags = head.record.get("FLAGS")
+            date = head.record.get("INTERNALDATE")
+            found[uid] = FetchedMail(
                 uid=uid,
-                raw=bytes(literal),
-                size=int(size.group(1)) if size else None,
-                internaldate=_internaldate(date.group(1)) if date else None,
+                raw=raw,
+                size=head.size,
+                internaldate=_internaldate(date.encode()) if isinstance(date, str) else None,
+                flags=frozenset(f for f in flags if isinstance(f, str))
+                if isinstance(flags, list)
+                else frozenset(),
+                parts=tuple(head.parts) if head.parts is not None else None,
             )
+        return found
+
+    async def fetch_section(self, uid: int, section: str, offset: int, length: int) -> bytes | None:
+        """Up to `length` bytes of part `section` of mail `uid` from `offset` (a partial
+        FETCH, RFC 3501 §6.4.5): how an attachment is read without holding it whole.
+        Returns None when the mail is gone; b"" past the end of the part."""
+        item = f"BODY.PEEK[{section}]<{offset}.{length}>"
+        fetch = self._client.uid("fetch", str(uid), f"(UID {item})")
+        response = _check(await self._call(fetch, "FETCH"), "FETCH")
+        for record in fetch_records(response.lines):
+            if as_int(record.get("UID")) != uid:
+                continue
+            data = record.get(f"BODY[{section}]")
+            if isinstance(data, bytes):
+                return data
+            return b"" if data is None or data == "" else None
         return None
+
+    async def mark_seen(self, uids: list[int]) -> None:
+        """Set \\Seen on `uids` (the selected folder) in one command."""
+        if not uids:
+            return
+        store = self._client.uid("store", _uid_set(uids), r"+FLAGS.SILENT (\Seen)")
+        _check(await self._call(store, "STORE"), "STORE")
 
     async def internaldates(self, uids: list[int]) -> dict[int, datetime]:
         """INTERNALDATE of each of `uids` (for the UIDVALIDITY cut-off)."""
@@ -348,6 +459,21 @@ def _uids(response: aioimaplib.Response, *, above: int) -> list[int]:
         if isinstance(line, bytes):
             uids.update(int(token) for token in line.split() if token.isdigit())
     return sorted(uid for uid in uids if uid > above)
+
+
+def _uid_set(uids: list[int]) -> str:
+    """`1:3,7` for [1, 2, 3, 7]: a long catch-up stays a short command line."""
+    ranges: list[str] = []
+    ordered = sorted(set(uids))
+    start = previous = ordered[0]
+    for uid in [*ordered[1:], None]:
+        if uid is not None and uid == previous + 1:
+            previous = uid
+            continue
+        ranges.append(f"{start}:{previous}" if previous != start else str(start))
+        if uid is not None:
+            start = previous = uid
+    return ",".join(ranges)
 
 
 def _quote(folder: str) -> str:

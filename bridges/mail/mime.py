@@ -14,13 +14,16 @@ import email.header
 import email.parser
 import email.policy
 import email.utils
+import functools
 import hashlib
+import mimetypes
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage, Message
+from typing import Any, cast
 
 import html_text
 
@@ -28,7 +31,29 @@ from bridges.address import AddressError
 from bridges.mail import addresses
 
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
-_PARSE_POLICY = email.policy.default
+
+
+class _ParsePolicy(email.policy.EmailPolicy):
+    """The default policy, but each header value is parsed once.
+
+    The stdlib parses a header anew on every access, and reading one mail asks for
+    Content-Type alone nine times: over half of all parsing time. Header objects are
+    immutable, so equal (name, value) pairs, within a mail and across mails (every
+    `text/plain; charset="utf-8"`), share one.
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        if type(value) is not str:  # a header object already, or something unhashable
+            return email.policy.default.header_fetch_parse(name, value)
+        return _parsed_header(name, value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_header(name: str, value: str) -> Any:
+    return email.policy.default.header_fetch_parse(name, value)
+
+
+_PARSE_POLICY = _ParsePolicy()
 # 7bit makes the generator QP/base64-encode non-ASCII bodies and RFC 2047-encode headers,
 # so the mail passes any relay without relying on 8BITMIME or SMTPUTF8.
 _SEND_POLICY = email.policy.SMTP.clone(cte_type="7bit")
@@ -36,11 +61,13 @@ _SEND_POLICY = email.policy.SMTP.clone(cte_type="7bit")
 
 @dataclass(frozen=True)
 class Attachment:
-    """A part the chat side cannot show, announced by name, type and size."""
+    """A part the chat side cannot show as text, announced by name, type and size;
+    `note` says what becomes of it (it follows as a file, it is too large, ...)."""
 
     filename: str
     content_type: str
     size: int
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -69,6 +96,11 @@ class IncomingMail:
         """The References chain a reply to this mail carries (RFC 5322 §3.6.4)."""
         chain = self.references or ((self.in_reply_to,) if self.in_reply_to else ())
         return (*chain, self.message_id) if self.message_id else chain
+
+
+def is_message_id(text: str) -> bool:
+    """Whether `text` is one `<id@host>` Message-ID (and so a mail's stanza id)."""
+    return _MSGID_RE.fullmatch(text) is not None
 
 
 def thread_key(message_id: str) -> str:
@@ -101,10 +133,10 @@ def parse_incoming(raw: bytes) -> IncomingMail:
     try:
         header_end = _HEADER_END_RE.search(raw)
         if (header_end.start() if header_end else len(raw)) > MAX_HEADER_BYTES:
-            raise UnreadableMail(f"its header is over {_human_size(MAX_HEADER_BYTES)}")
+            raise UnreadableMail(f"its header is over {human_size(MAX_HEADER_BYTES)}")
         if len(_BOUNDARY_RE.findall(raw)) > MAX_MULTIPARTS:
             raise UnreadableMail(f"it has more than {MAX_MULTIPARTS} multipart sections")
-        msg = email.message_from_bytes(raw, policy=_PARSE_POLICY)
+        msg = cast(EmailMessage, email.message_from_bytes(raw, policy=_PARSE_POLICY))
         body_part = _body_part(msg)
         body = _part_text(body_part) if body_part is not None else ""
         return _incoming(msg, body, tuple(_attachments(msg, body_part)))
@@ -132,7 +164,7 @@ def _incoming(msg: Message, body: str, attachments: tuple[Attachment, ...]) -> I
 def _headers_only(raw: bytes, reason: str) -> IncomingMail:
     """What can be said of a mail whose body cannot be read."""
     notice = (
-        f"[The body of this mail ({_human_size(len(raw))}) could not be read: {reason}. "
+        f"[The body of this mail ({human_size(len(raw))}) could not be read: {reason}. "
         "Open it in a mail client.]"
     )
     try:
@@ -143,19 +175,62 @@ def _headers_only(raw: bytes, reason: str) -> IncomingMail:
         return IncomingMail(None, None, None, notice, None, None, (), None)
 
 
-def render_text(mail: IncomingMail, *, max_chars: int) -> str:
-    """The chat body: the text, cut at `max_chars` with a marker, then the attachments."""
+def render_text(mail: IncomingMail, *, max_chars: int, following: int = 0) -> str:
+    """The chat body: the text, cut at `max_chars` with a marker, then the attachments
+    (`following` of them come as messages of their own after this one)."""
     text = mail.body.strip("\n")
     if len(text) > max_chars:
         cut = text[:max_chars].rstrip()
         text = f"{cut}\n\n[… truncated: {len(text) - max_chars} more characters not shown]"
     if mail.attachments:
         lines = [
-            f"- {a.filename} ({a.content_type}, {_human_size(a.size)})" for a in mail.attachments
+            f"- {a.filename} ({a.content_type}, {human_size(a.size)})"
+            + (f": {a.note}" if a.note else "")
+            for a in mail.attachments
         ]
-        note = "Attachments:\n" + "\n".join(lines)
+        if following:
+            files = "1 file follows" if following == 1 else f"{following} files follow"
+            heading = f"Attachments ({files} as messages of their own):"
+        else:
+            heading = "Attachments:"
+        note = heading + "\n" + "\n".join(lines)
         text = f"{text}\n\n{note}" if text else note
     return text or "(empty message)"
+
+
+MAX_FILENAME_BYTES = 200
+"""Longest file name (UTF-8) handed to the upload service; longer ones are shortened,
+keeping the extension, since file systems stop at 255 bytes and URLs grow with it."""
+_UNSAFE_CHARS_RE = re.compile("[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_EXTENSION_RE = re.compile(r"\.[A-Za-z0-9]{1,10}$")
+
+
+def safe_filename(name: str | None, content_type: str) -> str:
+    """A file name that is safe to store and show, from a sender-chosen one.
+
+    Only the last path component counts (`../../etc/passwd` is `passwd`), control and
+    bidirectional-override characters go (an RTL override makes `exe.pdf` read as
+    `fdp.exe`), and the name is cut to `MAX_FILENAME_BYTES` keeping its extension. An
+    empty result becomes `attachment` with an extension for the content type.
+    """
+    text = _UNSAFE_CHARS_RE.sub("", name or "")
+    text = re.split(r"[/\\]", text)[-1]
+    text = " ".join(text.split()).strip(". ")
+    if not text:
+        extension = mimetypes.guess_extension(content_type) or ".bin"
+        return f"attachment{extension}"
+    if len(text.encode("utf-8")) <= MAX_FILENAME_BYTES:
+        return text
+    found = _EXTENSION_RE.search(text)
+    extension = found.group(0) if found else ""
+    stem = text[: len(text) - len(extension)]
+    budget = MAX_FILENAME_BYTES - len(extension.encode("utf-8"))
+    stem = stem.encode("utf-8")[:budget].decode("utf-8", "ignore").rstrip(". ")
+    return f"{stem}{extension}"
+
+
+OutgoingFile = tuple[str, str, bytes]
+"""A file to attach to a mail: name, content type, data."""
 
 
 def build_outgoing(
@@ -167,8 +242,10 @@ def build_outgoing(
     text: str,
     in_reply_to: str | None = None,
     references: Sequence[str] = (),
+    attachments: Sequence[OutgoingFile] = (),
 ) -> EmailMessage:
-    """A UTF-8 text/plain mail whose lines and headers stay within RFC 5322 limits.
+    """A UTF-8 text/plain mail whose lines and headers stay within RFC 5322 limits,
+    with `attachments` (name, content type, data) as parts of their own.
 
     Raises ValueError when an address cannot be put in a header (e.g. a CR/LF in it).
     """
@@ -182,7 +259,20 @@ def build_outgoing(
         msg["In-Reply-To"] = in_reply_to
         msg["References"] = " ".join(references or (in_reply_to,))
     msg.set_content(text.replace("\r\n", "\n").replace("\r", "\n"), charset="utf-8")
+    for name, content_type, data in attachments:
+        maintype, _, subtype = content_type.partition("/")
+        if not (maintype and subtype) or maintype in ("multipart", "message"):
+            maintype, subtype = "application", "octet-stream"
+        filename = safe_filename(name, f"{maintype}/{subtype}")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return msg
+
+
+def quoted(text: str) -> str:
+    """`text` as a mail quote: every line starts with `>` (a client's reply fallback
+    usually does already; one that does not is quoted here)."""
+    lines = text.strip("\n").split("\n")
+    return "\n".join(line if line.startswith(">") else f"> {line}" for line in lines)
 
 
 class _Mailbox(HeaderAddress):
@@ -406,7 +496,7 @@ def _attachments(msg: Message, body: Message | None) -> Iterator[Attachment]:
         )
 
 
-def _human_size(size: int) -> str:
+def human_size(size: int) -> str:
     if size < 1024:
         return f"{size} bytes"
     if size < 1024 * 1024:

@@ -21,13 +21,15 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import tempfile
 import time
 from collections.abc import Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 from bridges import events
 from bridges.address import Address, AddressError, AddressKind
-from bridges.base import AccountStore, BridgeError, Sink
+from bridges.base import NO_EXTRAS, AccountStore, BridgeError, FileError, MessageExtras, Sink
 from bridges.mail import addresses, mime, smtp
 from bridges.mail.config import MailAccount, MailOptions
 from bridges.mail.imap import ImapConnection
@@ -38,6 +40,9 @@ THREAD = "thread"
 """thread id → {"subject", "references"}: what a reply in that XMPP thread answers."""
 ROOT = "root"
 """thread_key(first Message-ID of a conversation) → {"thread"}: a thread the user started."""
+MAIL = "mail"
+"""thread_key(Message-ID) → where a delivered, unread mail is (folder, UIDVALIDITY, UID)
+and its thread: what a `displayed` marker for that message id marks \\Seen."""
 MAX_REFERENCES = 20
 
 
@@ -78,12 +83,24 @@ class Outbox:
         subject: str | None,
         thread: str | None,
         origin: events.Origin | None = None,
+        extras: MessageExtras = NO_EXTRAS,
     ) -> None:
         """Compose and queue one mail; it is submitted in the background (see module doc)."""
         if to.kind is not AddressKind.CONTACT or "@" not in to.legacy_id:
             raise BridgeError(f"{to.legacy_id} is not an email address", "item-not-found")
         context = await self.store.get_record(THREAD, thread) if thread else None
         references: list[str] = list(context.get("references", [])) if context else []
+        if extras.reply_to and mime.is_message_id(extras.reply_to):
+            # XEP-0461: answer that very mail, not the thread's latest
+            if extras.reply_to in references:
+                references = references[: references.index(extras.reply_to) + 1]
+            else:
+                references = [*references, extras.reply_to]
+        if extras.quote and extras.quote.strip():
+            text = f"{mime.quoted(extras.quote)}\n\n{text}"
+        attachments, links = await self._fetch_files(extras.files)
+        if links:
+            text = "\n".join([text, *links]) if text else "\n".join(links)
         if not subject:
             subject = (
                 reply_subject(context["subject"])
@@ -99,6 +116,7 @@ class Outbox:
                 text=text,
                 in_reply_to=references[-1] if references else None,
                 references=_trimmed(references),
+                attachments=attachments,
             )
             raw = mime.to_bytes(message).decode("ascii")
         except AddressError as exc:
@@ -121,6 +139,35 @@ class Outbox:
         await self.store.put_record(OUTBOX, message_id, item)
         self._submit(message_id, item)
 
+    async def _fetch_files(
+        self, urls: tuple[str, ...]
+    ) -> tuple[list[tuple[str, str, bytes]], list[str]]:
+        """The files the user sent, fetched to attach: (attachments, URLs left as links).
+
+        Only what the component's `FileTransfer` agrees to fetch (hosts the operator
+        allows, size capped, time-limited) is attached; anything else stays a link.
+        """
+        files = self.sink.files
+        attachments: list[mime.OutgoingFile] = []
+        links: list[str] = []
+        for url in urls:
+            if files is None:
+                links.append(url)
+                continue
+            directory = Path(self.options.spool_dir or tempfile.gettempdir())
+            try:
+                got = await files.download(url, directory, self.options.max_attachment_bytes)
+            except FileError as exc:
+                self.log.info("not attaching %s: %s", url, exc.text)
+                links.append(url)
+                continue
+            try:
+                data = await asyncio.to_thread(got.path.read_bytes)
+            finally:
+                got.path.unlink(missing_ok=True)
+            attachments.append((got.name, got.content_type, data))
+        return attachments, links
+
     async def _remember_thread(
         self, thread: str, subject: str, references: list[str], message_id: str
     ) -> None:
@@ -136,9 +183,10 @@ class Outbox:
             )
 
     async def forget_old_threads(self) -> None:
-        """Drop thread records unused for `thread_memory_days`, so they do not pile up."""
+        """Drop thread records (and unread mails never shown) unused for
+        `thread_memory_days`, so they do not pile up."""
         cutoff = time.time() - self.options.thread_memory_days * 86400
-        for kind in (THREAD, ROOT):
+        for kind in (THREAD, ROOT, MAIL):
             for key, data in await self.store.list_records(kind):
                 if float(data.get("at", 0)) < cutoff:
                     await self.store.delete_record(kind, key)

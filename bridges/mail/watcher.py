@@ -61,8 +61,9 @@ class Journal(Protocol):
     async def set_watermark(self, folder: str, mark: Watermark) -> None:
         """Persist a watermark that covers no mail (a fresh start or a resync)."""
 
-    async def deliver(self, folder: str, mark: Watermark, mail: FetchedMail) -> None:
-        """Deliver `mail` and persist `mark` with it, atomically."""
+    async def deliver(self, folder: str, uidvalidity: int, mails: list[FetchedMail]) -> list[int]:
+        """Deliver `mails` in order, each with the watermark that covers it, atomically;
+        return the UIDs to mark \\Seen."""
 
     async def login_result(self, refusal: str | None) -> None:
         """Tell the user once when the server refuses the stored password (None: accepted)."""
@@ -70,6 +71,10 @@ class Journal(Protocol):
 
 CONNECTION_ERRORS = (ImapError, aioimaplib.AioImapException, OSError, TimeoutError, ssl.SSLError)
 
+
+FETCH_BATCH = 200
+"""Mails fetched per round of a catch-up (a SEARCH, then a few FETCH commands): bounded,
+since aioimaplib's reading of one response costs the square of its lines."""
 
 QUICK_RETRIES = 5
 """Tries at the shortest delay before backing off: a server restart (seconds) then
@@ -198,16 +203,18 @@ class FolderWatcher:
         await self.journal.set_watermark(self.folder, Watermark(status.uidvalidity, last_uid, now))
 
     async def _sync(self) -> None:
-        """Deliver, in UID order, every mail above the watermark."""
+        """Deliver, in UID order, every mail above the watermark, fetched in batches."""
         assert self.connection is not None
-        mark = self.journal.watermark(self.folder)
-        assert mark is not None
-        for uid in await self.connection.uids_after(mark.last_uid):
-            mail = await self.connection.fetch(uid, self.options.max_fetch_bytes)
-            if mail is None:  # expunged meanwhile
-                continue
-            mark = Watermark(mark.uidvalidity, uid, mail.internaldate or datetime.now(UTC))
-            await self.journal.deliver(self.folder, mark, mail)
+        while True:
+            mark = self.journal.watermark(self.folder)
+            assert mark is not None
+            mails = await self.connection.fetch_new(
+                mark.last_uid, self.options.max_fetch_bytes, FETCH_BATCH
+            )
+            seen = await self.journal.deliver(self.folder, mark.uidvalidity, mails)
+            await self.connection.mark_seen(seen)
+            if len(mails) < FETCH_BATCH:
+                break
         self.synced.set()
 
 

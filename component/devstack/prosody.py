@@ -19,6 +19,7 @@ from component.devstack.process import (
     ManagedProcess,
     file_size,
     free_port,
+    make_self_signed_cert,
     run_command,
     wait_for_log_line,
 )
@@ -63,12 +64,21 @@ class Prosody(DaemonLauncher):
         component_port: int | None = None,
         stanza_size_limit: int | None = None,
         start_timeout: float = 20.0,
+        upload_limit: int | None = None,
+        upload_tls: bool = False,
     ) -> None:
         super().__init__(base_dir)
         self.components = dict(components or {})
         self.c2s_port = c2s_port or free_port()
         self.component_port = component_port or free_port()
         self.stanza_size_limit = stanza_size_limit
+        self.upload_limit = upload_limit
+        """With a limit (bytes), Prosody's own mod_http_file_share serves XEP-0363 as
+        `upload.localhost`, over HTTP on `http_port` (HTTPS with `upload_tls`, under a
+        self-signed certificate for 127.0.0.1 that `ca_file` names once started)."""
+        self.upload_tls = upload_tls
+        self.http_port = free_port() if upload_limit is not None else None
+        self.ca_file: Path | None = None
         self.start_timeout = start_timeout
         self._process: ManagedProcess | None = None
         self._start_mark = 0
@@ -115,16 +125,47 @@ class Prosody(DaemonLauncher):
             settings["prosody_user"] = _lua("root")
         if self.stanza_size_limit is not None:
             settings["c2s_stanza_size_limit"] = _lua(self.stanza_size_limit)
+        if self.http_port is not None:
+            scheme = "https" if self.upload_tls else "http"
+            settings[f"{scheme}_ports"] = _lua_list([self.http_port])
+            settings[f"{scheme}_interfaces"] = _lua_list([LOOPBACK])
+            settings["http_external_url"] = _lua(f"{scheme}://{LOOPBACK}:{self.http_port}/")
+            if self.upload_tls:
+                cert, key = (
+                    self.run_dir / "certs" / "https.crt",
+                    self.run_dir / "certs" / "https.key",
+                )
+                settings["https_ssl"] = (
+                    f"{{ certificate = {_lua(str(cert))}, key = {_lua(str(key))} }}"
+                )
+            # requests name 127.0.0.1 as Host, which is no Prosody host: serve them anyway
+            settings["http_default_host"] = _lua(self.upload_jid)
         lines = [f"{key} = {value}" for key, value in settings.items()]
         lines += ["", f"VirtualHost {_lua(self.domain)}"]
         for jid, secret in self.components.items():
             lines += ["", f"Component {_lua(jid)}", f"    component_secret = {_lua(secret)}"]
+        if self.upload_limit is not None:
+            lines += [
+                "",
+                f"Component {_lua(self.upload_jid)} {_lua('http_file_share')}",
+                f"    http_file_share_size_limit = {self.upload_limit}",
+                f"    http_file_share_daily_quota = {1024 * 1024 * 1024 * 1024}",
+            ]
         return "\n".join(lines) + "\n"
+
+    @property
+    def upload_jid(self) -> str:
+        """The XEP-0363 service's JID (when `upload_limit` is set)."""
+        return f"upload.{self.domain}"
 
     async def prepare(self) -> None:
         """Write the config and create the data dir (once; restarts reuse both)."""
         for sub in ("data", "certs"):
             (self.run_dir / sub).mkdir(exist_ok=True)
+        if self.upload_tls and self.ca_file is None:
+            self.ca_file, _key = await make_self_signed_cert(
+                self.run_dir / "certs", "https", hosts=(LOOPBACK, "localhost")
+            )
         self.config_path.write_text(self.render_config())
         self._process = ManagedProcess(
             "prosody",
@@ -138,7 +179,8 @@ class Prosody(DaemonLauncher):
 
     def _ports(self) -> list[int]:
         """Ports to wait for: Prosody opens the component port only if a Component exists."""
-        return [self.c2s_port, self.component_port] if self.components else [self.c2s_port]
+        ports = [self.c2s_port, self.component_port] if self.components else [self.c2s_port]
+        return ports + ([self.http_port] if self.http_port is not None else [])
 
     async def start(self) -> None:
         """Start Prosody and wait until its ports accept connections."""

@@ -24,7 +24,7 @@ import aiosmtplib
 from aioimaplib.aioimaplib import quoted
 
 from bridges import events
-from bridges.base import Account
+from bridges.base import Account, FileTransfer
 from bridges.mail import MailBridge
 from bridges.mail.config import MailOptions
 from bridges.mail.devstack import MailServer
@@ -41,6 +41,7 @@ class RecordingSink:
     events: list[events.Event] = field(default_factory=list)
     states: list[dict[str, Any]] = field(default_factory=list)
     last_state: dict[str, Any] | None = None
+    files: FileTransfer | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def deliver(self, event: events.Event, *, state: Mapping[str, Any] | None = None) -> None:

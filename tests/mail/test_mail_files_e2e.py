@@ -1,0 +1,428 @@
+"""End to end with files and read state: attachments arrive as XEP-0363 uploads to
+Prosody's own mod_http_file_share, and a `displayed` marker marks the mail read.
+
+The gateway runs as its own process between a real Prosody (with its HTTP upload
+service on loopback) and Dovecot; files are downloaded back over HTTP and compared.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from email.message import EmailMessage
+from typing import Any
+
+import aiohttp
+import pytest
+from mail_helpers import PUSH_TIMEOUT, imap_client, inject, read_mailbox
+from registration_helpers import register_and_subscribe
+from slixmpp import Message
+from xmpp_client import TestClient, eventually_async
+
+from bridges.jid_escaping import escape_node
+from bridges.mail.devstack import MailServer
+from component.devstack.gateway import GatewayProcess
+from component.devstack.prosody import Prosody
+
+MAIL_JID = "mail.localhost"
+MAIL_SECRET = "mail-secret"
+OOB = "jabber:x:oob"
+MARKERS = "urn:xmpp:chat-markers:0"
+UPLOAD_LIMIT = 1024 * 1024
+PDF = b"%PDF-1.4\n" + bytes(range(256)) * 400 + b"\n%%EOF\n"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x01\x02" * 3000
+
+
+async def start_stack(
+    mail: MailServer,
+    gateway_factory: Any,
+    prosody: Prosody,
+    files: dict[str, Any] | None = None,
+    **mail_options: Any,
+) -> GatewayProcess:
+    section = {
+        "jid": MAIL_JID,
+        "secret": MAIL_SECRET,
+        "ca_file": str(mail.ca_file),
+        "allowed_hosts": [mail.host],
+        "timeout": 10.0,
+        "reconnect_min": 0.2,
+        "reconnect_max": 1.0,
+        "upload_retry_delay": 0.1,
+        **mail_options,
+    }
+    sections = {"files": files} if files is not None else {}
+    return await gateway_factory(prosody, bridges={"mail": section}, **sections)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def prosody() -> AsyncIterator[Prosody]:
+    async with Prosody(components={MAIL_JID: MAIL_SECRET}, upload_limit=UPLOAD_LIMIT) as server:
+        yield server
+
+
+async def alice(prosody: Prosody, gateway: GatewayProcess, mail: MailServer) -> TestClient:
+    """Alice logged in to XMPP, with her mailbox registered and watched."""
+    await mail.add_user("alice", "alicepw")
+    jid = await prosody.register("alice", "pw")
+    client = await TestClient(f"{jid}/phone", "pw").login(prosody.host, prosody.c2s_port)
+    mark = gateway.log_mark()
+    form = {
+        "email": mail.address("alice"),
+        "password": "alicepw",
+        "imap_host": mail.host,
+        "imap_port": str(mail.imap_port),
+        "imap_security": "starttls",
+        "smtp_host": mail.host,
+        "smtp_port": str(mail.submission_port),
+        "smtp_security": "starttls",
+    }
+    await register_and_subscribe(client, MAIL_JID, **form)
+    await gateway.wait_for_log(r"INBOX: first sync of INBOX", since=mark, timeout=PUSH_TIMEOUT)
+    return client
+
+
+def mail_with_files(to: str, sender: str, message_id: str) -> EmailMessage:
+    """An HTML mail with an inline PNG, a PDF, a file with a hostile name, and one too
+    large for the upload service."""
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = f"Bob <{sender}>", to, "The report"
+    msg["Message-ID"] = message_id
+    msg.set_content("See the report attached.")
+    msg.add_alternative('<p>See the report <img src="cid:chart"></p>', subtype="html")
+    html = msg.get_payload()[1]
+    html.add_related(PNG, maintype="image", subtype="png", cid="<chart>", filename="chart.png")
+    msg.add_attachment(PDF, maintype="application", subtype="pdf", filename="report.pdf")
+    hostile = "../../etc/\u202egnp." + "x" * 300 + ".exe"
+    msg.add_attachment(b"MZ" * 10, maintype="application", subtype="octet-stream", filename=hostile)
+    msg.add_attachment(
+        b"\x00" * (UPLOAD_LIMIT + 10), maintype="application", subtype="zip", filename="huge.zip"
+    )
+    return msg
+
+
+def from_sender(sender_jid: str) -> Any:
+    def matches(stanza: Any) -> bool:
+        return isinstance(stanza, Message) and stanza["from"].bare == sender_jid and stanza["body"]
+
+    return matches
+
+
+async def wait_messages(client: TestClient, sender_jid: str, count: int) -> list[Message]:
+    def enough() -> bool:
+        return len([s for s in client.stanzas if from_sender(sender_jid)(s)]) >= count
+
+    await eventually_async(lambda: _true(enough()), timeout=PUSH_TIMEOUT * 4)
+    return [s for s in client.stanzas if from_sender(sender_jid)(s)]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def download(url: str) -> bytes:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        assert response.status == 200
+        return await response.read()
+
+
+async def test_attachments_arrive_as_uploaded_files_after_the_text(
+    mail: MailServer, gateway_factory: Any, prosody: Prosody
+) -> None:
+    gateway = await start_stack(mail, gateway_factory, prosody)
+    client = await alice(prosody, gateway, mail)
+    bob = "bob@remote.test"
+    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
+    to = mail.address("alice")
+    await inject(mail, mail_with_files(to, bob, "<report-1@remote.test>"), to, bob)
+
+    text, *files = await wait_messages(client, bob_jid, 4)
+    assert "3 files follow" in text["body"]
+    assert "huge.zip" in text["body"] and "larger than the upload service takes" in text["body"]
+    assert text.xml.find(f"{{{MARKERS}}}markable") is not None
+    assert text["id"] == "<report-1@remote.test>"
+    assert len(files) == 3
+    urls = [f.xml.find(f"{{{OOB}}}x").findtext(f"{{{OOB}}}url") for f in files]
+    assert [f["body"] for f in files] == urls
+    assert await download(urls[0]) == PNG  # the inline image comes first, in mail order
+    assert await download(urls[1]) == PDF
+    assert await download(urls[2]) == b"MZ" * 10
+    hostile = files[2].xml.find(f"{{{OOB}}}x").findtext(f"{{{OOB}}}desc")
+    assert "/" not in hostile and "\u202e" not in hostile and ".." not in hostile
+    assert len(hostile.encode()) < 260
+    assert all(f["thread"] == text["thread"] for f in files)
+
+
+async def test_displayed_marker_marks_the_mail_and_earlier_ones_of_its_thread_read(
+    mail: MailServer, gateway_factory: Any, prosody: Prosody
+) -> None:
+    gateway = await start_stack(mail, gateway_factory, prosody)
+    client = await alice(prosody, gateway, mail)
+    bob = "bob@remote.test"
+    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
+    to = mail.address("alice")
+    ids = ["<t-1@remote.test>", "<t-2@remote.test>", "<other@remote.test>"]
+    for number, message_id in enumerate(ids):
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = bob, to, f"part {number}"
+        msg["Message-ID"] = message_id
+        if number == 1:
+            msg["References"] = ids[0]
+        msg.set_content(f"mail {number}")
+        await inject(mail, msg, to, bob)
+    first, second, other = await wait_messages(client, bob_jid, 3)
+    assert first["thread"] == second["thread"] != other["thread"]
+
+    marker = client.make_message(mto=bob_jid, mtype="chat")
+    marker.xml.append(marker.xml.makeelement(f"{{{MARKERS}}}displayed", {"id": second["id"]}))
+    marker.send()
+
+    async def seen() -> list[str]:
+        async with imap_client(mail, "alice") as imap:
+            await imap.select("INBOX")
+            response = await imap.uid_search("SEEN", charset=None)
+            return [u for u in response.lines[0].decode().split() if u.isdigit()]
+
+    await eventually_async(lambda: _is(seen(), ["1", "2"]), timeout=PUSH_TIMEOUT * 2)
+
+
+async def _is(found: Any, expected: list[str]) -> bool:
+    return bool(await found == expected)
+
+
+async def test_upload_service_down_still_delivers_the_mail_with_a_line(
+    mail: MailServer, gateway_factory: Any
+) -> None:
+    async with Prosody(components={MAIL_JID: MAIL_SECRET}) as plain:
+        # the service named does not exist: every slot request fails
+        files = {"upload_service": "upload.localhost"}
+        gateway = await start_stack(mail, gateway_factory, plain, files=files)
+        client = await alice(plain, gateway, mail)
+        bob = "bob@remote.test"
+        bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
+        to = mail.address("alice")
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = bob, to, "file"
+        msg.set_content("here")
+        msg.add_attachment(PDF, maintype="application", subtype="pdf", filename="a.pdf")
+        await inject(mail, msg, to, bob)
+        text, line = await wait_messages(client, bob_jid, 2)
+        assert "1 file follows" in text["body"]
+        assert "a.pdf" in line["body"] and "could not be stored" in line["body"]
+        assert line.xml.find(f"{{{OOB}}}x") is None
+        await gateway.stop()
+
+
+async def test_kill_between_text_and_file_delivers_each_once(
+    mail: MailServer, gateway_factory: Any, prosody: Prosody
+) -> None:
+    gateway = await start_stack(mail, gateway_factory, prosody)
+    client = await alice(prosody, gateway, mail)
+    bob = "bob@remote.test"
+    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
+    to = mail.address("alice")
+    big = bytes(range(256)) * 3000  # ~770 KB: the upload is under way at the kill
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = bob, to, "big"
+    msg.set_content("one file")
+    msg.add_attachment(big, maintype="application", subtype="octet-stream", filename="big.bin")
+    await inject(mail, msg, to, bob)
+    await client.wait_for(from_sender(bob_jid), PUSH_TIMEOUT)
+    await gateway.kill()
+    await gateway.start()
+    text, file = await wait_messages(client, bob_jid, 2)
+    assert "1 file follows" in text["body"]
+    url = file.xml.find(f"{{{OOB}}}x").findtext(f"{{{OOB}}}url")
+    assert await download(url) == big
+    # nothing more comes: a later mail is the next message from bob
+    msg2 = EmailMessage()
+    msg2["From"], msg2["To"], msg2["Subject"] = bob, to, "after"
+    msg2.set_content("next")
+    await inject(mail, msg2, to, bob)
+    messages = await wait_messages(client, bob_jid, 3)
+    assert [m["subject"] or "" for m in messages] == ["big", "", "after"]
+
+
+UPLOAD = "urn:xmpp:http:upload:0"
+REPLY = "urn:xmpp:reply:0"
+FALLBACK = "urn:xmpp:fallback:0"
+CORRECT = "urn:xmpp:message-correct:0"
+
+
+async def client_upload(client: TestClient, prosody: Prosody, name: str, data: bytes) -> str:
+    """What a client does before sending a file: an XEP-0363 slot, then the PUT."""
+    iq = client.make_iq_get(ito=prosody.upload_jid)
+    iq.xml.append(
+        iq.xml.makeelement(
+            f"{{{UPLOAD}}}request",
+            {"filename": name, "size": str(len(data)), "content-type": "application/pdf"},
+        )
+    )
+    slot = (await iq.send(timeout=10)).xml.find(f"{{{UPLOAD}}}slot")
+    put = slot.find(f"{{{UPLOAD}}}put")
+    headers = {h.get("name"): h.text for h in put.findall(f"{{{UPLOAD}}}header")}
+    headers["Content-Type"] = "application/pdf"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(put.get("url"), data=data, headers=headers) as response,
+    ):
+        assert response.status in (200, 201)
+    return str(slot.find(f"{{{UPLOAD}}}get").get("url"))
+
+
+def oob_message(client: TestClient, to: str, body: str, url: str) -> Message:
+    message = client.make_message(mto=to, mbody=body, mtype="chat")
+    oob = message.xml.makeelement(f"{{{OOB}}}x", {})
+    url_element = oob.makeelement(f"{{{OOB}}}url", {})
+    url_element.text = url
+    oob.append(url_element)
+    message.xml.append(oob)
+    return message
+
+
+async def test_files_sent_from_xmpp_are_attached_and_other_hosts_stay_links(
+    mail: MailServer, gateway_factory: Any, prosody: Prosody
+) -> None:
+    files = {"download_hosts": ["127.0.0.1"]}
+    gateway = await start_stack(mail, gateway_factory, prosody, files=files, save_sent=True)
+    await mail.add_user("carol", "carolpw")  # before alice's: Dovecot rereads users each second
+    client = await alice(prosody, gateway, mail)
+    carol = mail.address("carol")
+    carol_jid = f"{escape_node(carol)}@{MAIL_JID}"
+    url = await client_upload(client, prosody, "plan.pdf", PDF)
+
+    oob_message(client, carol_jid, url, url).send()  # only the URL: empty body
+    oob_message(client, carol_jid, "see", "http://files.example.net/x.pdf").send()
+
+    async def both() -> bool:
+        return len(await read_mailbox(mail, "carol")) == 2
+
+    await eventually_async(both, timeout=PUSH_TIMEOUT * 2)
+    attached, linked = await read_mailbox(mail, "carol")
+    [part] = list(attached.iter_attachments())
+    assert part.get_filename() == "plan.pdf"
+    assert part.get_content_type() == "application/pdf"
+    assert part.get_content() == PDF
+    assert attached.get_body(("plain",)).get_content().strip() == ""
+    assert not list(linked.iter_attachments())
+    assert "http://files.example.net/x.pdf" in linked.get_body(("plain",)).get_content()
+
+    async def sent_copy() -> bool:
+        return len(await read_mailbox(mail, "alice", "Sent")) == 2
+
+    await eventually_async(sent_copy, timeout=PUSH_TIMEOUT * 2)
+    copies = await read_mailbox(mail, "alice", "Sent")
+    assert any(a.get_content() == PDF for copy in copies for a in copy.iter_attachments())
+
+
+async def test_reply_to_the_third_mail_of_a_thread_and_corrections_are_refused(
+    mail: MailServer, gateway_factory: Any, prosody: Prosody
+) -> None:
+    gateway = await start_stack(mail, gateway_factory, prosody)
+    await mail.add_user("carol", "carolpw")  # before alice's: Dovecot rereads users each second
+    client = await alice(prosody, gateway, mail)
+    carol = mail.address("carol")
+    carol_jid = f"{escape_node(carol)}@{MAIL_JID}"
+    to = mail.address("alice")
+    ids = [f"<m{n}@example.test>" for n in range(1, 5)]
+    for number, message_id in enumerate(ids):
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = carol, to, "Plans"
+        msg["Message-ID"] = message_id
+        if number:
+            msg["In-Reply-To"] = ids[number - 1]
+            msg["References"] = " ".join(ids[:number])
+        msg.set_content(f"mail {number + 1}")
+        await inject(mail, msg, to, carol)
+    received = await wait_messages(client, carol_jid, 4)
+    third = received[2]
+
+    quote = "> mail 3\n"
+    reply = client.make_message(mto=carol_jid, mbody=quote + "About that one.", mtype="chat")
+    reply["thread"] = third["thread"]
+    reply.xml.append(
+        reply.xml.makeelement(f"{{{REPLY}}}reply", {"id": third["id"], "to": carol_jid})
+    )
+    fallback = reply.xml.makeelement(f"{{{FALLBACK}}}fallback", {"for": REPLY})
+    fallback.append(
+        fallback.makeelement(f"{{{FALLBACK}}}body", {"start": "0", "end": str(len(quote))})
+    )
+    reply.xml.append(fallback)
+    reply["id"] = "r1"
+    reply.send()
+
+    correction = client.make_message(mto=carol_jid, mbody="About that one!", mtype="chat")
+    correction.xml.append(correction.xml.makeelement(f"{{{CORRECT}}}replace", {"id": "r1"}))
+    correction["id"] = "r2"
+    correction.send()
+    error = await client.wait_for(
+        lambda s: isinstance(s, Message) and s["type"] == "error" and s["id"] == "r2",
+        PUSH_TIMEOUT,
+    )
+    assert error["error"]["condition"] == "not-acceptable"
+    assert "cannot be changed" in error["error"]["text"]
+
+    async def arrived() -> bool:
+        return len(await read_mailbox(mail, "carol")) == 1
+
+    await eventually_async(arrived, timeout=PUSH_TIMEOUT * 2)
+    [answer] = await read_mailbox(mail, "carol")
+    assert answer["In-Reply-To"] == "<m3@example.test>"
+    assert answer["References"].split() == ids[:3]
+    body = answer.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert body.strip() == "> mail 3\n\nAbout that one."
+
+
+async def test_uploads_over_https_trust_the_configured_ca(
+    mail: MailServer, gateway_factory: Any
+) -> None:
+    async with Prosody(
+        components={MAIL_JID: MAIL_SECRET}, upload_limit=UPLOAD_LIMIT, upload_tls=True
+    ) as secure:
+        assert secure.ca_file is not None
+        files = {"ca_file": str(secure.ca_file)}
+        gateway = await start_stack(mail, gateway_factory, secure, files=files)
+        client = await alice(secure, gateway, mail)
+        bob = "bob@remote.test"
+        bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
+        to = mail.address("alice")
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = bob, to, "secure"
+        msg.set_content("over https")
+        msg.add_attachment(PDF, maintype="application", subtype="pdf", filename="s.pdf")
+        await inject(mail, msg, to, bob)
+        _text, file = await wait_messages(client, bob_jid, 2)
+        url = file.xml.find(f"{{{OOB}}}x").findtext(f"{{{OOB}}}url")
+        assert url.startswith("https://")
+        tls = ssl.create_default_context(cafile=str(secure.ca_file))
+        async with aiohttp.ClientSession() as http, http.get(url, ssl=tls) as response:
+            assert await response.read() == PDF
+        await gateway.stop()
+
+
+async def test_broken_base64_arrives_as_a_line_and_later_mail_still_comes(
+    mail: MailServer, gateway_factory: Any, prosody: Prosody
+) -> None:
+    gateway = await start_stack(mail, gateway_factory, prosody)
+    client = await alice(prosody, gateway, mail)
+    bob = "bob@remote.test"
+    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
+    to = mail.address("alice")
+    raw = (
+        f"From: {bob}\r\nTo: {to}\r\nSubject: broken\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nsee file\r\n"
+        '--b\r\nContent-Type: application/pdf; name="x.pdf"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\nQUJDR\r\n--b--\r\n"
+    ).encode()
+    await inject(mail, raw, to, bob)
+    later = EmailMessage()
+    later["From"], later["To"], later["Subject"] = bob, to, "later"
+    later.set_content("fine")
+    await inject(mail, later, to, bob)
+    messages = await wait_messages(client, bob_jid, 3)
+    by_subject = {m["subject"] or "": m for m in messages}
+    assert "1 file follows" in by_subject["broken"]["body"]
+    assert by_subject["later"]["body"] == "fine"
+    [line] = [m for m in messages if not m["subject"]]
+    assert "x.pdf" in line["body"] and "broken" in line["body"]
