@@ -959,7 +959,7 @@ class GroupChats:
         element = ET.Element(
             "{jabber:client}message",
             {
-                "from": self._occupant_jid(room, line.nick),
+                "from": self.occupant_jid(room, line.nick),
                 "type": "groupchat",
                 "id": line.message_id,
             },
@@ -984,17 +984,6 @@ class GroupChats:
         if line.origin_id:
             ET.SubElement(element, f"{{{SID_NS}}}origin-id", {"id": line.origin_id})
         return element
-
-    def _occupant_jid(self, room: Address, nick: str | None) -> str:
-        """`room_jid(room, nick)` as text, remembered: a JID is checked (stringprep)
-        once per occupant, not once per line."""
-        key = (room, nick)
-        known = self._occupant_jids.get(key)
-        if known is None:
-            if len(self._occupant_jids) > ROOM_JIDS_KEPT:
-                self._occupant_jids.clear()
-            known = self._occupant_jids[key] = str(self.room_jid(room, nick))
-        return known
 
     def _own_occupant(self, state: RoomState) -> events.Occupant:
         return state.occupants.get(state.nick) or events.Occupant(state.nick)
