@@ -101,6 +101,19 @@ def mail_with_files(to: str, sender: str, message_id: str) -> EmailMessage:
     return msg
 
 
+def mail_from(
+    sender: str, to: str, subject: str, text: str, *files: tuple[bytes, str, str]
+) -> EmailMessage:
+    """A plain mail from `sender`; each file is (data, MIME type, file name)."""
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg.set_content(text)
+    for data, mime_type, name in files:
+        maintype, subtype = mime_type.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return msg
+
+
 def from_sender(sender_jid: str) -> Any:
     def matches(stanza: Any) -> bool:
         return isinstance(stanza, Message) and stanza["from"].bare == sender_jid and stanza["body"]
@@ -163,12 +176,10 @@ async def test_displayed_marker_marks_the_mail_and_earlier_ones_of_its_thread_re
     to = mail.address("alice")
     ids = ["<t-1@remote.test>", "<t-2@remote.test>", "<other@remote.test>"]
     for number, message_id in enumerate(ids):
-        msg = EmailMessage()
-        msg["From"], msg["To"], msg["Subject"] = bob, to, f"part {number}"
+        msg = mail_from(bob, to, f"part {number}", f"mail {number}")
         msg["Message-ID"] = message_id
         if number == 1:
             msg["References"] = ids[0]
-        msg.set_content(f"mail {number}")
         await inject(mail, msg, to, bob)
     first, second, other = await wait_messages(client, bob_jid, 3)
     assert first["thread"] == second["thread"] != other["thread"]
@@ -201,10 +212,7 @@ async def test_upload_service_down_still_delivers_the_mail_with_a_line(
         bob = "bob@remote.test"
         bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
         to = mail.address("alice")
-        msg = EmailMessage()
-        msg["From"], msg["To"], msg["Subject"] = bob, to, "file"
-        msg.set_content("here")
-        msg.add_attachment(PDF, maintype="application", subtype="pdf", filename="a.pdf")
+        msg = mail_from(bob, to, "file", "here", (PDF, "application/pdf", "a.pdf"))
         await inject(mail, msg, to, bob)
         text, line = await wait_messages(client, bob_jid, 2)
         assert "1 file follows" in text["body"]
@@ -222,10 +230,7 @@ async def test_kill_between_text_and_file_delivers_each_once(
     bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
     to = mail.address("alice")
     big = bytes(range(256)) * 3000  # ~770 KB: the upload is under way at the kill
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = bob, to, "big"
-    msg.set_content("one file")
-    msg.add_attachment(big, maintype="application", subtype="octet-stream", filename="big.bin")
+    msg = mail_from(bob, to, "big", "one file", (big, "application/octet-stream", "big.bin"))
     await inject(mail, msg, to, bob)
     await client.wait_for(from_sender(bob_jid), PUSH_TIMEOUT)
     await gateway.kill()
@@ -235,10 +240,7 @@ async def test_kill_between_text_and_file_delivers_each_once(
     url = file.xml.find(f"{{{OOB}}}x").findtext(f"{{{OOB}}}url")
     assert await download(url) == big
     # nothing more comes: a later mail is the next message from bob
-    msg2 = EmailMessage()
-    msg2["From"], msg2["To"], msg2["Subject"] = bob, to, "after"
-    msg2.set_content("next")
-    await inject(mail, msg2, to, bob)
+    await inject(mail, mail_from(bob, to, "after", "next"), to, bob)
     messages = await wait_messages(client, bob_jid, 3)
     assert [m["subject"] or "" for m in messages] == ["big", "", "after"]
 
@@ -326,13 +328,11 @@ async def test_reply_to_the_third_mail_of_a_thread_and_corrections_are_refused(
     to = mail.address("alice")
     ids = [f"<m{n}@example.test>" for n in range(1, 5)]
     for number, message_id in enumerate(ids):
-        msg = EmailMessage()
-        msg["From"], msg["To"], msg["Subject"] = carol, to, "Plans"
+        msg = mail_from(carol, to, "Plans", f"mail {number + 1}")
         msg["Message-ID"] = message_id
         if number:
             msg["In-Reply-To"] = ids[number - 1]
             msg["References"] = " ".join(ids[:number])
-        msg.set_content(f"mail {number + 1}")
         await inject(mail, msg, to, carol)
     received = await wait_messages(client, carol_jid, 4)
     third = received[2]
@@ -386,10 +386,7 @@ async def test_uploads_over_https_trust_the_configured_ca(
         bob = "bob@remote.test"
         bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
         to = mail.address("alice")
-        msg = EmailMessage()
-        msg["From"], msg["To"], msg["Subject"] = bob, to, "secure"
-        msg.set_content("over https")
-        msg.add_attachment(PDF, maintype="application", subtype="pdf", filename="s.pdf")
+        msg = mail_from(bob, to, "secure", "over https", (PDF, "application/pdf", "s.pdf"))
         await inject(mail, msg, to, bob)
         _text, file = await wait_messages(client, bob_jid, 2)
         url = file.xml.find(f"{{{OOB}}}x").findtext(f"{{{OOB}}}url")
