@@ -7,6 +7,8 @@ from typing import Any
 from slixmpp import Iq
 from xmpp_client import TestClient
 
+from bridges.mail.devstack import MailServer
+
 
 async def get_registration(client: TestClient, gateway: str) -> Iq:
     iq = client.make_iq_to(gateway, "get")
@@ -42,3 +44,19 @@ async def register_and_subscribe(client: TestClient, gateway: str, **values: Any
     client.send_presence(pto=gateway, ptype="subscribed")
     client.send_presence(pto=gateway, ptype="subscribe")
     await client.presence_from(gateway, "subscribed")
+
+
+def mailbox_form(mail: MailServer, user: str, **fields: str) -> dict[str, str]:
+    """The mail registration form for mailbox `user` of `mail`, as a client fills it
+    (its password, IMAP and SMTP submission by STARTTLS); `fields` add or replace some."""
+    return {
+        "email": mail.address(user),
+        "password": mail.users[user],
+        "imap_host": mail.host,
+        "imap_port": str(mail.imap_port),
+        "imap_security": "starttls",
+        "smtp_host": mail.host,
+        "smtp_port": str(mail.submission_port),
+        "smtp_security": "starttls",
+        **fields,
+    }

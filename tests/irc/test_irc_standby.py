@@ -26,7 +26,7 @@ import aiosmtplib
 import pytest
 from harness import archived_bodies, has_archived
 from irc_helpers import IrcPeer
-from registration_helpers import register_and_subscribe
+from registration_helpers import mailbox_form, register_and_subscribe
 from slixmpp import Message
 from slixmpp.exceptions import IqError
 from test_irc_e2e import (
@@ -104,20 +104,6 @@ async def stack(
             await gateway.stop()  # before the servers go
 
 
-def mailbox_form(mail: MailServer, user: str) -> dict[str, str]:
-    return {
-        "email": mail.address(user),
-        "password": mail.users[user],
-        "name": "Alice",
-        "imap_host": mail.host,
-        "imap_port": str(mail.imap_port),
-        "imap_security": "starttls",
-        "smtp_host": mail.host,
-        "smtp_port": str(mail.submission_port),
-        "smtp_security": "starttls",
-    }
-
-
 async def inject(mail: MailServer, subject: str) -> None:
     """A mail from SENDER to alice, through the MTA as another domain's server sends it."""
     message = EmailMessage()
@@ -158,7 +144,9 @@ async def alice_everywhere(stack: Stack) -> TestClient:
     jid = await stack.prosody.register("alice", PASSWORD)
     client = await login(stack.prosody, jid, "pc")
     mark = stack.active.log_mark()
-    await register_and_subscribe(client, MAIL_JID, **mailbox_form(stack.mail, "alice"))
+    await register_and_subscribe(
+        client, MAIL_JID, **mailbox_form(stack.mail, "alice", name="Alice")
+    )
     await stack.active.wait_for_log(rf"{jid}\.INBOX: first sync of INBOX", since=mark)
     await register_and_subscribe(client, IRC_JID, nick="alice")
     await run_settings_command(client, f"127.0.0.1@{IRC_JID}", persistent="#room")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from harness import stored_account
 from mail_helpers import PUSH_TIMEOUT, inject, read_mailbox, simple_mail
-from registration_helpers import register_and_subscribe, remove
+from registration_helpers import mailbox_form, register_and_subscribe, remove
 from slixmpp import Message, Presence
 from slixmpp.exceptions import IqError
 from xmpp_client import TestClient, eventually_async
@@ -77,25 +77,13 @@ async def login(stack: Stack, name: str) -> TestClient:
     return await client.login(stack.prosody.host, stack.prosody.c2s_port)
 
 
-def mailbox_form(mail: MailServer, user: str) -> dict[str, str]:
-    return {
-        "email": mail.address(user),
-        "password": mail.users[user],
-        "name": "Alice Liddell",
-        "imap_host": mail.host,
-        "imap_port": str(mail.imap_port),
-        "imap_security": "starttls",
-        "smtp_host": mail.host,
-        "smtp_port": str(mail.submission_port),
-        "smtp_security": "starttls",
-    }
-
-
 async def registered(stack: Stack, client: TestClient) -> None:
     """Register `alice`'s mailbox and wait until its session watches the inbox (mail
     that arrives from then on is new to it)."""
     mark = stack.gateway.log_mark()
-    await register_and_subscribe(client, MAIL_JID, **mailbox_form(stack.mail, "alice"))
+    await register_and_subscribe(
+        client, MAIL_JID, **mailbox_form(stack.mail, "alice", name="Alice Liddell")
+    )
     await stack.gateway.wait_for_log(
         rf"{client.boundjid.bare}\.INBOX: first sync of INBOX", since=mark, timeout=PUSH_TIMEOUT
     )
@@ -104,7 +92,7 @@ async def registered(stack: Stack, client: TestClient) -> None:
 async def test_bad_password_is_refused_with_dovecots_reason(stack: Stack, mail: MailServer) -> None:
     await mail.add_user("alice", "alicepw")
     client = await login(stack, "wrongpw")
-    form = {**mailbox_form(mail, "alice"), "password": "nope"}
+    form = {**mailbox_form(mail, "alice", name="Alice Liddell"), "password": "nope"}
     iq = client.make_iq_to(MAIL_JID, "set")
     fields = iq["register"]["form"]
     fields["type"] = "submit"

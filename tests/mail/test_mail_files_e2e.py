@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from mail_helpers import PUSH_TIMEOUT, imap_client, inject, read_mailbox
-from registration_helpers import register_and_subscribe
+from registration_helpers import mailbox_form, register_and_subscribe
 from slixmpp import Message
 from xmpp_client import TestClient, eventually_async
 
@@ -67,17 +67,7 @@ async def alice(prosody: Prosody, gateway: GatewayProcess, mail: MailServer) -> 
     jid = await prosody.register("alice", "pw")
     client = await TestClient(f"{jid}/phone", "pw").login(prosody.host, prosody.c2s_port)
     mark = gateway.log_mark()
-    form = {
-        "email": mail.address("alice"),
-        "password": "alicepw",
-        "imap_host": mail.host,
-        "imap_port": str(mail.imap_port),
-        "imap_security": "starttls",
-        "smtp_host": mail.host,
-        "smtp_port": str(mail.submission_port),
-        "smtp_security": "starttls",
-    }
-    await register_and_subscribe(client, MAIL_JID, **form)
+    await register_and_subscribe(client, MAIL_JID, **mailbox_form(mail, "alice"))
     await gateway.wait_for_log(r"INBOX: first sync of INBOX", since=mark, timeout=PUSH_TIMEOUT)
     return client
 

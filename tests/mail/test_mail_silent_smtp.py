@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from harness import open_store
 from mail_helpers import PUSH_TIMEOUT, read_mailbox
-from registration_helpers import register_and_subscribe
+from registration_helpers import mailbox_form, register_and_subscribe
 from slixmpp import JID, Iq, Message
 from slixmpp.exceptions import IqError
 from xmpp_client import TestClient, eventually, eventually_async
@@ -114,16 +114,7 @@ class Stack:
         return time.monotonic() - started
 
     def form(self, user: str) -> dict[str, Any]:
-        return {
-            "email": self.mail.address(user),
-            "password": self.mail.users[user],
-            "imap_host": self.mail.host,
-            "imap_port": str(self.mail.imap_port),
-            "imap_security": "starttls",
-            "smtp_host": self.mail.host,
-            "smtp_port": str(self.smtp.port),
-            "smtp_security": "starttls",
-        }
+        return mailbox_form(self.mail, user, smtp_port=str(self.smtp.port))
 
     async def outbox(self, user: str) -> list[dict[str, Any]]:
         """The mail stored for `user` to send, read from the gateway's database."""
