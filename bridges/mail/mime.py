@@ -258,14 +258,35 @@ def build_outgoing(
     if in_reply_to:
         msg["In-Reply-To"] = in_reply_to
         msg["References"] = " ".join(references or (in_reply_to,))
+    _set_text(msg, text)
+    _attach(msg, attachments)
+    return msg
+
+
+def with_files(raw: bytes, attachments: Sequence[OutgoingFile], links: Sequence[str]) -> bytes:
+    """The text-only mail `raw` (from `build_outgoing`) with `attachments` added and
+    `links` (files that could not be fetched) appended to its text; headers, Message-ID
+    included, stay as they were."""
+    msg = email.message_from_bytes(raw, policy=_SEND_POLICY)
+    text = str(msg.get_content()).replace("\r\n", "\n").rstrip("\n")
+    if links:
+        text = "\n".join([text, *links]) if text.strip() else "\n".join(links)
+    _set_text(msg, text)
+    _attach(msg, attachments)
+    return to_bytes(msg)
+
+
+def _set_text(msg: EmailMessage, text: str) -> None:
     msg.set_content(text.replace("\r\n", "\n").replace("\r", "\n"), charset="utf-8")
+
+
+def _attach(msg: EmailMessage, attachments: Sequence[OutgoingFile]) -> None:
     for name, content_type, data in attachments:
         maintype, _, subtype = content_type.partition("/")
         if not (maintype and subtype) or maintype in ("multipart", "message"):
             maintype, subtype = "application", "octet-stream"
         filename = safe_filename(name, f"{maintype}/{subtype}")
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-    return msg
 
 
 def quoted(text: str) -> str:

@@ -11,8 +11,10 @@ a retry is told once as waiting and once more when it went out or was given up
 
 Submission runs beside the user's lane, not in it: a server that accepts the connection
 and never answers holds a mail for the whole SMTP timeout, and the user's pings, room
-joins and mail to others must not wait for that. Mail to one recipient still goes out
-in the order it was written.
+joins and mail to others must not wait for that. The same holds for the files a mail
+attaches, fetched as part of its submission: a slow upload service delays that mail
+(and later ones to the same recipient), nothing else. Mail to one recipient still goes
+out in the order it was written; mail to different recipients may overtake each other.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class Outbox:
                 references = [*references, extras.reply_to]
         if extras.quote and extras.quote.strip():
             text = f"{mime.quoted(extras.quote)}\n\n{text}"
-        attachments, links = await self._fetch_files(extras.files)
+        # files are fetched at submission, beside the lane (see `_with_files`)
+        files, links = (extras.files, ()) if self.sink.files else ((), extras.files)
         if links:
             text = "\n".join([text, *links]) if text else "\n".join(links)
         if not subject:
@@ -116,7 +119,6 @@ class Outbox:
                 text=text,
                 in_reply_to=references[-1] if references else None,
                 references=_trimmed(references),
-                attachments=attachments,
             )
             raw = mime.to_bytes(message).decode("ascii")
         except AddressError as exc:
@@ -132,6 +134,7 @@ class Outbox:
             "origin": {"jid": origin.jid, "receipt": origin.receipt} if origin else None,
             "subject": subject,
             "message": raw,
+            "files": list(files),
             "created": time.time(),
             "attempts": 0,
             "next_try": time.time() + self.options.retry_min,
@@ -139,22 +142,23 @@ class Outbox:
         await self.store.put_record(OUTBOX, message_id, item)
         self._submit(message_id, item)
 
-    async def _fetch_files(
-        self, urls: tuple[str, ...]
-    ) -> tuple[list[tuple[str, str, bytes]], list[str]]:
-        """The files the user sent, fetched to attach: (attachments, URLs left as links).
+    async def _with_files(self, raw: bytes, urls: list[str]) -> bytes:
+        """`raw` with the files the user sent attached; a URL not fetched stays a link.
 
         Only what the component's `FileTransfer` agrees to fetch (hosts the operator
-        allows, size capped, time-limited) is attached; anything else stays a link.
+        allows, size capped, time-limited) is attached. The queued mail holds only the
+        URLs, so each attempt fetches them again: a file never sits in the account
+        state, and a restart between queueing and sending still attaches it. Each file
+        is spooled to disk as it arrives and read back only to compose the mail.
         """
         files = self.sink.files
+        directory = Path(self.options.spool_dir or tempfile.gettempdir())
         attachments: list[mime.OutgoingFile] = []
         links: list[str] = []
         for url in urls:
-            if files is None:
+            if files is None:  # file transfer switched off since the mail was queued
                 links.append(url)
                 continue
-            directory = Path(self.options.spool_dir or tempfile.gettempdir())
             try:
                 got = await files.download(url, directory, self.options.max_attachment_bytes)
             except FileError as exc:
@@ -166,7 +170,7 @@ class Outbox:
             finally:
                 got.path.unlink(missing_ok=True)
             attachments.append((got.name, got.content_type, data))
-        return attachments, links
+        return mime.with_files(raw, attachments, links)
 
     async def _remember_thread(
         self, thread: str, subject: str, references: list[str], message_id: str
@@ -240,6 +244,8 @@ class Outbox:
         waited = attempts > 1  # the user was told it waits, so is told how it ends
         try:
             raw = str(item["message"]).encode("ascii")
+            if item.get("files"):
+                raw = await self._with_files(raw, list(item["files"]))
             await smtp.submit(self.account, self.options, self.tls, [item["to"]], raw)
         except smtp.SmtpFailure as failure:
             expired = time.time() - float(item.get("created", 0)) > self.options.retry_give_up
