@@ -242,10 +242,9 @@ def build_outgoing(
     text: str,
     in_reply_to: str | None = None,
     references: Sequence[str] = (),
-    attachments: Sequence[OutgoingFile] = (),
 ) -> EmailMessage:
-    """A UTF-8 text/plain mail whose lines and headers stay within RFC 5322 limits,
-    with `attachments` (name, content type, data) as parts of their own.
+    """A UTF-8 text/plain mail whose lines and headers stay within RFC 5322 limits
+    (`with_files` adds the files it attaches, when it is submitted).
 
     Raises ValueError when an address cannot be put in a header (e.g. a CR/LF in it).
     """
@@ -259,7 +258,6 @@ def build_outgoing(
         msg["In-Reply-To"] = in_reply_to
         msg["References"] = " ".join(references or (in_reply_to,))
     _set_text(msg, text)
-    _attach(msg, attachments)
     return msg
 
 
@@ -281,6 +279,7 @@ def _set_text(msg: EmailMessage, text: str) -> None:
 
 
 def _attach(msg: EmailMessage, attachments: Sequence[OutgoingFile]) -> None:
+    """Each file as a part of its own, under a safe name and a leaf MIME type."""
     for name, content_type, data in attachments:
         maintype, _, subtype = content_type.partition("/")
         if not (maintype and subtype) or maintype in ("multipart", "message"):

@@ -66,6 +66,7 @@ class Prosody(DaemonLauncher):
         start_timeout: float = 20.0,
         upload_limit: int | None = None,
         upload_tls: bool = False,
+        upload_url: str | None = None,
     ) -> None:
         super().__init__(base_dir)
         self.components = dict(components or {})
@@ -77,6 +78,9 @@ class Prosody(DaemonLauncher):
         `upload.localhost`, over HTTP on `http_port` (HTTPS with `upload_tls`, under a
         self-signed certificate for 127.0.0.1 that `ca_file` names once started)."""
         self.upload_tls = upload_tls
+        self.upload_url = upload_url
+        """The base URL the upload slots name (default: Prosody's own `http_port`); a
+        test puts a proxy there that forwards to `http_port`."""
         self.http_port = free_port() if upload_limit is not None else None
         self.ca_file: Path | None = None
         self.start_timeout = start_timeout
@@ -129,7 +133,8 @@ class Prosody(DaemonLauncher):
             scheme = "https" if self.upload_tls else "http"
             settings[f"{scheme}_ports"] = _lua_list([self.http_port])
             settings[f"{scheme}_interfaces"] = _lua_list([LOOPBACK])
-            settings["http_external_url"] = _lua(f"{scheme}://{LOOPBACK}:{self.http_port}/")
+            own_url = f"{scheme}://{LOOPBACK}:{self.http_port}/"
+            settings["http_external_url"] = _lua(self.upload_url or own_url)
             if self.upload_tls:
                 cert, key = (
                     self.run_dir / "certs" / "https.crt",

@@ -187,6 +187,46 @@ def test_build_outgoing_reply_is_valid_utf8_mime() -> None:
     assert content == "Hällo " + "x" * 2000 + "\nzweite Zeile\n"
 
 
+def test_with_files_keeps_the_headers_attaches_and_appends_links() -> None:
+    msg = mime.build_outgoing(
+        sender="alice@example.test",
+        display_name="Alice",
+        to='"a..b"@example.org',
+        subject="Plans",
+        text="see both",
+        in_reply_to="<m1@example.org>",
+    )
+    raw = mime.to_bytes(msg)
+    data = bytes(range(256)) * 10
+    hostile = ("../../\u202egnp.exe", "text/x-evil", data)
+    out = mime.with_files(raw, [hostile], ["https://elsewhere.example/x.pdf"])
+    out.decode("ascii")
+
+    def headers(mail: bytes) -> list[bytes]:
+        block = mail.split(b"\r\n\r\n")[0].split(b"\r\n")
+        return [line for line in block if not line.lower().startswith(b"content-")]
+
+    assert headers(out) == headers(raw)  # Message-ID, quoted local part and all
+    parsed = email.message_from_bytes(out, policy=email.policy.default)
+    body = parsed.get_body(("plain",))
+    assert body is not None
+    assert body.get_content().splitlines() == ["see both", "https://elsewhere.example/x.pdf"]
+    [part] = list(parsed.iter_attachments())
+    assert part.get_payload(decode=True) == data
+    name = part.get_filename()
+    assert name is not None and "/" not in name and "\u202e" not in name
+
+
+def test_with_files_of_an_empty_text_is_just_the_links() -> None:
+    raw = mime.to_bytes(
+        mime.build_outgoing(
+            sender="a@example.test", display_name=None, to="b@example.org", subject="s", text=""
+        )
+    )
+    parsed = email.message_from_bytes(mime.with_files(raw, [], ["https://x.example/f"]))
+    assert parsed.get_payload(decode=True).decode().strip() == "https://x.example/f"
+
+
 def test_thread_key_is_stable_and_short() -> None:
     assert mime.thread_key("<a@b>") == mime.thread_key("<a@b>")
     assert mime.thread_key("<a@b>") != mime.thread_key("<a@c>")
