@@ -14,7 +14,7 @@ import email
 import email.policy
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -179,15 +179,33 @@ async def inject(mail: MailServer, message: EmailMessage | bytes, to: str, sende
     )
 
 
-def simple_mail(to: str, subject: str, body: str, **headers: str) -> EmailMessage:
+def simple_mail(
+    to: str,
+    subject: str,
+    body: str,
+    *,
+    files: Sequence[tuple[bytes, str, str]] = (),
+    **headers: str,
+) -> EmailMessage:
+    """A text mail with `headers` (`Message_ID` for Message-ID); each of `files` is
+    (data, MIME type, file name) attached.
+
+    It gets a Message-ID unless `Message_ID=""`: the gateway makes the text of a mail
+    with one `<markable/>` and uses it as the message id.
+    """
     msg = EmailMessage()
     msg["From"] = headers.pop("From", "Bob Builder <bob@elsewhere.test>")
     msg["To"] = to
     msg["Subject"] = subject
-    msg["Message-ID"] = headers.pop("Message_ID", f"<{abs(hash((subject, body)))}@elsewhere.test>")
+    message_id = headers.pop("Message_ID", f"<{abs(hash((subject, body)))}@elsewhere.test>")
+    if message_id:
+        msg["Message-ID"] = message_id
     for name, value in headers.items():
         msg[name.replace("_", "-")] = value
     msg.set_content(body)
+    for data, mime_type, name in files:
+        maintype, subtype = mime_type.split("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
     return msg
 
 

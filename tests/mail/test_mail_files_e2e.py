@@ -14,7 +14,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from mail_helpers import PUSH_TIMEOUT, imap_client, inject, read_mailbox
+from holding_proxy import HoldingProxy
+from mail_helpers import PUSH_TIMEOUT, imap_client, inject, read_mailbox, simple_mail
 from registration_helpers import mailbox_form, register_and_subscribe
 from slixmpp import Message
 from xmpp_client import TestClient, eventually_async
@@ -29,6 +30,7 @@ MAIL_SECRET = "mail-secret"
 OOB = "jabber:x:oob"
 MARKERS = "urn:xmpp:chat-markers:0"
 UPLOAD_LIMIT = 1024 * 1024
+BIG_LIMIT = 8 * 1024 * 1024
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 400 + b"\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x01\x02" * 3000
 
@@ -61,6 +63,23 @@ async def prosody() -> AsyncIterator[Prosody]:
         yield server
 
 
+@pytest.fixture
+async def proxy() -> AsyncIterator[HoldingProxy]:
+    async with HoldingProxy() as holding:
+        yield holding
+
+
+@pytest.fixture
+async def proxied(proxy: HoldingProxy) -> AsyncIterator[Prosody]:
+    """Prosody whose upload slots name `proxy`, which forwards to its upload service."""
+    server = Prosody(
+        components={MAIL_JID: MAIL_SECRET}, upload_limit=BIG_LIMIT, upload_url=proxy.url
+    )
+    proxy.target = f"http://{server.host}:{server.http_port}"
+    async with server:
+        yield server
+
+
 async def alice(prosody: Prosody, gateway: GatewayProcess, mail: MailServer) -> TestClient:
     """Alice logged in to XMPP, with her mailbox registered and watched."""
     await mail.add_user("alice", "alicepw")
@@ -88,19 +107,6 @@ def mail_with_files(to: str, sender: str, message_id: str) -> EmailMessage:
     msg.add_attachment(
         b"\x00" * (UPLOAD_LIMIT + 10), maintype="application", subtype="zip", filename="huge.zip"
     )
-    return msg
-
-
-def mail_from(
-    sender: str, to: str, subject: str, text: str, *files: tuple[bytes, str, str]
-) -> EmailMessage:
-    """A plain mail from `sender`; each file is (data, MIME type, file name)."""
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
-    msg.set_content(text)
-    for data, mime_type, name in files:
-        maintype, subtype = mime_type.split("/")
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
     return msg
 
 
@@ -166,8 +172,7 @@ async def test_displayed_marker_marks_the_mail_and_earlier_ones_of_its_thread_re
     to = mail.address("alice")
     ids = ["<t-1@remote.test>", "<t-2@remote.test>", "<other@remote.test>"]
     for number, message_id in enumerate(ids):
-        msg = mail_from(bob, to, f"part {number}", f"mail {number}")
-        msg["Message-ID"] = message_id
+        msg = simple_mail(to, f"part {number}", f"mail {number}", From=bob, Message_ID=message_id)
         if number == 1:
             msg["References"] = ids[0]
         await inject(mail, msg, to, bob)
@@ -202,7 +207,7 @@ async def test_upload_service_down_still_delivers_the_mail_with_a_line(
         bob = "bob@remote.test"
         bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
         to = mail.address("alice")
-        msg = mail_from(bob, to, "file", "here", (PDF, "application/pdf", "a.pdf"))
+        msg = simple_mail(to, "file", "here", From=bob, files=[(PDF, "application/pdf", "a.pdf")])
         await inject(mail, msg, to, bob)
         text, line = await wait_messages(client, bob_jid, 2)
         assert "1 file follows" in text["body"]
@@ -211,28 +216,58 @@ async def test_upload_service_down_still_delivers_the_mail_with_a_line(
         await gateway.stop()
 
 
-async def test_kill_between_text_and_file_delivers_each_once(
-    mail: MailServer, gateway_factory: Any, prosody: Prosody
+async def test_a_held_upload_does_not_hold_the_next_mail_back(
+    mail: MailServer, gateway_factory: Any, proxied: Prosody, proxy: HoldingProxy
 ) -> None:
-    gateway = await start_stack(mail, gateway_factory, prosody)
-    client = await alice(prosody, gateway, mail)
+    gateway = await start_stack(mail, gateway_factory, proxied)
+    client = await alice(proxied, gateway, mail)
     bob = "bob@remote.test"
     bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
     to = mail.address("alice")
-    big = bytes(range(256)) * 3000  # ~770 KB: the upload is under way at the kill
-    msg = mail_from(bob, to, "big", "one file", (big, "application/octet-stream", "big.bin"))
-    await inject(mail, msg, to, bob)
-    await client.wait_for(from_sender(bob_jid), PUSH_TIMEOUT)
+    proxy.hold("PUT")
+    first = simple_mail(to, "first", "a file", From=bob, files=[(PDF, "application/pdf", "a.pdf")])
+    await inject(mail, first, to, bob)
+    await inject(mail, simple_mail(to, "second", "plain", From=bob), to, bob)
+    await proxy.wait_arrived("PUT")  # the upload of mail 1's file is under way...
+    texts = await wait_messages(client, bob_jid, 2)
+    assert [m["subject"] for m in texts] == ["first", "second"]  # ...and mail 2 came
+    assert "1 file follows" in texts[0]["body"]
+    assert "PUT" not in proxy.finished
+    proxy.release()
+    *_, file = await wait_messages(client, bob_jid, 3)
+    assert await download(oob_url(file)) == PDF
+    assert file["thread"] == texts[0]["thread"]
+
+
+async def test_kill_during_the_upload_delivers_the_mail_once(
+    mail: MailServer, gateway_factory: Any, proxied: Prosody, proxy: HoldingProxy
+) -> None:
+    gateway = await start_stack(mail, gateway_factory, proxied)
+    client = await alice(proxied, gateway, mail)
+    bob = "bob@remote.test"
+    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
+    to = mail.address("alice")
+    big = bytes(range(256)) * 3000
+    proxy.hold("PUT")
+    files = [(big, "application/octet-stream", "big.bin"), (PDF, "application/pdf", "b.pdf")]
+    await inject(mail, simple_mail(to, "big", "two files", From=bob, files=files), to, bob)
+    await wait_messages(client, bob_jid, 1)
+    await proxy.wait_arrived("PUT")  # the first file's PUT is in flight: kill now
     await gateway.kill()
+    proxy.release()  # the held PUT of the dead process goes nowhere
     await gateway.start()
-    text, file = await wait_messages(client, bob_jid, 2)
-    assert "1 file follows" in text["body"]
-    url = file.xml.find(f"{{{OOB}}}x").findtext(f"{{{OOB}}}url")
-    assert await download(url) == big
+    text, *uploaded = await wait_messages(client, bob_jid, 3)
+    assert "2 files follow" in text["body"]
+    assert [await download(oob_url(f)) for f in uploaded] == [big, PDF]
+    assert proxy.arrived.count("PUT") == 3  # the cut one, then both files after the restart
     # nothing more comes: a later mail is the next message from bob
-    await inject(mail, mail_from(bob, to, "after", "next"), to, bob)
-    messages = await wait_messages(client, bob_jid, 3)
-    assert [m["subject"] or "" for m in messages] == ["big", "", "after"]
+    await inject(mail, simple_mail(to, "after", "next", From=bob), to, bob)
+    messages = await wait_messages(client, bob_jid, 4)
+    assert [m["subject"] or "" for m in messages] == ["big", "", "", "after"]
+
+
+def oob_url(message: Message) -> str:
+    return str(message.xml.find(f"{{{OOB}}}x").findtext(f"{{{OOB}}}url"))
 
 
 UPLOAD = "urn:xmpp:http:upload:0"
@@ -318,8 +353,7 @@ async def test_reply_to_the_third_mail_of_a_thread_and_corrections_are_refused(
     to = mail.address("alice")
     ids = [f"<m{n}@example.test>" for n in range(1, 5)]
     for number, message_id in enumerate(ids):
-        msg = mail_from(carol, to, "Plans", f"mail {number + 1}")
-        msg["Message-ID"] = message_id
+        msg = simple_mail(to, "Plans", f"mail {number + 1}", From=carol, Message_ID=message_id)
         if number:
             msg["In-Reply-To"] = ids[number - 1]
             msg["References"] = " ".join(ids[:number])
@@ -376,7 +410,9 @@ async def test_uploads_over_https_trust_the_configured_ca(
         bob = "bob@remote.test"
         bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
         to = mail.address("alice")
-        msg = mail_from(bob, to, "secure", "over https", (PDF, "application/pdf", "s.pdf"))
+        msg = simple_mail(
+            to, "secure", "over https", From=bob, files=[(PDF, "application/pdf", "s.pdf")]
+        )
         await inject(mail, msg, to, bob)
         _text, file = await wait_messages(client, bob_jid, 2)
         url = file.xml.find(f"{{{OOB}}}x").findtext(f"{{{OOB}}}url")
@@ -403,10 +439,7 @@ async def test_broken_base64_arrives_as_a_line_and_later_mail_still_comes(
         "Content-Transfer-Encoding: base64\r\n\r\nQUJDR\r\n--b--\r\n"
     ).encode()
     await inject(mail, raw, to, bob)
-    later = EmailMessage()
-    later["From"], later["To"], later["Subject"] = bob, to, "later"
-    later.set_content("fine")
-    await inject(mail, later, to, bob)
+    await inject(mail, simple_mail(to, "later", "fine", From=bob, Message_ID=""), to, bob)
     messages = await wait_messages(client, bob_jid, 3)
     by_subject = {m["subject"] or "": m for m in messages}
     assert "1 file follows" in by_subject["broken"]["body"]
