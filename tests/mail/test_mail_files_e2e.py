@@ -342,6 +342,40 @@ async def test_files_sent_from_xmpp_are_attached_and_other_hosts_stay_links(
     assert any(a.get_content() == PDF for copy in copies for a in copy.iter_attachments())
 
 
+async def test_a_held_download_does_not_hold_the_users_other_stanzas_and_a_big_file_arrives(
+    mail: MailServer, gateway_factory: Any, proxied: Prosody, proxy: HoldingProxy
+) -> None:
+    files = {"download_hosts": ["127.0.0.1"]}
+    gateway = await start_stack(mail, gateway_factory, proxied, files=files)
+    for user in ("carol", "dave"):  # before alice's: Dovecot rereads users each second
+        await mail.add_user(user, f"{user}pw")
+    client = await alice(proxied, gateway, mail)
+    carol_jid, dave_jid = (f"{escape_node(mail.address(u))}@{MAIL_JID}" for u in ("carol", "dave"))
+    big = bytes(range(256)) * (6 * 4096)  # 6 MiB: many spool chunks, over half the cap
+    url = await client_upload(client, proxied, "big.pdf", big)
+    proxy.hold("GET")
+    oob_message(client, carol_jid, "the big one", url).send()
+    await proxy.wait_arrived("GET")  # the gateway is fetching the file...
+
+    # ...and the same user's lane is free: a ping to that contact, a mail to another
+    await client.plugin["xep_0199"].ping(carol_jid, timeout=PUSH_TIMEOUT)
+    client.make_message(mto=dave_jid, mbody="meanwhile", mtype="chat").send()
+
+    async def arrived(user: str) -> bool:
+        return len(await read_mailbox(mail, user)) == 1
+
+    await eventually_async(lambda: arrived("dave"), timeout=PUSH_TIMEOUT * 2)
+    assert await read_mailbox(mail, "carol") == []
+    assert "GET" not in proxy.finished
+    proxy.release()
+    await eventually_async(lambda: arrived("carol"), timeout=PUSH_TIMEOUT * 2)
+    [mailed] = await read_mailbox(mail, "carol")
+    [part] = list(mailed.iter_attachments())
+    assert part.get_filename() == "big.pdf"
+    assert part.get_content() == big
+    assert mailed.get_body(("plain",)).get_content().strip() == "the big one"
+
+
 async def test_reply_to_the_third_mail_of_a_thread_and_corrections_are_refused(
     mail: MailServer, gateway_factory: Any, prosody: Prosody
 ) -> None:
