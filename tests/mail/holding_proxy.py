@@ -2,9 +2,10 @@
 
 How the tests make an upload (PUT) or a download (GET) slow without sleeping: the test
 holds a method, waits until a request of it has arrived (so it is under way, not over),
-checks what must happen meanwhile, and releases it. Prosody names the proxy in its slots
-(`Prosody(upload_url=proxy.url)`), so the gateway's and the clients' transfers all pass
-through it; the proxy is started first, Prosody's port set as its target after.
+checks what must happen meanwhile, and releases it. It can also answer a method with an
+error status, or stop listening (a service that is down). Prosody names the proxy in its
+slots (`Prosody(upload_url=proxy.url)`), so the gateway's and the clients' transfers all
+pass through it; the proxy is started first, Prosody's port set as its target after.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class HoldingProxy:
         self.finished: list[str] = []
         """Methods of the requests forwarded and answered, in order."""
         self._held: set[str] = set()
+        self._refused: dict[str, int] = {}
         self._released = asyncio.Event()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -52,14 +54,23 @@ class HoldingProxy:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop listening: from now on the service's URLs refuse connections."""
         self.release()
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
 
     def hold(self, method: str) -> None:
         """Hold every `method` request from now until `release`."""
         self._held.add(method)
         self._released.clear()
+
+    def refuse(self, method: str, status: int) -> None:
+        """Answer every `method` request with HTTP `status` instead of forwarding it."""
+        self._refused[method] = status
 
     def release(self) -> None:
         self._held.clear()
@@ -78,6 +89,9 @@ class HoldingProxy:
             self._changed.notify_all()
         if request.method in self._held:
             await self._released.wait()
+        if request.method in self._refused:
+            await request.read()
+            return web.Response(status=self._refused[request.method], text="refused")
         assert self.target is not None
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}

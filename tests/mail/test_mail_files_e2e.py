@@ -216,6 +216,42 @@ async def test_upload_service_down_still_delivers_the_mail_with_a_line(
         await gateway.stop()
 
 
+@pytest.mark.parametrize(
+    ("status", "reason", "puts"),
+    [(403, "HTTP 403", 1), (503, "HTTP 503", 3), (None, "upload failed", 0)],
+    ids=["refused", "failing", "down"],
+)
+async def test_an_upload_service_that_refuses_or_is_down_still_delivers_the_mail(
+    mail: MailServer,
+    gateway_factory: Any,
+    proxied: Prosody,
+    proxy: HoldingProxy,
+    status: int | None,
+    reason: str,
+    puts: int,
+) -> None:
+    gateway = await start_stack(mail, gateway_factory, proxied)
+    client = await alice(proxied, gateway, mail)
+    bob = "bob@remote.test"
+    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
+    to = mail.address("alice")
+    if status is None:
+        await proxy.close()  # slots are still given, their URLs refuse connections
+    else:
+        proxy.refuse("PUT", status)
+    msg = simple_mail(to, "file", "here", From=bob, files=[(PDF, "application/pdf", "a.pdf")])
+    await inject(mail, msg, to, bob)
+    text, line = await wait_messages(client, bob_jid, 2)
+    assert "1 file follows" in text["body"]
+    assert "a.pdf" in line["body"] and "could not be stored" in line["body"]
+    assert reason in line["body"]
+    assert line.xml.find(f"{{{OOB}}}x") is None
+    assert proxy.arrived.count("PUT") == puts  # a temporary failure is tried again
+    await inject(mail, simple_mail(to, "later", "fine", From=bob), to, bob)
+    *_, later = await wait_messages(client, bob_jid, 3)
+    assert later["body"] == "fine"
+
+
 async def test_a_held_upload_does_not_hold_the_next_mail_back(
     mail: MailServer, gateway_factory: Any, proxied: Prosody, proxy: HoldingProxy
 ) -> None:
