@@ -15,7 +15,14 @@ from typing import Any
 import aiohttp
 import pytest
 from holding_proxy import HoldingProxy
-from mail_helpers import PUSH_TIMEOUT, imap_client, inject, read_mailbox, simple_mail
+from mail_helpers import (
+    PUSH_TIMEOUT,
+    closed_port,
+    imap_client,
+    inject,
+    read_mailbox,
+    simple_mail,
+)
 from registration_helpers import mailbox_form, register_and_subscribe
 from slixmpp import Message
 from xmpp_client import TestClient, eventually_async
@@ -347,33 +354,40 @@ async def test_files_sent_from_xmpp_are_attached_and_other_hosts_stay_links(
     mail: MailServer, gateway_factory: Any, prosody: Prosody
 ) -> None:
     files = {"download_hosts": ["127.0.0.1"]}
-    gateway = await start_stack(mail, gateway_factory, prosody, files=files, save_sent=True)
+    gateway = await start_stack(
+        mail, gateway_factory, prosody, files=files, save_sent=True, max_attachment_bytes=len(PDF)
+    )
     await mail.add_user("carol", "carolpw")  # before alice's: Dovecot rereads users each second
     client = await alice(prosody, gateway, mail)
     carol = mail.address("carol")
     carol_jid = f"{escape_node(carol)}@{MAIL_JID}"
     url = await client_upload(client, prosody, "plan.pdf", PDF)
+    huge = await client_upload(client, prosody, "huge.pdf", PDF + b"x")
+    gone = f"http://127.0.0.1:{closed_port()}/gone.pdf"
 
     oob_message(client, carol_jid, url, url).send()  # only the URL: empty body
     oob_message(client, carol_jid, "see", "http://files.example.net/x.pdf").send()
+    oob_message(client, carol_jid, "too big", huge).send()  # over max_attachment_bytes
+    oob_message(client, carol_jid, "unreachable", gone).send()
 
-    async def both() -> bool:
-        return len(await read_mailbox(mail, "carol")) == 2
+    async def all_four() -> bool:
+        return len(await read_mailbox(mail, "carol")) == 4
 
-    await eventually_async(both, timeout=PUSH_TIMEOUT * 2)
-    attached, linked = await read_mailbox(mail, "carol")
+    await eventually_async(all_four, timeout=PUSH_TIMEOUT * 2)
+    attached, *linked = await read_mailbox(mail, "carol")  # one recipient: in order
     [part] = list(attached.iter_attachments())
     assert part.get_filename() == "plan.pdf"
     assert part.get_content_type() == "application/pdf"
     assert part.get_content() == PDF
     assert attached.get_body(("plain",)).get_content().strip() == ""
-    assert not list(linked.iter_attachments())
-    assert "http://files.example.net/x.pdf" in linked.get_body(("plain",)).get_content()
+    for mailed, link in zip(linked, ["http://files.example.net/x.pdf", huge, gone], strict=True):
+        assert not list(mailed.iter_attachments())
+        assert link in mailed.get_body(("plain",)).get_content()
 
-    async def sent_copy() -> bool:
-        return len(await read_mailbox(mail, "alice", "Sent")) == 2
+    async def sent_copies() -> bool:
+        return len(await read_mailbox(mail, "alice", "Sent")) == 4
 
-    await eventually_async(sent_copy, timeout=PUSH_TIMEOUT * 2)
+    await eventually_async(sent_copies, timeout=PUSH_TIMEOUT * 2)
     copies = await read_mailbox(mail, "alice", "Sent")
     assert any(a.get_content() == PDF for copy in copies for a in copy.iter_attachments())
 
