@@ -57,6 +57,9 @@ _PARSE_POLICY = _ParsePolicy()
 # 7bit makes the generator QP/base64-encode non-ASCII bodies and RFC 2047-encode headers,
 # so the mail passes any relay without relying on 8BITMIME or SMTPUTF8.
 _SEND_POLICY = email.policy.SMTP.clone(cte_type="7bit")
+_MIME_TOKEN_RE = re.compile(r"[a-z0-9!#$&^_.+-]{1,64}")
+"""A type or subtype as RFC 6838 §4.2 allows: anything else (spaces, controls, a line
+break a server put in its Content-Type) is sent as application/octet-stream."""
 
 
 @dataclass(frozen=True)
@@ -281,8 +284,9 @@ def _set_text(msg: EmailMessage, text: str) -> None:
 def _attach(msg: EmailMessage, attachments: Sequence[OutgoingFile]) -> None:
     """Each file as a part of its own, under a safe name and a leaf MIME type."""
     for name, content_type, data in attachments:
-        maintype, _, subtype = content_type.partition("/")
-        if not (maintype and subtype) or maintype in ("multipart", "message"):
+        maintype, _, subtype = content_type.lower().partition("/")
+        valid = _MIME_TOKEN_RE.fullmatch(maintype) and _MIME_TOKEN_RE.fullmatch(subtype)
+        if not valid or maintype in ("multipart", "message"):
             maintype, subtype = "application", "octet-stream"
         filename = safe_filename(name, f"{maintype}/{subtype}")
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)

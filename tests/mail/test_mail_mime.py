@@ -217,6 +217,21 @@ def test_with_files_keeps_the_headers_attaches_and_appends_links() -> None:
     assert name is not None and "/" not in name and "\u202e" not in name
 
 
+@pytest.mark.parametrize(
+    "content_type", ["a/b\r\nBcc: x@example.org", "x y/z", "text/pl\x00ain", "application/"]
+)
+def test_with_files_sends_a_broken_content_type_as_octet_stream(content_type: str) -> None:
+    raw = mime.to_bytes(
+        mime.build_outgoing(
+            sender="a@example.test", display_name=None, to="b@example.org", subject="s", text="t"
+        )
+    )
+    out = mime.with_files(raw, [("f.bin", content_type, b"data")], [])
+    [part] = list(email.message_from_bytes(out, policy=email.policy.default).iter_attachments())
+    assert part.get_content_type() == "application/octet-stream"
+    assert b"Bcc" not in out
+
+
 def test_with_files_of_an_empty_text_is_just_the_links() -> None:
     raw = mime.to_bytes(
         mime.build_outgoing(
