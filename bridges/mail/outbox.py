@@ -101,7 +101,7 @@ class Outbox:
         if extras.quote and extras.quote.strip():
             text = f"{mime.quoted(extras.quote)}\n\n{text}"
         # files are fetched at submission, beside the lane (see `_with_files`)
-        files, links = (extras.files, ()) if self.sink.files else ((), extras.files)
+        files, links = (extras.files, ()) if self.sink.files is not None else ((), extras.files)
         if links:
             text = "\n".join([text, *links]) if text else "\n".join(links)
         if not subject:
