@@ -8,6 +8,7 @@ never an exception, because one bad mail must not stall a user's whole mailbox.
 
 from __future__ import annotations
 
+import base64
 import codecs
 import email
 import email.header
@@ -18,12 +19,14 @@ import functools
 import hashlib
 import mimetypes
 import re
+import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage, Message
-from typing import Any, cast
+from pathlib import Path
+from typing import IO, Any, cast
 
 import html_text
 
@@ -247,7 +250,7 @@ def build_outgoing(
     references: Sequence[str] = (),
 ) -> EmailMessage:
     """A UTF-8 text/plain mail whose lines and headers stay within RFC 5322 limits
-    (`with_files` adds the files it attaches, when it is submitted).
+    (`write_with_files` adds the files it attaches, when it is submitted).
 
     Raises ValueError when an address cannot be put in a header (e.g. a CR/LF in it).
     """
@@ -275,6 +278,38 @@ def with_files(raw: bytes, attachments: Sequence[OutgoingFile], links: Sequence[
     _set_text(msg, text)
     _attach(msg, attachments)
     return to_bytes(msg)
+
+
+SpooledFile = tuple[str, str, Path]
+"""A file to attach that waits on disk: name, content type, path."""
+_BASE64_BLOCK = 57 * 4096
+"""Bytes encoded at a time: whole 76-character base64 lines (57 bytes each)."""
+
+
+def write_with_files(
+    raw: bytes, files: Sequence[SpooledFile], links: Sequence[str], out: IO[bytes]
+) -> None:
+    """`with_files` written to `out`, each file base64-encoded from disk block by block,
+    so a mail attaching a large file is never whole in memory.
+
+    The mail is composed with a short random marker as each file's content; the
+    marker's base64 line is then replaced by the file's own lines as they are written.
+    """
+    token = secrets.token_hex(12)
+    markers = [f"spooled-file-{token}-{number}".encode() for number in range(len(files))]
+    placeholders = [
+        (name, kind, marker) for (name, kind, _), marker in zip(files, markers, strict=True)
+    ]
+    rest = with_files(raw, placeholders, links)
+    for marker, (_name, _kind, path) in zip(markers, files, strict=True):
+        before, found, rest = rest.partition(base64.b64encode(marker) + b"\r\n")
+        if not found:  # the email package changed how it writes a part's base64
+            raise ValueError("could not place an attachment in the mail")
+        out.write(before)
+        with path.open("rb") as source:
+            while block := source.read(_BASE64_BLOCK):
+                out.write(base64.encodebytes(block).replace(b"\n", b"\r\n"))
+    out.write(rest)
 
 
 def _set_text(msg: EmailMessage, text: str) -> None:

@@ -31,7 +31,15 @@ from typing import Any
 
 from bridges import events
 from bridges.address import Address, AddressError, AddressKind
-from bridges.base import NO_EXTRAS, AccountStore, BridgeError, FileError, MessageExtras, Sink
+from bridges.base import (
+    NO_EXTRAS,
+    AccountStore,
+    BridgeError,
+    DownloadedFile,
+    FileError,
+    MessageExtras,
+    Sink,
+)
 from bridges.mail import addresses, mime, smtp
 from bridges.mail.config import MailAccount, MailOptions
 from bridges.mail.imap import ImapConnection
@@ -100,7 +108,7 @@ class Outbox:
                 references = [*references, extras.reply_to]
         if extras.quote and extras.quote.strip():
             text = f"{mime.quoted(extras.quote)}\n\n{text}"
-        # files are fetched at submission, beside the lane (see `_with_files`)
+        # files are fetched at submission, beside the lane (see `_submit_mail`)
         files, links = (extras.files, ()) if self.sink.files is not None else ((), extras.files)
         if links:
             text = "\n".join([text, *links]) if text else "\n".join(links)
@@ -142,35 +150,50 @@ class Outbox:
         await self.store.put_record(OUTBOX, message_id, item)
         self._submit(message_id, item)
 
-    async def _with_files(self, raw: bytes, urls: list[str]) -> bytes:
-        """`raw` with the files the user sent attached; a URL not fetched stays a link.
+    async def _submit_mail(self, item: Mapping[str, Any]) -> bytes | None:
+        """Submit the queued mail with the files it attaches; returns the mail as sent
+        when a Sent copy is kept (else None). Raises SmtpFailure.
 
         Only what the component's `FileTransfer` agrees to fetch (hosts the operator
-        allows, size capped, time-limited) is attached. The queued mail holds only the
-        URLs, so each attempt fetches them again: a file never sits in the account
-        state, and a restart between queueing and sending still attaches it. Each file
-        is spooled to disk as it arrives and read back only to compose the mail.
+        allows, size capped, time-limited) is attached; a URL not fetched stays a link.
+        The queued mail holds only the URLs, so each attempt fetches them again: a file
+        never sits in the account state, and a restart between queueing and sending
+        still attaches it. Files are spooled to disk as they arrive, the mail is written
+        to a spool file around them and submitted from it, so a large file is never
+        whole in memory (only a Sent copy is, as aioimaplib's APPEND takes bytes).
         """
-        files = self.sink.files
+        raw = str(item["message"]).encode("ascii")
+        urls = [str(url) for url in item.get("files") or []]
+        to = [str(item["to"])]
+        if not urls:
+            await smtp.submit(self.account, self.options, self.tls, to, raw)
+            return raw if self.options.save_sent else None
         directory = Path(self.options.spool_dir or tempfile.gettempdir())
-        attachments: list[mime.OutgoingFile] = []
-        links: list[str] = []
-        for url in urls:
-            if files is None:  # file transfer switched off since the mail was queued
-                links.append(url)
-                continue
-            try:
-                got = await files.download(url, directory, self.options.max_attachment_bytes)
-            except FileError as exc:
-                self.log.info("not attaching %s: %s", url, exc.text)
-                links.append(url)
-                continue
-            try:
-                data = await asyncio.to_thread(got.path.read_bytes)
-            finally:
+        fetched: list[DownloadedFile] = []
+        try:
+            links = [url for url in urls if not await self._fetch(url, directory, fetched)]
+            spooled = [(got.name, got.content_type, got.path) for got in fetched]
+            with tempfile.NamedTemporaryFile(dir=directory, prefix="mail-") as out:
+                await asyncio.to_thread(mime.write_with_files, raw, spooled, links, out)
+                await asyncio.to_thread(out.flush)
+                path = Path(out.name)
+                await smtp.submit(self.account, self.options, self.tls, to, path)
+                return await asyncio.to_thread(path.read_bytes) if self.options.save_sent else None
+        finally:
+            for got in fetched:
                 got.path.unlink(missing_ok=True)
-            attachments.append((got.name, got.content_type, data))
-        return mime.with_files(raw, attachments, links)
+
+    async def _fetch(self, url: str, directory: Path, fetched: list[DownloadedFile]) -> bool:
+        """Fetch `url` into `directory` (appended to `fetched`); False: it stays a link."""
+        files = self.sink.files
+        if files is None:  # file transfer switched off since the mail was queued
+            return False
+        try:
+            fetched.append(await files.download(url, directory, self.options.max_attachment_bytes))
+        except FileError as exc:
+            self.log.info("not attaching %s: %s", url, exc.text)
+            return False
+        return True
 
     async def _remember_thread(
         self, thread: str, subject: str, references: list[str], message_id: str
@@ -243,10 +266,7 @@ class Outbox:
         attempts = int(item.get("attempts", 0)) + 1
         waited = attempts > 1  # the user was told it waits, so is told how it ends
         try:
-            raw = str(item["message"]).encode("ascii")
-            if item.get("files"):
-                raw = await self._with_files(raw, list(item["files"]))
-            await smtp.submit(self.account, self.options, self.tls, [item["to"]], raw)
+            sent = await self._submit_mail(item)
         except smtp.SmtpFailure as failure:
             expired = time.time() - float(item.get("created", 0)) > self.options.retry_give_up
             if failure.permanent or expired:
@@ -293,8 +313,8 @@ class Outbox:
                     f"Your mail to {item['to']} ({_about(item)}) is sent now, "
                     f"after {attempts} attempts."
                 )
-            if self.options.save_sent:
-                self._track(self._save_copy(raw))
+            if sent is not None:
+                self._track(self._save_copy(sent))
 
     async def _tell(self, text: str) -> None:
         """Best effort: the outcome itself is stored (or was answered) already."""

@@ -4,15 +4,21 @@ temporary ones, because the two need opposite handling: report at once, or queue
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import Sequence
+from pathlib import Path
 
 import aiosmtplib
+from aiosmtplib import SMTPStatus
 
 from bridges.address import AddressError
 from bridges.mail import addresses
 from bridges.mail.config import MailAccount, MailOptions, Security
+
+DATA_BLOCK = 256 * 1024
+"""Bytes of a mail file read and written at a time."""
 
 
 class SmtpFailure(Exception):
@@ -101,9 +107,10 @@ async def submit(
     options: MailOptions,
     tls: ssl.SSLContext,
     recipients: Sequence[str],
-    message: bytes,
+    message: bytes | Path,
 ) -> str:
-    """Hand `message` to the submission server; return its reply, raise SmtpFailure.
+    """Hand `message` (or the mail in that file) to the submission server; return its
+    reply, raise SmtpFailure.
 
     The envelope holds the addresses' SMTP forms (quoted local parts, IDNA domains).
     """
@@ -115,10 +122,13 @@ async def submit(
     try:
         client = await _connected(account, options, tls)
         try:
-            refused, reply = await client.sendmail(sender, envelope, message)
-            if refused:  # some (not all) recipients refused: report the first
-                code, text = next(iter(refused.values()))
-                raise aiosmtplib.SMTPResponseException(code, text)
+            if isinstance(message, Path):
+                reply = await _send_file(client, sender, envelope, message)
+            else:
+                refused, reply = await client.sendmail(sender, envelope, message)
+                if refused:  # some (not all) recipients refused: report the first
+                    code, text = next(iter(refused.values()))
+                    raise aiosmtplib.SMTPResponseException(code, text)
             with contextlib.suppress(aiosmtplib.SMTPException):
                 await client.quit()  # accepted is accepted; a rude QUIT changes nothing
             return reply
@@ -126,3 +136,39 @@ async def submit(
             client.close()
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
         raise _failure(exc) from exc
+
+
+async def _send_file(
+    client: aiosmtplib.SMTP, sender: str, recipients: Sequence[str], path: Path
+) -> str:
+    """MAIL, RCPT and DATA with the mail read from `path` as it is sent: aiosmtplib's
+    own DATA takes the whole mail as one bytes object (and copies it twice).
+
+    The file holds CRLF lines (as `mime` writes them); lines starting with a dot are
+    doubled (RFC 5321 §4.5.2), and each block waits until the connection took it.
+    """
+    # RFC 1870: a server that takes no mail this large says so before the data
+    size = path.stat().st_size
+    await client.mail(
+        sender, options=[f"SIZE={size}"] if client.supports_extension("size") else None
+    )
+    for recipient in recipients:
+        await client.rcpt(recipient)  # a refusal raises SMTPRecipientRefused
+    start = await client.execute_command(b"DATA")
+    if start.code != SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("connection lost")
+    last = b"\r\n"
+    with path.open("rb") as source:
+        while lines := await asyncio.to_thread(source.readlines, DATA_BLOCK):
+            protocol.write(b"".join(b"." + line if line[:1] == b"." else line for line in lines))
+            await protocol._drain_helper()  # flow control: no more than a block in memory
+            last = lines[-1]
+    if not last.endswith(b"\r\n"):
+        protocol.write(b"\r\n")
+    end = await client.execute_command(b".")  # the end of data, and the server's answer
+    if end.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(end.code, end.message)
+    return end.message

@@ -404,7 +404,7 @@ async def test_a_held_download_does_not_hold_the_users_other_stanzas_and_a_big_f
     big = bytes(range(256)) * (6 * 4096)  # 6 MiB: many spool chunks, over half the cap
     url = await client_upload(client, proxied, "big.pdf", big)
     proxy.hold("GET")
-    oob_message(client, carol_jid, "the big one", url).send()
+    oob_message(client, carol_jid, "the big one\n.a line with a dot", url).send()
     await proxy.wait_arrived("GET")  # the gateway is fetching the file...
 
     # ...and the same user's lane is free: a ping to that contact, a mail to another
@@ -423,7 +423,8 @@ async def test_a_held_download_does_not_hold_the_users_other_stanzas_and_a_big_f
     [part] = list(mailed.iter_attachments())
     assert part.get_filename() == "big.pdf"
     assert part.get_content() == big
-    assert mailed.get_body(("plain",)).get_content().strip() == "the big one"
+    body = mailed.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert body.strip() == "the big one\n.a line with a dot"  # dot-stuffed in DATA
 
 
 async def test_reply_to_the_third_mail_of_a_thread_and_corrections_are_refused(

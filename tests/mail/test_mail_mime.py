@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import io
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
@@ -230,6 +232,28 @@ def test_with_files_sends_a_broken_content_type_as_octet_stream(content_type: st
     [part] = list(email.message_from_bytes(out, policy=email.policy.default).iter_attachments())
     assert part.get_content_type() == "application/octet-stream"
     assert b"Bcc" not in out
+
+
+@pytest.mark.parametrize("size", [0, 1, 57, 57 * 4096, 57 * 4096 + 1, 1_000_003])
+def test_write_with_files_streams_the_same_mail_as_with_files(size: int, tmp_path: Path) -> None:
+    raw = mime.to_bytes(
+        mime.build_outgoing(
+            sender="a@example.test", display_name=None, to="b@example.org", subject="s", text="t"
+        )
+    )
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    path = tmp_path / "file"
+    path.write_bytes(data)
+    out = io.BytesIO()
+    files = [("a.bin", "application/octet-stream", path), ("b.pdf", "application/pdf", path)]
+    mime.write_with_files(raw, files, ["https://x.example/f"], out)
+    streamed = out.getvalue()
+    whole = mime.with_files(raw, [(n, t, data) for n, t, _ in files], ["https://x.example/f"])
+    assert len(streamed) == len(whole)
+    assert all(len(line) <= 78 for line in streamed.split(b"\r\n"))
+    parsed = email.message_from_bytes(streamed, policy=email.policy.default)
+    assert [p.get_content() for p in parsed.iter_attachments()] == [data, data]
+    assert [p.get_filename() for p in parsed.iter_attachments()] == ["a.bin", "b.pdf"]
 
 
 def test_with_files_of_an_empty_text_is_just_the_links() -> None:
