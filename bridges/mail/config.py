@@ -101,12 +101,11 @@ class MailOptions(BridgeOptions):
     the second wait doubled); then the user gets a line saying it could not be stored."""
     max_attachment_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
     """Largest file a user sends (an XEP-0066 URL) that is attached to the mail; larger
-    ones, and URLs to hosts not in `files.download_hosts`, stay links in the text. The
-    file is spooled to disk when fetched, but the mail attaching it is composed and
-    submitted from memory: this bounds that."""
+    ones, and URLs to hosts not in `files.download_hosts`, stay links in the text."""
     spool_dir: str | None = None
     """Where attachments are decoded on their way to the upload service, and files users
-    send are fetched to (the system's temporary directory by default)."""
+    send and the mail attaching them are written on their way to SMTP (the system's
+    temporary directory by default): on disk, never whole in memory."""
     save_sent: bool = False
     """Append a copy of every sent mail to the user's Sent folder over IMAP."""
     sent_folder: str = "Sent"
