@@ -203,7 +203,7 @@ async def _is(found: Any, expected: list[str]) -> bool:
     return bool(await found == expected)
 
 
-async def test_upload_service_down_still_delivers_the_mail_with_a_line(
+async def test_an_upload_service_that_gives_no_slot_still_delivers_the_mail_with_a_line(
     mail: MailServer, gateway_factory: Any
 ) -> None:
     async with Prosody(components={MAIL_JID: MAIL_SECRET}) as plain:
