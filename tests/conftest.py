@@ -110,7 +110,8 @@ async def gateway_factory(
 
     `start(server, wait_connected=True, **overrides)` writes the config for the fake
     bridge on `server` (with `overrides`) and runs it on a fresh copy of the migrated
-    database; by default it returns once every component is connected.
+    database (with `empty_database`, on none: `run` must create the schema, as on an
+    operator's first start); by default it returns once every component is connected.
     `start(server, standby_of=gateway, **overrides)` starts another process on
     `gateway`'s config and database (PostgreSQL) and returns once it stands by.
     """
@@ -121,15 +122,15 @@ async def gateway_factory(
         *,
         wait_connected: bool = True,
         standby_of: GatewayProcess | None = None,
+        empty_database: bool = False,
         **overrides: Any,
     ) -> GatewayProcess:
         run_dir = tmp_path / f"gateway{len(started)}"
         if standby_of is not None:
             gateway = standby_of.sibling(run_dir, **overrides)
         else:
-            gateway = _gateway_process(
-                server, run_dir, migrated_database, fake_reports_server, **overrides
-            )
+            database = None if empty_database else migrated_database
+            gateway = _gateway_process(server, run_dir, database, fake_reports_server, **overrides)
         started.append(gateway)
         _watch_log(request, gateway)
         await gateway.start(wait_connected=wait_connected, standby=standby_of is not None)
@@ -141,16 +142,17 @@ async def gateway_factory(
 
 
 def _gateway_process(
-    server: Prosody, run_dir: Path, database: Path, reports: FakeReports, **overrides: Any
+    server: Prosody, run_dir: Path, database: Path | None, reports: FakeReports, **overrides: Any
 ) -> GatewayProcess:
-    """A gateway for the fake bridge on `server`, on a copy of `database`, reporting to
-    `reports`; `overrides` replace top-level config sections."""
+    """A gateway for the fake bridge on `server`, on a copy of `database` (None: a new,
+    empty one), reporting to `reports`; `overrides` replace top-level config sections."""
     config = gateway_config(server, run_dir / "gateway.db", **overrides)
     fake_section = config["bridges"].get("fake")
     if fake_section is not None:
         fake_section.setdefault("report_socket", str(reports.socket_path))
     run_dir.mkdir(parents=True)
-    shutil.copy(database, run_dir / "gateway.db")
+    if database is not None:
+        shutil.copy(database, run_dir / "gateway.db")
     return GatewayProcess(config, run_dir, python_path=[TESTS_DIR], migrate=False)
 
 

@@ -4,6 +4,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from xmpp_client import eventually
 
 from component.cli import EXIT_THREADS_HUNG, THREADS_GRACE
 from component.db import alembic_config, create_engine
-from component.devstack.gateway import GatewayProcess
+from component.devstack.postgres import Postgres
 from component.devstack.process import DaemonError
 
 TESTS = Path(__file__).parents[1]
@@ -45,31 +46,37 @@ async def test_version():
     assert (code, output.strip()) == (0, f"xmpp-gateway {version('xmpp-gateway')}")
 
 
-def standalone(server, tmp_path: Path, **overrides) -> GatewayProcess:
-    """`xmpp-gateway run` on a new, empty database, as a first-time operator runs it."""
-    config = gateway_config(server, tmp_path / "gw" / "g.db", **overrides)
-    return GatewayProcess(config, tmp_path / "gw", python_path=[TESTS], migrate=False)
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A new, empty database of each kind an operator may give `run`."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'g.db'}"
+        return
+    async with Postgres() as server:
+        yield await server.create_database("gateway")
 
 
-async def test_run_refuses_an_older_schema_then_upgrade_fixes_it(prosody, tmp_path):
-    config = write_config(tmp_path / "c.yaml", gateway_config(prosody, tmp_path / "g.db"))
+async def test_run_refuses_an_older_schema_then_upgrade_fixes_it(prosody, tmp_path, database_url):
+    config = gateway_config(prosody, tmp_path / "g.db", database_url=database_url)
+    config_path = write_config(tmp_path / "c.yaml", config)
     previous = ScriptDirectory.from_config(alembic_config()).get_revision("head").down_revision
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
+    engine = create_engine(database_url)
     async with engine.begin() as connection:  # the schema of the release before this one
         await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), previous))
     await engine.dispose()
-    code, output = await cli("run", "-c", str(config))
-    assert code == 3
+    code, output = await cli("run", "-c", str(config_path))
+    assert code == 3, output
     assert "xmpp-gateway db upgrade" in output
-    code, output = await cli("db", "upgrade", "-c", str(config))
+    code, output = await cli("db", "upgrade", "-c", str(config_path))
     assert (code, output.strip().splitlines()[-1]) == (0, "database is up to date")
 
 
-async def test_a_wrong_secret_names_the_option_and_the_next_try(own_prosody, tmp_path):
-    gateway = standalone(own_prosody, tmp_path)
-    gateway.config["bridges"]["fake"]["secret"] = "not-the-secret"
-    gateway.config["reconnect"]["auth_failure_delay"] = 0.3
-    await gateway.start(wait_connected=False)
+async def test_a_wrong_secret_names_the_option_and_the_next_try(own_prosody, gateway_factory):
+    fake = {"jid": FAKE_JID, "secret": "not-the-secret", "plugin": "fake_bridge:FakeBridge"}
+    reconnect = {"initial_delay": 0.1, "max_delay": 0.5, "auth_failure_delay": 0.3}
+    gateway = await gateway_factory(
+        own_prosody, wait_connected=False, bridges={"fake": fake}, reconnect=reconnect
+    )
     try:
         first = await gateway.wait_for_log("server refused")
         await eventually(lambda: gateway.log_text().count("server refused") >= 2)
@@ -81,11 +88,10 @@ async def test_a_wrong_secret_names_the_option_and_the_next_try(own_prosody, tmp
 
 
 async def test_run_on_an_empty_database_serves_and_stops_cleanly_on_sigterm(
-    own_prosody, client_factory, tmp_path
+    own_prosody, client_factory, gateway_factory, database_url
 ):
     client = await client_factory(own_prosody)
-    gateway = standalone(own_prosody, tmp_path)
-    await gateway.start()
+    gateway = await gateway_factory(own_prosody, empty_database=True, database_url=database_url)
     try:
         await submit(client, FAKE_JID, username="alice", password="hunter2")
         assert (await get_registration(client, FAKE_JID))["register"]["registered"]
@@ -110,16 +116,14 @@ async def test_generate_key():
     assert code == 0 and len(output.strip()) == 44
 
 
-async def test_gateway_process_that_exits_says_why(prosody, tmp_path):
+async def test_gateway_process_that_exits_says_why(prosody, gateway_factory):
     """The test launcher gives up at once when the gateway exits, with its log."""
-    gateway = standalone(prosody, tmp_path)
-    gateway.config["bridges"]["fake"]["plugin"] = "fake_bridge:NoSuchBridge"
+    fake = {"jid": FAKE_JID, "secret": FAKE_SECRET, "plugin": "fake_bridge:NoSuchBridge"}
     started = time.monotonic()
     with pytest.raises(DaemonError, match="exited") as failed:
-        await gateway.start(timeout=30)
+        await gateway_factory(prosody, bridges={"fake": fake})
     assert time.monotonic() - started < 15  # not the readiness timeout
     assert "bridges.fake.plugin" in str(failed.value)
-    assert not gateway.running
 
 
 async def test_a_thread_left_running_cannot_keep_a_stopped_gateway_alive(

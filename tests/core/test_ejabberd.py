@@ -33,3 +33,16 @@ async def test_register_chat_and_unregistered_error_on_ejabberd(
     client.send_message(mto=f"bob@{FAKE_JID}", mbody="over ejabberd", mtype="chat")
     assert (await client.message_from(f"bob@{FAKE_JID}"))["body"] == "echo: over ejabberd"
     assert (await get_registration(client, FAKE_JID))["register"]["registered"]
+
+
+async def test_a_wrong_secret_on_ejabberd_names_the_option(ejabberd, gateway_factory):
+    """ejabberd refuses a wrong secret as Prosody does (not-authorized): the log says
+    which option to check and when the next try comes, never the secret."""
+    fake = {"jid": FAKE_JID, "secret": "not-the-secret", "plugin": "fake_bridge:FakeBridge"}
+    reconnect = {"initial_delay": 0.1, "max_delay": 0.5, "auth_failure_delay": 0.3}
+    gateway = await gateway_factory(
+        ejabberd, wait_connected=False, bridges={"fake": fake}, reconnect=reconnect
+    )
+    refused = await gateway.wait_for_log("server refused")
+    assert "check bridges.fake.secret" in refused and "retrying in 0.3 s" in refused
+    assert "not-the-secret" not in gateway.log_text()

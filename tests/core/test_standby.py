@@ -143,12 +143,10 @@ async def test_losing_the_lock_connection_stops_serving(
     assert first.running  # standing by again, not gone
 
 
-async def test_a_second_process_on_a_sqlite_database_is_refused(
-    own_prosody, gateway_factory, tmp_path
-):
+async def test_a_second_process_on_a_sqlite_database_is_refused(own_prosody, gateway_factory):
     first = await gateway_factory(own_prosody, metrics={"port": free_port()})
-    second = first.sibling(tmp_path / "second")  # the same file, metrics port included
-    await second.start(wait_connected=False)
+    # the same file, metrics port included
+    second = await gateway_factory(own_prosody, standby_of=first, wait_connected=False)
     assert await second.wait_exit() == 4
     assert "a SQLite database serves one process only" in second.log_text()
     assert "gateway.db.lock" in second.log_text()

@@ -368,7 +368,7 @@ async def test_user_switch_in_the_settings_command(stack, peers):
 
 
 async def run_archive_command(client: TestClient, **values: str) -> None:
-    form = await complete_command(client, IRC_JID, SETTINGS_NODE, **values)
+    form, _ = await complete_command(client, IRC_JID, SETTINGS_NODE, **values)
     assert form["command"]["form"].get_fields()["enabled"]["type"] == "boolean"
 
 

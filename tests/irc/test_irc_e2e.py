@@ -309,7 +309,7 @@ def _role(stanza) -> str | None:
 
 async def complete_command(client: TestClient, jid: str, node: str, **values: str):
     """Run ad-hoc command `node` (XEP-0050) as a client does: execute, fill in the form
-    it answers with `values`, complete. Returns that form."""
+    it answers with `values`, complete. Returns that form and the completion."""
     start = client.make_iq_to(jid, "set")
     start["command"]["node"], start["command"]["action"] = node, "execute"
     form = await start.send(timeout=10)
@@ -322,7 +322,7 @@ async def complete_command(client: TestClient, jid: str, node: str, **values: st
         submitted.add_field(var=var, value=value)
     done = await finish.send(timeout=10)
     assert done["command"]["status"] == "completed"
-    return form
+    return form, done
 
 
 async def run_settings_command(client: TestClient, server_jid: str, **values: str) -> None:
@@ -361,6 +361,24 @@ async def test_persistent_channel_survives_going_offline(stack, peers):
     assert [e.target for e in joins] == ["#room", "#other"]  # no second JOIN of #room
     await wait_away(bob, "dora", None)  # back
     await again.close()
+
+
+async def test_persistent_channel_set_while_in_it_applies_at_once(stack, peers):
+    """Issue 9: a channel made persistent while connected stays when the user goes
+    offline right after, and the command's answer says the setting applies now."""
+    prosody, ngircd = stack
+    bob = await irc_user(ngircd, peers, "bob", "#room")
+    client = await joined_user(prosody, "fern")
+
+    _, done = await complete_command(
+        client, f"127.0.0.1@{IRC_JID}", COMMAND_NODE, persistent="#room"
+    )
+    [(_, note)] = done["command"]["notes"]
+    assert note == "Settings for 127.0.0.1 saved and applied to your connection."
+    await client.close()
+
+    await wait_away(bob, "fern", OFFLINE_AWAY)  # offline handled: away, still there
+    assert not bob.matching(lambda e: e.type in ("quit", "part") and e.source.nick == "fern")
 
 
 async def test_self_ping_says_whether_the_client_is_still_in_the_room(stack, peers):

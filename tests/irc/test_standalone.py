@@ -3,9 +3,9 @@
 A stanza interface that only exists because some slixmpp plugin registered it would
 work in a test that runs the gateway next to a client in one process, and be answered
 `feature-not-implemented` ("No handlers registered for this request") in production.
-This runs one `xmpp-gateway run` serving the fake bridge and the IRC bridge (on
-ngIRCd, for rooms) and asks it everything; an answer may be an error that makes sense
-for the request, never "not implemented here".
+This runs one `xmpp-gateway run` serving the fake bridge, the IRC bridge (on ngIRCd,
+for rooms) and the mail bridge (on Dovecot) and asks it everything; an answer may be an
+error that makes sense for the request, never "not implemented here".
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 from harness import FAKE_JID, FAKE_SECRET, PASSWORD
 from irc_helpers import IrcPeer
-from registration_helpers import register_and_subscribe
+from registration_helpers import mailbox_form, register_and_subscribe
 from slixmpp import Iq, Presence
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
@@ -23,10 +23,14 @@ from xmpp_client import TestClient
 
 from bridges.irc.devstack import NgIrcd
 from bridges.irc.settings import COMMAND_NODE
+from bridges.jid_escaping import escape_node
+from bridges.mail.devstack import MailServer
+from component.archive import SETTINGS_NODE
 from component.devstack.prosody import Prosody
 from component.muc import MUC_ADMIN_NS, MUC_NS, MUC_USER_NS
 
 IRC_JID, IRC_SECRET = "irc.localhost", "irc-secret"
+MAIL_JID, MAIL_SECRET = "mail.localhost", "mail-secret"
 IRC_SERVER = f"127.0.0.1@{IRC_JID}"
 ROOM = f"#room%127.0.0.1@{IRC_JID}"
 COMMANDS = "http://jabber.org/protocol/commands"
@@ -34,9 +38,10 @@ NOT_THERE = ("feature-not-implemented", "service-unavailable")
 
 
 @pytest.fixture
-async def servers(ngircd: NgIrcd) -> AsyncIterator[tuple[Prosody, NgIrcd]]:
-    async with Prosody(components={FAKE_JID: FAKE_SECRET, IRC_JID: IRC_SECRET}) as prosody:
-        yield prosody, ngircd
+async def servers(ngircd: NgIrcd) -> AsyncIterator[tuple[Prosody, NgIrcd, MailServer]]:
+    components = {FAKE_JID: FAKE_SECRET, IRC_JID: IRC_SECRET, MAIL_JID: MAIL_SECRET}
+    async with Prosody(components=components) as prosody, MailServer() as mail:
+        yield prosody, ngircd, mail
 
 
 MAM_NS = "urn:xmpp:mam:2"
@@ -67,11 +72,17 @@ class Asker:
             iq.enable(f"disco_{kind}")
             await self.ask(f"disco#{kind} {jid}", iq)
 
-    async def commands(self, jid: str, node: str) -> None:
-        """The ad-hoc list (disco#items on the commands node), then execute `node`."""
+    async def list_commands(self, jid: str) -> Iq | None:
+        """The ad-hoc list: disco#items on the commands node."""
         iq = self.iq(jid)
         iq["disco_items"]["node"] = COMMANDS
-        await self.ask(f"ad-hoc list on {jid}", iq)
+        return await self.ask(f"ad-hoc list on {jid}", iq)
+
+    async def commands(self, jid: str, node: str) -> None:
+        """The ad-hoc list, which must offer `node`, then execute `node`."""
+        listed = await self.list_commands(jid)
+        nodes = {item[1] for item in listed["disco_items"]["items"]} if listed else set()
+        assert node in nodes, (jid, nodes)
         iq = self.iq(jid, "set")
         iq["command"]["node"], iq["command"]["action"] = node, "execute"
         await self.ask(f"ad-hoc execute {node} on {jid}", iq)
@@ -116,7 +127,7 @@ def occupant_role(stanza: Presence) -> str | None:
 
 
 async def test_every_request_the_readme_names_is_implemented(servers, gateway_factory):
-    prosody, ngircd = servers
+    prosody, ngircd, mail = servers
     irc = {
         "jid": IRC_JID,
         "secret": IRC_SECRET,
@@ -124,18 +135,27 @@ async def test_every_request_the_readme_names_is_implemented(servers, gateway_fa
         "tls": False,
         "allowed_servers": ["127.0.0.1"],
     }
+    mail_section = {
+        "jid": MAIL_JID,
+        "secret": MAIL_SECRET,
+        "ca_file": str(mail.ca_file),
+        "allowed_hosts": [mail.host],
+    }
     fake = {"jid": FAKE_JID, "secret": FAKE_SECRET, "plugin": "fake_bridge:FakeBridge"}
-    await gateway_factory(prosody, bridges={"fake": fake, "irc": irc})
+    await gateway_factory(prosody, bridges={"fake": fake, "irc": irc, "mail": mail_section})
+    await mail.add_user("alice", "alice-mail")
+    mail_contact = f"{escape_node('bob@example.test')}@{MAIL_JID}"
     peers = [await IrcPeer.connect(ngircd.host, ngircd.port, nick) for nick in ("bob", "carl")]
     client = TestClient(f"{await prosody.register('alice', PASSWORD)}/pc", PASSWORD)
     await client.login(prosody.host, prosody.c2s_port)
     asker = Asker(client)
     try:
-        for jid in (FAKE_JID, IRC_JID):
+        for jid in (FAKE_JID, IRC_JID, MAIL_JID):
             await asker.simple("register get", jid, "register")
         # register set: raises unless the gateway accepts it
         await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
         await register_and_subscribe(client, IRC_JID, nick="alice")
+        await register_and_subscribe(client, MAIL_JID, **mailbox_form(mail, "alice"))
 
         # Alice opens #room first (so she is its operator), then bob and carl come in.
         join = client.Presence()
@@ -153,17 +173,23 @@ async def test_every_request_the_readme_names_is_implemented(servers, gateway_fa
                 )
             )
 
-        for jid, legacy_id in ((FAKE_JID, "someone"), (IRC_JID, "someone%127.0.0.1")):
+        for jid, legacy_id in (
+            (FAKE_JID, "someone"), (IRC_JID, "someone%127.0.0.1"), (MAIL_JID, "bob@example.test"),
+        ):  # fmt: skip
             await asker.disco(jid)
             await asker.simple("ping", jid, "ping")
             await asker.simple("version", jid, "software_version")
             await asker.gateway(jid, legacy_id)
         for jid in (f"bob@{FAKE_JID}", f"server@{FAKE_JID}", f"bob%127.0.0.1@{IRC_JID}"):
             await asker.disco(jid)
-        for jid in (IRC_SERVER, ROOM, f"{ROOM}/bob"):
+        for jid in (IRC_SERVER, ROOM, f"{ROOM}/bob", mail_contact):
             await asker.disco(jid)
-        for jid, node in ((f"server@{FAKE_JID}", "settings"), (IRC_SERVER, COMMAND_NODE)):
+        for jid, node in (
+            (f"server@{FAKE_JID}", "settings"), (IRC_SERVER, COMMAND_NODE),
+            (IRC_JID, SETTINGS_NODE),  # "Room archive", the core's own command
+        ):  # fmt: skip
             await asker.commands(jid, node)
+        await asker.list_commands(MAIL_JID)  # none: the list is empty, not an error
 
         await asker.simple("self-ping", f"{ROOM}/alice", "ping")
         await asker.muc_admin("muc#admin role", nick="bob", role="moderator")
@@ -188,7 +214,7 @@ async def test_every_request_the_readme_names_is_implemented(servers, gateway_fa
         assert "307" in {s.get("code") for s in kicked.xml.iter(f"{{{MUC_USER_NS}}}status")}
 
         await asker.mam(ROOM)
-        for jid in (FAKE_JID, IRC_JID):
+        for jid in (FAKE_JID, IRC_JID, MAIL_JID):
             await asker.remove(jid)
     finally:
         for peer in peers:

@@ -253,6 +253,27 @@ async def test_readme_example_is_sent_to_the_quoted_address(
     assert str(received["To"]) == '"bob smith"@example.test'
 
 
+async def test_readme_example_literally_is_accepted_by_smtp(
+    mail: MailServer, bridge: MailBridge
+) -> None:
+    """The README's JID as written, domain included: submission and the MTA accept it
+    (example.org standing for the rest of the internet) for `"bob smith"@example.org`."""
+    mail.remote_domain = "example.org"
+    alice = await register(bridge, mail, "alice")
+    sink, store = RecordingSink(), MemoryStore()
+    async with running(bridge, alice, sink, store) as session:
+        to = bridge.parse_address(JID("bob\\20smith\\40example.org@mail.example.org").node)
+        await session.send_message(to, "hi Bob", xmpp_id="b1")
+        delivered = await sink.wait_for(
+            lambda e: isinstance(e, events.Delivered | events.DeliveryFailed)
+        )
+    assert delivered == events.Delivered(to, "b1")
+    [relayed] = mail.remote
+    assert relayed.rcpt_to == '"bob smith"@example.org'
+    message = email.message_from_bytes(relayed.content, policy=email.policy.default)
+    assert str(message["To"]) == '"bob smith"@example.org'
+
+
 _remote = st.sampled_from(["remote.test", "Remote.TEST"])
 
 
@@ -265,7 +286,9 @@ _remote = st.sampled_from(["remote.test", "Remote.TEST"])
 async def test_replies_to_parsed_senders_are_accepted_by_smtp(
     mail: MailServer, bridge: MailBridge, parsed: list[HeaderAddress]
 ) -> None:
-    """The reply to every parsed sender goes through Dovecot's submission and the MTA."""
+    """The reply to every parsed sender, written to the JID as the XMPP server hands it
+    on (nodeprep folds the local part's case), goes through Dovecot's submission and the
+    MTA to that sender."""
     if "alice" not in mail.users:
         await mail.add_user("alice", "alice-secret")
     account = await register_existing(bridge, mail, "alice")
@@ -273,7 +296,8 @@ async def test_replies_to_parsed_senders_are_accepted_by_smtp(
     session = bridge.create_session(account, sink, store)
     for header_address in parsed:
         canonical = addresses.canonical(header_address.username, header_address.domain)
-        to = bridge.parse_address(bridge.format_address(Address(AddressKind.CONTACT, canonical)))
+        localpart = bridge.format_address(Address(AddressKind.CONTACT, canonical))
+        to = bridge.parse_address(JID(f"{localpart}@{COMPONENT}").node)
         if not header_address.username.isascii():
             with pytest.raises(BridgeError, match="SMTPUTF8"):
                 await session.send_message(to, "reply")
@@ -283,10 +307,13 @@ async def test_replies_to_parsed_senders_are_accepted_by_smtp(
         delivered = await sink.wait_count(events.Delivered, sent + 1)
         assert delivered[-1] == events.Delivered(to, "p1")
         [relayed] = mail.remote[before:]
-        assert addresses.parse(relayed.rcpt_to) == canonical
+        assert _xmpp_fold(addresses.parse(relayed.rcpt_to)) == _xmpp_fold(canonical)
         message = email.message_from_bytes(relayed.content, policy=email.policy.default)
         [written] = message["To"].addresses
-        assert (written.username, written.domain) == (header_address.username, "remote.test")
+        assert (_xmpp_fold(written.username), written.domain) == (
+            _xmpp_fold(header_address.username),
+            "remote.test",
+        )
     await session.stop()
 
 
