@@ -199,6 +199,7 @@ class Gateway(ComponentXMPP):
         self.lanes = Lanes(bridge.name)
         self._message_route = self._route("message", self._on_message)
         self._messages_in = metrics.STANZAS_IN.labels(bridge.name, "message")
+        self._message_tag = f"{{{self.default_ns}}}message"
         self._body_tag = f"{{{self.default_ns}}}body"
         self._jids: dict[str, JID] = {}
         self._rooms: dict[str, Address] = {}
@@ -281,6 +282,22 @@ class Gateway(ComponentXMPP):
         if not transport.is_closing() and transport is self.transport:  # not a lost stream's
             self.data_received(rest)
 
+    def _spawn_event(self, xml: ET.Element) -> None:
+        """slixmpp's, with a user's plain room message (`wire.plain_groupchat`) built
+        and queued at once, for `_on_plain_groupchat`. slixmpp's tries of every stanza
+        class and its look-up of the stanza's language (`stanza['lang'] is None` never
+        holds) cost more than building the stanza, and change nothing for it."""
+        xml = self.incoming_filter(xml)  # type: ignore[no-untyped-call]
+        if xml.tag == self._message_tag and self.groups is not None:
+            plain = wire.plain_groupchat(xml, self._body_tag)
+            if plain is not None:
+                self._messages_in.inc()
+                handler = partial(self._on_plain_groupchat, plain)
+                message = Message(self, xml, recv=True)
+                self.lanes.submit(self._jid(plain.sender).bare, message, handler)
+                return
+        super()._spawn_event(xml)
+
     def recv_stanza(self, stanza: StanzaBase) -> None:
         """Hand a parsed stanza to its route, decided once by its kind and payload.
 
@@ -291,15 +308,7 @@ class Gateway(ComponentXMPP):
         so do answers that have a route, whose requests may wait for them.
         """
         if isinstance(stanza, Message):
-            plain = None
-            if self.groups is not None:
-                plain = wire.plain_groupchat(stanza.xml, self._body_tag)
-            if plain is None:
-                self._message_route(stanza)
-            else:
-                self._messages_in.inc()
-                handler = partial(self._on_plain_groupchat, plain)
-                self.lanes.submit(self._jid(plain.sender).bare, stanza, handler)
+            self._message_route(stanza)
         elif isinstance(stanza, Presence):
             self._presence_route(stanza)
         elif isinstance(stanza, Iq) and (route := self._iq_route(stanza)) is not None:
