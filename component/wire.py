@@ -30,6 +30,7 @@ that what it reads equals what the general path reads.
 from __future__ import annotations
 
 from dataclasses import fields
+from functools import lru_cache
 from typing import NamedTuple
 from xml.etree.ElementTree import Element
 
@@ -71,6 +72,12 @@ def is_plain(line: Line) -> bool:
     return bool(line.body) and all(getattr(line, name) == default for name, default in _OTHERS)
 
 
+@lru_cache(maxsize=4096)
+def _escaped_name(text: str) -> str:
+    """`escape` for the JIDs and ids that come back in every message of a room."""
+    return escape(text)
+
+
 def escape(text: str) -> str:
     """`text` fit for XML content or a quoted attribute: allowed characters, entities."""
     text = xml_safe(text)
@@ -97,15 +104,15 @@ def groupchat(
     slixmpp's, the stanza is in the stream's default namespace.
     """
     parts = [
-        f'<message from="{escape(sender)}" to="{escape(to)}" type="groupchat"'
+        f'<message from="{_escaped_name(sender)}" to="{_escaped_name(to)}" type="groupchat"'
         f' id="{escape(line.message_id)}"><body>{escape(line.body)}</body>'
     ]
     if occupant_id is not None:
-        parts.append(f'<occupant-id xmlns="{OCCUPANT_ID_NS}" id="{escape(occupant_id)}" />')
+        parts.append(f'<occupant-id xmlns="{OCCUPANT_ID_NS}" id="{_escaped_name(occupant_id)}" />')
     if stanza_id_by is not None:
         parts.append(
             f'<stanza-id xmlns="{SID_NS}" id="{escape(line.stanza_id)}"'
-            f' by="{escape(stanza_id_by)}" />'
+            f' by="{_escaped_name(stanza_id_by)}" />'
         )
     if line.origin_id:
         parts.append(f'<origin-id xmlns="{SID_NS}" id="{escape(line.origin_id)}" />')

@@ -108,7 +108,7 @@ class Ticket:
         return 0 < self.left < self.lines
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     line: str
     ticket: Ticket | None = None
@@ -525,7 +525,8 @@ class IrcConnection:
                         await self._writer.drain()  # waits, or raises for a lost connection
                 finally:
                     queue.task_done()
-                await turns.turn()  # an unpaced paste must not hold the other users up
+                if turns.due():
+                    await turns.turn()  # an unpaced paste must not hold the other users up
         except (OSError, ConnectionError) as exc:
             self._lost(f"write failed: {exc}")
 
