@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from slixmpp import Iq, Message, Presence
+from slixmpp import JID, Iq, Message, Presence
 from slixmpp.componentxmpp import ComponentXMPP
 from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import ET, StanzaBase, tostring
@@ -22,7 +23,7 @@ from bridges import events
 from bridges.address import Address
 from bridges.base import Bridge, MessageExtras, Session
 from bridges.xml_text import xml_safe
-from component import metrics
+from component import metrics, wire
 from component.archive import Archive
 from component.commands import AdHocCommands
 from component.config import FileSettings
@@ -107,6 +108,9 @@ def message_extras(message: Message) -> tuple[str, MessageExtras]:
     )
     return text.strip() if files or quote else text, extras
 
+
+JIDS_KEPT = 10_000
+"""Parsed `from`/`to` JIDs and room addresses remembered for plain room messages."""
 
 READ_PIECE = 64 * 1024
 """Bytes of the server's stream parsed per turn of the event loop (~300 stanzas, ~10 ms)."""
@@ -194,6 +198,11 @@ class Gateway(ComponentXMPP):
         self.disco = Disco(self)
         self.lanes = Lanes(bridge.name)
         self._message_route = self._route("message", self._on_message)
+        self._messages_in = metrics.STANZAS_IN.labels(bridge.name, "message")
+        self._message_tag = f"{{{self.default_ns}}}message"
+        self._body_tag = f"{{{self.default_ns}}}body"
+        self._jids: dict[str, JID] = {}
+        self._rooms: dict[str, Address] = {}
         self._presence_route = self._route("presence", self._on_presence)
         self._iq_routes: dict[tuple[str, str], Callable[[StanzaBase], None]] = {}
         self._route_iq("register", self.registration.handle, _registration_lane)
@@ -273,6 +282,22 @@ class Gateway(ComponentXMPP):
         if not transport.is_closing() and transport is self.transport:  # not a lost stream's
             self.data_received(rest)
 
+    def _spawn_event(self, xml: ET.Element) -> None:
+        """slixmpp's, with a user's plain room message (`wire.plain_groupchat`) built
+        and queued at once, for `_on_plain_groupchat`. slixmpp's tries of every stanza
+        class and its look-up of the stanza's language (`stanza['lang'] is None` never
+        holds) cost more than building the stanza, and change nothing for it."""
+        xml = self.incoming_filter(xml)  # type: ignore[no-untyped-call]
+        if xml.tag == self._message_tag and self.groups is not None:
+            plain = wire.plain_groupchat(xml, self._body_tag)
+            if plain is not None:
+                self._messages_in.inc()
+                handler = partial(self._on_plain_groupchat, plain)
+                message = Message(self, xml, recv=True)
+                self.lanes.submit(self._jid(plain.sender).bare, message, handler)
+                return
+        super()._spawn_event(xml)
+
     def recv_stanza(self, stanza: StanzaBase) -> None:
         """Hand a parsed stanza to its route, decided once by its kind and payload.
 
@@ -292,6 +317,16 @@ class Gateway(ComponentXMPP):
                 super().recv_stanza(stanza)
         else:
             super().recv_stanza(stanza)
+
+    def _jid(self, text: str) -> JID:
+        """`JID(text)`, remembered: a burst names the same sender and room each time.
+        Callers only read it (slixmpp's JIDs can be changed in place)."""
+        jid = self._jids.get(text)
+        if jid is None:
+            if len(self._jids) >= JIDS_KEPT:
+                self._jids.clear()
+            jid = self._jids[text] = JID(text)
+        return jid
 
     def _iq_route(self, iq: Iq) -> Callable[[StanzaBase], None] | None:
         kind = iq.xml.get("type", "")
@@ -505,6 +540,33 @@ class Gateway(ComponentXMPP):
             origin=origin,
             extras=extras,
         )
+
+    async def _on_plain_groupchat(self, plain: wire.PlainGroupchat, message: Message) -> None:
+        """`_on_message` for what `wire.plain_groupchat` recognised: the same steps in
+        the same order (so the same errors), with what it read instead of slixmpp's
+        interfaces and the room's address remembered. It carries no invitation; one
+        to the component or to a contact takes the general path."""
+        assert self.groups is not None
+        to = self._jid(plain.to)
+        room = self._room(to.node) if to.node else None
+        if room is None or not room.is_group:
+            await self._on_message(message)
+            return
+        sender = self._jid(plain.sender)
+        session = await self.session_for(sender.bare)
+        await self.groups.on_plain_groupchat(sender.full, sender.bare, room, session, plain)
+
+    def _room(self, localpart: str) -> Address:
+        """`bridge.parse_address(localpart)`, remembered when it names a room; an
+        AddressError is raised each time."""
+        room = self._rooms.get(localpart)
+        if room is None:
+            room = self.bridge.parse_address(localpart)
+            if room.is_group:
+                if len(self._rooms) >= JIDS_KEPT:
+                    self._rooms.clear()
+                self._rooms[localpart] = room
+        return room
 
     async def _help(self, user: str) -> str:
         """What a message to the component is answered with; how to register, if needed."""

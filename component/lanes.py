@@ -65,7 +65,8 @@ class Lanes:
                 current, handler = queue.popleft()
                 await _handle(self.name, current, handler)
                 current = None
-                await turns.turn()  # other users' lanes, reads and writes get theirs
+                if turns.due():
+                    await turns.turn()  # other users' lanes, reads and writes get theirs
         except asyncio.CancelledError:
             stopped = stanza_error("service-unavailable", STOPPED_TEXT)
             for stanza in [current, *(queued for queued, _ in queue)]:

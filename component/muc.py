@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import logging
 import secrets
 import uuid
@@ -94,7 +95,8 @@ ROOM_EVENTS = (
 class Sending(NamedTuple):
     """A room message of the user's that the bridge has not yet reported written."""
 
-    sender: JID
+    sender: str
+    """The full JID of the resource that sent it."""
     line: Line
 
 
@@ -203,8 +205,11 @@ class GroupChats:
         self.rooms: dict[tuple[str, Address], RoomState] = {}
         self._bare_jids: dict[Address, str] = {}
         self._occupant_jids: dict[tuple[Address, str | None], str] = {}
+        self._occupant_ids: dict[tuple[Address, str], str] = {}
         self._sending: dict[str, Sending] = {}
         """Tokens handed to the bridge as the xmpp_id → what to reflect once written."""
+        self._token_prefix = secrets.token_hex(16)
+        self._tokens = itertools.count()
         self._reactions: dict[tuple[str, Address, str, str | None], tuple[str, ...]] = {}
         """(user, room, stanza id, nick or None for the user) → current reactions: XEP-0444
         sends whole sets, legacy networks (IRC) single changes."""
@@ -258,10 +263,17 @@ class GroupChats:
 
     def occupant_id(self, room: Address, identity: str) -> str:
         """XEP-0421 §4: the same for every observer in this room, different in every
-        other room, and no way back to the identity (a keyed hash)."""
-        data = f"{self.room_bare_jid(room)}\0{identity}".encode(errors="surrogatepass")
-        digest = hmac.new(self._salt, data, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        other room, and no way back to the identity (a keyed hash). Remembered: each
+        live message carries its sender's."""
+        key = (room, identity)
+        known = self._occupant_ids.get(key)
+        if known is None:
+            if len(self._occupant_ids) > ROOM_JIDS_KEPT:
+                self._occupant_ids.clear()
+            data = f"{self.room_bare_jid(room)}\0{identity}".encode(errors="surrogatepass")
+            digest = hmac.new(self._salt, data, hashlib.sha256).digest()
+            known = self._occupant_ids[key] = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        return known
 
     # --- from the user ---------------------------------------------------------------
 
@@ -321,9 +333,7 @@ class GroupChats:
         client shows as sent is on the network, and a line lost with the gateway gets
         an error instead (`_on_not_sent`)."""
         full, user = message["from"].full, message["from"].bare
-        state = self.rooms.get((user, room))
-        if state is None or full not in state.resources:
-            raise stanza_error("not-acceptable", "join the room before sending to it")
+        state = self._joined(user, full, room)
         body, subject = message["body"], message["subject"]
         if subject and not body:
             await session.set_subject(room, subject)
@@ -332,7 +342,6 @@ class GroupChats:
             return
         if not body:
             return
-        xmpp_id = message["id"] or None
         origin = message.xml.find(f"{{{SID_NS}}}origin-id")
         origin_id = (origin.get("id") if origin is not None else None) or None
         replaces = references.replace_id(message)
@@ -340,6 +349,48 @@ class GroupChats:
         if answered and not replaces:
             body = references.without_fallback(message, body, references.REPLY_NS)
         target = await self._find(user, room, replaces or answered)
+        await self._send_line(
+            state,
+            session,
+            full,
+            body,
+            message["id"] or None,
+            origin_id,
+            reply_to=target.stanza_id if answered and target else None,
+            replaces=replaces,
+            target=target,
+        )
+
+    async def on_plain_groupchat(
+        self, full: str, user: str, room: Address, session: Session, plain: wire.PlainGroupchat
+    ) -> None:
+        """`on_groupchat` for a message `wire.plain_groupchat` recognised (from the
+        resource `full` of `user`): nothing in it refers to another message."""
+        state = self._joined(user, full, room)
+        await self._send_line(state, session, full, plain.body, plain.id or None, plain.origin_id)
+
+    def _joined(self, user: str, full: str, room: Address) -> RoomState:
+        state = self.rooms.get((user, room))
+        if state is None or full not in state.resources:
+            raise stanza_error("not-acceptable", "join the room before sending to it")
+        return state
+
+    async def _send_line(
+        self,
+        state: RoomState,
+        session: Session,
+        full: str,
+        body: str,
+        xmpp_id: str | None,
+        origin_id: str | None,
+        *,
+        reply_to: str | None = None,
+        replaces: str | None = None,
+        target: Line | None = None,
+    ) -> None:
+        """Hand the user's line to the bridge as a message, a reply to `target` or a
+        correction of `replaces`, remembering what to reflect once it is written."""
+        room, user = state.room, state.user
         line = Line(
             user,
             room.legacy_id,
@@ -351,11 +402,13 @@ class GroupChats:
             _kind(body, events.MessageKind.MESSAGE),
             origin_id=origin_id,
             xmpp_id=xmpp_id,
-            reply_to=target.stanza_id if answered and target else None,
+            reply_to=reply_to,
             replaces=replaces,
         )
-        token = uuid.uuid4().hex
-        self._sending[token] = Sending(message["from"], line)
+        # Unguessable (the prefix is never shown): a Delivered naming another user's
+        # token would show them that user's line. A counter spares a system call.
+        token = f"{self._token_prefix}{next(self._tokens)}"
+        self._sending[token] = Sending(full, line)
         try:
             if replaces:
                 quoted = _quoted(target) if target else events.Quoted(None, None, "")
@@ -466,7 +519,7 @@ class GroupChats:
         # sender still learns that its message went out, the archive still has it.
         if self.archive is not None:
             self.archive.add(line)
-        self._send(self._live_stanza(event.to, sending.sender.full, line))
+        self._send(self._live_stanza(event.to, sending.sender, line))
 
     def _on_not_sent(self, event: events.DeliveryFailed) -> None:
         """XEP-0045 §7.4 / RFC 6120 §8.3: a message error with the original id, to the

@@ -123,6 +123,9 @@ class Network(IncomingLines):
         """The live connection, opened now if needed; raise BridgeError if impossible."""
         if self._reconnecting_now:
             raise BridgeError(f"reconnecting to {self.server}, try again", "remote-server-timeout")
+        conn = self.conn
+        if conn is not None and not conn.closed.is_set() and not self._connect_lock.locked():
+            return conn  # what the lock would give at once: every line of a burst asks
         async with self._connect_lock:
             if self.conn is not None and not self.conn.closed.is_set():
                 return self.conn
