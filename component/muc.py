@@ -206,7 +206,9 @@ class GroupChats:
         self._bare_jids: dict[Address, str] = {}
         self._occupant_jids: dict[tuple[Address, str | None], str] = {}
         self._occupant_ids: dict[tuple[Address, str], str] = {}
-        self._sending: dict[str, Sending] = {}
+        self._sending: dict[tuple[str, str], Sending] = {}
+        """Keyed by (user, token): a bridge's report names a token, and only the user
+        whose session reported it may take that line."""
         """Tokens handed to the bridge as the xmpp_id → what to reflect once written."""
         self._token_prefix = secrets.token_hex(16)
         self._tokens = itertools.count()
@@ -408,7 +410,7 @@ class GroupChats:
         # Unguessable (the prefix is never shown): a Delivered naming another user's
         # token would show them that user's line. A counter spares a system call.
         token = f"{self._token_prefix}{next(self._tokens)}"
-        self._sending[token] = Sending(full, line)
+        self._sending[user, token] = Sending(full, line)
         try:
             if replaces:
                 quoted = _quoted(target) if target else events.Quoted(None, None, "")
@@ -418,7 +420,7 @@ class GroupChats:
             else:
                 await session.send_message(room, body, xmpp_id=token)
         except BaseException:
-            del self._sending[token]
+            del self._sending[user, token]
             raise
 
     async def _refers(self, message: Message, state: RoomState, session: Session) -> bool:
@@ -502,7 +504,7 @@ class GroupChats:
     def _on_sent(self, user: str, event: events.Delivered) -> None:
         """The bridge wrote the message: reflect and archive it, stamped with the
         network's time and id if it gave them (the echo), else now."""
-        sending = self._sending.pop(event.xmpp_id, None)
+        sending = self._sending.pop((user, event.xmpp_id), None) if event.xmpp_id else None
         if sending is None:
             return
         line = replace(
@@ -521,10 +523,10 @@ class GroupChats:
             self.archive.add(line)
         self._send(self._live_stanza(event.to, sending.sender, line))
 
-    def _on_not_sent(self, event: events.DeliveryFailed) -> None:
+    def _on_not_sent(self, user: str, event: events.DeliveryFailed) -> None:
         """XEP-0045 §7.4 / RFC 6120 §8.3: a message error with the original id, to the
         resource that sent it, so its client marks the message as failed."""
-        sending = self._sending.pop(event.xmpp_id, None) if event.xmpp_id else None
+        sending = self._sending.pop((user, event.xmpp_id), None) if event.xmpp_id else None
         if sending is None:
             return
         error = Message()
@@ -640,7 +642,7 @@ class GroupChats:
             if isinstance(event, events.Delivered):
                 self._on_sent(user, event)
             else:
-                self._on_not_sent(event)
+                self._on_not_sent(user, event)
             return True
         if isinstance(event, events.Message):
             if not event.sender.is_group:

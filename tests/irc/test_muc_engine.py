@@ -183,6 +183,28 @@ async def test_groupchat_is_sent_and_reflected_with_the_same_id(muc, sent, room)
     assert all(s["id"] == "abc123" and str(s["from"]) == f"{ROOM_JID}/alice" for s in sent)
 
 
+async def test_a_report_from_another_users_session_takes_no_line(muc, sent, room):
+    """The token names a pending line of one user only: another user's bridge session
+    reporting it (a client can choose the ids it sends) neither reflects nor fails it."""
+    session = FakeSession()
+    await join(muc, session, room)
+    await muc.on_event(USER, joined_event(room))
+    sent.clear()
+    message = Message()
+    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
+    message["body"], message["id"] = "hello", "abc123"
+    await muc.on_groupchat(message, session, room)
+    token = session.calls[-1][3]
+
+    other = "mallory@example.org"
+    await muc.on_event(other, events.Delivered(room, token))
+    await muc.on_event(other, events.DeliveryFailed(room, token, "item-not-found", "no"))
+    assert sent == []
+
+    await muc.on_event(USER, events.Delivered(room, token))
+    assert [(str(s["to"]), s["body"]) for s in sent] == [(PHONE, "hello")]
+
+
 async def test_groupchat_not_sent_gets_an_error_with_its_id_and_no_reflection(muc, sent, room):
     session = FakeSession()
     await join(muc, session, room)
