@@ -203,6 +203,7 @@ class GroupChats:
         self.rooms: dict[tuple[str, Address], RoomState] = {}
         self._bare_jids: dict[Address, str] = {}
         self._occupant_jids: dict[tuple[Address, str | None], str] = {}
+        self._occupant_ids: dict[tuple[Address, str], str] = {}
         self._sending: dict[str, Sending] = {}
         """Tokens handed to the bridge as the xmpp_id → what to reflect once written."""
         self._reactions: dict[tuple[str, Address, str, str | None], tuple[str, ...]] = {}
@@ -259,9 +260,15 @@ class GroupChats:
     def occupant_id(self, room: Address, identity: str) -> str:
         """XEP-0421 §4: the same for every observer in this room, different in every
         other room, and no way back to the identity (a keyed hash)."""
-        data = f"{self.room_bare_jid(room)}\0{identity}".encode(errors="surrogatepass")
-        digest = hmac.new(self._salt, data, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        key = (room, identity)
+        known = self._occupant_ids.get(key)
+        if known is None:  # remembered: every live message of a sender carries it
+            if len(self._occupant_ids) > ROOM_JIDS_KEPT:
+                self._occupant_ids.clear()
+            data = f"{self.room_bare_jid(room)}\0{identity}".encode(errors="surrogatepass")
+            digest = hmac.new(self._salt, data, hashlib.sha256).digest()
+            known = self._occupant_ids[key] = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        return known
 
     # --- from the user ---------------------------------------------------------------
 

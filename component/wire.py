@@ -17,6 +17,8 @@ module knowing them.
 from __future__ import annotations
 
 from dataclasses import fields
+from functools import lru_cache
+from operator import attrgetter
 
 from bridges.xml_text import xml_safe
 from component.archive import Line
@@ -35,11 +37,13 @@ _WRITTEN = frozenset(
 _OTHERS = tuple((field.name, field.default) for field in fields(Line) if field.name not in _WRITTEN)
 """Every other field and its default (MISSING when it has none: such a line is never
 plain)."""
+_others = attrgetter(*(name for name, _ in _OTHERS))
+_DEFAULTS = tuple(default for _, default in _OTHERS)
 
 
 def is_plain(line: Line) -> bool:
     """Whether `line` carries nothing but what `groupchat` writes."""
-    return bool(line.body) and all(getattr(line, name) == default for name, default in _OTHERS)
+    return bool(line.body) and _others(line) == _DEFAULTS
 
 
 def escape(text: str) -> str:
@@ -58,6 +62,11 @@ def escape(text: str) -> str:
     return text
 
 
+_repeated = lru_cache(maxsize=4096)(escape)
+"""`escape` remembered for what repeats in every stanza of a burst: the JIDs and the
+sender's occupant id."""
+
+
 def groupchat(
     sender: str, to: str, line: Line, stanza_id_by: str | None, occupant_id: str | None = None
 ) -> str:
@@ -68,15 +77,15 @@ def groupchat(
     slixmpp's, the stanza is in the stream's default namespace.
     """
     parts = [
-        f'<message from="{escape(sender)}" to="{escape(to)}" type="groupchat"'
+        f'<message from="{_repeated(sender)}" to="{_repeated(to)}" type="groupchat"'
         f' id="{escape(line.message_id)}"><body>{escape(line.body)}</body>'
     ]
     if occupant_id is not None:
-        parts.append(f'<occupant-id xmlns="{OCCUPANT_ID_NS}" id="{escape(occupant_id)}" />')
+        parts.append(f'<occupant-id xmlns="{OCCUPANT_ID_NS}" id="{_repeated(occupant_id)}" />')
     if stanza_id_by is not None:
         parts.append(
             f'<stanza-id xmlns="{SID_NS}" id="{escape(line.stanza_id)}"'
-            f' by="{escape(stanza_id_by)}" />'
+            f' by="{_repeated(stanza_id_by)}" />'
         )
     if line.origin_id:
         parts.append(f'<origin-id xmlns="{SID_NS}" id="{escape(line.origin_id)}" />')
