@@ -318,17 +318,24 @@ class Archive:
         if not kept:
             return
         sent = self._sent
-        db.exec_driver_sql(
-            self._insert,
-            [
-                (
-                    *(account_id, line.room, line.stanza_id, sent(line.sent), line.nick),
-                    *(line.body, line.kind, line.legacy_id, line.origin_id, line.xmpp_id),
-                    *(line.reply_to, line.replaces),
-                )
-                for account_id, line in kept
-            ],
-        )
+        rows = [
+            (
+                account_id,
+                line.room,
+                line.stanza_id,
+                sent(line.sent),
+                line.nick,
+                line.body,
+                line.kind,
+                line.legacy_id,
+                line.origin_id,
+                line.xmpp_id,
+                line.reply_to,
+                line.replaces,
+            )
+            for account_id, line in kept
+        ]
+        db.exec_driver_sql(self._insert, rows)
         more_ids = [
             row
             for account_id, line in kept
@@ -732,6 +739,8 @@ def _insert_text(paramstyle: str) -> str:
 def _sqlite_time(moment: datetime) -> str:
     """`moment` (UTC) as SQLAlchemy's SQLite DateTime stores it: `2026-01-31
     12:00:00.000000`, so stored times compare with the ones queries bind."""
+    if moment.tzinfo is UTC:  # a live line: "…+00:00" cut off
+        return moment.isoformat(" ", "microseconds")[:26]
     return _utc(moment).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
