@@ -175,7 +175,10 @@ class Archive:
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _dropping: bool = field(default=False, init=False)
-    _insert: Any = field(init=False)
+    _insert: str = field(init=False)
+    """The row insert as the driver's own SQL (see `_write_rows`)."""
+    _sent: Callable[[datetime], Any] = field(init=False)
+    """A line's time as the driver takes it: text on SQLite, as SQLAlchemy stores it."""
     _insert_ids: Any = field(init=False)
     _has_more_ids: bool | None = field(default=None, init=False)
     """Whether `archive_legacy_ids` has rows (None: not looked yet)."""
@@ -184,8 +187,10 @@ class Archive:
 
     def __post_init__(self) -> None:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        insert = sqlite_insert if self.engine.dialect.name == "sqlite" else postgresql_insert
-        self._insert = insert(ArchiveRow).on_conflict_do_nothing()
+        dialect = self.engine.dialect
+        insert = sqlite_insert if dialect.name == "sqlite" else postgresql_insert
+        self._insert = _insert_text(dialect.paramstyle)
+        self._sent = _sqlite_time if dialect.name == "sqlite" else _utc
         self._insert_ids = insert(ArchiveLegacyIdRow).on_conflict_do_nothing()
         self._local = local_reader(self.engine)
         self._idle.set()
@@ -297,46 +302,79 @@ class Archive:
             await db.run_sync(work)
 
     def _write_rows(self, db: Connection, batch: Sequence[Line]) -> None:
-        rows, more_ids = [], []
+        """Insert the batch's lines of users who keep an archive, replays skipped.
+
+        The rows go to the driver as tuples in one `executemany`, past SQLAlchemy's
+        per-row parameter processing (a dict, a bind processor per column, the time
+        formatted by `%`), which cost the gateway more per archived line than SQLite's
+        own insert did.
+        """
+        kept = []
         for line in batch:
             account = self._account(db, line.user)
             if account is not None and account.enabled:
-                rows.append(_row(account.id, line))
-                more_ids.extend(_more_ids(account.id, line))
-        rows = self._not_replays(db, rows)
-        if rows:
-            db.execute(self._insert, rows)
+                kept.append((account.id, line))
+        kept = self._not_replays(db, kept)
+        if not kept:
+            return
+        sent = self._sent
+        rows = [
+            (
+                account_id,
+                line.room,
+                line.stanza_id,
+                sent(line.sent),
+                line.nick,
+                line.body,
+                line.kind,
+                line.legacy_id,
+                line.origin_id,
+                line.xmpp_id,
+                line.reply_to,
+                line.replaces,
+            )
+            for account_id, line in kept
+        ]
+        db.exec_driver_sql(self._insert, rows)
+        more_ids = [
+            row
+            for account_id, line in kept
+            if line.more_legacy_ids
+            for row in _more_ids(account_id, line)
+        ]
         if more_ids:
             db.execute(self._insert_ids, more_ids)
             self._has_more_ids = True
 
-    def _not_replays(self, db: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """`rows` without the lines the archive holds as a further line of a message.
+    def _not_replays(self, db: Connection, kept: list[tuple[int, Line]]) -> list[tuple[int, Line]]:
+        """`kept` without the lines the archive holds as a further line of a message.
 
         A replay (IRC chat history after a reconnect) brings each line of the user's
         multi-line message back on its own, under that line's msgid; the unique keys
         only know the first. One query per batch, and none while no multi-line message
         is archived.
         """
-        named = [row for row in rows if row["legacy_id"]]
+        named = {line.legacy_id for _, line in kept if line.legacy_id}
         if not named:
-            return rows
+            return kept
         if self._has_more_ids is None:
             self._has_more_ids = (
                 db.execute(select(ArchiveLegacyIdRow.legacy_id).limit(1)).first() is not None
             )
         if not self._has_more_ids:
-            return rows
+            return kept
         found = db.execute(
             select(
                 ArchiveLegacyIdRow.account_id, ArchiveLegacyIdRow.room, ArchiveLegacyIdRow.legacy_id
-            ).where(ArchiveLegacyIdRow.legacy_id.in_({row["legacy_id"] for row in named}))
+            ).where(ArchiveLegacyIdRow.legacy_id.in_(named))
         )
         known = {tuple(row) for row in found}
         if not known:
-            return rows
+            return kept
         return [
-            row for row in rows if (row["account_id"], row["room"], row["legacy_id"]) not in known
+            (account_id, line)
+            for account_id, line in kept
+            if (account_id, line.room, line.legacy_id) not in known
         ]
 
     # --- accounts and the per-user switch ----------------------------------------------
@@ -673,21 +711,37 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _row(account_id: int, line: Line) -> dict[str, Any]:
-    return {
-        "account_id": account_id,
-        "room": line.room,
-        "stanza_id": line.stanza_id,
-        "sent": _utc(line.sent),
-        "nick": line.nick,
-        "body": line.body,
-        "kind": line.kind,
-        "legacy_id": line.legacy_id,
-        "origin_id": line.origin_id,
-        "xmpp_id": line.xmpp_id,
-        "reply_to": line.reply_to,
-        "replaces": line.replaces,
-    }
+_WRITTEN = (
+    *("account_id", "room", "stanza_id", "sent", "nick", "body", "kind"),
+    *("legacy_id", "origin_id", "xmpp_id", "reply_to", "replaces"),
+)
+"""The columns `Archive._write_rows` fills, in the order of its tuples."""
+
+
+def _insert_text(paramstyle: str) -> str:
+    """The archive's row insert, a replay (a unique key taken) a no-op, written with
+    the positional placeholders of the driver's `paramstyle` (SQLite: `?`, asyncpg:
+    `$1`), for `Connection.exec_driver_sql`."""
+    count = len(_WRITTEN)
+    if paramstyle == "qmark":
+        marks = ["?"] * count
+    elif paramstyle in ("numeric", "numeric_dollar"):
+        sign = "$" if paramstyle == "numeric_dollar" else ":"
+        marks = [f"{sign}{n}" for n in range(1, count + 1)]
+    else:  # format, pyformat (psycopg)
+        marks = ["%s"] * count
+    return (
+        f"INSERT INTO {ArchiveRow.__tablename__} ({', '.join(_WRITTEN)})"
+        f" VALUES ({', '.join(marks)}) ON CONFLICT DO NOTHING"
+    )
+
+
+def _sqlite_time(moment: datetime) -> str:
+    """`moment` (UTC) as SQLAlchemy's SQLite DateTime stores it: `2026-01-31
+    12:00:00.000000`, so stored times compare with the ones queries bind."""
+    if moment.tzinfo is UTC:  # a live line: "…+00:00" cut off
+        return moment.isoformat(" ", "microseconds")[:26]
+    return _utc(moment).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _more_ids(account_id: int, line: Line) -> list[dict[str, Any]]:

@@ -122,7 +122,15 @@ class ArchiveRow(Base):
         ),
         # The archive's order (time, then arrival): MAM pages, start/end, history.
         Index("ix_archive_order", "account_id", "room", "sent", "id"),
-        Index("ix_archive_xmpp_id", "account_id", "room", "xmpp_id"),  # replies, reactions
+        # Replies, reactions: only the user's own lines have a client's id.
+        Index(
+            "ix_archive_xmpp_id",
+            "account_id",
+            "room",
+            "xmpp_id",
+            sqlite_where=text("xmpp_id IS NOT NULL"),
+            postgresql_where=text("xmpp_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from functools import lru_cache
+from operator import attrgetter
 from typing import NamedTuple
 from xml.etree.ElementTree import Element
 
@@ -65,11 +66,13 @@ _WRITTEN = frozenset(
 _OTHERS = tuple((field.name, field.default) for field in fields(Line) if field.name not in _WRITTEN)
 """Every other field and its default (MISSING when it has none: such a line is never
 plain)."""
+_others = attrgetter(*(name for name, _ in _OTHERS))
+_DEFAULTS = tuple(default for _, default in _OTHERS)
 
 
 def is_plain(line: Line) -> bool:
     """Whether `line` carries nothing but what `groupchat` writes."""
-    return bool(line.body) and all(getattr(line, name) == default for name, default in _OTHERS)
+    return bool(line.body) and _others(line) == _DEFAULTS
 
 
 @lru_cache(maxsize=4096)

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, event, text
 
+from component import archive as archive_module
 from component.archive import Archive, Filter, Line, PageRequest, UnknownId, stanza_id_for
+from component.models import ArchiveRow
 
 ROOM = "#room%irc.x.org"
 T0 = datetime.now(UTC).replace(microsecond=123456) - timedelta(days=1)
@@ -68,7 +70,16 @@ async def test_a_burst_is_one_transaction_and_keeps_every_field(archive, engine,
     archive = Archive(engine, "irc", max_days=0)
     archive.start()
     commits.clear()
-    own = line("a@x", 999, kind="action", origin_id="o-1", xmpp_id="x-1", legacy_id="msg-1")
+    own = line(
+        "a@x",
+        999,
+        kind="action",
+        origin_id="o-1",
+        xmpp_id="x-1",
+        legacy_id="msg-1",
+        reply_to=stanza_id_for("a@x", ROOM, None),
+        replaces="x-0",
+    )
     for item in [line("a@x", n) for n in range(200)] + [own]:
         archive.add(item)
     await archive.flush()
@@ -77,6 +88,12 @@ async def test_a_burst_is_one_transaction_and_keeps_every_field(archive, engine,
     assert stored == own  # microseconds and UTC survive both databases
     assert stored.message_id == "x-1"
     await archive.stop()
+
+
+def test_the_row_insert_fills_every_column():
+    """The writer's own INSERT names its columns: a column added to the model must be
+    added there too, or its value would never be stored."""
+    assert set(archive_module._WRITTEN) == set(ArchiveRow.__table__.columns.keys()) - {"id"}
 
 
 async def test_replays_and_resent_messages_are_stored_once(archive, engine):
