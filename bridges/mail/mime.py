@@ -25,8 +25,6 @@ from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage, Message
 from typing import Any, cast
 
-import html_text
-
 from bridges.address import AddressError
 from bridges.mail import addresses
 
@@ -453,7 +451,10 @@ def _quoted(depth: int, text: str) -> str:
 
 def _html_to_text(html: str) -> str:
     """Readable text of an HTML body: blocks on their own lines, no markup or scripts,
-    and no <title> (newsletters repeat the subject there)."""
+    and no <title> (newsletters repeat the subject there). html_text (with lxml, ~9 MiB
+    resident) is imported by the first HTML mail."""
+    import html_text
+
     try:
         tree = html_text.parse_html(html)
         for title in tree.xpath("//title"):
