@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import sys
 import tempfile
 import time
@@ -74,6 +75,22 @@ async def accounts(
     )
 
 
+GATEWAY_PRESENCE = re.compile(rb"<presence(?![^>]*type=)[^>]*from=['\"]irc\.localhost['\"]")
+"""The gateway's available presence (while it is down, the server bounces the user's
+own presence to it as type='error' from the same JID)."""
+
+
+async def available_from(user: RoomUser, timeout: float) -> None:
+    """Wait until `user` has received the gateway's available presence."""
+    seen = b""
+    async with asyncio.timeout(timeout):
+        while not GATEWAY_PRESENCE.search(seen):
+            chunk = await user.reader.read(65536)
+            if not chunk:
+                raise ConnectionError(f"{user.jid}: closed before the gateway's presence")
+            seen = seen[-4096:] + chunk
+
+
 def gateway(
     config: dict[str, object], tmp: Path
 ) -> contextlib.AbstractAsyncContextManager[asyncio.subprocess.Process]:
@@ -105,9 +122,8 @@ async def online_start(registered: int, online: int) -> None:
             return user
 
         users = await in_batches(online, log_in)
-        marker = (b"from='irc.localhost'", b'from="irc.localhost"')
         timeout = 120 + online / 10
-        waits = [asyncio.ensure_future(u._read_until(*marker, timeout=timeout)) for u in users]
+        waits = [asyncio.ensure_future(available_from(u, timeout)) for u in users]
         mark = server.log_mark()
         started = time.perf_counter()
         process = await stack.enter_async_context(gateway(config, tmp))
