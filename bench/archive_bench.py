@@ -33,6 +33,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from crowd import rss_kib
 from slixmpp import JID, Iq
 from slixmpp.xmlstream import ET
 from sqlalchemy import select, text
@@ -70,9 +71,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def rss_mib(pid: int | str = "self") -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
-    return int(kib) / 1024
+    return rss_kib(pid) / 1024
 
 
 def cpu_seconds(pid: int) -> float:

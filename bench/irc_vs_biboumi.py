@@ -49,12 +49,13 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
+from crowd import in_batches, prosody_accounts, rss_kib
 
 from bridges.irc.devstack import NgIrcd
 from component.crypto import generate_key
@@ -176,8 +177,10 @@ class RoomUser:
         server: Prosody,
         register_with: str | None = None,
         setup: Callable[[RoomUser], Awaitable[None]] | None = None,
+        rooms: Sequence[str] = (),
     ) -> None:
-        """Log in, register if asked, run `setup` (a gateway's per-user options), join."""
+        """Log in, register if asked, run `setup` (a gateway's per-user options), join
+        the room (and `rooms`, if given, instead)."""
         await self.login(server)
         if register_with:  # XEP-0077 with the classic fields, as an old client would
             self._write(
@@ -187,11 +190,12 @@ class RoomUser:
             await self._read_until(b"id='reg'", b'id="reg"')
         if setup is not None:
             await setup(self)
-        self._write(
-            f"<presence to='{self.room}/{self.nick}'><x xmlns='http://jabber.org/protocol/muc'/>"
-            "</presence>"
-        )
-        await self._read_until(b"code='110'", b'code="110"')
+        for room in rooms or [self.room]:
+            self._write(
+                f"<presence to='{room}/{self.nick}'>"
+                "<x xmlns='http://jabber.org/protocol/muc'/></presence>"
+            )
+            await self._read_until(b"code='110'", b'code="110"', timeout=120)
         self.start_counting()
 
     def _write(self, text: str) -> None:
@@ -245,9 +249,9 @@ class RoomUser:
         if done.get("type") != "result":
             raise RuntimeError(f"configure on {to} failed: {ET.tostring(done)!r}")
 
-    async def _read_until(self, *markers: bytes) -> None:
+    async def _read_until(self, *markers: bytes, timeout: float = 60) -> None:
         try:
-            await asyncio.wait_for(self._fill_until(markers), 60)
+            await asyncio.wait_for(self._fill_until(markers), timeout)
         except TimeoutError:
             raise TimeoutError(f"no {markers} in: {self._buffer[-600:]!r}") from None
         self._buffer = b""
@@ -334,12 +338,24 @@ class Gateway:
         await user.join(server, self.domain if self.needs_registration else None, self.setup)
         return user
 
+    async def crowd(
+        self, server: Prosody, name: str, count: int, rooms: Callable[[int], list[str]]
+    ) -> list[RoomUser]:
+        """`count` users (accounts written in bulk: `crowd.prosody_accounts`), user `n`
+        joined to `rooms(n)` through us, ten at a time."""
+        jids = prosody_accounts(server, (f"{name}{n}-{self.tag}" for n in range(count)), PASSWORD)
+
+        async def join(n: int) -> RoomUser:
+            user = RoomUser(f"{jids[n]}/bench", "", f"{name}{n}{self.tag}")
+            registration = self.domain if self.needs_registration else None
+            await user.join(server, registration, self.setup, rooms(n))
+            return user
+
+        return await in_batches(count, join, batch=10)
+
     def rss_kib(self) -> int:
         assert self.process is not None
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(
-            next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
-        )
+        return rss_kib(self.process.pid)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the gateway process so far (/proc/<pid>/stat)."""
@@ -620,6 +636,49 @@ async def latency_and_memory(
     await peer.close()
 
 
+async def many_users(
+    gateway: Gateway, server: Prosody, irc: NgIrcd, users: int, channels: int, each: int
+) -> None:
+    """`users` users, each in `each` of `channels` channels (user n in channels n, n+1, …):
+    RSS once all have joined, then fan-out: an IRC peer in every channel sends
+    MANY_MESSAGES lines, and the rate is deliveries (lines times members) per second until
+    every user has all of theirs."""
+    row = f"{users:,} users in {each} channel{'s' if each > 1 else ''} each"
+    names = [f"#m{channels}x{each}-{gateway.tag}-{c}" for c in range(channels)]
+    peers = [
+        await IrcPeer.connect("127.0.0.1", irc.port, f"p{c}{each}{gateway.tag}", name)
+        for c, name in enumerate(names)
+    ]
+    before, started = gateway.rss_kib(), time.perf_counter()
+
+    def rooms(n: int) -> list[str]:
+        return [gateway.room_of(names[(n + k) % channels]) for k in range(each)]
+
+    crowd = await gateway.crowd(server, f"m{each}x", users, rooms)
+    joined = time.perf_counter() - started
+    rss = gateway.rss_kib()
+    results = gateway.results
+    results[f"{row}: joined in"] = f"{joined:.0f} s"
+    results[f"{row}: RSS"] = f"{rss / 1024:.1f} MiB (+{(rss - before) / users:.0f} KiB/user)"
+    started = time.perf_counter()
+    for n in range(MANY_MESSAGES):
+        for peer, name in zip(peers, names, strict=True):
+            peer.send(f"PRIVMSG {name} :many {n}")
+    await asyncio.gather(
+        *(user.wait_count(MANY_MESSAGES * each, "many ", timeout=300) for user in crowd)
+    )
+    elapsed = time.perf_counter() - started
+    results[f"{row}: fan-out"] = f"{MANY_MESSAGES * each * users / elapsed:,.0f} deliveries/s"
+    for user in crowd:
+        user.disconnect()
+    for peer in peers:
+        await peer.close()
+
+
+MANY_MESSAGES = 20
+"""Lines each channel's IRC peer sends in `many_users`."""
+
+
 def percentiles(latencies: list[float]) -> str:
     ordered = sorted(latencies)
     p99 = ordered[max(0, int(len(ordered) * 0.99) - 1)]
@@ -814,6 +873,9 @@ async def main(args: argparse.Namespace) -> None:
                 await bursts(gateway, args.burst, round_)
         for gateway in gateways:
             await latency_and_memory(gateway, server, args.paced, args.users)
+            if args.many:  # 10 channels of a tenth of the users each; a tenth in all ten
+                await many_users(gateway, server, irc, args.many, 10, 1)
+                await many_users(gateway, server, irc, args.many // 10, 10, 10)
             if args.flood:
                 await fairness(gateway, server, irc, args.flood)
     print(
@@ -843,6 +905,9 @@ if __name__ == "__main__":
     parser.add_argument("--paced", type=int, default=500)
     parser.add_argument(
         "--users", type=lambda text: [int(n) for n in text.split(",")], default=[1, 50, 200]
+    )
+    parser.add_argument(
+        "--many", type=int, default=1000, help="users of the many-users rows (0: skip them)"
     )
     parser.add_argument("--only", choices=["ours", "biboumi"], help="run one gateway")
     parser.add_argument("--flood", type=int, default=5000, help="0: skip the fairness run")

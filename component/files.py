@@ -15,6 +15,9 @@ uploads then count against the component's one daily quota
 
 Both directions stream: the PUT body is read from the file as it is sent, a download
 is written to disk as it arrives, so a 20 MB attachment never sits in memory.
+
+aiohttp (~15 MiB resident) and the TLS context (the system's CA store) are loaded on
+the first transfer: a gateway whose users never exchange files does not pay for them.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-import aiohttp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
 
@@ -38,6 +40,7 @@ from bridges.base import DownloadedFile, FileError
 from component.config import FileSettings
 
 if TYPE_CHECKING:
+    import aiohttp
     from slixmpp.componentxmpp import ComponentXMPP
 
 log = logging.getLogger(__name__)
@@ -61,9 +64,17 @@ class HttpFiles:
         self.max_size: int | None = None
         self._found = asyncio.Event()
         self._http: aiohttp.ClientSession | None = None
-        self._tls = ssl.create_default_context()
-        if settings.ca_file:
-            self._tls.load_verify_locations(cafile=settings.ca_file)
+        self._tls_context: ssl.SSLContext | None = None
+        if settings.ca_file:  # a bad CA file stops the start, as any bad option does
+            _ = self._tls
+
+    @property
+    def _tls(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            self._tls_context = ssl.create_default_context()
+            if self.settings.ca_file:
+                self._tls_context.load_verify_locations(cafile=self.settings.ca_file)
+        return self._tls_context
 
     @property
     def available(self) -> bool:
@@ -135,6 +146,8 @@ class HttpFiles:
                 "larger than the upload service takes", too_large=True, limit=self.max_size
             )
         get_url, put_url, headers = await self._slot(name, size, content_type)
+        import aiohttp
+
         headers["Content-Type"] = content_type
         headers["Content-Length"] = str(size)
         try:
@@ -202,6 +215,8 @@ class HttpFiles:
             hosts = ", ".join(sorted(allowed)) or "no host"
             raise FileError(f"files are only fetched from {hosts}")
         max_bytes = min(max_bytes, self.settings.max_download_bytes)
+        import aiohttp
+
         name = _name_from(parsed.path)
         handle, raw_path = tempfile.mkstemp(dir=directory, prefix="download-")
         path = Path(raw_path)
@@ -245,6 +260,8 @@ class HttpFiles:
         return {host.lower() for host in self.settings.download_hosts}
 
     def _session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.settings.timeout,

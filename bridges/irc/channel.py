@@ -19,6 +19,16 @@ from bridges.irc.protocol import casefold
 MODERATOR_MODES = frozenset("qaoh")
 """Founder, admin, op, half-op: may kick and change the topic, so MUC moderators."""
 
+_RANKS: dict[frozenset[str], frozenset[str]] = {}
+"""One frozenset per combination of rank modes, shared by every member of every
+connection: most members have none or one, and a frozenset is 216 bytes."""
+
+
+def shared_modes(modes: AbstractSet[str]) -> frozenset[str]:
+    """The one shared frozenset equal to `modes`."""
+    key = frozenset(modes)
+    return _RANKS.setdefault(key, key)
+
 
 @dataclass
 class ServerModes:
@@ -77,7 +87,7 @@ class ServerModes:
         while index < len(entry) and entry[index] in self.prefix_symbols:
             modes.add(self.prefix_modes[self.prefix_symbols.index(entry[index])])
             index += 1
-        return entry[index:].split("!", 1)[0], frozenset(modes)
+        return entry[index:].split("!", 1)[0], shared_modes(modes)
 
     def parse_changes(self, params: list[str]) -> list[tuple[bool, str, str | None]]:
         """MODE arguments → (adding, letter, argument) per change."""
@@ -100,6 +110,11 @@ class ServerModes:
         return changes
 
 
+def folded(nick: str) -> str:
+    """`casefold(nick)` interned, for keys and identities kept per member."""
+    return sys.intern(casefold(nick))
+
+
 def role_of(modes: AbstractSet[str]) -> events.Role:
     """Op (and above) → moderator; voice and everyone else → participant."""
     return events.Role.MODERATOR if modes & MODERATOR_MODES else events.Role.PARTICIPANT
@@ -108,7 +123,8 @@ def role_of(modes: AbstractSet[str]) -> events.Role:
 @dataclass(slots=True)
 class Member:
     """One nick in a channel; every user's connection keeps its own list of them, so
-    it is kept small: slots, a shared frozenset of modes, and interned nicks."""
+    it is kept small: slots, a shared frozenset of modes, and interned nicks (the
+    casefolded one too: the same strings serve every connection that sees them)."""
 
     nick: str
     modes: frozenset[str] = frozenset()
@@ -123,7 +139,7 @@ class Member:
 
     def __post_init__(self) -> None:
         self.nick = sys.intern(self.nick)
-        self.first_nick = self.first_nick or casefold(self.nick)
+        self.first_nick = self.first_nick or folded(self.nick)
 
     @property
     def occupant(self) -> events.Occupant:
@@ -139,7 +155,10 @@ class Member:
     @property
     def identity(self) -> str:
         """Who they are for XEP-0421: the account if they have one, else the nick."""
-        return f"account {casefold(self.account)}" if self.account else f"nick {self.first_nick}"
+        # Interned: the muc keeps one per occupant of each user's room.
+        if self.account:
+            return sys.intern(f"account {casefold(self.account)}")
+        return sys.intern(f"nick {self.first_nick}")
 
 
 @dataclass
@@ -169,7 +188,7 @@ class Channel:
         return self.members.get(casefold(nick))
 
     def add(self, member: Member) -> None:
-        self.members[casefold(member.nick)] = member
+        self.members[folded(member.nick)] = member
 
     def remove(self, nick: str) -> Member | None:
         return self.members.pop(casefold(nick), None)

@@ -16,7 +16,7 @@ from bridges import events
 from bridges.address import Address
 from bridges.irc import rich
 from bridges.irc.address import can_be_named, make_address
-from bridges.irc.channel import Channel, Member, ServerModes
+from bridges.irc.channel import Channel, Member, ServerModes, shared_modes
 from bridges.irc.chathistory import Anchor, batch_target
 from bridges.irc.connection import IrcConnection
 from bridges.irc.formatting import (
@@ -454,9 +454,9 @@ class IncomingLines:
                 continue
             before = member.occupant
             if adding:
-                member.modes = member.modes | {letter}
+                member.modes = shared_modes(member.modes | {letter})
             else:
-                member.modes = member.modes - {letter}
+                member.modes = shared_modes(member.modes - {letter})
             if member.occupant != before:
                 await self.deliver(events.OccupantJoined(ch.address, member.occupant))
 

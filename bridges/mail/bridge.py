@@ -7,6 +7,10 @@ The older transport style `bob%example.org` cannot round-trip local parts that c
 (legal in email), while XEP-0106 round-trips every address and is what its §1 names for
 exactly this case; so XEP-0106 is canonical, and `%` is accepted on input only (when the
 localpart holds no `@`) so addresses typed the classic way still reach the right person.
+
+The IMAP, SMTP and session modules (aioimaplib, aiosmtplib, lxml for HTML mail: ~10 MiB
+resident) are imported by the first registration check or session, not with the bridge:
+a gateway that has the mail bridge configured but no mail user online does not load them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from slixmpp import JID
 
@@ -34,7 +38,7 @@ from bridges.base import (
     RegistrationError,
     Sink,
 )
-from bridges.mail import addresses, smtp
+from bridges.mail import addresses
 from bridges.mail.config import (
     DEFAULT_PORTS,
     DomainDefaults,
@@ -43,9 +47,10 @@ from bridges.mail.config import (
     Security,
     Server,
 )
-from bridges.mail.imap import ImapConnection, ImapError
-from bridges.mail.session import MailSession
 from bridges.reachability import is_public, resolved_addresses
+
+if TYPE_CHECKING:
+    from bridges.mail.session import MailSession
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +268,8 @@ class MailBridge(Bridge):
             )
 
     async def _check_imap(self, account: MailAccount, tls: ssl.SSLContext) -> None:
+        from bridges.mail.imap import ImapConnection, ImapError
+
         where = f"IMAP server {account.imap.host}:{account.imap.port}"
         try:
             connection = await ImapConnection.open(account, tls, self.mail_options.timeout)
@@ -284,6 +291,8 @@ class MailBridge(Bridge):
             await connection.logout()
 
     async def _check_smtp(self, account: MailAccount, tls: ssl.SSLContext) -> None:
+        from bridges.mail import smtp
+
         where = f"SMTP server {account.smtp.host}:{account.smtp.port}"
         try:
             await smtp.check_login(account, self.mail_options, tls)
@@ -295,6 +304,8 @@ class MailBridge(Bridge):
             raise _unreachable("smtp", account.smtp) from exc
 
     def create_session(self, account: Account, sink: Sink, store: AccountStore) -> MailSession:
+        from bridges.mail.session import MailSession
+
         return MailSession(self, account, sink, store)
 
 

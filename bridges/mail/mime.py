@@ -28,8 +28,6 @@ from email.message import EmailMessage, Message
 from pathlib import Path
 from typing import IO, Any, cast
 
-import html_text
-
 from bridges.address import AddressError
 from bridges.mail import addresses
 
@@ -512,7 +510,10 @@ def _quoted(depth: int, text: str) -> str:
 
 def _html_to_text(html: str) -> str:
     """Readable text of an HTML body: blocks on their own lines, no markup or scripts,
-    and no <title> (newsletters repeat the subject there)."""
+    and no <title> (newsletters repeat the subject there). html_text (with lxml, ~9 MiB
+    resident) is imported by the first HTML mail."""
+    import html_text
+
     try:
         tree = html_text.parse_html(html)
         for title in tree.xpath("//title"):

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from component.advisory_lock import AdvisoryLock
 from component.config import Config, parse_config
 from component.crypto import generate_key
 from component.leadership import (
-    AdvisoryLock,
     AlreadyRunning,
     FileLock,
     Leadership,
