@@ -114,6 +114,9 @@ class Line:
     more_legacy_ids: tuple[str, ...] = ()
     """The legacy ids of the message's further legacy messages (an XMPP message of
     several lines is one IRC PRIVMSG and msgid per line; `legacy_id` is the first)."""
+    occupant_id: str | None = None
+    """The sender's stable identity on the network (events.Occupant.occupant_id),
+    which the room shows hashed as the XEP-0421 occupant id, live and archived."""
 
     @property
     def message_id(self) -> str:
@@ -687,6 +690,7 @@ def _row(account_id: int, line: Line) -> dict[str, Any]:
         "xmpp_id": line.xmpp_id,
         "reply_to": line.reply_to,
         "replaces": line.replaces,
+        "occupant_id": line.occupant_id,
     }
 
 
@@ -724,6 +728,7 @@ _COLUMNS = (
     ArchiveRow.xmpp_id,
     ArchiveRow.reply_to,
     ArchiveRow.replaces,
+    ArchiveRow.occupant_id,
 )
 """What reads load: plain rows (Core), not ORM objects, which cost more than the query."""
 _ID_COLUMNS = (ArchiveRow.stanza_id, ArchiveRow.legacy_id, ArchiveRow.origin_id, ArchiveRow.xmpp_id)
@@ -745,4 +750,5 @@ def _line(user: str, row: Any, more_legacy_ids: tuple[str, ...] = ()) -> Line:
         reply_to=row.reply_to,
         replaces=row.replaces,
         more_legacy_ids=more_legacy_ids,
+        occupant_id=row.occupant_id,
     )

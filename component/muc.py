@@ -353,6 +353,7 @@ class GroupChats:
             xmpp_id=xmpp_id,
             reply_to=target.stanza_id if answered and target else None,
             replaces=replaces,
+            occupant_id=self._own_occupant(state).occupant_id,
         )
         token = uuid.uuid4().hex
         self._sending[token] = Sending(message["from"], line)
@@ -460,7 +461,7 @@ class GroupChats:
         )
         state = self.rooms.get((user, event.to))
         if state is not None:
-            self._archive_and_send(state, line, occupant_id=self._own_occupant(state).occupant_id)
+            self._archive_and_send(state, line)
             return
         # Every resource left meanwhile (the gateway is stopping, the user went): the
         # sender still learns that its message went out, the archive still has it.
@@ -694,6 +695,7 @@ class GroupChats:
             _kind(event.text, event.kind),
             legacy_id=event.legacy_id,
             reply_to=answered.stanza_id if answered else None,
+            occupant_id=event.occupant_id,
         )
         state = self.rooms.get((user, room))
         if state is None or not state.resources:
@@ -702,9 +704,7 @@ class GroupChats:
             if event.highlight:
                 self._send(self._highlight(user, room, line, event.timestamp))
             return
-        self._archive_and_send(
-            state, line, delayed=event.timestamp is not None, occupant_id=event.occupant_id
-        )
+        self._archive_and_send(state, line, delayed=event.timestamp is not None)
 
     def _highlight(self, user: str, room: Address, line: Line, sent: datetime | None) -> Message:
         """A line naming the user while none of their clients is in the room, as a
@@ -719,14 +719,7 @@ class GroupChats:
             add_delay(message, sent, str(self.room_jid(room)))
         return message
 
-    def _archive_and_send(
-        self,
-        state: RoomState,
-        line: Line,
-        *,
-        delayed: bool = False,
-        occupant_id: str | None = None,
-    ) -> None:
+    def _archive_and_send(self, state: RoomState, line: Line, *, delayed: bool = False) -> None:
         """Queue `line` for the archive, then send it to every joined resource.
 
         A resource still reading its history on join gets it after that history.
@@ -735,11 +728,9 @@ class GroupChats:
             self.archive.add(line)
         for resource in state.resources:
             stanza = (
-                self.line_stanza(
-                    state.room, resource, line, delayed=delayed, occupant_id=occupant_id
-                )
+                self.line_stanza(state.room, resource, line, delayed=delayed)
                 if delayed
-                else self._live_stanza(state.room, resource, line, occupant_id)
+                else self._live_stanza(state.room, resource, line)
             )
             held = state.catching_up.get(resource)
             if held is not None:
@@ -924,34 +915,31 @@ class GroupChats:
         ]
         return wanted.within_chars(stanzas)
 
-    def _live_stanza(
-        self, room: Address, to: str, line: Line, occupant_id: str | None = None
-    ) -> Message | str:
+    def _live_stanza(self, room: Address, to: str, line: Line) -> Message | str:
         """`line_stanza` for a line shown as it happens; a plain one written as text."""
         if not (self.text_stanzas and wire.is_plain(line)):
-            return self.line_stanza(room, to, line, delayed=False, occupant_id=occupant_id)
+            return self.line_stanza(room, to, line, delayed=False)
         by = self.room_bare_jid(room) if self._stamped(line) else None
-        hashed = self.occupant_id(room, occupant_id) if occupant_id is not None else None
+        identity = line.occupant_id
+        hashed = self.occupant_id(room, identity) if identity is not None else None
         return wire.groupchat(self.occupant_jid(room, line.nick), to, line, by, hashed)
 
     def _stamped(self, line: Line) -> bool:
         """Whether `line` carries its archive id (XEP-0359 stanza-id)."""
         return self.archive is not None and self.archive.keeps(line.user)
 
-    def line_stanza(
-        self, room: Address, to: str, line: Line, *, delayed: bool, occupant_id: str | None = None
-    ) -> Message:
+    def line_stanza(self, room: Address, to: str, line: Line, *, delayed: bool) -> Message:
         """An archived (or about to be) line as the groupchat message `to` receives."""
-        element = self.line_element(room, line, occupant_id)
+        element = self.line_element(room, line)
         element.set("to", to)
         if delayed:
             add_delay(element, line.sent, self.room_bare_jid(room))
         return Message(xml=element)
 
-    def line_element(self, room: Address, line: Line, occupant_id: str | None = None) -> ET.Element:
+    def line_element(self, room: Address, line: Line) -> ET.Element:
         """A line as a bare `<message/>` element (no `to`, no delay): what MAM
-        forwards, and what `line_stanza` addresses. `occupant_id` is the sender's
-        identity for XEP-0421 (live lines only: the archive does not keep it).
+        forwards, and what `line_stanza` addresses; live or archived, it carries the
+        sender's XEP-0421 occupant id, so clients tie both to one occupant.
 
         Built as plain XML: going through slixmpp's stanza interfaces for each field
         cost more than the database did for a MAM page of 50.
@@ -966,8 +954,8 @@ class GroupChats:
         )
         if line.kind != RETRACTED:
             ET.SubElement(element, "{jabber:client}body").text = line.body
-        if occupant_id is not None:
-            attributes = {"id": self.occupant_id(room, occupant_id)}
+        if line.occupant_id is not None:
+            attributes = {"id": self.occupant_id(room, line.occupant_id)}
             ET.SubElement(element, f"{{{OCCUPANT_ID_NS}}}occupant-id", attributes)
         if line.kind == RETRACTED:
             references.add_tombstone(element, line.sent)

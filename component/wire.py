@@ -27,7 +27,7 @@ OCCUPANT_ID_NS = "urn:xmpp:occupant-id:0"
 _WRITTEN = frozenset(
     {
         *("user", "room", "stanza_id", "sent", "nick", "body", "kind"),
-        *("legacy_id", "origin_id", "xmpp_id"),
+        *("legacy_id", "origin_id", "xmpp_id", "occupant_id"),
     }
 )
 """The `Line` fields whose meaning in a live stanza this module writes (or needs not)."""
