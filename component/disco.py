@@ -76,6 +76,8 @@ class Disco:
                 info.add_identity(category, itype, name=name)
             for feature in room.features:
                 info.add_feature(feature)
+            for form in room.forms:
+                info.xml.append(form)
             return info
         if address.kind is AddressKind.SERVICE:
             info.add_identity("gateway", self.gateway.bridge.disco_type, name=address.legacy_id)

@@ -105,10 +105,12 @@ class Invite(NamedTuple):
 
 
 class RoomInfo(NamedTuple):
-    """What disco#info says about a room: (category, type, name) identities, features."""
+    """What disco#info says about a room: (category, type, name) identities, features,
+    and XEP-0128 forms (the reaction restrictions)."""
 
     identities: list[tuple[str, str, str]]
     features: list[str]
+    forms: tuple[ET.Element, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +241,13 @@ class GroupChats:
     def disco_info(self, room: Address, native: frozenset[GroupFeature] = frozenset()) -> RoomInfo:
         """Identity conference/text and the MUC features a legacy room has, with the
         message features the user's connection carries there right now (`native`), so
-        clients offer only what reaches the other side."""
+        clients offer only what reaches the other side.
+
+        This is all XMPP has to say what messages can do: XEP-0461, 0444, 0308, 0424,
+        0085 and 0333 define no hint on a single message, and every message of an IRC
+        channel can do the same (the room's), so clients read it here.
+        """
+        reactions = GroupFeature.REACTIONS in native
         return RoomInfo(
             [("conference", "text", room.legacy_id)],
             [
@@ -254,6 +262,7 @@ class GroupChats:
                 *references.ALWAYS,
                 *(references.FEATURES[feature] for feature in GroupFeature if feature in native),
             ],
+            (references.restrictions_form(),) if reactions else (),
         )
 
     def occupant_id(self, room: Address, identity: str) -> str:
@@ -423,6 +432,9 @@ class GroupChats:
     ) -> None:
         """XEP-0444 sends the user's whole set; the bridge gets what changed. Every
         resource of the user sees the new set (the room's reflection)."""
+        refusal = references.reaction_refusal(emojis)
+        if refusal is not None:
+            raise stanza_error("not-acceptable", refusal)
         target = await self._find(state.user, state.room, target_id)
         if target is None:
             raise stanza_error("item-not-found", f"cannot react to {target_id!r}: unknown here")

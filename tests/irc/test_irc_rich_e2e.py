@@ -35,8 +35,10 @@ from component.references import (
     CHATSTATES_NS,
     CORRECT_NS,
     MARKERS_NS,
+    MAX_REACTIONS,
     REACTIONS_NS,
     REPLY_NS,
+    RESTRICTIONS_NS,
     RETRACT_NS,
 )
 
@@ -102,6 +104,19 @@ async def room_features(client: TestClient) -> set[str]:
     return set(info["disco_info"]["features"])
 
 
+async def reaction_restrictions(client: TestClient) -> dict[str, list[str]] | None:
+    """The XEP-0444 §2.2 restrictions form of the room's disco#info, by field."""
+    info = await client.plugin["xep_0030"].get_info(jid=ROOM, timeout=10)
+    for form in info.xml.iter("{jabber:x:data}x"):
+        fields = {
+            f.get("var", ""): [v.text or "" for v in f.iter("{jabber:x:data}value")]
+            for f in form.iter("{jabber:x:data}field")
+        }
+        if fields.get("FORM_TYPE") == [RESTRICTIONS_NS]:
+            return fields
+    return None
+
+
 def groupchat(client: TestClient, text: str = "") -> Message:
     message = client.make_message(mto=ROOM, mtype="groupchat", mbody=text or None)
     return message
@@ -144,6 +159,10 @@ async def test_replies_reactions_corrections_and_typing_with_tags(inspircd_stack
     features = await room_features(fred)
     assert {REPLY_NS, CORRECT_NS, REACTIONS_NS, CHATSTATES_NS} <= features
     assert not {RETRACT_NS, MARKERS_NS} & features  # InspIRCd 3 offers neither
+    restrictions = await reaction_restrictions(fred)
+    assert restrictions is not None
+    assert restrictions["max_reactions_per_user"] == [str(MAX_REACTIONS)]
+    assert "allowlist" not in restrictions  # IRC carries any emoji
 
     # IRC → XMPP, then an XEP-0461 reply with its quoted fallback back to IRC.
     bob.send("PRIVMSG #room :hello fred")
@@ -173,10 +192,18 @@ async def test_replies_reactions_corrections_and_typing_with_tags(inspircd_stack
     thanks = await fred.wait_for(groupchat_with("thanks"))
     assert child(thanks, REPLY_NS, "reply").get("id") == stanza_id(reflected)
 
+    # More reactions than the room advertises: not-acceptable with the rule, nothing
+    # sent to IRC (XEP-0444 §3.3).
+    too_many = react(fred, stanza_id(hello), *(chr(0x1F600 + n) for n in range(MAX_REACTIONS + 1)))
+    error = await refused(fred, too_many["id"])
+    assert error["error"]["condition"] == "not-acceptable"
+    assert f"at most {MAX_REACTIONS}" in error["error"]["text"]
+
     # XEP-0444 reaction → TAGMSG with +draft/react and +draft/reply, exactly.
     react(fred, stanza_id(hello), "👍")
     tagmsg = await bob.line_with("TAGMSG")
     assert {"+draft/react=👍", f"+draft/reply={bob_msgid}"} <= set(tags_of(tagmsg))
+    assert len([line for line in bob.items if "TAGMSG" in line]) == 1  # none refused went
     # IRC reaction → XEP-0444 from bob's occupant JID, to fred's message.
     bob.send(f"@+draft/react=🎉;+draft/reply={fred_msgid} TAGMSG #room")
     reaction = await fred.wait_for(
@@ -250,6 +277,7 @@ async def test_without_tags_replies_and_reactions_are_text(ngircd_stack, peers):
     features = await room_features(fred)
     assert {REPLY_NS, CORRECT_NS} <= features
     assert not {REACTIONS_NS, CHATSTATES_NS, RETRACT_NS, MARKERS_NS} & features
+    assert await reaction_restrictions(fred) is None  # no reactions, no restrictions
 
     bob.send("PRIVMSG #room :a rather long line that will not be quoted whole, no")
     hello = await fred.wait_for(
