@@ -38,7 +38,7 @@ from bridges.base import Bridge, Session
 from bridges.events import GroupFeature
 from bridges.timestamps import parse_timestamp
 from component import references, wire
-from component.archive import RETRACTED, Archive, Line, stanza_id_for
+from component.archive import REACTION, RETRACTED, Archive, Line, stanza_id_for
 from component.errors import error_type, stanza_error
 from component.nick_resources import to_nick, to_resource
 from component.xep_0203 import add_delay
@@ -72,7 +72,8 @@ SHUTDOWN = "332"
 
 ROOM_JIDS_KEPT = 10_000
 REACTIONS_KEPT = 10_000
-"""Messages whose reactions are remembered (to send XEP-0444 sets as changes)."""
+"""Reaction sets kept in memory (XEP-0444 sends whole sets, IRC single changes); the
+archive has every set, so a set evicted or lost with a restart is read back from it."""
 HISTORY_LIMIT = 250
 """Most discussion history lines served on a join, whatever `<history>` asks for."""
 
@@ -438,26 +439,79 @@ class GroupChats:
         target = await self._find(state.user, state.room, target_id)
         if target is None:
             raise stanza_error("item-not-found", f"cannot react to {target_id!r}: unknown here")
-        key = (state.user, state.room, target.stanza_id, None)
-        before = self._reactions.get(key, ())
+        before = await self._current_reactions(state, target.stanza_id, None)
         added = [emoji for emoji in emojis if emoji not in before]
         removed = [emoji for emoji in before if emoji not in emojis]
         if added or removed:
             await session.react(state.room, _quoted(target), added, removed)
-        self._remember_reactions(key, tuple(emojis))
-        for resource in state.resources:
-            reflection = self._bodiless(state, state.nick, resource, message["id"])
-            references.add_reactions(reflection, target.stanza_id, emojis)
-            self._send(reflection)
+        line = self._reaction_line(
+            state,
+            target.stanza_id,
+            emojis,
+            stanza_id_for(state.user, state.room.legacy_id, None),
+            nick=state.nick,
+            xmpp_id=message["id"] or uuid.uuid4().hex,
+            occupant_id=self._own_occupant(state).occupant_id,
+        )
+        self._archive_reactions(state, line, None)
 
-    def _remember_reactions(
-        self, key: tuple[str, Address, str, str | None], emojis: tuple[str, ...]
-    ) -> None:
+    async def _current_reactions(
+        self, state: RoomState, target: str, nick: str | None
+    ) -> tuple[str, ...]:
+        """The set `nick` (None: the user) has on the line `target` now: remembered,
+        else the archive's newest (after a restart, or once evicted)."""
+        key = (state.user, state.room, target, nick)
+        known = self._reactions.get(key)
+        if known is not None or self.archive is None:
+            return known or ()
+        try:
+            found = await self.archive.reactions(state.user, state.room.legacy_id, target, nick)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("%s: cannot read the reactions to %s: %s", state.user, target, exc)
+            return ()
+        return found or ()
+
+    def _reaction_line(
+        self,
+        state: RoomState,
+        target: str,
+        emojis: list[str],
+        stanza_id: str,
+        *,
+        nick: str,
+        sent: datetime | None = None,
+        legacy_id: str | None = None,
+        xmpp_id: str | None = None,
+        occupant_id: str | None = None,
+    ) -> Line:
+        """A sender's whole set of reactions to `target` as an archive line."""
+        return Line(
+            state.user,
+            state.room.legacy_id,
+            stanza_id,
+            sent or datetime.now(UTC),
+            nick,
+            "\n".join(emojis),
+            REACTION,
+            legacy_id=legacy_id,
+            xmpp_id=xmpp_id,
+            reply_to=target,
+            occupant_id=occupant_id,
+        )
+
+    def _archive_reactions(self, state: RoomState, line: Line, nick: str | None) -> None:
+        """Remember and archive a sender's new set (`line`), and show it to every
+        joined resource as MAM will show it later (same id, occupant id, stanza-id)."""
+        key = (state.user, state.room, line.reply_to or "", nick)
+        emojis = tuple(line.body.split("\n")) if line.body else ()
         self._reactions.pop(key, None)
-        if emojis:
-            if len(self._reactions) >= REACTIONS_KEPT:
-                del self._reactions[next(iter(self._reactions))]
-            self._reactions[key] = emojis
+        if len(self._reactions) >= REACTIONS_KEPT:
+            del self._reactions[next(iter(self._reactions))]
+        self._reactions[key] = emojis
+        if self.archive is not None:
+            self.archive.add(line)
+        for resource in state.resources:
+            self._send(self.line_stanza(state.room, resource, line, delayed=False))
 
     def _on_sent(self, user: str, event: events.Delivered) -> None:
         """The bridge wrote the message: reflect and archive it, stamped with the
@@ -610,9 +664,12 @@ class GroupChats:
         if not isinstance(event, ROOM_EVENTS):
             return False
         state = self.rooms.get((user, event.room))
-        if isinstance(event, events.Retraction):
-            # Also while nobody is in (a persistent channel): the archive must forget it.
-            await self._on_retraction(state or RoomState(event.room, user), event)
+        if isinstance(event, events.Retraction | events.Reaction):
+            # Also while nobody is in (a persistent channel): the archive must know it.
+            if isinstance(event, events.Retraction):
+                await self._on_retraction(state or RoomState(event.room, user), event)
+            else:
+                await self._on_reaction(state or RoomState(event.room, user), event)
             return True
         if state is None:
             return True  # no resource is in that room (e.g. joined on connect): nothing to show
@@ -636,8 +693,6 @@ class GroupChats:
                 state.subject_at = event.at
                 for resource in state.resources:
                     self._send(self._subject(state, resource, live=True))
-            case events.Reaction():
-                await self._on_reaction(state, event)
             case events.Typing():
                 for resource in state.resources:
                     shown = self._bodiless(state, event.nick, resource)
@@ -652,21 +707,27 @@ class GroupChats:
         return shown
 
     async def _on_reaction(self, state: RoomState, event: events.Reaction) -> None:
-        """A legacy reaction changes the occupant's set; XEP-0444 shows the whole set."""
+        """A legacy reaction changes the occupant's set; XEP-0444 shows the whole set.
+        Archived also while nobody is in, like a message."""
         target = await self._find(state.user, state.room, event.target)
         if target is None:
             log.info("%s: a reaction to %r, which is not archived", state.user, event.target)
             return
-        key = (state.user, state.room, target.stanza_id, event.nick)
-        emojis = [e for e in self._reactions.get(key, ()) if e != event.emoji]
+        before = await self._current_reactions(state, target.stanza_id, event.nick)
+        emojis = [e for e in before if e != event.emoji]
         if not event.removed:
             emojis.append(event.emoji)
-        emojis = emojis[-references.MAX_REACTIONS :]
-        self._remember_reactions(key, tuple(emojis))
-        for resource in state.resources:
-            shown = self._bodiless(state, event.nick, resource)
-            references.add_reactions(shown, target.stanza_id, emojis)
-            self._send(shown)
+        line = self._reaction_line(
+            state,
+            target.stanza_id,
+            emojis[-references.MAX_REACTIONS :],
+            stanza_id_for(state.user, state.room.legacy_id, event.legacy_id),
+            nick=event.nick,
+            sent=event.sent,
+            legacy_id=event.legacy_id,
+            occupant_id=event.occupant_id,
+        )
+        self._archive_reactions(state, line, event.nick)
 
     async def _on_retraction(self, state: RoomState, event: events.Retraction) -> None:
         """The archive keeps a tombstone; clients remove the message (XEP-0424)."""
@@ -964,14 +1025,21 @@ class GroupChats:
                 "id": line.message_id,
             },
         )
-        if line.kind != RETRACTED:
+        if line.kind == REACTION:
+            reactions = ET.SubElement(
+                element, f"{{{references.REACTIONS_NS}}}reactions", {"id": line.reply_to or ""}
+            )
+            for emoji in line.body.split("\n") if line.body else ():
+                ET.SubElement(reactions, f"{{{references.REACTIONS_NS}}}reaction").text = emoji
+            ET.SubElement(element, f"{{{HINTS_NS}}}store")
+        elif line.kind != RETRACTED:
             ET.SubElement(element, "{jabber:client}body").text = line.body
         if line.occupant_id is not None:
             attributes = {"id": self.occupant_id(room, line.occupant_id)}
             ET.SubElement(element, f"{{{OCCUPANT_ID_NS}}}occupant-id", attributes)
         if line.kind == RETRACTED:
             references.add_tombstone(element, line.sent)
-        if line.reply_to:
+        if line.reply_to and line.kind != REACTION:
             references.add_reply(element, line.reply_to)
         if line.replaces:
             references.add_replace(element, line.replaces)

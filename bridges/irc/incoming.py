@@ -554,7 +554,19 @@ class IncomingLines:
         reacted, target = rich.reaction(line.tags), rich.reply_target(line.tags)
         if reacted is not None and target:
             emoji, removed = reacted
-            await self.deliver(events.Reaction(ch.address, line.nick, target, emoji, removed))
+            seen = Anchor.of(line)
+            await self.deliver(
+                events.Reaction(
+                    ch.address,
+                    line.nick,
+                    target,
+                    emoji,
+                    removed,
+                    legacy_id=seen.msgid,
+                    sent=seen.at,
+                    occupant_id=await self._sender_identity(ch, line),
+                )
+            )
             return
         state = rich.typing_state(line.tags)
         if state is not None:

@@ -496,3 +496,66 @@ async def test_references_survive_a_gateway_restart(scripted_stack):
     sent = await ircd.lines.wait_for(lambda line: "still know it" in line)
     assert "+draft/reply=b9" in sent
     await fred.close()
+
+
+def reactions_from(nick: str, target: str):
+    def matches(stanza) -> bool:
+        found = isinstance(stanza, Message) and child(stanza, REACTIONS_NS, "reactions")
+        return (
+            found is not None
+            and found is not False
+            and found.get("id") == target
+            and stanza["from"].resource == nick
+        )
+
+    return matches
+
+
+def emojis_of(message: Any) -> list[str]:
+    xml = getattr(message, "xml", message)
+    return [r.text or "" for r in xml.find(f"{{{REACTIONS_NS}}}reactions")]
+
+
+async def test_reactions_are_archived_and_survive_a_restart(scripted_stack):
+    prosody, ircd, gateway = scripted_stack
+    fred = await fred_in_room(prosody)
+    ircd.push(f"@msgid=b20;time=2026-12-01T10:06:00.000Z {BOB} PRIVMSG #room :react to me")
+    target = stanza_id(await fred.wait_for(groupchat_with("react to me")))
+    ircd.push(f"@msgid=r1;+draft/react=🎉;+draft/reply=b20 {BOB} TAGMSG #room")
+    live = await fred.wait_for(reactions_from("bob", target))
+    react(fred, target, "👍")
+    await ircd.lines.wait_for(lambda line: "+draft/react=👍" in line)
+    await fred.wait_for(reactions_from("fred", target))
+
+    # MAM has both as XEP-0444 reaction messages, with the ids they had live.
+    archived, _ = await mam(fred)
+    shown = {
+        m.get("from").split("/")[1]: m
+        for m in archived
+        if m.find(f"{{{REACTIONS_NS}}}reactions") is not None
+    }
+    assert {nick: emojis_of(m) for nick, m in shown.items()} == {"bob": ["🎉"], "fred": ["👍"]}
+    assert all(m.find(f"{{{REACTIONS_NS}}}reactions").get("id") == target for m in shown.values())
+    assert archive_id(shown["bob"]) == stanza_id(live) and body(shown["bob"]) is None
+
+    # After kill -9, each sender's set is read back from the archive: bob adds one to
+    # his, and fred's new set sends IRC only what changed.
+    user = fred.boundjid.bare
+    await eventually_async(lambda: has_archived(gateway.config, user, "irc", "👍"))
+    await gateway.kill()
+    await gateway.start()
+    mark = join_presence(fred, "fred")
+    history = await fred.wait_for(reactions_from("bob", target), since=mark)  # history
+    assert emojis_of(history) == ["🎉"]
+    await fred.wait_for(groupchat_with("react to me"), since=mark)
+    ircd.push(f"@+draft/react=❤️;+draft/reply=b20 {BOB} TAGMSG #room")
+    more = await fred.wait_for(
+        lambda s: reactions_from("bob", target)(s) and "❤️" in emojis_of(s), since=mark
+    )
+    assert emojis_of(more) == ["🎉", "❤️"]
+    sent_before = len(ircd.lines.items)
+    react(fred, target, "👍", "🚀")
+    await ircd.lines.wait_for(lambda line: "+draft/react=🚀" in line)
+    await fred.wait_for(lambda s: reactions_from("fred", target)(s) and len(emojis_of(s)) == 2)
+    assert not [line for line in ircd.lines.items[sent_before:] if "+draft/react=👍" in line]
+    await fred.close()

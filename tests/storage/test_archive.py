@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, event, text
 
-from component.archive import Archive, Filter, Line, PageRequest, UnknownId, stanza_id_for
+from component.archive import (
+    REACTION,
+    Archive,
+    Filter,
+    Line,
+    PageRequest,
+    UnknownId,
+    stanza_id_for,
+)
 
 ROOM = "#room%irc.x.org"
 T0 = datetime.now(UTC).replace(microsecond=123456) - timedelta(days=1)
@@ -68,7 +76,15 @@ async def test_a_burst_is_one_transaction_and_keeps_every_field(archive, engine,
     archive = Archive(engine, "irc", max_days=0)
     archive.start()
     commits.clear()
-    own = line("a@x", 999, kind="action", origin_id="o-1", xmpp_id="x-1", legacy_id="msg-1")
+    own = line(
+        "a@x",
+        999,
+        kind="action",
+        origin_id="o-1",
+        xmpp_id="x-1",
+        legacy_id="msg-1",
+        occupant_id="account alice",
+    )
     for item in [line("a@x", n) for n in range(200)] + [own]:
         archive.add(item)
     await archive.flush()
@@ -328,3 +344,29 @@ async def test_the_writer_survives_a_shutdown_ending_stray_tasks(archive):
     async with asyncio.timeout(10):
         await archive.stop()
     assert bodies(await archive.latest("a@x", ROOM, 10)) == ["line 1"]
+
+
+async def test_the_newest_reaction_line_of_each_sender_is_their_set(archive):
+    [target, other] = await fill(archive, count=2)
+
+    def reacted(n: int, nick: str, emojis: str, **fields) -> Line:
+        return line(
+            "a@x", n, kind=REACTION, nick=nick, body=emojis, reply_to=target.stanza_id, **fields
+        )
+
+    for item in [
+        reacted(3, "bob", "🎉"),
+        reacted(4, "fred", "👍", xmpp_id="r-1"),  # the user's own (their client's id)
+        reacted(5, "bob", "🎉\n❤️"),
+        reacted(6, "carol", "👀"),
+        reacted(7, "carol", ""),  # all taken back
+    ]:
+        archive.add(item)
+    await archive.flush()
+    current = {
+        nick: await archive.reactions("a@x", ROOM, target.stanza_id, nick)
+        for nick in ("bob", "carol", "dave", None)
+    }
+    assert current == {"bob": ("🎉", "❤️"), "carol": (), "dave": None, None: ("👍",)}
+    assert await archive.reactions("a@x", ROOM, other.stanza_id, "bob") is None
+    assert await archive.reactions("b@x", ROOM, target.stanza_id, "bob") is None
