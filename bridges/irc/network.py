@@ -78,6 +78,10 @@ class Network(IncomingLines):
         self.log = log.getChild(server)
         self.last_seen = LastSeen(store, server, self.log)
         self.sts = StsRecord(store, server, self.log)
+        self._sts_port: int | None = None
+        """The TLS port a plain connection was sent to by CAP NEW: later connections of
+        this network use it too (STS: stay on TLS for the session, even without a
+        persistence policy to store)."""
         self.service = make_address("", server)
         self.conn: IrcConnection | None = None
         self.settings: NetworkSettings | None = None
@@ -164,7 +168,7 @@ class Network(IncomingLines):
         self.settings = settings = load_settings(self.options, self.account, self.server)
         self._opened_with = settings
         params = self._params(settings, nick_hint)
-        sts = await self.sts.port()
+        sts = await self.sts.port() or self._sts_port
         if sts is not None:  # the server told us to use TLS there, and it still holds
             params = replace(params, tls=True, port=sts, tls_verify=True)
         try:
@@ -296,6 +300,21 @@ class Network(IncomingLines):
         task = asyncio.create_task(work)
         self._timers.add(task)
         task.add_done_callback(self._timers.discard)
+
+    async def _irc_cap(self, line: Line) -> None:
+        """cap-notify brought an STS policy (IRCv3 STS holds at any time, not only at
+        CAP LS): a TLS connection stores it, a plain one is closed and the network
+        reconnects with TLS on the given port."""
+        conn = self.conn
+        if conn is None or line.param(1).upper() != "NEW" or "sts" not in line.param(-1).lower():
+            return
+        if conn.sts_upgrade is not None:
+            self._sts_port, conn.sts_upgrade = conn.sts_upgrade, None
+            self.log.info("%s asks for TLS on port %s (STS, CAP NEW)", self.server, self._sts_port)
+            conn.close_reason = f"the server asks for TLS on port {self._sts_port} (STS)"
+            self._start_timer(conn.close())  # not from its own dispatcher, which it ends
+        else:
+            await self.sts.seen(conn.sts, conn.params.port)
 
     async def _watch_connection(self, conn: IrcConnection) -> None:
         await conn.closed.wait()
