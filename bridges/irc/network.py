@@ -95,6 +95,7 @@ class Network(IncomingLines):
         self.channels: dict[str, Channel] = {}
         self._nick_request: tuple[Address | None, str] | None = None
         self._last_private_id: dict[str, str] = {}
+        self.private_ids = rich.PrivateIds()
         self._lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]] = []
         self._connect_lock = asyncio.Lock()
         self._reconnecting: asyncio.Task[None] | None = None
@@ -578,11 +579,19 @@ class Network(IncomingLines):
         tag = self._tag(rich.REPLY_TAGS) if quoted.legacy_id else None
         return {tag: quoted.legacy_id} if tag and quoted.legacy_id else {}
 
+    def _known(self, target: str, quoted: events.Quoted) -> events.Quoted:
+        """In a private chat the client names a message by the id it saw: the msgid
+        it stands for, if known (else None, and the text fallback)."""
+        if is_channel(target):
+            return quoted
+        return replace(quoted, legacy_id=self.private_ids.msgid(quoted.legacy_id))
+
     async def reply(
         self, target: str, text: str, quoted: events.Quoted, xmpp_id: str | None
     ) -> None:
         """`+draft/reply` where the server takes it, else the author's nick and a quote."""
         await self.ensure_connected()
+        quoted = self._known(target, quoted)
         tags = self._reply_tags(quoted)
         await self.message(target, text if tags else rich.reply_text(text, quoted), xmpp_id, tags)
 
@@ -591,7 +600,8 @@ class Network(IncomingLines):
     ) -> None:
         """A line that reads as a correction, tagged as a reply to the original if it can."""
         await self.ensure_connected()
-        await self.message(target, rich.correction_text(text), xmpp_id, self._reply_tags(quoted))
+        tags = self._reply_tags(self._known(target, quoted))
+        await self.message(target, rich.correction_text(text), xmpp_id, tags)
 
     async def react(
         self, target: str, quoted: events.Quoted, added: list[str], removed: list[str]
@@ -599,6 +609,7 @@ class Network(IncomingLines):
         """TAGMSGs with `+draft/react` (`+draft/unreact` to take one back), else, for
         new reactions only, rate-limited `/me reacted …` lines unless switched off."""
         await self.ensure_connected()
+        quoted = self._known(target, quoted)
         react, reply = self._tag(rich.REACT_TAGS), self._reply_tags(quoted)
         if react and reply:
             for emoji in added:
@@ -673,6 +684,8 @@ class Network(IncomingLines):
             # The first line's msgid and time name the message; every line's msgid
             # is kept, since a reply or reaction on IRC may point at any of them.
             ids = tuple(msgid for echo in echoes if (msgid := echo.tags.get("msgid")))
+            if ids and not is_channel(target):
+                self.private_ids.note(xmpp_id, ids[0])
             await self.deliver(
                 events.Delivered(
                     to,

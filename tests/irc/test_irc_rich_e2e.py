@@ -258,6 +258,90 @@ async def test_replies_reactions_corrections_and_typing_with_tags(inspircd_stack
     await fred.close()
 
 
+BOB_JID = f"bob%127.0.0.1@{IRC_JID}"
+
+
+async def contact_disco(client: TestClient) -> tuple[set[str], bool]:
+    """bob's features, and whether the reaction restrictions form is there."""
+    info = await client.plugin["xep_0030"].get_info(jid=BOB_JID, timeout=10)
+    forms = [f for f in info.xml.iter("{jabber:x:data}x")]
+    restricted = any(
+        v.text == RESTRICTIONS_NS for f in forms for v in f.iter("{jabber:x:data}value")
+    )
+    return set(info["disco_info"]["features"]), restricted
+
+
+def from_bob(predicate):
+    return lambda s: isinstance(s, Message) and s["from"].bare == BOB_JID and predicate(s)
+
+
+async def test_private_chat_replies_reactions_corrections_and_typing(inspircd_stack, peers):
+    prosody, ircd = inspircd_stack
+    bob = await tag_peer(ircd, peers, "bob")
+    fred = await fred_in_room(prosody)
+    await bob.line_with("JOIN", "fred")
+    features, restricted = await contact_disco(fred)
+    assert {REPLY_NS, CORRECT_NS, REACTIONS_NS, CHATSTATES_NS} <= features and restricted
+    assert not {RETRACT_NS, MARKERS_NS} & features
+
+    # IRC → XMPP: the private message's id is its msgid; an XEP-0461 reply to it
+    # carries +draft/reply, its quote stripped.
+    bob.send("PRIVMSG fred :hello privately")
+    hello = await fred.wait_for(from_bob(lambda s: s["body"] == "hello privately"))
+    assert hello["type"] == "chat" and hello["id"]
+    reply = fred.plugin["xep_0461"].make_reply(
+        BOB_JID, hello["id"], fallback="hello privately", mto=BOB_JID, mbody="hi", mtype="chat"
+    )
+    reply["id"] = "p-reply-1"
+    reply.send()
+    line = await bob.line_with("PRIVMSG bob :hi")
+    assert f"+draft/reply={hello['id']}" in tags_of(line)
+    fred_msgid = next(t for t in tags_of(line) if t.startswith("msgid=")).removeprefix("msgid=")
+
+    # XEP-0444 → TAGMSG to the nick; bob's reaction to fred's line → XEP-0444 naming
+    # fred's own id for it.
+    reaction = fred.make_message(mto=BOB_JID, mtype="chat")
+    fred.plugin["xep_0444"].set_reactions(reaction, hello["id"], ["👍"])
+    reaction.send()
+    tagmsg = await bob.line_with("TAGMSG", "+draft/react")
+    assert {"+draft/react=👍", f"+draft/reply={hello['id']}"} <= set(tags_of(tagmsg))
+    bob.send(f"@+draft/react=🎉;+draft/reply={fred_msgid} TAGMSG fred")
+    reacted = await fred.wait_for(
+        from_bob(lambda s: child(s, REACTIONS_NS, "reactions") is not None)
+    )
+    assert child(reacted, REACTIONS_NS, "reactions").get("id") == "p-reply-1"
+    assert emojis_of(reacted) == ["🎉"]
+
+    # A reply from IRC to fred's line → XEP-0461 to fred's id.
+    bob.send(f"@+draft/reply={fred_msgid} PRIVMSG fred :you said hi")
+    answer = await fred.wait_for(from_bob(lambda s: s["body"] == "you said hi"))
+    assert child(answer, REPLY_NS, "reply").get("id") == "p-reply-1"
+
+    # XEP-0308: a line that reads as a correction, tagged as a reply to the original.
+    fix = fred.make_message(mto=BOB_JID, mbody="hi!", mtype="chat")
+    fix["replace"]["id"] = "p-reply-1"
+    fix.send()
+    fixed = await bob.line_with("PRIVMSG bob :* fixed: hi!")
+    assert f"+draft/reply={fred_msgid}" in tags_of(fixed)
+
+    # XEP-0085 ↔ +typing.
+    typing = fred.make_message(mto=BOB_JID, mtype="chat")
+    typing["chat_state"] = "composing"
+    typing.send()
+    assert "+typing=active" in tags_of(await bob.line_with("TAGMSG", "+typing"))
+    bob.send("@+typing=active TAGMSG fred")
+    await fred.wait_for(from_bob(lambda s: child(s, CHATSTATES_NS, "composing") is not None))
+
+    # More reactions than advertised: not-acceptable, as in rooms.
+    too_many = fred.make_message(mto=BOB_JID, mtype="chat")
+    emojis = [chr(0x1F600 + n) for n in range(MAX_REACTIONS + 1)]
+    fred.plugin["xep_0444"].set_reactions(too_many, hello["id"], emojis)
+    too_many["id"] = "p-too-many"
+    too_many.send()
+    assert (await refused(fred, "p-too-many"))["error"]["condition"] == "not-acceptable"
+    await fred.close()
+
+
 # --- ngIRCd: the text fallbacks -------------------------------------------------------
 
 
