@@ -8,6 +8,7 @@ JID, so the user's server delivers them to every resource, or to offline storage
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -187,8 +188,8 @@ class Outbound:
             message["subject"] = event.subject
         if event.thread:
             message["thread"] = event.thread
-        if event.legacy_id:
-            message["id"] = event.legacy_id
+        # An id either way, so a client can reply or react to it (XEP-0461, 0444).
+        message["id"] = event.legacy_id or uuid.uuid4().hex
         if event.reply_to:  # XEP-0461, by the id the user's clients know it by
             references.add_reply(message.xml, event.reply_to)
         if event.nick:

@@ -145,7 +145,12 @@ class IrcSession(Session):
             await network.raw(text)
             return
         if extras.reply_to and not to.is_group:  # a private reply (rooms: send_reply)
-            quoted = events.Quoted(extras.reply_to, None, extras.quote or "")
+            # The XEP-0428 fallback quote, without its "> " marks: a short quote of it
+            # is what IRC reads where no tag carries the reply.
+            said = "\n".join(
+                line.removeprefix(">").strip() for line in (extras.quote or "").splitlines()
+            )
+            quoted = events.Quoted(extras.reply_to, None, said.strip())
             await network.reply(target.local, text, quoted, xmpp_id)
             return
         await network.message(target.local, text, xmpp_id)

@@ -409,6 +409,22 @@ async def test_without_tags_replies_and_reactions_are_text(ngircd_stack, peers):
     assert error["error"]["condition"] == "feature-not-implemented"
     assert "draft/message-redaction" in error["error"]["text"]
     assert not [s for s in fred.stanzas if config_changed(s)]  # nothing more to offer
+
+    # The private chat with bob: text fallbacks, and a disco#info that says so.
+    features, restricted = await contact_disco(fred)
+    assert {REPLY_NS, CORRECT_NS} <= features and not restricted
+    assert not {REACTIONS_NS, CHATSTATES_NS, RETRACT_NS, MARKERS_NS} & features
+    bob.send("PRIVMSG fred :a private question to fred, rather long again")
+    asked = await fred.wait_for(from_bob(lambda s: s["body"].startswith("a private question")))
+    answer = fred.plugin["xep_0461"].make_reply(
+        BOB_JID, asked["id"], fallback=asked["body"], mto=BOB_JID, mbody="yes", mtype="chat"
+    )
+    answer.send()
+    await bob.line_with('PRIVMSG bob :"a private question to fred, rather long…" yes')
+    private = fred.make_message(mto=BOB_JID, mtype="chat")
+    fred.plugin["xep_0444"].set_reactions(private, asked["id"], ["👍"])
+    private.send()
+    await bob.line_with("PRIVMSG bob :\x01ACTION reacted 👍\x01")
     await fred.close()
 
 
