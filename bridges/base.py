@@ -279,7 +279,8 @@ class Session(ABC):
         """
 
     def group_features(self, room: Address) -> frozenset[GroupFeature]:
-        """What `room` carries natively right now (the room's disco#info says it)."""
+        """What `room` (or a contact, in a one-to-one chat) carries natively right now
+        (its disco#info says it)."""
         return frozenset()
 
     async def send_reply(
@@ -401,7 +402,11 @@ class Bridge(ABC):
     """Whether sessions use `Sink.files`: only then is the upload service looked up."""
     refuse_corrections: ClassVar[str | None] = None
     """When set, an XEP-0308 correction is answered `not-acceptable` with this text
-    (a network where what is sent cannot be changed); otherwise it is sent as it is."""
+    (a network where what is sent cannot be changed); otherwise it goes to
+    `Session.send_correction` (a marked line by default)."""
+    contact_replies: ClassVar[bool] = False
+    """One-to-one XEP-0461 replies reach the contact as replies (`MessageExtras`):
+    contacts' disco#info then lists replies, and corrections unless refused."""
 
     def __init__(self, options: BridgeOptions) -> None:
         self.options = options

@@ -123,6 +123,11 @@ class Reaction:
     target: str
     emoji: str
     removed: bool = False
+    legacy_id: str | None = None
+    """The reaction's own id (IRC msgid of the TAGMSG): a replay is archived once."""
+    sent: datetime | None = None
+    occupant_id: str | None = None
+    """The reacting occupant's stable identity, as for `Message.occupant_id`."""
 
 
 @dataclass(frozen=True, slots=True)

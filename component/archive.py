@@ -52,6 +52,10 @@ MAX_QUEUED = 100_000
 """Lines waiting for a database that does not answer; beyond this new lines are dropped."""
 RETRACTED = "retracted"
 """The kind of a line removed by its author (XEP-0424): a tombstone without a body."""
+REACTION = "reaction"
+"""The kind of an XEP-0444 reaction: one sender's whole set for the message `reply_to`
+names, one emoji per line of the body (empty: all taken back). The newest such line
+of a sender is their current set, also after a restart."""
 RETRY_DELAYS = (0.5, 2.0, 10.0)
 """Waits before a failed batch is tried again; after the last it is dropped (logged)."""
 CLEANUP_INTERVAL = 3600.0
@@ -114,6 +118,9 @@ class Line:
     more_legacy_ids: tuple[str, ...] = ()
     """The legacy ids of the message's further legacy messages (an XMPP message of
     several lines is one IRC PRIVMSG and msgid per line; `legacy_id` is the first)."""
+    occupant_id: str | None = None
+    """The sender's stable identity on the network (events.Occupant.occupant_id),
+    which the room shows hashed as the XEP-0421 occupant id, live and archived."""
 
     @property
     def message_id(self) -> str:
@@ -332,6 +339,7 @@ class Archive:
                 line.xmpp_id,
                 line.reply_to,
                 line.replaces,
+                line.occupant_id,
             )
             for account_id, line in kept
         ]
@@ -577,6 +585,37 @@ class Archive:
         # A further line's msgid (a multi-line message) names the message too.
         return await self._read(query) or await self.find_by_legacy_id(user, room, message_id)
 
+    async def reactions(
+        self, user: str, room: str, target: str, nick: str | None
+    ) -> tuple[str, ...] | None:
+        """The current reactions of `nick` (None: of the user, whose reactions carry
+        their client's id) to the line `target` (a stanza id); None when they never
+        reacted to it."""
+
+        def query(db: Connection) -> tuple[str, ...] | None:
+            account = self._account(db, user)
+            if account is None:
+                return None
+            sender = (
+                ArchiveRow.xmpp_id.is_not(None)
+                if nick is None
+                else (ArchiveRow.nick == nick) & ArchiveRow.xmpp_id.is_(None)
+            )
+            body = db.execute(
+                select(ArchiveRow.body)
+                .where(
+                    *_room_is(account.id, room),
+                    ArchiveRow.kind == REACTION,
+                    ArchiveRow.reply_to == target,
+                    sender,
+                )
+                .order_by(ArchiveRow.id.desc())
+                .limit(1)
+            ).scalar()
+            return None if body is None else tuple(body.split("\n")) if body else ()
+
+        return await self._read(query)
+
     async def retract(self, user: str, room: str, stanza_id: str) -> None:
         """Turn a line into a tombstone: its body is gone, its place and ids stay."""
 
@@ -713,7 +752,7 @@ def _utc(moment: datetime) -> datetime:
 
 _WRITTEN = (
     *("account_id", "room", "stanza_id", "sent", "nick", "body", "kind"),
-    *("legacy_id", "origin_id", "xmpp_id", "reply_to", "replaces"),
+    *("legacy_id", "origin_id", "xmpp_id", "reply_to", "replaces", "occupant_id"),
 )
 """The columns `Archive._write_rows` fills, in the order of its tuples."""
 
@@ -778,6 +817,7 @@ _COLUMNS = (
     ArchiveRow.xmpp_id,
     ArchiveRow.reply_to,
     ArchiveRow.replaces,
+    ArchiveRow.occupant_id,
 )
 """What reads load: plain rows (Core), not ORM objects, which cost more than the query."""
 _ID_COLUMNS = (ArchiveRow.stanza_id, ArchiveRow.legacy_id, ArchiveRow.origin_id, ArchiveRow.xmpp_id)
@@ -799,4 +839,5 @@ def _line(user: str, row: Any, more_legacy_ids: tuple[str, ...] = ()) -> Line:
         reply_to=row.reply_to,
         replaces=row.replaces,
         more_legacy_ids=more_legacy_ids,
+        occupant_id=row.occupant_id,
     )

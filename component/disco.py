@@ -13,8 +13,11 @@ from slixmpp import JID
 from slixmpp.plugins.xep_0030 import DiscoInfo, DiscoItems
 
 from bridges.address import Address, AddressError, AddressKind
+from bridges.events import GroupFeature
 from component.commands import COMMANDS_NS
 from component.errors import from_exception, stanza_error
+from component.references import CORRECT_NS, REPLY_NS, restrictions_form
+from component.references import FEATURES as FEATURES_NS
 
 if TYPE_CHECKING:
     from component.gateway import Gateway
@@ -76,15 +79,34 @@ class Disco:
                 info.add_identity(category, itype, name=name)
             for feature in room.features:
                 info.add_feature(feature)
+            for form in room.forms:
+                info.xml.append(form)
             return info
         if address.kind is AddressKind.SERVICE:
             info.add_identity("gateway", self.gateway.bridge.disco_type, name=address.legacy_id)
             info.add_feature(COMMANDS_NS)
         else:
             info.add_identity("client", "pc", name=address.legacy_id)
+            self._add_chat_features(info, address, ifrom)
         for feature in CONTACT_FEATURES:
             info.add_feature(feature)
         return info
+
+    def _add_chat_features(self, info: DiscoInfo, contact: Address, ifrom: JID) -> None:
+        """What a one-to-one chat with `contact` carries, as for a room: replies and
+        corrections where the bridge passes them on, what the user's connection
+        carries natively now (reactions, chat states) with XEP-0444's restrictions."""
+        bridge = self.gateway.bridge
+        if bridge.contact_replies:
+            info.add_feature(REPLY_NS)
+            if not bridge.refuse_corrections:
+                info.add_feature(CORRECT_NS)
+        session = self.gateway.sessions.get(ifrom.bare)
+        native = session.group_features(contact) if session is not None else frozenset()
+        for feature in sorted(native, key=lambda f: f.value):
+            info.add_feature(FEATURES_NS[feature])
+        if GroupFeature.REACTIONS in native:
+            info.xml.append(restrictions_form())
 
     async def get_items(self, jid: JID, node: str | None, ifrom: JID, iq: Any) -> Any:
         address = None if self._is_component(jid) else self._address(jid)

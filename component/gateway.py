@@ -23,7 +23,7 @@ from bridges import events
 from bridges.address import Address
 from bridges.base import Bridge, MessageExtras, Session
 from bridges.xml_text import xml_safe
-from component import metrics, wire
+from component import metrics, references, wire
 from component.archive import Archive
 from component.commands import AdHocCommands
 from component.config import FileSettings
@@ -520,10 +520,13 @@ class Gateway(ComponentXMPP):
         displayed = message.xml.find(f"{{{MARKERS_NS}}}displayed")
         if displayed is not None and displayed.get("id"):
             await session.mark_message_displayed(address, str(displayed.get("id")))
+        if await self._chat_refers(message, session, address):
+            return
         if not message["body"]:
-            return  # chat states, receipts, other markers: nothing to carry over
+            return  # receipts, other markers: nothing to carry over
+        replaces = references.replace_id(message)
         refusal = self.bridge.refuse_corrections
-        if refusal and message.xml.find(f"{{{CORRECT_NS}}}replace") is not None:
+        if refusal and replaces is not None:
             raise stanza_error("not-acceptable", refusal)
         origin = None
         if message["id"]:
@@ -531,6 +534,10 @@ class Gateway(ComponentXMPP):
             self.outbound.remember_sender(message["from"], message["id"], wants_receipt)
             origin = events.Origin(str(message["from"]), wants_receipt)
         text, extras = message_extras(message)
+        if replaces is not None:  # XEP-0308: a line that reads as a correction
+            quoted = events.Quoted(replaces, None, "")
+            await session.send_correction(address, text, quoted, xmpp_id=message["id"] or None)
+            return
         await session.send_message(
             address,
             text,
@@ -567,6 +574,29 @@ class Gateway(ComponentXMPP):
                     self._rooms.clear()
                 self._rooms[localpart] = room
         return room
+
+    async def _chat_refers(self, message: Message, session: Session, address: Address) -> bool:
+        """XEP-0444 reactions and XEP-0085 chat states to a contact, passed on to the
+        bridge (as tags, as text, or refused with an error); False for anything else.
+        The client names the message reacted to by the id it saw (XEP-0444 §5)."""
+        reacted = references.reactions(message)
+        if reacted is not None:
+            target, emojis = reacted
+            refusal = references.reaction_refusal(emojis)
+            if refusal is not None:
+                raise stanza_error("not-acceptable", refusal)
+            user = message["from"].bare
+            sets = self.outbound.reactions
+            added, removed = sets.users_change(user, address, target, emojis)
+            if added or removed:
+                await session.react(address, events.Quoted(target, None, ""), added, removed)
+            sets.users_set(user, address, target, emojis)
+            return True
+        chat_state = references.chat_state(message)
+        if chat_state is not None and not message["body"]:
+            await session.set_chat_state(address, chat_state)
+            return True
+        return False
 
     async def _help(self, user: str) -> str:
         """What a message to the component is answered with; how to register, if needed."""

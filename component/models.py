@@ -131,6 +131,15 @@ class ArchiveRow(Base):
             sqlite_where=text("xmpp_id IS NOT NULL"),
             postgresql_where=text("xmpp_id IS NOT NULL"),
         ),
+        # The reactions to a message (a user's current set survives a restart).
+        Index(
+            "ix_archive_reactions",
+            "account_id",
+            "room",
+            "reply_to",
+            sqlite_where=text("kind = 'reaction'"),
+            postgresql_where=text("kind = 'reaction'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -145,9 +154,12 @@ class ArchiveRow(Base):
     origin_id: Mapped[str | None] = mapped_column(String(255))
     xmpp_id: Mapped[str | None] = mapped_column(String(255))
     reply_to: Mapped[str | None] = mapped_column(String(36))
-    """The stanza id of the line this one answers (XEP-0461)."""
+    """The stanza id of the line this one answers (XEP-0461), or reacts to (XEP-0444)."""
     replaces: Mapped[str | None] = mapped_column(String(255))
     """The id of the line this one corrects (XEP-0308), as the client named it."""
+    occupant_id: Mapped[str | None] = mapped_column(String(255))
+    """The sender's stable identity on the network (events.Occupant.occupant_id), hashed
+    per room into the XEP-0421 id only when shown, as for a live line."""
 
 
 class ArchiveLegacyIdRow(Base):

@@ -39,7 +39,7 @@ from bridges.base import Bridge, Session
 from bridges.events import GroupFeature
 from bridges.timestamps import parse_timestamp
 from component import references, wire
-from component.archive import RETRACTED, Archive, Line, stanza_id_for
+from component.archive import REACTION, RETRACTED, Archive, Line, stanza_id_for
 from component.errors import error_type, stanza_error
 from component.nick_resources import to_nick, to_resource
 from component.xep_0203 import add_delay
@@ -73,7 +73,8 @@ SHUTDOWN = "332"
 
 ROOM_JIDS_KEPT = 10_000
 REACTIONS_KEPT = 10_000
-"""Messages whose reactions are remembered (to send XEP-0444 sets as changes)."""
+"""Reaction sets kept in memory (XEP-0444 sends whole sets, IRC single changes); the
+archive has every set, so a set evicted or lost with a restart is read back from it."""
 HISTORY_LIMIT = 250
 """Most discussion history lines served on a join, whatever `<history>` asks for."""
 
@@ -107,10 +108,12 @@ class Invite(NamedTuple):
 
 
 class RoomInfo(NamedTuple):
-    """What disco#info says about a room: (category, type, name) identities, features."""
+    """What disco#info says about a room: (category, type, name) identities, features,
+    and XEP-0128 forms (the reaction restrictions)."""
 
     identities: list[tuple[str, str, str]]
     features: list[str]
+    forms: tuple[ET.Element, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +249,13 @@ class GroupChats:
     def disco_info(self, room: Address, native: frozenset[GroupFeature] = frozenset()) -> RoomInfo:
         """Identity conference/text and the MUC features a legacy room has, with the
         message features the user's connection carries there right now (`native`), so
-        clients offer only what reaches the other side."""
+        clients offer only what reaches the other side.
+
+        This is all XMPP has to say what messages can do: XEP-0461, 0444, 0308, 0424,
+        0085 and 0333 define no hint on a single message, and every message of an IRC
+        channel can do the same (the room's), so clients read it here.
+        """
+        reactions = GroupFeature.REACTIONS in native
         return RoomInfo(
             [("conference", "text", room.legacy_id)],
             [
@@ -261,6 +270,7 @@ class GroupChats:
                 *references.ALWAYS,
                 *(references.FEATURES[feature] for feature in GroupFeature if feature in native),
             ],
+            (references.restrictions_form(),) if reactions else (),
         )
 
     def occupant_id(self, room: Address, identity: str) -> str:
@@ -406,6 +416,7 @@ class GroupChats:
             xmpp_id=xmpp_id,
             reply_to=reply_to,
             replaces=replaces,
+            occupant_id=self._own_occupant(state).occupant_id,
         )
         # Unguessable (the prefix is never shown): a Delivered naming another user's
         # token would show them that user's line. A counter spares a system call.
@@ -477,29 +488,85 @@ class GroupChats:
     ) -> None:
         """XEP-0444 sends the user's whole set; the bridge gets what changed. Every
         resource of the user sees the new set (the room's reflection)."""
+        refusal = references.reaction_refusal(emojis)
+        if refusal is not None:
+            raise stanza_error("not-acceptable", refusal)
         target = await self._find(state.user, state.room, target_id)
         if target is None:
             raise stanza_error("item-not-found", f"cannot react to {target_id!r}: unknown here")
-        key = (state.user, state.room, target.stanza_id, None)
-        before = self._reactions.get(key, ())
+        before = await self._current_reactions(state, target.stanza_id, None)
         added = [emoji for emoji in emojis if emoji not in before]
         removed = [emoji for emoji in before if emoji not in emojis]
         if added or removed:
             await session.react(state.room, _quoted(target), added, removed)
-        self._remember_reactions(key, tuple(emojis))
-        for resource in state.resources:
-            reflection = self._bodiless(state, state.nick, resource, message["id"])
-            references.add_reactions(reflection, target.stanza_id, emojis)
-            self._send(reflection)
+        line = self._reaction_line(
+            state,
+            target.stanza_id,
+            emojis,
+            stanza_id_for(state.user, state.room.legacy_id, None),
+            nick=state.nick,
+            xmpp_id=message["id"] or uuid.uuid4().hex,
+            occupant_id=self._own_occupant(state).occupant_id,
+        )
+        self._archive_reactions(state, line, None)
 
-    def _remember_reactions(
-        self, key: tuple[str, Address, str, str | None], emojis: tuple[str, ...]
-    ) -> None:
+    async def _current_reactions(
+        self, state: RoomState, target: str, nick: str | None
+    ) -> tuple[str, ...]:
+        """The set `nick` (None: the user) has on the line `target` now: remembered,
+        else the archive's newest (after a restart, or once evicted)."""
+        key = (state.user, state.room, target, nick)
+        known = self._reactions.get(key)
+        if known is not None or self.archive is None:
+            return known or ()
+        try:
+            found = await self.archive.reactions(state.user, state.room.legacy_id, target, nick)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("%s: cannot read the reactions to %s: %s", state.user, target, exc)
+            return ()
+        return found or ()
+
+    def _reaction_line(
+        self,
+        state: RoomState,
+        target: str,
+        emojis: list[str],
+        stanza_id: str,
+        *,
+        nick: str,
+        sent: datetime | None = None,
+        legacy_id: str | None = None,
+        xmpp_id: str | None = None,
+        occupant_id: str | None = None,
+    ) -> Line:
+        """A sender's whole set of reactions to `target` as an archive line."""
+        return Line(
+            state.user,
+            state.room.legacy_id,
+            stanza_id,
+            sent or datetime.now(UTC),
+            nick,
+            "\n".join(emojis),
+            REACTION,
+            legacy_id=legacy_id,
+            xmpp_id=xmpp_id,
+            reply_to=target,
+            occupant_id=occupant_id,
+        )
+
+    def _archive_reactions(self, state: RoomState, line: Line, nick: str | None) -> None:
+        """Remember and archive a sender's new set (`line`), and show it to every
+        joined resource as MAM will show it later (same id, occupant id, stanza-id)."""
+        key = (state.user, state.room, line.reply_to or "", nick)
+        emojis = tuple(line.body.split("\n")) if line.body else ()
         self._reactions.pop(key, None)
-        if emojis:
-            if len(self._reactions) >= REACTIONS_KEPT:
-                del self._reactions[next(iter(self._reactions))]
-            self._reactions[key] = emojis
+        if len(self._reactions) >= REACTIONS_KEPT:
+            del self._reactions[next(iter(self._reactions))]
+        self._reactions[key] = emojis
+        if self.archive is not None:
+            self.archive.add(line)
+        for resource in state.resources:
+            self._send(self.line_stanza(state.room, resource, line, delayed=False))
 
     def _on_sent(self, user: str, event: events.Delivered) -> None:
         """The bridge wrote the message: reflect and archive it, stamped with the
@@ -515,7 +582,7 @@ class GroupChats:
         )
         state = self.rooms.get((user, event.to))
         if state is not None:
-            self._archive_and_send(state, line, occupant_id=self._own_occupant(state).occupant_id)
+            self._archive_and_send(state, line)
             return
         # Every resource left meanwhile (the gateway is stopping, the user went): the
         # sender still learns that its message went out, the archive still has it.
@@ -636,6 +703,8 @@ class GroupChats:
 
     async def on_event(self, user: str, event: events.Event) -> bool:
         """Fan a room event out to the joined resources; False if not a room event."""
+        if isinstance(event, events.Typing | events.Reaction) and not event.room.is_group:
+            return False  # in a one-to-one chat (component.outbound)
         if isinstance(event, events.Delivered | events.DeliveryFailed):
             if not event.to.is_group:
                 return False
@@ -652,9 +721,12 @@ class GroupChats:
         if not isinstance(event, ROOM_EVENTS):
             return False
         state = self.rooms.get((user, event.room))
-        if isinstance(event, events.Retraction):
-            # Also while nobody is in (a persistent channel): the archive must forget it.
-            await self._on_retraction(state or RoomState(event.room, user), event)
+        if isinstance(event, events.Retraction | events.Reaction):
+            # Also while nobody is in (a persistent channel): the archive must know it.
+            if isinstance(event, events.Retraction):
+                await self._on_retraction(state or RoomState(event.room, user), event)
+            else:
+                await self._on_reaction(state or RoomState(event.room, user), event)
             return True
         if state is None:
             return True  # no resource is in that room (e.g. joined on connect): nothing to show
@@ -678,8 +750,6 @@ class GroupChats:
                 state.subject_at = event.at
                 for resource in state.resources:
                     self._send(self._subject(state, resource, live=True))
-            case events.Reaction():
-                await self._on_reaction(state, event)
             case events.Typing():
                 for resource in state.resources:
                     shown = self._bodiless(state, event.nick, resource)
@@ -694,21 +764,27 @@ class GroupChats:
         return shown
 
     async def _on_reaction(self, state: RoomState, event: events.Reaction) -> None:
-        """A legacy reaction changes the occupant's set; XEP-0444 shows the whole set."""
+        """A legacy reaction changes the occupant's set; XEP-0444 shows the whole set.
+        Archived also while nobody is in, like a message."""
         target = await self._find(state.user, state.room, event.target)
         if target is None:
             log.info("%s: a reaction to %r, which is not archived", state.user, event.target)
             return
-        key = (state.user, state.room, target.stanza_id, event.nick)
-        emojis = [e for e in self._reactions.get(key, ()) if e != event.emoji]
+        before = await self._current_reactions(state, target.stanza_id, event.nick)
+        emojis = [e for e in before if e != event.emoji]
         if not event.removed:
             emojis.append(event.emoji)
-        emojis = emojis[-references.MAX_REACTIONS :]
-        self._remember_reactions(key, tuple(emojis))
-        for resource in state.resources:
-            shown = self._bodiless(state, event.nick, resource)
-            references.add_reactions(shown, target.stanza_id, emojis)
-            self._send(shown)
+        line = self._reaction_line(
+            state,
+            target.stanza_id,
+            emojis[-references.MAX_REACTIONS :],
+            stanza_id_for(state.user, state.room.legacy_id, event.legacy_id),
+            nick=event.nick,
+            sent=event.sent,
+            legacy_id=event.legacy_id,
+            occupant_id=event.occupant_id,
+        )
+        self._archive_reactions(state, line, event.nick)
 
     async def _on_retraction(self, state: RoomState, event: events.Retraction) -> None:
         """The archive keeps a tombstone; clients remove the message (XEP-0424)."""
@@ -749,6 +825,7 @@ class GroupChats:
             _kind(event.text, event.kind),
             legacy_id=event.legacy_id,
             reply_to=answered.stanza_id if answered else None,
+            occupant_id=event.occupant_id,
         )
         state = self.rooms.get((user, room))
         if state is None or not state.resources:
@@ -757,9 +834,7 @@ class GroupChats:
             if event.highlight:
                 self._send(self._highlight(user, room, line, event.timestamp))
             return
-        self._archive_and_send(
-            state, line, delayed=event.timestamp is not None, occupant_id=event.occupant_id
-        )
+        self._archive_and_send(state, line, delayed=event.timestamp is not None)
 
     def _highlight(self, user: str, room: Address, line: Line, sent: datetime | None) -> Message:
         """A line naming the user while none of their clients is in the room, as a
@@ -774,14 +849,7 @@ class GroupChats:
             add_delay(message, sent, str(self.room_jid(room)))
         return message
 
-    def _archive_and_send(
-        self,
-        state: RoomState,
-        line: Line,
-        *,
-        delayed: bool = False,
-        occupant_id: str | None = None,
-    ) -> None:
+    def _archive_and_send(self, state: RoomState, line: Line, *, delayed: bool = False) -> None:
         """Queue `line` for the archive, then send it to every joined resource.
 
         A resource still reading its history on join gets it after that history.
@@ -790,11 +858,9 @@ class GroupChats:
             self.archive.add(line)
         for resource in state.resources:
             stanza = (
-                self.line_stanza(
-                    state.room, resource, line, delayed=delayed, occupant_id=occupant_id
-                )
+                self.line_stanza(state.room, resource, line, delayed=delayed)
                 if delayed
-                else self._live_stanza(state.room, resource, line, occupant_id)
+                else self._live_stanza(state.room, resource, line)
             )
             held = state.catching_up.get(resource)
             if held is not None:
@@ -979,34 +1045,31 @@ class GroupChats:
         ]
         return wanted.within_chars(stanzas)
 
-    def _live_stanza(
-        self, room: Address, to: str, line: Line, occupant_id: str | None = None
-    ) -> Message | str:
+    def _live_stanza(self, room: Address, to: str, line: Line) -> Message | str:
         """`line_stanza` for a line shown as it happens; a plain one written as text."""
         if not (self.text_stanzas and wire.is_plain(line)):
-            return self.line_stanza(room, to, line, delayed=False, occupant_id=occupant_id)
+            return self.line_stanza(room, to, line, delayed=False)
         by = self.room_bare_jid(room) if self._stamped(line) else None
-        hashed = self.occupant_id(room, occupant_id) if occupant_id is not None else None
+        identity = line.occupant_id
+        hashed = self.occupant_id(room, identity) if identity is not None else None
         return wire.groupchat(self.occupant_jid(room, line.nick), to, line, by, hashed)
 
     def _stamped(self, line: Line) -> bool:
         """Whether `line` carries its archive id (XEP-0359 stanza-id)."""
         return self.archive is not None and self.archive.keeps(line.user)
 
-    def line_stanza(
-        self, room: Address, to: str, line: Line, *, delayed: bool, occupant_id: str | None = None
-    ) -> Message:
+    def line_stanza(self, room: Address, to: str, line: Line, *, delayed: bool) -> Message:
         """An archived (or about to be) line as the groupchat message `to` receives."""
-        element = self.line_element(room, line, occupant_id)
+        element = self.line_element(room, line)
         element.set("to", to)
         if delayed:
             add_delay(element, line.sent, self.room_bare_jid(room))
         return Message(xml=element)
 
-    def line_element(self, room: Address, line: Line, occupant_id: str | None = None) -> ET.Element:
+    def line_element(self, room: Address, line: Line) -> ET.Element:
         """A line as a bare `<message/>` element (no `to`, no delay): what MAM
-        forwards, and what `line_stanza` addresses. `occupant_id` is the sender's
-        identity for XEP-0421 (live lines only: the archive does not keep it).
+        forwards, and what `line_stanza` addresses; live or archived, it carries the
+        sender's XEP-0421 occupant id, so clients tie both to one occupant.
 
         Built as plain XML: going through slixmpp's stanza interfaces for each field
         cost more than the database did for a MAM page of 50.
@@ -1019,14 +1082,21 @@ class GroupChats:
                 "id": line.message_id,
             },
         )
-        if line.kind != RETRACTED:
+        if line.kind == REACTION:
+            reactions = ET.SubElement(
+                element, f"{{{references.REACTIONS_NS}}}reactions", {"id": line.reply_to or ""}
+            )
+            for emoji in line.body.split("\n") if line.body else ():
+                ET.SubElement(reactions, f"{{{references.REACTIONS_NS}}}reaction").text = emoji
+            ET.SubElement(element, f"{{{HINTS_NS}}}store")
+        elif line.kind != RETRACTED:
             ET.SubElement(element, "{jabber:client}body").text = line.body
-        if occupant_id is not None:
-            attributes = {"id": self.occupant_id(room, occupant_id)}
+        if line.occupant_id is not None:
+            attributes = {"id": self.occupant_id(room, line.occupant_id)}
             ET.SubElement(element, f"{{{OCCUPANT_ID_NS}}}occupant-id", attributes)
         if line.kind == RETRACTED:
             references.add_tombstone(element, line.sent)
-        if line.reply_to:
+        if line.reply_to and line.kind != REACTION:
             references.add_reply(element, line.reply_to)
         if line.replaces:
             references.add_replace(element, line.replaces)

@@ -8,6 +8,7 @@ JID, so the user's server delivers them to every resource, or to offline storage
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +17,8 @@ from slixmpp.xmlstream import ET, StanzaBase
 
 from bridges import events
 from bridges.address import Address
+from component import references
+from component.chats import ReactionSets
 from component.errors import error_type
 from component.muc import CONFERENCE_NS
 from component.xep_0203 import add_delay
@@ -47,6 +50,8 @@ class Outbound:
         self._available = available
         """Whether a full JID is one of its user's available resources right now."""
         self._senders: OrderedDict[tuple[str, str], tuple[JID, bool]] = OrderedDict()
+        self.reactions = ReactionSets()
+        """Both sides' XEP-0444 sets in one-to-one chats (the gateway keeps the user's)."""
 
     def remember_sender(self, sender: JID, xmpp_id: str, wants_receipt: bool) -> None:
         """Note which resource sent a message, for errors and receipts that come later.
@@ -123,6 +128,17 @@ class Outbound:
                 self._send(self._invitation(user, event))
             case events.Notice():
                 self.notice(user, event.text)
+            case events.Typing():
+                typing = self._chat(user, event.room)
+                references.add_chat_state(typing, event.state)
+                self._send(typing)
+            case events.Reaction():
+                emojis = self.reactions.contacts_change(
+                    user, event.room, event.target, event.emoji, event.removed
+                )
+                reaction = self._chat(user, event.room)
+                references.add_reactions(reaction, event.target, emojis)
+                self._send(reaction)
             case _:
                 log.warning("%s: dropped %s, which this bridge cannot show", user, event)
 
@@ -137,6 +153,12 @@ class Outbound:
         invite = ET.SubElement(message.xml, f"{{{CONFERENCE_NS}}}x", {"jid": room})
         if event.reason:
             invite.set("reason", event.reason)
+        return message
+
+    def _chat(self, user: str, contact: Address) -> Message:
+        """A bodiless chat message from `contact` (a chat state, reactions)."""
+        message = Message()
+        message["from"], message["to"], message["type"] = self.jid_of(contact), user, "chat"
         return message
 
     def notice(self, user: str, text: str) -> None:
@@ -166,8 +188,10 @@ class Outbound:
             message["subject"] = event.subject
         if event.thread:
             message["thread"] = event.thread
-        if event.legacy_id:
-            message["id"] = event.legacy_id
+        # An id either way, so a client can reply or react to it (XEP-0461, 0444).
+        message["id"] = event.legacy_id or uuid.uuid4().hex
+        if event.reply_to:  # XEP-0461, by the id the user's clients know it by
+            references.add_reply(message.xml, event.reply_to)
         if event.nick:
             nick = ET.SubElement(message.xml, f"{{{NICK_NS}}}nick")
             nick.text = event.nick

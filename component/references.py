@@ -37,8 +37,10 @@ FEATURES = {
     GroupFeature.CHAT_STATES: CHATSTATES_NS,
     GroupFeature.DISPLAYED_MARKERS: MARKERS_NS,
 }
+RESTRICTIONS_NS = "urn:xmpp:reactions:0:restrictions"
 MAX_REACTIONS = 20
-"""Most distinct emojis read from one `<reactions/>`; more is abuse, not feeling."""
+"""Most distinct emojis of one user on one message; more is abuse, not feeling. Rooms
+say so (XEP-0444 §2.2, `restrictions_form`) and refuse more (`reaction_refusal`)."""
 MAX_EMOJI_LENGTH = 32
 """Longest reaction in characters (a family emoji with modifiers fits)."""
 
@@ -75,18 +77,45 @@ def displayed_id(message: Message) -> str | None:
 
 
 def reactions(message: Message) -> tuple[str, list[str]] | None:
-    """(the id reacted to, the sender's full set of reactions now), if it is one."""
+    """(the id reacted to, the sender's full set of reactions now), if it is one.
+
+    Duplicates and empty reactions are dropped (XEP-0444 §4); reading stops one past
+    MAX_REACTIONS, which is enough for `reaction_refusal` to refuse the set.
+    """
     element = message.xml.find(f"{{{REACTIONS_NS}}}reactions")
     if element is None or not element.get("id"):
         return None
     emojis: list[str] = []
     for reaction in element.findall(f"{{{REACTIONS_NS}}}reaction"):
         text = (reaction.text or "").strip()
-        if text and len(text) <= MAX_EMOJI_LENGTH and text not in emojis:
-            emojis.append(text)
-        if len(emojis) == MAX_REACTIONS:
+        if text and text not in emojis:
+            emojis.append(text[: MAX_EMOJI_LENGTH + 1])
+        if len(emojis) > MAX_REACTIONS:
             break
     return element.get("id", ""), emojis
+
+
+def reaction_refusal(emojis: list[str]) -> str | None:
+    """Why this set breaks the advertised restrictions (XEP-0444 §3.3 wants a
+    `not-acceptable` error with the rules as text), or None when it is fine."""
+    if len(emojis) > MAX_REACTIONS:
+        return f"at most {MAX_REACTIONS} reactions per message here"
+    if any(len(emoji) > MAX_EMOJI_LENGTH for emoji in emojis):
+        return f"a reaction is one emoji (at most {MAX_EMOJI_LENGTH} characters)"
+    return None
+
+
+def restrictions_form() -> ET.Element:
+    """XEP-0444 §2.2: the XEP-0128 form telling clients the per-user limit, so they
+    do not offer a reaction that would be refused. There is no allowlist: IRC (tags
+    or `/me` text) carries any emoji."""
+    form = ET.Element("{jabber:x:data}x", {"type": "result"})
+    for var, value in (("FORM_TYPE", RESTRICTIONS_NS), ("max_reactions_per_user", MAX_REACTIONS)):
+        field = ET.SubElement(form, "{jabber:x:data}field", {"var": var})
+        if var == "FORM_TYPE":
+            field.set("type", "hidden")
+        ET.SubElement(field, "{jabber:x:data}value").text = str(value)
+    return form
 
 
 def chat_state(message: Message) -> events.ChatState | None:

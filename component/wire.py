@@ -58,7 +58,7 @@ receipt is its reflection."""
 _WRITTEN = frozenset(
     {
         *("user", "room", "stanza_id", "sent", "nick", "body", "kind"),
-        *("legacy_id", "origin_id", "xmpp_id"),
+        *("legacy_id", "origin_id", "xmpp_id", "occupant_id"),
     }
 )
 """The `Line` fields whose meaning in a live stanza this module writes (or needs not)."""

@@ -44,6 +44,7 @@ class IrcBridge(Bridge):
     )
     supports_groups: ClassVar[bool] = True
     occupant_ids: ClassVar[bool] = True
+    contact_replies: ClassVar[bool] = True
     gateway_prompt: ClassVar[str] = "IRC address (#channel%server or nick%server)"
     gateway_desc: ClassVar[str] = "Enter an IRC channel or nick, followed by %server."
     Options: ClassVar[type[IrcOptions]] = IrcOptions

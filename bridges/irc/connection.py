@@ -209,6 +209,8 @@ class IrcConnection:
         """IRCv3 capabilities the server acknowledged (and has not withdrawn)."""
         self.sts: StsPolicy | None = None
         """The STS policy a TLS connection was given, to be remembered for the server."""
+        self.sts_upgrade: int | None = None
+        """The TLS port a plain connection was told to move to by CAP NEW (cap-notify)."""
         self._mechanisms: list[str] = []
         self._sasl: sasl.Mechanism | None = None
         self._challenge = sasl.Incoming()
@@ -368,16 +370,23 @@ class IrcConnection:
             self._cap_changed(line)
 
     def _check_sts(self) -> None:
-        """IRCv3 STS: over plain text a policy with a port means "reconnect with TLS
-        there" (nothing else is sent); over TLS it is remembered for the next time."""
+        """IRCv3 STS at CAP LS: over plain text a policy with a port means "reconnect
+        with TLS there" (nothing else is sent); over TLS it is remembered."""
+        port = self._read_sts()
+        if port is not None:
+            raise StsUpgrade(port)
+
+    def _read_sts(self) -> int | None:
+        """The offered `sts` value: over TLS a persistence policy (`sts`, for the
+        network to store), over plain text the port to move to (returned)."""
         if "sts" not in self._offered:
-            return
+            return None
         policy = StsPolicy.parse(self._offered["sts"])
         if not self.params.tls:
-            if policy.port is not None:
-                raise StsUpgrade(policy.port)
-        elif policy.duration is not None:
+            return policy.port
+        if policy.duration is not None:
             self.sts = policy
+        return None
 
     def _acknowledged(self, line: Line) -> set[str]:
         """Apply a CAP ACK (`-name` disables); return the names now enabled."""
@@ -393,6 +402,8 @@ class IrcConnection:
         sub = line.param(1).upper()
         if sub == "NEW":
             self._remember_offer(line.param(-1))
+            if "sts" in parse_offer(line.param(-1)):  # the network acts on it (`_irc_cap`)
+                self.sts_upgrade = self._read_sts()
             wanted = to_request(self._offered, self.caps)
             if wanted:
                 self.send(format_line("CAP", "REQ", " ".join(wanted)))

@@ -82,6 +82,7 @@ class IncomingLines:
     channels: dict[str, Channel]
     _nick_request: tuple[Address | None, str] | None
     _last_private_id: dict[str, str]
+    private_ids: rich.PrivateIds
     _lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]]
     _in_welcome: bool
     _welcome: list[tuple[str, str]]
@@ -514,7 +515,19 @@ class IncomingLines:
             await self._service(f"<{line.nick}> {text}")
         else:
             sender = make_address(line.nick, self.server)
-            await self.deliver(events.Message(sender, text, timestamp=_replayed(line)))
+            msgid = line.tags.get("msgid") or None
+            if msgid:  # the message's id for the user's clients, to reply or react to
+                self.private_ids.note(msgid, msgid)
+            answered = rich.reply_target(line.tags)
+            await self.deliver(
+                events.Message(
+                    sender,
+                    text,
+                    timestamp=_replayed(line),
+                    legacy_id=msgid,
+                    reply_to=self.private_ids.xmpp_id(answered) if answered else None,
+                )
+            )
 
     async def _sender_identity(self, ch: Channel, line: Line) -> str:
         """The sender's identity for XEP-0421; an `account` tag (account-tag) is the
@@ -546,19 +559,50 @@ class IncomingLines:
             self.send("NOTICE", nick, ctcp(command, replies[command]))
 
     async def _irc_tagmsg(self, line: Line) -> None:
-        """Client tags without text: a reaction or typing in a channel. Our own come
-        back as echoes of what the user's clients already show."""
+        """Client tags without text: a reaction or typing in a channel or to us. Our
+        own come back as echoes of what the user's clients already show."""
+        if casefold(line.nick) == casefold(self.nick):
+            return
+        if casefold(line.param(0)) == casefold(self.nick) and _is_nick(line.nick):
+            await self._private_tagmsg(line)
+            return
         ch = self.channels.get(casefold(line.param(0)))
-        if ch is None or not ch.synced or casefold(line.nick) == casefold(self.nick):
+        if ch is None or not ch.synced:
             return
         reacted, target = rich.reaction(line.tags), rich.reply_target(line.tags)
         if reacted is not None and target:
             emoji, removed = reacted
-            await self.deliver(events.Reaction(ch.address, line.nick, target, emoji, removed))
+            seen = Anchor.of(line)
+            await self.deliver(
+                events.Reaction(
+                    ch.address,
+                    line.nick,
+                    target,
+                    emoji,
+                    removed,
+                    legacy_id=seen.msgid,
+                    sent=seen.at,
+                    occupant_id=await self._sender_identity(ch, line),
+                )
+            )
             return
         state = rich.typing_state(line.tags)
         if state is not None:
             await self.deliver(events.Typing(ch.address, line.nick, state))
+
+    async def _private_tagmsg(self, line: Line) -> None:
+        """A contact's reaction (to a message by the id the user's clients know it
+        by) or typing, in the private chat with them."""
+        contact = make_address(line.nick, self.server)
+        reacted, target = rich.reaction(line.tags), rich.reply_target(line.tags)
+        if reacted is not None and target:
+            emoji, removed = reacted
+            named = self.private_ids.xmpp_id(target)
+            await self.deliver(events.Reaction(contact, line.nick, named, emoji, removed))
+            return
+        state = rich.typing_state(line.tags)
+        if state is not None:
+            await self.deliver(events.Typing(contact, line.nick, state))
 
     async def _irc_redact(self, line: Line) -> None:
         """draft/message-redaction: someone (or, echoed, the user) removed a message."""

@@ -78,6 +78,10 @@ class Network(IncomingLines):
         self.log = log.getChild(server)
         self.last_seen = LastSeen(store, server, self.log)
         self.sts = StsRecord(store, server, self.log)
+        self._sts_port: int | None = None
+        """The TLS port a plain connection was sent to by CAP NEW: later connections of
+        this network use it too (STS: stay on TLS for the session, even without a
+        persistence policy to store)."""
         self.service = make_address("", server)
         self.conn: IrcConnection | None = None
         self.settings: NetworkSettings | None = None
@@ -91,6 +95,7 @@ class Network(IncomingLines):
         self.channels: dict[str, Channel] = {}
         self._nick_request: tuple[Address | None, str] | None = None
         self._last_private_id: dict[str, str] = {}
+        self.private_ids = rich.PrivateIds()
         self._lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]] = []
         self._connect_lock = asyncio.Lock()
         self._reconnecting: asyncio.Task[None] | None = None
@@ -167,7 +172,7 @@ class Network(IncomingLines):
         self.settings = settings = load_settings(self.options, self.account, self.server)
         self._opened_with = settings
         params = self._params(settings, nick_hint)
-        sts = await self.sts.port()
+        sts = await self.sts.port() or self._sts_port
         if sts is not None:  # the server told us to use TLS there, and it still holds
             params = replace(params, tls=True, port=sts, tls_verify=True)
         try:
@@ -299,6 +304,21 @@ class Network(IncomingLines):
         task = asyncio.create_task(work)
         self._timers.add(task)
         task.add_done_callback(self._timers.discard)
+
+    async def _irc_cap(self, line: Line) -> None:
+        """cap-notify brought an STS policy (IRCv3 STS holds at any time, not only at
+        CAP LS): a TLS connection stores it, a plain one is closed and the network
+        reconnects with TLS on the given port."""
+        conn = self.conn
+        if conn is None or line.param(1).upper() != "NEW" or "sts" not in line.param(-1).lower():
+            return
+        if conn.sts_upgrade is not None:
+            self._sts_port, conn.sts_upgrade = conn.sts_upgrade, None
+            self.log.info("%s asks for TLS on port %s (STS, CAP NEW)", self.server, self._sts_port)
+            conn.close_reason = f"the server asks for TLS on port {self._sts_port} (STS)"
+            self._start_timer(conn.close())  # not from its own dispatcher, which it ends
+        else:
+            await self.sts.seen(conn.sts, conn.params.port)
 
     async def _watch_connection(self, conn: IrcConnection) -> None:
         await conn.closed.wait()
@@ -562,11 +582,19 @@ class Network(IncomingLines):
         tag = self._tag(rich.REPLY_TAGS) if quoted.legacy_id else None
         return {tag: quoted.legacy_id} if tag and quoted.legacy_id else {}
 
+    def _known(self, target: str, quoted: events.Quoted) -> events.Quoted:
+        """In a private chat the client names a message by the id it saw: the msgid
+        it stands for, if known (else None, and the text fallback)."""
+        if is_channel(target):
+            return quoted
+        return replace(quoted, legacy_id=self.private_ids.msgid(quoted.legacy_id))
+
     async def reply(
         self, target: str, text: str, quoted: events.Quoted, xmpp_id: str | None
     ) -> None:
         """`+draft/reply` where the server takes it, else the author's nick and a quote."""
         await self.ensure_connected()
+        quoted = self._known(target, quoted)
         tags = self._reply_tags(quoted)
         await self.message(target, text if tags else rich.reply_text(text, quoted), xmpp_id, tags)
 
@@ -575,7 +603,8 @@ class Network(IncomingLines):
     ) -> None:
         """A line that reads as a correction, tagged as a reply to the original if it can."""
         await self.ensure_connected()
-        await self.message(target, rich.correction_text(text), xmpp_id, self._reply_tags(quoted))
+        tags = self._reply_tags(self._known(target, quoted))
+        await self.message(target, rich.correction_text(text), xmpp_id, tags)
 
     async def react(
         self, target: str, quoted: events.Quoted, added: list[str], removed: list[str]
@@ -583,6 +612,7 @@ class Network(IncomingLines):
         """TAGMSGs with `+draft/react` (`+draft/unreact` to take one back), else, for
         new reactions only, rate-limited `/me reacted …` lines unless switched off."""
         await self.ensure_connected()
+        quoted = self._known(target, quoted)
         react, reply = self._tag(rich.REACT_TAGS), self._reply_tags(quoted)
         if react and reply:
             for emoji in added:
@@ -657,6 +687,8 @@ class Network(IncomingLines):
             # The first line's msgid and time name the message; every line's msgid
             # is kept, since a reply or reaction on IRC may point at any of them.
             ids = tuple(msgid for echo in echoes if (msgid := echo.tags.get("msgid")))
+            if ids and not is_channel(target):
+                self.private_ids.note(xmpp_id, ids[0])
             await self.deliver(
                 events.Delivered(
                     to,

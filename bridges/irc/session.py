@@ -144,30 +144,44 @@ class IrcSession(Session):
         if to.kind is AddressKind.SERVICE:
             await network.raw(text)
             return
+        if extras.reply_to and not to.is_group:  # a private reply (rooms: send_reply)
+            # The XEP-0428 fallback quote, without its "> " marks: a short quote of it
+            # is what IRC reads where no tag carries the reply.
+            said = "\n".join(
+                line.removeprefix(">").strip() for line in (extras.quote or "").splitlines()
+            )
+            quoted = events.Quoted(extras.reply_to, None, said.strip())
+            await network.reply(target.local, text, quoted, xmpp_id)
+            return
         await network.message(target.local, text, xmpp_id)
 
     def group_features(self, room: Address) -> frozenset[GroupFeature]:
-        if not room.is_group:
+        """A channel's, or a private chat's: the same tags go to a nick (TAGMSG), but
+        REDACT and MARKREAD are not used there."""
+        if room.kind is AddressKind.SERVICE:
             return frozenset()
         network = self.networks.get(split_address(room).server)
-        return frozenset() if network is None else network.group_features()
+        found = frozenset() if network is None else network.group_features()
+        if room.is_group:
+            return found
+        return found & {GroupFeature.REACTIONS, GroupFeature.CHAT_STATES}
 
     async def send_reply(
         self, room: Address, text: str, quoted: events.Quoted, *, xmpp_id: str | None = None
     ) -> None:
-        target = self._group(room)
+        target = self._chat(room)
         await self.network(target.server).reply(target.local, text, quoted, xmpp_id)
 
     async def send_correction(
         self, room: Address, text: str, quoted: events.Quoted, *, xmpp_id: str | None = None
     ) -> None:
-        target = self._group(room)
+        target = self._chat(room)
         await self.network(target.server).correct(target.local, text, quoted, xmpp_id)
 
     async def react(
         self, room: Address, quoted: events.Quoted, added: Sequence[str], removed: Sequence[str]
     ) -> None:
-        target = self._group(room)
+        target = self._chat(room)
         await self.network(target.server).react(target.local, quoted, list(added), list(removed))
 
     async def retract(self, room: Address, quoted: events.Quoted) -> None:
@@ -175,7 +189,7 @@ class IrcSession(Session):
         await self.network(target.server).redact(target.local, quoted)
 
     async def set_chat_state(self, room: Address, state: events.ChatState) -> None:
-        target = self._group(room)
+        target = self._chat(room)
         network = self.networks.get(target.server)
         if network is not None:
             network.typing(target.local, state)
@@ -261,6 +275,12 @@ class IrcSession(Session):
 
     async def list_groups(self, service: Address) -> Sequence[tuple[Address, str]]:
         return await self.network(split_address(service).server).list_channels()
+
+    def _chat(self, chat: Address) -> IrcTarget:
+        """A channel or a nick: replies, corrections, reactions and typing go to both."""
+        if chat.kind is AddressKind.SERVICE:
+            raise BridgeError(f"{chat.legacy_id} is the server, not a chat", "bad-request")
+        return split_address(chat)
 
     def _group(self, room: Address) -> IrcTarget:
         if not room.is_group:

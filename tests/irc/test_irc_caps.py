@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from irc_helpers import Harness, MemoryStore, RecordingSink, ScriptedIrcd
+from xmpp_client import eventually
 
 from bridges import events
 from bridges.base import Account
@@ -122,7 +123,7 @@ async def test_capabilities_that_come_and_go_at_run_time():
         await occupant(sink, "erin", account=None, realname=None)
         assert "extended-join" not in conn.caps
 
-        server.push(":srv CAP alice NEW :account-notify unknown/cap sts=port=1")
+        server.push(":srv CAP alice NEW :account-notify unknown/cap")
         await server.lines.wait_for(lambda line: line == "CAP REQ :account-notify")
         server.push(":srv CAP alice ACK :account-notify")
         # A hostile flood of offers is bounded and asks for nothing new.
@@ -255,6 +256,34 @@ async def test_sts_moves_to_tls_and_is_remembered(tls_context):
         assert "CAP END" not in plain.lines.items
         policy = store.records[STS_KIND, "127.0.0.1"]
         assert policy["port"] == secure.port
+        await harness.close()
+
+
+async def test_sts_by_cap_new_moves_to_tls_and_is_kept_up_to_date(tls_context):
+    """cap-notify can bring STS at run time: the plain connection is closed, the rooms
+    are rejoined over TLS on the port given, and a later CAP NEW over TLS renews or
+    removes the policy."""
+    context, ca_file = tls_context
+    async with (
+        ScriptedIrcd(caps_server("cap-notify sts=duration=300"), tls=context) as secure,
+        ScriptedIrcd(caps_server("cap-notify")) as plain,
+    ):
+        harness = Harness(plain)
+        session, _, room = await harness.joined("#room", ca_file=ca_file)
+        store = session.store
+        assert isinstance(store, MemoryStore)
+        assert (STS_KIND, "127.0.0.1") not in store.records
+
+        plain.push(f":srv CAP alice NEW :sts=port={secure.port},duration=5")
+        await plain.lines.wait_for(lambda line: line.startswith("QUIT"))
+        await secure.lines.wait_for(lambda line: line in ("JOIN #room", "JOIN :#room"))
+        await session.send_message(room, "over tls")
+        await secure.lines.wait_for(lambda line: line == "PRIVMSG #room :over tls")
+        assert store.records[STS_KIND, "127.0.0.1"]["port"] == secure.port
+        assert not any("CAP REQ" in line and "sts" in line for line in plain.lines.items)
+
+        secure.push(":srv CAP alice NEW :sts=duration=0")  # the policy is withdrawn
+        await eventually(lambda: (STS_KIND, "127.0.0.1") not in store.records)
         await harness.close()
 
 

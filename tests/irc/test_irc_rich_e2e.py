@@ -35,8 +35,10 @@ from component.references import (
     CHATSTATES_NS,
     CORRECT_NS,
     MARKERS_NS,
+    MAX_REACTIONS,
     REACTIONS_NS,
     REPLY_NS,
+    RESTRICTIONS_NS,
     RETRACT_NS,
 )
 
@@ -102,6 +104,19 @@ async def room_features(client: TestClient) -> set[str]:
     return set(info["disco_info"]["features"])
 
 
+async def reaction_restrictions(client: TestClient) -> dict[str, list[str]] | None:
+    """The XEP-0444 §2.2 restrictions form of the room's disco#info, by field."""
+    info = await client.plugin["xep_0030"].get_info(jid=ROOM, timeout=10)
+    for form in info.xml.iter("{jabber:x:data}x"):
+        fields = {
+            f.get("var", ""): [v.text or "" for v in f.iter("{jabber:x:data}value")]
+            for f in form.iter("{jabber:x:data}field")
+        }
+        if fields.get("FORM_TYPE") == [RESTRICTIONS_NS]:
+            return fields
+    return None
+
+
 def groupchat(client: TestClient, text: str = "") -> Message:
     message = client.make_message(mto=ROOM, mtype="groupchat", mbody=text or None)
     return message
@@ -144,6 +159,10 @@ async def test_replies_reactions_corrections_and_typing_with_tags(inspircd_stack
     features = await room_features(fred)
     assert {REPLY_NS, CORRECT_NS, REACTIONS_NS, CHATSTATES_NS} <= features
     assert not {RETRACT_NS, MARKERS_NS} & features  # InspIRCd 3 offers neither
+    restrictions = await reaction_restrictions(fred)
+    assert restrictions is not None
+    assert restrictions["max_reactions_per_user"] == [str(MAX_REACTIONS)]
+    assert "allowlist" not in restrictions  # IRC carries any emoji
 
     # IRC → XMPP, then an XEP-0461 reply with its quoted fallback back to IRC.
     bob.send("PRIVMSG #room :hello fred")
@@ -173,10 +192,18 @@ async def test_replies_reactions_corrections_and_typing_with_tags(inspircd_stack
     thanks = await fred.wait_for(groupchat_with("thanks"))
     assert child(thanks, REPLY_NS, "reply").get("id") == stanza_id(reflected)
 
+    # More reactions than the room advertises: not-acceptable with the rule, nothing
+    # sent to IRC (XEP-0444 §3.3).
+    too_many = react(fred, stanza_id(hello), *(chr(0x1F600 + n) for n in range(MAX_REACTIONS + 1)))
+    error = await refused(fred, too_many["id"])
+    assert error["error"]["condition"] == "not-acceptable"
+    assert f"at most {MAX_REACTIONS}" in error["error"]["text"]
+
     # XEP-0444 reaction → TAGMSG with +draft/react and +draft/reply, exactly.
     react(fred, stanza_id(hello), "👍")
     tagmsg = await bob.line_with("TAGMSG")
     assert {"+draft/react=👍", f"+draft/reply={bob_msgid}"} <= set(tags_of(tagmsg))
+    assert len([line for line in bob.items if "TAGMSG" in line]) == 1  # none refused went
     # IRC reaction → XEP-0444 from bob's occupant JID, to fred's message.
     bob.send(f"@+draft/react=🎉;+draft/reply={fred_msgid} TAGMSG #room")
     reaction = await fred.wait_for(
@@ -231,6 +258,90 @@ async def test_replies_reactions_corrections_and_typing_with_tags(inspircd_stack
     await fred.close()
 
 
+BOB_JID = f"bob%127.0.0.1@{IRC_JID}"
+
+
+async def contact_disco(client: TestClient) -> tuple[set[str], bool]:
+    """bob's features, and whether the reaction restrictions form is there."""
+    info = await client.plugin["xep_0030"].get_info(jid=BOB_JID, timeout=10)
+    forms = [f for f in info.xml.iter("{jabber:x:data}x")]
+    restricted = any(
+        v.text == RESTRICTIONS_NS for f in forms for v in f.iter("{jabber:x:data}value")
+    )
+    return set(info["disco_info"]["features"]), restricted
+
+
+def from_bob(predicate):
+    return lambda s: isinstance(s, Message) and s["from"].bare == BOB_JID and predicate(s)
+
+
+async def test_private_chat_replies_reactions_corrections_and_typing(inspircd_stack, peers):
+    prosody, ircd = inspircd_stack
+    bob = await tag_peer(ircd, peers, "bob")
+    fred = await fred_in_room(prosody)
+    await bob.line_with("JOIN", "fred")
+    features, restricted = await contact_disco(fred)
+    assert {REPLY_NS, CORRECT_NS, REACTIONS_NS, CHATSTATES_NS} <= features and restricted
+    assert not {RETRACT_NS, MARKERS_NS} & features
+
+    # IRC → XMPP: the private message's id is its msgid; an XEP-0461 reply to it
+    # carries +draft/reply, its quote stripped.
+    bob.send("PRIVMSG fred :hello privately")
+    hello = await fred.wait_for(from_bob(lambda s: s["body"] == "hello privately"))
+    assert hello["type"] == "chat" and hello["id"]
+    reply = fred.plugin["xep_0461"].make_reply(
+        BOB_JID, hello["id"], fallback="hello privately", mto=BOB_JID, mbody="hi", mtype="chat"
+    )
+    reply["id"] = "p-reply-1"
+    reply.send()
+    line = await bob.line_with("PRIVMSG bob :hi")
+    assert f"+draft/reply={hello['id']}" in tags_of(line)
+    fred_msgid = next(t for t in tags_of(line) if t.startswith("msgid=")).removeprefix("msgid=")
+
+    # XEP-0444 → TAGMSG to the nick; bob's reaction to fred's line → XEP-0444 naming
+    # fred's own id for it.
+    reaction = fred.make_message(mto=BOB_JID, mtype="chat")
+    fred.plugin["xep_0444"].set_reactions(reaction, hello["id"], ["👍"])
+    reaction.send()
+    tagmsg = await bob.line_with("TAGMSG", "+draft/react")
+    assert {"+draft/react=👍", f"+draft/reply={hello['id']}"} <= set(tags_of(tagmsg))
+    bob.send(f"@+draft/react=🎉;+draft/reply={fred_msgid} TAGMSG fred")
+    reacted = await fred.wait_for(
+        from_bob(lambda s: child(s, REACTIONS_NS, "reactions") is not None)
+    )
+    assert child(reacted, REACTIONS_NS, "reactions").get("id") == "p-reply-1"
+    assert emojis_of(reacted) == ["🎉"]
+
+    # A reply from IRC to fred's line → XEP-0461 to fred's id.
+    bob.send(f"@+draft/reply={fred_msgid} PRIVMSG fred :you said hi")
+    answer = await fred.wait_for(from_bob(lambda s: s["body"] == "you said hi"))
+    assert child(answer, REPLY_NS, "reply").get("id") == "p-reply-1"
+
+    # XEP-0308: a line that reads as a correction, tagged as a reply to the original.
+    fix = fred.make_message(mto=BOB_JID, mbody="hi!", mtype="chat")
+    fix["replace"]["id"] = "p-reply-1"
+    fix.send()
+    fixed = await bob.line_with("PRIVMSG bob :* fixed: hi!")
+    assert f"+draft/reply={fred_msgid}" in tags_of(fixed)
+
+    # XEP-0085 ↔ +typing.
+    typing = fred.make_message(mto=BOB_JID, mtype="chat")
+    typing["chat_state"] = "composing"
+    typing.send()
+    assert "+typing=active" in tags_of(await bob.line_with("TAGMSG", "+typing"))
+    bob.send("@+typing=active TAGMSG fred")
+    await fred.wait_for(from_bob(lambda s: child(s, CHATSTATES_NS, "composing") is not None))
+
+    # More reactions than advertised: not-acceptable, as in rooms.
+    too_many = fred.make_message(mto=BOB_JID, mtype="chat")
+    emojis = [chr(0x1F600 + n) for n in range(MAX_REACTIONS + 1)]
+    fred.plugin["xep_0444"].set_reactions(too_many, hello["id"], emojis)
+    too_many["id"] = "p-too-many"
+    too_many.send()
+    assert (await refused(fred, "p-too-many"))["error"]["condition"] == "not-acceptable"
+    await fred.close()
+
+
 # --- ngIRCd: the text fallbacks -------------------------------------------------------
 
 
@@ -250,6 +361,7 @@ async def test_without_tags_replies_and_reactions_are_text(ngircd_stack, peers):
     features = await room_features(fred)
     assert {REPLY_NS, CORRECT_NS} <= features
     assert not {REACTIONS_NS, CHATSTATES_NS, RETRACT_NS, MARKERS_NS} & features
+    assert await reaction_restrictions(fred) is None  # no reactions, no restrictions
 
     bob.send("PRIVMSG #room :a rather long line that will not be quoted whole, no")
     hello = await fred.wait_for(
@@ -297,6 +409,22 @@ async def test_without_tags_replies_and_reactions_are_text(ngircd_stack, peers):
     assert error["error"]["condition"] == "feature-not-implemented"
     assert "draft/message-redaction" in error["error"]["text"]
     assert not [s for s in fred.stanzas if config_changed(s)]  # nothing more to offer
+
+    # The private chat with bob: text fallbacks, and a disco#info that says so.
+    features, restricted = await contact_disco(fred)
+    assert {REPLY_NS, CORRECT_NS} <= features and not restricted
+    assert not {REACTIONS_NS, CHATSTATES_NS, RETRACT_NS, MARKERS_NS} & features
+    bob.send("PRIVMSG fred :a private question to fred, rather long again")
+    asked = await fred.wait_for(from_bob(lambda s: s["body"].startswith("a private question")))
+    answer = fred.plugin["xep_0461"].make_reply(
+        BOB_JID, asked["id"], fallback=asked["body"], mto=BOB_JID, mbody="yes", mtype="chat"
+    )
+    answer.send()
+    await bob.line_with('PRIVMSG bob :"a private question to fred, rather long…" yes')
+    private = fred.make_message(mto=BOB_JID, mtype="chat")
+    fred.plugin["xep_0444"].set_reactions(private, asked["id"], ["👍"])
+    private.send()
+    await bob.line_with("PRIVMSG bob :\x01ACTION reacted 👍\x01")
     await fred.close()
 
 
@@ -467,4 +595,67 @@ async def test_references_survive_a_gateway_restart(scripted_stack):
     reply.send()
     sent = await ircd.lines.wait_for(lambda line: "still know it" in line)
     assert "+draft/reply=b9" in sent
+    await fred.close()
+
+
+def reactions_from(nick: str, target: str):
+    def matches(stanza) -> bool:
+        found = isinstance(stanza, Message) and child(stanza, REACTIONS_NS, "reactions")
+        return (
+            found is not None
+            and found is not False
+            and found.get("id") == target
+            and stanza["from"].resource == nick
+        )
+
+    return matches
+
+
+def emojis_of(message: Any) -> list[str]:
+    xml = getattr(message, "xml", message)
+    return [r.text or "" for r in xml.find(f"{{{REACTIONS_NS}}}reactions")]
+
+
+async def test_reactions_are_archived_and_survive_a_restart(scripted_stack):
+    prosody, ircd, gateway = scripted_stack
+    fred = await fred_in_room(prosody)
+    ircd.push(f"@msgid=b20;time=2026-12-01T10:06:00.000Z {BOB} PRIVMSG #room :react to me")
+    target = stanza_id(await fred.wait_for(groupchat_with("react to me")))
+    ircd.push(f"@msgid=r1;+draft/react=🎉;+draft/reply=b20 {BOB} TAGMSG #room")
+    live = await fred.wait_for(reactions_from("bob", target))
+    react(fred, target, "👍")
+    await ircd.lines.wait_for(lambda line: "+draft/react=👍" in line)
+    await fred.wait_for(reactions_from("fred", target))
+
+    # MAM has both as XEP-0444 reaction messages, with the ids they had live.
+    archived, _ = await mam(fred)
+    shown = {
+        m.get("from").split("/")[1]: m
+        for m in archived
+        if m.find(f"{{{REACTIONS_NS}}}reactions") is not None
+    }
+    assert {nick: emojis_of(m) for nick, m in shown.items()} == {"bob": ["🎉"], "fred": ["👍"]}
+    assert all(m.find(f"{{{REACTIONS_NS}}}reactions").get("id") == target for m in shown.values())
+    assert archive_id(shown["bob"]) == stanza_id(live) and body(shown["bob"]) is None
+
+    # After kill -9, each sender's set is read back from the archive: bob adds one to
+    # his, and fred's new set sends IRC only what changed.
+    user = fred.boundjid.bare
+    await eventually_async(lambda: has_archived(gateway.config, user, "irc", "👍"))
+    await gateway.kill()
+    await gateway.start()
+    mark = join_presence(fred, "fred")
+    history = await fred.wait_for(reactions_from("bob", target), since=mark)  # history
+    assert emojis_of(history) == ["🎉"]
+    await fred.wait_for(groupchat_with("react to me"), since=mark)
+    ircd.push(f"@+draft/react=❤️;+draft/reply=b20 {BOB} TAGMSG #room")
+    more = await fred.wait_for(
+        lambda s: reactions_from("bob", target)(s) and "❤️" in emojis_of(s), since=mark
+    )
+    assert emojis_of(more) == ["🎉", "❤️"]
+    sent_before = len(ircd.lines.items)
+    react(fred, target, "👍", "🚀")
+    await ircd.lines.wait_for(lambda line: "+draft/react=🚀" in line)
+    await fred.wait_for(lambda s: reactions_from("fred", target)(s) and len(emojis_of(s)) == 2)
+    assert not [line for line in ircd.lines.items[sent_before:] if "+draft/react=👍" in line]
     await fred.close()

@@ -9,13 +9,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 from slixmpp import Message, Presence
+from test_archive_e2e import mam
 from test_irc_e2e import (
     IRC_JID,
     IRC_SECRET,
     ROOM,
     irc_section,
     irc_user,
+    join_room,
     joined_user,
+    login,
     peers,  # noqa: F401 - the fixture closing the IRC peers
 )
 
@@ -37,7 +40,8 @@ async def stack(gateway_factory) -> AsyncIterator[tuple[Prosody, InspIrcd]]:
 
 
 def occupant_id(stanza) -> str | None:
-    element = stanza.xml.find(f"{{{OCCUPANT_ID_NS}}}occupant-id")
+    xml = getattr(stanza, "xml", stanza)  # a stanza, or a message element from MAM
+    element = xml.find(f"{{{OCCUPANT_ID_NS}}}occupant-id")
     return None if element is None else element.get("id")
 
 
@@ -88,4 +92,32 @@ async def test_every_observer_sees_one_stable_id_per_irc_user(stack, peers):  # 
     relayed = await carol.wait_for(groupchat("from alice"), timeout=10)
     assert occupant_id(reflected) == occupant_id(relayed) == occupant_id(own) is not None
     for client in (alice, carol):
+        await client.close()
+
+
+async def test_archived_lines_carry_the_ids_they_had_live(stack, peers):  # noqa: F811
+    """MAM results and the discussion history on join name the same occupant as the
+    live message did, for IRC users and for the user's own lines."""
+    prosody, inspircd = stack
+    bob = await irc_user(inspircd, peers, "bob", "#room")
+    phone = await joined_user(prosody, "alice")
+    bob.conn.privmsg("#room", "from bob")
+    live = {"from bob": occupant_id(await phone.wait_for(groupchat("from bob"), timeout=10))}
+    message = phone.Message()
+    message["to"], message["type"], message["body"] = ROOM, "groupchat", "from alice"
+    message.send()
+    live["from alice"] = occupant_id(await phone.wait_for(groupchat("from alice"), timeout=10))
+    assert None not in live.values() and live["from bob"] != live["from alice"]
+
+    laptop = await login(prosody, phone.boundjid.bare, "laptop")
+    await join_room(laptop, "alice")
+    for body in live:
+        history = await laptop.wait_for(groupchat(body), timeout=10)
+        assert history.xml.find("{urn:xmpp:delay}delay") is not None
+        assert occupant_id(history) == live[body], body
+
+    results, _ = await mam(phone)
+    archived = {m.findtext("{jabber:client}body"): occupant_id(m) for m in results}
+    assert archived == live
+    for client in (phone, laptop):
         await client.close()

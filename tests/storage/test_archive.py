@@ -9,7 +9,15 @@ import pytest
 from sqlalchemy import Engine, event, text
 
 from component import archive as archive_module
-from component.archive import Archive, Filter, Line, PageRequest, UnknownId, stanza_id_for
+from component.archive import (
+    REACTION,
+    Archive,
+    Filter,
+    Line,
+    PageRequest,
+    UnknownId,
+    stanza_id_for,
+)
 from component.models import ArchiveRow
 
 ROOM = "#room%irc.x.org"
@@ -79,6 +87,7 @@ async def test_a_burst_is_one_transaction_and_keeps_every_field(archive, engine,
         legacy_id="msg-1",
         reply_to=stanza_id_for("a@x", ROOM, None),
         replaces="x-0",
+        occupant_id="account alice",
     )
     for item in [line("a@x", n) for n in range(200)] + [own]:
         archive.add(item)
@@ -345,3 +354,29 @@ async def test_the_writer_survives_a_shutdown_ending_stray_tasks(archive):
     async with asyncio.timeout(10):
         await archive.stop()
     assert bodies(await archive.latest("a@x", ROOM, 10)) == ["line 1"]
+
+
+async def test_the_newest_reaction_line_of_each_sender_is_their_set(archive):
+    [target, other] = await fill(archive, count=2)
+
+    def reacted(n: int, nick: str, emojis: str, **fields) -> Line:
+        return line(
+            "a@x", n, kind=REACTION, nick=nick, body=emojis, reply_to=target.stanza_id, **fields
+        )
+
+    for item in [
+        reacted(3, "bob", "🎉"),
+        reacted(4, "fred", "👍", xmpp_id="r-1"),  # the user's own (their client's id)
+        reacted(5, "bob", "🎉\n❤️"),
+        reacted(6, "carol", "👀"),
+        reacted(7, "carol", ""),  # all taken back
+    ]:
+        archive.add(item)
+    await archive.flush()
+    current = {
+        nick: await archive.reactions("a@x", ROOM, target.stanza_id, nick)
+        for nick in ("bob", "carol", "dave", None)
+    }
+    assert current == {"bob": ("🎉", "❤️"), "carol": (), "dave": None, None: ("👍",)}
+    assert await archive.reactions("a@x", ROOM, other.stanza_id, "bob") is None
+    assert await archive.reactions("b@x", ROOM, target.stanza_id, "bob") is None

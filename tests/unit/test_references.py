@@ -44,9 +44,18 @@ def test_reactions_are_bounded_and_deduplicated():
         ET.SubElement(element, f"{{{REACTIONS_NS}}}reaction").text = text
     target, emojis = references.reactions(message)
     assert target == "s1"
-    assert emojis[0] == "👍" and len(emojis) == references.MAX_REACTIONS
-    assert len(set(emojis)) == len(emojis) and "x" * 100 not in emojis
+    assert emojis[0] == "👍" and len(emojis) == references.MAX_REACTIONS + 1
+    assert len(set(emojis)) == len(emojis)
+    assert "x" * (references.MAX_EMOJI_LENGTH + 1) in emojis  # cut, still too long
     assert references.reactions(Message()) is None
+
+
+def test_reactions_beyond_the_advertised_restrictions_are_refused():
+    allowed = [str(n) for n in range(references.MAX_REACTIONS)]
+    assert references.reaction_refusal(allowed) is None
+    assert references.reaction_refusal([]) is None
+    assert "at most 20" in (references.reaction_refusal([*allowed, "🎉"]) or "")
+    assert "one emoji" in (references.reaction_refusal(["x" * 33]) or "")
 
 
 def test_chat_states():

@@ -68,11 +68,11 @@ def canonical(stanza: str) -> str:
     return canonicalize(f'<stream xmlns="{STREAM_NS}">{stanza}</stream>')
 
 
-def both_ways(muc: GroupChats, shown: Line, occupant_id: str | None = None) -> tuple[str, str]:
+def both_ways(muc: GroupChats, shown: Line) -> tuple[str, str]:
     room = muc.bridge.parse_address(shown.room)
-    built = muc.line_stanza(room, TO, shown, delayed=False, occupant_id=occupant_id)
+    built = muc.line_stanza(room, TO, shown, delayed=False)
     to_component_stream(built.xml)
-    written = muc._live_stanza(room, TO, shown, occupant_id)
+    written = muc._live_stanza(room, TO, shown)
     assert isinstance(written, str), "a plain line must take the text path"
     return canonical(tostring(built.xml, xmlns=STREAM_NS, top_level=True)), canonical(written)
 
@@ -98,7 +98,7 @@ def test_plain_lines_are_written_as_slixmpp_builds_them(muc, changes):
 
 @pytest.mark.parametrize("identity", ["account alice", "nick " + HOSTILE])
 def test_an_occupant_id_is_written_as_slixmpp_builds_it(muc, identity):
-    built, written = both_ways(muc, line(), identity)
+    built, written = both_ways(muc, line(occupant_id=identity))
     assert "occupant-id" in written
     assert written == built
 
@@ -107,7 +107,7 @@ def test_an_occupant_id_is_written_as_slixmpp_builds_it(muc, identity):
 def test_any_text_is_written_as_slixmpp_builds_it(body, nick, origin_id, identity):
     muc = make_muc(archived=True)
     shown = line(body=body or "x", nick=nick, origin_id=origin_id or None)
-    built, written = both_ways(muc, shown, identity or None)
+    built, written = both_ways(muc, replace(shown, occupant_id=identity or None))
     assert written == built
 
 
