@@ -21,7 +21,7 @@ skipped. CI does not run benchmarks. Each configuration has its own channel and 
 * memory: the gateway process's RSS idle (/proc/<pid>/status), and as users join.
 * fairness: while one user floods a channel with `--flood` messages, another user's
   latency in another channel, both ways (p50/p99/max): one user's burst must not hold
-  up the others.
+  up the others. `--fairness` runs only this (and the servers alone under the flood).
 
 Flood control is opened on both sides, so the pacing is not what is measured: ours
 with `flood_rate` very high, biboumi with `throttle_limit` -1 set by each user through
@@ -30,7 +30,7 @@ then one a second); history off is that user's `record_history` set to false.
 `--profile` runs our gateways under cProfile and prints where their time went.
 
     .venv/bin/python bench/irc_vs_biboumi.py [--burst 2000] [--rounds 3] [--users 1,50,200]
-        [--flood 5000] [--only ours|biboumi] [--profile]
+        [--flood 5000] [--fairness] [--only ours|biboumi] [--profile]
 """
 
 from __future__ import annotations
@@ -754,7 +754,11 @@ async def fairness(gateway: Gateway, server: Prosody, irc: NgIrcd, flood: int) -
 
     The flooder sends `flood` groupchat messages at once (flood control opened up);
     meanwhile the other user and an IRC peer exchange messages at PACED_RATE in another
-    channel until an IRC watcher has seen the whole flood.
+    channel until the flood is through: an IRC watcher has seen all of it and the
+    flooder has all its reflections back (the reflections, on the component stream
+    to the XMPP server, are what the other user's IRC→XMPP messages could wait
+    behind). The bench's own event loop delay is printed too: this process runs the
+    flooding clients as well, and its delay is in every figure.
     """
     tag = gateway.tag
     flood_channel, channel = f"{FLOOD_CHANNEL}-{tag}", f"#fair-{tag}"
@@ -764,6 +768,8 @@ async def fairness(gateway: Gateway, server: Prosody, irc: NgIrcd, flood: int) -
     other = await gateway.new_user(server, "other", gateway.room_of(channel))
     users = [flooder, other]
     await peer.wait(lambda: f"other{tag}" in peer.joined)
+    delays: list[float] = []
+    measuring = asyncio.create_task(loop_delay(delays))
     started = time.perf_counter()
     for n in range(flood):
         flooder.send_message(mto=flooder.room, mbody=f"flood {n}", mtype="groupchat")
@@ -772,17 +778,33 @@ async def fairness(gateway: Gateway, server: Prosody, irc: NgIrcd, flood: int) -
         other.send_message(mto=other.room, mbody=f"out {n}", mtype="groupchat")
         peer.send(f"PRIVMSG {channel} :in {n}")
 
-    sent = await paced_until(lambda: len(watcher.received("flood ")) >= flood, exchange)
-    flood_time = watcher.privmsgs[-1][0] - started if watcher.privmsgs else float("nan")
-    seen = len(watcher.received("flood "))
+    def through() -> bool:
+        return len(watcher.received("flood ")) >= flood and len(flooder.received("flood ")) >= flood
+
+    sent = await paced_until(through, exchange)
+    measuring.cancel()
+    seen, back = watcher.received("flood "), flooder.received("flood ")
+    on_irc = seen[-1][0] - started if seen else float("nan")
+    reflected = back[-1][0] - started if back else float("nan")
     results = gateway.results
-    results[f"flood of {flood} reaches IRC"] = f"{seen} in {flood_time:.2f} s"
+    results[f"flood of {flood}: on IRC, reflected"] = (
+        f"{len(seen)} in {on_irc:.2f} s, {reflected:.2f} s"
+    )
     results["other user XMPP→IRC meanwhile"] = await latencies(sent, peer, "out ")
     results["other user IRC→XMPP meanwhile"] = await latencies(sent, other, "in ")
+    results["the bench's own loop delay"] = percentiles(delays)
     for member in users:
         member.disconnect()
     await peer.close()
     await watcher.close()
+
+
+async def loop_delay(delays: list[float], every: float = 0.001) -> None:
+    """How late this process's event loop wakes up from a short sleep, in ms, until cancelled."""
+    while True:
+        before = time.perf_counter()
+        await asyncio.sleep(every)
+        delays.append((time.perf_counter() - before - every) * 1000)
 
 
 def port_is_free(port: int) -> bool:
@@ -810,7 +832,7 @@ def print_table(gateways: list[Gateway]) -> None:
     Ratios are taken round by round (the machine's load changes less within a round)
     and shown as median (range). Rates: above 1 we are faster; CPU: below 1 we use less.
     """
-    width = 28
+    width = max([28] + [len(figure) + 2 for g in gateways for figure in g.results.values()])
     names = {g.name: g for g in gateways}
     ours = names.get("ours, archive on")
     versus = [g for g in gateways if g.name.startswith("biboumi")] if ours else []
@@ -866,14 +888,18 @@ async def main(args: argparse.Namespace) -> None:
             print("biboumi skipped: not installed (apt-get install biboumi), or port 6667 is taken")
         floor = await servers_alone(server, irc, args.paced)
         flooded = await servers_under_flood(server, irc, args.flood) if args.flood else {}
-        for gateway in gateways:
-            await prepare(gateway, server, irc)
-        for round_ in range(args.rounds):  # interleaved: each round meets the same load
+        if not args.fairness:
             for gateway in gateways:
-                await bursts(gateway, args.burst, round_)
+                await prepare(gateway, server, irc)
+            for round_ in range(args.rounds):  # interleaved: each round meets the same load
+                for gateway in gateways:
+                    await bursts(gateway, args.burst, round_)
         for gateway in gateways:
-            await latency_and_memory(gateway, server, args.paced, args.users)
-            if args.many:  # 10 channels of a tenth of the users each; a tenth in all ten
+            if not args.fairness:
+                await latency_and_memory(gateway, server, args.paced, args.users)
+            if (
+                args.many and not args.fairness
+            ):  # 10 channels of a tenth of the users each; a tenth in all ten
                 await many_users(gateway, server, irc, args.many, 10, 1)
                 await many_users(gateway, server, irc, args.many // 10, 10, 10)
             if args.flood:
@@ -911,5 +937,6 @@ if __name__ == "__main__":
     )
     parser.add_argument("--only", choices=["ours", "biboumi"], help="run one gateway")
     parser.add_argument("--flood", type=int, default=5000, help="0: skip the fairness run")
+    parser.add_argument("--fairness", action="store_true", help="only the fairness run")
     parser.add_argument("--profile", action="store_true", help="cProfile our gateways")
     asyncio.run(main(parser.parse_args()))

@@ -221,10 +221,18 @@ class SessionManager:
         return True
 
     async def user_gone(self, user: str) -> None:
-        """The user is no longer there: stop their session unless it runs while offline."""
-        session = self._sessions.get(user)
-        if session is None or not await self._keeps(session):
-            await self.stop(user, "user went offline")
+        """The user is no longer there: stop their session unless it runs while offline.
+
+        Decided under the user's lock, as starts and stops are: a session still starting
+        (a registration, or the gateway's start) is asked once it runs, not stopped for
+        having been missed, and one that came online meanwhile is left alone.
+        """
+        async with self._lock(user):
+            session = self._sessions.get(user)
+            if session is None or self.is_online(user):
+                return
+            if not await self._keeps(session):
+                await self._stop(user, "user went offline")
 
 
 class UserSink:

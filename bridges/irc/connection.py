@@ -24,16 +24,13 @@ from dataclasses import dataclass
 from bridges.fairness import TimeSlice
 from bridges.irc import sasl
 from bridges.irc.caps import ECHO_CAPS, MAX_OFFERED, StsPolicy, parse_offer, to_request
+from bridges.irc.inbox import Inbox
 from bridges.irc.protocol import Line, casefold, decode, format_line, is_valid_nick
 from bridges.reachability import is_public, resolved_addresses
 
 LineHandler = Callable[[Line], Awaitable[None]]
 READ_LIMIT = 64 * 1024
 """Longest line we accept (IRCv3 tags may add 8 KiB to the 512 bytes)."""
-INBOX_LINES = 500
-"""Lines read and not yet handled, at most. Beyond, reading stops until the handler
-catches up: TCP flow control then slows a server that floods faster than we deliver,
-where an unbounded queue would grow without limit (now at most 500 lines of up to READ_LIMIT)."""
 
 
 class RegistrationFailed(ConnectionError):
@@ -193,7 +190,7 @@ class IrcConnection:
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
         self._current: Outgoing | None = None
         """The line the writer has taken off the queue but not yet written."""
-        self._inbox: asyncio.Queue[Line | None] = asyncio.Queue(INBOX_LINES)
+        self._inbox = Inbox()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._unwritten: list[bytes] = []
@@ -592,7 +589,12 @@ class IrcConnection:
     # --- receiving -------------------------------------------------------------------
 
     async def _read_line(self) -> Line | None:
-        """The next parsable line; None at the end of the stream.
+        """The next parsable line; None at the end of the stream."""
+        read = await self._read_sized_line()
+        return None if read is None else read[0]
+
+    async def _read_sized_line(self) -> tuple[Line, int] | None:
+        """The next parsable line and its size in bytes; None at the end of the stream.
 
         A line longer than the reader's limit (64 KiB) is dropped whole: its tail, read
         on its own, would otherwise pass for a line of its own (a smuggled message).
@@ -620,7 +622,7 @@ class IrcConnection:
             if not text:
                 continue
             try:
-                return Line.parse(text)
+                return Line.parse(text), len(data)
             except ValueError:
                 self.log.info("unparsable line from %s: %r", self.params.host, text)
 
@@ -628,31 +630,32 @@ class IrcConnection:
         """Read and answer PINGs at once; everything else goes to the dispatcher.
 
         Handling can stall (the XMPP link is down and delivery waits for it); reading
-        goes on meanwhile, answering the server's PINGs, until `INBOX_LINES` wait: then
+        goes on meanwhile, answering the server's PINGs, until the inbox is full: then
         it pauses (nothing is dropped), and a stall longer than the server's ping
         timeout on a busy connection ends in a reconnect.
         """
         turns = TimeSlice()
         while True:
-            line = await self._read_line()
+            read = await self._read_sized_line()
             await turns.turn()  # a busy channel must not hold the other users up
-            if line is None:
-                await self._hand_over(None)
+            if read is None:
+                await self._hand_over(None, 0)
                 return
+            line, size = read
             if line.command == "PING":
                 self._write(format_line("PONG", *line.params))
             else:
-                await self._hand_over(line)
+                await self._hand_over(line, size)
 
-    async def _hand_over(self, line: Line | None) -> None:
+    async def _hand_over(self, line: Line | None, size: int) -> None:
         """Queue `line` for the dispatcher, waiting while the inbox is full; the time
         spent waiting is ours, not the server being quiet (see `_keepalive`)."""
         if not self._inbox.full():
-            self._inbox.put_nowait(line)
+            self._inbox.put_nowait(line, size)
             return
         self._paused = True
         try:
-            await self._inbox.put(line)
+            await self._inbox.put(line, size)
         finally:
             self._paused = False
             self._last_seen = time.monotonic()

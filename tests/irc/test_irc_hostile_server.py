@@ -16,7 +16,8 @@ from xmpp_client import eventually
 
 from bridges import events
 from bridges.base import BridgeError
-from bridges.irc.connection import INBOX_LINES, READ_LIMIT, ConnectParams, IrcConnection
+from bridges.irc.connection import READ_LIMIT, ConnectParams, IrcConnection
+from bridges.irc.inbox import INBOX_BYTES, INBOX_LINES
 from bridges.irc.protocol import Line
 
 WELCOME = [":srv 001 alice :Welcome", ":srv 376 alice :End of MOTD"]
@@ -72,6 +73,28 @@ async def test_a_line_over_the_limit_is_dropped_whole():
     assert (line.nick, line.param(-1)) == ("bob", "after")
 
 
+class StuckHandler:
+    """The connection's line handler while the XMPP side takes nothing, until `release`."""
+
+    def __init__(self) -> None:
+        self.handled: list[int] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, line: Line) -> None:
+        if line.command == "PRIVMSG":
+            await self.release.wait()
+            self.handled.append(int(line.param(-1).split()[0]))
+
+
+def flooded_connection(server: ScriptedIrcd, handler: StuckHandler) -> IrcConnection:
+    return IrcConnection(
+        ConnectParams(server.host, server.port, "alice", "alice", "Alice", timeout=5),
+        handler,
+        flood_rate=10, flood_burst=10, ping_interval=0.1, ping_timeout=60,
+        log=logging.getLogger("test"),
+    )  # fmt: skip
+
+
 @pytest.mark.timeout(120)
 async def test_a_flooding_server_is_slowed_by_tcp_not_by_our_memory():
     """While the handler is stuck, reading stops once INBOX_LINES wait: the rest of the
@@ -81,25 +104,14 @@ async def test_a_flooding_server_is_slowed_by_tcp_not_by_our_memory():
     def script(line: str) -> list[str]:
         return [*WELCOME, *flood] if line.startswith("USER") else []
 
-    handled: list[int] = []
-    release = asyncio.Event()
-
-    async def on_line(line: Line) -> None:
-        if line.command == "PRIVMSG":
-            await release.wait()  # the XMPP side is not taking anything
-            handled.append(int(line.param(-1).split()[0]))
-
+    stuck = StuckHandler()
+    handled, release = stuck.handled, stuck.release
     async with ScriptedIrcd(script) as server:
-        connection = IrcConnection(
-            ConnectParams(server.host, server.port, "alice", "alice", "Alice", timeout=5),
-            on_line,
-            flood_rate=10, flood_burst=10, ping_interval=0.1, ping_timeout=60,
-            log=logging.getLogger("test"),
-        )  # fmt: skip
+        connection = flooded_connection(server, stuck)
         await connection.connect()
-        await eventually(lambda: connection._inbox.qsize() >= INBOX_LINES)
+        await eventually(lambda: len(connection._inbox) >= INBOX_LINES)
         await eventually(lambda: server.unsent() > 0)  # the server cannot write the rest
-        assert connection._inbox.qsize() == INBOX_LINES
+        assert len(connection._inbox) == INBOX_LINES
         # Quiet for longer than the ping interval: because we stopped reading, which
         # is no reason to PING the server (nor, later, to call the link dead).
         await eventually(lambda: time.monotonic() - connection._last_seen > 0.5)
@@ -108,4 +120,31 @@ async def test_a_flooding_server_is_slowed_by_tcp_not_by_our_memory():
         assert handled == list(range(FLOOD_LINES))
         assert not connection.closed.is_set()
         assert not [line for line in server.lines.items if line.startswith("PING")]
+        await connection.close()
+
+
+@pytest.mark.timeout(120)
+async def test_long_lines_are_bounded_by_bytes_not_only_by_count():
+    """Fewer lines than INBOX_LINES, each near the 64 KiB limit (12 MiB in all): the
+    inbox holds about INBOX_BYTES of them, the rest waits with the server, and every
+    line is still handled, in order, once the handler takes them."""
+    count, body = 200, "x" * (READ_LIMIT - 100)
+    flood = [f":bob!b@h PRIVMSG alice :{n} {body}" for n in range(count)]
+
+    def script(line: str) -> list[str]:
+        return [*WELCOME, *flood] if line.startswith("USER") else []
+
+    stuck = StuckHandler()
+    async with ScriptedIrcd(script) as server:
+        connection = flooded_connection(server, stuck)
+        await connection.connect()
+        await eventually(lambda: connection._inbox.full())
+        await eventually(lambda: server.unsent() > 0)  # the server cannot write the rest
+        assert len(connection._inbox) < INBOX_LINES
+        assert connection._inbox.size <= INBOX_BYTES + READ_LIMIT
+        assert len(connection._inbox) * len(flood[0]) <= INBOX_BYTES + READ_LIMIT
+        stuck.release.set()
+        await eventually(lambda: len(stuck.handled) == count, timeout=90)
+        assert stuck.handled == list(range(count))
+        assert not connection.closed.is_set()
         await connection.close()

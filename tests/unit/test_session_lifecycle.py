@@ -110,3 +110,48 @@ async def test_no_session_starts_for_an_account_being_removed(store: Store) -> N
     await asyncio.wait_for(removing, 10)
     assert await asyncio.wait_for(message, 10) is None
     assert bridge.log == ["start old", "stopping old", "stopped old"]
+
+
+class OfflineSession(HeldSession):
+    async def user_offline(self) -> bool:
+        self.bridge.log.append(f"offline {self.account.settings['username']}")
+        return True
+
+
+class OfflineBridge(HeldBridge):
+    """Sessions run while their user is offline (an IRC account with persistent channels)."""
+
+    def runs_offline(self, account: Account) -> bool:
+        return True
+
+    def create_session(self, account: Account, sink: Sink, store: AccountStore) -> Session:
+        return OfflineSession(self, account, sink, store)
+
+
+async def test_going_offline_during_a_restart_keeps_the_session_that_runs_offline(
+    store: Store,
+) -> None:
+    """The user goes offline while a registration change restarts their session: the new
+    session is asked whether it runs on (it does), not stopped for the old one's sake."""
+    bridge = OfflineBridge()
+    sessions = SessionManager(bridge, store, lambda user: NoSink())
+    await store.save_account(USER, "fake", settings={"username": "old"}, secrets={})
+    await sessions.resource_available(USER, "phone", ResourcePresence(0))
+
+    await store.save_account(USER, "fake", settings={"username": "new"}, secrets={})
+    restarting = asyncio.create_task(sessions.restart(USER, "registration changed"))
+    await eventually(lambda: "stopping old" in bridge.log)
+    going = asyncio.create_task(sessions.resource_unavailable(USER, "phone"))
+    await settle(going)
+    bridge.release.set()
+    await asyncio.wait_for(restarting, 10)
+    assert await asyncio.wait_for(going, 10)
+    assert bridge.log[:5] == [
+        "start old",
+        "stopping old",
+        "stopped old",
+        "start new",
+        "offline new",
+    ]
+    assert "stopping new" not in bridge.log
+    assert sessions.get(USER) is not None
