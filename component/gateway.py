@@ -32,6 +32,7 @@ from component.files import HttpFiles
 from component.lanes import Handler, Lanes
 from component.nick_resources import to_nick
 from component.outbound import MARKERS_NS, OOB_NS, RECEIPTS_NS, Outbound
+from component.ownership import Ownership
 from component.ratelimit import RateLimit
 from component.registration import Registration
 from component.sessions import ResourcePresence, SessionManager, UserSink
@@ -52,6 +53,9 @@ CORRECT_NS = "urn:xmpp:message-correct:0"
 REPLY_NS = "urn:xmpp:reply:0"
 FALLBACK_NS = "urn:xmpp:fallback:0"
 HELP_TEXT = "This is the {name} gateway: write to or join addresses at {jid}."
+OWNED_ELSEWHERE = (
+    "another instance of the gateway serves you at the moment; send it again in a few seconds"
+)
 
 
 def to_component_stream(xml: ET.Element, *, rename: bool = True) -> None:
@@ -146,6 +150,8 @@ class Gateway(ComponentXMPP):
         history_stanzas: int = 20,
         registration_limit: RateLimit,
         files: FileSettings | None = None,
+        ownership: Ownership | None = None,
+        admins: list[str] | None = None,
     ) -> None:
         super().__init__(jid, secret)  # type: ignore[no-untyped-call]  # via super(): not excluded
         self.bridge = bridge
@@ -188,7 +194,13 @@ class Gateway(ComponentXMPP):
             lambda jid: self.sessions.is_available(jid.bare, jid.resource),
         )
         self.files = HttpFiles(self, files or FileSettings())
-        self.sessions = SessionManager(bridge, store, self._make_sink)
+        self.admins = frozenset(admins or ())
+        """Bare JIDs allowed the operators' ad-hoc commands."""
+        self.ownership = ownership
+        """With several active processes (`cluster.slots`): which users are ours."""
+        if ownership is not None:
+            ownership.on_lost = self._user_moved
+        self.sessions = SessionManager(bridge, store, self._make_sink, self._may_start)
         self.registration = Registration(self, allowed_domains, registration_limit)
         self.commands = AdHocCommands(self)
         self.disco = Disco(self)
@@ -306,12 +318,47 @@ class Gateway(ComponentXMPP):
     ) -> Callable[[StanzaBase], None]:
         """What queues a stanza on the lane `lane` picks (the sender's), in arrival order."""
         received = metrics.STANZAS_IN.labels(self.bridge.name, name)
+        if self.ownership is not None:
+            handler = self._owned(handler)
 
         def enqueue(stanza: StanzaBase) -> None:
             received.inc()
             self.lanes.submit(lane(stanza), stanza, handler)
 
         return enqueue
+
+    def _owned(self, handler: Handler) -> Handler:
+        """`handler`, after this process took the sender's ownership (component.ownership).
+
+        The first stanza of a user this process did not own yet (a probe's answer, at
+        start or after a failover) also starts what runs while the user is offline.
+        """
+        ownership = self.ownership
+        assert ownership is not None
+
+        async def claim_then_handle(stanza: StanzaBase) -> None:
+            sender = stanza["from"]
+            if sender.node:  # a user, not the server
+                user = sender.bare
+                if ownership.owns(user):
+                    ownership.saw(user)
+                elif await ownership.claim(user):
+                    await self.sessions.start_if_wanted(user)
+                else:
+                    raise stanza_error("service-unavailable", OWNED_ELSEWHERE)
+            await handler(stanza)
+
+        return claim_then_handle
+
+    def _may_start(self, user: str) -> None:
+        if self.ownership is not None and not self.ownership.owns(user):
+            raise stanza_error("service-unavailable", OWNED_ELSEWHERE)
+
+    async def _user_moved(self, user: str) -> None:
+        """Another process serves `user` from now: stop what runs here for them."""
+        if self.groups is not None:
+            self.groups.forget_user(user)
+        await self.sessions.stop(user, "another instance serves the user now")
 
     def _route_iq(
         self,
@@ -396,7 +443,11 @@ class Gateway(ComponentXMPP):
             self._started_once = True
             if self.bridge.uses_files:  # before the first catch-up hands over attachments
                 await self.files.discover()
-            await self.sessions.start_offline_sessions()
+            if self.ownership is not None:
+                # Offline sessions start where the probes' answers arrive (_owned).
+                self.ownership.start()
+            else:
+                await self.sessions.start_offline_sessions()
 
     def _on_link_down(self, _event: object) -> None:
         if self.link_up.is_set() and not self._closing.is_set():
@@ -451,6 +502,8 @@ class Gateway(ComponentXMPP):
             self.send(presence(self.boundjid.bare, user, "unavailable", "gateway shutting down"))
         await self.lanes.close(timeout)
         await self.sessions.stop_all("gateway shutting down", max(0.0, deadline - loop.time()))
+        if self.ownership is not None:
+            await self.ownership.stop()
         await self.bridge.close()
         await self.files.close()
 

@@ -19,6 +19,14 @@ dead only after `KEEPALIVE_IDLE + KEEPALIVE_COUNT * KEEPALIVE_INTERVAL` s, later
 the active process gives up (`CHECK_INTERVAL + CHECK_TIMEOUT`), so after a network
 split the old process has stopped before a standby starts.
 
+With `cluster.slots: N` (ejabberd's `domain_balancing` with `component_number: N`) there
+are N such locks, one per slot: each active process holds one, and a standby polls
+them every `SLOT_POLL` s (it cannot wait in `pg_advisory_lock` on several at once) and
+takes the first that frees. Every process on PostgreSQL also writes a row in
+`gateway_instances` naming its lock connection, which is how the others
+(component.ownership) tell a live instance from a dead one, and what the operators'
+ad-hoc command lists.
+
 SQLite cannot be shared by processes on several machines, so there a second process is
 refused: an exclusive `flock` on `<database>.lock`, which the kernel releases when the
 process dies (kill -9 included), so a stale file never blocks a restart.
@@ -32,6 +40,7 @@ import fcntl
 import logging
 import os
 import socket
+import uuid
 import zlib
 from collections.abc import Awaitable
 from pathlib import Path
@@ -60,6 +69,8 @@ HANDOVER_TIMEOUT = 0.5
 """Seconds a stop waits for sessions when a standby waits to take over: what is still
 under way then is cut short, as after `shutdown_timeout`, so that users are back with
 the standby within a second however many sessions there are."""
+SLOT_POLL = 0.2
+"""Seconds between a standby's tries of the slot locks when there are several."""
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 1, 3
 """The server's TCP keepalive for the lock connection: it drops a silent peer (and so
 releases its lock) after 8 s, the active process gives up after at most 3 s."""
@@ -82,14 +93,18 @@ def instance_name() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
-def lock_key(config: Config) -> int:
-    """Second half of the lock key: one per set of component JIDs.
+def lock_keys(config: Config) -> list[int]:
+    """Second halves of the lock keys: one per slot and set of component JIDs.
 
     Processes serving the same components contend; a deployment that runs its bridges
-    as separate processes on one database keeps one active process per bridge set.
+    as separate processes on one database keeps one active process per bridge set
+    (and slot). Slot 0 keeps the key of a deployment without `cluster`.
     """
     jids = "\n".join(sorted(section.jid for section in config.bridges.values()))
-    return zlib.crc32(jids.encode()) & 0x7FFFFFFF
+    return [
+        zlib.crc32((jids + (f"\nslot {slot}" if slot else "")).encode()) & 0x7FFFFFFF
+        for slot in range(config.cluster.slots)
+    ]
 
 
 async def first_of(*waits: Awaitable[Any]) -> None:
@@ -103,8 +118,22 @@ async def first_of(*waits: Awaitable[Any]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _set_role(active: bool) -> None:
+def _set_role(active: bool, slot: int | None = None) -> None:
     metrics.ACTIVE.set(1 if active else 0)
+    metrics.SLOT.set(slot if active and slot is not None else -1)
+
+
+REGISTER = """INSERT INTO gateway_instances
+        (id, host, pid, backend_pid, backend_start, role, slot, since)
+    SELECT $1, $2, $3, pid, backend_start, $4, $5, now()
+    FROM pg_stat_activity WHERE pid = pg_backend_pid()
+    ON CONFLICT (id) DO UPDATE SET backend_pid = EXCLUDED.backend_pid,
+        backend_start = EXCLUDED.backend_start, role = EXCLUDED.role,
+        slot = EXCLUDED.slot, since = EXCLUDED.since"""
+ALIVE = """EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = i.backend_pid
+    AND a.backend_start = i.backend_start)"""
+"""SQL: whether instance row `i` still has its lock connection, i.e. is alive."""
+FORGET_DEAD = f"DELETE FROM gateway_instances i WHERE NOT {ALIVE}"
 
 
 class Leadership:
@@ -113,6 +142,14 @@ class Leadership:
     def __init__(self) -> None:
         self.lost = asyncio.Event()
         """Set when this process stopped holding the right to serve."""
+        self.instance_id = str(uuid.uuid4())
+        """How other instances and the operators' command name this process."""
+        self.slot: int | None = None
+        """The slot this process holds while it serves (0 without `cluster`)."""
+        self.slots = 1
+
+    async def register(self) -> None:
+        """Write (or refresh) this instance's row in `gateway_instances`, if any."""
 
     async def acquire(self, stop: asyncio.Event) -> bool:
         """Wait until this process may serve; False if `stop` is set first."""
@@ -177,12 +214,34 @@ class FileLock(Leadership):
 class AdvisoryLock(Leadership):
     """PostgreSQL: the holder of a session-level advisory lock serves; the others wait."""
 
-    def __init__(self, dsn: str, key: int) -> None:
+    def __init__(self, dsn: str, keys: list[int]) -> None:
         super().__init__()
         self.dsn = dsn
-        self.key = key
+        self.keys = keys
+        self.slots = len(keys)
+        self.key = keys[0]
+        """The key of the slot held, or last tried."""
         self._connection: asyncpg.Connection | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._busy = asyncio.Lock()
+        """One query at a time on the lock connection (the watch and the registry)."""
+
+    async def register(self) -> None:
+        connection = self._connection
+        if connection is None or connection.is_closed():
+            return
+        role = "active" if self.slot is not None else "standby"
+        try:
+            async with self._busy:
+                await connection.execute(FORGET_DEAD, timeout=CHECK_TIMEOUT)
+                await connection.execute(
+                    REGISTER, self.instance_id, socket.gethostname(), os.getpid(), role,
+                    self.slot, timeout=CHECK_TIMEOUT,
+                )  # fmt: skip
+        except asyncpg.UndefinedTableError:
+            pass  # an empty database: the schema comes with the first active start
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("could not record this instance in gateway_instances: %s", exc)
 
     async def _connect(self) -> asyncpg.Connection:
         connection = await asyncpg.connect(
@@ -214,10 +273,28 @@ class AdvisoryLock(Leadership):
             self._drop()
             return False
         await lock
+        self.slot = self.keys.index(self.key)
         self._watch = asyncio.create_task(self._watch_lock(), name="leadership watch")
-        log.info("active: %s holds the lock and serves", instance_name())
-        _set_role(True)
+        if self.slots > 1:
+            log.info(
+                "active: %s holds slot %d of %d and serves (instance %s)",
+                instance_name(), self.slot, self.slots, self.instance_id,
+            )  # fmt: skip
+        else:
+            log.info("active: %s holds the lock and serves", instance_name())
+        _set_role(True, self.slot)
+        await self.register()
         return True
+
+    async def _try_slots(self, connection: asyncpg.Connection) -> bool:
+        """Take the first free slot lock; False when every slot is held."""
+        for key in self.keys:
+            if await connection.fetchval(
+                "SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, key, timeout=CHECK_TIMEOUT
+            ):
+                self.key = key
+                return True
+        return False
 
     async def _lock(self) -> None:
         """Keep asking for the lock (reconnecting as needed) until it is ours."""
@@ -226,12 +303,20 @@ class AdvisoryLock(Leadership):
             try:
                 if self._connection is None or self._connection.is_closed():
                     self._connection = await self._connect()
+                    await self.register()
                 connection = self._connection
-                if await connection.fetchval(
-                    "SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, self.key,
-                    timeout=CHECK_TIMEOUT,
-                ):  # fmt: skip
+                if await self._try_slots(connection):
                     return
+                if self.slots > 1:
+                    if not told:
+                        log.info(
+                            "standby: all %d slots are held; waiting to take the first "
+                            "that frees", self.slots,
+                        )  # fmt: skip
+                        _set_role(False)
+                        told = True
+                    await asyncio.sleep(SLOT_POLL)
+                    continue
                 if not told:
                     holder = await connection.fetchval(
                         HOLDER, LOCK_CLASS, self.key, timeout=CHECK_TIMEOUT
@@ -270,7 +355,7 @@ class AdvisoryLock(Leadership):
             try:
                 if closed.is_set():
                     reason = "the lock connection was closed"
-                elif await connection.fetchval(HELD, LOCK_CLASS, self.key, timeout=CHECK_TIMEOUT):
+                elif await self._held(connection):
                     continue
                 else:
                     reason = "PostgreSQL no longer shows the lock as held"
@@ -281,19 +366,29 @@ class AdvisoryLock(Leadership):
             self.lost.set()
             return
 
+    async def _held(self, connection: asyncpg.Connection) -> bool:
+        async with self._busy:
+            held = await connection.fetchval(HELD, LOCK_CLASS, self.key, timeout=CHECK_TIMEOUT)
+        return bool(held)
+
     async def standing_down(self) -> None:
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
+        self.slot = None
         await super().standing_down()
+        await self.register()  # listed as a standby from now
 
     async def stop_timeout(self, timeout: float) -> float:
         connection = self._connection
         if connection is None or connection.is_closed():
             return timeout
+        if self.slots > 1:  # standbys poll: a stopping slot holder hands over at once
+            return min(timeout, HANDOVER_TIMEOUT)
         try:
-            waiting = await connection.fetchval(WAITING, LOCK_CLASS, self.key, timeout=0.5)
+            async with self._busy:
+                waiting = await connection.fetchval(WAITING, LOCK_CLASS, self.key, timeout=0.5)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return timeout
         if not waiting:
@@ -306,6 +401,11 @@ class AdvisoryLock(Leadership):
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed():
             try:
+                with contextlib.suppress(asyncpg.PostgresError):
+                    await connection.execute(
+                        "DELETE FROM gateway_instances WHERE id = $1", self.instance_id,
+                        timeout=CHECK_TIMEOUT,
+                    )  # fmt: skip
                 await asyncio.wait_for(connection.close(), CHECK_TIMEOUT)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 connection.terminate()
@@ -316,7 +416,7 @@ def leadership_for(config: Config) -> Leadership:
     url = make_url(config.database_url)
     if url.get_backend_name() == "postgresql":
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return AdvisoryLock(dsn, lock_key(config))
+        return AdvisoryLock(dsn, lock_keys(config))
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         return FileLock(Path(url.database).resolve())
     return Leadership()

@@ -24,6 +24,7 @@ def _record_is(account_id: int, kind: str, key: str) -> tuple[ColumnElement[bool
 
 class Store:
     def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+        self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._box = box
 
