@@ -53,6 +53,8 @@ CORRECT_NS = "urn:xmpp:message-correct:0"
 REPLY_NS = "urn:xmpp:reply:0"
 FALLBACK_NS = "urn:xmpp:fallback:0"
 HELP_TEXT = "This is the {name} gateway: write to or join addresses at {jid}."
+LOCATE_ID = "xgw-locate-"
+"""Id prefix of the pings to registered users' bare JIDs (component.ownership)."""
 OWNED_ELSEWHERE = (
     "another instance of the gateway serves you at the moment; send it again in a few seconds"
 )
@@ -135,6 +137,10 @@ def _ping_lane(stanza: StanzaBase) -> str | None:
     return _user_lane(stanza) if stanza["to"].node else None
 
 
+async def _answered(_stanza: StanzaBase) -> None:
+    """A locating ping's answer says only where the user's stanzas arrive (`_owned`)."""
+
+
 class Gateway(ComponentXMPP):
     """The component serving one bridge; several run side by side in one process."""
 
@@ -206,6 +212,8 @@ class Gateway(ComponentXMPP):
         self.disco = Disco(self)
         self.lanes = Lanes(bridge.name)
         self._message_route = self._route("message", self._on_message)
+        if ownership is not None:
+            self._located = self._owned(_answered)
         self._presence_route = self._route("presence", self._on_presence)
         self._iq_routes: dict[tuple[str, str], Callable[[StanzaBase], None]] = {}
         self._route_iq("register", self.registration.handle, _registration_lane)
@@ -298,6 +306,8 @@ class Gateway(ComponentXMPP):
             self._message_route(stanza)
         elif isinstance(stanza, Presence):
             self._presence_route(stanza)
+        elif self.ownership is not None and stanza["id"].startswith(LOCATE_ID):
+            self.lanes.submit(_user_lane(stanza), stanza, self._located)  # see _locate
         elif isinstance(stanza, Iq) and (route := self._iq_route(stanza)) is not None:
             route(stanza)
             if stanza["type"] in ("result", "error"):
@@ -439,6 +449,11 @@ class Gateway(ComponentXMPP):
         for user, bridge in await self.store.registrations():
             if bridge == self.bridge.name:
                 self.send(presence(self.boundjid.bare, user, "probe"))
+                if self.ownership is not None:
+                    # ejabberd leaves a probe to an offline user unanswered, but answers
+                    # a ping to the bare JID itself, and routes the answer like all the
+                    # user's stanzas: to the process that is to own the user.
+                    self._locate(user)
         if not self._started_once:
             self._started_once = True
             if self.bridge.uses_files:  # before the first catch-up hands over attachments
@@ -448,6 +463,12 @@ class Gateway(ComponentXMPP):
                 self.ownership.start()
             else:
                 await self.sessions.start_offline_sessions()
+
+    def _locate(self, user: str) -> None:
+        ping = self.Iq(stype="get", sto=user, sfrom=self.boundjid.bare)
+        ping["id"] = f"{LOCATE_ID}{ping['id']}"
+        ping.enable("ping")
+        self.send(ping)
 
     def _on_link_down(self, _event: object) -> None:
         if self.link_up.is_set() and not self._closing.is_set():
