@@ -55,10 +55,11 @@ class App:
     async def start(self) -> None:
         """Check (or, on an empty database, create) the schema, build and connect gateways."""
         self._running_before = asyncio.all_tasks()
-        self.engine = create_engine(self.config.database_url)
+        pool = self.config.database_pool
+        self.engine = create_engine(self.config.database_url, pool)
         if await prepare(self.engine):
             log.info("created the database schema in an empty database")
-        store = Store(self.engine, self.config.secret_box())
+        store = Store(self.engine, self.config.secret_box(), concurrency=pool.size)
         server = self.config.server
         limit = self.config.registration_limit
         registration_limit = RateLimit(limit.per_user, limit.total)  # one for all bridges

@@ -136,6 +136,17 @@ class FileSettings(_Strict):
     """Extra CA bundle to trust for HTTPS (a self-hosted service's own CA)."""
 
 
+class DatabasePool(_Strict):
+    """SQLAlchemy's connection pool (PostgreSQL): `size` kept open, `max_overflow` more
+    under load, `timeout` s a query waits for one. The store uses at most `size` at a
+    time and queues its callers itself (component.store), so a thousand sessions
+    starting together wait their turn instead of timing out in the pool."""
+
+    size: int = Field(10, ge=1)
+    max_overflow: int = Field(10, ge=0)
+    timeout: float = Field(30.0, gt=0)
+
+
 class ClusterSettings(_Strict):
     """Several active processes on ejabberd: `slots` must equal the `component_number`
     of ejabberd's `domain_balancing` (type `bare_source`) for every component domain."""
@@ -146,6 +157,7 @@ class ClusterSettings(_Strict):
 class Config(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     database_url: str = ""
+    database_pool: DatabasePool = Field(default_factory=DatabasePool)
     secret_key: SecretStr
     old_secret_keys: list[SecretStr] = []
     allowed_domains: list[str] = Field(min_length=1)
