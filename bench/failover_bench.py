@@ -10,6 +10,9 @@ sees the users JOIN again; per round it prints, from the kill (or SIGTERM):
 
 * the standby's components up (its log line),
 * the first and the last user back in the channel (p50 too),
+* the ERROR lines the new active process logged meanwhile, and how many of them are
+  the connection pool running out (`QueuePool limit`: 1,000 sessions rejoining at once
+  used to exhaust it in their last-seen and chat history lookups),
 
 then starts the old process again as the new standby for the next round.
 
@@ -121,10 +124,13 @@ async def round_trip(
     back = watcher.back_since(since, nicks)
     if kind != "kill -9":
         await stopping
+    logged = standby.log_text(mark)
+    errors = sum(" ERROR " in line for line in logged.splitlines())
     print(
         f"{kind:8} {len(nicks)} users: standby components up {connected:.2f} s, "
         f"first user back {back[0]:.2f} s, p50 {statistics.median(back):.2f} s, "
-        f"all back {back[-1]:.2f} s",
+        f"all back {back[-1]:.2f} s; {errors} errors logged, "
+        f"{logged.count('QueuePool limit')} pool exhaustions",
         flush=True,
     )
 

@@ -95,7 +95,9 @@ async def owned(dsn: str) -> dict[int, int]:
 
 async def measure(slots: int, users: int, burst: int, rounds: int, run_dir: Path) -> None:
     async with (
-        Ejabberd(components={IRC_JID: SECRET}, balancing={IRC_JID: slots}) as ejabberd,
+        Ejabberd(
+            components={IRC_JID: SECRET}, balancing={IRC_JID: slots} if slots > 1 else None
+        ) as ejabberd,
         NgIrcd(flood_throttling=False) as irc,
         Postgres() as postgres,
     ):

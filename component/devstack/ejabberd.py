@@ -34,11 +34,12 @@ def balancing_config(slots: Mapping[str, int]) -> str:
         return ""
     lines = ["domain_balancing:"]
     for domain, number in slots.items():
-        if not isinstance(number, int) or number < 1:
+        if not isinstance(number, int) or not 2 <= number <= 1000:
             raise ValueError(
-                f"domain_balancing for {domain}: component_number must be a positive "
-                "integer (ejabberd 23.01 crashes every component handshake on a type "
-                "without component_number)"
+                f"domain_balancing for {domain}: component_number must be an integer "
+                "from 2 to 1000 (ejabberd refuses other values, and 23.01 crashes every "
+                "component handshake on a type without component_number); one active "
+                "process needs no domain_balancing"
             )
         lines.append(f'  "{domain}": {{type: bare_source, component_number: {number}}}')
     return "\n".join(lines) + "\n"
