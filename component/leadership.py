@@ -134,6 +134,8 @@ ALIVE = """EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = i.backend_pid
     AND a.backend_start = i.backend_start)"""
 """SQL: whether instance row `i` still has its lock connection, i.e. is alive."""
 FORGET_DEAD = f"DELETE FROM gateway_instances i WHERE NOT {ALIVE}"
+STANDBY_REGISTERED = f"""SELECT EXISTS (SELECT 1 FROM gateway_instances i
+    WHERE i.role = 'standby' AND i.id <> $1 AND {ALIVE})"""
 
 
 class Leadership:
@@ -384,11 +386,14 @@ class AdvisoryLock(Leadership):
         connection = self._connection
         if connection is None or connection.is_closed():
             return timeout
-        if self.slots > 1:  # standbys poll: a stopping slot holder hands over at once
-            return min(timeout, HANDOVER_TIMEOUT)
         try:
             async with self._busy:
-                waiting = await connection.fetchval(WAITING, LOCK_CLASS, self.key, timeout=0.5)
+                if self.slots > 1:  # standbys poll the slots rather than wait on one
+                    waiting = await connection.fetchval(
+                        STANDBY_REGISTERED, self.instance_id, timeout=0.5
+                    )
+                else:
+                    waiting = await connection.fetchval(WAITING, LOCK_CLASS, self.key, timeout=0.5)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return timeout
         if not waiting:

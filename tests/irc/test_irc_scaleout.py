@@ -82,8 +82,8 @@ async def cluster(tmp_path, gateway_factory) -> AsyncIterator[Cluster]:
         finally:
             for peer in made.peers:
                 await peer.close()
-            for gateway in (second, standby):
-                await gateway.stop()
+            for gateway in made.gateways:
+                await gateway.stop()  # before the servers go
 
 
 def test_a_type_without_component_number_is_refused_before_ejabberd_sees_it() -> None:
@@ -114,8 +114,8 @@ class ConnectionCount:
         self._task = asyncio.ensure_future(self._poll())
 
     @classmethod
-    async def start(cls, cluster: Cluster) -> ConnectionCount:
-        peer = await IrcPeer.connect(cluster.ngircd.host, cluster.ngircd.port, "counter")
+    async def start(cls, cluster: Cluster, nick: str = "counter") -> ConnectionCount:
+        peer = await IrcPeer.connect(cluster.ngircd.host, cluster.ngircd.port, nick)
         cluster.peers.append(peer)
         return cls(peer)
 
@@ -250,13 +250,37 @@ async def test_users_stick_to_a_slot_and_have_one_irc_connection_through_a_kill_
         ),
         timeout=10,
     )
-    await eventually(lambda: len(counter.counts) > 20)
+    await eventually(lambda: len(counter.counts) > 20 and counter.counts[-1] == expected)
     await counter.stop()
     print(f"ngIRCd client counts seen: max {max(counter.counts)}, expected {expected}")
     assert max(counter.counts) <= expected and counter.counts[-1] == expected
     still = await owners(cluster.dsn)
     assert all(still[u] == standby.pid for u in moved)
     assert all(still[u] == p for u, p in owned.items() if p != victim_pid)
+
+    # The killed process comes back as the standby; a SIGTERM of the other slot holder
+    # hands its slot over, and its users move with one connection each.
+    await victim.start(standby=True)
+    holder = next(g for g in cluster.gateways if g.pid in still.values() and g is not standby)
+    theirs = sorted(u for u, p in still.items() if p == holder.pid and u != ADMIN)
+    counter = await ConnectionCount.start(cluster, "counter2")
+    mark, joins_before = victim.log_mark(), {u: len(joins_of(bob, u[:2])) for u in theirs}
+    stopped = time.monotonic()
+    stopping = asyncio.ensure_future(holder.stop())
+    await victim.wait_for_log(SERVING_SLOT, since=mark, timeout=10)
+    handed = time.monotonic() - stopped
+    await bob.wait_until(
+        lambda: all(len(joins_of(bob, u[:2])) > joins_before[u] for u in theirs), timeout=10
+    )
+    print(
+        f"SIGTERM → slot taken {handed:.3f} s, {len(theirs)} users back "
+        f"{time.monotonic() - stopped:.3f} s"
+    )
+    assert await stopping == 0
+    assert handed < 1.0
+    await eventually(lambda: counter.counts[-1] == expected + 1)  # counter2 too
+    await counter.stop()
+    assert max(counter.counts) <= expected + 1
     for client in [*clients.values(), admin]:
         await client.close()
 
