@@ -33,3 +33,21 @@ async def test_register_chat_and_unregistered_error_on_ejabberd(
     client.send_message(mto=f"bob@{FAKE_JID}", mbody="over ejabberd", mtype="chat")
     assert (await client.message_from(f"bob@{FAKE_JID}"))["body"] == "echo: over ejabberd"
     assert (await get_registration(client, FAKE_JID))["register"]["registered"]
+
+
+class TypeWithoutComponentNumber(Ejabberd):
+    """The `domain_balancing` ejabberd 23.01 crashes on (the devstack refuses to write
+    it, so it is patched in here)."""
+
+    def render_config(self) -> str:
+        broken = f'domain_balancing:\n  "{FAKE_JID}": {{type: bare_source}}\nlisten:'
+        return super().render_config().replace("listen:", broken, 1)
+
+
+async def test_the_23_01_handshake_crash_is_explained_in_the_log(gateway_factory):
+    async with TypeWithoutComponentNumber(components={FAKE_JID: FAKE_SECRET}) as crashing:
+        gateway = await gateway_factory(crashing, wait_connected=False)
+        line = await gateway.wait_for_log("closed the stream during the handshake", timeout=20)
+        assert "domain_balancing type without component_number" in line
+        assert "retrying" in line
+        await gateway.stop()
