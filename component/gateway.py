@@ -354,6 +354,8 @@ class Gateway(ComponentXMPP):
                     ownership.saw(user)
                 elif await ownership.claim(user):
                     await self.sessions.start_if_wanted(user)
+                elif stanza["type"] in ("unavailable", "error", "result"):
+                    return  # an answer or a departure: nothing to refuse
                 else:
                     raise stanza_error("service-unavailable", OWNED_ELSEWHERE)
             await handler(stanza)
