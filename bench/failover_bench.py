@@ -10,10 +10,18 @@ sees the users JOIN again; per round it prints, from the kill (or SIGTERM):
 
 * the standby's components up (its log line),
 * the first and the last user back in the channel (p50 too),
+* the ERROR lines the new active process logged meanwhile, and how many of them are
+  the connection pool running out (`QueuePool limit`: 1,000 sessions rejoining at once
+  used to exhaust it in their last-seen and chat history lookups),
 
 then starts the old process again as the new standby for the next round.
 
-    .venv/bin/python bench/failover_bench.py [--users 1000] [--rounds 2]
+    .venv/bin/python bench/failover_bench.py [--users 1000] [--rounds 2] [--connect-rate 10]
+
+`--connect-rate` is the IRC bridge's `connect_rate` and `connect_burst` (new IRC
+connections per second to the server at a takeover; 10 by default, for public
+networks): at 10 the rejoins of 1,000 users take 100 s by design, at 1000 they all
+start at once and load the database pool the most.
 """
 
 from __future__ import annotations
@@ -69,7 +77,7 @@ class Watcher(IrcPeer):
         )
 
 
-def config(prosody: Prosody, irc: NgIrcd, database_url: str) -> dict[str, Any]:
+def config(prosody: Prosody, irc: NgIrcd, database_url: str, connect_rate: float) -> dict[str, Any]:
     return {
         "server": {"host": prosody.host, "port": prosody.component_port},
         "database_url": database_url,
@@ -85,6 +93,8 @@ def config(prosody: Prosody, irc: NgIrcd, database_url: str) -> dict[str, Any]:
                 "allowed_servers": ["127.0.0.1"],
                 "flood_rate": 100.0,
                 "flood_burst": 100,
+                "connect_rate": connect_rate,
+                "connect_burst": max(1, int(connect_rate)),
             }
         },
     }
@@ -121,22 +131,26 @@ async def round_trip(
     back = watcher.back_since(since, nicks)
     if kind != "kill -9":
         await stopping
+    logged = standby.log_text(mark)
+    errors = sum(" ERROR " in line for line in logged.splitlines())
     print(
         f"{kind:8} {len(nicks)} users: standby components up {connected:.2f} s, "
         f"first user back {back[0]:.2f} s, p50 {statistics.median(back):.2f} s, "
-        f"all back {back[-1]:.2f} s",
+        f"all back {back[-1]:.2f} s; {errors} errors logged, "
+        f"{logged.count('QueuePool limit')} pool exhaustions",
         flush=True,
     )
 
 
-async def main(users: int, rounds: int) -> None:
+async def main(users: int, rounds: int, connect_rate: float) -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="xgw-failover-"))
     async with (
         Postgres() as postgres,
         Prosody(components={IRC_JID: SECRET}) as prosody,
         NgIrcd(flood_throttling=False) as irc,
     ):
-        settings = config(prosody, irc, await postgres.create_database("failover"))
+        url = await postgres.create_database("failover")
+        settings = config(prosody, irc, url, connect_rate)
         gateways = [GatewayProcess(settings, run_dir / "a")]
         await gateways[0].cli("db", "upgrade")
         gateways[0].migrate = False
@@ -171,5 +185,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--connect-rate", type=float, default=10.0)
     args = parser.parse_args()
-    asyncio.run(main(args.users, args.rounds))
+    asyncio.run(main(args.users, args.rounds, args.connect_rate))

@@ -59,6 +59,7 @@ from crowd import in_batches, prosody_accounts, rss_kib
 
 from bridges.irc.devstack import NgIrcd
 from component.crypto import generate_key
+from component.devstack.ejabberd import Ejabberd
 from component.devstack.process import free_port
 from component.devstack.prosody import Prosody
 
@@ -144,7 +145,7 @@ class RoomUser:
         self.changed = asyncio.Event()
         self._buffer = b""
 
-    async def login(self, server: Prosody) -> None:
+    async def login(self, server: Prosody | Ejabberd) -> None:
         local, _, rest = self.jid.partition("@")
         domain, _, resource = rest.partition("/")
         self.reader, self.writer = await asyncio.open_connection(server.host, server.c2s_port)
@@ -174,7 +175,7 @@ class RoomUser:
 
     async def join(
         self,
-        server: Prosody,
+        server: Prosody | Ejabberd,
         register_with: str | None = None,
         setup: Callable[[RoomUser], Awaitable[None]] | None = None,
         rooms: Sequence[str] = (),

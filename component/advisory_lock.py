@@ -1,4 +1,5 @@
-"""The PostgreSQL side of component.leadership: a session-level advisory lock.
+"""The PostgreSQL side of component.leadership: session-level advisory locks, one
+per slot.
 
 Its own module so that asyncpg (~5 MiB resident) is imported only by a gateway on
 PostgreSQL; the design is described in component.leadership.
@@ -9,48 +10,68 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 
 import asyncpg
 
-from component.leadership import LOCK_CLASS, Leadership, _set_role, first_of, instance_name
+from component.leadership import (
+    CHECK_INTERVAL,
+    CHECK_TIMEOUT,
+    FORGET_DEAD,
+    HANDOVER_TIMEOUT,
+    HELD,
+    HOLDER,
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE,
+    KEEPALIVE_INTERVAL,
+    LOCK_CLASS,
+    LOCK_WAIT,
+    REGISTER,
+    RETRY_DELAY,
+    SLOT_POLL,
+    STANDBY_REGISTERED,
+    WAITING,
+    Leadership,
+    _set_role,
+    first_of,
+    instance_name,
+)
 
 log = logging.getLogger("component.leadership")
-
-CHECK_INTERVAL = 1.0
-"""Seconds between the active process's checks that it still holds the lock."""
-CHECK_TIMEOUT = 2.0
-"""Seconds a check (or a lock request) may take before the connection counts as dead."""
-LOCK_WAIT = 5.0
-"""Seconds a standby's `pg_advisory_lock` waits before asking again (`lock_timeout`):
-a dead connection is noticed this often."""
-RETRY_DELAY = 1.0
-"""Seconds between attempts to reach PostgreSQL."""
-HANDOVER_TIMEOUT = 0.5
-"""Seconds a stop waits for sessions when a standby waits to take over: what is still
-under way then is cut short, as after `shutdown_timeout`, so that users are back with
-the standby within a second however many sessions there are."""
-KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 1, 3
-"""The server's TCP keepalive for the lock connection: it drops a silent peer (and so
-releases its lock) after 8 s, the active process gives up after at most 3 s."""
-
-HELD = """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
-    AND pid = pg_backend_pid() AND classid = $1 AND objid = $2 AND objsubid = 2 AND granted)"""
-WAITING = """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
-    AND classid = $1 AND objid = $2 AND objsubid = 2 AND NOT granted)"""
-HOLDER = """SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-    WHERE l.locktype = 'advisory' AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 2
-    AND l.granted"""
 
 
 class AdvisoryLock(Leadership):
     """PostgreSQL: the holder of a session-level advisory lock serves; the others wait."""
 
-    def __init__(self, dsn: str, key: int) -> None:
+    def __init__(self, dsn: str, keys: list[int]) -> None:
         super().__init__()
         self.dsn = dsn
-        self.key = key
+        self.keys = keys
+        self.slots = len(keys)
+        self.key = keys[0]
+        """The key of the slot held, or last tried."""
         self._connection: asyncpg.Connection | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._busy = asyncio.Lock()
+        """One query at a time on the lock connection (the watch and the registry)."""
+
+    async def register(self) -> None:
+        connection = self._connection
+        if connection is None or connection.is_closed():
+            return
+        role = "active" if self.slot is not None else "standby"
+        try:
+            async with self._busy:
+                await connection.execute(FORGET_DEAD, timeout=CHECK_TIMEOUT)
+                await connection.execute(
+                    REGISTER, self.instance_id, socket.gethostname(), os.getpid(), role,
+                    self.slot, timeout=CHECK_TIMEOUT,
+                )  # fmt: skip
+        except asyncpg.UndefinedTableError:
+            pass  # an empty database: the schema comes with the first active start
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("could not record this instance in gateway_instances: %s", exc)
 
     async def _connect(self) -> asyncpg.Connection:
         connection = await asyncpg.connect(
@@ -82,10 +103,28 @@ class AdvisoryLock(Leadership):
             self._drop()
             return False
         await lock
+        self.slot = self.keys.index(self.key)
         self._watch = asyncio.create_task(self._watch_lock(), name="leadership watch")
-        log.info("active: %s holds the lock and serves", instance_name())
-        _set_role(True)
+        if self.slots > 1:
+            log.info(
+                "active: %s holds slot %d of %d and serves (instance %s)",
+                instance_name(), self.slot, self.slots, self.instance_id,
+            )  # fmt: skip
+        else:
+            log.info("active: %s holds the lock and serves", instance_name())
+        _set_role(True, self.slot)
+        await self.register()
         return True
+
+    async def _try_slots(self, connection: asyncpg.Connection) -> bool:
+        """Take the first free slot lock; False when every slot is held."""
+        for key in self.keys:
+            if await connection.fetchval(
+                "SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, key, timeout=CHECK_TIMEOUT
+            ):
+                self.key = key
+                return True
+        return False
 
     async def _lock(self) -> None:
         """Keep asking for the lock (reconnecting as needed) until it is ours."""
@@ -94,12 +133,20 @@ class AdvisoryLock(Leadership):
             try:
                 if self._connection is None or self._connection.is_closed():
                     self._connection = await self._connect()
+                    await self.register()
                 connection = self._connection
-                if await connection.fetchval(
-                    "SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, self.key,
-                    timeout=CHECK_TIMEOUT,
-                ):  # fmt: skip
+                if await self._try_slots(connection):
                     return
+                if self.slots > 1:
+                    if not told:
+                        log.info(
+                            "standby: all %d slots are held; waiting to take the first "
+                            "that frees", self.slots,
+                        )  # fmt: skip
+                        _set_role(False)
+                        told = True
+                    await asyncio.sleep(SLOT_POLL)
+                    continue
                 if not told:
                     holder = await connection.fetchval(
                         HOLDER, LOCK_CLASS, self.key, timeout=CHECK_TIMEOUT
@@ -138,7 +185,7 @@ class AdvisoryLock(Leadership):
             try:
                 if closed.is_set():
                     reason = "the lock connection was closed"
-                elif await connection.fetchval(HELD, LOCK_CLASS, self.key, timeout=CHECK_TIMEOUT):
+                elif await self._held(connection):
                     continue
                 else:
                     reason = "PostgreSQL no longer shows the lock as held"
@@ -149,19 +196,32 @@ class AdvisoryLock(Leadership):
             self.lost.set()
             return
 
+    async def _held(self, connection: asyncpg.Connection) -> bool:
+        async with self._busy:
+            held = await connection.fetchval(HELD, LOCK_CLASS, self.key, timeout=CHECK_TIMEOUT)
+        return bool(held)
+
     async def standing_down(self) -> None:
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
+        self.slot = None
         await super().standing_down()
+        await self.register()  # listed as a standby from now
 
     async def stop_timeout(self, timeout: float) -> float:
         connection = self._connection
         if connection is None or connection.is_closed():
             return timeout
         try:
-            waiting = await connection.fetchval(WAITING, LOCK_CLASS, self.key, timeout=0.5)
+            async with self._busy:
+                if self.slots > 1:  # standbys poll the slots rather than wait on one
+                    waiting = await connection.fetchval(
+                        STANDBY_REGISTERED, self.instance_id, timeout=0.5
+                    )
+                else:
+                    waiting = await connection.fetchval(WAITING, LOCK_CLASS, self.key, timeout=0.5)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return timeout
         if not waiting:
@@ -174,6 +234,11 @@ class AdvisoryLock(Leadership):
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed():
             try:
+                with contextlib.suppress(asyncpg.PostgresError):
+                    await connection.execute(
+                        "DELETE FROM gateway_instances WHERE id = $1", self.instance_id,
+                        timeout=CHECK_TIMEOUT,
+                    )  # fmt: skip
                 await asyncio.wait_for(connection.close(), CHECK_TIMEOUT)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 connection.terminate()

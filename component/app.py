@@ -23,6 +23,7 @@ from component.gateway import Gateway
 from component.leadership import first_of, leadership_for
 from component.link import Link
 from component.metrics import serve_metrics
+from component.ownership import Ownership
 from component.ratelimit import RateLimit
 from component.store import Store
 
@@ -42,6 +43,8 @@ class App:
     gateways: list[Gateway] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
     archives: list[Archive] = field(default_factory=list)
+    instance_id: str = ""
+    """This process among the others on the database (component.leadership)."""
     owns_loop: bool = False
     """True when nothing else runs in this event loop (`xmpp-gateway run`): then `stop`
     also ends every task the sessions left behind."""
@@ -52,14 +55,18 @@ class App:
     async def start(self) -> None:
         """Check (or, on an empty database, create) the schema, build and connect gateways."""
         self._running_before = asyncio.all_tasks()
-        self.engine = create_engine(self.config.database_url)
+        pool = self.config.database_pool
+        self.engine = create_engine(self.config.database_url, pool)
         if await prepare(self.engine):
             log.info("created the database schema in an empty database")
-        store = Store(self.engine, self.config.secret_box())
+        store = Store(self.engine, self.config.secret_box(), concurrency=pool.size)
         server = self.config.server
         limit = self.config.registration_limit
         registration_limit = RateLimit(limit.per_user, limit.total)  # one for all bridges
         for loaded in self.bridges:
+            ownership = None
+            if self.config.cluster.slots > 1:
+                ownership = Ownership(self.engine, self.instance_id, loaded.name)
             archive = None
             if self.config.archive.enabled and loaded.cls.supports_groups:
                 archive = Archive(self.engine, loaded.name, self.config.archive.max_days)
@@ -75,6 +82,8 @@ class App:
                 history_stanzas=self.config.history.default_stanzas,
                 registration_limit=registration_limit,
                 files=self.config.files,
+                ownership=ownership,
+                admins=self.config.admins,
             )
             link = Link(
                 gateway,
@@ -188,9 +197,10 @@ async def serve(
         if config.metrics.port:  # a standby's metrics say it stands by
             serve_metrics(config.metrics.host, config.metrics.port)
         while await leadership.acquire(stop):
-            app = App(config, bridges, owns_loop=owns_loop)
+            app = App(config, bridges, instance_id=leadership.instance_id, owns_loop=owns_loop)
             try:
                 await app.start()
+                await leadership.register()  # a first start has just created the table
                 if on_connected is not None:
                     await first_of(app.connected(), stop.wait(), leadership.lost.wait())
                     if all(gateway.link_up.is_set() for gateway in app.gateways):

@@ -5,6 +5,9 @@ addresses that exist only when a user names them (`irc.libera.chat@irc.example.o
 so they are listed and run here by asking the bridge. A command is a two-step form:
 `execute` shows the bridge's fields with current values, `complete` submits them
 (checked by component.forms like a registration form).
+
+Operators' commands (`ADMIN_NODES`), on the component JID for the bare JIDs in
+`admins` only, are one step: `execute` answers `completed` with a result table.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from bridges.base import BridgeError, Command, FormField
 from component.archive import settings_command
 from component.errors import from_exception, stanza_error
 from component.forms import FormInvalid, build_form, check_values, submitted_values
+from component.ownership import instances
 from component.store import AccountStorage
 
 if TYPE_CHECKING:
@@ -32,6 +36,17 @@ if TYPE_CHECKING:
 
 COMMANDS_NS = "http://jabber.org/protocol/commands"
 PENDING_KEPT = 1_000
+INSTANCES_NODE = "instances"
+ADMIN_NODES = {INSTANCES_NODE: "Gateway instances (active slots and standbys)"}
+INSTANCE_COLUMNS = (
+    ("instance", "Instance"),
+    ("host", "Host"),
+    ("pid", "PID"),
+    ("role", "Role"),
+    ("slot", "Slot"),
+    ("users", "Users owned"),
+    ("since", "Since"),
+)
 
 register_stanza_plugin(Iq, CommandStanza)
 register_stanza_plugin(CommandStanza, Form)
@@ -57,19 +72,29 @@ class AdHocCommands:
             commands.append(settings_command(archive))  # the core's own: per-user switch
         return {command.node: command for command in commands}
 
-    def items(self, jid: JID, address: Address | None) -> DiscoItems:
+    def _admin_nodes(self, address: Address | None, requester: JID) -> dict[str, str]:
+        """The operators' commands `requester` may run here: on the component, if admin."""
+        if address is not None or requester.bare not in self.gateway.admins:
+            return {}
+        return ADMIN_NODES
+
+    def items(self, jid: JID, address: Address | None, requester: JID) -> DiscoItems:
         items = DiscoItems()
         items["node"] = COMMANDS_NS
         for command in self._commands(address).values():
             items.add_item(jid, node=command.node, name=command.name)
+        for node, name in self._admin_nodes(address, requester).items():
+            items.add_item(jid, node=node, name=name)
         return items
 
-    def info(self, node: str, address: Address | None) -> DiscoInfo | None:
+    def info(self, node: str, address: Address | None, requester: JID) -> DiscoInfo | None:
         command = self._commands(address).get(node)
-        if command is None:
+        name = command.name if command is not None else None
+        name = name or self._admin_nodes(address, requester).get(node)
+        if name is None:
             return None
         info = DiscoInfo()
-        info.add_identity("automation", "command-node", name=command.name)
+        info.add_identity("automation", "command-node", name=name)
         info.add_feature(COMMANDS_NS)
         info.add_feature("jabber:x:data")
         return info
@@ -82,6 +107,9 @@ class AdHocCommands:
             self._reply(iq, query["sessionid"], "canceled")
             return
         user = iq["from"].bare
+        if query["node"] in ADMIN_NODES and address is None:
+            await self._admin(iq)
+            return
         pending = self._pending.get(query["sessionid"]) if query["sessionid"] else None
         try:
             if pending is None or pending.user != user:
@@ -125,6 +153,36 @@ class AdHocCommands:
         del self._pending[query["sessionid"]]
         reply = self._reply(iq, query["sessionid"], "completed", send=False)
         reply["command"].add_note(text, "info")
+        reply.send()
+
+    async def _admin(self, iq: Iq) -> None:
+        """An operators' command: refused unless the sender is in `admins`."""
+        if iq["from"].bare not in self.gateway.admins:
+            raise stanza_error("forbidden", "only the gateway's admins may run this command")
+        engine = self.gateway.store.engine
+        if engine.dialect.name != "postgresql":
+            rows = []  # one process alone on its database: no instances to list
+        else:
+            rows = await instances(engine)
+        form = Form()
+        form["type"] = "result"
+        form["title"] = ADMIN_NODES[INSTANCES_NODE]
+        for var, label in INSTANCE_COLUMNS:
+            form.add_reported(var, label=label)
+        for row in rows:
+            form.add_item(
+                {
+                    "instance": row.id,
+                    "host": row.host,
+                    "pid": str(row.pid),
+                    "role": row.role,
+                    "slot": "" if row.slot is None else str(row.slot),
+                    "users": str(row.users),
+                    "since": row.since.isoformat(timespec="seconds"),
+                }
+            )
+        reply = self._reply(iq, secrets.token_hex(8), "completed", send=False)
+        reply["command"].append(form)
         reply.send()
 
     def _reply(self, iq: Iq, session_id: str, status: str, *, send: bool = True) -> Iq:

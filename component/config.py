@@ -136,9 +136,28 @@ class FileSettings(_Strict):
     """Extra CA bundle to trust for HTTPS (a self-hosted service's own CA)."""
 
 
+class DatabasePool(_Strict):
+    """SQLAlchemy's connection pool (PostgreSQL): `size` kept open, `max_overflow` more
+    under load, `timeout` s a query waits for one. The store uses at most `size` at a
+    time and queues its callers itself (component.store), so a thousand sessions
+    starting together wait their turn instead of timing out in the pool."""
+
+    size: int = Field(10, ge=1)
+    max_overflow: int = Field(10, ge=0)
+    timeout: float = Field(30.0, gt=0)
+
+
+class ClusterSettings(_Strict):
+    """Several active processes on ejabberd: `slots` must equal the `component_number`
+    of ejabberd's `domain_balancing` (type `bare_source`) for every component domain."""
+
+    slots: int = Field(1, ge=1, le=64)
+
+
 class Config(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     database_url: str = ""
+    database_pool: DatabasePool = Field(default_factory=DatabasePool)
     secret_key: SecretStr
     old_secret_keys: list[SecretStr] = []
     allowed_domains: list[str] = Field(min_length=1)
@@ -151,6 +170,9 @@ class Config(_Strict):
     registration_limit: RegistrationLimit = Field(default_factory=RegistrationLimit)
     """Seconds a stop waits for queued work and sessions before refusing and cancelling."""
     files: FileSettings = Field(default_factory=FileSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    admins: list[str] = []
+    """Bare JIDs allowed the operators' ad-hoc commands (the list of instances)."""
     bridges: dict[str, BridgeSection] = Field(min_length=1)
 
     @field_validator("secret_key", "old_secret_keys")
@@ -171,6 +193,29 @@ class Config(_Strict):
             self.secret_key.get_secret_value(),
             [key.get_secret_value() for key in self.old_secret_keys],
         )
+
+    @field_validator("admins")
+    @classmethod
+    def _bare_jids(cls, value: list[str]) -> list[str]:
+        bare = []
+        for item in value:
+            try:
+                jid = JID(item)
+            except InvalidJID as exc:
+                raise ValueError(f"{item!r} is not a valid JID: {exc}") from exc
+            if not jid.node or jid.resource:
+                raise ValueError(f"{item!r} must be a bare JID such as admin@example.org")
+            bare.append(jid.bare)
+        return bare
+
+    @model_validator(mode="after")
+    def _slots_need_postgresql(self) -> Config:
+        if self.cluster.slots > 1 and not self.database_url.startswith("postgresql"):
+            raise ValueError(
+                "cluster.slots above 1 needs a PostgreSQL database_url: the processes "
+                "share their users' ownership there"
+            )
+        return self
 
     @model_validator(mode="after")
     def _distinct_jids(self) -> Config:

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 import migrations
+from component.config import DatabasePool
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -29,10 +30,21 @@ class SchemaOutdated(Exception):
     """The database needs `xmpp-gateway db upgrade` before the gateway can run."""
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, pool: DatabasePool | None = None) -> AsyncEngine:
     """An async engine; SQLite gets foreign keys enforced (off by default there) and,
-    for a file, write-ahead logging (see `_sqlite_pragmas`)."""
-    engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    for a file, write-ahead logging (see `_sqlite_pragmas`). PostgreSQL's pool is
+    sized by `pool` (config `database_pool`)."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url)
+    else:
+        pool = pool or DatabasePool()
+        engine = create_async_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=pool.size,
+            max_overflow=pool.max_overflow,
+            pool_timeout=pool.timeout,
+        )
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

@@ -67,7 +67,7 @@ class Disco:
     async def get_info(self, jid: JID, node: str | None, ifrom: JID, iq: Any) -> Any:
         address = None if self._is_component(jid) else self._address(jid)
         if node:
-            return self.gateway.commands.info(node, address) or self._not_found(node)
+            return self.gateway.commands.info(node, address, ifrom) or self._not_found(node)
         if address is None:
             return self.plugin.static.get_info(jid, node, ifrom, iq)
         info = DiscoInfo()
@@ -111,7 +111,7 @@ class Disco:
     async def get_items(self, jid: JID, node: str | None, ifrom: JID, iq: Any) -> Any:
         address = None if self._is_component(jid) else self._address(jid)
         if node == COMMANDS_NS:
-            return self.gateway.commands.items(jid, address)
+            return self.gateway.commands.items(jid, address, ifrom)
         if node:
             return self._not_found(node)
         items = DiscoItems()

@@ -33,6 +33,7 @@ from component.files import HttpFiles
 from component.lanes import Handler, Lanes
 from component.nick_resources import to_nick
 from component.outbound import MARKERS_NS, OOB_NS, RECEIPTS_NS, Outbound
+from component.ownership import Ownership
 from component.ratelimit import RateLimit
 from component.registration import Registration
 from component.sessions import ResourcePresence, SessionManager, UserSink
@@ -53,6 +54,11 @@ CORRECT_NS = "urn:xmpp:message-correct:0"
 REPLY_NS = "urn:xmpp:reply:0"
 FALLBACK_NS = "urn:xmpp:fallback:0"
 HELP_TEXT = "This is the {name} gateway: write to or join addresses at {jid}."
+LOCATE_ID = "xgw-locate-"
+"""Id prefix of the pings to registered users' bare JIDs (component.ownership)."""
+OWNED_ELSEWHERE = (
+    "another instance of the gateway serves you at the moment; send it again in a few seconds"
+)
 
 
 def to_component_stream(xml: ET.Element, *, rename: bool = True) -> None:
@@ -135,6 +141,10 @@ def _ping_lane(stanza: StanzaBase) -> str | None:
     return _user_lane(stanza) if stanza["to"].node else None
 
 
+async def _answered(_stanza: StanzaBase) -> None:
+    """A locating ping's answer says only where the user's stanzas arrive (`_owned`)."""
+
+
 class Gateway(ComponentXMPP):
     """The component serving one bridge; several run side by side in one process."""
 
@@ -150,6 +160,8 @@ class Gateway(ComponentXMPP):
         history_stanzas: int = 20,
         registration_limit: RateLimit,
         files: FileSettings | None = None,
+        ownership: Ownership | None = None,
+        admins: list[str] | None = None,
     ) -> None:
         super().__init__(jid, secret)  # type: ignore[no-untyped-call]  # via super(): not excluded
         self.bridge = bridge
@@ -192,7 +204,13 @@ class Gateway(ComponentXMPP):
             lambda jid: self.sessions.is_available(jid.bare, jid.resource),
         )
         self.files = HttpFiles(self, files or FileSettings())
-        self.sessions = SessionManager(bridge, store, self._make_sink)
+        self.admins = frozenset(admins or ())
+        """Bare JIDs allowed the operators' ad-hoc commands."""
+        self.ownership = ownership
+        """With several active processes (`cluster.slots`): which users are ours."""
+        if ownership is not None:
+            ownership.on_lost = self._user_moved
+        self.sessions = SessionManager(bridge, store, self._make_sink, self._may_start)
         self.registration = Registration(self, allowed_domains, registration_limit)
         self.commands = AdHocCommands(self)
         self.disco = Disco(self)
@@ -203,6 +221,8 @@ class Gateway(ComponentXMPP):
         self._body_tag = f"{{{self.default_ns}}}body"
         self._jids: dict[str, JID] = {}
         self._rooms: dict[str, Address] = {}
+        if ownership is not None:
+            self._located = self._owned(_answered)
         self._presence_route = self._route("presence", self._on_presence)
         self._iq_routes: dict[tuple[str, str], Callable[[StanzaBase], None]] = {}
         self._route_iq("register", self.registration.handle, _registration_lane)
@@ -311,6 +331,8 @@ class Gateway(ComponentXMPP):
             self._message_route(stanza)
         elif isinstance(stanza, Presence):
             self._presence_route(stanza)
+        elif self.ownership is not None and stanza["id"].startswith(LOCATE_ID):
+            self.lanes.submit(_user_lane(stanza), stanza, self._located)  # see _locate
         elif isinstance(stanza, Iq) and (route := self._iq_route(stanza)) is not None:
             route(stanza)
             if stanza["type"] in ("result", "error"):
@@ -341,12 +363,49 @@ class Gateway(ComponentXMPP):
     ) -> Callable[[StanzaBase], None]:
         """What queues a stanza on the lane `lane` picks (the sender's), in arrival order."""
         received = metrics.STANZAS_IN.labels(self.bridge.name, name)
+        if self.ownership is not None:
+            handler = self._owned(handler)
 
         def enqueue(stanza: StanzaBase) -> None:
             received.inc()
             self.lanes.submit(lane(stanza), stanza, handler)
 
         return enqueue
+
+    def _owned(self, handler: Handler) -> Handler:
+        """`handler`, after this process took the sender's ownership (component.ownership).
+
+        The first stanza of a user this process did not own yet (a probe's answer, at
+        start or after a failover) also starts what runs while the user is offline.
+        """
+        ownership = self.ownership
+        assert ownership is not None
+
+        async def claim_then_handle(stanza: StanzaBase) -> None:
+            sender = stanza["from"]
+            if sender.node:  # a user, not the server
+                user = sender.bare
+                if ownership.owns(user):
+                    ownership.saw(user)
+                elif await ownership.claim(user):
+                    await self.sessions.start_if_wanted(user)
+                elif stanza["type"] in ("unavailable", "error", "result"):
+                    return  # an answer or a departure: nothing to refuse
+                else:
+                    raise stanza_error("service-unavailable", OWNED_ELSEWHERE)
+            await handler(stanza)
+
+        return claim_then_handle
+
+    def _may_start(self, user: str) -> None:
+        if self.ownership is not None and not self.ownership.owns(user):
+            raise stanza_error("service-unavailable", OWNED_ELSEWHERE)
+
+    async def _user_moved(self, user: str) -> None:
+        """Another process serves `user` from now: stop what runs here for them."""
+        if self.groups is not None:
+            self.groups.forget_user(user)
+        await self.sessions.stop(user, "another instance serves the user now")
 
     def _route_iq(
         self,
@@ -427,11 +486,26 @@ class Gateway(ComponentXMPP):
         for user, bridge in await self.store.registrations():
             if bridge == self.bridge.name:
                 self.send(presence(self.boundjid.bare, user, "probe"))
+                if self.ownership is not None:
+                    # ejabberd leaves a probe to an offline user unanswered, but answers
+                    # a ping to the bare JID itself, and routes the answer like all the
+                    # user's stanzas: to the process that is to own the user.
+                    self._locate(user)
         if not self._started_once:
             self._started_once = True
             if self.bridge.uses_files:  # before the first catch-up hands over attachments
                 await self.files.discover()
-            await self.sessions.start_offline_sessions()
+            if self.ownership is not None:
+                # Offline sessions start where the probes' answers arrive (_owned).
+                self.ownership.start()
+            else:
+                await self.sessions.start_offline_sessions()
+
+    def _locate(self, user: str) -> None:
+        ping = self.Iq(stype="get", sto=user, sfrom=self.boundjid.bare)
+        ping["id"] = f"{LOCATE_ID}{ping['id']}"
+        ping.enable("ping")
+        self.send(ping)
 
     def _on_link_down(self, _event: object) -> None:
         if self.link_up.is_set() and not self._closing.is_set():
@@ -486,6 +560,8 @@ class Gateway(ComponentXMPP):
             self.send(presence(self.boundjid.bare, user, "unavailable", "gateway shutting down"))
         await self.lanes.close(timeout)
         await self.sessions.stop_all("gateway shutting down", max(0.0, deadline - loop.time()))
+        if self.ownership is not None:
+            await self.ownership.stop()
         await self.bridge.close()
         await self.files.close()
 

@@ -19,6 +19,14 @@ dead only after `KEEPALIVE_IDLE + KEEPALIVE_COUNT * KEEPALIVE_INTERVAL` s, later
 the active process gives up (`CHECK_INTERVAL + CHECK_TIMEOUT`), so after a network
 split the old process has stopped before a standby starts.
 
+With `cluster.slots: N` (ejabberd's `domain_balancing` with `component_number: N`) there
+are N such locks, one per slot: each active process holds one, and a standby polls
+them every `SLOT_POLL` s (it cannot wait in `pg_advisory_lock` on several at once) and
+takes the first that frees. Every process on PostgreSQL also writes a row in
+`gateway_instances` naming its lock connection, which is how the others
+(component.ownership) tell a live instance from a dead one, and what the operators'
+ad-hoc command lists.
+
 SQLite cannot be shared by processes on several machines, so there a second process is
 refused: an exclusive `flock` on `<database>.lock`, which the kernel releases when the
 process dies (kill -9 included), so a stale file never blocks a restart.
@@ -28,8 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import socket
+import uuid
 import zlib
 from collections.abc import Awaitable
 from pathlib import Path
@@ -40,8 +50,36 @@ from sqlalchemy.engine import make_url
 from component import metrics
 from component.config import Config
 
+log = logging.getLogger(__name__)
+
 LOCK_CLASS = 0x78677721
 """First half of the advisory lock key ("xgw!"): the gateway's namespace."""
+CHECK_INTERVAL = 1.0
+"""Seconds between the active process's checks that it still holds the lock."""
+CHECK_TIMEOUT = 2.0
+"""Seconds a check (or a lock request) may take before the connection counts as dead."""
+LOCK_WAIT = 5.0
+"""Seconds a standby's `pg_advisory_lock` waits before asking again (`lock_timeout`):
+a dead connection is noticed this often."""
+RETRY_DELAY = 1.0
+"""Seconds between attempts to reach PostgreSQL."""
+HANDOVER_TIMEOUT = 0.5
+"""Seconds a stop waits for sessions when a standby waits to take over: what is still
+under way then is cut short, as after `shutdown_timeout`, so that users are back with
+the standby within a second however many sessions there are."""
+SLOT_POLL = 0.2
+"""Seconds between a standby's tries of the slot locks when there are several."""
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 1, 3
+"""The server's TCP keepalive for the lock connection: it drops a silent peer (and so
+releases its lock) after 8 s, the active process gives up after at most 3 s."""
+
+HELD = """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+    AND pid = pg_backend_pid() AND classid = $1 AND objid = $2 AND objsubid = 2 AND granted)"""
+WAITING = """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+    AND classid = $1 AND objid = $2 AND objsubid = 2 AND NOT granted)"""
+HOLDER = """SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+    WHERE l.locktype = 'advisory' AND l.classid = $1 AND l.objid = $2 AND l.objsubid = 2
+    AND l.granted"""
 
 
 class AlreadyRunning(Exception):
@@ -53,14 +91,18 @@ def instance_name() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
-def lock_key(config: Config) -> int:
-    """Second half of the lock key: one per set of component JIDs.
+def lock_keys(config: Config) -> list[int]:
+    """Second halves of the lock keys: one per slot and set of component JIDs.
 
     Processes serving the same components contend; a deployment that runs its bridges
-    as separate processes on one database keeps one active process per bridge set.
+    as separate processes on one database keeps one active process per bridge set
+    (and slot). Slot 0 keeps the key of a deployment without `cluster`.
     """
     jids = "\n".join(sorted(section.jid for section in config.bridges.values()))
-    return zlib.crc32(jids.encode()) & 0x7FFFFFFF
+    return [
+        zlib.crc32((jids + (f"\nslot {slot}" if slot else "")).encode()) & 0x7FFFFFFF
+        for slot in range(config.cluster.slots)
+    ]
 
 
 async def first_of(*waits: Awaitable[Any]) -> None:
@@ -74,8 +116,24 @@ async def first_of(*waits: Awaitable[Any]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _set_role(active: bool) -> None:
+def _set_role(active: bool, slot: int | None = None) -> None:
     metrics.ACTIVE.set(1 if active else 0)
+    metrics.SLOT.set(slot if active and slot is not None else -1)
+
+
+REGISTER = """INSERT INTO gateway_instances
+        (id, host, pid, backend_pid, backend_start, role, slot, since)
+    SELECT $1, $2, $3, pid, backend_start, $4, $5, now()
+    FROM pg_stat_activity WHERE pid = pg_backend_pid()
+    ON CONFLICT (id) DO UPDATE SET backend_pid = EXCLUDED.backend_pid,
+        backend_start = EXCLUDED.backend_start, role = EXCLUDED.role,
+        slot = EXCLUDED.slot, since = EXCLUDED.since"""
+ALIVE = """EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = i.backend_pid
+    AND a.backend_start = i.backend_start)"""
+"""SQL: whether instance row `i` still has its lock connection, i.e. is alive."""
+FORGET_DEAD = f"DELETE FROM gateway_instances i WHERE NOT {ALIVE}"
+STANDBY_REGISTERED = f"""SELECT EXISTS (SELECT 1 FROM gateway_instances i
+    WHERE i.role = 'standby' AND i.id <> $1 AND {ALIVE})"""
 
 
 class Leadership:
@@ -84,6 +142,14 @@ class Leadership:
     def __init__(self) -> None:
         self.lost = asyncio.Event()
         """Set when this process stopped holding the right to serve."""
+        self.instance_id = str(uuid.uuid4())
+        """How other instances and the operators' command name this process."""
+        self.slot: int | None = None
+        """The slot this process holds while it serves (0 without `cluster`)."""
+        self.slots = 1
+
+    async def register(self) -> None:
+        """Write (or refresh) this instance's row in `gateway_instances`, if any."""
 
     async def acquire(self, stop: asyncio.Event) -> bool:
         """Wait until this process may serve; False if `stop` is set first."""
@@ -152,7 +218,7 @@ def leadership_for(config: Config) -> Leadership:
         from component.advisory_lock import AdvisoryLock  # asyncpg: on PostgreSQL only
 
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return AdvisoryLock(dsn, lock_key(config))
+        return AdvisoryLock(dsn, lock_keys(config))
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         return FileLock(Path(url.database).resolve())
     return Leadership()

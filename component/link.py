@@ -42,6 +42,14 @@ TRANSIENT_REFUSALS = {
 over as the old one goes), retried with the usual backoff, not the slow auth delay."""
 
 
+CLOSED_IN_HANDSHAKE = (
+    "the server closed the stream during the handshake without an error; on ejabberd "
+    "23.01 that is what a domain_balancing type without component_number does (its log "
+    "says {badkey,component_number}): add component_number (equal to cluster.slots)"
+)
+"""The hint for a stream closed after the handshake was sent but before it was accepted."""
+
+
 class Link:
     def __init__(
         self,
@@ -62,6 +70,9 @@ class Link:
         self._backoff = wait_random_exponential(
             multiplier=policy.initial_delay, max=policy.max_delay
         )
+        self._handshaking = False
+        """True from the TCP connection until the server accepted the handshake."""
+        gateway.add_event_handler("connected", self._on_connected)
         gateway.add_event_handler("session_start", self._on_up)
         gateway.add_event_handler("connection_failed", self._on_failed)
         gateway.add_event_handler("stream_error", self._on_stream_error)
@@ -85,7 +96,11 @@ class Link:
             else:
                 self._outcome.set_exception(error)
 
+    def _on_connected(self, _event: Any) -> None:
+        self._handshaking = True
+
     def _on_up(self, _event: Any) -> None:
+        self._handshaking = False
         self._settle(None)
 
     def _on_failed(self, error: Any) -> None:
@@ -110,7 +125,11 @@ class Link:
             self._settle(LinkDown(f"stream error {condition}: {text}"))
 
     def _on_down(self, reason: Any) -> None:
-        self._settle(LinkDown(f"connection closed ({reason or 'by the server'})"))
+        text = f"connection closed ({reason or 'by the server'})"
+        if self._handshaking and reason in (None, "", "End of stream"):  # closed, no error
+            text = f"{text}: {CLOSED_IN_HANDSHAKE}"
+        self._handshaking = False
+        self._settle(LinkDown(text))
 
     def _wait(self, state: RetryCallState) -> float:
         outcome = state.outcome

@@ -38,7 +38,7 @@ class Family:
         return _UNCOUNTED if self._real is None else self._real.labels(*values)
 
     def set(self, value: float) -> None:
-        """For a family without labels (`ACTIVE`)."""
+        """For a family without labels (`ACTIVE`, `SLOT`)."""
         (_UNCOUNTED if self._real is None else self._real).set(value)
 
     def make_real(self) -> None:
@@ -84,9 +84,21 @@ ACTIVE = Family(
     "1 while this instance serves, 0 while it stands by (hot standby)",
     [],
 )
+SLOT = Family(
+    "Gauge",
+    "xmpp_gateway_slot",
+    "The slot (cluster.slots) this instance holds while it serves, -1 while it stands by",
+    [],
+)
+OWNED_USERS = Family(
+    "Gauge",
+    "xmpp_gateway_owned_users",
+    "Users whose legacy sessions this instance owns (cluster.slots above 1)",
+    ["bridge"],
+)
 FAMILIES = (
     *(STANZAS_IN, STANZA_ERRORS, EVENTS_OUT, REGISTRATIONS),
-    *(SESSIONS, ONLINE_USERS, LINK_UP, ACTIVE),
+    *(SESSIONS, ONLINE_USERS, LINK_UP, ACTIVE, SLOT, OWNED_USERS),
 )
 
 

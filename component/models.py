@@ -183,3 +183,45 @@ class ArchiveLegacyIdRow(Base):
     )
     position: Mapped[int] = mapped_column(SmallInteger)
     """Which legacy message of the message this is: 1 for the second, and so on."""
+
+
+class InstanceRow(Base):
+    """A running `xmpp-gateway run` process on a PostgreSQL database (component.ownership).
+
+    It is alive while its lock connection is: `backend_pid` and `backend_start` name
+    that connection in `pg_stat_activity`, so a process killed with -9 is seen dead the
+    moment PostgreSQL drops the connection, with no heartbeat to wait for.
+    """
+
+    __tablename__ = "gateway_instances"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    backend_pid: Mapped[int]
+    backend_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    role: Mapped[str] = mapped_column(String(16))
+    """`active` or `standby`."""
+    slot: Mapped[int | None]
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """When it took its role."""
+
+
+class OwnerRow(Base):
+    """Which instance runs a user's legacy session of one bridge: a renewed lease.
+
+    With several active slots (`cluster.slots`) the instance that receives a user's
+    stanzas takes this lease before it opens anything for the user; another instance
+    takes it only when the holder is dead, its lease expired, or it handed it over
+    (`wanted_by`).
+    """
+
+    __tablename__ = "user_owners"
+
+    bridge: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jid: Mapped[str] = mapped_column(String(3071), primary_key=True)
+    instance: Mapped[str] = mapped_column(String(36), index=True)
+    wanted_by: Mapped[str | None] = mapped_column(String(36))
+    expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """When the holder last received a stanza from the user (renewals carry it)."""

@@ -41,10 +41,18 @@ def shown_presence(resources: Mapping[str, ResourcePresence]) -> tuple[str, str]
 
 
 class SessionManager:
-    def __init__(self, bridge: Bridge, store: Store, make_sink: SinkFactory) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        store: Store,
+        make_sink: SinkFactory,
+        may_start: Callable[[str], None] = lambda _user: None,
+    ) -> None:
         self.bridge = bridge
         self.store = store
         self._make_sink = make_sink
+        self._may_start = may_start
+        """Raises when this process must not run `user`'s session (another owns it)."""
         self._sessions: dict[str, Session] = {}
         self._changing: dict[str, asyncio.Lock] = {}
         self.resources: dict[str, dict[str, ResourcePresence]] = {}
@@ -91,6 +99,7 @@ class SessionManager:
         return await self._start(account)
 
     async def _start(self, account: Account) -> Session:
+        self._may_start(account.user)
         storage = AccountStorage(self.store, account.user, self.bridge.name)
         session = self.bridge.create_session(account, self._make_sink(account.user), storage)
         self._sessions[account.user] = session

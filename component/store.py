@@ -6,7 +6,9 @@ Account is handed to a bridge, so nothing else in the process sees them in clear
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +25,30 @@ def _record_is(account_id: int, kind: str, key: str) -> tuple[ColumnElement[bool
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+    def __init__(self, engine: AsyncEngine, box: SecretBox, concurrency: int = 10) -> None:
+        """`concurrency`: database sessions open at once, at most (see `_db`)."""
+        self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._box = box
+        self._turns = asyncio.Semaphore(concurrency)
+
+    @asynccontextmanager
+    async def _db(self, *, begin: bool = False) -> AsyncIterator[AsyncSession]:
+        """A database session, once one of `concurrency` turns is free.
+
+        A thousand sessions starting together (a failover) each read and write their
+        records at once; beyond the pool's connections they would queue in the pool,
+        whose wait times out (`database_pool.timeout`) and fails the call. Waiting for a
+        turn here has no timeout, and leaves the pool's other connections to the
+        archive and the cluster leases.
+        """
+        async with self._turns:
+            if begin:
+                async with self._sessions.begin() as db:
+                    yield db
+            else:
+                async with self._sessions() as db:
+                    yield db
 
     async def _account_row(self, db: AsyncSession, user: str, bridge: str) -> AccountRow | None:
         query = (
@@ -45,13 +68,13 @@ class Store:
         )
 
     async def get_account(self, user: str, bridge: str) -> Account | None:
-        async with self._sessions() as db:
+        async with self._db() as db:
             row = await self._account_row(db, user, bridge)
             return self._to_account(user, row) if row else None
 
     async def accounts(self, bridge: str) -> list[Account]:
         """Every account on `bridge`, for sessions that run while their user is offline."""
-        async with self._sessions() as db:
+        async with self._db() as db:
             rows = await db.execute(
                 select(UserRow.jid, AccountRow)
                 .join(UserRow, AccountRow.user_id == UserRow.id)
@@ -62,7 +85,7 @@ class Store:
 
     async def registrations(self) -> list[tuple[str, str]]:
         """(user, bridge) for every account, for the operator's `users list`."""
-        async with self._sessions() as db:
+        async with self._db() as db:
             rows = await db.execute(
                 select(UserRow.jid, AccountRow.bridge)
                 .join(AccountRow, AccountRow.user_id == UserRow.id)
@@ -80,7 +103,7 @@ class Store:
         state: Mapping[str, Any] | None = None,
     ) -> Account:
         """Create or update the account; only the parts given are replaced."""
-        async with self._sessions.begin() as db:
+        async with self._db(begin=True) as db:
             row = await self._account_row(db, user, bridge)
             if row is None:
                 user_row = (
@@ -102,7 +125,7 @@ class Store:
 
     async def remove_account(self, user: str, bridge: str) -> bool:
         """Delete the account, its records and archive, and the user once no account is left."""
-        async with self._sessions.begin() as db:
+        async with self._db(begin=True) as db:
             row = await self._account_row(db, user, bridge)
             if row is None:
                 return False
@@ -126,7 +149,7 @@ class Store:
     async def put_record(
         self, user: str, bridge: str, kind: str, key: str, data: Mapping[str, Any]
     ) -> None:
-        async with self._sessions.begin() as db:
+        async with self._db(begin=True) as db:
             account_id = await self._account_id(db, user, bridge)
             existing = await db.execute(select(RecordRow).where(*_record_is(account_id, kind, key)))
             row = existing.scalar_one_or_none()
@@ -138,7 +161,7 @@ class Store:
     async def get_record(
         self, user: str, bridge: str, kind: str, key: str
     ) -> dict[str, Any] | None:
-        async with self._sessions() as db:
+        async with self._db() as db:
             account_id = await self._account_id(db, user, bridge)
             row = await db.execute(select(RecordRow.data).where(*_record_is(account_id, kind, key)))
             data = row.scalar_one_or_none()
@@ -148,7 +171,7 @@ class Store:
         self, user: str, bridge: str, kind: str
     ) -> list[tuple[str, dict[str, Any]]]:
         """Records of one kind in the order they were first written."""
-        async with self._sessions() as db:
+        async with self._db() as db:
             account_id = await self._account_id(db, user, bridge)
             rows = await db.execute(
                 select(RecordRow.key, RecordRow.data)
@@ -158,7 +181,7 @@ class Store:
             return [(key, dict(data)) for key, data in rows]
 
     async def delete_record(self, user: str, bridge: str, kind: str, key: str) -> None:
-        async with self._sessions.begin() as db:
+        async with self._db(begin=True) as db:
             account_id = await self._account_id(db, user, bridge)
             await db.execute(delete(RecordRow).where(*_record_is(account_id, kind, key)))
 

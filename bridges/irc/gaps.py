@@ -41,13 +41,14 @@ class LastSeen:
     def _key(self, channel: str) -> str:
         return f"{self.server} {casefold(channel)}"
 
-    async def get(self, channel: str) -> datetime | None:
+    async def read(self, channel: str) -> tuple[datetime | None, str | None]:
+        """When we were last noted in `channel`, and the last msgid seen there: one
+        read for both (a thousand rejoins at a failover make each read count)."""
         record = await self._safely(channel, self.store.get_record(SEEN_KIND, self._key(channel)))
-        return parse_timestamp(str(record.get("at"))) if record else None
-
-    async def last_msgid(self, channel: str) -> str | None:
-        record = await self._safely(channel, self.store.get_record(SEEN_KIND, self._key(channel)))
-        return str(record["msgid"]) if record and record.get("msgid") else None
+        if not record:
+            return None, None
+        msgid = str(record["msgid"]) if record.get("msgid") else None
+        return parse_timestamp(str(record.get("at"))), msgid
 
     async def put(self, channel: str, at: datetime, msgid: str | None = None) -> None:
         data = {"at": at.isoformat(), **({"msgid": msgid} if msgid else {})}

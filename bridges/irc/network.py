@@ -454,8 +454,8 @@ class Network(IncomingLines):
         since: datetime | None = None
         anchor = ch.last
         if casefold(ch.name) in self._persistent():
-            since = await self.last_seen.get(ch.name)
-            msgid = ch.last.msgid or await self.last_seen.last_msgid(ch.name)
+            since, stored_msgid = await self.last_seen.read(ch.name)
+            msgid = ch.last.msgid or stored_msgid
             anchor = anchor or Anchor(msgid, since)
             await self.last_seen.put(ch.name, datetime.now(UTC), msgid)
         if self.conn is not None and self.conn.caps >= NEEDED_CAPS:

@@ -21,11 +21,37 @@ from component.devstack.process import (
 )
 
 
+def balancing_config(slots: Mapping[str, int]) -> str:
+    """ejabberd's top-level `domain_balancing` for several active gateway processes.
+
+    Each component domain gets `type: bare_source` (all of a user's stanzas to one
+    connection) with `component_number` fixed slots, which must equal the gateway's
+    `cluster.slots`. ejabberd 23.01 crashes every component handshake on a `type`
+    without `component_number` (`{badkey,component_number}`), so a slot count is
+    required here: never write the one without the other.
+    """
+    if not slots:
+        return ""
+    lines = ["domain_balancing:"]
+    for domain, number in slots.items():
+        if not isinstance(number, int) or not 2 <= number <= 1000:
+            raise ValueError(
+                f"domain_balancing for {domain}: component_number must be an integer "
+                "from 2 to 1000 (ejabberd refuses other values, and 23.01 crashes every "
+                "component handshake on a type without component_number); one active "
+                "process needs no domain_balancing"
+            )
+        lines.append(f'  "{domain}": {{type: bare_source, component_number: {number}}}')
+    return "\n".join(lines) + "\n"
+
+
 class Ejabberd(DaemonLauncher):
     """ejabberd with one virtual host `localhost` and one XEP-0114 service per component.
 
     ``async with Ejabberd(components={"irc.localhost": "secret"}) as e:``; the same
     attributes as ``Prosody`` (host, domain, c2s_port, component_port, register()).
+    `balancing={"irc.localhost": 2}` gives that domain two sticky slots
+    (`balancing_config`); without it ejabberd spreads stanzas at random.
     """
 
     run_dir_prefix = "xgw-ejabberd-"
@@ -37,10 +63,12 @@ class Ejabberd(DaemonLauncher):
         base_dir: Path | str | None = None,
         components: Mapping[str, str] | None = None,
         *,
+        balancing: Mapping[str, int] | None = None,
         start_timeout: float = 30.0,
     ) -> None:
         super().__init__(base_dir)
         self.components = dict(components or {})
+        self.balancing = dict(balancing or {})
         self.c2s_port = free_port()
         self.component_port = free_port()
         self.dist_port = free_port()
@@ -85,7 +113,7 @@ certfiles: []
 s2s_access: none
 auth_method: internal
 registration_timeout: infinity
-listen:
+{balancing_config(self.balancing)}listen:
   - port: {self.c2s_port}
     ip: "{LOOPBACK}"
     module: ejabberd_c2s

@@ -33,8 +33,10 @@ from component.devstack.process import (
 
 CONNECTED = "connected to the XMPP server"
 """What component.gateway logs, after the component's JID, once its link is up."""
-STANDING_BY = "standby: .* is active; waiting to take over"
-"""What component.leadership logs when another process holds the lock."""
+STANDING_BY = "standby: (.* is active|all [0-9]+ slots are held); waiting to take"
+"""What component.leadership logs when another process holds the lock (or every slot)."""
+SERVING_SLOT = "active: .* holds slot ([0-9]+) of [0-9]+ and serves"
+"""What component.leadership logs when this process took a slot (`cluster.slots`)."""
 
 
 def console_script() -> Path:

@@ -5,7 +5,7 @@ every archived line pay for one more b-tree insert. Lookups name an id (`xmpp_id
 ?`), which implies it is not null, so the partial index still serves them.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02 04:45:00.000000
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

@@ -46,3 +46,21 @@ async def test_a_wrong_secret_on_ejabberd_names_the_option(ejabberd, gateway_fac
     refused = await gateway.wait_for_log("server refused")
     assert "check bridges.fake.secret" in refused and "retrying in 0.3 s" in refused
     assert "not-the-secret" not in gateway.log_text()
+
+
+class TypeWithoutComponentNumber(Ejabberd):
+    """The `domain_balancing` ejabberd 23.01 crashes on (the devstack refuses to write
+    it, so it is patched in here)."""
+
+    def render_config(self) -> str:
+        broken = f'domain_balancing:\n  "{FAKE_JID}": {{type: bare_source}}\nlisten:'
+        return super().render_config().replace("listen:", broken, 1)
+
+
+async def test_the_23_01_handshake_crash_is_explained_in_the_log(gateway_factory):
+    async with TypeWithoutComponentNumber(components={FAKE_JID: FAKE_SECRET}) as crashing:
+        gateway = await gateway_factory(crashing, wait_connected=False)
+        line = await gateway.wait_for_log("closed the stream during the handshake", timeout=20)
+        assert "domain_balancing type without component_number" in line
+        assert "retrying" in line
+        await gateway.stop()

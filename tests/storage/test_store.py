@@ -1,10 +1,12 @@
+import asyncio
 import subprocess
 import sys
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 import migrations
+from component.crypto import SecretBox, generate_key
 from component.db import (
     SchemaOutdated,
     create_engine,
@@ -12,7 +14,7 @@ from component.db import (
     ensure_current,
     script_head,
 )
-from component.store import AccountStorage
+from component.store import AccountStorage, Store
 
 
 async def test_account_life(store, engine):
@@ -104,3 +106,32 @@ def test_a_gateway_loads_neither_alembic_nor_prometheus_unless_used():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert loaded.stdout.strip() == "[]"
+
+
+async def test_a_thousand_callers_at_once_take_turns_instead_of_timing_out_in_the_pool(engine):
+    """A failover starts a thousand sessions, each reading its records at once: the
+    store lets `concurrency` of them use the pool at a time, and none fails."""
+    store = Store(engine, SecretBox(generate_key()), concurrency=3)
+    await store.save_account("a@x", "irc", settings={})
+    out, most = 0, 0
+
+    def checked_out(*_: object) -> None:
+        nonlocal out, most
+        out += 1
+        most = max(most, out)
+
+    def checked_in(*_: object) -> None:
+        nonlocal out
+        out -= 1
+
+    event.listen(engine.sync_engine.pool, "checkout", checked_out)
+    event.listen(engine.sync_engine.pool, "checkin", checked_in)
+    try:
+        found = await asyncio.gather(
+            *(store.get_record("a@x", "irc", "irc-last-seen", str(n)) for n in range(1000))
+        )
+    finally:
+        event.remove(engine.sync_engine.pool, "checkout", checked_out)
+        event.remove(engine.sync_engine.pool, "checkin", checked_in)
+    assert found == [None] * 1000
+    assert most <= 3

@@ -48,13 +48,15 @@ async def test_last_seen_is_per_server_and_casefolded_and_survives_a_broken_stor
     at = datetime(2026, 12, 1, 21, 30, 5, 123000, tzinfo=UTC)
     await seen.put("#Room", at)
     assert store.records == {(SEEN_KIND, "irc.example.org #room"): {"at": at.isoformat()}}
-    assert await seen.get("#ROOM") == at
-    assert await LastSeen(store, "other.org", logging.getLogger("t")).get("#room") is None
+    assert await seen.read("#ROOM") == (at, None)
+    assert await LastSeen(store, "other.org", logging.getLogger("t")).read("#room") == (None, None)
+    await seen.put("#room", at, "msg-1")
+    assert await seen.read("#room") == (at, "msg-1")
 
     store.broken = True
-    assert await seen.get("#room") is None
+    assert await seen.read("#room") == (None, None)
     await seen.put("#room", at)  # logged, not raised
     assert "cannot use the last-seen record of #room" in caplog.text
     store.broken = False
     await seen.forget("#room")
-    assert await seen.get("#room") is None
+    assert await seen.read("#room") == (None, None)

@@ -1,0 +1,103 @@
+"""Per-user leases between two instances on a real PostgreSQL (component.ownership).
+
+Each instance is registered as the gateway registers itself: a row naming an open
+connection of its own (its lock connection), which is what makes it alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from component.db import create_engine, upgrade
+from component.devstack.postgres import Postgres
+from component.leadership import REGISTER
+from component.ownership import Ownership, instances
+
+USER = "alice@example.org"
+_databases = itertools.count()
+
+
+@pytest.fixture
+async def pg(postgres: Postgres) -> AsyncIterator[tuple[AsyncEngine, str]]:
+    url = await postgres.create_database(f"owners{next(_databases)}")
+    engine = create_engine(url)
+    await upgrade(engine)
+    yield engine, url.replace("postgresql+asyncpg", "postgresql")
+    await engine.dispose()
+
+
+async def alive(dsn: str, instance: str, slot: int) -> asyncpg.Connection:
+    """An instance's lock connection with its registry row: open means alive."""
+    connection = await asyncpg.connect(dsn)
+    await connection.execute(REGISTER, instance, "host", 4000 + slot, "active", slot)
+    return connection
+
+
+class Moves:
+    """An Ownership whose on_lost notes the users whose sessions it had to stop."""
+
+    def __init__(self, engine: AsyncEngine, instance: str) -> None:
+        self.stopped: list[str] = []
+        self.ownership = Ownership(engine, instance, "irc")
+
+        async def on_lost(user: str) -> None:
+            self.stopped.append(user)
+
+        self.ownership.on_lost = on_lost
+
+
+async def test_a_dead_holders_users_are_taken_at_once(pg) -> None:
+    engine, dsn = pg
+    a_lock, b_lock = await alive(dsn, "a", 0), await alive(dsn, "b", 1)
+    a, b = Moves(engine, "a"), Moves(engine, "b")
+    assert await a.ownership.claim(USER)
+    assert {row.id: row.users for row in await instances(engine)} == {"a": 1, "b": 0}
+    await a_lock.close()  # kill -9: PostgreSQL drops the connection
+    assert await asyncio.wait_for(b.ownership.claim(USER), 1)
+    await a.ownership.renew()  # a (were it still running) learns and stops the session
+    assert a.stopped == [USER] and not a.ownership.owns(USER)
+    assert [row.id for row in await instances(engine)] == ["b"]
+    await b_lock.close()
+
+
+async def test_a_live_holder_hands_over_a_user_it_no_longer_hears_from(pg) -> None:
+    engine, dsn = pg
+    locks = [await alive(dsn, "a", 0), await alive(dsn, "b", 1)]
+    a, b = Moves(engine, "a"), Moves(engine, "b")
+    assert await a.ownership.claim(USER)
+    a.ownership._seen[USER] -= 60  # its stanzas stopped coming to a a minute ago
+    wanting = asyncio.ensure_future(b.ownership.claim(USER))
+    await asyncio.sleep(0.3)  # b has asked; a's renewal comes once a second
+    assert not wanting.done()
+    await a.ownership.renew()
+    assert await wanting and a.stopped == [USER]  # stopped at a before b owns it
+    assert not a.ownership.owns(USER) and b.ownership.owns(USER)
+    for lock in locks:
+        await lock.close()
+
+
+async def test_stanzas_at_two_live_instances_are_random_routing_and_stay_put(
+    pg, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine, dsn = pg
+    locks = [await alive(dsn, "a", 0), await alive(dsn, "b", 1)]
+    a, b = Moves(engine, "a"), Moves(engine, "b")
+    assert await a.ownership.claim(USER)
+    await a.ownership.renew()  # writes when a last heard from the user
+    caplog.set_level(logging.WARNING)
+    wanting = asyncio.ensure_future(b.ownership.claim(USER))
+    await asyncio.sleep(0.3)
+    await a.ownership.renew()  # a heard from the user just now: it keeps them
+    assert not await wanting
+    assert a.ownership.owns(USER) and not a.stopped
+    assert "spreads one user's stanzas over several connections" in caplog.text
+    assert "bare_source" in caplog.text
+    for lock in locks:
+        await lock.close()
