@@ -28,9 +28,11 @@ with `flood_rate` very high, biboumi with `throttle_limit` -1 set by each user t
 its ad-hoc `configure` command on the IRC server's JID (by default it sends 10 lines,
 then one a second); history off is that user's `record_history` set to false.
 `--profile` runs our gateways under cProfile and prints where their time went.
+`--windows 65536,0` runs each of ours with each of these `write_window` values
+(component.fair_writer), to compare them under the same load.
 
     .venv/bin/python bench/irc_vs_biboumi.py [--burst 2000] [--rounds 3] [--users 1,50,200]
-        [--flood 5000] [--fairness] [--only ours|biboumi] [--profile]
+        [--flood 5000] [--fairness] [--only ours|biboumi] [--profile] [--windows 65536,0]
 """
 
 from __future__ import annotations
@@ -856,7 +858,16 @@ def print_table(gateways: list[Gateway]) -> None:
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
     os.chmod(tmp, 0o755)
-    ours = {"irc.localhost": ("arc", True), "irc2.localhost": ("noa", False)}
+    ours: dict[str, tuple[str, bool, int | None]] = {
+        "irc.localhost": ("arc", True, None),
+        "irc2.localhost": ("noa", False, None),
+    }
+    if args.windows:  # each with each write window, side by side under the same load
+        ours = {
+            f"irc-{tag}{n}.localhost": (f"{tag}{n}", archive, window)
+            for tag, archive in (("a", True), ("n", False))
+            for n, window in enumerate(args.windows)
+        }
     secrets = {domain: f"s-{domain}" for domain in [*ours, "biboumi.localhost"]}
     which = {args.only} if args.only else {"ours", "biboumi"}
     async with contextlib.AsyncExitStack() as stack:
@@ -866,9 +877,12 @@ async def main(args: argparse.Namespace) -> None:
         irc = await stack.enter_async_context(NgIrcd(port=port, flood_throttling=False))
         gateways = []
         if "ours" in which:
-            for domain, (tag, archive) in ours.items():
+            for domain, (tag, archive, window) in ours.items():
                 name = f"ours, archive {'on' if archive else 'off'}"
-                core = {"archive": {"enabled": archive}}
+                core: dict[str, Any] = {"archive": {"enabled": archive}}
+                if window is not None:
+                    name += f", write_window {window}"
+                    core["write_window"] = window
                 gateways.append(
                     await start_ours(
                         stack,
@@ -940,4 +954,9 @@ if __name__ == "__main__":
     parser.add_argument("--flood", type=int, default=5000, help="0: skip the fairness run")
     parser.add_argument("--fairness", action="store_true", help="only the fairness run")
     parser.add_argument("--profile", action="store_true", help="cProfile our gateways")
+    parser.add_argument(
+        "--windows",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="run ours with each of these write_window values (e.g. 65536,0)",
+    )
     asyncio.run(main(parser.parse_args()))

@@ -84,6 +84,7 @@ class App:
                 files=self.config.files,
                 ownership=ownership,
                 admins=self.config.admins,
+                write_window=self.config.write_window,
             )
             link = Link(
                 gateway,
