@@ -84,7 +84,9 @@ class App:
                 files=self.config.files,
                 ownership=ownership,
                 admins=self.config.admins,
-                write_window=self.config.write_window,
+                # With several slots ejabberd routes a marker by its balancing (the
+                # `from`), not back to the connection that wrote it: no window then.
+                write_window=self.config.write_window if ownership is None else 0,
             )
             link = Link(
                 gateway,
