@@ -165,6 +165,19 @@ async def test_a_lost_stream_keeps_what_was_not_written_and_forgets_its_markers(
     assert stanza("b@x", 0) in again.stanzas()
 
 
+async def test_a_turns_batch_cut_off_by_a_lost_stream_goes_out_once_on_the_next() -> None:
+    stream = Stream()
+    fair = writer(stream)
+    for n in range(3):
+        fair.add(stanza("a@x", n))
+    fair.hold()  # before the end of the turn
+    await stream.settle()
+    assert stream.writes == []
+    fair.resume()
+    await stream.settle()
+    assert stream.stanzas() == [stanza("a@x", n) for n in range(3)]
+
+
 async def test_a_server_that_never_routes_markers_back_is_written_to_after_the_timeout(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
