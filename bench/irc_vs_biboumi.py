@@ -28,9 +28,14 @@ with `flood_rate` very high, biboumi with `throttle_limit` -1 set by each user t
 its ad-hoc `configure` command on the IRC server's JID (by default it sends 10 lines,
 then one a second); history off is that user's `record_history` set to false.
 `--profile` runs our gateways under cProfile and prints where their time went.
+`--windows 65536,0` runs each of ours with each of these `write_window` values
+(component.fair_writer), to compare them under the same load; `--baseline DIR` runs
+each of ours from the source tree in DIR as well (an earlier commit: `git archive
+main | tar -x -C DIR`), for a before and after in one run.
 
     .venv/bin/python bench/irc_vs_biboumi.py [--burst 2000] [--rounds 3] [--users 1,50,200]
-        [--flood 5000] [--fairness] [--only ours|biboumi] [--profile]
+        [--flood 5000] [--fairness] [--only ours|biboumi] [--profile] [--windows 65536,0]
+        [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -380,9 +385,18 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def run_process(*argv: str, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+async def run_process(
+    *argv: str, log: Path, source: Path | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`argv` as a process logging to `log`; with `source`, its Python packages from that
+    directory (run there, so that it comes before this checkout's editable install)."""
+    env = None
+    if source is not None:
+        env = {**os.environ, "PYTHONPATH": str(source), "PYTHONDONTWRITEBYTECODE": "1"}
     with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=out)
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=out, stderr=out, env=env, cwd=source
+        )
     try:
         yield process
     finally:
@@ -430,8 +444,10 @@ async def start_ours(
     name: str = "xmpp-gateway",
     tag: str = "irc",
     profile: bool = False,
+    source: Path | None = None,
 ) -> Gateway:
-    """Our gateway as its own process; `core` overrides top-level options (`archive`).
+    """Our gateway as its own process; `core` overrides top-level options (`archive`),
+    `source` is another source tree to run it from (`--baseline`).
 
     `profile` runs it under cProfile, whose statistics are written when it stops (to
     `<tmp>/<domain>.prof`, printed by `print_profile`).
@@ -443,14 +459,24 @@ async def start_ours(
     path = tmp / f"{domain}.yaml"
     path.write_text(yaml.safe_dump(config))
     python = sys.executable
-    upgrade = await asyncio.create_subprocess_exec(
-        python, "-m", "component", "db", "upgrade", "-c", str(path)
-    )
-    await upgrade.wait()
+    async with run_process(
+        python,
+        "-m",
+        "component",
+        "db",
+        "upgrade",
+        "-c",
+        str(path),
+        log=tmp / "upgrade.log",
+        source=source,
+    ) as upgrade:
+        await upgrade.wait()
     mark = server.log_mark()
     profiler = ["-m", "cProfile", "-o", str(tmp / f"{domain}.prof")] if profile else []
     argv = [python, *profiler, "-m", "component", "run", "-c", str(path)]
-    process = await stack.enter_async_context(run_process(*argv, log=tmp / f"{domain}.log"))
+    process = await stack.enter_async_context(
+        run_process(*argv, log=tmp / f"{domain}.log", source=source)
+    )
     await wait_connected(server, domain, mark)
     return Gateway(name, domain, tag, process, needs_registration=True)
 
@@ -856,7 +882,19 @@ def print_table(gateways: list[Gateway]) -> None:
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
     os.chmod(tmp, 0o755)
-    ours = {"irc.localhost": ("arc", True), "irc2.localhost": ("noa", False)}
+    ours: dict[str, tuple[str, bool, int | None, Path | None]] = {
+        "irc.localhost": ("arc", True, None, None),
+        "irc2.localhost": ("noa", False, None, None),
+    }
+    if args.windows or args.baseline:  # side by side under the same load
+        variants: list[tuple[int | None, Path | None]] = [(w, None) for w in args.windows or [None]]
+        if args.baseline:
+            variants.append((None, args.baseline))
+        ours = {
+            f"irc-{tag}{n}.localhost": (f"{tag}{n}", archive, window, source)
+            for tag, archive in (("a", True), ("n", False))
+            for n, (window, source) in enumerate(variants)
+        }
     secrets = {domain: f"s-{domain}" for domain in [*ours, "biboumi.localhost"]}
     which = {args.only} if args.only else {"ours", "biboumi"}
     async with contextlib.AsyncExitStack() as stack:
@@ -866,9 +904,14 @@ async def main(args: argparse.Namespace) -> None:
         irc = await stack.enter_async_context(NgIrcd(port=port, flood_throttling=False))
         gateways = []
         if "ours" in which:
-            for domain, (tag, archive) in ours.items():
+            for domain, (tag, archive, window, source) in ours.items():
                 name = f"ours, archive {'on' if archive else 'off'}"
-                core = {"archive": {"enabled": archive}}
+                core: dict[str, Any] = {"archive": {"enabled": archive}}
+                if window is not None:
+                    name += f", write_window {window}"
+                    core["write_window"] = window
+                if source is not None:
+                    name += f", from {source}"
                 gateways.append(
                     await start_ours(
                         stack,
@@ -881,6 +924,7 @@ async def main(args: argparse.Namespace) -> None:
                         name=name,
                         tag=tag,
                         profile=args.profile,
+                        source=source,
                     )
                 )
         if "biboumi" in which and shutil.which("biboumi") and port == 6667:
@@ -940,4 +984,14 @@ if __name__ == "__main__":
     parser.add_argument("--flood", type=int, default=5000, help="0: skip the fairness run")
     parser.add_argument("--fairness", action="store_true", help="only the fairness run")
     parser.add_argument("--profile", action="store_true", help="cProfile our gateways")
+    parser.add_argument(
+        "--windows",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="run ours with each of these write_window values (e.g. 65536,0)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run ours from this source tree, e.g. `git archive main | tar -x -C DIR`",
+    )
     asyncio.run(main(parser.parse_args()))

@@ -25,6 +25,7 @@ from slixmpp.jid import JID, InvalidJID
 
 from bridges.base import Bridge, BridgeOptions
 from component.crypto import SecretBox, check_key
+from component.fair_writer import WINDOW
 from component.plugins import PluginError, load_bridge_class
 
 
@@ -167,8 +168,11 @@ class Config(_Strict):
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     history: HistorySettings = Field(default_factory=HistorySettings)
     shutdown_timeout: float = Field(10.0, gt=0)
-    registration_limit: RegistrationLimit = Field(default_factory=RegistrationLimit)
     """Seconds a stop waits for queued work and sessions before refusing and cancelling."""
+    registration_limit: RegistrationLimit = Field(default_factory=RegistrationLimit)
+    write_window: int = Field(WINDOW, ge=0)
+    """Characters written to the XMPP server and not yet confirmed (component.fair_writer);
+    0: no window, everything written at once."""
     files: FileSettings = Field(default_factory=FileSettings)
     cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     admins: list[str] = []

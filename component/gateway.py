@@ -29,6 +29,7 @@ from component.commands import AdHocCommands
 from component.config import FileSettings
 from component.disco import Disco
 from component.errors import registration_text, stanza_error
+from component.fair_writer import MARKER_ID, WINDOW, FairWriter
 from component.files import HttpFiles
 from component.lanes import Handler, Lanes
 from component.nick_resources import to_nick
@@ -162,7 +163,9 @@ class Gateway(ComponentXMPP):
         files: FileSettings | None = None,
         ownership: Ownership | None = None,
         admins: list[str] | None = None,
+        write_window: int = WINDOW,
     ) -> None:
+        """`write_window`: see `component.fair_writer` (0: none)."""
         super().__init__(jid, secret)  # type: ignore[no-untyped-call]  # via super(): not excluded
         self.bridge = bridge
         self.store = store
@@ -170,8 +173,11 @@ class Gateway(ComponentXMPP):
         self._started_once = False
         self._closing = asyncio.Event()
         self._delivered: dict[type, Any] = {}
-        self._unwritten: list[str] = []
-        """Serialized stanzas of this event loop turn, written together by `_flush`."""
+        self.writer = FairWriter(
+            self._write, self._marker, self.loop, name=self.boundjid.bare, window=write_window
+        )
+        """Serialized stanzas: this event loop turn's written together, and in turns by
+        recipient while the server is behind (component.fair_writer)."""
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0004")
         self.register_plugin("xep_0199")
@@ -219,6 +225,7 @@ class Gateway(ComponentXMPP):
         self._messages_in = metrics.STANZAS_IN.labels(bridge.name, "message")
         self._message_tag = f"{{{self.default_ns}}}message"
         self._body_tag = f"{{{self.default_ns}}}body"
+        self._iq_tag = f"{{{self.default_ns}}}iq"
         self._jids: dict[str, JID] = {}
         self._rooms: dict[str, Address] = {}
         if ownership is not None:
@@ -236,6 +243,9 @@ class Gateway(ComponentXMPP):
         # A self-ping to an occupant goes through the lane, so it sees the join before it.
         self.remove_handler("Ping")
         self._route_iq("ping", self._on_ping, _ping_lane, types=("get",))
+        # Sync, so it runs right after slixmpp's own: what the writer held goes before
+        # what slixmpp held while the stream was down.
+        self.add_event_handler("session_start", lambda _event: self.writer.resume())
         self.add_event_handler("session_start", self._on_link_up)
         self.add_event_handler("disconnected", self._on_link_down)
 
@@ -245,8 +255,8 @@ class Gateway(ComponentXMPP):
         """Send a stanza, made fit for the component stream (see `to_component_stream`).
 
         Once the stream is up a stanza is serialized at once and written with all the
-        others of this turn of the event loop (`_flush`): one system call for a burst
-        instead of one per stanza, which cost more than building the stanza. No
+        others of this turn of the event loop (`self.writer`): one system call for a
+        burst instead of one per stanza, which cost more than building the stanza. No
         outgoing filter is registered on a gateway, so skipping slixmpp's send queue
         skips none; that queue still carries the handshake and what is sent while the
         stream is down, which slixmpp holds until the session starts.
@@ -262,19 +272,24 @@ class Gateway(ComponentXMPP):
             return
         if isinstance(data, StanzaBase):
             data = tostring(data.xml, xmlns=self.default_ns, stream=self, top_level=True)
-        if not self._unwritten:
-            self.loop.call_soon(self._flush)
-        self._unwritten.append(data)
+        self.writer.add(data)
 
     def send_raw(self, data: str | bytes) -> None:
-        """Whatever slixmpp writes itself (stream close, keepalive) comes after our stanzas."""
-        self._flush()
+        """Whatever slixmpp writes itself (stream close, keepalive) comes after our
+        stanzas, the queued ones too: the stream's end must not wait for the server."""
+        self.writer.write_all()
         super().send_raw(data)
 
-    def _flush(self) -> None:
-        if not self._unwritten:
-            return
-        data, self._unwritten = "".join(self._unwritten), []
+    def _marker(self, marker: str) -> str:
+        """The window marker `marker`: a ping to ourselves, which any server routes back
+        (mod_ping or not); `_spawn_event` takes it, unanswered."""
+        jid = self.boundjid.bare
+        return (
+            f'<iq type="get" id="{marker}" from="{jid}" to="{jid}">'
+            '<ping xmlns="urn:xmpp:ping" /></iq>'
+        )
+
+    def _write(self, data: str) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             log.warning("%s: stream closed, %d bytes not sent", self.boundjid.bare, len(data))
@@ -308,7 +323,8 @@ class Gateway(ComponentXMPP):
         class and its look-up of the stanza's language (`stanza['lang'] is None` never
         holds) cost more than building the stanza, and change nothing for it."""
         xml = self.incoming_filter(xml)  # type: ignore[no-untyped-call]
-        if xml.tag == self._message_tag and self.groups is not None:
+        tag = xml.tag
+        if tag == self._message_tag and self.groups is not None:
             plain = wire.plain_groupchat(xml, self._body_tag)
             if plain is not None:
                 self._messages_in.inc()
@@ -316,6 +332,9 @@ class Gateway(ComponentXMPP):
                 message = Message(self, xml, recv=True)
                 self.lanes.submit(self._jid(plain.sender).bare, message, handler)
                 return
+        elif tag == self._iq_tag and xml.get("id", "").startswith(MARKER_ID):
+            self.writer.confirm(xml.get("id", ""))  # our own marker, back (or bounced)
+            return
         super()._spawn_event(xml)
 
     def recv_stanza(self, stanza: StanzaBase) -> None:
@@ -511,6 +530,7 @@ class Gateway(ComponentXMPP):
         if self.link_up.is_set() and not self._closing.is_set():
             log.warning("%s: lost the connection to the XMPP server", self.boundjid.bare)
         self.link_up.clear()
+        self.writer.hold()
         metrics.LINK_UP.labels(self.bridge.name).set(0)
 
     # --- sessions -------------------------------------------------------------------

@@ -64,3 +64,20 @@ async def test_the_23_01_handshake_crash_is_explained_in_the_log(gateway_factory
         assert "domain_balancing type without component_number" in line
         assert "retrying" in line
         await gateway.stop()
+
+
+async def test_ejabberd_routes_the_write_windows_markers_back(
+    ejabberd, gateway_factory, client_factory, fake
+):
+    """A window of a few stanzas (component.fair_writer) needs ejabberd to route a
+    marker back every stanza or two: 60 echoes all arrive, in order, and the writer
+    never gives up on its markers (which it would after 5 s without one)."""
+    gateway = await gateway_factory(ejabberd, write_window=512)
+    client = await client_factory(ejabberd)
+    await register_and_subscribe(client, FAKE_JID, username="alice", password="pw")
+    await fake.wait_for("start")
+    for n in range(60):
+        client.send_message(mto=f"bob@{FAKE_JID}", mbody=f"m{n}", mtype="chat")
+    echoes = [(await client.message_from(f"bob@{FAKE_JID}"))["body"] for _ in range(60)]
+    assert echoes == [f"echo: m{n}" for n in range(60)]
+    assert "did not route a window marker back" not in gateway.log_text()
