@@ -179,7 +179,26 @@ class MessageExtras:
 NO_EXTRAS = MessageExtras()
 
 
-class Sink(Protocol):
+class ChatReferences(Protocol):
+    """How the user's clients and the legacy network name the messages of one-to-one
+    chats, from the `Message`s (a contact's, known by its `legacy_id`) and `Delivered`s
+    (the user's, by its `xmpp_id`) the session delivered; kept across restarts.
+
+    A client replies or reacts to a message by the id it saw (XEP-0461, XEP-0444), so
+    a network whose own replies name legacy ids (IRC `+draft/reply`) translates.
+    """
+
+    async def legacy_id(self, xmpp_id: str) -> str | None:
+        """The legacy id of the message the user's clients know as `xmpp_id`; None
+        when unknown (too old, or never given one)."""
+        ...
+
+    async def xmpp_id(self, legacy_id: str) -> str | None:
+        """The id the user's clients know the message `legacy_id` by; None when unknown."""
+        ...
+
+
+class Sink(ChatReferences, Protocol):
     """The component side of a session: the only way legacy events reach XMPP."""
 
     @property

@@ -11,6 +11,10 @@ biboumi does, because each saw the room through their own legacy connection. A r
 of a line already stored (a bouncer after a restart, say) is no second row: the legacy
 id (IRC `msgid`) and the XMPP origin-id are unique per user and room, and the stanza id
 is derived from the legacy id, so the replay carries the id the archive already has.
+
+The same writer keeps the references of one-to-one chats (`ChatReference`: ids and
+reaction sets, never text), which the user's server archives itself; they are kept
+whatever the user's archiving switch says, since they hold nothing that was said.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Engine, delete, select, tuple_, update
+from sqlalchemy import ColumnElement, Connection, Engine, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -35,7 +39,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bridges.address import Address
 from bridges.base import Account, AccountStore, Command, FormField
 from component.db import local_reader
-from component.models import AccountRow, ArchiveLegacyIdRow, ArchiveRow, RecordRow, UserRow
+from component.models import (
+    AccountRow,
+    ArchiveLegacyIdRow,
+    ArchiveRow,
+    ChatReferenceRow,
+    RecordRow,
+    UserRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +71,9 @@ RETRY_DELAYS = (0.5, 2.0, 10.0)
 """Waits before a failed batch is tried again; after the last it is dropped (logged)."""
 CLEANUP_INTERVAL = 3600.0
 """Seconds between two retention runs (`archive.max_days`)."""
+CHATS_KEPT = 2_000
+"""One-to-one messages per account whose references are kept (the newest); a reply or
+reaction to an older one falls back to text, as to one never seen."""
 PREFERENCE = ("archive", "settings")
 """The (kind, key) of the record holding a user's own archiving switch."""
 
@@ -129,6 +143,33 @@ class Line:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatReference:
+    """A message of a one-to-one chat as references name it (`ChatReferenceRow`).
+
+    None in a field means "not changed" when written and "not known" when read.
+    """
+
+    user: str
+    xmpp_id: str
+    """The id the user's clients know the message by."""
+    legacy_id: str | None = None
+    mine: tuple[str, ...] | None = None
+    """The user's current reactions to it."""
+    theirs: tuple[str, ...] | None = None
+    """The contact's current reactions to it."""
+
+    def merged(self, newer: ChatReference) -> ChatReference:
+        """This reference with what `newer` changed."""
+        return ChatReference(
+            self.user,
+            self.xmpp_id,
+            _newer(newer.legacy_id, self.legacy_id),
+            _newer(newer.mine, self.mine),
+            _newer(newer.theirs, self.theirs),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Filter:
     """The MAM form: which lines of one room qualify (all given conditions hold)."""
 
@@ -177,6 +218,7 @@ class Archive:
     _sessions: async_sessionmaker[AsyncSession] = field(init=False)
     _accounts: dict[str, _Account] = field(default_factory=dict, init=False)
     _queue: list[Line] = field(default_factory=list, init=False)
+    _chats: list[ChatReference] = field(default_factory=list, init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _hurry: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
@@ -187,6 +229,7 @@ class Archive:
     _sent: Callable[[datetime], Any] = field(init=False)
     """A line's time as the driver takes it: text on SQLite, as SQLAlchemy stores it."""
     _insert_ids: Any = field(init=False)
+    _upsert_chats: Any = field(init=False)
     _has_more_ids: bool | None = field(default=None, init=False)
     """Whether `archive_legacy_ids` has rows (None: not looked yet)."""
     _local: Engine | None = field(default=None, init=False)
@@ -199,6 +242,15 @@ class Archive:
         self._insert = _insert_text(dialect.paramstyle)
         self._sent = _sqlite_time if dialect.name == "sqlite" else _utc
         self._insert_ids = insert(ArchiveLegacyIdRow).on_conflict_do_nothing()
+        chats = insert(ChatReferenceRow)
+        self._upsert_chats = chats.on_conflict_do_update(
+            index_elements=[ChatReferenceRow.account_id, ChatReferenceRow.xmpp_id],
+            set_={
+                name: func.coalesce(chats.excluded[name], getattr(ChatReferenceRow, name))
+                for name in ("legacy_id", "mine", "theirs")
+            }
+            | {"updated": chats.excluded.updated},
+        )
         self._local = local_reader(self.engine)
         self._idle.set()
 
@@ -206,8 +258,7 @@ class Archive:
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._write_loop(), name="archive writer"))
-        if self.max_days:
-            self._tasks.append(asyncio.create_task(self._cleanup_loop(), name="archive cleanup"))
+        self._tasks.append(asyncio.create_task(self._cleanup_loop(), name="archive cleanup"))
 
     @property
     def tasks(self) -> tuple[asyncio.Task[None], ...]:
@@ -237,6 +288,14 @@ class Archive:
         self._idle.clear()
         self._wake.set()
 
+    def note_chat(self, reference: ChatReference) -> None:
+        """Queue what changed about a one-to-one message for the next batch."""
+        if len(self._chats) >= MAX_QUEUED:
+            return  # the lines' warning covers a database that does not keep up
+        self._chats.append(reference)
+        self._idle.clear()
+        self._wake.set()
+
     async def flush(self) -> None:
         """Wait until every line added so far is committed (or given up on)."""
         if not self._tasks:  # not started (a one-off command): write here
@@ -249,7 +308,7 @@ class Archive:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
-            if len(self._queue) < MAX_BATCH:
+            if len(self._queue) + len(self._chats) < MAX_BATCH:
                 # In this task (not wait_for's own, which a shutdown ending stray
                 # tasks would cancel, killing the writer before its last flush).
                 with contextlib.suppress(TimeoutError):
@@ -260,34 +319,41 @@ class Archive:
             await self._drain()
 
     async def _drain(self) -> None:
-        while self._queue:
+        while self._queue or self._chats:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            await self._write_retrying(batch)
+            chats, self._chats = self._chats[:MAX_BATCH], self._chats[MAX_BATCH:]
+            await self._write_retrying(batch, chats)
         self._dropping = False
         self._idle.set()
 
-    async def _write_retrying(self, batch: list[Line]) -> None:
+    async def _write_retrying(self, batch: list[Line], chats: list[ChatReference]) -> None:
         for delay in (*RETRY_DELAYS, None):
             try:
-                await self._write(batch)
+                await self._write(batch, chats)
                 return
             except IntegrityError:
                 # An account removed while its lines were queued: write the others.
                 self._accounts.clear()
-                for line in batch:
+                alone: list[tuple[list[Line], list[ChatReference]]] = [
+                    *(([line], []) for line in batch),
+                    *(([], [chat]) for chat in chats),
+                ]
+                for lines, refs in alone:
                     try:
-                        await self._write([line])
+                        await self._write(lines, refs)
                     except IntegrityError:
-                        log.info("archive: dropped a line of %s (account gone)", line.user)
+                        user = (lines or refs)[0].user
+                        log.info("archive: dropped a line of %s (account gone)", user)
                 return
             except (SQLAlchemyError, OSError) as exc:
                 if delay is None:
-                    log.error("archive: gave up on %d lines: %s", len(batch), exc)
+                    log.error("archive: gave up on %d lines: %s", len(batch) + len(chats), exc)
                     return
-                log.warning("archive: writing %d lines failed (%s); retrying", len(batch), exc)
+                count = len(batch) + len(chats)
+                log.warning("archive: writing %d lines failed (%s); retrying", count, exc)
                 await asyncio.sleep(delay)
 
-    async def _write(self, batch: Sequence[Line]) -> None:
+    async def _write(self, batch: Sequence[Line], chats: Sequence[ChatReference] = ()) -> None:
         """One transaction; on an SQLite file in this thread, like the reads (`_read`).
 
         Handing each statement of a batch to aiosqlite's thread made the event loop
@@ -296,8 +362,14 @@ class Archive:
         milliseconds; a database locked by another writer makes it fail after 50 ms
         (`local_reader`) and it is retried later, off the loop.
         """
+
         # Core on a connection: the ORM's unit of work is not needed for plain rows.
-        await self._transaction(lambda db: self._write_rows(db, batch))
+        def write(db: Connection) -> None:
+            self._write_rows(db, batch)
+            if chats:
+                self._write_chats(db, chats)
+
+        await self._transaction(write)
 
     async def _transaction(self, work: Callable[[Connection], None]) -> None:
         """Run `work` in one transaction: in this thread on an SQLite file (`_write`)."""
@@ -353,6 +425,34 @@ class Archive:
         if more_ids:
             db.execute(self._insert_ids, more_ids)
             self._has_more_ids = True
+
+    def _write_chats(self, db: Connection, chats: Sequence[ChatReference]) -> None:
+        """Upsert the references, each changed field over the stored one; several
+        changes to one message in the batch are one row (an upsert may not touch a row
+        twice in one statement)."""
+        merged: dict[tuple[str, str], ChatReference] = {}
+        for chat in chats:
+            key = (chat.user, chat.xmpp_id)
+            known = merged.get(key)
+            merged[key] = chat if known is None else known.merged(chat)
+        now = datetime.now(UTC)
+        rows = []
+        for n, chat in enumerate(merged.values()):
+            account = self._account(db, chat.user)
+            if account is not None:
+                rows.append(
+                    {
+                        "account_id": account.id,
+                        "xmpp_id": chat.xmpp_id,
+                        "legacy_id": chat.legacy_id,
+                        "mine": _emojis_text(chat.mine),
+                        "theirs": _emojis_text(chat.theirs),
+                        # Distinct times in queue order, so the bound cuts a burst too.
+                        "updated": now + timedelta(microseconds=n),
+                    }
+                )
+        if rows:
+            db.execute(self._upsert_chats, rows)
 
     def _not_replays(self, db: Connection, kept: list[tuple[int, Line]]) -> list[tuple[int, Line]]:
         """`kept` without the lines the archive holds as a further line of a message.
@@ -616,6 +716,40 @@ class Archive:
 
         return await self._read(query)
 
+    async def chat_reference(
+        self, user: str, *, xmpp_id: str | None = None, legacy_id: str | None = None
+    ) -> ChatReference | None:
+        """The one-to-one message the user's clients know as `xmpp_id`, or the legacy
+        side names `legacy_id` (the newest, should two share it)."""
+
+        def query(db: Connection) -> ChatReference | None:
+            account = self._account(db, user)
+            if account is None:
+                return None
+            where = (
+                ChatReferenceRow.xmpp_id == xmpp_id
+                if xmpp_id is not None
+                else ChatReferenceRow.legacy_id == legacy_id
+            )
+            row = db.execute(
+                select(
+                    ChatReferenceRow.xmpp_id,
+                    ChatReferenceRow.legacy_id,
+                    ChatReferenceRow.mine,
+                    ChatReferenceRow.theirs,
+                )
+                .where(ChatReferenceRow.account_id == account.id, where)
+                .order_by(ChatReferenceRow.updated.desc())
+                .limit(1)
+            ).first()
+            if row is None:
+                return None
+            return ChatReference(
+                user, row.xmpp_id, row.legacy_id, _emojis(row.mine), _emojis(row.theirs)
+            )
+
+        return await self._read(query)
+
     async def retract(self, user: str, room: str, stanza_id: str) -> None:
         """Turn a line into a tombstone: its body is gone, its place and ids stay."""
 
@@ -687,17 +821,53 @@ class Archive:
     # --- retention -------------------------------------------------------------------
 
     async def expire(self, now: datetime | None = None) -> int:
-        """Delete lines older than `max_days` (none when it is 0); return how many."""
+        """Delete lines and chat references older than `max_days` (none when it is 0),
+        and the chat references of each account beyond its newest CHATS_KEPT; return
+        how many lines went."""
+        await self._bound_chats()
         if not self.max_days:
             return 0
-        cutoff = (now or datetime.now(UTC)) - timedelta(days=self.max_days)
         await self.flush()
+        cutoff = _utc((now or datetime.now(UTC)) - timedelta(days=self.max_days))
         async with self._sessions.begin() as db:
-            result: Any = await db.execute(delete(ArchiveRow).where(ArchiveRow.sent < _utc(cutoff)))
+            result: Any = await db.execute(delete(ArchiveRow).where(ArchiveRow.sent < cutoff))
+            await db.execute(delete(ChatReferenceRow).where(ChatReferenceRow.updated < cutoff))
         removed = int(result.rowcount or 0)
         if removed:
             log.info("archive: removed %d lines older than %d days", removed, self.max_days)
         return removed
+
+    async def _bound_chats(self) -> None:
+        """Each account's chat references beyond its newest CHATS_KEPT are deleted
+        (a transaction only when there are such)."""
+        over = (
+            select(ChatReferenceRow.account_id)
+            .group_by(ChatReferenceRow.account_id)
+            .having(func.count() > CHATS_KEPT)
+        )
+        accounts = await self._read(lambda db: db.execute(over).scalars().all(), flush=False)
+        if not accounts:
+            return
+        async with self._sessions.begin() as db:
+            await self._delete_beyond(db, accounts)
+
+    async def _delete_beyond(self, db: AsyncSession, accounts: Sequence[int]) -> None:
+        for account_id in accounts:
+            oldest_kept = (
+                await db.execute(
+                    select(ChatReferenceRow.updated)
+                    .where(ChatReferenceRow.account_id == account_id)
+                    .order_by(ChatReferenceRow.updated.desc())
+                    .offset(CHATS_KEPT - 1)
+                    .limit(1)
+                )
+            ).scalar_one()
+            await db.execute(
+                delete(ChatReferenceRow).where(
+                    ChatReferenceRow.account_id == account_id,
+                    ChatReferenceRow.updated < oldest_kept,
+                )
+            )
 
     async def _cleanup_loop(self) -> None:
         while True:
@@ -781,6 +951,18 @@ def _sqlite_time(moment: datetime) -> str:
     if moment.tzinfo is UTC:  # a live line: "…+00:00" cut off
         return moment.isoformat(" ", "microseconds")[:26]
     return _utc(moment).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _newer(new: _T | None, old: _T | None) -> _T | None:
+    return old if new is None else new
+
+
+def _emojis_text(emojis: tuple[str, ...] | None) -> str | None:
+    return None if emojis is None else "\n".join(emojis)
+
+
+def _emojis(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(text.split("\n")) if text else ()
 
 
 def _more_ids(account_id: int, line: Line) -> list[dict[str, Any]]:

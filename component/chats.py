@@ -1,54 +1,120 @@
-"""One-to-one chats with legacy contacts: what XEP-0444 reaction sets each side has.
+"""One-to-one chats with legacy contacts: the references between their messages.
 
-XEP-0444 sends a sender's whole set, legacy networks (IRC `+draft/react`) one change at
-a time, so each side's set is kept, per user, contact and message. Private chats have
-no archive here (the user's server keeps them), so this is memory only, bounded: after
-a restart the first change is taken against an empty set.
+A client names a message it replies or reacts to by the id it saw (XEP-0461 §3,
+XEP-0444 §5), the legacy side by its own id (an IRC msgid); XEP-0444 sends a sender's
+whole set where legacy networks (IRC `+draft/react`) send one change at a time. So for
+each message the gateway keeps its legacy id and each side's reactions, per user: the
+newest in memory, all of them through the archive's writer in `chat_references`
+(batched, off the delivery path), so a reply or a reaction change after a restart
+still reaches the right message. Without an archive (`archive.enabled: false`) they
+are kept in memory only, and after a restart references fall back to text.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import replace
 
-from bridges.address import Address
+from component.archive import Archive, ChatReference
 
 KEPT = 10_000
-"""Reaction sets remembered, across all users; the oldest go first."""
-
-Key = tuple[str, Address, str, bool]
-"""(user, contact, message id, whether the set is the contact's)."""
+"""References held in memory, across all users; the oldest go first."""
 
 
-class ReactionSets:
-    def __init__(self, kept: int = KEPT) -> None:
+class PrivateChats:
+    def __init__(self, archive: Archive | None = None, kept: int = KEPT) -> None:
+        self._archive = archive
         self._kept = kept
-        self._sets: OrderedDict[Key, tuple[str, ...]] = OrderedDict()
+        self._refs: OrderedDict[tuple[str, str], ChatReference] = OrderedDict()
+        """(user, XMPP id) → reference, newest last."""
+        self._by_legacy: dict[tuple[str, str], str] = {}
+        """(user, legacy id) → XMPP id, for the references in `_refs`."""
 
-    def _store(self, key: Key, emojis: tuple[str, ...]) -> None:
-        self._sets.pop(key, None)
-        if emojis:
-            self._sets[key] = emojis
-            if len(self._sets) > self._kept:
-                self._sets.popitem(last=False)
+    def _remember(self, ref: ChatReference) -> None:
+        key = (ref.user, ref.xmpp_id)
+        self._refs.pop(key, None)
+        self._refs[key] = ref
+        if ref.legacy_id:
+            self._by_legacy[(ref.user, ref.legacy_id)] = ref.xmpp_id
+        if len(self._refs) > self._kept:
+            _, old = self._refs.popitem(last=False)
+            if old.legacy_id and self._by_legacy.get((old.user, old.legacy_id)) == old.xmpp_id:
+                del self._by_legacy[(old.user, old.legacy_id)]
 
-    def users_change(
-        self, user: str, contact: Address, target: str, emojis: list[str]
+    def _change(self, ref: ChatReference) -> None:
+        """Apply what `ref` changes, here and (queued) in the database."""
+        known = self._refs.get((ref.user, ref.xmpp_id))
+        self._remember(ref if known is None else known.merged(ref))
+        if self._archive is not None:
+            self._archive.note_chat(ref)
+
+    async def _load(self, user: str, xmpp_id: str) -> ChatReference | None:
+        """The reference with both reaction sets known (read from the database once)."""
+        known = self._refs.get((user, xmpp_id))
+        if known is not None and known.mine is not None and known.theirs is not None:
+            self._refs.move_to_end((user, xmpp_id))
+            return known
+        stored = None
+        if self._archive is not None:
+            stored = await self._archive.chat_reference(user, xmpp_id=xmpp_id)
+        if known is None and stored is None:
+            return None
+        ref = (stored or ChatReference(user, xmpp_id)).merged(known or ChatReference(user, xmpp_id))
+        ref = replace(ref, mine=ref.mine or (), theirs=ref.theirs or ())
+        self._remember(ref)
+        return ref
+
+    def note(self, user: str, xmpp_id: str, legacy_id: str) -> None:
+        """A message the user's clients know as `xmpp_id` is `legacy_id` on the network
+        (a contact's message, under its own id; the user's, once the network took it)."""
+        known = self._refs.get((user, xmpp_id))
+        if known is None or known.legacy_id != legacy_id:
+            self._change(ChatReference(user, xmpp_id, legacy_id))
+
+    async def legacy_id(self, user: str, xmpp_id: str) -> str | None:
+        """The legacy id of the message the user's clients know as `xmpp_id`."""
+        known = self._refs.get((user, xmpp_id))
+        if known is not None and known.legacy_id:
+            return known.legacy_id
+        ref = await self._load(user, xmpp_id)
+        return ref.legacy_id if ref is not None else None
+
+    async def xmpp_id(self, user: str, legacy_id: str) -> str | None:
+        """The id the user's clients know the message `legacy_id` by, if it is known."""
+        found = self._by_legacy.get((user, legacy_id))
+        if found is not None or self._archive is None:
+            return found
+        stored = await self._archive.chat_reference(user, legacy_id=legacy_id)
+        if stored is None:
+            return None
+        self._remember(stored)
+        return stored.xmpp_id
+
+    async def users_change(
+        self, user: str, target: str, emojis: Sequence[str]
     ) -> tuple[list[str], list[str]]:
         """What the user's new whole set for `target` adds and removes."""
-        before = self._sets.get((user, contact, target, False), ())
+        ref = await self._load(user, target)
+        before = ref.mine or () if ref is not None else ()
         return [e for e in emojis if e not in before], [e for e in before if e not in emojis]
 
-    def users_set(self, user: str, contact: Address, target: str, emojis: list[str]) -> None:
+    def users_set(self, user: str, target: str, emojis: Sequence[str]) -> None:
         """The user's set for `target` once the network took the change."""
-        self._store((user, contact, target, False), tuple(emojis))
+        self._change(ChatReference(user, target, mine=tuple(emojis)))
 
-    def contacts_change(
-        self, user: str, contact: Address, target: str, emoji: str, removed: bool
-    ) -> list[str]:
+    async def contacts_change(self, user: str, target: str, emoji: str, removed: bool) -> list[str]:
         """The contact added or took back `emoji`; returns their whole set now."""
-        key = (user, contact, target, True)
-        emojis = [e for e in self._sets.get(key, ()) if e != emoji]
+        ref = await self._load(user, target)
+        emojis = [e for e in (ref.theirs or () if ref is not None else ()) if e != emoji]
         if not removed:
             emojis.append(emoji)
-        self._store(key, tuple(emojis))
+        self._change(ChatReference(user, target, theirs=tuple(emojis)))
         return emojis
+
+    def forget(self, user: str) -> None:
+        """The user unregistered (their rows go with the account)."""
+        for key in [key for key in self._refs if key[0] == user]:
+            del self._refs[key]
+        for key in [key for key in self._by_legacy if key[0] == user]:
+            del self._by_legacy[key]

@@ -25,6 +25,7 @@ from bridges.base import Bridge, MessageExtras, Session
 from bridges.xml_text import xml_safe
 from component import metrics, references, wire
 from component.archive import Archive
+from component.chats import PrivateChats
 from component.commands import AdHocCommands
 from component.config import FileSettings
 from component.disco import Disco
@@ -208,6 +209,7 @@ class Gateway(ComponentXMPP):
             self.send,
             self.groups.on_event if self.groups else None,
             lambda jid: self.sessions.is_available(jid.bare, jid.resource),
+            PrivateChats(archive),
         )
         self.files = HttpFiles(self, files or FileSettings())
         self.admins = frozenset(admins or ())
@@ -424,6 +426,7 @@ class Gateway(ComponentXMPP):
         """Another process serves `user` from now: stop what runs here for them."""
         if self.groups is not None:
             self.groups.forget_user(user)
+        self.outbound.chats.forget(user)
         await self.sessions.stop(user, "another instance serves the user now")
 
     def _route_iq(
@@ -467,6 +470,7 @@ class Gateway(ComponentXMPP):
             self._deliver,
             AccountStorage(self.store, user, self.bridge.name),
             lambda: self.files if self.files.available else None,
+            self.outbound.chats,
         )
 
     async def _deliver(self, user: str, event: events.Event) -> None:
@@ -559,6 +563,7 @@ class Gateway(ComponentXMPP):
         """Stop everything for `user` and delete what is stored for them."""
         if self.groups is not None:
             self.groups.forget_user(user)
+        self.outbound.chats.forget(user)
         await self.sessions.stop(
             user, reason, then=lambda: self.store.remove_account(user, self.bridge.name)
         )
@@ -682,11 +687,11 @@ class Gateway(ComponentXMPP):
             if refusal is not None:
                 raise stanza_error("not-acceptable", refusal)
             user = message["from"].bare
-            sets = self.outbound.reactions
-            added, removed = sets.users_change(user, address, target, emojis)
+            chats = self.outbound.chats
+            added, removed = await chats.users_change(user, target, emojis)
             if added or removed:
                 await session.react(address, events.Quoted(target, None, ""), added, removed)
-            sets.users_set(user, address, target, emojis)
+            chats.users_set(user, target, emojis)
             return True
         chat_state = references.chat_state(message)
         if chat_state is not None and not message["body"]:

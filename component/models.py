@@ -5,7 +5,9 @@ records, small JSON documents a bridge keys by (kind, key) so that a new network
 persist what it needs without a migration of its own. The fourth, `archive`, holds the
 room messages of each account's legacy memberships (component.archive); the fifth,
 `archive_legacy_ids`, the further legacy ids of a message that became several legacy
-messages (an XMPP message of three lines is three IRC PRIVMSGs, three msgids).
+messages (an XMPP message of three lines is three IRC PRIVMSGs, three msgids). The
+sixth, `chat_references`, ties the messages of one-to-one chats to their legacy ids,
+with each side's reactions (component.chats), without their text.
 """
 
 from __future__ import annotations
@@ -183,6 +185,44 @@ class ArchiveLegacyIdRow(Base):
     )
     position: Mapped[int] = mapped_column(SmallInteger)
     """Which legacy message of the message this is: 1 for the second, and so on."""
+
+
+class ChatReferenceRow(Base):
+    """A message of a one-to-one chat with a legacy contact, as a reply, a reaction or
+    a correction names it: by the id the user's clients know it by (`xmpp_id`).
+
+    Private chats are archived by the user's own server, so only what the gateway needs
+    to translate references is here, never the text: the legacy id (IRC msgid) and each
+    side's current XEP-0444 set (None: never reacted; "" all taken back). Keyed by the
+    account alone, not the contact: the ids are unique on their own (msgids per server,
+    clients' ids per user), and a nick's spelling may differ between the JID and IRC.
+    Bounded per account (component.archive.CHATS_KEPT) and by `archive.max_days`.
+    """
+
+    __tablename__ = "chat_references"
+    __table_args__ = (
+        # A legacy reply or reaction names the message by its legacy id.
+        Index(
+            "ix_chat_references_legacy_id",
+            "account_id",
+            "legacy_id",
+            sqlite_where=text("legacy_id IS NOT NULL"),
+            postgresql_where=text("legacy_id IS NOT NULL"),
+        ),
+        # The bound per account and the retention go by age.
+        Index("ix_chat_references_updated", "account_id", "updated"),
+    )
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    xmpp_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    legacy_id: Mapped[str | None] = mapped_column(String(255))
+    mine: Mapped[str | None] = mapped_column(Text)
+    """The user's reactions, one emoji a line."""
+    theirs: Mapped[str | None] = mapped_column(Text)
+    """The contact's reactions, one emoji a line."""
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class InstanceRow(Base):

@@ -18,7 +18,7 @@ from slixmpp.xmlstream import ET, StanzaBase
 from bridges import events
 from bridges.address import Address
 from component import references
-from component.chats import ReactionSets
+from component.chats import PrivateChats
 from component.errors import error_type
 from component.muc import CONFERENCE_NS
 from component.xep_0203 import add_delay
@@ -42,6 +42,7 @@ class Outbound:
         send: Callable[[StanzaBase], None],
         rooms: RoomHandler | None = None,
         available: Callable[[JID], bool] = lambda jid: True,
+        chats: PrivateChats | None = None,
     ) -> None:
         self.component_jid = component_jid
         self._format_address = format_address
@@ -50,8 +51,9 @@ class Outbound:
         self._available = available
         """Whether a full JID is one of its user's available resources right now."""
         self._senders: OrderedDict[tuple[str, str], tuple[JID, bool]] = OrderedDict()
-        self.reactions = ReactionSets()
-        """Both sides' XEP-0444 sets in one-to-one chats (the gateway keeps the user's)."""
+        self.chats = chats or PrivateChats()
+        """One-to-one chats' references: legacy ids and both sides' XEP-0444 sets (the
+        gateway keeps the user's)."""
 
     def remember_sender(self, sender: JID, xmpp_id: str, wants_receipt: bool) -> None:
         """Note which resource sent a message, for errors and receipts that come later.
@@ -110,6 +112,9 @@ class Outbound:
             return
         match event:
             case events.Message():
+                if event.legacy_id and not event.sender.is_group:
+                    # A contact's message: clients know it by its legacy id.
+                    self.chats.note(user, event.legacy_id, event.legacy_id)
                 self._send(self._message(user, event))
             case events.Presence():
                 self._send(self._presence(user, event))
@@ -121,6 +126,8 @@ class Outbound:
             case events.DeliveryFailed():
                 self._send(self._failure(user, event))
             case events.Delivered():
+                if event.legacy_id and event.xmpp_id and not event.to.is_group:
+                    self.chats.note(user, event.xmpp_id, event.legacy_id)
                 to, wanted = self._sender(user, event.xmpp_id, event.origin, receipt=True)
                 if wanted:
                     self._send(self._receipt(to, event))
@@ -133,8 +140,8 @@ class Outbound:
                 references.add_chat_state(typing, event.state)
                 self._send(typing)
             case events.Reaction():
-                emojis = self.reactions.contacts_change(
-                    user, event.room, event.target, event.emoji, event.removed
+                emojis = await self.chats.contacts_change(
+                    user, event.target, event.emoji, event.removed
                 )
                 reaction = self._chat(user, event.room)
                 references.add_reactions(reaction, event.target, emojis)

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from bridges import events
 from bridges.base import Account, Bridge, FileTransfer, Session, Sink
 from component import metrics
+from component.chats import PrivateChats
 from component.store import AccountStorage, Store
 
 log = logging.getLogger(__name__)
@@ -253,11 +254,13 @@ class UserSink:
         deliver: Callable[[str, events.Event], Awaitable[None]],
         storage: AccountStorage,
         files: Callable[[], FileTransfer | None] = lambda: None,
+        chats: PrivateChats | None = None,
     ) -> None:
         self.user = user
         self._deliver = deliver
         self._storage = storage
         self._files = files
+        self._chats = chats or PrivateChats()
 
     @property
     def files(self) -> FileTransfer | None:
@@ -267,3 +270,9 @@ class UserSink:
         await self._deliver(self.user, event)
         if state is not None:
             await self._storage.save_account(state=state)
+
+    async def legacy_id(self, xmpp_id: str) -> str | None:
+        return await self._chats.legacy_id(self.user, xmpp_id)
+
+    async def xmpp_id(self, legacy_id: str) -> str | None:
+        return await self._chats.xmpp_id(self.user, legacy_id)

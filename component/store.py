@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridges.base import Account
 from component.crypto import SecretBox
-from component.models import AccountRow, ArchiveRow, RecordRow, UserRow
+from component.models import AccountRow, ArchiveRow, ChatReferenceRow, RecordRow, UserRow
 
 
 def _record_is(account_id: int, kind: str, key: str) -> tuple[ColumnElement[bool], ...]:
@@ -124,13 +124,15 @@ class Store:
             return self._to_account(user, row)
 
     async def remove_account(self, user: str, bridge: str) -> bool:
-        """Delete the account, its records and archive, and the user once no account is left."""
+        """Delete the account, its records, archive and chat references, and the user
+        once no account is left."""
         async with self._db(begin=True) as db:
             row = await self._account_row(db, user, bridge)
             if row is None:
                 return False
             await db.execute(delete(RecordRow).where(RecordRow.account_id == row.id))
             await db.execute(delete(ArchiveRow).where(ArchiveRow.account_id == row.id))
+            await db.execute(delete(ChatReferenceRow).where(ChatReferenceRow.account_id == row.id))
             await db.delete(row)
             await db.flush()
             remaining = await db.execute(

@@ -1,7 +1,8 @@
 """Throwaway IRC servers for the IRC bridge's integration tests and the local demo.
 
 `NgIrcd` is the plain RFC 2812 server the demo and most tests use; `InspIrcd` is the
-second one, with IRCv3 (see its docstring).
+second one, with IRCv3 (see its docstring); `Atheme` links services to an InspIRCd
+started with ``services=True`` (NickServ accounts, SASL).
 
 The IRC bridge opens one IRC connection per XMPP user from 127.0.0.1, which the default
 per-IP limits would cap, and real networks throttle floods, which the bridge must pace
@@ -205,6 +206,12 @@ INSPIRCD_MODULES = (
     "hostcycle",  # what clients without that cap see instead: a fake QUIT and JOIN
     "cgiirc",  # WEBIRC
 )
+INSPIRCD_SERVICES_MODULES = (
+    "spanningtree",  # the server link Atheme connects to
+    "services_account",  # accounts: 900 RPL_LOGGEDIN, ACCOUNT, the account tag
+    "sasl",  # AUTHENTICATE relayed to SaslServ
+    "svshold",  # else Atheme warns that nick enforcement will not work
+)
 INSPIRCD_LIMITS = (
     # One loopback class without flood limits: every gateway user comes from 127.0.0.1.
     'maxchans="1000" timeout="60" pingfreq="10m" hardsendq="64M" softsendq="8M" '
@@ -231,7 +238,8 @@ class InspIrcd(DaemonLauncher):
     GnuTLS module segfaults at shutdown.
 
     Creators of a channel get op (``defaultmodes="not"``); ``OPER oper operpass``
-    works. :meth:`restart` keeps the port.
+    works. :meth:`restart` keeps the port. ``services=True`` adds a server link on
+    ``link_port`` for :class:`Atheme` (``services_name``, U-lined, the SASL target).
     """
 
     run_dir_prefix = "xgw-inspircd-"
@@ -249,10 +257,15 @@ class InspIrcd(DaemonLauncher):
         motd: str = "xmpp-gateway test server",
         history_lines: int = 50,
         webirc_password: str = "webirc-secret",
+        services: bool = False,
         start_timeout: float = 15.0,
     ) -> None:
         super().__init__(base_dir)
         self.port = port or free_port()
+        self.services = services
+        self.link_port = free_port() if services else None
+        self.link_password = "link-secret"
+        self.services_name = "services.localhost"
         self.webirc_password = webirc_password
         self.server_name = server_name
         self.oper_name = oper_name
@@ -317,6 +330,16 @@ class InspIrcd(DaemonLauncher):
             '<cgiirc opernotice="no">',
             f'<cgihost type="webirc" password="{self.webirc_password}" mask="{LOOPBACK}">',
         ]
+        if self.link_port is not None:
+            tags += [
+                *(f'<module name="{name}">' for name in INSPIRCD_SERVICES_MODULES),
+                f'<bind address="{LOOPBACK}" port="{self.link_port}" type="servers">',
+                f'<link name="{self.services_name}" ipaddr="{LOOPBACK}" port="{self.link_port}" '
+                f'allowmask="{LOOPBACK}" sendpass="{self.link_password}" '
+                f'recvpass="{self.link_password}">',
+                f'<uline server="{self.services_name}" silent="yes">',
+                f'<sasl target="{self.services_name}">',
+            ]
         return "\n".join(tags) + "\n"
 
     async def prepare(self) -> None:
@@ -351,5 +374,129 @@ class InspIrcd(DaemonLauncher):
 
     async def stop(self) -> None:
         """Stop InspIRCd (SIGTERM, then SIGKILL)."""
+        if self._process is not None:
+            await self._process.stop()
+
+
+ATHEME_BINARY = "/usr/bin/atheme-services"
+ATHEME_MODULES = (
+    "protocol/inspircd",  # InspIRCd 3's spanning-tree protocol (1205)
+    "backend/opensex",  # the flat-file database in the data dir
+    "crypto/pbkdf2v2",  # password hashes
+    "nickserv/main",
+    "nickserv/register",
+    "nickserv/identify",
+    "nickserv/logout",
+    "nickserv/help",
+    "saslserv/main",
+    "saslserv/plain",
+)
+ATHEME_READY = "finished synching with uplink"
+
+
+class Atheme(DaemonLauncher):
+    """Atheme services (NickServ, SaslServ) linked to an InspIRCd started with
+    ``services=True``, which must be running first; ``async with Atheme(ircd)``.
+
+    Facts this relies on (Debian 12, atheme-services 7.2.12 with inspircd 3.15):
+    ``-n`` keeps it in the foreground, ``-c`` names the config, ``-D`` the data dir
+    (``services.db`` is created there), ``-l`` the log and ``-p`` the PID file; modules
+    are named relative to ``/usr/lib/x86_64-linux-gnu/atheme`` (``modules/...``). It
+    runs as root without complaint, but like InspIRCd it runs here as the ``irc`` user
+    (``setpriv`` execs, so the PID is the daemon's). It links within milliseconds of
+    connecting and logs ``finished synching with uplink`` once the burst is done: that
+    line is readiness; until the link port answers it retries every ``recontime`` (1 s).
+    Once linked, InspIRCd offers ``sasl=PLAIN`` and accounts: a NickServ ``REGISTER
+    password email`` logs the client in at once (900 and, with account-notify, an
+    ``ACCOUNT`` line, before NickServ's notice), so no ``IDENTIFY`` follows; IDENTIFY
+    on a later connection logs in as the account whatever the nick. InspIRCd answers
+    ``AUTHENTICATE PLAIN`` with ``AUTHENTICATE :+`` (a trailing parameter). SIGTERM exits 0
+    within milliseconds. The package's init script would start it as ``irc`` from
+    /etc/atheme; with ``policy-rc.d`` denying starts (.ci/setup) nothing runs by itself.
+    Without ``svshold`` in InspIRCd it warns that nick enforcers will not work.
+    """
+
+    run_dir_prefix = "xgw-atheme-"
+    needs_traversable_dir = True
+
+    def __init__(
+        self, ircd: InspIrcd, base_dir: Path | str | None = None, *, start_timeout: float = 15.0
+    ) -> None:
+        super().__init__(base_dir)
+        if ircd.link_port is None:
+            raise DaemonError("Atheme needs an InspIrcd started with services=True")
+        self.ircd = ircd
+        self.start_timeout = start_timeout
+        self._process: ManagedProcess | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / "atheme.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "data" / "atheme.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def render_config(self) -> str:
+        ircd, name = self.ircd, self.ircd.services_name
+        service = 'nick = "{0}"; user = "{0}"; host = "' + name + '"; real = "{0}";'
+        lines = [
+            *(f'loadmodule "modules/{module}";' for module in ATHEME_MODULES),
+            "serverinfo {",
+            f'  name = "{name}"; desc = "xmpp-gateway test services"; numeric = "00A";',
+            '  recontime = 1; netname = "TestNet"; hidehostsuffix = "users.testnet";',
+            '  adminname = "test"; adminemail = "root@localhost";',
+            '  registeremail = "noreply@localhost"; mta = "/bin/false";',
+            "  loglevel = { error; info; admin; network; register; };",
+            "  maxlogins = 5; maxusers = 100; mdlimit = 30; emaillimit = 10; emailtime = 300;",
+            "  auth = none; casemapping = ascii;",
+            "};",
+            f'uplink "{ircd.server_name}" {{',
+            f'  host = "{LOOPBACK}"; port = {ircd.link_port}; password = "{ircd.link_password}";',
+            "};",
+            "nickserv { " + service.format("NickServ") + " maxnicks = 5; expire = 30; };",
+            "saslserv { " + service.format("SaslServ") + " };",
+            # Tests register and log in many accounts at once, from one address.
+            "general { commit_interval = 5; ratelimit_uses = 1000; ratelimit_period = 1;",
+            '  flood_msgs = 0; flood_time = 10; kline_time = 7; clone_time = 0; language = "en";',
+            "  uplink_sendq_limit = 1048576; };",
+        ]
+        return "\n".join(lines) + "\n"
+
+    async def prepare(self) -> None:
+        root = os.geteuid() == 0
+        data = self.run_dir / "data"
+        if root:
+            make_owned_dir(data, INSPIRCD_USER, INSPIRCD_USER)
+        else:
+            data.mkdir(exist_ok=True)
+        self.config_path.write_text(self.render_config())
+        argv = [
+            ATHEME_BINARY, "-n", "-c", str(self.config_path), "-D", str(data),
+            "-l", str(self.log_path), "-p", str(data / "atheme.pid"),
+        ]  # fmt: skip
+        if root:
+            argv = ["setpriv", f"--reuid={INSPIRCD_USER}", f"--regid={INSPIRCD_USER}",
+                    "--clear-groups", "--", *argv]  # fmt: skip
+        self._process = ManagedProcess(
+            "atheme",
+            argv,
+            log_path=self.run_dir / "console.log",
+            ready_log=self.log_path,
+            ready_pattern=ATHEME_READY,
+            cwd=data,
+            start_timeout=self.start_timeout,
+        )
+
+    async def start(self) -> None:
+        """Start Atheme and wait until its link to InspIRCd is synced."""
+        await self._entered(self._process).start()
+
+    async def stop(self) -> None:
+        """Stop Atheme (SIGTERM, then SIGKILL)."""
         if self._process is not None:
             await self._process.stop()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from bridges import events
 from bridges.address import Address
+from bridges.base import ChatReferences
 from bridges.irc import rich
 from bridges.irc.address import can_be_named, make_address
 from bridges.irc.channel import Channel, Member, ServerModes, shared_modes
@@ -82,7 +83,7 @@ class IncomingLines:
     channels: dict[str, Channel]
     _nick_request: tuple[Address | None, str] | None
     _last_private_id: dict[str, str]
-    private_ids: rich.PrivateIds
+    references: ChatReferences
     _lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]]
     _in_welcome: bool
     _welcome: list[tuple[str, str]]
@@ -515,19 +516,22 @@ class IncomingLines:
             await self._service(f"<{line.nick}> {text}")
         else:
             sender = make_address(line.nick, self.server)
-            msgid = line.tags.get("msgid") or None
-            if msgid:  # the message's id for the user's clients, to reply or react to
-                self.private_ids.note(msgid, msgid)
             answered = rich.reply_target(line.tags)
             await self.deliver(
                 events.Message(
                     sender,
                     text,
                     timestamp=_replayed(line),
-                    legacy_id=msgid,
-                    reply_to=self.private_ids.xmpp_id(answered) if answered else None,
+                    # The message's id for the user's clients, to reply or react to.
+                    legacy_id=line.tags.get("msgid") or None,
+                    reply_to=await self._xmpp_id(answered) if answered else None,
                 )
             )
+
+    async def _xmpp_id(self, msgid: str) -> str:
+        """The id the user's clients know a private message by (the msgid when unknown:
+        a contact's message is known by its msgid)."""
+        return await self.references.xmpp_id(msgid) or msgid
 
     async def _sender_identity(self, ch: Channel, line: Line) -> str:
         """The sender's identity for XEP-0421; an `account` tag (account-tag) is the
@@ -597,7 +601,7 @@ class IncomingLines:
         reacted, target = rich.reaction(line.tags), rich.reply_target(line.tags)
         if reacted is not None and target:
             emoji, removed = reacted
-            named = self.private_ids.xmpp_id(target)
+            named = await self._xmpp_id(target)
             await self.deliver(events.Reaction(contact, line.nick, named, emoji, removed))
             return
         state = rich.typing_state(line.tags)

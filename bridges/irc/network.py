@@ -19,7 +19,7 @@ from typing import Any
 
 from bridges import events
 from bridges.address import Address
-from bridges.base import Account, AccountStore, BridgeError
+from bridges.base import Account, AccountStore, BridgeError, ChatReferences
 from bridges.events import GroupFeature
 from bridges.irc import rich
 from bridges.irc.address import make_address
@@ -68,6 +68,7 @@ class Network(IncomingLines):
         store: AccountStore,
         log: logging.Logger,
         *,
+        references: ChatReferences,
         pacing: ConnectPacing | None = None,
     ) -> None:
         self.server = server
@@ -95,7 +96,8 @@ class Network(IncomingLines):
         self.channels: dict[str, Channel] = {}
         self._nick_request: tuple[Address | None, str] | None = None
         self._last_private_id: dict[str, str] = {}
-        self.private_ids = rich.PrivateIds()
+        self.references = references
+        """Private messages' ids as the user's clients and IRC know them."""
         self._lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]] = []
         self._connect_lock = asyncio.Lock()
         self._reconnecting: asyncio.Task[None] | None = None
@@ -582,19 +584,20 @@ class Network(IncomingLines):
         tag = self._tag(rich.REPLY_TAGS) if quoted.legacy_id else None
         return {tag: quoted.legacy_id} if tag and quoted.legacy_id else {}
 
-    def _known(self, target: str, quoted: events.Quoted) -> events.Quoted:
+    async def _known(self, target: str, quoted: events.Quoted) -> events.Quoted:
         """In a private chat the client names a message by the id it saw: the msgid
         it stands for, if known (else None, and the text fallback)."""
         if is_channel(target):
             return quoted
-        return replace(quoted, legacy_id=self.private_ids.msgid(quoted.legacy_id))
+        named = quoted.legacy_id
+        return replace(quoted, legacy_id=await self.references.legacy_id(named) if named else None)
 
     async def reply(
         self, target: str, text: str, quoted: events.Quoted, xmpp_id: str | None
     ) -> None:
         """`+draft/reply` where the server takes it, else the author's nick and a quote."""
         await self.ensure_connected()
-        quoted = self._known(target, quoted)
+        quoted = await self._known(target, quoted)
         tags = self._reply_tags(quoted)
         await self.message(target, text if tags else rich.reply_text(text, quoted), xmpp_id, tags)
 
@@ -603,7 +606,7 @@ class Network(IncomingLines):
     ) -> None:
         """A line that reads as a correction, tagged as a reply to the original if it can."""
         await self.ensure_connected()
-        tags = self._reply_tags(self._known(target, quoted))
+        tags = self._reply_tags(await self._known(target, quoted))
         await self.message(target, rich.correction_text(text), xmpp_id, tags)
 
     async def react(
@@ -612,7 +615,7 @@ class Network(IncomingLines):
         """TAGMSGs with `+draft/react` (`+draft/unreact` to take one back), else, for
         new reactions only, rate-limited `/me reacted …` lines unless switched off."""
         await self.ensure_connected()
-        quoted = self._known(target, quoted)
+        quoted = await self._known(target, quoted)
         react, reply = self._tag(rich.REACT_TAGS), self._reply_tags(quoted)
         if react and reply:
             for emoji in added:
@@ -684,11 +687,10 @@ class Network(IncomingLines):
         to = make_address(target, self.server)
 
         async def written(echoes: list[Line]) -> None:
-            # The first line's msgid and time name the message; every line's msgid
-            # is kept, since a reply or reaction on IRC may point at any of them.
+            # The first line's msgid and time name the message (in a private chat
+            # too: the component remembers it for replies and reactions); every
+            # line's msgid is kept, since a reply or reaction on IRC may point at any.
             ids = tuple(msgid for echo in echoes if (msgid := echo.tags.get("msgid")))
-            if ids and not is_channel(target):
-                self.private_ids.note(xmpp_id, ids[0])
             await self.deliver(
                 events.Delivered(
                     to,

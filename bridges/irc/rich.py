@@ -13,7 +13,7 @@ markers are not sent at all: IRC users would only read them as noise.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping, Set
 
 from bridges import events
@@ -149,43 +149,3 @@ class TextBudget:
             return False
         self._uses.append(now)
         return True
-
-
-PRIVATE_IDS_KEPT = 2_000
-"""Private messages per network whose ids are remembered (replies and reactions to older
-ones fall back to text)."""
-
-
-class PrivateIds:
-    """The ids of private messages, both ways, for one network and one user.
-
-    A private chat has no archive here (the user's server keeps it), so a reply or a
-    reaction from a client names the message by the id its client saw: an IRC msgid
-    (the gateway gives a contact's message its msgid as id) or the client's own id,
-    which the echo of the line tied to its msgid. Bounded and in memory: after a
-    restart, references to earlier messages fall back to text.
-    """
-
-    def __init__(self, kept: int = PRIVATE_IDS_KEPT) -> None:
-        self._kept = kept
-        self._msgids: OrderedDict[str, str] = OrderedDict()
-        """XMPP id → msgid."""
-        self._xmpp_ids: OrderedDict[str, str] = OrderedDict()
-        """msgid → XMPP id."""
-
-    def note(self, xmpp_id: str, msgid: str) -> None:
-        for mapping, key, value in (
-            (self._msgids, xmpp_id, msgid),
-            (self._xmpp_ids, msgid, xmpp_id),
-        ):
-            mapping[key] = value
-            mapping.move_to_end(key)
-            if len(mapping) > self._kept:
-                mapping.popitem(last=False)
-
-    def msgid(self, xmpp_id: str | None) -> str | None:
-        return self._msgids.get(xmpp_id) if xmpp_id else None
-
-    def xmpp_id(self, msgid: str) -> str:
-        """The id the user's clients know the message by (the msgid when unknown)."""
-        return self._xmpp_ids.get(msgid, msgid)

@@ -85,6 +85,7 @@ class IrcSession(Session):
                 self._deliver,
                 self.store,
                 self.log,
+                references=self.sink,
                 pacing=self.pacing,
             )
             network.away = self.away

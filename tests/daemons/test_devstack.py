@@ -8,6 +8,8 @@ an event, a protocol reply or a port, with a timeout.
 from __future__ import annotations
 
 import asyncio
+import base64
+import shutil
 import ssl
 import sys
 import time
@@ -21,13 +23,14 @@ import slixmpp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bridges.irc.devstack import InspIrcd, NgIrcd
+from bridges.irc.devstack import Atheme, InspIrcd, NgIrcd
 from bridges.mail.devstack import MailServer
 from component.devstack.postgres import Postgres
 from component.devstack.process import (
     DaemonError,
     ManagedProcess,
     free_port,
+    pid_alive,
     port_answers,
 )
 from component.devstack.prosody import Prosody
@@ -290,6 +293,36 @@ async def test_inspircd_offers_ircv3_caps_tags_history_and_restarts(inspircd: In
     assert inspircd.pid != old_pid
     dave = await IrcClient.connect(inspircd, "dave")
     await dave.close()
+
+
+async def test_atheme_links_to_inspircd_with_nickserv_and_sasl():
+    if shutil.which("atheme-services") is None:
+        pytest.fail("atheme-services is not installed: run bash .ci/setup")
+    async with InspIrcd(services=True) as inspircd:
+        async with Atheme(inspircd) as atheme:
+            bob = await IrcClient.connect(inspircd, "bob")
+            bob.send("PRIVMSG NickServ :REGISTER bob-secret bob@example.org")
+            await bob.expect(" 900 bob ")  # registering logs in
+            await bob.close()
+            # SASL PLAIN, relayed by InspIRCd to Atheme's SaslServ.
+            reader, writer = await asyncio.open_connection(inspircd.host, inspircd.port)
+            robert = IrcClient(reader, writer)
+            robert.send("CAP LS 302", "NICK robert", "USER robert 0 * :robert")
+            assert "sasl=PLAIN" in await robert.expect(" CAP * LS ")
+            robert.send("CAP REQ :sasl")
+            await robert.expect(" ACK ")
+            robert.send("AUTHENTICATE PLAIN")
+            await robert.expect("AUTHENTICATE :+")  # InspIRCd 3 sends the + as a trailing
+            token = base64.b64encode(b"bob\0bob\0bob-secret").decode()
+            robert.send(f"AUTHENTICATE {token}")
+            assert " bob :" in await robert.expect(" 900 robert ")
+            await robert.expect(" 903 ")
+            robert.send("CAP END")
+            await robert.expect(" 001 ")
+            await robert.close()
+            pid = atheme.pid
+            assert pid is not None
+        assert atheme.pid is None and not pid_alive(pid)
 
 
 # --------------------------------------------------------------------------- mail

@@ -76,10 +76,25 @@ class Recorder:
 
 
 class RecordingSink(Recorder):
-    """The Sink a session delivers to: records events in order."""
+    """The Sink a session delivers to: records events in order, and keeps the ids of
+    private messages as the component does (component.chats), in memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.legacy_ids: dict[str, str] = {}
 
     async def deliver(self, event: events.Event, *, state: Mapping[str, Any] | None = None) -> None:
+        if isinstance(event, events.Message) and event.legacy_id and not event.sender.is_group:
+            self.legacy_ids[event.legacy_id] = event.legacy_id
+        if isinstance(event, events.Delivered) and event.legacy_id and not event.to.is_group:
+            self.legacy_ids[event.xmpp_id] = event.legacy_id
         self.record(event)
+
+    async def legacy_id(self, xmpp_id: str) -> str | None:
+        return self.legacy_ids.get(xmpp_id)
+
+    async def xmpp_id(self, legacy_id: str) -> str | None:
+        return next((x for x, known in self.legacy_ids.items() if known == legacy_id), None)
 
     async def wait_event(self, kind: type, timeout: float = TIMEOUT, **fields: Any) -> Any:
         return await self.wait_for(

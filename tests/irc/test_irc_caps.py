@@ -1,5 +1,6 @@
-"""IRCv3 capabilities a scripted server shows where InspIRCd cannot: accounts (which
-need services), SCRAM, STS; plus after-connect commands and the ident server.
+"""IRCv3 capabilities a scripted server shows where InspIRCd cannot: SCRAM, STS, and
+accounts' corner cases (odd escapes, CAP NEW; real services accounts are in
+test_irc_services_e2e, against Atheme); plus after-connect commands and the ident server.
 
 Each script answers the gateway's own lines; `push` sends what a server says unasked.
 """

@@ -29,6 +29,7 @@ from bridges.irc.protocol import Line
 from component.gateway import to_component_stream
 from component.muc import MUC_NS, GroupChats
 from component.outbound import Outbound
+from component.sessions import UserSink
 
 SERVER, COMPONENT, USER = "irc.x.org", "irc.localhost", "user@localhost"
 HANDLED = sorted(
@@ -99,7 +100,13 @@ async def a_network() -> tuple[Network, GroupChats, list[Any]]:
         await outbound.deliver(USER, event)
 
     network = Network(
-        SERVER, bridge.options, account, deliver, MemoryStore(account), logging.getLogger("f")
+        SERVER,
+        bridge.options,
+        account,
+        deliver,
+        MemoryStore(account),
+        logging.getLogger("f"),
+        references=UserSink(USER, outbound.deliver, None, chats=outbound.chats),  # type: ignore[arg-type]
     )
     network.conn = FakeConnection()  # type: ignore[assignment]
     network.nick = "alice"

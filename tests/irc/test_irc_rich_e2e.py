@@ -342,6 +342,74 @@ async def test_private_chat_replies_reactions_corrections_and_typing(inspircd_st
     await fred.close()
 
 
+def msgid_of(line: str) -> str:
+    return next(t for t in tags_of(line) if t.startswith("msgid=")).removeprefix("msgid=")
+
+
+def private_reaction(client: TestClient, to_id: str, *emojis: str) -> None:
+    message = client.make_message(mto=BOB_JID, mtype="chat")
+    client.plugin["xep_0444"].set_reactions(message, to_id, emojis)
+    message.send()
+
+
+async def test_private_references_survive_a_gateway_restart(prosody, gateway_factory, peers):
+    """The ids and reaction sets of a private chat are in the database: after a
+    SIGTERM and a new start, a reply and reactions still name the right msgid, a
+    changed set sends only what changed, and IRC's references come back by the ids
+    fred's clients know."""
+    async with InspIrcd() as ircd:
+        gateway = await gateway_factory(prosody, bridges={"irc": irc_section(ircd)})
+        bob = await tag_peer(ircd, peers, "bob")
+        fred = await fred_in_room(prosody)
+        await bob.line_with("JOIN", "fred")
+        bob.send("PRIVMSG fred :said before the restart")
+        hello = await fred.wait_for(from_bob(lambda s: s["body"] == "said before the restart"))
+        bob_msgid = hello["id"]
+        mine = fred.make_message(mto=BOB_JID, mbody="mine before the restart", mtype="chat")
+        mine["id"] = "p-before-1"
+        mine.send()
+        fred_msgid = msgid_of(await bob.line_with("PRIVMSG bob :mine before the restart"))
+        private_reaction(fred, bob_msgid, "👍")
+        await bob.line_with("TAGMSG", "+draft/react=👍")
+        bob.send(f"@+draft/react=🎉;+draft/reply={fred_msgid} TAGMSG fred")
+        reacted = await fred.wait_for(from_bob(lambda s: child(s, REACTIONS_NS, "reactions")))
+        assert emojis_of(reacted) == ["🎉"]
+
+        assert await gateway.stop() == 0  # SIGTERM
+        await gateway.start()
+
+        reply = fred.plugin["xep_0461"].make_reply(
+            BOB_JID, bob_msgid, fallback="said before", mto=BOB_JID, mbody="later", mtype="chat"
+        )
+        reply.send()
+        line = await bob.line_with("PRIVMSG bob :", "later")
+        assert f"+draft/reply={bob_msgid}" in tags_of(line)
+        fix = fred.make_message(mto=BOB_JID, mbody="mine, fixed", mtype="chat")
+        fix["replace"]["id"] = "p-before-1"
+        fix.send()
+        fixed = await bob.line_with("PRIVMSG bob :* fixed: mine, fixed")
+        assert f"+draft/reply={fred_msgid}" in tags_of(fixed)
+
+        # fred's whole set goes from 👍 to 🎉: only the change reaches IRC.
+        private_reaction(fred, bob_msgid, "🎉")
+        added = await bob.line_with("TAGMSG", "+draft/react=🎉")
+        assert f"+draft/reply={bob_msgid}" in tags_of(added)
+        removed = await bob.line_with("TAGMSG", "+draft/unreact=👍")
+        assert f"+draft/reply={bob_msgid}" in tags_of(removed)
+        reacts = [line for line in bob.items if "TAGMSG" in line and "+draft/react=" in line]
+        assert len(reacts) == 2, reacts  # 👍 before the restart, 🎉 now; 👍 not again
+
+        # bob's set grows from 🎉 to 🎉👀; his reply names fred's message by its id.
+        bob.send(f"@+draft/react=👀;+draft/reply={fred_msgid} TAGMSG fred")
+        grown = await fred.wait_for(from_bob(lambda s: child(s, REACTIONS_NS, "reactions")))
+        assert child(grown, REACTIONS_NS, "reactions").get("id") == "p-before-1"
+        assert emojis_of(grown) == ["🎉", "👀"]
+        bob.send(f"@+draft/reply={fred_msgid} PRIVMSG fred :about yours")
+        answer = await fred.wait_for(from_bob(lambda s: s["body"] == "about yours"))
+        assert child(answer, REPLY_NS, "reply").get("id") == "p-before-1"
+        await fred.close()
+
+
 # --- ngIRCd: the text fallbacks -------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """XEP-0421 occupant ids as XMPP clients see them: through Prosody, the gateway as its
 own process, InspIRCd with extended-join and WHOX. Accounts (which need services on
-InspIRCd) are shown at session level in test_irc_caps."""
+InspIRCd) are in test_irc_services_e2e, against Atheme."""
 
 from __future__ import annotations
 
