@@ -66,7 +66,13 @@ class App:
         for loaded in self.bridges:
             ownership = None
             if self.config.cluster.slots > 1:
-                ownership = Ownership(self.engine, self.instance_id, loaded.name)
+                ownership = Ownership(
+                    self.engine,
+                    self.instance_id,
+                    loaded.name,
+                    loaded.section.jid,
+                    self.config.cluster.slots,
+                )
             archive = None
             if self.config.archive.enabled and loaded.cls.supports_groups:
                 archive = Archive(self.engine, loaded.name, self.config.archive.max_days)
