@@ -162,5 +162,7 @@ async def test_slots_span_both_nodes_and_a_standby_on_the_other_node_takes_a_kil
     still = await owners(cluster.dsn)
     assert all(still[u] == standby.pid for u in moved)
     assert all(still[u] == p for u, p in owned.items() if p != victim_pid)
+    for gateway in cluster.gateways:  # component_number and cluster.slots agree
+        assert "they must be equal" not in gateway.log_text()
     for client in clients.values():
         await client.close()
