@@ -310,6 +310,12 @@ class Ownership:
         ejabberd accepted beyond its slots (it routes nothing to those): smaller.
         """
         spread = (await self._query(partial(self._execute, SPREAD, users=users))).one()
+        log.info(
+            "%s: of %d users located, %d are owned here, %d by other instances, %d by "
+            "none; %d of %d slots held",
+            self.bridge, len(users), spread.here, spread.elsewhere, spread.nowhere,
+            spread.active, self.slots,
+        )  # fmt: skip
         if spread.active < self.slots:
             return
         if spread.nowhere:
@@ -345,9 +351,10 @@ class Ownership:
         """Extend every lease held, hand over what another process wants, stop what
         was taken."""
         seen, self._seen_since_renewal = list(self._seen_since_renewal), set()
+        before = set(self.owned)  # a claim that ends while RENEW runs is not in its rows
         rows = (await self._query(partial(self._execute, RENEW, seen=seen))).all()
         held = {row.jid for row in rows}
-        for user in self.owned - held:
+        for user in (before & self.owned) - held:
             log.warning("%s: another instance took this user over; stopping here", user)
             self.owned.discard(user)
             await self.on_lost(user)

@@ -100,11 +100,12 @@ async def test_a_lease_only_for_who_may_use_the_gateway_and_a_slow_database_refu
 
 
 @pytest.mark.parametrize(
-    ("component_number", "slots", "likely"), [(2, 3, "smaller"), (3, 2, "larger")]
+    ("component_number", "slots", "likely"), [(2, 3, "smaller"), (3, 2, "larger"), (2, 2, None)]
 )
 async def test_a_component_number_other_than_cluster_slots_is_named(
     tmp_path, gateway_factory, database_url, component_number, slots, likely
 ) -> None:
+    """(2, 2): the same number, nothing to warn about once the check ran."""
     async with Ejabberd(
         components={FAKE_JID: FAKE_SECRET}, balancing={FAKE_JID: component_number}
     ) as server:
@@ -116,8 +117,38 @@ async def test_a_component_number_other_than_cluster_slots_is_named(
         for gateway in later:
             await gateway.start()  # locates the users
         last = later[-1]
-        line = await last.wait_for_log(f"component_number for {FAKE_JID} is {likely}", timeout=30)
-        print(f"\n{line}")
-        assert f"than cluster.slots ({slots}); they must be equal" in line
+        checked = await last.wait_for_log(f"of {len(users)} users located", timeout=30)
+        print(f"\n{checked}")
+        if likely is None:
+            assert f"by none; {slots} of {slots} slots held" in checked
+            assert not any("they must be equal" in g.log_text() for g in [first, *later])
+        else:
+            line = await last.wait_for_log(f"component_number for {FAKE_JID} is {likely}")
+            print(line)
+            assert f"than cluster.slots ({slots}); they must be equal" in line
         for gateway in [first, *later]:
             await gateway.stop()  # before ejabberd goes
+
+
+async def test_random_routing_is_named_with_the_likely_setting(
+    tmp_path, gateway_factory, client_factory, database_url
+) -> None:
+    """No domain_balancing: ejabberd spreads a user's stanzas over both processes; the
+    one the user is not owned by refuses them and the log says what to set."""
+    async with Ejabberd(components={FAKE_JID: FAKE_SECRET}) as server:
+        first = await gateway_factory(server, database_url=database_url, cluster={"slots": 2})
+        second = first.sibling(tmp_path / "second")
+        await second.start()
+        client = await client_factory(server)
+        await seed_accounts(first, [client.boundjid.bare])
+        for n in range(20):  # at random: all to one process has a chance of 2 in 2 ** 20
+            client.send_message(mto=f"bob@{FAKE_JID}", mbody=f"m{n}", mtype="chat")
+        refused = await error_of(client, "service-unavailable")
+        assert "another instance of the gateway serves you" in refused["error"]["text"]
+        warned = [g for g in (first, second) if "reach this instance and" in g.log_text()]
+        assert len(warned) == 1
+        log = warned[0].log_text()
+        assert f"no domain_balancing for {FAKE_JID}" in log
+        assert f"{{{FAKE_JID}: {{type: bare_source, component_number: 2}}}}" in log
+        await second.stop()
+        await first.stop()  # before ejabberd goes
