@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 
 import asyncpg
 
@@ -25,6 +26,7 @@ from component.leadership import (
     KEEPALIVE_COUNT,
     KEEPALIVE_IDLE,
     KEEPALIVE_INTERVAL,
+    LEAVE_FOR,
     LOCK_CLASS,
     LOCK_WAIT,
     REGISTER,
@@ -55,6 +57,8 @@ class AdvisoryLock(Leadership):
         self._watch: asyncio.Task[None] | None = None
         self._busy = asyncio.Lock()
         """One query at a time on the lock connection (the watch and the registry)."""
+        self._left: tuple[int, float] | None = None
+        """The key of a slot given up, and until when (monotonic) to leave it alone."""
 
     async def register(self) -> None:
         connection = self._connection
@@ -117,8 +121,12 @@ class AdvisoryLock(Leadership):
         return True
 
     async def _try_slots(self, connection: asyncpg.Connection) -> bool:
-        """Take the first free slot lock; False when every slot is held."""
+        """Take the first free slot lock (but one just given up); False when every
+        slot is held."""
+        left = self._left
         for key in self.keys:
+            if left is not None and key == left[0] and time.monotonic() < left[1]:
+                continue
             if await connection.fetchval(
                 "SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, key, timeout=CHECK_TIMEOUT
             ):
@@ -210,10 +218,10 @@ class AdvisoryLock(Leadership):
         await super().standing_down()
         await self.register()  # listed as a standby from now
 
-    async def stop_timeout(self, timeout: float) -> float:
+    async def standby_waits(self) -> bool:
         connection = self._connection
         if connection is None or connection.is_closed():
-            return timeout
+            return False
         try:
             async with self._busy:
                 if self.slots > 1:  # standbys poll the slots rather than wait on one
@@ -223,11 +231,29 @@ class AdvisoryLock(Leadership):
                 else:
                     waiting = await connection.fetchval(WAITING, LOCK_CLASS, self.key, timeout=0.5)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return timeout
-        if not waiting:
+            return False
+        return bool(waiting)
+
+    async def stop_timeout(self, timeout: float) -> float:
+        if not await self.standby_waits():
             return timeout
         log.info("a standby waits: handing over, sessions get %g s to stop", HANDOVER_TIMEOUT)
         return min(timeout, HANDOVER_TIMEOUT)
+
+    async def give_up(self) -> None:
+        connection = self._connection
+        if connection is None or connection.is_closed():
+            return  # the lock went with the connection
+        try:
+            async with self._busy:
+                await connection.execute(
+                    "SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, self.key,
+                    timeout=CHECK_TIMEOUT,
+                )  # fmt: skip
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self._drop()  # unlocked with the connection then
+        self._left = (self.key, time.monotonic() + LEAVE_FOR)
+        log.info("gave up slot %d for %g s", self.keys.index(self.key), LEAVE_FOR)
 
     async def close(self) -> None:
         await self.standing_down()

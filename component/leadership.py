@@ -69,6 +69,9 @@ under way then is cut short, as after `shutdown_timeout`, so that users are back
 the standby within a second however many sessions there are."""
 SLOT_POLL = 0.2
 """Seconds between a standby's tries of the slot locks when there are several."""
+LEAVE_FOR = 5.0
+"""Seconds a process that gave a slot up leaves it to the others before trying it
+again: the waiting standby polls every `SLOT_POLL` s and takes it first."""
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 1, 3
 """The server's TCP keepalive for the lock connection: it drops a silent peer (and so
 releases its lock) after 8 s, the active process gives up after at most 3 s."""
@@ -160,9 +163,16 @@ class Leadership:
         """The term is over (stop or loss): stop watching the lock."""
         _set_role(False)
 
+    async def standby_waits(self) -> bool:
+        """Whether another process stands by to take over (PostgreSQL only)."""
+        return False
+
     async def stop_timeout(self, timeout: float) -> float:
         """How long stopping may wait for sessions: `timeout`, unless a standby waits."""
         return timeout
+
+    async def give_up(self) -> None:
+        """Let the slot just served go to a standby (after `App.stranded`)."""
 
     async def close(self) -> None:
         """Give the right to serve to the next process."""

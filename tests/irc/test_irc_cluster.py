@@ -29,8 +29,9 @@ from test_irc_scaleout import (
 from xmpp_client import eventually
 
 from bridges.irc.devstack import NgIrcd
+from component.app import STRANDED_AFTER
 from component.devstack.ejabberd import Ejabberd, EjabberdCluster
-from component.devstack.gateway import SERVING_SLOT, GatewayProcess
+from component.devstack.gateway import SERVING_SLOT, STANDING_BY, GatewayProcess
 from component.devstack.postgres import Postgres
 
 USERS_PER_NODE = 3
@@ -164,5 +165,65 @@ async def test_slots_span_both_nodes_and_a_standby_on_the_other_node_takes_a_kil
     assert all(still[u] == p for u, p in owned.items() if p != victim_pid)
     for gateway in cluster.gateways:  # component_number and cluster.slots agree
         assert "they must be equal" not in gateway.log_text()
+    for client in clients.values():
+        await client.close()
+
+
+@pytest.mark.timeout(300)
+async def test_a_holder_whose_node_goes_down_gives_its_slot_to_a_standby_on_the_other_node(
+    two_nodes: Cluster, tmp_path
+) -> None:
+    """Node A stops: the process connected to it cannot reconnect, and after
+    STRANDED_AFTER s gives its slot up, so that the standby on node B takes it and
+    the users of that slot (on node B's c2s) are back in their channel."""
+    cluster = two_nodes
+    ejabberd = cluster.ejabberd
+    assert isinstance(ejabberd, EjabberdCluster)
+    on_a = cluster.gateways[0]
+    bob = await IrcPeer.connect(cluster.ngircd.host, cluster.ngircd.port, "bob")
+    cluster.peers.append(bob)
+    await bob.join("#room")
+    clients = {f"b{n}": await user_in_room(cluster, f"b{n}", ejabberd.b) for n in range(4)}
+    for name, client in clients.items():
+        client.send_message(mto=f"#room%127.0.0.1@{IRC_JID}", mbody=name, mtype="groupchat")
+    await bob.wait_until(lambda: sum(e.type == "pubmsg" for e in bob.items) >= len(clients))
+    owned = await owners(cluster.dsn)
+    moved = sorted(u for u, pid in owned.items() if pid == on_a.pid)
+    assert moved, f"no user of node B is on the slot of node A's process: {owned}"
+    standby = on_node(on_a.sibling(tmp_path / "standby"), ejabberd.b)
+    cluster.gateways.append(standby)
+    await standby.start(standby=True)
+    expected = len(clients) + 2  # and bob and the counter
+    counter = await ConnectionCount.start(cluster)
+    await eventually(lambda: bool(counter.counts))
+    joins_before = {u: len(joins_of(bob, u.split("@")[0])) for u in moved}
+    marks = on_a.log_mark(), standby.log_mark()
+    stopped = time.monotonic()
+    await ejabberd.a.stop()
+    await on_a.wait_for_log("giving up this slot", since=marks[0], timeout=STRANDED_AFTER + 10)
+    await standby.wait_for_log(SERVING_SLOT, since=marks[1], timeout=10)
+    taken = time.monotonic() - stopped
+    await bob.wait_until(
+        lambda: all(len(joins_of(bob, u.split("@")[0])) > joins_before[u] for u in moved),
+        timeout=10,
+    )
+    back = time.monotonic() - stopped
+    print(
+        f"\nnode A stopped: its holder gave the slot up, the standby on node B held it "
+        f"{taken:.3f} s and {len(moved)} users were back {back:.3f} s after the stop"
+    )
+    await on_a.wait_for_log(STANDING_BY, since=marks[0], timeout=10)  # a standby now
+    for user in moved:
+        name = user.split("@")[0]
+        await join_room(clients[name], name, timeout=10)
+        clients[name].send_message(
+            mto=f"#room%127.0.0.1@{IRC_JID}", mbody=f"{name} after", mtype="groupchat"
+        )
+        await clients[name].wait_for(groupchat(f"{name} after"), timeout=10)
+    now_owned = await owners(cluster.dsn)
+    assert all(now_owned[u] == standby.pid for u in moved)
+    await eventually(lambda: counter.counts[-1] == expected)
+    await counter.stop()
+    assert max(counter.counts) <= expected
     for client in clients.values():
         await client.close()
