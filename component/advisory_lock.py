@@ -29,6 +29,7 @@ from component.leadership import (
     LEAVE_FOR,
     LOCK_CLASS,
     LOCK_WAIT,
+    PROBE_EVERY,
     REGISTER,
     RETRY_DELAY,
     SLOT_POLL,
@@ -36,6 +37,7 @@ from component.leadership import (
     WAITING,
     Leadership,
     _set_role,
+    accepts_connections,
     first_of,
     instance_name,
 )
@@ -46,10 +48,16 @@ log = logging.getLogger("component.leadership")
 class AdvisoryLock(Leadership):
     """PostgreSQL: the holder of a session-level advisory lock serves; the others wait."""
 
-    def __init__(self, dsn: str, keys: list[int]) -> None:
+    def __init__(self, dsn: str, keys: list[int], server: tuple[str, int] | None = None) -> None:
+        """`server`: the XMPP server's component address, with several slots: a standby
+        that cannot reach it takes none (a cluster node is down; a standby connected
+        to another node takes the slot instead)."""
         super().__init__()
         self.dsn = dsn
         self.keys = keys
+        self.server = server
+        self._probed = (-PROBE_EVERY, True)
+        """When (monotonic) the server was last probed, and whether it answered."""
         self.slots = len(keys)
         self.key = keys[0]
         """The key of the slot held, or last tried."""
@@ -136,13 +144,24 @@ class AdvisoryLock(Leadership):
 
     async def _lock(self) -> None:
         """Keep asking for the lock (reconnecting as needed) until it is ours."""
-        told, failure = False, ""
+        told, failure, cut_off = False, "", False
         while True:
             try:
                 if self._connection is None or self._connection.is_closed():
                     self._connection = await self._connect()
                     await self.register()
                 connection = self._connection
+                if not await self._server_answers():
+                    assert self.server is not None
+                    if not cut_off:
+                        log.warning(
+                            "standby: the XMPP server at %s:%d accepts no connection; "
+                            "taking no slot until it does", *self.server,
+                        )  # fmt: skip
+                        cut_off = True
+                    await asyncio.sleep(SLOT_POLL)
+                    continue
+                cut_off = False
                 if await self._try_slots(connection):
                     return
                 if self.slots > 1:
@@ -180,6 +199,16 @@ class AdvisoryLock(Leadership):
                     )
                 self._drop()
                 await asyncio.sleep(RETRY_DELAY)
+
+    async def _server_answers(self) -> bool:
+        """Whether `server` accepts connections, probed at most every PROBE_EVERY s."""
+        if self.server is None:
+            return True
+        at, answered = self._probed
+        if time.monotonic() - at >= PROBE_EVERY:
+            answered = await accepts_connections(*self.server)
+            self._probed = (time.monotonic(), answered)
+        return answered
 
     async def _watch_lock(self) -> None:
         """Confirm the lock every CHECK_INTERVAL s; on any doubt, set `lost`."""

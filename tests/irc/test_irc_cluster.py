@@ -31,7 +31,7 @@ from xmpp_client import eventually
 from bridges.irc.devstack import NgIrcd
 from component.app import STRANDED_AFTER
 from component.devstack.ejabberd import Ejabberd, EjabberdCluster
-from component.devstack.gateway import SERVING_SLOT, STANDING_BY, GatewayProcess
+from component.devstack.gateway import SERVING_SLOT, GatewayProcess
 from component.devstack.postgres import Postgres
 
 USERS_PER_NODE = 3
@@ -174,8 +174,9 @@ async def test_a_holder_whose_node_goes_down_gives_its_slot_to_a_standby_on_the_
     two_nodes: Cluster, tmp_path
 ) -> None:
     """Node A stops: the process connected to it cannot reconnect, and after
-    STRANDED_AFTER s gives its slot up, so that the standby on node B takes it and
-    the users of that slot (on node B's c2s) are back in their channel."""
+    STRANDED_AFTER s gives its slot up. The standby on node A, whose server accepts no
+    connection, leaves it alone; the standby on node B takes it, and the users of that
+    slot (on node B's c2s) are back in their channel."""
     cluster = two_nodes
     ejabberd = cluster.ejabberd
     assert isinstance(ejabberd, EjabberdCluster)
@@ -190,9 +191,12 @@ async def test_a_holder_whose_node_goes_down_gives_its_slot_to_a_standby_on_the_
     owned = await owners(cluster.dsn)
     moved = sorted(u for u, pid in owned.items() if pid == on_a.pid)
     assert moved, f"no user of node B is on the slot of node A's process: {owned}"
+    # A standby on each node; the one on node A will not reach its server.
+    stuck = on_node(on_a.sibling(tmp_path / "stuck"), ejabberd.a)
     standby = on_node(on_a.sibling(tmp_path / "standby"), ejabberd.b)
-    cluster.gateways.append(standby)
-    await standby.start(standby=True)
+    for waiting in (stuck, standby):
+        cluster.gateways.append(waiting)
+        await waiting.start(standby=True)
     expected = len(clients) + 2  # and bob and the counter
     counter = await ConnectionCount.start(cluster)
     await eventually(lambda: bool(counter.counts))
@@ -212,7 +216,9 @@ async def test_a_holder_whose_node_goes_down_gives_its_slot_to_a_standby_on_the_
         f"\nnode A stopped: its holder gave the slot up, the standby on node B held it "
         f"{taken:.3f} s and {len(moved)} users were back {back:.3f} s after the stop"
     )
-    await on_a.wait_for_log(STANDING_BY, since=marks[0], timeout=10)  # a standby now
+    for cut_off in (on_a, stuck):  # standing by, and leaving the slots alone
+        await cut_off.wait_for_log("accepts no connection; taking no slot", timeout=10)
+    assert not re.search(SERVING_SLOT, stuck.log_text())
     for user in moved:
         name = user.split("@")[0]
         await join_room(clients[name], name, timeout=10)
