@@ -205,7 +205,9 @@ class Ownership:
         the module docstring); `late(result)` runs if it ends after that."""
         if self._in_flight >= BACKLOG:
             raise DatabaseSlow(f"{BACKLOG} lease queries wait for the database already")
+        self._in_flight += 1
         task = asyncio.ensure_future(self._run(work))
+        task.add_done_callback(self._ended)  # also if cancelled before it ran
         try:
             return await asyncio.wait_for(asyncio.shield(task), QUERY_TIMEOUT)
         except TimeoutError:
@@ -214,14 +216,15 @@ class Ownership:
             raise DatabaseSlow(f"no answer from the database within {QUERY_TIMEOUT:g} s") from None
 
     async def _run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        self._in_flight += 1
-        try:
-            async with self._turns, self.engine.connect() as connection:
-                result = await work(connection)
-                await connection.commit()
-                return result
-        finally:
-            self._in_flight -= 1
+        async with self._turns, self.engine.connect() as connection:
+            result = await work(connection)
+            await connection.commit()
+            return result
+
+    def _ended(self, task: asyncio.Future[Any]) -> None:
+        self._in_flight -= 1
+        if not task.cancelled():
+            task.exception()  # a failure after its caller gave up is no news: retrieved
 
     async def _execute(self, statement: Any, connection: AsyncConnection, **params: Any) -> Any:
         return await connection.execute(statement, self._params(**params))
