@@ -19,6 +19,7 @@ import asyncpg
 from component.leadership import (
     CHECK_INTERVAL,
     CHECK_TIMEOUT,
+    CUT_OFF_RETRY,
     FORGET_DEAD,
     HANDOVER_TIMEOUT,
     HELD,
@@ -29,7 +30,6 @@ from component.leadership import (
     LEAVE_FOR,
     LOCK_CLASS,
     LOCK_WAIT,
-    PROBE_EVERY,
     REGISTER,
     RETRY_DELAY,
     SLOT_POLL,
@@ -50,14 +50,13 @@ class AdvisoryLock(Leadership):
 
     def __init__(self, dsn: str, keys: list[int], server: tuple[str, int] | None = None) -> None:
         """`server`: the XMPP server's component address, with several slots: a standby
-        that cannot reach it takes none (a cluster node is down; a standby connected
-        to another node takes the slot instead)."""
+        that finds a free slot while that server accepts no connection lets the slot go
+        (a cluster node is down; a standby connected to another node takes the slot
+        instead). Only a free slot makes it probe: ejabberd logs each connection."""
         super().__init__()
         self.dsn = dsn
         self.keys = keys
         self.server = server
-        self._probed = (-PROBE_EVERY, True)
-        """When (monotonic) the server was last probed, and whether it answered."""
         self.slots = len(keys)
         self.key = keys[0]
         """The key of the slot held, or last tried."""
@@ -151,19 +150,22 @@ class AdvisoryLock(Leadership):
                     self._connection = await self._connect()
                     await self.register()
                 connection = self._connection
-                if not await self._server_answers():
-                    assert self.server is not None
+                if await self._try_slots(connection):
+                    if self.server is None or await accepts_connections(*self.server):
+                        return
+                    await connection.execute(
+                        "SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, self.key,
+                        timeout=CHECK_TIMEOUT,
+                    )  # fmt: skip
                     if not cut_off:
                         log.warning(
                             "standby: the XMPP server at %s:%d accepts no connection; "
                             "taking no slot until it does", *self.server,
                         )  # fmt: skip
                         cut_off = True
-                    await asyncio.sleep(SLOT_POLL)
+                    await asyncio.sleep(CUT_OFF_RETRY)
                     continue
                 cut_off = False
-                if await self._try_slots(connection):
-                    return
                 if self.slots > 1:
                     if not told:
                         log.info(
@@ -199,16 +201,6 @@ class AdvisoryLock(Leadership):
                     )
                 self._drop()
                 await asyncio.sleep(RETRY_DELAY)
-
-    async def _server_answers(self) -> bool:
-        """Whether `server` accepts connections, probed at most every PROBE_EVERY s."""
-        if self.server is None:
-            return True
-        at, answered = self._probed
-        if time.monotonic() - at >= PROBE_EVERY:
-            answered = await accepts_connections(*self.server)
-            self._probed = (time.monotonic(), answered)
-        return answered
 
     async def _watch_lock(self) -> None:
         """Confirm the lock every CHECK_INTERVAL s; on any doubt, set `lost`."""

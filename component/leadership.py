@@ -70,9 +70,10 @@ under way then is cut short, as after `shutdown_timeout`, so that users are back
 the standby within a second however many sessions there are."""
 SLOT_POLL = 0.2
 """Seconds between a standby's tries of the slot locks when there are several."""
-PROBE_EVERY = 1.0
-"""Seconds between a standby's checks that its XMPP server accepts connections, with
-several slots: one that does not takes no slot (it could not serve it)."""
+CUT_OFF_RETRY = 5.0
+"""Seconds a standby whose XMPP server accepted no connection when it found a free slot
+waits before trying the slots again (with several slots: it lets the slot go at once,
+it could not serve it)."""
 PROBE_TIMEOUT = 2.0
 LEAVE_FOR = 5.0
 """Seconds a process that gave a slot up leaves it to the others before trying it

@@ -216,9 +216,9 @@ async def test_a_holder_whose_node_goes_down_gives_its_slot_to_a_standby_on_the_
         f"\nnode A stopped: its holder gave the slot up, the standby on node B held it "
         f"{taken:.3f} s and {len(moved)} users were back {back:.3f} s after the stop"
     )
-    for cut_off in (on_a, stuck):  # standing by, and leaving the slots alone
-        await cut_off.wait_for_log("accepts no connection; taking no slot", timeout=10)
+    # Whoever of the two on node A saw the slot free let it go again at once.
     assert not re.search(SERVING_SLOT, stuck.log_text())
+    assert not re.search(SERVING_SLOT, on_a.log_text(marks[0]))
     for user in moved:
         name = user.split("@")[0]
         await join_room(clients[name], name, timeout=10)

@@ -16,10 +16,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from xmpp_client import eventually
 
+from component import advisory_lock
 from component import ownership as ownership_module
+from component.advisory_lock import AdvisoryLock
 from component.db import create_engine, upgrade
 from component.devstack.postgres import Postgres
-from component.leadership import REGISTER
+from component.devstack.process import free_port
+from component.leadership import LOCK_CLASS, REGISTER
 from component.ownership import DatabaseSlow, Ownership, instances
 
 USER = "alice@example.org"
@@ -135,3 +138,28 @@ async def test_a_slow_database_refuses_a_routing_decision_in_bounded_time(
     assert {row.id: row.users for row in await instances(engine)} == {"a": 1}
     await blocker.close()
     await lock.close()
+
+
+async def test_a_standby_whose_xmpp_server_accepts_nothing_lets_a_free_slot_go(
+    pg, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both slots are free, but the standby's XMPP server (a cluster node that is
+    down) accepts no connection: it holds no slot lock, so that a standby on a live
+    node takes it; once the server listens, it takes the first slot."""
+    _engine, dsn = pg
+    monkeypatch.setattr(advisory_lock, "CUT_OFF_RETRY", 0.1)
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    lock = AdvisoryLock(dsn, [11, 12], server=("127.0.0.1", port))
+    acquiring = asyncio.ensure_future(lock.acquire(asyncio.Event()))
+    await eventually(lambda: f"127.0.0.1:{port} accepts no connection" in caplog.text)
+    observer = await asyncpg.connect(dsn)
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND granted"
+    assert await observer.fetchval(held, LOCK_CLASS) == 0
+    assert not acquiring.done()
+    server = await asyncio.start_server(lambda _r, writer: writer.close(), "127.0.0.1", port)
+    assert await asyncio.wait_for(acquiring, 5)
+    assert lock.slot == 0 and await observer.fetchval(held, LOCK_CLASS) == 1
+    await lock.close()
+    server.close()
+    await observer.close()
