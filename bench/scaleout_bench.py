@@ -12,7 +12,13 @@ per 1,000 stanzas it delivered: what stays flat as processes are added is what s
 to more machines. On the shared 2-core machine the processes, ejabberd, ngIRCd and the
 clients compete for the same cores, so the aggregate cannot grow much here.
 
+With `--cluster`, each slot count is measured a second time right after, on a
+two-node ejabberd cluster (component.devstack.ejabberd.EjabberdCluster): the
+processes and the users alternate between the nodes, so many stanzas cross from one
+node to the other.
+
     .venv/bin/python bench/scaleout_bench.py [--slots 1 2 3] [--users 12] [--burst 500]
+        [--cluster]
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from irc_vs_biboumi import CLOCK_TICK, PASSWORD, IrcPeer, RoomUser
 
 from bridges.irc.devstack import NgIrcd
 from component.crypto import generate_key
-from component.devstack.ejabberd import Ejabberd
+from component.devstack.ejabberd import Ejabberd, EjabberdCluster
 from component.devstack.gateway import GatewayProcess
 from component.devstack.postgres import Postgres
 
@@ -93,17 +99,26 @@ async def owned(dsn: str) -> dict[int, int]:
     return {row["pid"]: row["n"] for row in rows}
 
 
-async def measure(slots: int, users: int, burst: int, rounds: int, run_dir: Path) -> None:
-    async with (
-        Ejabberd(
-            components={IRC_JID: SECRET}, balancing={IRC_JID: slots} if slots > 1 else None
-        ) as ejabberd,
-        NgIrcd(flood_throttling=False) as irc,
-        Postgres() as postgres,
-    ):
+async def measure(
+    slots: int, users: int, burst: int, rounds: int, run_dir: Path, cluster: bool
+) -> None:
+    balancing = {IRC_JID: slots} if slots > 1 else None
+    server = (
+        EjabberdCluster(components={IRC_JID: SECRET}, balancing=balancing)
+        if cluster
+        else Ejabberd(components={IRC_JID: SECRET}, balancing=balancing)
+    )
+    async with server as ejabberd, NgIrcd(flood_throttling=False) as irc, Postgres() as postgres:
+        nodes = ejabberd.nodes if isinstance(ejabberd, EjabberdCluster) else (ejabberd,)
+        label = f"{slots} slot(s){' on two nodes' if cluster else ''}"
         url = await postgres.create_database(f"scale{slots}")
-        first = GatewayProcess(config(ejabberd, irc, url, slots), run_dir / f"{slots}-0")
-        gateways = [first, *(first.sibling(run_dir / f"{slots}-{n}") for n in range(1, slots))]
+        run = run_dir / f"{slots}{'c' if cluster else ''}"
+        first = GatewayProcess(config(nodes[0], irc, url, slots), run / "0")
+        gateways = [first]
+        for n in range(1, slots):
+            node = nodes[n % len(nodes)]
+            server_section = {"host": node.host, "port": node.component_port}
+            gateways.append(first.sibling(run / str(n), server=server_section))
         members: list[RoomUser] = []
         speaker = None
         try:
@@ -113,7 +128,9 @@ async def measure(slots: int, users: int, burst: int, rounds: int, run_dir: Path
             for n in range(users):
                 jid = await ejabberd.register(f"m{n}", PASSWORD)
                 member = RoomUser(f"{jid}/bench", ROOM, f"m{n}")
-                await member.join(ejabberd, IRC_JID)  # XEP-0077 with a nick, then the room
+                await member.join(
+                    nodes[n % len(nodes)], IRC_JID
+                )  # XEP-0077 with a nick, then the room
                 members.append(member)
             pids = [gateway.pid for gateway in gateways if gateway.pid is not None]
             per_process = await owned(url.replace("postgresql+asyncpg", "postgresql"))
@@ -135,7 +152,7 @@ async def measure(slots: int, users: int, burst: int, rounds: int, run_dir: Path
                     for pid, a, b in zip(pids, after, before, strict=True)
                 )
                 print(
-                    f"{slots} slot(s), {users} users, {burst} lines: {rate:,.0f} stanzas/s "
+                    f"{label}, {users} users, {burst} lines: {rate:,.0f} stanzas/s "
                     f"aggregate; CPU s per 1,000 stanzas delivered, per process: {cpu}",
                     flush=True,
                 )
@@ -150,10 +167,11 @@ async def measure(slots: int, users: int, burst: int, rounds: int, run_dir: Path
                 await gateway.stop(timeout=60)
 
 
-async def main(slot_counts: list[int], users: int, burst: int, rounds: int) -> None:
+async def main(slot_counts: list[int], users: int, burst: int, rounds: int, cluster: bool) -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="xgw-scaleout-"))
     for slots in slot_counts:
-        await measure(slots, users, burst, rounds, run_dir)
+        for on_cluster in (False, True) if cluster else (False,):
+            await measure(slots, users, burst, rounds, run_dir, on_cluster)
     print(f"logs in {run_dir}")
 
 
@@ -163,5 +181,6 @@ if __name__ == "__main__":
     parser.add_argument("--users", type=int, default=12)
     parser.add_argument("--burst", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cluster", action="store_true", help="also on two ejabberd nodes")
     args = parser.parse_args()
-    asyncio.run(main(args.slots, args.users, args.burst, args.rounds))
+    asyncio.run(main(args.slots, args.users, args.burst, args.rounds, args.cluster))

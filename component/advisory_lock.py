@@ -12,12 +12,14 @@ import contextlib
 import logging
 import os
 import socket
+import time
 
 import asyncpg
 
 from component.leadership import (
     CHECK_INTERVAL,
     CHECK_TIMEOUT,
+    CUT_OFF_RETRY,
     FORGET_DEAD,
     HANDOVER_TIMEOUT,
     HELD,
@@ -25,6 +27,7 @@ from component.leadership import (
     KEEPALIVE_COUNT,
     KEEPALIVE_IDLE,
     KEEPALIVE_INTERVAL,
+    LEAVE_FOR,
     LOCK_CLASS,
     LOCK_WAIT,
     REGISTER,
@@ -34,6 +37,7 @@ from component.leadership import (
     WAITING,
     Leadership,
     _set_role,
+    accepts_connections,
     first_of,
     instance_name,
 )
@@ -44,10 +48,15 @@ log = logging.getLogger("component.leadership")
 class AdvisoryLock(Leadership):
     """PostgreSQL: the holder of a session-level advisory lock serves; the others wait."""
 
-    def __init__(self, dsn: str, keys: list[int]) -> None:
+    def __init__(self, dsn: str, keys: list[int], server: tuple[str, int] | None = None) -> None:
+        """`server`: the XMPP server's component address, with several slots: a standby
+        that finds a free slot while that server accepts no connection lets the slot go
+        (a cluster node is down; a standby connected to another node takes the slot
+        instead). Only a free slot makes it probe: ejabberd logs each connection."""
         super().__init__()
         self.dsn = dsn
         self.keys = keys
+        self.server = server
         self.slots = len(keys)
         self.key = keys[0]
         """The key of the slot held, or last tried."""
@@ -55,6 +64,8 @@ class AdvisoryLock(Leadership):
         self._watch: asyncio.Task[None] | None = None
         self._busy = asyncio.Lock()
         """One query at a time on the lock connection (the watch and the registry)."""
+        self._left: tuple[int, float] | None = None
+        """The key of a slot given up, and until when (monotonic) to leave it alone."""
 
     async def register(self) -> None:
         connection = self._connection
@@ -117,8 +128,12 @@ class AdvisoryLock(Leadership):
         return True
 
     async def _try_slots(self, connection: asyncpg.Connection) -> bool:
-        """Take the first free slot lock; False when every slot is held."""
+        """Take the first free slot lock (but one just given up); False when every
+        slot is held."""
+        left = self._left
         for key in self.keys:
+            if left is not None and key == left[0] and time.monotonic() < left[1]:
+                continue
             if await connection.fetchval(
                 "SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, key, timeout=CHECK_TIMEOUT
             ):
@@ -128,7 +143,7 @@ class AdvisoryLock(Leadership):
 
     async def _lock(self) -> None:
         """Keep asking for the lock (reconnecting as needed) until it is ours."""
-        told, failure = False, ""
+        told, failure, cut_off = False, "", False
         while True:
             try:
                 if self._connection is None or self._connection.is_closed():
@@ -136,7 +151,21 @@ class AdvisoryLock(Leadership):
                     await self.register()
                 connection = self._connection
                 if await self._try_slots(connection):
-                    return
+                    if self.server is None or await accepts_connections(*self.server):
+                        return
+                    await connection.execute(
+                        "SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, self.key,
+                        timeout=CHECK_TIMEOUT,
+                    )  # fmt: skip
+                    if not cut_off:
+                        log.warning(
+                            "standby: the XMPP server at %s:%d accepts no connection; "
+                            "taking no slot until it does", *self.server,
+                        )  # fmt: skip
+                        cut_off = True
+                    await asyncio.sleep(CUT_OFF_RETRY)
+                    continue
+                cut_off = False
                 if self.slots > 1:
                     if not told:
                         log.info(
@@ -210,10 +239,10 @@ class AdvisoryLock(Leadership):
         await super().standing_down()
         await self.register()  # listed as a standby from now
 
-    async def stop_timeout(self, timeout: float) -> float:
+    async def standby_waits(self) -> bool:
         connection = self._connection
         if connection is None or connection.is_closed():
-            return timeout
+            return False
         try:
             async with self._busy:
                 if self.slots > 1:  # standbys poll the slots rather than wait on one
@@ -223,11 +252,29 @@ class AdvisoryLock(Leadership):
                 else:
                     waiting = await connection.fetchval(WAITING, LOCK_CLASS, self.key, timeout=0.5)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            return timeout
-        if not waiting:
+            return False
+        return bool(waiting)
+
+    async def stop_timeout(self, timeout: float) -> float:
+        if not await self.standby_waits():
             return timeout
         log.info("a standby waits: handing over, sessions get %g s to stop", HANDOVER_TIMEOUT)
         return min(timeout, HANDOVER_TIMEOUT)
+
+    async def give_up(self) -> None:
+        connection = self._connection
+        if connection is None or connection.is_closed():
+            return  # the lock went with the connection
+        try:
+            async with self._busy:
+                await connection.execute(
+                    "SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, self.key,
+                    timeout=CHECK_TIMEOUT,
+                )  # fmt: skip
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self._drop()  # unlocked with the connection then
+        self._left = (self.key, time.monotonic() + LEAVE_FOR)
+        log.info("gave up slot %d for %g s", self.keys.index(self.key), LEAVE_FOR)
 
     async def close(self) -> None:
         await self.standing_down()

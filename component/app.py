@@ -11,7 +11,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import event
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 STRAGGLER_GRACE = 2.0
 """Seconds queries in flight get to finish at a stop, and cancelled tasks to end."""
+STRANDED_AFTER = 10.0
+"""Seconds a slot holder's component may stay disconnected from its XMPP server before
+it gives the slot to a waiting standby (`App.stranded`)."""
+LINK_POLL = 1.0
 
 
 @dataclass
@@ -67,7 +71,13 @@ class App:
         for loaded in self.bridges:
             ownership = None
             if self.config.cluster.slots > 1:
-                ownership = Ownership(self.engine, self.instance_id, loaded.name)
+                ownership = Ownership(
+                    self.engine,
+                    self.instance_id,
+                    loaded.name,
+                    loaded.section.jid,
+                    self.config.cluster.slots,
+                )
             archive = None
             if self.config.archive.enabled and loaded.cls.supports_groups:
                 archive = Archive(self.engine, loaded.name, self.config.archive.max_days)
@@ -104,6 +114,34 @@ class App:
     async def connected(self) -> None:
         """Wait until every component has its stream to the server."""
         await asyncio.gather(*(gateway.link_up.wait() for gateway in self.gateways))
+
+    async def stranded(self, standby_waits: Callable[[], Awaitable[bool]]) -> None:
+        """Return once a component has had no stream to its XMPP server for
+        `STRANDED_AFTER` s while a standby waits.
+
+        With `cluster.slots`, a slot holder whose ejabberd node is down keeps its slot
+        lock and reconnects to that node only: the slot's users are dropped by the
+        cluster until the node is back. Giving the slot up lets a standby connected to
+        another node take it (the freed slot goes to the next connection).
+        """
+        down_since: dict[int, float] = {}
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(LINK_POLL)  # a seconds-scale bound: polling is cheap
+            now = loop.time()
+            for n, gateway in enumerate(self.gateways):
+                if gateway.link_up.is_set():
+                    down_since.pop(n, None)
+                    continue
+                since = down_since.setdefault(n, now)
+                if now - since >= STRANDED_AFTER and await standby_waits():
+                    log.warning(
+                        "%s: no connection to the XMPP server at %s:%d for %g s and a "
+                        "standby waits: giving up this slot",
+                        gateway.boundjid.bare, self.config.server.host,
+                        self.config.server.port, STRANDED_AFTER,
+                    )  # fmt: skip
+                    return
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop everything, waiting at most `timeout` (else `shutdown_timeout`) s for
@@ -201,6 +239,7 @@ async def serve(
         if config.metrics.port:  # a standby's metrics say it stands by
             serve_metrics(config.metrics.host, config.metrics.port)
         while await leadership.acquire(stop):
+            stranded: asyncio.Future[None] | None = None
             app = App(config, bridges, instance_id=leadership.instance_id, owns_loop=owns_loop)
             try:
                 await app.start()
@@ -215,8 +254,14 @@ async def serve(
                     if all(gateway.link_up.is_set() for gateway in app.gateways):
                         on_connected()
                         on_connected = None
-                await first_of(stop.wait(), leadership.lost.wait())
+                ends: list[Awaitable[object]] = [stop.wait(), leadership.lost.wait()]
+                if config.cluster.slots > 1:
+                    stranded = asyncio.ensure_future(app.stranded(leadership.standby_waits))
+                    ends.append(stranded)
+                await first_of(*ends)
                 log.info("stopping on signal" if stop.is_set() else "standing down")
             finally:
                 await leadership.standing_down()
                 await app.stop(await leadership.stop_timeout(config.shutdown_timeout))
+                if stranded is not None and stranded.done() and not stranded.cancelled():
+                    await leadership.give_up()  # once the sessions stopped here

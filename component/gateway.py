@@ -35,7 +35,7 @@ from component.files import HttpFiles
 from component.lanes import Handler, Lanes
 from component.nick_resources import to_nick
 from component.outbound import MARKERS_NS, OOB_NS, RECEIPTS_NS, Outbound
-from component.ownership import Ownership
+from component.ownership import DatabaseSlow, Ownership
 from component.ratelimit import RateLimit
 from component.registration import Registration
 from component.sessions import ResourcePresence, SessionManager, UserSink
@@ -58,9 +58,13 @@ FALLBACK_NS = "urn:xmpp:fallback:0"
 HELP_TEXT = "This is the {name} gateway: write to or join addresses at {jid}."
 LOCATE_ID = "xgw-locate-"
 """Id prefix of the pings to registered users' bare JIDs (component.ownership)."""
+LOCATE_CHECK = 10.0
+"""Seconds after the locating pings went out that their answers show whether the
+server's slots match `cluster.slots` (`Ownership.check_slots`)."""
 OWNED_ELSEWHERE = (
     "another instance of the gateway serves you at the moment; send it again in a few seconds"
 )
+DATABASE_SLOW = "the gateway's database is slow at the moment; send it again in a few seconds"
 
 
 def to_component_stream(xml: ET.Element, *, rename: bool = True) -> None:
@@ -216,9 +220,12 @@ class Gateway(ComponentXMPP):
         """Bare JIDs allowed the operators' ad-hoc commands."""
         self.ownership = ownership
         """With several active processes (`cluster.slots`): which users are ours."""
+        self._slot_check: asyncio.Task[None] | None = None
         if ownership is not None:
             ownership.on_lost = self._user_moved
         self.sessions = SessionManager(bridge, store, self._make_sink, self._may_start)
+        if ownership is not None:
+            ownership.on_gained = self.sessions.start_if_wanted  # a late claim (DatabaseSlow)
         self.registration = Registration(self, allowed_domains, registration_limit)
         self.commands = AdHocCommands(self)
         self.disco = Disco(self)
@@ -398,6 +405,9 @@ class Gateway(ComponentXMPP):
 
         The first stanza of a user this process did not own yet (a probe's answer, at
         start or after a failover) also starts what runs while the user is offline.
+        Someone who may not use the gateway (`Registration.may_use`) gets no lease: a
+        lease row per stranger's JID would let anyone fill the table, and the handler
+        refuses what they ask anyway.
         """
         ownership = self.ownership
         assert ownership is not None
@@ -408,15 +418,33 @@ class Gateway(ComponentXMPP):
                 user = sender.bare
                 if ownership.owns(user):
                     ownership.saw(user)
-                elif await ownership.claim(user):
-                    await self.sessions.start_if_wanted(user)
-                elif stanza["type"] in ("unavailable", "error", "result"):
-                    return  # an answer or a departure: nothing to refuse
-                else:
-                    raise stanza_error("service-unavailable", OWNED_ELSEWHERE)
+                elif await self.registration.may_use(user) and not await self._claim(stanza):
+                    return
             await handler(stanza)
 
         return claim_then_handle
+
+    async def _claim(self, stanza: StanzaBase) -> bool:
+        """Take the sender's lease; False: drop the stanza (an answer or a departure
+        another process owns). Refuses what the user asked when another process
+        keeps the user, or when the database does not answer in time."""
+        ownership = self.ownership
+        assert ownership is not None
+        user = stanza["from"].bare
+        answer = stanza["type"] in ("unavailable", "error", "result")
+        try:
+            claimed = await ownership.claim(user)
+        except DatabaseSlow as exc:
+            log.warning("%s: no routing decision for the user's stanza: %s", user, exc)
+            if answer:
+                return False
+            raise stanza_error("resource-constraint", DATABASE_SLOW) from None
+        if claimed:
+            await self.sessions.start_if_wanted(user)
+            return True
+        if answer:
+            return False
+        raise stanza_error("service-unavailable", OWNED_ELSEWHERE)
 
     def _may_start(self, user: str) -> None:
         if self.ownership is not None and not self.ownership.owns(user):
@@ -506,14 +534,22 @@ class Gateway(ComponentXMPP):
         metrics.LINK_UP.labels(self.bridge.name).set(1)
         log.info("%s: connected to the XMPP server", self.boundjid.bare)
         # Learn who is online: the server answers probes with each user's presence.
-        for user, bridge in await self.store.registrations():
-            if bridge == self.bridge.name:
-                self.send(presence(self.boundjid.bare, user, "probe"))
-                if self.ownership is not None:
-                    # ejabberd leaves a probe to an offline user unanswered, but answers
-                    # a ping to the bare JID itself, and routes the answer like all the
-                    # user's stanzas: to the process that is to own the user.
-                    self._locate(user)
+        users = [
+            user for user, bridge in await self.store.registrations() if bridge == self.bridge.name
+        ]
+        for user in users:
+            self.send(presence(self.boundjid.bare, user, "probe"))
+            if self.ownership is not None:
+                # ejabberd leaves a probe to an offline user unanswered, but answers
+                # a ping to the bare JID itself, and routes the answer like all the
+                # user's stanzas: to the process that is to own the user.
+                self._locate(user)
+        if self.ownership is not None and users:
+            if self._slot_check is not None:
+                self._slot_check.cancel()
+            self._slot_check = asyncio.create_task(
+                self._check_slots(self.ownership, users), name=f"{self.boundjid.bare} slots"
+            )
         if not self._started_once:
             self._started_once = True
             if self.bridge.uses_files:  # before the first catch-up hands over attachments
@@ -523,6 +559,13 @@ class Gateway(ComponentXMPP):
                 self.ownership.start()
             else:
                 await self.sessions.start_offline_sessions()
+
+    async def _check_slots(self, ownership: Ownership, users: list[str]) -> None:
+        await asyncio.sleep(LOCATE_CHECK)  # the answers' time to arrive and be claimed
+        try:
+            await ownership.check_slots(users)
+        except Exception as exc:  # only a warning is lost
+            log.warning("%s: could not check the slots: %s", self.boundjid.bare, exc)
 
     def _locate(self, user: str) -> None:
         ping = self.Iq(stype="get", sto=user, sfrom=self.boundjid.bare)
@@ -586,6 +629,8 @@ class Gateway(ComponentXMPP):
         await self.lanes.close(timeout)
         await self.sessions.stop_all("gateway shutting down", max(0.0, deadline - loop.time()))
         if self.ownership is not None:
+            if self._slot_check is not None:
+                self._slot_check.cancel()
             await self.ownership.stop()
         await self.bridge.close()
         await self.files.close()

@@ -35,6 +35,7 @@ process dies (kill -9 included), so a stale file never blocks a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -69,6 +70,14 @@ under way then is cut short, as after `shutdown_timeout`, so that users are back
 the standby within a second however many sessions there are."""
 SLOT_POLL = 0.2
 """Seconds between a standby's tries of the slot locks when there are several."""
+CUT_OFF_RETRY = 5.0
+"""Seconds a standby whose XMPP server accepted no connection when it found a free slot
+waits before trying the slots again (with several slots: it lets the slot go at once,
+it could not serve it)."""
+PROBE_TIMEOUT = 2.0
+LEAVE_FOR = 5.0
+"""Seconds a process that gave a slot up leaves it to the others before trying it
+again: the waiting standby polls every `SLOT_POLL` s and takes it first."""
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 1, 3
 """The server's TCP keepalive for the lock connection: it drops a silent peer (and so
 releases its lock) after 8 s, the active process gives up after at most 3 s."""
@@ -160,9 +169,16 @@ class Leadership:
         """The term is over (stop or loss): stop watching the lock."""
         _set_role(False)
 
+    async def standby_waits(self) -> bool:
+        """Whether another process stands by to take over (PostgreSQL only)."""
+        return False
+
     async def stop_timeout(self, timeout: float) -> float:
         """How long stopping may wait for sessions: `timeout`, unless a standby waits."""
         return timeout
+
+    async def give_up(self) -> None:
+        """Let the slot just served go to a standby (after `App.stranded`)."""
 
     async def close(self) -> None:
         """Give the right to serve to the next process."""
@@ -211,6 +227,18 @@ class FileLock(Leadership):
             self._fd = None
 
 
+async def accepts_connections(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at `host`:`port` (within PROBE_TIMEOUT)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE_TIMEOUT)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
 def leadership_for(config: Config) -> Leadership:
     """The lock that decides whether this process serves `config`'s database."""
     url = make_url(config.database_url)
@@ -218,7 +246,8 @@ def leadership_for(config: Config) -> Leadership:
         from component.advisory_lock import AdvisoryLock  # asyncpg: on PostgreSQL only
 
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        return AdvisoryLock(dsn, lock_keys(config))
+        server = (config.server.host, config.server.port) if config.cluster.slots > 1 else None
+        return AdvisoryLock(dsn, lock_keys(config), server)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         return FileLock(Path(url.database).resolve())
     return Leadership()

@@ -22,6 +22,17 @@ Users offline at start have no stanza to arrive: each process probes every regis
 user when its component comes up (component.gateway), ejabberd routes each answer like
 the user's other stanzas, and the process the answer reaches takes the user and starts
 the sessions that run offline.
+
+Lease queries do not take the store's turns (component.store): that queue has no
+timeout on purpose (a thousand session starts after a failover must wait, not fail),
+and those session starts fill it, while a lease query decides where a stanza goes and
+must not wait behind them. So leases have a queue of their own, `CONNECTIONS` queries
+at once on the pool's connections the store leaves free (`database_pool.max_overflow`),
+and every query, its wait for a turn and a connection included, is bounded by
+`QUERY_TIMEOUT`: a slow database then refuses the stanza (`DatabaseSlow`, a `wait`
+error to the user) rather than holding the user's lane. The query itself runs on to
+its end (cancelling a query mid-way can strand its connection), and a claim that
+succeeds after its stanza gave up still counts (`on_gained`).
 """
 
 from __future__ import annotations
@@ -33,10 +44,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from component import metrics
 from component.leadership import ALIVE
@@ -54,8 +66,29 @@ RANDOM_WINDOW = 10.0
 """Seconds within which stanzas of one user at two processes mean random routing."""
 WARN_EVERY = 60.0
 """Seconds between two warnings about random routing (one per process)."""
+SILENT_SLOT_USERS = 10
+"""Users per slot, at least, located without one answer reaching this process before
+that silence says its connection gets no slot: with a slot of its own, the chance of
+that is (1 - 1/slots) ** users, below 0.1 % from here."""
 REPORT_EVERY = 30.0
 """Seconds between log lines saying how many users this instance owns, when changed."""
+QUERY_TIMEOUT = 5.0
+"""Seconds a lease query may take, its wait for a turn and a connection included,
+before its stanza is refused: the bound on a routing decision while the database is
+slow (a thousand claims after a failover take well under a second)."""
+CONNECTIONS = 4
+"""Lease queries of one bridge on the database at once."""
+BACKLOG = 5_000
+"""Lease queries waiting or running at most; more are refused at once, so that a hung
+database does not pile up a task per stanza."""
+
+T = TypeVar("T")
+
+
+class DatabaseSlow(Exception):
+    """A lease query did not end within `QUERY_TIMEOUT` (or too many wait): nothing is
+    decided for the stanza, which is refused."""
+
 
 CLAIM = text(f"""
 INSERT INTO user_owners AS o (bridge, jid, instance, wanted_by, expires, seen)
@@ -87,6 +120,15 @@ KEEP = text("""
 UPDATE user_owners SET wanted_by = NULL
 WHERE bridge = :bridge AND jid = :jid AND instance = :me""")
 RELEASE = text("DELETE FROM user_owners WHERE bridge = :bridge AND instance = :me")
+SPREAD = text(f"""
+SELECT count(*) FILTER (WHERE o.instance = :me) AS here,
+    count(*) FILTER (WHERE o.instance <> :me) AS elsewhere,
+    count(*) FILTER (WHERE o.instance IS NULL) AS nowhere,
+    (SELECT count(*) FROM gateway_instances i WHERE i.role = 'active' AND {ALIVE}) AS active
+FROM unnest(CAST(:users AS text[])) AS u(jid)
+LEFT JOIN LATERAL (SELECT o.instance FROM user_owners o JOIN gateway_instances i
+    ON i.id = o.instance WHERE o.bridge = :bridge AND o.jid = u.jid
+    AND o.expires > now() AND {ALIVE}) o ON true""")
 INSTANCES = text(f"""
 SELECT i.id, i.host, i.pid, i.role, i.slot, i.since,
     (SELECT count(*) FROM user_owners o WHERE o.instance = i.id AND o.expires > now()) AS users
@@ -115,7 +157,7 @@ async def instances(engine: AsyncEngine) -> list[Instance]:
 
 
 async def _nothing(_user: str) -> None:
-    """No session to stop (until a gateway sets `Ownership.on_lost`)."""
+    """No session to stop or start (until a gateway sets the hooks of `Ownership`)."""
 
 
 class Ownership:
@@ -123,14 +165,22 @@ class Ownership:
 
     `on_lost(user)` (set by the gateway) stops the user's session; it runs before a
     lease is handed over, and when a lease turns out to have been taken (this process
-    was seen dead).
+    was seen dead). `on_gained(user)` starts what runs for a user while offline, when
+    a claim succeeded only after its stanza was refused (`DatabaseSlow`).
     """
 
-    def __init__(self, engine: AsyncEngine, instance_id: str, bridge: str) -> None:
+    def __init__(
+        self, engine: AsyncEngine, instance_id: str, bridge: str, domain: str, slots: int
+    ) -> None:
         self.engine = engine
         self.me = instance_id
         self.bridge = bridge
+        self.domain = domain
+        """The component's domain, as ejabberd's `domain_balancing` names it."""
+        self.slots = slots
+        """`cluster.slots`, which must equal ejabberd's `component_number`."""
         self.on_lost: Callable[[str], Awaitable[None]] = _nothing
+        self.on_gained: Callable[[str], Awaitable[None]] = _nothing
         self.owned: set[str] = set()
         self._seen: dict[str, float] = {}
         """user → monotonic time this process last received a stanza of theirs."""
@@ -139,9 +189,45 @@ class Ownership:
         self._warned = -WARN_EVERY
         self._reported = (0.0, -1)
         self._gauge = metrics.OWNED_USERS.labels(bridge)
+        self._turns = asyncio.Semaphore(CONNECTIONS)
+        self._in_flight = 0
+        self._late: set[asyncio.Future[None]] = set()
 
     def _params(self, **more: Any) -> dict[str, Any]:
         return {"bridge": self.bridge, "me": self.me, "ttl": LEASE_TTL, **more}
+
+    async def _query(
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        late: Callable[[T], None] | None = None,
+    ) -> T:
+        """`work` on a connection of the pool, committed, within `QUERY_TIMEOUT` (see
+        the module docstring); `late(result)` runs if it ends after that."""
+        if self._in_flight >= BACKLOG:
+            raise DatabaseSlow(f"{BACKLOG} lease queries wait for the database already")
+        self._in_flight += 1
+        task = asyncio.ensure_future(self._run(work))
+        task.add_done_callback(self._ended)  # also if cancelled before it ran
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), QUERY_TIMEOUT)
+        except TimeoutError:
+            if late is not None:
+                task.add_done_callback(partial(_then, late))
+            raise DatabaseSlow(f"no answer from the database within {QUERY_TIMEOUT:g} s") from None
+
+    async def _run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async with self._turns, self.engine.connect() as connection:
+            result = await work(connection)
+            await connection.commit()
+            return result
+
+    def _ended(self, task: asyncio.Future[Any]) -> None:
+        self._in_flight -= 1
+        if not task.cancelled():
+            task.exception()  # a failure after its caller gave up is no news: retrieved
+
+    async def _execute(self, statement: Any, connection: AsyncConnection, **params: Any) -> Any:
+        return await connection.execute(statement, self._params(**params))
 
     def owns(self, user: str) -> bool:
         return user in self.owned
@@ -153,39 +239,46 @@ class Ownership:
 
     async def claim(self, user: str) -> bool:
         """Take `user`'s lease (waiting for a live holder to hand it over); False when
-        another live process keeps it."""
+        another live process keeps it. Raises DatabaseSlow (see `_query`)."""
         self.saw(user)
         if user in self.owned:
             return True
         if await self._take(user):
             return True
-        async with self.engine.connect() as connection:
-            holder = (
-                await connection.execute(HOLDER, self._params(jid=user, window=RANDOM_WINDOW))
-            ).first()
-            await connection.execute(WANT, self._params(jid=user))
-            await connection.commit()
+        holder = await self._query(partial(self._want, user))
         if holder is not None and holder.recent:
             self._warn_random(user, holder)
         deadline = time.monotonic() + HANDOVER_WAIT
         while time.monotonic() < deadline:
             await asyncio.sleep(HANDOVER_POLL)  # the holder renews once a second
-            async with self.engine.connect() as connection:
-                mine = (await connection.execute(MINE, self._params(jid=user))).scalar()
-            if mine or await self._take(user):
+            mine = await self._query(partial(self._execute, MINE, jid=user))
+            if mine.scalar() or await self._take(user):
                 self._owned(user)
                 log.info("%s: handed over to this instance", user)
                 return True
         return False
 
+    async def _want(self, user: str, connection: AsyncConnection) -> Any:
+        """Ask the holder for `user`; who it is (None: no row)."""
+        holder = (await self._execute(HOLDER, connection, jid=user, window=RANDOM_WINDOW)).first()
+        await self._execute(WANT, connection, jid=user)
+        return holder
+
     async def _take(self, user: str) -> bool:
-        async with self.engine.connect() as connection:
-            taken = (await connection.execute(CLAIM, self._params(jid=user))).first()
-            await connection.commit()
-        if taken is None:
-            return False
-        self._owned(user)
-        return True
+        return await self._query(partial(self._claim_row, user), partial(self._taken_late, user))
+
+    async def _claim_row(self, user: str, connection: AsyncConnection) -> bool:
+        taken = (await self._execute(CLAIM, connection, jid=user)).first() is not None
+        if taken:  # here, not in the caller: a claim that outlives its wait counts too
+            self._owned(user)
+        return taken
+
+    def _taken_late(self, user: str, taken: bool) -> None:
+        """The claim of a refused stanza went through after all: start what runs."""
+        if taken:
+            task = asyncio.ensure_future(self.on_gained(user))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
 
     def _owned(self, user: str) -> None:
         self.owned.add(user)
@@ -198,12 +291,51 @@ class Ownership:
         self._warned = now
         log.warning(
             "stanzas of %s reach this instance and %s pid %s (slot %s) within %g s: the "
-            "XMPP server spreads one user's stanzas over several connections (ejabberd's "
-            "default routing). Set domain_balancing: {<component domain>: {type: "
-            "bare_source, component_number: <cluster.slots>}} in ejabberd.yml, or run "
-            "one active process (README: ejabberd with several active slots)",
-            user, holder.host, holder.pid, holder.slot, RANDOM_WINDOW,
+            "XMPP server spreads one user's stanzas over several connections. Likely "
+            "ejabberd.yml has no domain_balancing for %s (ejabberd's default routing "
+            "picks a connection at random per stanza), or its type is source (a slot per "
+            "resource, not per user). Set domain_balancing: {%s: {type: bare_source, "
+            "component_number: %d}} (cluster.slots), or run one active process (README: "
+            "ejabberd with several active slots)",
+            user, holder.host, holder.pid, holder.slot, RANDOM_WINDOW, self.domain,
+            self.domain, self.slots,
         )  # fmt: skip
+
+    async def check_slots(self, users: list[str]) -> None:
+        """After `users` were located (component.gateway): warn when ejabberd's
+        `component_number` cannot equal `cluster.slots`, as far as where the answers
+        went shows it.
+
+        Nothing is concluded while a slot has no holder. With every slot held, a user
+        whose answer reached no instance hashed to a slot ejabberd has and the gateway
+        does not (ejabberd drops its stanzas): `component_number` is larger. A holder
+        that got none of many answers while the others got them all is a connection
+        ejabberd accepted beyond its slots (it routes nothing to those): smaller.
+        """
+        spread = (await self._query(partial(self._execute, SPREAD, users=users))).one()
+        log.info(
+            "%s: of %d users located, %d are owned here, %d by other instances, %d by "
+            "none; %d of %d slots held",
+            self.bridge, len(users), spread.here, spread.elsewhere, spread.nowhere,
+            spread.active, self.slots,
+        )  # fmt: skip
+        if spread.active < self.slots:
+            return
+        if spread.nowhere:
+            log.warning(
+                "%d of %d users located reached no instance though all %d slots are "
+                "held: ejabberd drops their stanzas. Likely ejabberd's component_number "
+                "for %s is larger than cluster.slots (%d); they must be equal",
+                spread.nowhere, len(users), self.slots, self.domain, self.slots,
+            )  # fmt: skip
+        elif not spread.here and spread.elsewhere >= SILENT_SLOT_USERS * self.slots:
+            log.warning(
+                "none of the %d users located reached this instance, all went to the "
+                "others: ejabberd accepted this connection beyond its slots and routes "
+                "nothing to it. Likely ejabberd's component_number for %s is smaller "
+                "than cluster.slots (%d); they must be equal",
+                len(users), self.domain, self.slots,
+            )  # fmt: skip
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._renewing(), name=f"ownership {self.bridge}")
@@ -213,6 +345,8 @@ class Ownership:
             await asyncio.sleep(RENEW_INTERVAL)
             try:
                 await self.renew()
+            except DatabaseSlow as exc:  # leases last LEASE_TTL: the next renewal may do
+                log.warning("%s: could not renew the users' leases: %s", self.bridge, exc)
             except Exception:  # the database is away: leases expire, others take over
                 log.exception("%s: could not renew the users' leases", self.bridge)
 
@@ -220,34 +354,28 @@ class Ownership:
         """Extend every lease held, hand over what another process wants, stop what
         was taken."""
         seen, self._seen_since_renewal = list(self._seen_since_renewal), set()
-        async with self.engine.connect() as connection:
-            rows = (await connection.execute(RENEW, self._params(seen=seen))).all()
-            await connection.commit()
+        before = set(self.owned)  # a claim that ends while RENEW runs is not in its rows
+        rows = (await self._query(partial(self._execute, RENEW, seen=seen))).all()
         held = {row.jid for row in rows}
-        for user in self.owned - held:
+        for user in (before & self.owned) - held:
             log.warning("%s: another instance took this user over; stopping here", user)
             self.owned.discard(user)
             await self.on_lost(user)
         now = time.monotonic()
         for row in rows:
-            if row.wanted_by is None or row.jid not in self.owned:
+            if row.wanted_by is None:
                 continue
-            if now - self._seen.get(row.jid, -RANDOM_WINDOW) < RANDOM_WINDOW:
-                await self._keep(row.jid)
-                continue
-            self.owned.discard(row.jid)  # nothing may start for the user here from now
-            await self.on_lost(row.jid)
-            async with self.engine.connect() as connection:
-                await connection.execute(HAND_OVER, self._params(jid=row.jid))
-                await connection.commit()
+            if row.jid in self.owned:
+                if now - self._seen.get(row.jid, -RANDOM_WINDOW) < RANDOM_WINDOW:
+                    await self._query(partial(self._execute, KEEP, jid=row.jid))
+                    continue
+                self.owned.discard(row.jid)  # nothing may start for the user here from now
+                await self.on_lost(row.jid)
+            # a row held but not run here (a hand-over that failed half-way) goes too
+            await self._query(partial(self._execute, HAND_OVER, jid=row.jid))
             log.info("%s: handed over to instance %s", row.jid, row.wanted_by)
         self._gauge.set(len(self.owned))
         self._report(now)
-
-    async def _keep(self, user: str) -> None:
-        async with self.engine.connect() as connection:
-            await connection.execute(KEEP, self._params(jid=user))
-            await connection.commit()
 
     def _report(self, now: float) -> None:
         at, count = self._reported
@@ -264,6 +392,10 @@ class Ownership:
         self.owned.clear()
         self._gauge.set(0)
         with contextlib.suppress(Exception):  # dead database: the leases expire
-            async with self.engine.connect() as connection:
-                await connection.execute(RELEASE, self._params())
-                await connection.commit()
+            await self._query(partial(self._execute, RELEASE))
+
+
+def _then(late: Callable[[T], None], done: asyncio.Future[T]) -> None:
+    """Hand a query's result to `late` once it ended (nothing if it failed)."""
+    if not done.cancelled() and done.exception() is None:
+        late(done.result())

@@ -59,6 +59,13 @@ class Registration:
         else:
             raise stanza_error("bad-request", "expected a get or set")
 
+    async def may_use(self, user: str) -> bool:
+        """Whether `user` may use the gateway: registered, or of an allowed domain (and
+        so may register or get a default account)."""
+        if JID(user).domain in self.allowed_domains:
+            return True
+        return await self.gateway.store.has_account(user, self.bridge.name)
+
     async def default_account(self, user: str, nick: str | None = None) -> Account | None:
         """Store the bridge's default account for `user`, who joined or wrote unregistered.
 

@@ -72,6 +72,16 @@ class Store:
             row = await self._account_row(db, user, bridge)
             return self._to_account(user, row) if row else None
 
+    async def has_account(self, user: str, bridge: str) -> bool:
+        """Whether `user` is registered on `bridge` (nothing decrypted)."""
+        query = (
+            select(AccountRow.id)
+            .join(UserRow, AccountRow.user_id == UserRow.id)
+            .where(UserRow.jid == user, AccountRow.bridge == bridge)
+        )
+        async with self._db() as db:
+            return (await db.execute(query)).first() is not None
+
     async def accounts(self, bridge: str) -> list[Account]:
         """Every account on `bridge`, for sessions that run while their user is offline."""
         async with self._db() as db:

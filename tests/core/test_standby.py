@@ -12,7 +12,6 @@ import asyncio
 import time
 import urllib.request
 from collections.abc import AsyncIterator
-from itertools import count
 
 import asyncpg
 import pytest
@@ -23,23 +22,9 @@ from xmpp_client import eventually
 
 from component.devstack.ejabberd import Ejabberd
 from component.devstack.gateway import CONNECTED, GatewayProcess
-from component.devstack.postgres import Postgres
 from component.devstack.process import free_port
 from component.devstack.prosody import Prosody
 from component.leadership import LOCK_CLASS
-
-_databases = count()
-
-
-@pytest.fixture(scope="module")
-async def postgres() -> AsyncIterator[Postgres]:
-    async with Postgres() as server:
-        yield server
-
-
-@pytest.fixture
-async def database_url(postgres: Postgres) -> str:
-    return await postgres.create_database(f"standby{next(_databases)}")
 
 
 @pytest.fixture(params=["prosody", "ejabberd"])

@@ -38,7 +38,7 @@ from xmpp_client import TestClient, eventually, eventually_async
 
 from bridges.irc.devstack import NgIrcd
 from component.commands import COMMANDS_NS, INSTANCES_NODE
-from component.devstack.ejabberd import Ejabberd, balancing_config
+from component.devstack.ejabberd import Ejabberd, EjabberdCluster, balancing_config
 from component.devstack.gateway import SERVING_SLOT, GatewayProcess
 from component.devstack.postgres import Postgres
 
@@ -49,7 +49,7 @@ ADMIN = "admin@localhost"
 
 @dataclass
 class Cluster:
-    ejabberd: Ejabberd
+    ejabberd: Ejabberd | EjabberdCluster
     ngircd: NgIrcd
     dsn: str
     gateways: list[GatewayProcess]
@@ -138,10 +138,11 @@ class ConnectionCount:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def user_in_room(cluster: Cluster, name: str) -> TestClient:
-    """An ejabberd user registered with the IRC bridge, #room persistent, in the room."""
+async def user_in_room(cluster: Cluster, name: str, node: Ejabberd | None = None) -> TestClient:
+    """An ejabberd user registered with the IRC bridge, #room persistent, in the room;
+    logged in to `node` of an ejabberd cluster (default: the first)."""
     jid = await cluster.ejabberd.register(name, PASSWORD)
-    client = await login(cluster.ejabberd, jid, "pc")
+    client = await login(node or cluster.ejabberd, jid, "pc")
     await register_and_subscribe(client, IRC_JID, nick=name)
     await run_settings_command(client, f"127.0.0.1@{IRC_JID}", persistent="#room")
     await join_room(client, name, timeout=15)
