@@ -285,7 +285,7 @@ async def test_quoted_local_parts_route_back_through_prosody(
         reply["id"] = f"to-{mailbox}"
         reply.xml.append(reply.xml.makeelement(f"{{{RECEIPTS}}}request", {}))
         reply.send()
-        await client.wait_for(  # sent once the MTA delivered it to the mailbox
+        answer = await client.wait_for(  # sent once the MTA delivered it to the mailbox
             lambda s, i=reply["id"]: (
                 isinstance(s, Message)
                 and (
@@ -295,6 +295,7 @@ async def test_quoted_local_parts_route_back_through_prosody(
             ),
             PUSH_TIMEOUT,
         )
+        assert answer["type"] != "error", answer["error"]["text"]  # gone from client.stanzas
         [received] = await read_mailbox(mail, mailbox)
         assert received.get_body().get_content().strip() == f"to {mailbox}"
     assert not [s for s in client.stanzas if isinstance(s, Message) and s["type"] == "error"]
