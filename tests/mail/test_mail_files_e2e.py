@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
+from harness import MAIL_JID, MAIL_SECRET, mail_section
 from holding_proxy import HoldingProxy
 from mail_helpers import (
     PUSH_TIMEOUT,
@@ -32,8 +33,6 @@ from bridges.mail.devstack import MailServer
 from component.devstack.gateway import GatewayProcess
 from component.devstack.prosody import Prosody
 
-MAIL_JID = "mail.localhost"
-MAIL_SECRET = "mail-secret"
 OOB = "jabber:x:oob"
 MARKERS = "urn:xmpp:chat-markers:0"
 UPLOAD_LIMIT = 1024 * 1024
@@ -91,17 +90,7 @@ def start(mail: MailServer, gateway_factory: Any) -> Start:
         before: tuple[str, ...] = (),
         **mail_options: Any,
     ) -> Started:
-        section = {
-            "jid": MAIL_JID,
-            "secret": MAIL_SECRET,
-            "ca_file": str(mail.ca_file),
-            "allowed_hosts": [mail.host],
-            "timeout": 10.0,
-            "reconnect_min": 0.2,
-            "reconnect_max": 1.0,
-            "upload_retry_delay": 0.1,
-            **mail_options,
-        }
+        section = mail_section(mail, upload_retry_delay=0.1, **mail_options)
         sections = {"files": files} if files is not None else {}
         gateway = await gateway_factory(prosody, bridges={"mail": section}, **sections)
         for user in before:
