@@ -16,11 +16,38 @@ from typing import Any, TypeVar
 
 from sqlalchemy import insert, select
 
+from bridges.irc.devstack import NgIrcd
+from component.crypto import generate_key
 from component.db import create_engine, upgrade
+from component.devstack.ejabberd import Ejabberd
 from component.devstack.prosody import Prosody
 from component.models import AccountRow, UserRow
 
 T = TypeVar("T")
+
+
+def irc_gateway_config(
+    server: Prosody | Ejabberd,
+    irc: NgIrcd,
+    database_url: str,
+    secret: str,
+    *,
+    domain: str = "irc.localhost",
+    irc_options: Mapping[str, Any] | None = None,
+    **sections: Any,
+) -> dict[str, Any]:
+    """A gateway's config with only the IRC bridge (component `domain`), between
+    `server` and `irc` on loopback: `irc_options` are added to the bridge's section,
+    `sections` to the top level (`reconnect`, `cluster`, `log_level`...)."""
+    bridge = {"jid": domain, "secret": secret, "port": irc.port, "tls": False}
+    return {
+        "server": {"host": server.host, "port": server.component_port},
+        "database_url": database_url,
+        "secret_key": generate_key(),
+        "allowed_domains": [server.domain],
+        "bridges": {"irc": {**bridge, "allowed_servers": ["127.0.0.1"], **(irc_options or {})}},
+        **sections,
+    }
 
 
 def _lua_string(text: str) -> str:

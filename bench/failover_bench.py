@@ -35,11 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crowd import irc_gateway_config
 from irc_vs_biboumi import IrcPeer
 
 from bridges.irc.devstack import NgIrcd
 from bridges.irc.settings import STATE_KEY
-from component.crypto import SecretBox, generate_key
+from component.crypto import SecretBox
 from component.db import create_engine
 from component.devstack.gateway import GatewayProcess
 from component.devstack.postgres import Postgres
@@ -58,17 +59,10 @@ class Watcher(IrcPeer):
         self.joins: dict[str, list[float]] = {}
         super().__init__(reader, writer)
 
-    async def _read(self) -> None:
-        while line := await self.reader.readline():
-            text = line.decode("utf-8", "replace").rstrip("\r\n")
-            prefix, _, rest = text.partition(" ") if text.startswith(":") else ("", "", text)
-            if rest.startswith("PING"):
-                self.send("PONG" + rest[4:])
-            elif rest.startswith("JOIN"):
-                nick = prefix[1:].partition("!")[0]
-                self.joined.add(nick)
-                self.joins.setdefault(nick, []).append(time.perf_counter())
-            self.changed.set()
+    def _line(self, nick: str, rest: str) -> None:
+        super()._line(nick, rest)
+        if rest.startswith("JOIN"):
+            self.joins.setdefault(nick, []).append(time.perf_counter())
 
     def back_since(self, since: float, nicks: list[str]) -> list[float]:
         """Seconds after `since` at which each of `nicks` that has joined since did."""
@@ -78,26 +72,16 @@ class Watcher(IrcPeer):
 
 
 def config(prosody: Prosody, irc: NgIrcd, database_url: str, connect_rate: float) -> dict[str, Any]:
-    return {
-        "server": {"host": prosody.host, "port": prosody.component_port},
-        "database_url": database_url,
-        "secret_key": generate_key(),
-        "allowed_domains": [prosody.domain],
-        "reconnect": {"initial_delay": 0.1, "max_delay": 0.5},
-        "bridges": {
-            "irc": {
-                "jid": IRC_JID,
-                "secret": SECRET,
-                "port": irc.port,
-                "tls": False,
-                "allowed_servers": ["127.0.0.1"],
-                "flood_rate": 100.0,
-                "flood_burst": 100,
-                "connect_rate": connect_rate,
-                "connect_burst": max(1, int(connect_rate)),
-            }
-        },
-    }
+    pacing = {"connect_rate": connect_rate, "connect_burst": max(1, int(connect_rate))}
+    return irc_gateway_config(
+        prosody,
+        irc,
+        database_url,
+        SECRET,
+        domain=IRC_JID,
+        irc_options={"flood_rate": 100.0, "flood_burst": 100, **pacing},
+        reconnect={"initial_delay": 0.1, "max_delay": 0.5},
+    )
 
 
 def channel_of(user: int) -> str:

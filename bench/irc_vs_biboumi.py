@@ -60,10 +60,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
-from crowd import in_batches, prosody_accounts, rss_kib
+from crowd import in_batches, irc_gateway_config, prosody_accounts, rss_kib
 
 from bridges.irc.devstack import NgIrcd
-from component.crypto import generate_key
 from component.devstack.ejabberd import Ejabberd
 from component.devstack.process import free_port
 from component.devstack.prosody import Prosody
@@ -102,11 +101,17 @@ class IrcPeer:
             prefix, _, rest = text.partition(" ") if text.startswith(":") else ("", "", text)
             if rest.startswith("PING"):
                 self.send("PONG" + rest[4:])
-            elif rest.startswith("PRIVMSG"):
-                self.privmsgs.append((time.perf_counter(), rest.partition(" :")[2]))
-            elif rest.startswith("JOIN"):
-                self.joined.add(prefix[1:].partition("!")[0])
+            else:
+                self._line(prefix[1:].partition("!")[0], rest)
             self.changed.set()
+
+    def _line(self, nick: str, rest: str) -> None:
+        """A line from `nick` (empty for the server's), its command first: peers that
+        note more than messages and joins override this."""
+        if rest.startswith("PRIVMSG"):
+            self.privmsgs.append((time.perf_counter(), rest.partition(" :")[2]))
+        elif rest.startswith("JOIN"):
+            self.joined.add(nick)
 
     async def wait(self, condition: Callable[[], bool], timeout: float = 60) -> None:
         async with asyncio.timeout(timeout):
@@ -420,16 +425,17 @@ def gateway_config(
     domain: str = "irc.localhost",
     **irc_options: Any,
 ) -> dict[str, Any]:
-    """Our gateway's config with only the IRC bridge, on `server` and `irc`."""
-    bridge = {"jid": domain, "secret": secret, "port": irc.port, "tls": False}
-    return {
-        "server": {"host": server.host, "port": server.component_port},
-        "database_url": f"sqlite+aiosqlite:///{db_path}",
-        "secret_key": generate_key(),
-        "allowed_domains": [server.domain],
-        "log_level": "WARNING",
-        "bridges": {"irc": {**bridge, "allowed_servers": ["127.0.0.1"], **irc_options}},
-    }
+    """Our gateway's config with only the IRC bridge, on `server` and `irc`, an SQLite
+    file and warnings only in its log."""
+    return irc_gateway_config(
+        server,
+        irc,
+        f"sqlite+aiosqlite:///{db_path}",
+        secret,
+        domain=domain,
+        irc_options=irc_options,
+        log_level="WARNING",
+    )
 
 
 async def start_ours(

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from crowd import irc_gateway_config
 from irc_vs_biboumi import CLOCK_TICK, PASSWORD, IrcPeer, RoomUser
 
 from bridges.irc.devstack import NgIrcd
-from component.crypto import generate_key
 from component.devstack.ejabberd import Ejabberd, EjabberdCluster
 from component.devstack.gateway import GatewayProcess
 from component.devstack.postgres import Postgres
@@ -65,25 +65,16 @@ async def settled(pids: list[int]) -> list[float]:
 
 
 def config(ejabberd: Ejabberd, irc: NgIrcd, url: str, slots: int) -> dict[str, Any]:
-    return {
-        "server": {"host": ejabberd.host, "port": ejabberd.component_port},
-        "database_url": url,
-        "secret_key": generate_key(),
-        "allowed_domains": [ejabberd.domain],
-        "cluster": {"slots": slots},
-        "archive": {"enabled": False},  # the relay, not the archive's writes
-        "bridges": {
-            "irc": {
-                "jid": IRC_JID,
-                "secret": SECRET,
-                "port": irc.port,
-                "tls": False,
-                "allowed_servers": ["127.0.0.1"],
-                "flood_rate": 1_000_000,
-                "flood_burst": 1_000_000,
-            }
-        },
-    }
+    return irc_gateway_config(
+        ejabberd,
+        irc,
+        url,
+        SECRET,
+        domain=IRC_JID,
+        irc_options={"flood_rate": 1_000_000, "flood_burst": 1_000_000},
+        cluster={"slots": slots},
+        archive={"enabled": False},  # the relay, not the archive's writes
+    )
 
 
 async def owned(dsn: str) -> dict[int, int]:

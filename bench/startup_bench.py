@@ -46,22 +46,17 @@ CHANNEL = "#startup"
 class CountingPeer(IrcPeer):
     """An IRC peer that also notes when (and whether) each gateway user joined or quit."""
 
-    joins: list[float]
-    quits: int
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.joins: list[float] = []
+        self.quits = 0
+        super().__init__(reader, writer)
 
-    async def _read(self) -> None:
-        self.joins, self.quits = [], 0
-        while line := await self.reader.readline():
-            text = line.decode("utf-8", "replace").rstrip("\r\n")
-            prefix, _, rest = text.partition(" ") if text.startswith(":") else ("", "", text)
-            if rest.startswith("PING"):
-                self.send("PONG" + rest[4:])
-            elif rest.startswith("JOIN"):
-                self.joined.add(prefix[1:].partition("!")[0])
-                self.joins.append(time.perf_counter())
-            elif rest.startswith("QUIT"):
-                self.quits += 1
-            self.changed.set()
+    def _line(self, nick: str, rest: str) -> None:
+        super()._line(nick, rest)
+        if rest.startswith("JOIN"):
+            self.joins.append(time.perf_counter())
+        elif rest.startswith("QUIT"):
+            self.quits += 1
 
 
 async def accounts(

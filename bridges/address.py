@@ -8,7 +8,7 @@ scheme (IRC's `#chan%server`) overrides `Bridge.parse_address` / `format_address
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -23,17 +23,31 @@ class AddressKind(Enum):
     """The legacy server itself: notices, raw commands, ad-hoc settings."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Address:
     """A legacy identifier plus what kind of thing it names.
 
     `legacy_id` is the bridge's own spelling (e.g. `#python%irc.libera.chat`), kept
     verbatim so equal addresses compare equal. Bridges may subclass to carry parsed
     parts, as long as the subclass stays frozen and hashable.
+
+    Addresses key the component's dicts (rooms, chats) on every stanza, so the hash is
+    computed once, at construction, from the kind's value: the dataclass's own hash
+    called `Enum.__hash__`, Python code, at every lookup (`bench/address_bench.py`: a
+    lookup by the stored key 160 → 57 ns, by an equal key 280 → 175 ns; building an
+    address costs about 60 ns more). Equality stays the dataclass's. Like every `str`
+    hash, the cached one holds in this process only: addresses are not pickled.
     """
 
     kind: AddressKind
     legacy_id: str
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.kind._value_, self.legacy_id)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def is_group(self) -> bool:

@@ -30,12 +30,22 @@ class SchemaOutdated(Exception):
     """The database needs `xmpp-gateway db upgrade` before the gateway can run."""
 
 
+BUSY_TIMEOUT = 30.0
+"""Seconds an SQLite write waits for another writer's lock before it fails.
+
+Writes take turns (`writer`) and each holds the lock for milliseconds; only a stuck
+writer (another process's open transaction) makes one wait this long."""
+
+_WRITES = "xmpp_gateway_writes"
+"""The execution option `writer` sets: begin the transaction as a writer."""
+
+
 def create_engine(url: str, pool: DatabasePool | None = None) -> AsyncEngine:
     """An async engine; SQLite gets foreign keys enforced (off by default there) and,
-    for a file, write-ahead logging (see `_sqlite_pragmas`). PostgreSQL's pool is
-    sized by `pool` (config `database_pool`)."""
+    for a file, write-ahead logging (see `_sqlite_pragmas`), and its writes begin
+    immediate (`writer`). PostgreSQL's pool is sized by `pool` (config `database_pool`)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, connect_args={"timeout": BUSY_TIMEOUT})
     else:
         pool = pool or DatabasePool()
         engine = create_async_engine(
@@ -47,7 +57,28 @@ def create_engine(url: str, pool: DatabasePool | None = None) -> AsyncEngine:
         )
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine
+
+
+def writer(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` for transactions that look rows up and then write.
+
+    On SQLite they begin with BEGIN IMMEDIATE, taking the write lock first, so that
+    their lookups see every committed write and writers queue on the busy timeout.
+    Python's sqlite3 otherwise begins a transaction only at its first INSERT, UPDATE
+    or DELETE: two callers both found no row, both added it, and the second broke a
+    unique key. (A transaction begun DEFERRED before its reads could not wait either:
+    SQLite fails a read lock's upgrade at once, "database is locked", when another
+    writer got in first.) PostgreSQL ignores the option (see `Store._write`).
+    """
+    return engine.execution_options(**{_WRITES: True})
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    """Begin `writer`'s transactions immediate; leave the others to the driver."""
+    if connection.get_execution_options().get(_WRITES):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

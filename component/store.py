@@ -7,17 +7,21 @@ Account is handed to a bridge, so nothing else in the process sees them in clear
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridges.base import Account
 from component.crypto import SecretBox
+from component.db import writer
 from component.models import AccountRow, ArchiveRow, ChatReferenceRow, RecordRow, UserRow
+
+_T = TypeVar("_T")
 
 
 def _record_is(account_id: int, kind: str, key: str) -> tuple[ColumnElement[bool], ...]:
@@ -29,12 +33,14 @@ class Store:
         """`concurrency`: database sessions open at once, at most (see `_db`)."""
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._writes = async_sessionmaker(writer(engine), expire_on_commit=False)
         self._box = box
         self._turns = asyncio.Semaphore(concurrency)
 
     @asynccontextmanager
     async def _db(self, *, begin: bool = False) -> AsyncIterator[AsyncSession]:
-        """A database session, once one of `concurrency` turns is free.
+        """A database session, once one of `concurrency` turns is free; with `begin`,
+        a write transaction (`component.db.writer`).
 
         A thousand sessions starting together (a failover) each read and write their
         records at once; beyond the pool's connections they would queue in the pool,
@@ -44,11 +50,27 @@ class Store:
         """
         async with self._turns:
             if begin:
-                async with self._sessions.begin() as db:
+                async with self._writes.begin() as db:
                     yield db
             else:
                 async with self._sessions() as db:
                     yield db
+
+    async def _write(self, work: Callable[[AsyncSession], Awaitable[_T]]) -> _T:
+        """`work` in a write transaction, run again if it lost a race for a unique key.
+
+        On PostgreSQL two transactions that both find no user (or record) row both add
+        it, and the later commit breaks the unique key; run again, the loser finds the
+        winner's row. (On SQLite writes take turns and never race.)
+        """
+        try:
+            return await self._transaction(work)
+        except IntegrityError:
+            return await self._transaction(work)
+
+    async def _transaction(self, work: Callable[[AsyncSession], Awaitable[_T]]) -> _T:
+        async with self._db(begin=True) as db:
+            return await work(db)
 
     async def _account_row(self, db: AsyncSession, user: str, bridge: str) -> AccountRow | None:
         query = (
@@ -113,7 +135,8 @@ class Store:
         state: Mapping[str, Any] | None = None,
     ) -> Account:
         """Create or update the account; only the parts given are replaced."""
-        async with self._db(begin=True) as db:
+
+        async def work(db: AsyncSession) -> Account:
             row = await self._account_row(db, user, bridge)
             if row is None:
                 user_row = (
@@ -133,10 +156,13 @@ class Store:
                 row.state = dict(state)
             return self._to_account(user, row)
 
+        return await self._write(work)
+
     async def remove_account(self, user: str, bridge: str) -> bool:
         """Delete the account, its records, archive and chat references, and the user
         once no account is left."""
-        async with self._db(begin=True) as db:
+
+        async def work(db: AsyncSession) -> bool:
             row = await self._account_row(db, user, bridge)
             if row is None:
                 return False
@@ -152,6 +178,8 @@ class Store:
                 await db.execute(delete(UserRow).where(UserRow.id == row.user_id))
             return True
 
+        return await self._write(work)
+
     async def _account_id(self, db: AsyncSession, user: str, bridge: str) -> int:
         row = await self._account_row(db, user, bridge)
         if row is None:
@@ -161,7 +189,7 @@ class Store:
     async def put_record(
         self, user: str, bridge: str, kind: str, key: str, data: Mapping[str, Any]
     ) -> None:
-        async with self._db(begin=True) as db:
+        async def work(db: AsyncSession) -> None:
             account_id = await self._account_id(db, user, bridge)
             existing = await db.execute(select(RecordRow).where(*_record_is(account_id, kind, key)))
             row = existing.scalar_one_or_none()
@@ -169,6 +197,8 @@ class Store:
                 db.add(RecordRow(account_id=account_id, kind=kind, key=key, data=dict(data)))
             else:
                 row.data = dict(data)
+
+        await self._write(work)
 
     async def get_record(
         self, user: str, bridge: str, kind: str, key: str
@@ -193,9 +223,11 @@ class Store:
             return [(key, dict(data)) for key, data in rows]
 
     async def delete_record(self, user: str, bridge: str, kind: str, key: str) -> None:
-        async with self._db(begin=True) as db:
+        async def work(db: AsyncSession) -> None:
             account_id = await self._account_id(db, user, bridge)
             await db.execute(delete(RecordRow).where(*_record_is(account_id, kind, key)))
+
+        await self._write(work)
 
 
 @dataclass(frozen=True)

@@ -232,6 +232,12 @@ class FakeBridge(Bridge):
         return await self.entries.wait_for(kind, timeout)
 
 
+class SecondBridge(FakeBridge):
+    """The fake bridge under another name, for a gateway that serves two bridges."""
+
+    name = "second"
+
+
 class FakeReports:
     """The test's side of `report_socket`: every fake bridge of every gateway process
     connects here and reports what it does; tests read it through `view()`s."""

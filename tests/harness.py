@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from sqlalchemy import select
@@ -27,12 +27,17 @@ from component.devstack.prosody import Prosody
 from component.models import AccountRow, ArchiveRow, UserRow
 from component.store import Store
 
+if TYPE_CHECKING:  # benchmarks import this module: no mail libraries in their RSS
+    from bridges.mail.devstack import MailServer
+
 TESTS_DIR = Path(__file__).parent
 """On the gateway process's PYTHONPATH, so `fake_bridge:FakeBridge` imports there too."""
 
 FAKE_JID = "fake.localhost"
 FAKE_SECRET = "fake-secret"
 PASSWORD = "pw"
+MAIL_JID = "mail.localhost"
+MAIL_SECRET = "mail-secret"
 
 
 def gateway_config(prosody: Prosody, db_path: Path, **overrides: Any) -> dict[str, Any]:
@@ -51,6 +56,22 @@ def gateway_config(prosody: Prosody, db_path: Path, **overrides: Any) -> dict[st
     }
     config.update(overrides)
     return config
+
+
+def mail_section(mail: MailServer, **options: Any) -> dict[str, Any]:
+    """The mail bridge's config section on `mail`'s servers (its CA trusted), with a
+    10 s timeout and reconnects within a second, for tests that wait on them;
+    `options` add or replace settings."""
+    return {
+        "jid": MAIL_JID,
+        "secret": MAIL_SECRET,
+        "ca_file": str(mail.ca_file),
+        "allowed_hosts": [mail.host],
+        "timeout": 10.0,
+        "reconnect_min": 0.2,
+        "reconnect_max": 1.0,
+        **options,
+    }
 
 
 async def start_app(config: dict[str, Any], base_dir: Path, *, migrate: bool = True) -> App:

@@ -72,7 +72,15 @@ class TestClient(ClientXMPP):
     async def wait_for(
         self, predicate: Predicate, timeout: float = 10.0, *, since: int = 0
     ) -> StanzaBase:
-        """The first recorded stanza that matches and arrived after `since` (it is consumed)."""
+        """The earliest recorded stanza that matches and arrived after `since`, waiting
+        up to `timeout` seconds for one (TimeoutError).
+
+        The stanza returned is removed from `stanzas`: a second wait with the same
+        predicate returns the next match, not this one again, and a later check of
+        `stanzas` ("nothing else came") no longer sees it, so a test that must see a
+        stanza it waited for (an error that ended the wait) checks the one returned.
+        Stanzas that arrived at or before `since` are skipped, and stay recorded.
+        """
         async with asyncio.timeout(timeout):
             while True:
                 for stanza in self.stanzas:

@@ -13,7 +13,6 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from harness import FAKE_JID, FAKE_SECRET, gateway_config, write_config
 from registration_helpers import get_registration, submit
-from xmpp_client import eventually
 
 from component.cli import EXIT_THREADS_HUNG, THREADS_GRACE
 from component.db import alembic_config, create_engine
@@ -69,22 +68,6 @@ async def test_run_refuses_an_older_schema_then_upgrade_fixes_it(prosody, tmp_pa
     assert "xmpp-gateway db upgrade" in output
     code, output = await cli("db", "upgrade", "-c", str(config_path))
     assert (code, output.strip().splitlines()[-1]) == (0, "database is up to date")
-
-
-async def test_a_wrong_secret_names_the_option_and_the_next_try(own_prosody, gateway_factory):
-    fake = {"jid": FAKE_JID, "secret": "not-the-secret", "plugin": "fake_bridge:FakeBridge"}
-    reconnect = {"initial_delay": 0.1, "max_delay": 0.5, "auth_failure_delay": 0.3}
-    gateway = await gateway_factory(
-        own_prosody, wait_connected=False, bridges={"fake": fake}, reconnect=reconnect
-    )
-    try:
-        first = await gateway.wait_for_log("server refused")
-        await eventually(lambda: gateway.log_text().count("server refused") >= 2)
-    finally:
-        assert await gateway.stop() == 0
-    assert "check bridges.fake.secret" in first
-    assert "retrying in 0.3 s" in first
-    assert "not-the-secret" not in gateway.log_text()
 
 
 async def test_run_on_an_empty_database_serves_and_stops_cleanly_on_sigterm(

@@ -46,7 +46,9 @@ def logged_at(line: str) -> datetime:
     return datetime.strptime(" ".join(line.split()[:2]), "%Y-%m-%d %H:%M:%S,%f")
 
 
-async def test_wrong_secret_is_reported_and_retried_slowly(own_prosody, gateway_factory):
+async def test_wrong_secret_names_the_option_and_is_retried_slowly(own_prosody, gateway_factory):
+    """What `xmpp-gateway run` prints (its log) for a wrong component secret: the
+    option to check and the next try, never the secret; tries are spaced, not a loop."""
     bridges = {
         "fake": {"jid": FAKE_JID, "secret": "not-the-secret", "plugin": "fake_bridge:FakeBridge"}
     }
@@ -54,11 +56,17 @@ async def test_wrong_secret_is_reported_and_retried_slowly(own_prosody, gateway_
     gateway = await gateway_factory(
         own_prosody, wait_connected=False, bridges=bridges, reconnect=reconnect
     )
-    first = await gateway.wait_for_log("server refused")
-    second = await gateway.wait_for_log("server refused.*attempt 2")
+    try:
+        first = await gateway.wait_for_log("server refused")
+        second = await gateway.wait_for_log("server refused.*attempt 2")
+    finally:
+        assert await gateway.stop() == 0
+    assert "check bridges.fake.secret" in first
     assert "retrying in 0.3 s" in first
     assert (logged_at(second) - logged_at(first)).total_seconds() >= 0.25  # not a tight loop
-    assert "connected to the XMPP server" not in gateway.log_text()
+    printed = gateway.log_text()
+    assert "connected to the XMPP server" not in printed
+    assert "not-the-secret" not in printed
 
 
 async def test_stops_while_the_server_is_down_with_an_event_waiting(

@@ -1,9 +1,19 @@
 """XEP-0077 registration against the real server, as a client performs it."""
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import pytest
-from harness import FAKE_JID, stored_account
+from harness import FAKE_JID, FAKE_SECRET, stored_account
 from registration_helpers import get_registration, register_and_subscribe, remove, submit
 from slixmpp.exceptions import IqError
+
+from component.devstack.prosody import Prosody
+
+SECOND_JID = "second.localhost"
+"""A second component of the fake bridge (`fake_bridge.SecondBridge`)."""
+USERS = 20
+"""Users registering at once in `test_registering_with_two_bridges_at_once_succeeds_on_both`."""
 
 
 def form_fields(iq):
@@ -134,3 +144,41 @@ async def test_registration_attempts_are_rate_limited(own_prosody, gateway_facto
     assert "too many registration attempts: try again in" in error["text"]
     assert not (await get_registration(client, FAKE_JID))["register"]["registered"]
     await submit(other, FAKE_JID, username="bob", password="right")  # others still may
+
+
+@pytest.fixture
+async def two_gateways_prosody() -> AsyncIterator[Prosody]:
+    """A Prosody with the fake bridge's component and `SECOND_JID`'s."""
+    async with Prosody(components={FAKE_JID: FAKE_SECRET, SECOND_JID: FAKE_SECRET}) as server:
+        yield server
+
+
+async def test_registering_with_two_bridges_at_once_succeeds_on_both(
+    two_gateways_prosody, gateway_factory, client_factory
+):
+    """Users who register with two bridges of one gateway at the same moment (a client
+    that signs up everywhere on first start) get both accounts, and no error.
+
+    Both registrations found no user row and both added one: the second broke its
+    unique key and was answered internal-server-error.
+    """
+    sections = {
+        "fake": {"jid": FAKE_JID, "secret": FAKE_SECRET, "plugin": "fake_bridge:FakeBridge"},
+        "second": {"jid": SECOND_JID, "secret": FAKE_SECRET, "plugin": "fake_bridge:SecondBridge"},
+    }
+    gateway = await gateway_factory(two_gateways_prosody, bridges=sections)
+    clients = [await client_factory(two_gateways_prosody) for _ in range(USERS)]
+    replies = await asyncio.gather(
+        *(
+            submit(client, jid, username=f"u{i}", password="s3cret")
+            for i, client in enumerate(clients)
+            for jid in (FAKE_JID, SECOND_JID)
+        ),
+        return_exceptions=True,
+    )
+    assert [r for r in replies if isinstance(r, BaseException)] == []
+    for i, client in enumerate(clients):
+        for bridge in ("fake", "second"):
+            account = await stored_account(gateway.config, client.boundjid.bare, bridge)
+            assert account is not None
+            assert account.settings["username"] == f"u{i}"

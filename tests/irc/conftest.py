@@ -7,7 +7,7 @@ import shutil
 from collections.abc import AsyncIterator
 
 import pytest
-from irc_helpers import Harness
+from irc_helpers import Harness, IrcPeer
 
 from bridges.irc.devstack import InspIrcd, NgIrcd
 
@@ -15,6 +15,11 @@ from bridges.irc.devstack import InspIrcd, NgIrcd
 def _require_ngircd() -> None:
     if shutil.which("ngircd") is None:
         pytest.fail("ngircd is not installed: run bash .ci/setup")
+
+
+def _require_inspircd() -> None:
+    if shutil.which("inspircd") is None:
+        pytest.fail("inspircd is not installed: run bash .ci/setup")
 
 
 @pytest.fixture
@@ -47,13 +52,31 @@ async def any_irc(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
         _require_ngircd()
         server: NgIrcd | InspIrcd = NgIrcd(flood_throttling=False)
     else:
-        if shutil.which("inspircd") is None:
-            pytest.fail("inspircd is not installed: run bash .ci/setup")
+        _require_inspircd()
         server = InspIrcd()
     async with server:
         harness = Harness(server)
         yield harness
         await harness.close()
+
+
+@pytest.fixture
+async def inspircd() -> AsyncIterator[Harness]:
+    """InspIRCd 3, which offers IRCv3 caps (echo-message, labeled-response, tags)."""
+    _require_inspircd()
+    async with InspIrcd() as server:
+        harness = Harness(server)
+        yield harness
+        await harness.close()
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[IrcPeer]]:
+    """IRC peers a test connects (it appends them), closed at its end."""
+    made: list[IrcPeer] = []
+    yield made
+    for peer in made:
+        await peer.close()
 
 
 @pytest.fixture

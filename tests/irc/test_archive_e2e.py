@@ -36,12 +36,7 @@ from component.archive import SETTINGS_NODE
 from component.devstack.postgres import Postgres
 
 # The fixtures of the IRC end-to-end tests, used here by name.
-servers, gateway_app, stack, peers = (
-    irc_e2e.servers,
-    irc_e2e.gateway_app,
-    irc_e2e.stack,
-    irc_e2e.peers,
-)
+servers, gateway_app, stack = irc_e2e.servers, irc_e2e.gateway_app, irc_e2e.stack
 
 MAM, RSM, SID = "urn:xmpp:mam:2", "http://jabber.org/protocol/rsm", "urn:xmpp:sid:0"
 DATA, FORWARD = "jabber:x:data", "urn:xmpp:forward:0"

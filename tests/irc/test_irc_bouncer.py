@@ -94,14 +94,6 @@ async def stack(
             await stack.gateway.stop()  # before its XMPP and IRC servers go
 
 
-@pytest.fixture
-async def peers() -> AsyncIterator[list[IrcPeer]]:
-    made: list[IrcPeer] = []
-    yield made
-    for peer in made:
-        await peer.close()
-
-
 async def offline_in_persistent_room(stack: Stack, bob: IrcPeer, name: str) -> str:
     """Register `name`, make ROOM's channel persistent, join it, go offline; the JID."""
     jid = await stack.prosody.register(name, PASSWORD)

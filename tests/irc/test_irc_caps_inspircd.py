@@ -3,26 +3,11 @@ cap-notify (modules loaded and unloaded while the gateway is connected), WEBIRC.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import AsyncIterator
-
-import pytest
 from irc_helpers import Harness, IrcPeer
 from xmpp_client import eventually
 
 from bridges import events
-from bridges.irc.devstack import InspIrcd
 from bridges.irc.options import WebIrcOptions
-
-
-@pytest.fixture
-async def inspircd() -> AsyncIterator[Harness]:
-    if shutil.which("inspircd") is None:
-        pytest.fail("inspircd is not installed: run bash .ci/setup")
-    async with InspIrcd() as server:
-        harness = Harness(server)
-        yield harness
-        await harness.close()
 
 
 async def oper(harness: Harness, nick: str = "op") -> IrcPeer:

@@ -7,7 +7,7 @@ the capability with `batch`, `server-time` and `message-tags`, announces
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +40,10 @@ SAID = [  # (msgid, server-time, text), what #room saw; the gateway was away for
     ("m3", "2026-12-01T10:02:00.000Z", "three"),
     ("m4", "2026-12-01T10:03:00.000Z", "four"),
 ]
+
+
+IN_ROOM = {STATE_KEY: {SERVER: {"persistent": ["#room"]}}}
+"""The bridge state of an account whose session joins #room on its own."""
 
 
 def tagged(msgid: str, time: str, text: str, batch: str = "") -> str:
@@ -92,8 +96,7 @@ def history_server(live: bool = True, nick: str = "alice") -> ScriptedIrcd:
 async def test_reconnect_fetches_missed_lines_once_in_order_paging_without_gap_notice():
     async with history_server() as server:
         harness = Harness(server)
-        state = {STATE_KEY: {SERVER: {"persistent": ["#room"]}}}
-        _, sink = await harness.session("alice", state=state)
+        _, sink = await harness.session("alice", state=IN_ROOM)
         room = harness.room("#room")
         await sink.wait_event(events.Message, text="one")
 
@@ -129,7 +132,7 @@ async def test_a_gateway_restart_fetches_after_the_msgid_its_record_kept():
             "alice@localhost",
             "irc",
             settings={"nick": "alice"},
-            state={STATE_KEY: {SERVER: {"persistent": ["#room"]}}},
+            state=IN_ROOM,
         )
         store = MemoryStore(account)
         record = {"at": "2026-12-01T10:01:30+00:00", "msgid": "m2"}
@@ -150,20 +153,26 @@ async def test_a_gateway_restart_fetches_after_the_msgid_its_record_kept():
         await harness.close()
 
 
+async def reconnecting(
+    server: ScriptedIrcd, history: Callable[[str], list[str]]
+) -> tuple[Harness, RecordingSink]:
+    """alice's session in #room on `server`, which drops her once "one" was said and
+    answers the CHATHISTORY requests of her reconnection with `history(line)`."""
+    base = server.script
+    server.script = lambda line: history(line) if line.startswith("CHATHISTORY") else base(line)
+    harness = Harness(server)
+    _, sink = await harness.session("alice", state=IN_ROOM)
+    await sink.wait_event(events.Message, text="one")
+    server.drop()
+    return harness, sink
+
+
 async def test_a_refused_history_request_is_told_in_the_room():
-    def script(line: str) -> list[str]:
-        if line.startswith("CHATHISTORY"):
-            return [":srv FAIL CHATHISTORY MESSAGE_ERROR AFTER #room :history is off"]
-        return base(line)
+    def history(_line: str) -> list[str]:
+        return [":srv FAIL CHATHISTORY MESSAGE_ERROR AFTER #room :history is off"]
 
     async with history_server() as server:
-        base, server.script = server.script, script
-        harness = Harness(server)
-        _, sink = await harness.session(
-            "alice", state={STATE_KEY: {SERVER: {"persistent": ["#room"]}}}
-        )
-        await sink.wait_event(events.Message, text="one")
-        server.drop()
+        harness, sink = await reconnecting(server, history)
         refused = await sink.wait_for(
             lambda e: isinstance(e, events.Message) and "did not send" in e.text
         )
@@ -177,10 +186,8 @@ async def test_a_refused_history_request_is_told_in_the_room():
 async def test_a_server_with_endless_history_is_asked_at_most_max_pages_times():
     served = 0
 
-    def script(line: str) -> list[str]:
+    def history(_line: str) -> list[str]:
         nonlocal served
-        if not line.startswith("CHATHISTORY"):
-            return base(line)
         page = []
         for _ in range(2):  # always a full page of new lines
             served += 1
@@ -188,13 +195,7 @@ async def test_a_server_with_endless_history_is_asked_at_most_max_pages_times():
         return [":srv BATCH +b chathistory #room", *page, ":srv BATCH -b"]
 
     async with history_server() as server:
-        base, server.script = server.script, script
-        harness = Harness(server)
-        _, sink = await harness.session(
-            "alice", state={STATE_KEY: {SERVER: {"persistent": ["#room"]}}}
-        )
-        await sink.wait_event(events.Message, text="one")
-        server.drop()
+        harness, sink = await reconnecting(server, history)
         await sink.wait_for(lambda e: isinstance(e, events.Message) and "pages" in e.text)
         assert len(server.lines.matching(lambda t: t.startswith("CHATHISTORY"))) == MAX_PAGES
         history = [e for e in sink.items if isinstance(e, events.Message) and e.nick == "bob"]

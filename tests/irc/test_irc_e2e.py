@@ -65,14 +65,6 @@ async def stack(servers, gateway_app) -> tuple[Prosody, NgIrcd]:
     return servers
 
 
-@pytest.fixture
-async def peers() -> AsyncIterator[list[IrcPeer]]:
-    made: list[IrcPeer] = []
-    yield made
-    for peer in made:
-        await peer.close()
-
-
 async def login(prosody: Prosody, jid: str, resource: str) -> TestClient:
     client = TestClient(f"{jid}/{resource}", PASSWORD)
     return await client.login(prosody.host, prosody.c2s_port)

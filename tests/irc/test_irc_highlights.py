@@ -16,7 +16,6 @@ from test_irc_e2e import (  # noqa: F401 - fixtures used by name
     irc_user,
     join_room,
     login,
-    peers,
     run_settings_command,
     servers,
     stack,
@@ -63,7 +62,7 @@ def room_chats(client: TestClient) -> list[str]:
 
 async def test_a_line_naming_the_user_while_away_arrives_from_offline_storage(
     stack,  # noqa: F811
-    peers,  # noqa: F811
+    peers,
 ):
     prosody, ngircd = stack
     bob = await irc_user(ngircd, peers, "bob", "#room")

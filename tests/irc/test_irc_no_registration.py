@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from harness import stored_account
-from irc_helpers import IrcPeer
 from registration_helpers import get_registration
 from slixmpp import Iq, Message, Presence
 from test_irc_e2e import (
@@ -71,14 +70,6 @@ async def start(servers, gateway_factory):
         return await gateway_factory(prosody, bridges=bridges, **top)
 
     return run
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[list[IrcPeer]]:
-    made: list[IrcPeer] = []
-    yield made
-    for peer in made:
-        await peer.close()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from typing import Any
 
 import aiosmtplib
 import pytest
-from harness import archived_bodies, has_archived
+from harness import MAIL_JID, MAIL_SECRET, archived_bodies, has_archived, mail_section
 from irc_helpers import IrcPeer
 from registration_helpers import mailbox_form, register_and_subscribe
 from slixmpp import Message
@@ -53,8 +53,6 @@ from component.devstack.postgres import Postgres
 from component.devstack.prosody import Prosody
 
 GatewayFactory = Callable[..., Awaitable[GatewayProcess]]
-MAIL_JID = "mail.localhost"
-MAIL_SECRET = "mail-secret"
 RECEIPTS = "urn:xmpp:receipts"
 SENDER = "bob@elsewhere.test"
 TAKEOVER_LIMIT = 3.0
@@ -83,15 +81,7 @@ async def stack(
     ):
         bridges = {
             "irc": irc_section(ngircd, reconnect_initial_delay=0.2, last_seen_interval=0.5),
-            "mail": {
-                "jid": MAIL_JID,
-                "secret": MAIL_SECRET,
-                "ca_file": str(mail.ca_file),
-                "allowed_hosts": [mail.host],
-                "timeout": 10.0,
-                "reconnect_min": 0.2,
-                "reconnect_max": 1.0,
-            },
+            "mail": mail_section(mail),
         }
         url = await postgres.create_database("gateway")
         active = await gateway_factory(prosody, database_url=url, bridges=bridges)

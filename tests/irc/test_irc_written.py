@@ -8,16 +8,12 @@ still queued survive a reconnect and are answered with `DeliveryFailed` at a sto
 from __future__ import annotations
 
 import re
-import shutil
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 from irc_helpers import Harness, RecordingSink
 
 from bridges import events
 from bridges.address import Address
-from bridges.irc.devstack import InspIrcd
 
 RATE = 4.0
 """Lines per second the session may write (burst 1): slow enough to see the queue."""
@@ -117,17 +113,6 @@ async def test_stop_answers_each_unsent_message_with_a_failure(irc: Harness):
     assert "stopped" in failed[0].text
     await bob.wait_until(lambda: any(e.type == "quit" for e in bob.items), timeout=5)
     assert bob.texts("pubmsg", "alice") == [f"line {n}" for n in range(len(sent))]
-
-
-@pytest.fixture
-async def inspircd() -> AsyncIterator[Harness]:
-    """InspIRCd 3 offers echo-message and labeled-response, so the gateway uses them."""
-    if shutil.which("inspircd") is None:
-        pytest.fail("inspircd is not installed: run bash .ci/setup")
-    async with InspIrcd() as server:
-        harness = Harness(server)
-        yield harness
-        await harness.close()
 
 
 def own_lines_shown(sink: RecordingSink, room: Address) -> list[events.Message]:

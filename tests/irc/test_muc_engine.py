@@ -117,6 +117,26 @@ async def join(muc, session, room, frm=PHONE, nick="alice"):
     await muc.on_presence(presence(frm, nick), session, room)
 
 
+async def in_room(muc, sent, room, *others: str) -> FakeSession:
+    """A session of USER, who joined `room` from PHONE and then from each of `others`
+    before the legacy join completed; what the join sent is cleared from `sent`."""
+    session = FakeSession()
+    for frm in (PHONE, *others):
+        await join(muc, session, room, frm=frm)
+    await muc.on_event(USER, joined_event(room))
+    sent.clear()
+    return session
+
+
+def groupchat(**fields: str) -> Message:
+    """A groupchat message from PHONE to the room, with `fields` (body, id, subject)."""
+    message = Message()
+    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
+    for name, value in fields.items():
+        message[name] = value
+    return message
+
+
 async def test_full_join_occupants_self_last_then_subject(muc, sent, room):
     session = FakeSession()
     await muc.on_presence(presence(PHONE, "alice", password="key"), session, room)
@@ -147,10 +167,7 @@ async def test_join_with_changed_nick_has_210_and_empty_subject(muc, sent, room)
 
 
 async def test_second_resource_joins_from_memory_and_both_get_messages(muc, sent, room):
-    session = FakeSession()
-    await join(muc, session, room)
-    await muc.on_event(USER, joined_event(room))
-    sent.clear()
+    session = await in_room(muc, sent, room)
 
     await join(muc, session, room, frm=LAPTOP)
     assert [c[0] for c in session.calls] == ["join"]  # no second legacy join
@@ -163,14 +180,8 @@ async def test_second_resource_joins_from_memory_and_both_get_messages(muc, sent
 
 
 async def test_groupchat_is_sent_and_reflected_with_the_same_id(muc, sent, room):
-    session = FakeSession()
-    await join(muc, session, room)
-    await join(muc, session, room, frm=LAPTOP)
-    await muc.on_event(USER, joined_event(room))
-    sent.clear()
-    message = Message()
-    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
-    message["body"], message["id"] = "hello", "abc123"
+    session = await in_room(muc, sent, room, LAPTOP)
+    message = groupchat(body="hello", id="abc123")
 
     await muc.on_groupchat(message, session, room)
     (kind, to, text, token) = session.calls[-1]
@@ -186,13 +197,8 @@ async def test_groupchat_is_sent_and_reflected_with_the_same_id(muc, sent, room)
 async def test_a_report_from_another_users_session_takes_no_line(muc, sent, room):
     """The token names a pending line of one user only: another user's bridge session
     reporting it (a client can choose the ids it sends) neither reflects nor fails it."""
-    session = FakeSession()
-    await join(muc, session, room)
-    await muc.on_event(USER, joined_event(room))
-    sent.clear()
-    message = Message()
-    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
-    message["body"], message["id"] = "hello", "abc123"
+    session = await in_room(muc, sent, room)
+    message = groupchat(body="hello", id="abc123")
     await muc.on_groupchat(message, session, room)
     token = session.calls[-1][3]
 
@@ -206,14 +212,8 @@ async def test_a_report_from_another_users_session_takes_no_line(muc, sent, room
 
 
 async def test_groupchat_not_sent_gets_an_error_with_its_id_and_no_reflection(muc, sent, room):
-    session = FakeSession()
-    await join(muc, session, room)
-    await join(muc, session, room, frm=LAPTOP)
-    await muc.on_event(USER, joined_event(room))
-    sent.clear()
-    message = Message()
-    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
-    message["body"], message["id"] = "hello", "abc123"
+    session = await in_room(muc, sent, room, LAPTOP)
+    message = groupchat(body="hello", id="abc123")
     await muc.on_groupchat(message, session, room)
     token = session.calls[-1][3]
 
@@ -237,28 +237,20 @@ async def test_subject_change_from_xmpp(muc, sent, room):
     session = FakeSession()
     await join(muc, session, room)
     await muc.on_event(USER, joined_event(room))
-    message = Message()
-    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
-    message["subject"] = "new topic"
+    message = groupchat(subject="new topic")
     await muc.on_groupchat(message, session, room)
     assert session.calls[-1] == ("subject", room, "new topic")
 
 
 async def test_groupchat_from_a_non_occupant_is_refused(muc, room):
-    message = Message()
-    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
-    message["body"] = "hello"
+    message = groupchat(body="hello")
     with pytest.raises(XMPPError) as caught:
         await muc.on_groupchat(message, FakeSession(), room)
     assert caught.value.condition == "not-acceptable"
 
 
 async def test_leave_parts_only_with_the_last_resource(muc, sent, room):
-    session = FakeSession()
-    await join(muc, session, room)
-    await join(muc, session, room, frm=LAPTOP)
-    await muc.on_event(USER, joined_event(room))
-    sent.clear()
+    session = await in_room(muc, sent, room, LAPTOP)
 
     await muc.on_presence(presence(PHONE, "alice", "unavailable"), session, room)
     assert session.calls[-1][0] == "join"
@@ -287,9 +279,7 @@ async def test_join_failure_becomes_presence_error(muc, sent, room):
 
 
 async def test_kick_of_occupant_and_of_the_user(muc, sent, room):
-    await join(muc, FakeSession(), room)
-    await muc.on_event(USER, joined_event(room))
-    sent.clear()
+    await in_room(muc, sent, room)
     await muc.on_event(USER, events.OccupantLeft(room, "bob", "spam", kicked_by="op"))
     assert sent[0]["type"] == "unavailable" and codes(sent[0]) == {"307"}
     assert item(sent[0]).find(f"{{{MUC_USER_NS}}}actor").get("nick") == "op"
@@ -301,10 +291,7 @@ async def test_kick_of_occupant_and_of_the_user(muc, sent, room):
 
 
 async def test_nick_changes_send_303_pairs(muc, sent, room):
-    session = FakeSession()
-    await join(muc, session, room)
-    await muc.on_event(USER, joined_event(room))
-    sent.clear()
+    session = await in_room(muc, sent, room)
 
     await muc.on_event(USER, events.NickChanged(room, "bob", "robert"))
     assert codes(sent[0]) == {"303"} and item(sent[0]).get("nick") == "robert"
@@ -318,19 +305,14 @@ async def test_nick_changes_send_303_pairs(muc, sent, room):
 
 
 async def test_nick_conflict_is_a_conflict_error(muc, sent, room):
-    session = FakeSession()
-    await join(muc, session, room)
-    await muc.on_event(USER, joined_event(room))
-    sent.clear()
+    await in_room(muc, sent, room)
     await muc.on_event(USER, events.NickConflict(room, "bob", "Nickname already in use"))
     assert sent[0]["type"] == "error" and sent[0]["error"]["condition"] == "conflict"
     assert str(sent[0]["from"]) == f"{ROOM_JID}/bob"
 
 
 async def test_roles_and_subject_updates(muc, sent, room):
-    await join(muc, FakeSession(), room)
-    await muc.on_event(USER, joined_event(room))
-    sent.clear()
+    await in_room(muc, sent, room)
     await muc.on_event(
         USER, events.OccupantJoined(room, events.Occupant("bob", events.Role.MODERATOR))
     )
@@ -346,10 +328,7 @@ async def test_non_room_events_are_left_to_the_router(muc, bridge):
 
 
 async def test_iq_admin_kick_and_role(muc, sent, room):
-    session = FakeSession()
-    await join(muc, session, room)
-    await muc.on_event(USER, joined_event(room))
-    sent.clear()
+    session = await in_room(muc, sent, room)
 
     for role in ("none", "moderator"):
         iq = Iq()
@@ -383,10 +362,7 @@ async def test_own_role_update_is_a_self_presence(muc, sent, room):
 
 async def test_replayed_message_keeps_its_time(muc, sent, room):
     """A line a bouncer replays (IRCv3 server-time) carries an XEP-0203 delay; live ones do not."""
-    session = FakeSession()
-    await join(muc, session, room)
-    await muc.on_event(USER, joined_event(room))
-    sent.clear()
+    await in_room(muc, sent, room)
 
     then = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     await muc.on_event(USER, events.Message(room, "while you were out", nick="bob", timestamp=then))
@@ -462,10 +438,7 @@ async def test_messages_while_nobody_is_in_are_served_on_the_next_join(archived,
 async def test_live_ids_are_the_archive_ids_and_a_second_resource_gets_history(
     archived, sent, room, archive
 ):
-    session = FakeSession()
-    await join(archived, session, room)
-    await archived.on_event(USER, joined_event(room))
-    sent.clear()
+    session = await in_room(archived, sent, room)
     await archived.on_event(USER, events.Message(room, "live", nick="bob", legacy_id="msg-1"))
     [live] = sent
     assert live["id"] == "msg-1" and live.xml.find("{urn:xmpp:delay}delay") is None
@@ -483,13 +456,8 @@ async def test_live_ids_are_the_archive_ids_and_a_second_resource_gets_history(
 
 
 async def test_own_message_keeps_origin_id_and_id_live_and_archived(archived, sent, room, archive):
-    session = FakeSession()
-    await join(archived, session, room)
-    await archived.on_event(USER, joined_event(room))
-    sent.clear()
-    message = Message()
-    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
-    message["body"], message["id"] = "/me waves", "client-1"
+    session = await in_room(archived, sent, room)
+    message = groupchat(body="/me waves", id="client-1")
     ET.SubElement(message.xml, f"{{{SID_NS}}}origin-id", {"id": "origin-1"})
     await archived.on_groupchat(message, session, room)
     await archived.on_event(USER, events.Delivered(room, session.calls[-1][3]))
@@ -509,13 +477,8 @@ async def test_own_message_keeps_origin_id_and_id_live_and_archived(archived, se
 async def test_own_message_is_archived_with_the_networks_echo_id_and_time(
     archived, sent, room, archive
 ):
-    session = FakeSession()
-    await join(archived, session, room)
-    await archived.on_event(USER, joined_event(room))
-    sent.clear()
-    message = Message()
-    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
-    message["body"], message["id"] = "hello", "client-1"
+    session = await in_room(archived, sent, room)
+    message = groupchat(body="hello", id="client-1")
     await archived.on_groupchat(message, session, room)
     echoed = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
@@ -675,9 +638,7 @@ async def test_a_multi_line_message_is_found_by_the_msgid_of_each_line(
     session = FakeSession()
     await join(archived, session, room)
     await archived.on_event(USER, joined_event(room))
-    message = Message()
-    message["from"], message["to"], message["type"] = PHONE, ROOM_JID, "groupchat"
-    message["body"], message["id"] = "one\ntwo\nthree", "client-1"
+    message = groupchat(body="one\ntwo\nthree", id="client-1")
     await archived.on_groupchat(message, session, room)
 
     ids = ("1~1~1", "1~1~2", "1~1~3")  # one PRIVMSG, one echo, one msgid per line

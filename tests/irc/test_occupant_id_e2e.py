@@ -19,7 +19,6 @@ from test_irc_e2e import (
     join_room,
     joined_user,
     login,
-    peers,  # noqa: F401 - the fixture closing the IRC peers
 )
 
 from bridges.irc.devstack import InspIrcd
@@ -57,7 +56,7 @@ def groupchat(body: str):
     return lambda s: isinstance(s, Message) and s["type"] == "groupchat" and s["body"] == body
 
 
-async def test_every_observer_sees_one_stable_id_per_irc_user(stack, peers):  # noqa: F811
+async def test_every_observer_sees_one_stable_id_per_irc_user(stack, peers):
     prosody, inspircd = stack
     bob = await irc_user(inspircd, peers, "bob", "#room")
     alice = await joined_user(prosody, "alice")
@@ -95,7 +94,7 @@ async def test_every_observer_sees_one_stable_id_per_irc_user(stack, peers):  # 
         await client.close()
 
 
-async def test_archived_lines_carry_the_ids_they_had_live(stack, peers):  # noqa: F811
+async def test_archived_lines_carry_the_ids_they_had_live(stack, peers):
     """MAM results and the discussion history on join name the same occupant as the
     live message did, for IRC users and for the user's own lines."""
     prosody, inspircd = stack

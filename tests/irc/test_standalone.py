@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from harness import FAKE_JID, FAKE_SECRET, PASSWORD
+from harness import FAKE_JID, FAKE_SECRET, MAIL_JID, MAIL_SECRET, PASSWORD
 from irc_helpers import IrcPeer
 from registration_helpers import mailbox_form, register_and_subscribe
 from slixmpp import Iq, Presence
@@ -30,7 +30,6 @@ from component.devstack.prosody import Prosody
 from component.muc import MUC_ADMIN_NS, MUC_NS, MUC_USER_NS
 
 IRC_JID, IRC_SECRET = "irc.localhost", "irc-secret"
-MAIL_JID, MAIL_SECRET = "mail.localhost", "mail-secret"
 IRC_SERVER = f"127.0.0.1@{IRC_JID}"
 ROOM = f"#room%127.0.0.1@{IRC_JID}"
 COMMANDS = "http://jabber.org/protocol/commands"

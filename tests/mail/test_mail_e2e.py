@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from harness import stored_account
+from harness import MAIL_JID, MAIL_SECRET, mail_section, stored_account
 from mail_helpers import PUSH_TIMEOUT, inject, read_mailbox, simple_mail
 from registration_helpers import mailbox_form, register_and_subscribe, remove
 from slixmpp import Message, Presence
@@ -25,8 +25,6 @@ from component.devstack.gateway import GatewayProcess
 from component.devstack.process import file_size, wait_for_log_line
 from component.devstack.prosody import Prosody
 
-MAIL_JID = "mail.localhost"
-MAIL_SECRET = "mail-secret"
 RECEIPTS = "urn:xmpp:receipts"
 NICK = "http://jabber.org/protocol/nick"
 IMAP_LOGOUT = r"imap\(alice@.*Logged out"
@@ -57,16 +55,7 @@ class Stack:
 @pytest.fixture
 async def stack(mail: MailServer, gateway_factory: Any) -> AsyncIterator[Stack]:
     async with Prosody(components={MAIL_JID: MAIL_SECRET}) as prosody:
-        mail_bridge = {
-            "jid": MAIL_JID,
-            "secret": MAIL_SECRET,
-            "ca_file": str(mail.ca_file),
-            "allowed_hosts": [mail.host],
-            "timeout": 10.0,
-            "reconnect_min": 0.2,
-            "reconnect_max": 1.0,
-        }
-        gateway = await gateway_factory(prosody, bridges={"mail": mail_bridge})
+        gateway = await gateway_factory(prosody, bridges={"mail": mail_section(mail)})
         yield Stack(prosody, mail, gateway)
         await gateway.stop()  # before Prosody goes, or it would log reconnection attempts
 
@@ -285,7 +274,7 @@ async def test_quoted_local_parts_route_back_through_prosody(
         reply["id"] = f"to-{mailbox}"
         reply.xml.append(reply.xml.makeelement(f"{{{RECEIPTS}}}request", {}))
         reply.send()
-        await client.wait_for(  # sent once the MTA delivered it to the mailbox
+        answer = await client.wait_for(  # sent once the MTA delivered it to the mailbox
             lambda s, i=reply["id"]: (
                 isinstance(s, Message)
                 and (
@@ -295,6 +284,7 @@ async def test_quoted_local_parts_route_back_through_prosody(
             ),
             PUSH_TIMEOUT,
         )
+        assert answer["type"] != "error", answer["error"]["text"]  # gone from client.stanzas
         [received] = await read_mailbox(mail, mailbox)
         assert received.get_body().get_content().strip() == f"to {mailbox}"
     assert not [s for s in client.stanzas if isinstance(s, Message) and s["type"] == "error"]

@@ -8,12 +8,13 @@ service on loopback) and Dovecot; files are downloaded back over HTTP and compar
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import pytest
+from harness import MAIL_JID, MAIL_SECRET, mail_section
 from holding_proxy import HoldingProxy
 from mail_helpers import (
     PUSH_TIMEOUT,
@@ -32,36 +33,15 @@ from bridges.mail.devstack import MailServer
 from component.devstack.gateway import GatewayProcess
 from component.devstack.prosody import Prosody
 
-MAIL_JID = "mail.localhost"
-MAIL_SECRET = "mail-secret"
 OOB = "jabber:x:oob"
 MARKERS = "urn:xmpp:chat-markers:0"
 UPLOAD_LIMIT = 1024 * 1024
 BIG_LIMIT = 8 * 1024 * 1024
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 400 + b"\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x01\x02" * 3000
-
-
-async def start_stack(
-    mail: MailServer,
-    gateway_factory: Any,
-    prosody: Prosody,
-    files: dict[str, Any] | None = None,
-    **mail_options: Any,
-) -> GatewayProcess:
-    section = {
-        "jid": MAIL_JID,
-        "secret": MAIL_SECRET,
-        "ca_file": str(mail.ca_file),
-        "allowed_hosts": [mail.host],
-        "timeout": 10.0,
-        "reconnect_min": 0.2,
-        "reconnect_max": 1.0,
-        "upload_retry_delay": 0.1,
-        **mail_options,
-    }
-    sections = {"files": files} if files is not None else {}
-    return await gateway_factory(prosody, bridges={"mail": section}, **sections)  # type: ignore[no-any-return]
+BOB = "bob@remote.test"
+"""A correspondent on a remote host, who mails alice."""
+BOB_JID = f"{escape_node(BOB)}@{MAIL_JID}"
 
 
 @pytest.fixture
@@ -87,15 +67,43 @@ async def proxied(proxy: HoldingProxy) -> AsyncIterator[Prosody]:
         yield server
 
 
-async def alice(prosody: Prosody, gateway: GatewayProcess, mail: MailServer) -> TestClient:
-    """Alice logged in to XMPP, with her mailbox registered and watched."""
-    await mail.add_user("alice", "alicepw")
-    jid = await prosody.register("alice", "pw")
-    client = await TestClient(f"{jid}/phone", "pw").login(prosody.host, prosody.c2s_port)
-    mark = gateway.log_mark()
-    await register_and_subscribe(client, MAIL_JID, **mailbox_form(mail, "alice"))
-    await gateway.wait_for_log(r"INBOX: first sync of INBOX", since=mark, timeout=PUSH_TIMEOUT)
-    return client
+class Started(NamedTuple):
+    gateway: GatewayProcess
+    client: TestClient
+    """Alice, logged in to XMPP, with her mailbox registered and watched."""
+    to: str
+    """Alice's mail address."""
+
+
+Start = Callable[..., Awaitable[Started]]
+
+
+@pytest.fixture
+def start(mail: MailServer, gateway_factory: Any) -> Start:
+    """`start(prosody, files=None, before=(), **mail_options)`: the gateway for the mail
+    bridge on `prosody` (`files`: its files section), then alice. The mailboxes named in
+    `before` are added first: Dovecot rereads its users only each second."""
+
+    async def started(
+        prosody: Prosody,
+        files: dict[str, Any] | None = None,
+        before: tuple[str, ...] = (),
+        **mail_options: Any,
+    ) -> Started:
+        section = mail_section(mail, upload_retry_delay=0.1, **mail_options)
+        sections = {"files": files} if files is not None else {}
+        gateway = await gateway_factory(prosody, bridges={"mail": section}, **sections)
+        for user in before:
+            await mail.add_user(user, f"{user}pw")
+        await mail.add_user("alice", "alicepw")
+        jid = await prosody.register("alice", "pw")
+        client = await TestClient(f"{jid}/phone", "pw").login(prosody.host, prosody.c2s_port)
+        mark = gateway.log_mark()
+        await register_and_subscribe(client, MAIL_JID, **mailbox_form(mail, "alice"))
+        await gateway.wait_for_log(r"INBOX: first sync of INBOX", since=mark, timeout=PUSH_TIMEOUT)
+        return Started(gateway, client, mail.address("alice"))
+
+    return started
 
 
 def mail_with_files(to: str, sender: str, message_id: str) -> EmailMessage:
@@ -143,16 +151,12 @@ async def download(url: str) -> bytes:
 
 
 async def test_attachments_arrive_as_uploaded_files_after_the_text(
-    mail: MailServer, gateway_factory: Any, prosody: Prosody
+    mail: MailServer, start: Start, prosody: Prosody
 ) -> None:
-    gateway = await start_stack(mail, gateway_factory, prosody)
-    client = await alice(prosody, gateway, mail)
-    bob = "bob@remote.test"
-    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
-    to = mail.address("alice")
-    await inject(mail, mail_with_files(to, bob, "<report-1@remote.test>"), to, bob)
+    _, client, to = await start(prosody)
+    await inject(mail, mail_with_files(to, BOB, "<report-1@remote.test>"), to, BOB)
 
-    text, *files = await wait_messages(client, bob_jid, 4)
+    text, *files = await wait_messages(client, BOB_JID, 4)
     assert "3 files follow" in text["body"]
     assert "huge.zip" in text["body"] and "larger than the upload service takes" in text["body"]
     assert text.xml.find(f"{{{MARKERS}}}markable") is not None
@@ -170,23 +174,19 @@ async def test_attachments_arrive_as_uploaded_files_after_the_text(
 
 
 async def test_displayed_marker_marks_the_mail_and_earlier_ones_of_its_thread_read(
-    mail: MailServer, gateway_factory: Any, prosody: Prosody
+    mail: MailServer, start: Start, prosody: Prosody
 ) -> None:
-    gateway = await start_stack(mail, gateway_factory, prosody)
-    client = await alice(prosody, gateway, mail)
-    bob = "bob@remote.test"
-    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
-    to = mail.address("alice")
+    _, client, to = await start(prosody)
     ids = ["<t-1@remote.test>", "<t-2@remote.test>", "<other@remote.test>"]
     for number, message_id in enumerate(ids):
-        msg = simple_mail(to, f"part {number}", f"mail {number}", From=bob, Message_ID=message_id)
+        msg = simple_mail(to, f"part {number}", f"mail {number}", From=BOB, Message_ID=message_id)
         if number == 1:
             msg["References"] = ids[0]
-        await inject(mail, msg, to, bob)
-    first, second, other = await wait_messages(client, bob_jid, 3)
+        await inject(mail, msg, to, BOB)
+    first, second, other = await wait_messages(client, BOB_JID, 3)
     assert first["thread"] == second["thread"] != other["thread"]
 
-    marker = client.make_message(mto=bob_jid, mtype="chat")
+    marker = client.make_message(mto=BOB_JID, mtype="chat")
     marker.xml.append(marker.xml.makeelement(f"{{{MARKERS}}}displayed", {"id": second["id"]}))
     marker.send()
 
@@ -204,19 +204,15 @@ async def _is(found: Any, expected: list[str]) -> bool:
 
 
 async def test_an_upload_service_that_gives_no_slot_still_delivers_the_mail_with_a_line(
-    mail: MailServer, gateway_factory: Any
+    mail: MailServer, start: Start
 ) -> None:
     async with Prosody(components={MAIL_JID: MAIL_SECRET}) as plain:
         # the service named does not exist: every slot request fails
         files = {"upload_service": "upload.localhost"}
-        gateway = await start_stack(mail, gateway_factory, plain, files=files)
-        client = await alice(plain, gateway, mail)
-        bob = "bob@remote.test"
-        bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
-        to = mail.address("alice")
-        msg = simple_mail(to, "file", "here", From=bob, files=[(PDF, "application/pdf", "a.pdf")])
-        await inject(mail, msg, to, bob)
-        text, line = await wait_messages(client, bob_jid, 2)
+        gateway, client, to = await start(plain, files=files)
+        msg = simple_mail(to, "file", "here", From=BOB, files=[(PDF, "application/pdf", "a.pdf")])
+        await inject(mail, msg, to, BOB)
+        text, line = await wait_messages(client, BOB_JID, 2)
         assert "1 file follows" in text["body"]
         assert "a.pdf" in line["body"] and "could not be stored" in line["body"]
         assert line.xml.find(f"{{{OOB}}}x") is None
@@ -230,82 +226,70 @@ async def test_an_upload_service_that_gives_no_slot_still_delivers_the_mail_with
 )
 async def test_an_upload_service_that_refuses_or_is_down_still_delivers_the_mail(
     mail: MailServer,
-    gateway_factory: Any,
+    start: Start,
     proxied: Prosody,
     proxy: HoldingProxy,
     status: int | None,
     reason: str,
     puts: int,
 ) -> None:
-    gateway = await start_stack(mail, gateway_factory, proxied)
-    client = await alice(proxied, gateway, mail)
-    bob = "bob@remote.test"
-    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
-    to = mail.address("alice")
+    _, client, to = await start(proxied)
     if status is None:
         await proxy.close()  # slots are still given, their URLs refuse connections
     else:
         proxy.refuse("PUT", status)
-    msg = simple_mail(to, "file", "here", From=bob, files=[(PDF, "application/pdf", "a.pdf")])
-    await inject(mail, msg, to, bob)
-    text, line = await wait_messages(client, bob_jid, 2)
+    msg = simple_mail(to, "file", "here", From=BOB, files=[(PDF, "application/pdf", "a.pdf")])
+    await inject(mail, msg, to, BOB)
+    text, line = await wait_messages(client, BOB_JID, 2)
     assert "1 file follows" in text["body"]
     assert "a.pdf" in line["body"] and "could not be stored" in line["body"]
     assert reason in line["body"]
     assert line.xml.find(f"{{{OOB}}}x") is None
     assert proxy.arrived.count("PUT") == puts  # a temporary failure is tried again
-    await inject(mail, simple_mail(to, "later", "fine", From=bob), to, bob)
-    *_, later = await wait_messages(client, bob_jid, 3)
+    await inject(mail, simple_mail(to, "later", "fine", From=BOB), to, BOB)
+    *_, later = await wait_messages(client, BOB_JID, 3)
     assert later["body"] == "fine"
 
 
 async def test_a_held_upload_does_not_hold_the_next_mail_back(
-    mail: MailServer, gateway_factory: Any, proxied: Prosody, proxy: HoldingProxy
+    mail: MailServer, start: Start, proxied: Prosody, proxy: HoldingProxy
 ) -> None:
-    gateway = await start_stack(mail, gateway_factory, proxied)
-    client = await alice(proxied, gateway, mail)
-    bob = "bob@remote.test"
-    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
-    to = mail.address("alice")
+    _, client, to = await start(proxied)
     proxy.hold("PUT")
-    first = simple_mail(to, "first", "a file", From=bob, files=[(PDF, "application/pdf", "a.pdf")])
-    await inject(mail, first, to, bob)
-    await inject(mail, simple_mail(to, "second", "plain", From=bob), to, bob)
+    first = simple_mail(to, "first", "a file", From=BOB, files=[(PDF, "application/pdf", "a.pdf")])
+    await inject(mail, first, to, BOB)
+    await inject(mail, simple_mail(to, "second", "plain", From=BOB), to, BOB)
     await proxy.wait_arrived("PUT")  # the upload of mail 1's file is under way...
-    texts = await wait_messages(client, bob_jid, 2)
+    texts = await wait_messages(client, BOB_JID, 2)
     assert [m["subject"] for m in texts] == ["first", "second"]  # ...and mail 2 came
     assert "1 file follows" in texts[0]["body"]
     assert "PUT" not in proxy.finished
     proxy.release()
-    *_, file = await wait_messages(client, bob_jid, 3)
+    *_, file = await wait_messages(client, BOB_JID, 3)
     assert await download(oob_url(file)) == PDF
     assert file["thread"] == texts[0]["thread"]
 
 
 async def test_kill_during_the_upload_delivers_the_mail_once(
-    mail: MailServer, gateway_factory: Any, proxied: Prosody, proxy: HoldingProxy
+    mail: MailServer, start: Start, proxied: Prosody, proxy: HoldingProxy
 ) -> None:
-    gateway = await start_stack(mail, gateway_factory, proxied)
-    client = await alice(proxied, gateway, mail)
-    bob = "bob@remote.test"
-    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
-    to = mail.address("alice")
+    gateway, client, to = await start(proxied)
     big = bytes(range(256)) * 3000
     proxy.hold("PUT")
     files = [(big, "application/octet-stream", "big.bin"), (PDF, "application/pdf", "b.pdf")]
-    await inject(mail, simple_mail(to, "big", "two files", From=bob, files=files), to, bob)
-    await wait_messages(client, bob_jid, 1)
+    await inject(mail, simple_mail(to, "big", "two files", From=BOB, files=files), to, BOB)
+    await wait_messages(client, BOB_JID, 1)
     await proxy.wait_arrived("PUT")  # the first file's PUT is in flight: kill now
     await gateway.kill()
     proxy.release()  # the held PUT of the dead process goes nowhere
     await gateway.start()
-    text, *uploaded = await wait_messages(client, bob_jid, 3)
+    text, *uploaded = await wait_messages(client, BOB_JID, 3)
     assert "2 files follow" in text["body"]
     assert [await download(oob_url(f)) for f in uploaded] == [big, PDF]
     assert proxy.arrived.count("PUT") == 3  # the cut one, then both files after the restart
     # nothing more comes: a later mail is the next message from bob
-    await inject(mail, simple_mail(to, "after", "next", From=bob), to, bob)
-    messages = await wait_messages(client, bob_jid, 4)
+    await inject(mail, simple_mail(to, "after", "next", From=BOB), to, BOB)
+    messages = await wait_messages(client, BOB_JID, 4)
     assert [m["subject"] or "" for m in messages] == ["big", "", "", "after"]
 
 
@@ -351,16 +335,13 @@ def oob_message(client: TestClient, to: str, body: str, url: str) -> Message:
 
 
 async def test_files_sent_from_xmpp_are_attached_and_other_hosts_stay_links(
-    mail: MailServer, gateway_factory: Any, prosody: Prosody
+    mail: MailServer, start: Start, prosody: Prosody
 ) -> None:
     files = {"download_hosts": ["127.0.0.1"]}
-    gateway = await start_stack(
-        mail, gateway_factory, prosody, files=files, save_sent=True, max_attachment_bytes=len(PDF)
+    _, client, _ = await start(
+        prosody, files, before=("carol",), save_sent=True, max_attachment_bytes=len(PDF)
     )
-    await mail.add_user("carol", "carolpw")  # before alice's: Dovecot rereads users each second
-    client = await alice(prosody, gateway, mail)
-    carol = mail.address("carol")
-    carol_jid = f"{escape_node(carol)}@{MAIL_JID}"
+    carol_jid = f"{escape_node(mail.address('carol'))}@{MAIL_JID}"
     url = await client_upload(client, prosody, "plan.pdf", PDF)
     huge = await client_upload(client, prosody, "huge.pdf", PDF + b"x")
     gone = f"http://127.0.0.1:{closed_port()}/gone.pdf"
@@ -393,13 +374,10 @@ async def test_files_sent_from_xmpp_are_attached_and_other_hosts_stay_links(
 
 
 async def test_a_held_download_does_not_hold_the_users_other_stanzas_and_a_big_file_arrives(
-    mail: MailServer, gateway_factory: Any, proxied: Prosody, proxy: HoldingProxy
+    mail: MailServer, start: Start, proxied: Prosody, proxy: HoldingProxy
 ) -> None:
     files = {"download_hosts": ["127.0.0.1"]}
-    gateway = await start_stack(mail, gateway_factory, proxied, files=files)
-    for user in ("carol", "dave"):  # before alice's: Dovecot rereads users each second
-        await mail.add_user(user, f"{user}pw")
-    client = await alice(proxied, gateway, mail)
+    _, client, _ = await start(proxied, files, before=("carol", "dave"))
     carol_jid, dave_jid = (f"{escape_node(mail.address(u))}@{MAIL_JID}" for u in ("carol", "dave"))
     big = bytes(range(256)) * (6 * 4096)  # 6 MiB: many spool chunks, over half the cap
     url = await client_upload(client, proxied, "big.pdf", big)
@@ -428,14 +406,11 @@ async def test_a_held_download_does_not_hold_the_users_other_stanzas_and_a_big_f
 
 
 async def test_reply_to_the_third_mail_of_a_thread_and_corrections_are_refused(
-    mail: MailServer, gateway_factory: Any, prosody: Prosody
+    mail: MailServer, start: Start, prosody: Prosody
 ) -> None:
-    gateway = await start_stack(mail, gateway_factory, prosody)
-    await mail.add_user("carol", "carolpw")  # before alice's: Dovecot rereads users each second
-    client = await alice(prosody, gateway, mail)
+    _, client, to = await start(prosody, before=("carol",))
     carol = mail.address("carol")
     carol_jid = f"{escape_node(carol)}@{MAIL_JID}"
-    to = mail.address("alice")
     ids = [f"<m{n}@example.test>" for n in range(1, 5)]
     for number, message_id in enumerate(ids):
         msg = simple_mail(to, "Plans", f"mail {number + 1}", From=carol, Message_ID=message_id)
@@ -482,24 +457,18 @@ async def test_reply_to_the_third_mail_of_a_thread_and_corrections_are_refused(
     assert body.strip() == "> mail 3\n\nAbout that one."
 
 
-async def test_uploads_over_https_trust_the_configured_ca(
-    mail: MailServer, gateway_factory: Any
-) -> None:
+async def test_uploads_over_https_trust_the_configured_ca(mail: MailServer, start: Start) -> None:
     async with Prosody(
         components={MAIL_JID: MAIL_SECRET}, upload_limit=UPLOAD_LIMIT, upload_tls=True
     ) as secure:
         assert secure.ca_file is not None
         files = {"ca_file": str(secure.ca_file)}
-        gateway = await start_stack(mail, gateway_factory, secure, files=files)
-        client = await alice(secure, gateway, mail)
-        bob = "bob@remote.test"
-        bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
-        to = mail.address("alice")
+        gateway, client, to = await start(secure, files=files)
         msg = simple_mail(
-            to, "secure", "over https", From=bob, files=[(PDF, "application/pdf", "s.pdf")]
+            to, "secure", "over https", From=BOB, files=[(PDF, "application/pdf", "s.pdf")]
         )
-        await inject(mail, msg, to, bob)
-        _text, file = await wait_messages(client, bob_jid, 2)
+        await inject(mail, msg, to, BOB)
+        _text, file = await wait_messages(client, BOB_JID, 2)
         url = file.xml.find(f"{{{OOB}}}x").findtext(f"{{{OOB}}}url")
         assert url.startswith("https://")
         tls = ssl.create_default_context(cafile=str(secure.ca_file))
@@ -509,23 +478,19 @@ async def test_uploads_over_https_trust_the_configured_ca(
 
 
 async def test_broken_base64_arrives_as_a_line_and_later_mail_still_comes(
-    mail: MailServer, gateway_factory: Any, prosody: Prosody
+    mail: MailServer, start: Start, prosody: Prosody
 ) -> None:
-    gateway = await start_stack(mail, gateway_factory, prosody)
-    client = await alice(prosody, gateway, mail)
-    bob = "bob@remote.test"
-    bob_jid = f"{escape_node(bob)}@{MAIL_JID}"
-    to = mail.address("alice")
+    _, client, to = await start(prosody)
     raw = (
-        f"From: {bob}\r\nTo: {to}\r\nSubject: broken\r\nMIME-Version: 1.0\r\n"
+        f"From: {BOB}\r\nTo: {to}\r\nSubject: broken\r\nMIME-Version: 1.0\r\n"
         'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
         "--b\r\nContent-Type: text/plain\r\n\r\nsee file\r\n"
         '--b\r\nContent-Type: application/pdf; name="x.pdf"\r\n'
         "Content-Transfer-Encoding: base64\r\n\r\nQUJDR\r\n--b--\r\n"
     ).encode()
-    await inject(mail, raw, to, bob)
-    await inject(mail, simple_mail(to, "later", "fine", From=bob, Message_ID=""), to, bob)
-    messages = await wait_messages(client, bob_jid, 3)
+    await inject(mail, raw, to, BOB)
+    await inject(mail, simple_mail(to, "later", "fine", From=BOB, Message_ID=""), to, BOB)
+    messages = await wait_messages(client, BOB_JID, 3)
     by_subject = {m["subject"] or "": m for m in messages}
     assert "1 file follows" in by_subject["broken"]["body"]
     assert by_subject["later"]["body"] == "fine"

@@ -31,6 +31,12 @@ def contact(address: str) -> Address:
     return Address(AddressKind.CONTACT, address)
 
 
+def unreachable_smtp(account: Account) -> Account:
+    """`account` with its SMTP server on a port where nothing listens."""
+    settings = {**account.settings, "smtp_port": closed_port()}
+    return Account(account.user, account.bridge, settings, dict(account.secrets))
+
+
 async def test_send_new_mail(mail: MailServer, bridge: MailBridge) -> None:
     await mail.add_user("bob", "bobpw")
     alice = await register(bridge, mail, "alice")
@@ -140,12 +146,7 @@ async def test_temporary_failure_is_queued_and_retried(
     await mail.add_user("bob", "bobpw")
     alice = await register(bridge, mail, "alice")
     bob = contact(mail.address("bob"))
-    broken = Account(
-        alice.user,
-        alice.bridge,
-        {**alice.settings, "smtp_port": closed_port()},
-        dict(alice.secrets),
-    )
+    broken = unreachable_smtp(alice)
     sink, store = RecordingSink(), MemoryStore()
     async with running(bridge, broken, sink, store) as session:
         await session.send_message(bob, "eventually", xmpp_id="q1", origin=PHONE)
@@ -173,12 +174,7 @@ async def test_temporary_failure_is_queued_and_retried(
 async def test_temporary_failure_gives_up_eventually(mail: MailServer) -> None:
     bridge = MailBridge(options_for(mail, retry_give_up=0.5))
     alice = await register(bridge, mail, "alice")
-    broken = Account(
-        alice.user,
-        alice.bridge,
-        {**alice.settings, "smtp_port": closed_port()},
-        dict(alice.secrets),
-    )
+    broken = unreachable_smtp(alice)
     sink, store = RecordingSink(), MemoryStore()
     async with running(bridge, broken, sink, store) as session:
         await session.send_message(

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from harness import open_store
+from harness import MAIL_JID, MAIL_SECRET, mail_section, open_store
 from mail_helpers import PUSH_TIMEOUT, read_mailbox
 from registration_helpers import mailbox_form, register_and_subscribe
 from slixmpp import JID, Iq, Message
@@ -34,8 +34,6 @@ from bridges.mail.devstack import MailServer
 from component.devstack.gateway import GatewayProcess
 from component.devstack.prosody import Prosody
 
-MAIL_JID = "mail.localhost"
-MAIL_SECRET = "mail-secret"
 SMTP_TIMEOUT = 30.0
 """Far longer than anything below may take: a wait for it shows as a failure."""
 SHUTDOWN_TIMEOUT = 2.0
@@ -134,17 +132,7 @@ async def stack(mail: MailServer, gateway_factory: Any) -> AsyncIterator[Stack]:
         Prosody(components={MAIL_JID: MAIL_SECRET}) as prosody,
         SilentableSmtp(mail.host, mail.submission_port) as smtp,
     ):
-        bridge = {
-            "jid": MAIL_JID,
-            "secret": MAIL_SECRET,
-            "ca_file": str(mail.ca_file),
-            "allowed_hosts": [mail.host],
-            "timeout": SMTP_TIMEOUT,
-            "retry_min": 0.3,
-            "retry_max": 1.0,
-            "reconnect_min": 0.2,
-            "reconnect_max": 1.0,
-        }
+        bridge = mail_section(mail, timeout=SMTP_TIMEOUT, retry_min=0.3, retry_max=1.0)
         gateway = await gateway_factory(
             prosody, bridges={"mail": bridge}, shutdown_timeout=SHUTDOWN_TIMEOUT
         )

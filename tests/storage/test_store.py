@@ -16,6 +16,8 @@ from component.db import (
 )
 from component.store import AccountStorage, Store
 
+BRIDGES = ("irc", "mail", "fake")
+
 
 async def test_account_life(store, engine):
     assert await store.get_account("a@x", "irc") is None
@@ -135,3 +137,25 @@ async def test_a_thousand_callers_at_once_take_turns_instead_of_timing_out_in_th
         event.remove(engine.sync_engine.pool, "checkin", checked_in)
     assert found == [None] * 1000
     assert most <= 3
+
+
+async def test_simultaneous_first_writes_all_succeed(store):
+    """Writes that look a row up and add it when missing, started together, all land.
+
+    A user registering with two bridges at once (two `users` rows wanted), and a bridge
+    saving one record from two tasks: on SQLite each lookup ran outside the write
+    transaction, so both callers missed the row and the second insert broke the unique
+    key, failing a registration with an internal error.
+    """
+    users = [f"u{i}@x" for i in range(10)]
+    await asyncio.gather(
+        *(store.save_account(user, bridge, settings={}) for user in users for bridge in BRIDGES)
+    )
+    assert await store.registrations() == [
+        (user, bridge) for user in sorted(users) for bridge in sorted(BRIDGES)
+    ]
+    await asyncio.gather(
+        *(store.put_record(user, "irc", "k", "same", {"n": n}) for user in users for n in range(5))
+    )
+    for user in users:
+        assert [key for key, _ in await store.list_records(user, "irc", "k")] == ["same"]

@@ -22,3 +22,15 @@ async def test_a_wait_since_a_mark_skips_what_came_before_it():
     assert found["status"] == "from the second join"
     stale = await client.wait_for(lambda s: isinstance(s, Presence), timeout=1)
     assert stale["status"] == "from the first join"  # without a mark, any time is fine
+
+
+async def test_a_stanza_waited_for_is_taken_out_of_what_was_recorded():
+    client = TestClient("alice@localhost/pc", "pw")
+    for status in ("first", "second"):
+        client._record(self_presence(client, status))
+
+    first = await client.wait_for(lambda s: isinstance(s, Presence), timeout=1)
+    assert first["status"] == "first"
+    assert [s["status"] for s in client.stanzas] == ["second"]
+    again = await client.wait_for(lambda s: isinstance(s, Presence), timeout=1)
+    assert again["status"] == "second"  # the next match, not the same one twice
