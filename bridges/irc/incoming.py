@@ -609,10 +609,19 @@ class IncomingLines:
             await self.deliver(events.Typing(contact, line.nick, state))
 
     async def _irc_redact(self, line: Line) -> None:
-        """draft/message-redaction: someone (or, echoed, the user) removed a message."""
+        """draft/message-redaction: someone (or, echoed, the user) removed a message;
+        a contact's to us names it by the id the user's clients know it by."""
+        if len(line.params) < 2:
+            return
+        reason = line.param(2) or None
+        if casefold(line.param(0)) == casefold(self.nick):
+            if _is_nick(line.nick) and casefold(line.nick) != casefold(self.nick):
+                contact = make_address(line.nick, self.server)
+                named = await self._xmpp_id(line.param(1))
+                await self.deliver(events.Retraction(contact, line.nick, named, reason))
+            return
         ch = self.channels.get(casefold(line.param(0)))
-        if ch is not None and ch.joined and len(line.params) >= 2:
-            reason = line.param(2) or None
+        if ch is not None and ch.joined:
             await self.deliver(events.Retraction(ch.address, line.nick, line.param(1), reason))
 
     async def _irc_322(self, line: Line) -> None:

@@ -642,8 +642,10 @@ class Network(IncomingLines):
             await self.message(target, rich.reaction_text(emoji, quoted), None)
 
     async def redact(self, target: str, quoted: events.Quoted) -> None:
-        """REDACT where the server offers `draft/message-redaction`; the server's
-        REDACT back (or, without echo-message, our own word) removes it from the room."""
+        """REDACT where the server offers `draft/message-redaction`, in a channel or to
+        a nick; the server's REDACT back (or, without echo-message, our own word)
+        removes it from the room. In a private chat the user's other clients learn it
+        from their server (carbons), not from us."""
         conn = await self.ensure_connected()
         if rich.REDACTION_CAP not in conn.caps:
             raise BridgeError(
@@ -651,13 +653,14 @@ class Network(IncomingLines):
                 "(it does not offer draft/message-redaction)",
                 "feature-not-implemented",
             )
+        quoted = await self._known(target, quoted)
         if not quoted.legacy_id:
             raise BridgeError(
                 f"{self.server} gave that message no msgid, so it cannot be removed",
                 "feature-not-implemented",
             )
         self.send("REDACT", target, quoted.legacy_id)
-        if "echo-message" not in conn.caps:
+        if "echo-message" not in conn.caps and is_channel(target):
             await self.deliver(
                 events.Retraction(make_address(target, self.server), self.nick, quoted.legacy_id)
             )

@@ -339,7 +339,28 @@ async def test_private_chat_replies_reactions_corrections_and_typing(inspircd_st
     too_many["id"] = "p-too-many"
     too_many.send()
     assert (await refused(fred, "p-too-many"))["error"]["condition"] == "not-acceptable"
+
+    # XEP-0424 with its fallback body: InspIRCd 3 has no REDACT, so it is refused with
+    # a text, and the fallback never reaches bob as a line.
+    retraction = private_retraction(fred, "p-reply-1", "p-retract-1")
+    error = await refused(fred, "p-retract-1")
+    assert error["error"]["condition"] == "feature-not-implemented"
+    assert "draft/message-redaction" in error["error"]["text"]
+    fred.send_message(mto=BOB_JID, mbody="after the retraction", mtype="chat")
+    await bob.line_with("PRIVMSG bob :after the retraction")
+    assert not [line for line in bob.items if retraction["body"] in line]
     await fred.close()
+
+
+def private_retraction(client: TestClient, target: str, message_id: str) -> Message:
+    """An XEP-0424 retraction to bob, with the XEP-0428 fallback body clients send."""
+    retraction = client.make_message(mto=BOB_JID, mtype="chat")
+    retraction["id"] = message_id
+    retraction["body"] = "This person attempted to retract a previous message."
+    retraction.enable("fallback")
+    retraction["retract"]["id"] = target
+    retraction.send()
+    return retraction
 
 
 def msgid_of(line: str) -> str:
@@ -528,8 +549,13 @@ def redaction_server() -> ScriptedIrcd:
             tags, rest = line[1:].split(" ", 1)
             stamp = "2026-12-01T10:00:00.000Z"
             return [f"@{tags};msgid=own-{echoed};time={stamp} :fred!f@h {rest}"]
-        if line.startswith("REDACT #room "):
-            return [f":fred!f@h REDACT #room {line.split(' ', 2)[2].lstrip(':')}"]
+        if line.startswith("@label=") and " PRIVMSG bob :" in line:
+            echoed += 1
+            tags, rest = line[1:].split(" ", 1)
+            return [f"@{tags};msgid=own-{echoed} :fred!f@h {rest}"]
+        if line.startswith(("REDACT #room ", "REDACT bob ")):
+            target, msgid = line.split(" ", 2)[1:]
+            return [f":fred!f@h REDACT {target} {msgid.lstrip(':')}"]
         return []
 
     return ScriptedIrcd(script)
@@ -726,4 +752,37 @@ async def test_reactions_are_archived_and_survive_a_restart(scripted_stack):
     await ircd.lines.wait_for(lambda line: "+draft/react=🚀" in line)
     await fred.wait_for(lambda s: reactions_from("fred", target)(s) and len(emojis_of(s)) == 2)
     assert not [line for line in ircd.lines.items[sent_before:] if "+draft/react=👍" in line]
+    await fred.close()
+
+
+async def test_private_redact_where_offered(scripted_stack):
+    """In the private chat with bob too: XEP-0424 → REDACT of fred's msgid (the
+    fallback never sent), bob's REDACT → a retraction of the id fred's client knows;
+    and the contact's disco#info says so."""
+    prosody, ircd, _gateway = scripted_stack
+    fred = await fred_in_room(prosody)
+    features, _ = await contact_disco(fred)
+    assert {RETRACT_NS, REACTIONS_NS} <= features
+
+    mine = fred.make_message(mto=BOB_JID, mbody="oops privately", mtype="chat")
+    mine["id"] = "p-oops"
+    mine.xml.append(ET.Element("{urn:xmpp:receipts}request"))
+    mine.send()
+    await ircd.lines.wait_for(lambda line: "PRIVMSG bob :oops privately" in line)
+    receipt = "{urn:xmpp:receipts}received"
+    await fred.wait_for(from_bob(lambda s: s.xml.find(receipt) is not None))  # msgid known
+    retraction = private_retraction(fred, "p-oops", "p-retract-2")
+    assert await ircd.lines.wait_for(lambda line: line.startswith("REDACT")) == "REDACT bob :own-1"
+    assert not [line for line in ircd.lines.items if retraction["body"] in line]
+
+    # bob's own message retracted from IRC: the id fred's client knows it by.
+    ircd.push(f"@msgid=p2 {BOB} PRIVMSG fred :take this back")
+    await fred.wait_for(from_bob(lambda s: s["body"] == "take this back"))
+    ircd.push(f"{BOB} REDACT fred p2 :sorry")
+    removed = await fred.wait_for(from_bob(retraction_of("p2")))
+    assert removed["type"] == "chat" and removed["body"]
+    # bob's message is his to retract, not fred's.
+    private_retraction(fred, "p2", "p-retract-3")
+    assert (await refused(fred, "p-retract-3"))["error"]["condition"] == "forbidden"
+
     await fred.close()
