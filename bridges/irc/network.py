@@ -96,6 +96,7 @@ class Network(IncomingLines):
         self.channels: dict[str, Channel] = {}
         self._nick_request: tuple[Address | None, str] | None = None
         self._last_private_id: dict[str, str] = {}
+        self._private_sent: dict[str, datetime] = {}
         self.references = references
         """Private messages' ids as the user's clients and IRC know them."""
         self._lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]] = []
@@ -671,6 +672,13 @@ class Network(IncomingLines):
         value = self._typing.value(casefold(target), state) if tag else None
         if tag and value:
             self._send_tagged({tag: value}, "TAGMSG", target)
+
+    def mark_private_read(self, nick: str, msgid: str) -> None:
+        """The user's client showed `nick`'s message `msgid`: MARKREAD up to its time,
+        if it is one of the latest (`_private_sent`), where the server offers it."""
+        sent = self._private_sent.get(msgid)
+        if sent is not None:
+            self.mark_read(nick, events.Quoted(msgid, nick, "", sent))
 
     def mark_read(self, target: str, quoted: events.Quoted) -> None:
         """MARKREAD up to `quoted` where the server offers `draft/read-marker`."""

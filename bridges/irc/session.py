@@ -198,6 +198,15 @@ class IrcSession(Session):
         if network is not None:
             network.mark_read(target.local, quoted)
 
+    async def mark_message_displayed(self, contact: Address, message_id: str) -> None:
+        """A contact's private message shown (the id is its msgid): MARKREAD to them."""
+        if contact.kind is not AddressKind.CONTACT:
+            return
+        target = split_address(contact)
+        network = self.networks.get(target.server)
+        if network is not None:
+            network.mark_private_read(target.local, message_id)
+
     async def join(self, room: Address, nick: str, password: str | None = None) -> None:
         target = self._group(room)
         await self.network(target.server).join(target.local, room, nick, password)

@@ -755,14 +755,15 @@ async def test_reactions_are_archived_and_survive_a_restart(scripted_stack):
     await fred.close()
 
 
-async def test_private_redact_where_offered(scripted_stack):
+async def test_private_redact_and_markread_where_offered(scripted_stack):
     """In the private chat with bob too: XEP-0424 → REDACT of fred's msgid (the
-    fallback never sent), bob's REDACT → a retraction of the id fred's client knows;
-    and the contact's disco#info says so."""
+    fallback never sent), bob's REDACT → a retraction of the id fred's client knows,
+    a displayed marker → MARKREAD with the message's server time; and the contact's
+    disco#info says all of it."""
     prosody, ircd, _gateway = scripted_stack
     fred = await fred_in_room(prosody)
     features, _ = await contact_disco(fred)
-    assert {RETRACT_NS, REACTIONS_NS} <= features
+    assert {RETRACT_NS, MARKERS_NS, REACTIONS_NS} <= features
 
     mine = fred.make_message(mto=BOB_JID, mbody="oops privately", mtype="chat")
     mine["id"] = "p-oops"
@@ -785,4 +786,14 @@ async def test_private_redact_where_offered(scripted_stack):
     private_retraction(fred, "p2", "p-retract-3")
     assert (await refused(fred, "p-retract-3"))["error"]["condition"] == "forbidden"
 
+    # XEP-0333: a markable message; displayed → MARKREAD with its server time.
+    ircd.push(f"@msgid=p3;time=2026-12-01T10:03:04.567Z {BOB} PRIVMSG fred :read me privately")
+    shown = await fred.wait_for(from_bob(lambda s: s["body"] == "read me privately"))
+    assert child(shown, MARKERS_NS, "markable") is not None
+    marker = fred.make_message(mto=BOB_JID, mtype="chat")
+    ET.SubElement(marker.xml, f"{{{MARKERS_NS}}}displayed", {"id": "p3"})
+    marker.send()
+    assert await ircd.lines.wait_for(lambda line: line.startswith("MARKREAD")) == (
+        "MARKREAD bob :timestamp=2026-12-01T10:03:04.567Z"
+    )
     await fred.close()
