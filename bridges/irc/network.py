@@ -85,6 +85,8 @@ class Network(IncomingLines):
         persistence policy to store)."""
         self.service = make_address("", server)
         self.conn: IrcConnection | None = None
+        self._dialing: IrcConnection | None = None
+        """The connection being registered (a server asks identd about it now)."""
         self.settings: NetworkSettings | None = None
         """The user's settings as last loaded (at connect, or when they saved new ones)."""
         self._opened_with: NetworkSettings | None = None
@@ -224,8 +226,17 @@ class Network(IncomingLines):
         )
         tls = " with TLS" if params.tls else ""
         self.log.info("connecting to %s:%s%s as %s", self.server, params.port, tls, conn.nick)
-        await conn.connect()
+        self._dialing = conn
+        try:
+            await conn.connect()
+        finally:
+            self._dialing = None
         return conn
+
+    def has_ports(self, ports: tuple[int, int]) -> bool:
+        """Whether our connection here has these (local, server) ports: the one in use
+        or the one registering, which is when servers ask identd about it."""
+        return any(c is not None and c.ports() == ports for c in (self.conn, self._dialing))
 
     def _autojoin(self, conn: IrcConnection, names: tuple[str, ...]) -> None:
         """JOIN the channels to join on connect that we do not have yet.
