@@ -684,6 +684,8 @@ class Gateway(ComponentXMPP):
         a network that cannot retract refuses it (`Session.retract`)."""
         retracted = references.retract_id(message)
         if retracted is not None:
+            if address.is_group:  # the room's engine knows its messages' ids
+                raise stanza_error("bad-request", "retract a room message with a groupchat one")
             # A contact's message is known by its own legacy id (Outbound.deliver).
             if await self.outbound.chats.legacy_id(message["from"].bare, retracted) == retracted:
                 raise stanza_error("forbidden", "you can only retract your own messages")

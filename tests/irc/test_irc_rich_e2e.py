@@ -785,6 +785,12 @@ async def test_private_redact_and_markread_where_offered(scripted_stack):
     # bob's message is his to retract, not fred's.
     private_retraction(fred, "p2", "p-retract-3")
     assert (await refused(fred, "p-retract-3"))["error"]["condition"] == "forbidden"
+    # A chat-type retraction to the room's JID names no room message it could know.
+    to_room = fred.make_message(mto=ROOM, mtype="chat")
+    to_room["id"], to_room["retract"]["id"] = "p-retract-4", "own-1"
+    to_room.send()
+    assert (await refused(fred, "p-retract-4"))["error"]["condition"] == "bad-request"
+    assert not [line for line in ircd.lines.items if line.startswith("REDACT #room")]
 
     # XEP-0333: a markable message; displayed → MARKREAD with its server time.
     ircd.push(f"@msgid=p3;time=2026-12-01T10:03:04.567Z {BOB} PRIVMSG fred :read me privately")
