@@ -803,3 +803,22 @@ async def test_private_redact_and_markread_where_offered(scripted_stack):
         "MARKREAD bob :timestamp=2026-12-01T10:03:04.567Z"
     )
     await fred.close()
+
+
+async def test_a_private_retraction_after_a_restart_redacts_the_stored_msgid(scripted_stack):
+    """The msgid of fred's private message comes from `chat_references` after the
+    gateway restarted (the connection it was sent on is gone too)."""
+    prosody, ircd, gateway = scripted_stack
+    fred = await fred_in_room(prosody)
+    mine = fred.make_message(mto=BOB_JID, mbody="said before the restart", mtype="chat")
+    mine["id"] = "p-before-2"
+    mine.xml.append(ET.Element("{urn:xmpp:receipts}request"))
+    mine.send()
+    receipt = "{urn:xmpp:receipts}received"
+    await fred.wait_for(from_bob(lambda s: s.xml.find(receipt) is not None))
+    assert await gateway.stop() == 0  # SIGTERM: the references batch is written
+    await gateway.start()
+
+    private_retraction(fred, "p-before-2", "p-retract-5")
+    assert await ircd.lines.wait_for(lambda line: line.startswith("REDACT")) == "REDACT bob :own-1"
+    await fred.close()
