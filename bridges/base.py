@@ -323,7 +323,9 @@ class Session(ABC):
         raise NotImplementedError("this network has no reactions")
 
     async def retract(self, room: Address, quoted: events.Quoted) -> None:
-        """Remove the user's message `quoted` from the group."""
+        """Remove the user's message `quoted` from the group, or from the one-to-one
+        chat with a contact (then `quoted.legacy_id` is the id the user's clients know
+        it by, as `ChatReferences` translates it)."""
         raise NotImplementedError("this network cannot remove a message once sent")
 
     async def set_chat_state(self, room: Address, state: events.ChatState) -> None:

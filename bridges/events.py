@@ -132,7 +132,9 @@ class Reaction:
 
 @dataclass(frozen=True, slots=True)
 class Retraction:
-    """`nick` in `room` removed the message with legacy id `target` (IRC REDACT)."""
+    """`nick` in `room` removed the message with legacy id `target` (IRC REDACT); in
+    a one-to-one chat (`room` is the contact) `target` is the id the user's clients
+    know the message by (`ChatReferences.xmpp_id`)."""
 
     room: Address
     nick: str

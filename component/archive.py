@@ -579,7 +579,12 @@ class Archive:
     async def latest(
         self, user: str, room: str, limit: int, since: datetime | None = None
     ) -> list[Line]:
-        """The last `limit` lines of `room` (after `since`), oldest first."""
+        """The last `limit` messages of `room` (after `since`), oldest first, with the
+        reaction sets to them (REACTION lines, also after `since`) in their places.
+
+        Reactions count toward no limit (XEP-0045 `maxstanzas` counts messages), and
+        a set to a message not in the history is left out: it would point at nothing.
+        """
         if limit <= 0:
             return []
 
@@ -590,8 +595,22 @@ class Archive:
             where = [*_room_is(account.id, room)]
             if since is not None:
                 where.append(ArchiveRow.sent > _utc(since))
-            rows = db.execute(select(*_COLUMNS).where(*where).order_by(*_NEWEST).limit(limit))
-            return [_line(user, row) for row in reversed(rows.all())]
+            columns = (*_COLUMNS, ArchiveRow.id)
+            messages = db.execute(
+                select(*columns)
+                .where(*where, ArchiveRow.kind != REACTION)
+                .order_by(*_NEWEST)
+                .limit(limit)
+            ).all()
+            reactions = db.execute(
+                select(*columns).where(
+                    *where,
+                    ArchiveRow.kind == REACTION,
+                    ArchiveRow.reply_to.in_([row.stanza_id for row in messages]),
+                )
+            ).all()
+            rows = sorted([*messages, *reactions], key=lambda row: (_utc(row.sent), row.id))
+            return [_line(user, row) for row in rows]
 
         return await self._read(query)
 
@@ -664,7 +683,8 @@ class Archive:
         `id` attribute they saw (XEP-0308: a legacy id, or their own id or origin-id),
         the legacy side by its own id (IRC msgid); any of them finds it, also after a
         restart. One indexed query per kind of id, in that order (an OR over the four
-        columns made SQLite scan the room: 9-13 ms at 20,000 lines, now 1-3 ms).
+        columns made SQLite scan the room: 9-13 ms at 20,000 lines, now 1-3 ms). A
+        reaction line is never found: nothing replies to, corrects or reacts to one.
         """
 
         def query(db: Connection) -> Line | None:
@@ -674,7 +694,7 @@ class Archive:
             for column in _ID_COLUMNS:
                 row = db.execute(
                     select(*_COLUMNS)
-                    .where(*_room_is(account.id, room), column == message_id)
+                    .where(*_targets(account.id, room), column == message_id)
                     .order_by(ArchiveRow.id.desc())
                     .limit(1)
                 ).first()
@@ -786,7 +806,8 @@ class Archive:
 
     async def find_by_legacy_id(self, user: str, room: str, legacy_id: str) -> Line | None:
         """The archived message of `room` that `legacy_id` (an IRC msgid) names: the
-        message's first legacy id or any further one (another line of it)."""
+        message's first legacy id or any further one (another line of it); never a
+        reaction line (a TAGMSG's msgid)."""
 
         def query(db: Connection) -> Line | None:
             account = self._account(db, user)
@@ -794,7 +815,7 @@ class Archive:
                 return None
             row = db.execute(
                 select(*_COLUMNS).where(
-                    *_room_is(account.id, room), ArchiveRow.legacy_id == legacy_id
+                    *_targets(account.id, room), ArchiveRow.legacy_id == legacy_id
                 )
             ).first()
             if row is None:
@@ -802,6 +823,7 @@ class Archive:
                     select(*_COLUMNS)
                     .join(ArchiveLegacyIdRow, ArchiveLegacyIdRow.stanza_id == ArchiveRow.stanza_id)
                     .where(
+                        ArchiveRow.kind != REACTION,
                         ArchiveLegacyIdRow.legacy_id == legacy_id,
                         ArchiveLegacyIdRow.account_id == account.id,
                         ArchiveLegacyIdRow.room == room,
@@ -909,6 +931,11 @@ def settings_command(archive: Archive) -> Command:
 
 def _room_is(account_id: int, room: str) -> tuple[ColumnElement[bool], ...]:
     return ArchiveRow.account_id == account_id, ArchiveRow.room == room
+
+
+def _targets(account_id: int, room: str) -> tuple[ColumnElement[bool], ...]:
+    """The lines of `room` a reply, correction, reaction or retraction can name."""
+    return (*_room_is(account_id, room), ArchiveRow.kind != REACTION)
 
 
 def _utc(moment: datetime) -> datetime:

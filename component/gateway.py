@@ -722,9 +722,20 @@ class Gateway(ComponentXMPP):
         return room
 
     async def _chat_refers(self, message: Message, session: Session, address: Address) -> bool:
-        """XEP-0444 reactions and XEP-0085 chat states to a contact, passed on to the
-        bridge (as tags, as text, or refused with an error); False for anything else.
-        The client names the message reacted to by the id it saw (XEP-0444 §5)."""
+        """XEP-0424 retractions, XEP-0444 reactions and XEP-0085 chat states to a
+        contact, passed on to the bridge (as tags, as text, or refused with an error);
+        False for anything else. The client names the message by the id it saw
+        (XEP-0444 §5). A retraction's XEP-0428 fallback body is never sent as a line:
+        a network that cannot retract refuses it (`Session.retract`)."""
+        retracted = references.retract_id(message)
+        if retracted is not None:
+            if address.is_group:  # the room's engine knows its messages' ids
+                raise stanza_error("bad-request", "retract a room message with a groupchat one")
+            # A contact's message is known by its own legacy id (Outbound.deliver).
+            if await self.outbound.chats.legacy_id(message["from"].bare, retracted) == retracted:
+                raise stanza_error("forbidden", "you can only retract your own messages")
+            await session.retract(address, events.Quoted(retracted, None, ""))
+            return True
         reacted = references.reactions(message)
         if reacted is not None:
             target, emojis = reacted

@@ -703,7 +703,10 @@ class GroupChats:
 
     async def on_event(self, user: str, event: events.Event) -> bool:
         """Fan a room event out to the joined resources; False if not a room event."""
-        if isinstance(event, events.Typing | events.Reaction) and not event.room.is_group:
+        if (
+            isinstance(event, events.Typing | events.Reaction | events.Retraction)
+            and not event.room.is_group
+        ):
             return False  # in a one-to-one chat (component.outbound)
         if isinstance(event, events.Delivered | events.DeliveryFailed):
             if not event.to.is_group:

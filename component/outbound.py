@@ -146,6 +146,10 @@ class Outbound:
                 reaction = self._chat(user, event.room)
                 references.add_reactions(reaction, event.target, emojis)
                 self._send(reaction)
+            case events.Retraction():  # the contact took back their own message
+                retraction = self._chat(user, event.room)
+                references.add_retraction(retraction, event.target, event.nick, None, event.reason)
+                self._send(retraction)
             case _:
                 log.warning("%s: dropped %s, which this bridge cannot show", user, event)
 
@@ -163,7 +167,8 @@ class Outbound:
         return message
 
     def _chat(self, user: str, contact: Address) -> Message:
-        """A bodiless chat message from `contact` (a chat state, reactions)."""
+        """A chat message from `contact` without a text of its own (a chat state,
+        reactions, a retraction with its fallback)."""
         message = Message()
         message["from"], message["to"], message["type"] = self.jid_of(contact), user, "chat"
         return message

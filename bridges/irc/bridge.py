@@ -76,7 +76,7 @@ class IrcBridge(Bridge):
         """The user whose IRC connection has these ports (an ident query)."""
         for user, session in self.sessions.items():
             for network in session.networks.values():
-                if network.conn is not None and network.conn.ports() == (ours, theirs):
+                if network.has_ports((ours, theirs)):
                     return user
         return None
 

@@ -217,8 +217,10 @@ INSPIRCD_LIMITS = (
     'maxchans="1000" timeout="60" pingfreq="10m" hardsendq="64M" softsendq="8M" '
     'recvq="8M" threshold="1000000" commandrate="4000000000" fakelag="no" '
     'localmax="100000" globalmax="100000" maxconnwarn="no" resolvehostnames="no" '
-    'useident="no" limit="100000" useconnectban="no" useconnflood="no"'
+    'limit="100000" useconnectban="no" useconnflood="no"'
 )
+IDENT_TIMEOUT = 3
+"""Seconds m_ident waits for an answer from port 113 before registering `~user`."""
 
 
 class InspIrcd(DaemonLauncher):
@@ -240,6 +242,8 @@ class InspIrcd(DaemonLauncher):
     Creators of a channel get op (``defaultmodes="not"``); ``OPER oper operpass``
     works. :meth:`restart` keeps the port. ``services=True`` adds a server link on
     ``link_port`` for :class:`Atheme` (``services_name``, U-lined, the SASL target).
+    ``ident=True`` loads m_ident: every client is asked who it is on port 113 of its
+    address (127.0.0.1) while it registers, and shows the answer as its user name.
     """
 
     run_dir_prefix = "xgw-inspircd-"
@@ -258,11 +262,13 @@ class InspIrcd(DaemonLauncher):
         history_lines: int = 50,
         webirc_password: str = "webirc-secret",
         services: bool = False,
+        ident: bool = False,
         start_timeout: float = 15.0,
     ) -> None:
         super().__init__(base_dir)
         self.port = port or free_port()
         self.services = services
+        self.ident = ident
         self.link_port = free_port() if services else None
         self.link_password = "link-secret"
         self.services_name = "services.localhost"
@@ -290,6 +296,7 @@ class InspIrcd(DaemonLauncher):
 
     def render_config(self) -> str:
         run = self.run_dir
+        limits = f'{INSPIRCD_LIMITS} useident="{"yes" if self.ident else "no"}"'
         tags = [
             f'<server name="{self.server_name}" description="xmpp-gateway test server" '
             'network="TestNet">',
@@ -303,9 +310,9 @@ class InspIrcd(DaemonLauncher):
             # Above 65534 it is ignored; the default 10240 drains bursts at 10 KB/s.
             '<performance somaxconn="1024" softlimit="100000" clonesonconnect="no" '
             'netbuffersize="65534">',
-            f'<connect name="loopback" allow="{LOOPBACK}" {INSPIRCD_LIMITS}>',
+            f'<connect name="loopback" allow="{LOOPBACK}" {limits}>',
             # Whatever address a WEBIRC gateway on loopback claims for its user.
-            f'<connect name="anyone" allow="*" {INSPIRCD_LIMITS}>',
+            f'<connect name="anyone" allow="*" {limits}>',
             '<cidr ipv4clone="32" ipv6clone="128">',
             f'<dns server="{LOOPBACK}" timeout="1">',
             '<options prefixquit="Quit: " syntaxhints="no" casemapping="ascii" '
@@ -330,6 +337,11 @@ class InspIrcd(DaemonLauncher):
             '<cgiirc opernotice="no">',
             f'<cgihost type="webirc" password="{self.webirc_password}" mask="{LOOPBACK}">',
         ]
+        if self.ident:
+            tags += [
+                '<module name="ident">',
+                f'<ident timeout="{IDENT_TIMEOUT}" prefixunqueried="no" nolookupprefix="no">',
+            ]
         if self.link_port is not None:
             tags += [
                 *(f'<module name="{name}">' for name in INSPIRCD_SERVICES_MODULES),

@@ -63,6 +63,8 @@ WELCOME_END = frozenset({"376", "422"})
 SASL_FAILURES = frozenset({"902", "904", "905", "906", "907"})
 WELCOME_COMMANDS = frozenset({"NOTICE", "PRIVMSG", "MODE", "CAP", "AUTHENTICATE"})
 """Besides numerics, what a server sends while greeting us (collected in one message)."""
+PRIVATE_TIMES_KEPT = 64
+"""Private messages per network whose time a displayed marker can still send."""
 REPLAYED_AFTER = timedelta(seconds=30)
 """A message whose IRCv3 server-time is older than this was held back (a bouncer
 replaying the backlog): it gets a delay stamp. Live lines get none, as XEP-0203 asks."""
@@ -83,6 +85,9 @@ class IncomingLines:
     channels: dict[str, Channel]
     _nick_request: tuple[Address | None, str] | None
     _last_private_id: dict[str, str]
+    _private_sent: dict[str, datetime]
+    """msgid → server time of the contacts' latest private messages (MARKREAD names a
+    time, a displayed marker an id); at most PRIVATE_TIMES_KEPT, the oldest go."""
     references: ChatReferences
     _lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]]
     _in_welcome: bool
@@ -517,16 +522,26 @@ class IncomingLines:
         else:
             sender = make_address(line.nick, self.server)
             answered = rich.reply_target(line.tags)
+            msgid = line.tags.get("msgid") or None
+            markable = msgid is not None and self._has_cap(rich.READ_MARKER_CAP)
+            if markable and msgid is not None:
+                self._note_private_time(msgid, parse_timestamp(line.tags.get("time")))
             await self.deliver(
                 events.Message(
                     sender,
                     text,
                     timestamp=_replayed(line),
                     # The message's id for the user's clients, to reply or react to.
-                    legacy_id=line.tags.get("msgid") or None,
+                    legacy_id=msgid,
                     reply_to=await self._xmpp_id(answered) if answered else None,
+                    markable=markable,
                 )
             )
+
+    def _note_private_time(self, msgid: str, sent: datetime | None) -> None:
+        self._private_sent[msgid] = sent or datetime.now(UTC)
+        if len(self._private_sent) > PRIVATE_TIMES_KEPT:
+            del self._private_sent[next(iter(self._private_sent))]
 
     async def _xmpp_id(self, msgid: str) -> str:
         """The id the user's clients know a private message by (the msgid when unknown:
@@ -609,10 +624,19 @@ class IncomingLines:
             await self.deliver(events.Typing(contact, line.nick, state))
 
     async def _irc_redact(self, line: Line) -> None:
-        """draft/message-redaction: someone (or, echoed, the user) removed a message."""
+        """draft/message-redaction: someone (or, echoed, the user) removed a message;
+        a contact's to us names it by the id the user's clients know it by."""
+        if len(line.params) < 2:
+            return
+        reason = line.param(2) or None
+        if casefold(line.param(0)) == casefold(self.nick):
+            if _is_nick(line.nick) and casefold(line.nick) != casefold(self.nick):
+                contact = make_address(line.nick, self.server)
+                named = await self._xmpp_id(line.param(1))
+                await self.deliver(events.Retraction(contact, line.nick, named, reason))
+            return
         ch = self.channels.get(casefold(line.param(0)))
-        if ch is not None and ch.joined and len(line.params) >= 2:
-            reason = line.param(2) or None
+        if ch is not None and ch.joined:
             await self.deliver(events.Retraction(ch.address, line.nick, line.param(1), reason))
 
     async def _irc_322(self, line: Line) -> None:

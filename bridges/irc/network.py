@@ -85,6 +85,8 @@ class Network(IncomingLines):
         persistence policy to store)."""
         self.service = make_address("", server)
         self.conn: IrcConnection | None = None
+        self._dialing: IrcConnection | None = None
+        """The connection being registered (a server asks identd about it now)."""
         self.settings: NetworkSettings | None = None
         """The user's settings as last loaded (at connect, or when they saved new ones)."""
         self._opened_with: NetworkSettings | None = None
@@ -96,6 +98,7 @@ class Network(IncomingLines):
         self.channels: dict[str, Channel] = {}
         self._nick_request: tuple[Address | None, str] | None = None
         self._last_private_id: dict[str, str] = {}
+        self._private_sent: dict[str, datetime] = {}
         self.references = references
         """Private messages' ids as the user's clients and IRC know them."""
         self._lists: list[tuple[asyncio.Future[None], list[tuple[Address, str]]]] = []
@@ -223,8 +226,17 @@ class Network(IncomingLines):
         )
         tls = " with TLS" if params.tls else ""
         self.log.info("connecting to %s:%s%s as %s", self.server, params.port, tls, conn.nick)
-        await conn.connect()
+        self._dialing = conn
+        try:
+            await conn.connect()
+        finally:
+            self._dialing = None
         return conn
+
+    def has_ports(self, ports: tuple[int, int]) -> bool:
+        """Whether our connection here has these (local, server) ports: the one in use
+        or the one registering, which is when servers ask identd about it."""
+        return any(c is not None and c.ports() == ports for c in (self.conn, self._dialing))
 
     def _autojoin(self, conn: IrcConnection, names: tuple[str, ...]) -> None:
         """JOIN the channels to join on connect that we do not have yet.
@@ -642,8 +654,10 @@ class Network(IncomingLines):
             await self.message(target, rich.reaction_text(emoji, quoted), None)
 
     async def redact(self, target: str, quoted: events.Quoted) -> None:
-        """REDACT where the server offers `draft/message-redaction`; the server's
-        REDACT back (or, without echo-message, our own word) removes it from the room."""
+        """REDACT where the server offers `draft/message-redaction`, in a channel or to
+        a nick; the server's REDACT back (or, without echo-message, our own word)
+        removes it from the room. In a private chat the user's other clients learn it
+        from their server (carbons), not from us."""
         conn = await self.ensure_connected()
         if rich.REDACTION_CAP not in conn.caps:
             raise BridgeError(
@@ -651,13 +665,14 @@ class Network(IncomingLines):
                 "(it does not offer draft/message-redaction)",
                 "feature-not-implemented",
             )
+        quoted = await self._known(target, quoted)
         if not quoted.legacy_id:
             raise BridgeError(
                 f"{self.server} gave that message no msgid, so it cannot be removed",
                 "feature-not-implemented",
             )
         self.send("REDACT", target, quoted.legacy_id)
-        if "echo-message" not in conn.caps:
+        if "echo-message" not in conn.caps and is_channel(target):
             await self.deliver(
                 events.Retraction(make_address(target, self.server), self.nick, quoted.legacy_id)
             )
@@ -668,6 +683,13 @@ class Network(IncomingLines):
         value = self._typing.value(casefold(target), state) if tag else None
         if tag and value:
             self._send_tagged({tag: value}, "TAGMSG", target)
+
+    def mark_private_read(self, nick: str, msgid: str) -> None:
+        """The user's client showed `nick`'s message `msgid`: MARKREAD up to its time,
+        if it is one of the latest (`_private_sent`), where the server offers it."""
+        sent = self._private_sent.get(msgid)
+        if sent is not None:
+            self.mark_read(nick, events.Quoted(msgid, nick, "", sent))
 
     def mark_read(self, target: str, quoted: events.Quoted) -> None:
         """MARKREAD up to `quoted` where the server offers `draft/read-marker`."""

@@ -157,15 +157,12 @@ class IrcSession(Session):
         await network.message(target.local, text, xmpp_id)
 
     def group_features(self, room: Address) -> frozenset[GroupFeature]:
-        """A channel's, or a private chat's: the same tags go to a nick (TAGMSG), but
-        REDACT and MARKREAD are not used there."""
+        """A channel's, or a private chat's: the same tags, REDACT and MARKREAD go to
+        a nick."""
         if room.kind is AddressKind.SERVICE:
             return frozenset()
         network = self.networks.get(split_address(room).server)
-        found = frozenset() if network is None else network.group_features()
-        if room.is_group:
-            return found
-        return found & {GroupFeature.REACTIONS, GroupFeature.CHAT_STATES}
+        return frozenset() if network is None else network.group_features()
 
     async def send_reply(
         self, room: Address, text: str, quoted: events.Quoted, *, xmpp_id: str | None = None
@@ -186,7 +183,7 @@ class IrcSession(Session):
         await self.network(target.server).react(target.local, quoted, list(added), list(removed))
 
     async def retract(self, room: Address, quoted: events.Quoted) -> None:
-        target = self._group(room)
+        target = self._chat(room)
         await self.network(target.server).redact(target.local, quoted)
 
     async def set_chat_state(self, room: Address, state: events.ChatState) -> None:
@@ -200,6 +197,15 @@ class IrcSession(Session):
         network = self.networks.get(target.server)
         if network is not None:
             network.mark_read(target.local, quoted)
+
+    async def mark_message_displayed(self, contact: Address, message_id: str) -> None:
+        """A contact's private message shown (the id is its msgid): MARKREAD to them."""
+        if contact.kind is not AddressKind.CONTACT:
+            return
+        target = split_address(contact)
+        network = self.networks.get(target.server)
+        if network is not None:
+            network.mark_private_read(target.local, message_id)
 
     async def join(self, room: Address, nick: str, password: str | None = None) -> None:
         target = self._group(room)

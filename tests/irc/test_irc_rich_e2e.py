@@ -339,7 +339,28 @@ async def test_private_chat_replies_reactions_corrections_and_typing(inspircd_st
     too_many["id"] = "p-too-many"
     too_many.send()
     assert (await refused(fred, "p-too-many"))["error"]["condition"] == "not-acceptable"
+
+    # XEP-0424 with its fallback body: InspIRCd 3 has no REDACT, so it is refused with
+    # a text, and the fallback never reaches bob as a line.
+    retraction = private_retraction(fred, "p-reply-1", "p-retract-1")
+    error = await refused(fred, "p-retract-1")
+    assert error["error"]["condition"] == "feature-not-implemented"
+    assert "draft/message-redaction" in error["error"]["text"]
+    fred.send_message(mto=BOB_JID, mbody="after the retraction", mtype="chat")
+    await bob.line_with("PRIVMSG bob :after the retraction")
+    assert not [line for line in bob.items if retraction["body"] in line]
     await fred.close()
+
+
+def private_retraction(client: TestClient, target: str, message_id: str) -> Message:
+    """An XEP-0424 retraction to bob, with the XEP-0428 fallback body clients send."""
+    retraction = client.make_message(mto=BOB_JID, mtype="chat")
+    retraction["id"] = message_id
+    retraction["body"] = "This person attempted to retract a previous message."
+    retraction.enable("fallback")
+    retraction["retract"]["id"] = target
+    retraction.send()
+    return retraction
 
 
 def msgid_of(line: str) -> str:
@@ -528,8 +549,13 @@ def redaction_server() -> ScriptedIrcd:
             tags, rest = line[1:].split(" ", 1)
             stamp = "2026-12-01T10:00:00.000Z"
             return [f"@{tags};msgid=own-{echoed};time={stamp} :fred!f@h {rest}"]
-        if line.startswith("REDACT #room "):
-            return [f":fred!f@h REDACT #room {line.split(' ', 2)[2].lstrip(':')}"]
+        if line.startswith("@label=") and " PRIVMSG bob :" in line:
+            echoed += 1
+            tags, rest = line[1:].split(" ", 1)
+            return [f"@{tags};msgid=own-{echoed} :fred!f@h {rest}"]
+        if line.startswith(("REDACT #room ", "REDACT bob ")):
+            target, msgid = line.split(" ", 2)[1:]
+            return [f":fred!f@h REDACT {target} {msgid.lstrip(':')}"]
         return []
 
     return ScriptedIrcd(script)
@@ -726,4 +752,73 @@ async def test_reactions_are_archived_and_survive_a_restart(scripted_stack):
     await ircd.lines.wait_for(lambda line: "+draft/react=🚀" in line)
     await fred.wait_for(lambda s: reactions_from("fred", target)(s) and len(emojis_of(s)) == 2)
     assert not [line for line in ircd.lines.items[sent_before:] if "+draft/react=👍" in line]
+    await fred.close()
+
+
+async def test_private_redact_and_markread_where_offered(scripted_stack):
+    """In the private chat with bob too: XEP-0424 → REDACT of fred's msgid (the
+    fallback never sent), bob's REDACT → a retraction of the id fred's client knows,
+    a displayed marker → MARKREAD with the message's server time; and the contact's
+    disco#info says all of it."""
+    prosody, ircd, _gateway = scripted_stack
+    fred = await fred_in_room(prosody)
+    features, _ = await contact_disco(fred)
+    assert {RETRACT_NS, MARKERS_NS, REACTIONS_NS} <= features
+
+    mine = fred.make_message(mto=BOB_JID, mbody="oops privately", mtype="chat")
+    mine["id"] = "p-oops"
+    mine.xml.append(ET.Element("{urn:xmpp:receipts}request"))
+    mine.send()
+    await ircd.lines.wait_for(lambda line: "PRIVMSG bob :oops privately" in line)
+    receipt = "{urn:xmpp:receipts}received"
+    await fred.wait_for(from_bob(lambda s: s.xml.find(receipt) is not None))  # msgid known
+    retraction = private_retraction(fred, "p-oops", "p-retract-2")
+    assert await ircd.lines.wait_for(lambda line: line.startswith("REDACT")) == "REDACT bob :own-1"
+    assert not [line for line in ircd.lines.items if retraction["body"] in line]
+
+    # bob's own message retracted from IRC: the id fred's client knows it by.
+    ircd.push(f"@msgid=p2 {BOB} PRIVMSG fred :take this back")
+    await fred.wait_for(from_bob(lambda s: s["body"] == "take this back"))
+    ircd.push(f"{BOB} REDACT fred p2 :sorry")
+    removed = await fred.wait_for(from_bob(retraction_of("p2")))
+    assert removed["type"] == "chat" and removed["body"]
+    # bob's message is his to retract, not fred's.
+    private_retraction(fred, "p2", "p-retract-3")
+    assert (await refused(fred, "p-retract-3"))["error"]["condition"] == "forbidden"
+    # A chat-type retraction to the room's JID names no room message it could know.
+    to_room = fred.make_message(mto=ROOM, mtype="chat")
+    to_room["id"], to_room["retract"]["id"] = "p-retract-4", "own-1"
+    to_room.send()
+    assert (await refused(fred, "p-retract-4"))["error"]["condition"] == "bad-request"
+    assert not [line for line in ircd.lines.items if line.startswith("REDACT #room")]
+
+    # XEP-0333: a markable message; displayed → MARKREAD with its server time.
+    ircd.push(f"@msgid=p3;time=2026-12-01T10:03:04.567Z {BOB} PRIVMSG fred :read me privately")
+    shown = await fred.wait_for(from_bob(lambda s: s["body"] == "read me privately"))
+    assert child(shown, MARKERS_NS, "markable") is not None
+    marker = fred.make_message(mto=BOB_JID, mtype="chat")
+    ET.SubElement(marker.xml, f"{{{MARKERS_NS}}}displayed", {"id": "p3"})
+    marker.send()
+    assert await ircd.lines.wait_for(lambda line: line.startswith("MARKREAD")) == (
+        "MARKREAD bob :timestamp=2026-12-01T10:03:04.567Z"
+    )
+    await fred.close()
+
+
+async def test_a_private_retraction_after_a_restart_redacts_the_stored_msgid(scripted_stack):
+    """The msgid of fred's private message comes from `chat_references` after the
+    gateway restarted (the connection it was sent on is gone too)."""
+    prosody, ircd, gateway = scripted_stack
+    fred = await fred_in_room(prosody)
+    mine = fred.make_message(mto=BOB_JID, mbody="said before the restart", mtype="chat")
+    mine["id"] = "p-before-2"
+    mine.xml.append(ET.Element("{urn:xmpp:receipts}request"))
+    mine.send()
+    receipt = "{urn:xmpp:receipts}received"
+    await fred.wait_for(from_bob(lambda s: s.xml.find(receipt) is not None))
+    assert await gateway.stop() == 0  # SIGTERM: the references batch is written
+    await gateway.start()
+
+    private_retraction(fred, "p-before-2", "p-retract-5")
+    assert await ircd.lines.wait_for(lambda line: line.startswith("REDACT")) == "REDACT bob :own-1"
     await fred.close()

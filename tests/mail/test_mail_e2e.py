@@ -26,6 +26,7 @@ from component.devstack.process import file_size, wait_for_log_line
 from component.devstack.prosody import Prosody
 
 RECEIPTS = "urn:xmpp:receipts"
+RETRACT = "urn:xmpp:message-retract:1"
 NICK = "http://jabber.org/protocol/nick"
 IMAP_LOGOUT = r"imap\(alice@.*Logged out"
 
@@ -144,6 +145,40 @@ async def test_mail_in_reply_out_and_error(stack: Stack, mail: MailServer) -> No
     assert error["from"].bare == stack.jid(nobody)
     assert error["error"]["condition"] == "item-not-found"
     assert "550" in error["error"]["text"]
+
+
+async def test_a_retraction_is_refused_and_its_fallback_never_mailed(
+    stack: Stack, mail: MailServer
+) -> None:
+    """Mail cannot take a message back: an XEP-0424 retraction gets
+    feature-not-implemented with a text, and its XEP-0428 fallback body is not sent
+    as a mail (the next message is the only one carol gets)."""
+    await mail.add_user("alice", "alicepw")
+    await mail.add_user("carol", "carolpw")
+    carol = stack.jid(mail.address("carol"))
+    client = await login(stack, "alice")
+    await registered(stack, client)
+    retraction = client.make_message(mto=carol, mtype="chat")
+    retraction["id"] = "retract-1"
+    retraction["body"] = "This person attempted to retract a previous message."
+    retraction.xml.append(retraction.xml.makeelement(f"{{{RETRACT}}}retract", {"id": "m-1"}))
+    retraction.send()
+    error = await client.wait_for(
+        lambda s: isinstance(s, Message) and s["type"] == "error" and s["id"] == "retract-1"
+    )
+    assert error["error"]["condition"] == "feature-not-implemented"
+    assert "cannot remove a message" in error["error"]["text"]
+
+    after = client.make_message(mto=carol, mbody="the only mail", mtype="chat")
+    after["id"] = "after-1"
+    after.xml.append(after.xml.makeelement(f"{{{RECEIPTS}}}request", {}))
+    after.send()
+    await client.wait_for(
+        lambda s: isinstance(s, Message) and s.xml.find(f"{{{RECEIPTS}}}received") is not None,
+        PUSH_TIMEOUT,
+    )
+    [only] = await read_mailbox(mail, "carol")
+    assert only.get_body().get_content().strip() == "the only mail"
 
 
 def mail_from(stack: Stack, address: str, subject: str | None = None) -> Any:

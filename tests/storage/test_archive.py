@@ -380,3 +380,41 @@ async def test_the_newest_reaction_line_of_each_sender_is_their_set(archive):
     assert current == {"bob": ("🎉", "❤️"), "carol": (), "dave": None, None: ("👍",)}
     assert await archive.reactions("a@x", ROOM, other.stanza_id, "bob") is None
     assert await archive.reactions("b@x", ROOM, target.stanza_id, "bob") is None
+
+
+async def test_history_counts_messages_and_brings_their_reactions(archive):
+    """`maxstanzas` counts messages: reaction lines come with the messages they are
+    for, in their places, and those to older messages stay out."""
+    lines = await fill(archive, count=4)
+    for n, target in ((10, lines[0]), (11, lines[3]), (12, lines[2]), (13, lines[3])):
+        archive.add(line("a@x", n, kind=REACTION, body="👍", reply_to=target.stanza_id))
+    await archive.flush()
+    shown = await archive.latest("a@x", ROOM, 2)
+    assert [(item.kind, item.body, item.reply_to) for item in shown] == [
+        ("message", "line 2", None),
+        ("message", "line 3", None),
+        (REACTION, "👍", lines[3].stanza_id),
+        (REACTION, "👍", lines[2].stanza_id),
+        (REACTION, "👍", lines[3].stanza_id),
+    ]
+
+
+async def test_a_reaction_line_is_no_target(archive):
+    """A reply or correction names a message; a TAGMSG's msgid or a reaction's
+    own ids find nothing, while the message's do."""
+    [target] = await fill(archive, count=1)
+    reaction = line(
+        "a@x",
+        2,
+        kind=REACTION,
+        body="👍",
+        reply_to=target.stanza_id,
+        legacy_id="tagmsg-1",
+        xmpp_id="react-1",
+    )
+    archive.add(reaction)
+    await archive.flush()
+    for named in (reaction.stanza_id, "tagmsg-1", "react-1"):
+        assert await archive.find("a@x", ROOM, named) is None, named
+    found = await archive.find("a@x", ROOM, target.stanza_id)
+    assert found is not None and found.body == "line 0"
