@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from bridges import events
 from bridges.address import Address, AddressError, AddressKind
 from bridges.base import NO_EXTRAS, Account, AccountStore, MessageExtras, Session, Sink
+from bridges.events import GroupFeature
 from bridges.mail import mime
 from bridges.mail.attachments import UploadJob, Uploads
 from bridges.mail.config import MailAccount, MailOptions
@@ -61,6 +62,9 @@ def decoded_size(encoded: int, encoding: str) -> int:
 
 if TYPE_CHECKING:
     from bridges.mail.bridge import MailBridge
+
+
+READ_MARKERS = frozenset({GroupFeature.DISPLAYED_MARKERS})
 
 
 class MailSession(Session):
@@ -271,6 +275,11 @@ class MailSession(Session):
         await self._commit(event, done=job.key)
 
     # -- read state ----------------------------------------------------------------------
+
+    def group_features(self, room: Address) -> frozenset[GroupFeature]:
+        """Every mail contact takes XEP-0333 `displayed` markers (they set \\Seen), so
+        their disco#info says so and clients send them."""
+        return READ_MARKERS
 
     async def mark_message_displayed(self, contact: Address, message_id: str) -> None:
         """The user saw mail `message_id`: mark it, and the unseen mails of its thread

@@ -185,6 +185,8 @@ async def test_displayed_marker_marks_the_mail_and_earlier_ones_of_its_thread_re
         await inject(mail, msg, to, BOB)
     first, second, other = await wait_messages(client, BOB_JID, 3)
     assert first["thread"] == second["thread"] != other["thread"]
+    info = await client.plugin["xep_0030"].get_info(jid=BOB_JID, timeout=10)
+    assert MARKERS in info["disco_info"]["features"]  # so clients send the marker
 
     marker = client.make_message(mto=BOB_JID, mtype="chat")
     marker.xml.append(marker.xml.makeelement(f"{{{MARKERS}}}displayed", {"id": second["id"]}))
