@@ -2,9 +2,10 @@
 
 Writes never hold up delivery: the MUC engine decides a line's stanza id, sends the
 stanza and `add`s the line; a writer task stores whatever piled up meanwhile in one
-transaction (a burst of 500 lines is one commit, not 500). A crash loses at most the
-lines not yet committed. Reads (`latest` for history on join, `page` for MAM) first
-wait for the writer, so a client never misses a line it was just sent live.
+transaction (a burst of 500 lines is one commit, not 500), on an SQLite file in a
+thread of its own. A crash loses at most the lines not yet committed. Reads (`latest`
+for history on join, `page` for MAM) first wait for the writer, so a client never
+misses a line it was just sent live.
 
 Each user has an archive of their own (two users in one IRC channel: two copies), as
 biboumi does, because each saw the room through their own legacy connection. A replay
@@ -22,8 +23,11 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from itertools import chain
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, Engine, delete, select, tuple_, update
@@ -48,6 +52,12 @@ An IRC burst arrives a line or a few at a time; writing each as it came made a
 transaction per line or two, and the transactions (not the rows) were most of what
 the archive cost the gateway. A reader (`flush`: history on join, MAM) does not wait
 for it."""
+ROWS_PER_INSERT = 64
+"""Lines per INSERT statement on SQLite (64 rows of 13 values stay under the 999 an older
+SQLite allows): one statement step, with the GIL released, stores them all, where an
+`executemany` takes the GIL back after every row (see `Archive._write`)."""
+WRITE_TIMEOUT = 5.0
+"""Seconds the writer's thread waits for a lock another process's writer holds."""
 MAX_QUEUED = 100_000
 """Lines waiting for a database that does not answer; beyond this new lines are dropped."""
 RETRACTED = "retracted"
@@ -214,7 +224,12 @@ class Archive:
     _has_more_ids: bool | None = field(default=None, init=False)
     """Whether `archive_legacy_ids` has rows (None: not looked yet)."""
     _local: Engine | None = field(default=None, init=False)
-    """An SQLite file, used in the event loop's thread (see `_read`, `_write`)."""
+    """An SQLite file, read in the event loop's thread (see `_read`)."""
+    _writer: Engine | None = field(default=None, init=False)
+    """The same SQLite file, written in `_thread` (see `_write`)."""
+    _thread: ThreadPoolExecutor | None = field(default=None, init=False)
+    _per_insert: int = field(default=1, init=False)
+    """Lines per INSERT statement (`_insert_rows`)."""
 
     def __post_init__(self) -> None:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -222,8 +237,12 @@ class Archive:
         insert = sqlite_insert if dialect.name == "sqlite" else postgresql_insert
         self._insert = _insert_text(dialect.paramstyle)
         self._sent = _sqlite_time if dialect.name == "sqlite" else _utc
+        self._per_insert = ROWS_PER_INSERT if dialect.name == "sqlite" else 1
         self._insert_ids = insert(ArchiveLegacyIdRow).on_conflict_do_nothing()
         self._local = local_reader(self.engine)
+        if self._local is not None:
+            self._writer = local_reader(self.engine, WRITE_TIMEOUT)
+            self._thread = ThreadPoolExecutor(1, "archive writer")
         self._idle.set()
 
     # --- life ------------------------------------------------------------------------
@@ -245,8 +264,11 @@ class Archive:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self._local is not None:
-            self._local.dispose()
+        if self._thread is not None:
+            self._thread.shutdown()
+        for engine in (self._local, self._writer):
+            if engine is not None:
+                engine.dispose()
 
     # --- writing ---------------------------------------------------------------------
 
@@ -312,25 +334,31 @@ class Archive:
                 await asyncio.sleep(delay)
 
     async def _write(self, batch: Sequence[Line]) -> None:
-        """One transaction; on an SQLite file in this thread, like the reads (`_read`).
+        """One transaction; on an SQLite file in the writer's thread, handed over once.
 
         Handing each statement of a batch to aiosqlite's thread made the event loop
-        wait for the GIL at every hand-off: in an IRC burst that wait, not SQLite, was
-        what archiving cost. A batch of a thousand lines holds the loop for about ten
-        milliseconds; a database locked by another writer makes it fail after 50 ms
-        (`local_reader`) and it is retried later, off the loop.
+        wait for the GIL at every hand-off; writing in the loop's thread held the loop
+        for about ten milliseconds per thousand lines, a pause in the burst being
+        delivered. Now the whole transaction is one hand-off, its rows go in
+        statements of `ROWS_PER_INSERT`, and SQLite stores each statement's rows with
+        the GIL released: the loop goes on delivering meanwhile, on the other core.
         """
         # Core on a connection: the ORM's unit of work is not needed for plain rows.
         await self._transaction(lambda db: self._write_rows(db, batch))
 
     async def _transaction(self, work: Callable[[Connection], None]) -> None:
-        """Run `work` in one transaction: in this thread on an SQLite file (`_write`)."""
-        if self._local is not None:
-            with self._local.begin() as db:
-                work(db)
+        """Run `work` in one transaction: in the writer's thread on an SQLite file
+        (`_write`), so it is also in order with the batches."""
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._commit, work)
             return
         async with self.engine.begin() as db:
             await db.run_sync(work)
+
+    def _commit(self, work: Callable[[Connection], None]) -> None:
+        assert self._writer is not None
+        with self._writer.begin() as db:
+            work(db)
 
     def _write_rows(self, db: Connection, batch: Sequence[Line]) -> None:
         """Insert the batch's lines of users who keep an archive, replays skipped.
@@ -367,7 +395,7 @@ class Archive:
             )
             for account_id, line in kept
         ]
-        db.exec_driver_sql(self._insert, rows)
+        self._insert_rows(db, rows)
         more_ids = [
             row
             for account_id, line in kept
@@ -377,6 +405,16 @@ class Archive:
         if more_ids:
             db.execute(self._insert_ids, more_ids)
             self._has_more_ids = True
+
+    def _insert_rows(self, db: Connection, rows: list[tuple[Any, ...]]) -> None:
+        """`rows` in INSERTs of `_per_insert` rows (SQLite), else in one `executemany`
+        (asyncpg sends those in one round trip)."""
+        if self._per_insert == 1:
+            db.exec_driver_sql(self._insert, rows)
+            return
+        for start in range(0, len(rows), self._per_insert):
+            part = rows[start : start + self._per_insert]
+            db.exec_driver_sql(_sqlite_insert_text(len(part)), tuple(chain.from_iterable(part)))
 
     def _not_replays(self, db: Connection, kept: list[tuple[int, Line]]) -> list[tuple[int, Line]]:
         """`kept` without the lines the archive holds as a further line of a message.
@@ -781,11 +819,11 @@ _WRITTEN = (
 """The columns `Archive._write_rows` fills, in the order of its tuples."""
 
 
-def _insert_text(paramstyle: str) -> str:
-    """The archive's row insert, a replay (a unique key taken) a no-op, written with
-    the positional placeholders of the driver's `paramstyle` (SQLite: `?`, asyncpg:
-    `$1`), for `Connection.exec_driver_sql`."""
-    count = len(_WRITTEN)
+def _insert_text(paramstyle: str, rows: int = 1) -> str:
+    """The archive's insert of `rows` rows, a replay (a unique key taken) a no-op,
+    written with the positional placeholders of the driver's `paramstyle` (SQLite:
+    `?`, asyncpg: `$1`), for `Connection.exec_driver_sql`."""
+    count = len(_WRITTEN) * rows
     if paramstyle == "qmark":
         marks = ["?"] * count
     elif paramstyle in ("numeric", "numeric_dollar"):
@@ -793,10 +831,19 @@ def _insert_text(paramstyle: str) -> str:
         marks = [f"{sign}{n}" for n in range(1, count + 1)]
     else:  # format, pyformat (psycopg)
         marks = ["%s"] * count
+    width = len(_WRITTEN)
+    values = ", ".join(
+        f"({', '.join(marks[start : start + width])})" for start in range(0, count, width)
+    )
     return (
         f"INSERT INTO {ArchiveRow.__tablename__} ({', '.join(_WRITTEN)})"
-        f" VALUES ({', '.join(marks)}) ON CONFLICT DO NOTHING"
+        f" VALUES {values} ON CONFLICT DO NOTHING"
     )
+
+
+@lru_cache(maxsize=ROWS_PER_INSERT)
+def _sqlite_insert_text(rows: int) -> str:
+    return _insert_text("qmark", rows)
 
 
 def _sqlite_time(moment: datetime) -> str:
