@@ -2,10 +2,9 @@
 
 Writes never hold up delivery: the MUC engine decides a line's stanza id, sends the
 stanza and `add`s the line; a writer task stores whatever piled up meanwhile in one
-transaction (a burst of 500 lines is one commit, not 500), on an SQLite file in a
-thread of its own. A crash loses at most the lines not yet committed. Reads (`latest`
-for history on join, `page` for MAM) first wait for the writer, so a client never
-misses a line it was just sent live.
+transaction (a burst of 500 lines is one commit, not 500). A crash loses at most the
+lines not yet committed. Reads (`latest` for history on join, `page` for MAM) first
+wait for the writer, so a client never misses a line it was just sent live.
 
 Each user has an archive of their own (two users in one IRC channel: two copies), as
 biboumi does, because each saw the room through their own legacy connection. A replay
@@ -23,7 +22,6 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -53,11 +51,9 @@ transaction per line or two, and the transactions (not the rows) were most of wh
 the archive cost the gateway. A reader (`flush`: history on join, MAM) does not wait
 for it."""
 ROWS_PER_INSERT = 64
-"""Lines per INSERT statement on SQLite (64 rows of 13 values stay under the 999 an older
-SQLite allows): one statement step, with the GIL released, stores them all, where an
-`executemany` takes the GIL back after every row (see `Archive._write`)."""
-WRITE_TIMEOUT = 5.0
-"""Seconds the writer's thread waits for a lock another process's writer holds."""
+"""Lines per INSERT statement on SQLite (64 rows of 13 values stay under the 999 an
+older SQLite allows): one statement stores them all, where an `executemany` runs the
+statement once per row, which cost the gateway more than SQLite's own work."""
 MAX_QUEUED = 100_000
 """Lines waiting for a database that does not answer; beyond this new lines are dropped."""
 RETRACTED = "retracted"
@@ -224,10 +220,7 @@ class Archive:
     _has_more_ids: bool | None = field(default=None, init=False)
     """Whether `archive_legacy_ids` has rows (None: not looked yet)."""
     _local: Engine | None = field(default=None, init=False)
-    """An SQLite file, read in the event loop's thread (see `_read`)."""
-    _writer: Engine | None = field(default=None, init=False)
-    """The same SQLite file, written in `_thread` (see `_write`)."""
-    _thread: ThreadPoolExecutor | None = field(default=None, init=False)
+    """An SQLite file, used in the event loop's thread (see `_read`, `_write`)."""
     _per_insert: int = field(default=1, init=False)
     """Lines per INSERT statement (`_insert_rows`)."""
 
@@ -240,9 +233,6 @@ class Archive:
         self._per_insert = ROWS_PER_INSERT if dialect.name == "sqlite" else 1
         self._insert_ids = insert(ArchiveLegacyIdRow).on_conflict_do_nothing()
         self._local = local_reader(self.engine)
-        if self._local is not None:
-            self._writer = local_reader(self.engine, WRITE_TIMEOUT)
-            self._thread = ThreadPoolExecutor(1, "archive writer")
         self._idle.set()
 
     # --- life ------------------------------------------------------------------------
@@ -264,11 +254,8 @@ class Archive:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self._thread is not None:
-            self._thread.shutdown()
-        for engine in (self._local, self._writer):
-            if engine is not None:
-                engine.dispose()
+        if self._local is not None:
+            self._local.dispose()
 
     # --- writing ---------------------------------------------------------------------
 
@@ -334,31 +321,28 @@ class Archive:
                 await asyncio.sleep(delay)
 
     async def _write(self, batch: Sequence[Line]) -> None:
-        """One transaction; on an SQLite file in the writer's thread, handed over once.
+        """One transaction; on an SQLite file in this thread, like the reads (`_read`).
 
         Handing each statement of a batch to aiosqlite's thread made the event loop
-        wait for the GIL at every hand-off; writing in the loop's thread held the loop
-        for about ten milliseconds per thousand lines, a pause in the burst being
-        delivered. Now the whole transaction is one hand-off, its rows go in
-        statements of `ROWS_PER_INSERT`, and SQLite stores each statement's rows with
-        the GIL released: the loop goes on delivering meanwhile, on the other core.
+        wait for the GIL at every hand-off: in an IRC burst that wait, not SQLite, was
+        what archiving cost. A batch of a thousand lines holds the loop for about ten
+        milliseconds; a database locked by another writer makes it fail after 50 ms
+        (`local_reader`) and it is retried later, off the loop. A thread of the
+        writer's own, handed each transaction whole, was measured too (14 interleaved
+        rounds): 3 to 8 µs more CPU per line, for a change in the burst rate smaller
+        than the machine's noise, so the writer stays in this thread.
         """
         # Core on a connection: the ORM's unit of work is not needed for plain rows.
         await self._transaction(lambda db: self._write_rows(db, batch))
 
     async def _transaction(self, work: Callable[[Connection], None]) -> None:
-        """Run `work` in one transaction: in the writer's thread on an SQLite file
-        (`_write`), so it is also in order with the batches."""
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._commit, work)
+        """Run `work` in one transaction: in this thread on an SQLite file (`_write`)."""
+        if self._local is not None:
+            with self._local.begin() as db:
+                work(db)
             return
         async with self.engine.begin() as db:
             await db.run_sync(work)
-
-    def _commit(self, work: Callable[[Connection], None]) -> None:
-        assert self._writer is not None
-        with self._writer.begin() as db:
-            work(db)
 
     def _write_rows(self, db: Connection, batch: Sequence[Line]) -> None:
         """Insert the batch's lines of users who keep an archive, replays skipped.

@@ -67,18 +67,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def local_reader(engine: AsyncEngine, timeout: float = 0.05) -> Engine | None:
-    """A synchronous engine on the same SQLite file, for the archive's reads in the
-    event loop's thread and its writes in a thread of its own (component.archive);
-    None for PostgreSQL (asyncpg needs no thread) and for an in-memory SQLite, which
-    another connection could not see.
-
-    `timeout`: how long a statement waits for a lock another writer holds. In the
-    event loop's thread it fails fast instead of holding the loop."""
+def local_reader(engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine on the same SQLite file, for the archive's reads and
+    writes made in the calling thread (component.archive); None for PostgreSQL
+    (asyncpg needs no thread) and for an in-memory SQLite, which another connection
+    could not see."""
     url = engine.url
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
-    reader = create_sync_engine(url.set(drivername="sqlite"), connect_args={"timeout": timeout})
+    # A lock held by another writer fails fast instead of holding the event loop.
+    reader = create_sync_engine(url.set(drivername="sqlite"), connect_args={"timeout": 0.05})
     event.listen(reader, "connect", _sqlite_pragmas)
     return reader
 
