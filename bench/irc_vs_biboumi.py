@@ -14,7 +14,7 @@ skipped. CI does not run benchmarks. Each configuration has its own channel and 
   the gateway's CPU seconds per 1,000 messages (user + system time from
   /proc/<pid>/stat until it is idle again), the figure that does not depend on how
   busy the machine was. Printed as median (range), with the ratios ours with the
-  archive on ÷ each biboumi, round by round.
+  archive on ÷ each other configuration (archive off, each biboumi), round by round.
 * latency: IRC → XMPP at a paced rate, p50/p99 from the peer's send to the arrival,
   next to the same figure for the servers alone (IRC peer to IRC peer through ngIRCd,
   XMPP client to XMPP client through Prosody), which no gateway can go below.
@@ -370,18 +370,23 @@ class Gateway:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the gateway process so far (/proc/<pid>/stat)."""
+        user, system = self.cpu_times()
+        return user + system
+
+    def cpu_times(self) -> tuple[float, float]:
+        """User and system CPU time of the gateway process so far (/proc/<pid>/stat)."""
         assert self.process is not None
         stat = Path(f"/proc/{self.process.pid}/stat").read_text()
         fields = stat.rpartition(")")[2].split()  # after "pid (comm)": state is fields[0]
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+        return int(fields[11]) / CLOCK_TICK, int(fields[12]) / CLOCK_TICK
 
-    async def settled_cpu(self) -> float:
-        """CPU seconds once the process has stopped working (batched archive writes and
+    async def settled_cpu(self) -> tuple[float, float]:
+        """`cpu_times` once the process has stopped working (batched archive writes and
         the like finish after the last stanza is out), at most 5 s later."""
-        last, still = self.cpu_seconds(), 0
+        last, still = self.cpu_times(), 0
         for _ in range(50):
             await asyncio.sleep(0.1)
-            now = self.cpu_seconds()
+            now = self.cpu_times()
             still = still + 1 if now == last else 0
             if still >= 3:
                 break
@@ -586,7 +591,7 @@ async def servers_alone(server: Prosody, irc: NgIrcd, count: int) -> dict[str, s
 
 
 IN, OUT = "IRC→XMPP", "XMPP→IRC"
-RATE, CPU = "burst, msg/s", "CPU s per 1,000 msgs"
+RATE, CPU, SYSTEM = "burst, msg/s", "CPU s per 1,000 msgs", "  of which system"
 
 
 async def prepare(gateway: Gateway, server: Prosody, irc: NgIrcd) -> None:
@@ -602,6 +607,17 @@ def sample(gateway: Gateway, row: str, value: float) -> None:
     gateway.samples.setdefault(row, []).append(value)
 
 
+async def sample_cpu(
+    gateway: Gateway, path: str, before: tuple[float, float], messages: int
+) -> None:
+    """The CPU seconds per 1,000 messages since `before`, and the system time's share
+    of them (system calls: socket writes and reads, the database's file)."""
+    user, system = await gateway.settled_cpu()
+    used, in_kernel = user + system - sum(before), system - before[1]
+    sample(gateway, f"{path} {CPU}", used / messages * 1000)
+    sample(gateway, f"{path} {SYSTEM}", in_kernel / messages * 1000)
+
+
 async def bursts(gateway: Gateway, burst: int, round_: int) -> None:
     """One round: `burst` messages each way, their rate and the gateway's CPU time.
 
@@ -611,20 +627,20 @@ async def bursts(gateway: Gateway, burst: int, round_: int) -> None:
     peer, user = gateway.peer, gateway.user
     assert peer is not None and user is not None
     tag = f"irc{round_} "
-    before = gateway.cpu_seconds()
+    before = gateway.cpu_times()
     started = time.perf_counter()
     for n in range(burst):
         peer.send(f"PRIVMSG {gateway.channel} :{tag}{n}")
     await user.wait_count(burst, tag)
     got = user.received(tag)
     sample(gateway, f"{IN} {RATE}", burst / (got[-1][0] - started))
-    sample(gateway, f"{IN} {CPU}", (await gateway.settled_cpu() - before) / burst * 1000)
+    await sample_cpu(gateway, IN, before, burst)
     if [body for _, body in got] != [f"{tag}{n}" for n in range(burst)]:
         gateway.results[f"{IN} order"] = f"out of order in round {round_}"
 
     tag = f"xmpp{round_} "
     peer.privmsgs.clear()
-    before = gateway.cpu_seconds()
+    before = gateway.cpu_times()
     started = time.perf_counter()
     for n in range(burst):
         user.send_message(mto=gateway.room, mbody=f"{tag}{n}", mtype="groupchat")
@@ -635,7 +651,7 @@ async def bursts(gateway: Gateway, burst: int, round_: int) -> None:
     sample(gateway, f"{OUT} {RATE}", count / elapsed)
     with contextlib.suppress(TimeoutError):  # the reflections are part of the work
         await user.wait_count(burst, tag, timeout=10)
-    sample(gateway, f"{OUT} {CPU}", (await gateway.settled_cpu() - before) / burst * 1000)
+    await sample_cpu(gateway, OUT, before, burst)
     if [body for _, body in peer.privmsgs] != [f"{tag}{n}" for n in range(count)]:
         gateway.results[f"{OUT} order"] = f"out of order in round {round_}"
     if count < burst:
@@ -860,7 +876,7 @@ def spread(values: list[float], unit: str = "") -> str:
 
 
 def print_table(gateways: list[Gateway]) -> None:
-    """Per row each gateway's figure, then ours with the archive on ÷ each biboumi.
+    """Per row each gateway's figure, then ours with the archive on ÷ each other.
 
     Ratios are taken round by round (the machine's load changes less within a round)
     and shown as median (range). Rates: above 1 we are faster; CPU: below 1 we use less.
@@ -868,8 +884,8 @@ def print_table(gateways: list[Gateway]) -> None:
     width = max([28] + [len(figure) + 2 for g in gateways for figure in g.results.values()])
     names = {g.name: g for g in gateways}
     ours = names.get("ours, archive on")
-    versus = [g for g in gateways if g.name.startswith("biboumi")] if ours else []
-    header = [g.name for g in gateways] + [f"archive on ÷ {g.name[9:]}" for g in versus]
+    versus = [g for g in gateways if g is not ours] if ours else []
+    header = [g.name for g in gateways] + [f"on ÷ {g.name.split(', ')[-1]}" for g in versus]
     print(f"{'':40}" + "".join(f"{name:>{width}}" for name in header))
     rows = list(dict.fromkeys(row for g in gateways for row in g.samples))
     for row in rows:

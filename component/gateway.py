@@ -274,8 +274,8 @@ class Gateway(ComponentXMPP):
             to_component_stream(data.xml)
             data.stream = self
             data.namespace = self.default_ns
-        else:
-            data = xml_safe(data)
+        # A str is a stanza component.wire wrote, every value in it already XML-safe
+        # (tests/unit/test_wire.py parses them): cleaning it again cost 2 µs a stanza.
         if not self._session_started or self.transport is None:
             super().send(data, use_filters)
             return
@@ -327,10 +327,11 @@ class Gateway(ComponentXMPP):
             self.data_received(rest)
 
     def _spawn_event(self, xml: ET.Element) -> None:
-        """slixmpp's, with a user's plain room message (`wire.plain_groupchat`) built
-        and queued at once, for `_on_plain_groupchat`. slixmpp's tries of every stanza
-        class and its look-up of the stanza's language (`stanza['lang'] is None` never
-        holds) cost more than building the stanza, and change nothing for it."""
+        """slixmpp's, with a user's plain room message (`wire.plain_groupchat`) queued
+        at once, for `_on_plain_groupchat`, its slixmpp stanza built only if needed
+        (see `lanes.Stanza`). slixmpp's tries of every stanza class and its look-up
+        of the stanza's language (`stanza['lang'] is None` never holds) cost more than
+        building the stanza, and change nothing for it."""
         xml = self.incoming_filter(xml)  # type: ignore[no-untyped-call]
         tag = xml.tag
         if tag == self._message_tag and self.groups is not None:
@@ -338,7 +339,7 @@ class Gateway(ComponentXMPP):
             if plain is not None:
                 self._messages_in.inc()
                 handler = partial(self._on_plain_groupchat, plain)
-                message = Message(self, xml, recv=True)
+                message = partial(Message, self, xml, recv=True)
                 self.lanes.submit(self._jid(plain.sender).bare, message, handler)
                 return
         elif tag == self._iq_tag and xml.get("id", "").startswith(MARKER_ID):
@@ -694,16 +695,19 @@ class Gateway(ComponentXMPP):
             extras=extras,
         )
 
-    async def _on_plain_groupchat(self, plain: wire.PlainGroupchat, message: Message) -> None:
+    async def _on_plain_groupchat(
+        self, plain: wire.PlainGroupchat, message: Callable[[], Message]
+    ) -> None:
         """`_on_message` for what `wire.plain_groupchat` recognised: the same steps in
         the same order (so the same errors), with what it read instead of slixmpp's
         interfaces and the room's address remembered. It carries no invitation; one
-        to the component or to a contact takes the general path."""
+        to the component or to a contact takes the general path (with the `message`
+        built then)."""
         assert self.groups is not None
         to = self._jid(plain.to)
         room = self._room(to.node) if to.node else None
         if room is None or not room.is_group:
-            await self._on_message(message)
+            await self._on_message(message())
             return
         sender = self._jid(plain.sender)
         session = await self.session_for(sender.bare)

@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Any], Awaitable[None]]
 """Handles the kind of stanza it was routed (Message, Presence, Iq)."""
 
+Stanza = StanzaBase | Callable[[], StanzaBase]
+"""A stanza, or what builds it: a user's plain room message is handled without
+slixmpp's stanza object (component.wire), whose construction cost more than routing
+the message; it is built only to answer with an error. The handler is given it as
+it was submitted."""
+
 STOPPED_TEXT = "the gateway stopped before handling this; send it again once it is back"
 
 
@@ -38,11 +44,11 @@ class Lanes:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._queues: dict[str, deque[tuple[StanzaBase, Handler]]] = {}
+        self._queues: dict[str, deque[tuple[Stanza, Handler]]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._closed = False
 
-    def submit(self, key: str | None, stanza: StanzaBase, handler: Handler) -> None:
+    def submit(self, key: str | None, stanza: Stanza, handler: Handler) -> None:
         """Queue `stanza` behind the others of `key`; None: no order to keep, run it now."""
         if self._closed:
             _reply_error(self.name, stanza, stanza_error("service-unavailable", STOPPED_TEXT))
@@ -57,8 +63,8 @@ class Lanes:
             task.add_done_callback(self._workers.discard)
         queue.append((stanza, handler))
 
-    async def _work(self, key: str | None, queue: deque[tuple[StanzaBase, Handler]]) -> None:
-        current: StanzaBase | None = None
+    async def _work(self, key: str | None, queue: deque[tuple[Stanza, Handler]]) -> None:
+        current: Stanza | None = None
         turns = TimeSlice()
         try:
             while queue:
@@ -70,7 +76,7 @@ class Lanes:
         except asyncio.CancelledError:
             stopped = stanza_error("service-unavailable", STOPPED_TEXT)
             for stanza in [current, *(queued for queued, _ in queue)]:
-                if stanza is not None and stanza["type"] != "unavailable":
+                if stanza is not None and _built(stanza)["type"] != "unavailable":
                     _reply_error(self.name, stanza, stopped)
             queue.clear()
             raise
@@ -96,7 +102,7 @@ class Lanes:
         await asyncio.gather(*late, return_exceptions=True)
 
 
-async def _handle(name: str, stanza: StanzaBase, handler: Handler) -> None:
+async def _handle(name: str, stanza: Stanza, handler: Handler) -> None:
     """Run one handler; any failure becomes an error reply, never a dead lane."""
     try:
         await handler(stanza)
@@ -105,11 +111,17 @@ async def _handle(name: str, stanza: StanzaBase, handler: Handler) -> None:
     except EXPECTED as exc:
         _reply_error(name, stanza, from_exception(exc))
     except Exception as exc:
-        log.exception("failed to handle %s from %s", stanza.name, stanza["from"])
-        _reply_error(name, stanza, from_exception(exc))
+        failed = _built(stanza)
+        log.exception("failed to handle %s from %s", failed.name, failed["from"])
+        _reply_error(name, failed, from_exception(exc))
 
 
-def _reply_error(name: str, stanza: StanzaBase, error: XMPPError) -> None:
+def _built(stanza: Stanza) -> StanzaBase:
+    return stanza if isinstance(stanza, StanzaBase) else stanza()
+
+
+def _reply_error(name: str, submitted: Stanza, error: XMPPError) -> None:
+    stanza = _built(submitted)
     metrics.STANZA_ERRORS.labels(name, error.condition).inc()
     if stanza["type"] == "error":
         return  # never answer an error with an error: that is how loops start

@@ -574,11 +574,8 @@ class GroupChats:
         sending = self._sending.pop((user, event.xmpp_id), None) if event.xmpp_id else None
         if sending is None:
             return
-        line = replace(
-            sending.line,
-            sent=event.sent or datetime.now(UTC),
-            legacy_id=event.legacy_id,
-            more_legacy_ids=event.legacy_ids[1:],
+        line = sending.line.as_written(
+            event.sent or datetime.now(UTC), event.legacy_id, event.legacy_ids[1:]
         )
         state = self.rooms.get((user, event.to))
         if state is not None:

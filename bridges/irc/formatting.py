@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from bridges.irc.protocol import MAX_LINE_BYTES
 from bridges.xml_text import xml_safe
@@ -102,6 +103,7 @@ def ctcp(command: str, argument: str = "") -> str:
     return f"{CTCP}{command} {argument}{CTCP}" if argument else f"{CTCP}{command}{CTCP}"
 
 
+@lru_cache(maxsize=1024)
 def relay_prefix_bytes(
     nick: str, user: str | None, host: str | None, command: str, target: str
 ) -> int:
@@ -109,6 +111,7 @@ def relay_prefix_bytes(
 
     Until the server has shown us our own user@host (in our JOIN echo), assume the
     longest usual ident (10, plus the `~` of an unverified one) and host (63).
+    Remembered: every message of a burst asks it for the same nick and target.
     """
     user_len = len((user or "~" + "u" * 10).encode())
     host_len = len((host or "h" * 63).encode())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from irc.message import Tag
 
@@ -46,9 +47,18 @@ def is_channel(name: str, prefixes: str = CHANNEL_PREFIXES) -> bool:
     return bool(name) and name[0] in prefixes
 
 
+@lru_cache(maxsize=2048)
 def casefold(name: str) -> str:
-    """RFC 1459 case mapping: `[]\\~` are the upper case of `{}|^`."""
-    return name.lower().translate(_RFC1459)
+    """RFC 1459 case mapping: `[]\\~` are the upper case of `{}|^`.
+
+    Remembered: every channel line folds its target, sender and our own nick several
+    times over, and the fold cost more than the rest of reading the line. Text of
+    any length (a message) goes to `_fold`."""
+    return _fold(name)
+
+
+def _fold(text: str) -> str:
+    return text.lower().translate(_RFC1459)
 
 
 _RFC1459 = str.maketrans("[]\\~", "{}|^")
@@ -63,8 +73,14 @@ def names_nick(text: str, nick: str) -> bool:
     """
     if not nick:
         return False
-    word = re.escape(casefold(nick))
-    return re.search(f"(?<!{_NICK_CHAR}){word}(?!{_NICK_CHAR})", casefold(text)) is not None
+    word, folded = casefold(nick), _fold(text)
+    return word in folded and _naming(word).search(folded) is not None
+
+
+@lru_cache(maxsize=256)
+def _naming(word: str) -> re.Pattern[str]:
+    """The pattern of `word` (a folded nick) standing as a word of its own."""
+    return re.compile(f"(?<!{_NICK_CHAR}){re.escape(word)}(?!{_NICK_CHAR})")
 
 
 def decode(data: bytes, fallback: str = "latin-1") -> str:

@@ -249,6 +249,61 @@ async def test_restart_keeps_the_archive(archive, engine):
     await again.stop()
 
 
+async def test_batches_are_written_in_order_and_read_at_once(archive, engine, commits):
+    """Several batches of a long burst (each in statements of many rows), then a
+    retraction: one transaction each, in the order asked for, and a MAM page right
+    after sees all of it."""
+    await archive.stop()  # without its retention task, whose commit would be counted
+    archive = Archive(engine, "irc", max_days=0)
+    archive.start()
+    commits.clear()
+    lines = [line("a@x", n) for n in range(archive_module.MAX_BATCH * 2 + 10)]
+    for item in lines:
+        archive.add(item)
+    await archive.retract("a@x", ROOM, lines[-1].stanza_id)
+    page = await archive.page("a@x", ROOM, Filter(), PageRequest(5, last=True))
+    assert bodies(page.lines) == [item.body for item in lines[-5:-1]] + [""]
+    assert page.lines[-1].kind == archive_module.RETRACTED
+    assert await archive.latest("a@x", ROOM, len(lines)) == [*lines[:-1], page.lines[-1]]
+    await archive.stop()
+    assert len(commits) == 4  # three batches, the retraction
+
+
+async def test_a_batch_that_fails_leaves_nothing_half_written(archive, engine, monkeypatch):
+    """A crash (here: an error) in the middle of a batch loses at most that batch: its
+    first statements are rolled back with it, the lines committed before stay, and
+    the batch tried again is stored once."""
+    first = await fill(archive, count=3)
+    failing = {"left": 1}
+    real = archive._insert_rows
+
+    def fail_after_the_first_rows(db, rows):
+        real(db, rows[:1])  # in the transaction, then the failure
+        if failing["left"]:
+            failing["left"] -= 1
+            raise OSError("disk gone")
+        real(db, rows[1:])
+
+    monkeypatch.setattr(archive, "_insert_rows", fail_after_the_first_rows)
+    monkeypatch.setattr(archive_module, "RETRY_DELAYS", (0.0,))
+    second = [line("a@x", n) for n in range(10, 20)]
+    for item in second:
+        archive.add(item)
+    await archive.flush()
+    assert await archive.latest("a@x", ROOM, 100) == first + second
+    assert await count(engine, "archive") == len(first) + len(second)
+
+
+async def test_stopping_writes_what_is_queued(archive, engine):
+    lines = [line("a@x", n) for n in range(100)]
+    for item in lines:
+        archive.add(item)
+    await archive.stop()
+    again = Archive(engine, "irc")
+    assert await again.latest("a@x", ROOM, 200) == lines
+    await again.stop()
+
+
 def multi_line(user: str = "a@x") -> Line:
     """An own message of three lines: three PRIVMSGs, three msgids (issue 10)."""
     return line(

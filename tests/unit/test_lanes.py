@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from slixmpp import Message
+from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import StanzaBase
 
 from component.lanes import STOPPED_TEXT, Lanes
@@ -101,3 +103,34 @@ async def test_a_lane_with_a_backlog_lets_other_lanes_take_turns() -> None:
     await lanes.close(10)
     waited = handled.index("o1")
     assert waited < 40, f"the other user waited behind {waited} of the flooder's stanzas"
+
+
+async def test_a_stanza_submitted_as_its_builder_is_built_only_for_an_error() -> None:
+    """A plain room message goes through its lane without slixmpp's object; a failure
+    still answers its sender with an error carrying the original id."""
+    lanes, stream = Lanes("test"), Recorder()
+    built: list[str] = []
+
+    def builder(xmpp_id: str) -> Callable[[], Message]:
+        def build() -> Message:
+            built.append(xmpp_id)
+            return message(stream, "alice@x/a", xmpp_id)
+
+        return build
+
+    async def handled(_stanza: Any) -> None:
+        pass
+
+    async def refused(_stanza: Any) -> None:
+        raise XMPPError("not-acceptable", "join the room first")
+
+    lanes.submit("alice@x", builder("m1"), handled)
+    lanes.submit("alice@x", builder("m2"), refused)
+    await lanes.close(5)
+    assert built == ["m2"]
+    [reply] = stream.sent
+    assert (reply["id"], reply["type"], reply["error"]["condition"]) == (
+        "m2",
+        "error",
+        "not-acceptable",
+    )

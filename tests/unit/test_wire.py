@@ -14,7 +14,7 @@ on, and take the same way to the bridge and back; anything else is None.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -292,3 +292,14 @@ async def test_a_plain_room_message_reaches_the_bridge_and_comes_back_alike(stan
     general = await sent_and_reflected(stanza, fast=False)
     assert await sent_and_reflected(stanza, fast=True) == general
     assert len(general[1]) == 2
+
+
+def test_a_written_line_keeps_every_other_field():
+    """`Line.as_written` (the reflection's line, built without `dataclasses.replace`)
+    changes the time and legacy ids only, whatever fields `Line` has."""
+    values: dict[str, Any] = {field.name: f"{field.name}-value" for field in fields(Line)}
+    values.update(sent=datetime(2026, 1, 2, tzinfo=UTC), more_legacy_ids=("msgid-0",))
+    sent = Line(**values)
+    later = datetime(2026, 1, 3, tzinfo=UTC)
+    written = sent.as_written(later, "msgid-1", ("msgid-2",))
+    assert written == replace(sent, sent=later, legacy_id="msgid-1", more_legacy_ids=("msgid-2",))
