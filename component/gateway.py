@@ -336,16 +336,29 @@ class Gateway(ComponentXMPP):
         tag = xml.tag
         if tag == self._message_tag and self.groups is not None:
             plain = wire.plain_groupchat(xml, self._body_tag)
-            if plain is not None:
+            if plain is not None and self._owns(user := self._jid(plain.sender).bare):
                 self._messages_in.inc()
                 handler = partial(self._on_plain_groupchat, plain)
                 message = partial(Message, self, xml, recv=True)
-                self.lanes.submit(self._jid(plain.sender).bare, message, handler)
+                self.lanes.submit(user, message, handler)
                 return
         elif tag == self._iq_tag and xml.get("id", "").startswith(MARKER_ID):
             self.writer.confirm(xml.get("id", ""))  # our own marker, back (or bounced)
             return
         super()._spawn_event(xml)
+
+    def _owns(self, user: str) -> bool:
+        """Whether `user`'s stanza needs no lease taken first: there are no slots, or
+        this process owns the user already (and notes it saw them). Otherwise the
+        stanza takes the general route, whose `_owned` claims the user first (their
+        first stanza after a failover may well be a room message)."""
+        ownership = self.ownership
+        if ownership is None:
+            return True
+        if not ownership.owns(user):
+            return False
+        ownership.saw(user)
+        return True
 
     def recv_stanza(self, stanza: StanzaBase) -> None:
         """Hand a parsed stanza to its route, decided once by its kind and payload.

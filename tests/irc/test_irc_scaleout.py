@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 from irc_helpers import IrcPeer
 from registration_helpers import register_and_subscribe
-from slixmpp import Iq
+from slixmpp import Iq, Message
 from slixmpp.exceptions import IqError
 from slixmpp.plugins.xep_0004 import Form
 from test_irc_e2e import (
@@ -159,6 +159,24 @@ async def instances_command(client: TestClient) -> list[dict[str, str]]:
     reply: Iq = await iq.send(timeout=10)
     form = Form(xml=reply.xml.find(f"{{{COMMANDS_NS}}}command/{{jabber:x:data}}x"))
     return [{var: str(value) for var, value in item.items()} for item in form["items"]]
+
+
+async def test_a_room_message_as_a_users_first_stanza_takes_their_lease(
+    cluster: Cluster,
+) -> None:
+    """A client still in a room after a failover may first send a room message: it
+    takes the user's lease like any other stanza (a room message has a faster path
+    through the gateway, which must not skip that), and the process it reached
+    answers it."""
+    jid = await cluster.ejabberd.register("newcomer", PASSWORD)
+    client = await login(cluster.ejabberd, jid, "pc")
+    client.send_message(mto=f"#room%127.0.0.1@{IRC_JID}", mbody="still there?", mtype="groupchat")
+    await client.wait_for(
+        lambda s: isinstance(s, Message) and s["type"] == "error", timeout=15
+    )  # not in that room here
+    owned = await owners(cluster.dsn)
+    assert jid in owned
+    assert owned[jid] != cluster.gateways[2].pid  # a slot holder, not the standby
 
 
 @pytest.mark.timeout(300)  # three gateways, six registrations: slow on a loaded machine
