@@ -22,6 +22,7 @@ from component.db import create_engine, prepare
 from component.gateway import Gateway
 from component.leadership import first_of, leadership_for
 from component.link import Link
+from component.memory import release_startup_garbage
 from component.metrics import serve_metrics
 from component.ownership import Ownership
 from component.ratelimit import RateLimit
@@ -201,11 +202,13 @@ async def serve(
             try:
                 await app.start()
                 await leadership.register()  # a first start has just created the table
-                if on_connected is not None:
-                    await first_of(app.connected(), stop.wait(), leadership.lost.wait())
-                    if all(gateway.link_up.is_set() for gateway in app.gateways):
-                        on_connected()
-                        on_connected = None
+                await first_of(app.connected(), stop.wait(), leadership.lost.wait())
+                release_startup_garbage()
+                if on_connected is not None and all(
+                    gateway.link_up.is_set() for gateway in app.gateways
+                ):
+                    on_connected()
+                    on_connected = None
                 await first_of(stop.wait(), leadership.lost.wait())
                 log.info("stopping on signal" if stop.is_set() else "standing down")
             finally:
