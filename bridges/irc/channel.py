@@ -30,6 +30,24 @@ def shared_modes(modes: AbstractSet[str]) -> frozenset[str]:
     return _RANKS.setdefault(key, key)
 
 
+OCCUPANTS_KEPT = 100_000
+"""Distinct occupants shared at most; beyond, sharing starts afresh (what is held stays
+valid, it is only no longer shared with what comes after)."""
+_OCCUPANTS: dict[events.Occupant, events.Occupant] = {}
+"""One `Occupant` per distinct value: the muc keeps one per occupant of each user's
+room, so a nick in a channel of 100 users would otherwise be 100 equal objects."""
+
+
+def shared_occupant(occupant: events.Occupant) -> events.Occupant:
+    """The one shared `Occupant` equal to `occupant` (it is frozen, so sharing is safe)."""
+    known = _OCCUPANTS.get(occupant)
+    if known is None:
+        if len(_OCCUPANTS) >= OCCUPANTS_KEPT:
+            _OCCUPANTS.clear()
+        known = _OCCUPANTS[occupant] = occupant
+    return known
+
+
 @dataclass
 class ServerModes:
     """Mode syntax the server announced (RFC 2812 defaults until 005 arrives)."""
@@ -143,13 +161,17 @@ class Member:
 
     @property
     def occupant(self) -> events.Occupant:
-        return events.Occupant(
-            self.nick,
-            role_of(self.modes),
-            self.away,
-            account=self.account,
-            realname=self.realname,
-            occupant_id=self.identity,
+        """What the XMPP side shows of them: shared with every other connection seeing
+        the same (`shared_occupant`)."""
+        return shared_occupant(
+            events.Occupant(
+                self.nick,
+                role_of(self.modes),
+                self.away,
+                account=self.account,
+                realname=self.realname,
+                occupant_id=self.identity,
+            )
         )
 
     @property

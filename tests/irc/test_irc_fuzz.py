@@ -20,7 +20,7 @@ from slixmpp import Presence
 from slixmpp.xmlstream import ET, tostring
 
 from bridges import events
-from bridges.base import Account
+from bridges.base import Account, SessionLog
 from bridges.irc import IrcBridge
 from bridges.irc.incoming import JOIN_ERRORS, NICK_ERRORS, IncomingLines
 from bridges.irc.network import Network
@@ -99,7 +99,12 @@ async def a_network() -> tuple[Network, GroupChats, list[Any]]:
         await outbound.deliver(USER, event)
 
     network = Network(
-        SERVER, bridge.options, account, deliver, MemoryStore(account), logging.getLogger("f")
+        SERVER,
+        bridge.options,
+        account,
+        deliver,
+        MemoryStore(account),
+        SessionLog(logging.getLogger("f"), "f"),
     )
     network.conn = FakeConnection()  # type: ignore[assignment]
     network.nick = "alice"
