@@ -11,17 +11,29 @@ import logging
 
 import pytest
 
+from bridges.address import Address, AddressKind
 from bridges.base import SessionLog
 from bridges.flag import Flag
-from bridges.irc.channel import Member
+from bridges.irc.channel import Channel, Member
 
 
-def test_every_connection_seeing_a_nick_shares_one_occupant() -> None:
-    """The muc keeps an Occupant per occupant of each user's room: equal ones are one."""
-    seen_by_alice, seen_by_bob = Member("dora", account="dora"), Member("dora", account="dora")
-    assert seen_by_alice.occupant is seen_by_bob.occupant
-    seen_by_bob.away = True
-    assert seen_by_bob.occupant.away and not seen_by_alice.occupant.away
+def test_connections_seeing_a_nick_share_its_member_and_occupant_not_their_changes() -> None:
+    """Each user's connection keeps its own member list of a channel, and the muc an
+    Occupant per occupant of each user's room: equal ones are one object, and what one
+    connection learns (an AWAY it saw first) does not show in the other's list."""
+    room = Address(AddressKind.GROUP, "#c%irc.x.org")
+    alices, bobs = Channel("#c", room), Channel("#c", room)
+    alices.add(Member("dora", account="dora"))
+    bobs.add(Member("Dora", account="dora"))
+    seen_by_alice, seen_by_bob = alices.member("DORA"), bobs.member("dora")
+    assert seen_by_alice is not None and seen_by_bob is not None
+    assert seen_by_alice is not seen_by_bob  # the nick's spelling differs
+    bobs.update(seen_by_bob, nick="dora")
+    assert bobs.member("dora") is seen_by_alice
+    assert bobs.occupants("bob")[0] is alices.occupants("alice")[0]
+    away = bobs.update(seen_by_alice, away=True)
+    assert bobs.member("dora") is away and away.occupant.away
+    assert alices.member("dora") is seen_by_alice and not seen_by_alice.occupant.away
 
 
 async def test_a_flag_wakes_every_waiter_and_a_cancelled_one_not_the_others() -> None:
