@@ -239,7 +239,8 @@ class Command:
 
 class SessionLog(logging.LoggerAdapter[logging.Logger]):
     """A session's log: its bridge's logger (`bridges.<name>`), each message starting
-    with whose it is, the user and then the part (`alice@example.org irc.libera.chat:`).
+    with whose it is, the user and then the part, as the logger names of before read
+    (`alice@example.org.irc.libera.chat: ...`).
 
     Not a logger per user (`getChild(user)`): logging keeps every logger it ever made
     for the life of the process, with a placeholder for each dot in the name, about
@@ -252,7 +253,7 @@ class SessionLog(logging.LoggerAdapter[logging.Logger]):
 
     def child(self, part: str) -> SessionLog:
         """The log of one part of the session (a network, a folder, the outbox)."""
-        return SessionLog(self.logger, f"{self.prefix} {part}")
+        return SessionLog(self.logger, f"{self.prefix}.{part}")
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]

@@ -62,5 +62,5 @@ def test_a_session_log_names_the_user_without_a_logger_per_user(
     with caplog.at_level(logging.INFO, "bridges.test"):
         log.info("connected after %d tries", 2)
     assert caplog.records[-1].name == "bridges.test"
-    assert caplog.messages[-1] == "alice@example.org irc.x.org: connected after 2 tries"
+    assert caplog.messages[-1] == "alice@example.org.irc.x.org: connected after 2 tries"
     assert set(logging.Logger.manager.loggerDict) - before <= {"bridges.test", "bridges"}
