@@ -23,6 +23,7 @@ from component.db import create_engine, prepare
 from component.gateway import Gateway
 from component.leadership import first_of, leadership_for
 from component.link import Link
+from component.memory import release_startup_garbage
 from component.metrics import serve_metrics
 from component.ownership import Ownership
 from component.ratelimit import RateLimit
@@ -54,6 +55,7 @@ class App:
     """True when nothing else runs in this event loop (`xmpp-gateway run`): then `stop`
     also ends every task the sessions left behind."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _tidy: asyncio.Future[None] | None = None
     _running_before: set[asyncio.Task[object]] = field(default_factory=set)
     """Tasks of whoever runs the App (not its own), which `stop` leaves alone."""
 
@@ -110,10 +112,17 @@ class App:
             self.links.append(link)
             self._tasks.append(asyncio.create_task(link.run(), name=f"link {loaded.section.jid}"))
             log.info("%s: serving the %s bridge", loaded.section.jid, loaded.name)
+        self._tidy = asyncio.ensure_future(self._release_once_connected())
 
     async def connected(self) -> None:
         """Wait until every component has its stream to the server."""
         await asyncio.gather(*(gateway.link_up.wait() for gateway in self.gateways))
+
+    async def _release_once_connected(self) -> None:
+        """Start-up's garbage goes back to the system once every component is up (a
+        task of its own: a slot holder that never connects must still get on)."""
+        await self.connected()
+        release_startup_garbage()
 
     async def stranded(self, standby_waits: Callable[[], Awaitable[bool]]) -> None:
         """Return once a component has had no stream to its XMPP server for
@@ -147,6 +156,8 @@ class App:
         """Stop everything, waiting at most `timeout` (else `shutdown_timeout`) s for
         the sessions."""
         timeout = self.config.shutdown_timeout if timeout is None else timeout
+        if self._tidy is not None:
+            self._tidy.cancel()
         # Side by side: each gateway's shutdown is bounded, and so is their sum then.
         await asyncio.gather(*(gateway.shutdown(timeout) for gateway in self.gateways))
         for link in self.links:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from component import memory  # noqa: F401  # first: what slixmpp's import then leaves out
 from component.config import Config, ConfigError, LoadedBridge, load_config
 from component.crypto import generate_key
 from component.db import SchemaOutdated, create_engine, upgrade

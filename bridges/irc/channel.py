@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from bridges import events
 from bridges.address import Address
@@ -28,6 +29,35 @@ def shared_modes(modes: AbstractSet[str]) -> frozenset[str]:
     """The one shared frozenset equal to `modes`."""
     key = frozenset(modes)
     return _RANKS.setdefault(key, key)
+
+
+T = TypeVar("T")
+
+
+class Shared(Generic[T]):
+    """One object per distinct frozen value, however many connections hold it: every
+    user's connection keeps its own member list of each channel and the muc an
+    occupant per occupant of each user's room, so a nick in a channel of 100 users
+    would otherwise be 100 equal objects.
+
+    At most `limit` values; beyond, sharing starts afresh (what is held stays valid,
+    it is only no longer shared with what comes after).
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._known: dict[T, T] = {}
+
+    def __call__(self, value: T) -> T:
+        known = self._known.get(value)
+        if known is None:
+            if len(self._known) >= self.limit:
+                self._known.clear()
+            known = self._known[value] = value
+        return known
+
+
+shared_occupant: Shared[events.Occupant] = Shared()
 
 
 @dataclass
@@ -120,11 +150,12 @@ def role_of(modes: AbstractSet[str]) -> events.Role:
     return events.Role.MODERATOR if modes & MODERATOR_MODES else events.Role.PARTICIPANT
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Member:
-    """One nick in a channel; every user's connection keeps its own list of them, so
-    it is kept small: slots, a shared frozenset of modes, and interned nicks (the
-    casefolded one too: the same strings serve every connection that sees them)."""
+    """One nick in a channel. Every user's connection keeps its own list of them, so
+    equal members are one object (`shared_member`), never changed in place
+    (`Channel.update`), with a shared frozenset of modes and interned nicks (the
+    casefolded one too)."""
 
     nick: str
     modes: frozenset[str] = frozenset()
@@ -138,18 +169,22 @@ class Member:
     account, kept across nick changes (XEP-0421 ids must survive a rename)."""
 
     def __post_init__(self) -> None:
-        self.nick = sys.intern(self.nick)
-        self.first_nick = self.first_nick or folded(self.nick)
+        object.__setattr__(self, "nick", sys.intern(self.nick))
+        object.__setattr__(self, "first_nick", self.first_nick or folded(self.nick))
 
     @property
     def occupant(self) -> events.Occupant:
-        return events.Occupant(
-            self.nick,
-            role_of(self.modes),
-            self.away,
-            account=self.account,
-            realname=self.realname,
-            occupant_id=self.identity,
+        """What the XMPP side shows of them: shared with every other connection seeing
+        the same (`shared_occupant`)."""
+        return shared_occupant(
+            events.Occupant(
+                self.nick,
+                role_of(self.modes),
+                self.away,
+                account=self.account,
+                realname=self.realname,
+                occupant_id=self.identity,
+            )
         )
 
     @property
@@ -159,6 +194,9 @@ class Member:
         if self.account:
             return sys.intern(f"account {casefold(self.account)}")
         return sys.intern(f"nick {self.first_nick}")
+
+
+shared_member: Shared[Member] = Shared()
 
 
 @dataclass
@@ -187,8 +225,14 @@ class Channel:
     def member(self, nick: str) -> Member | None:
         return self.members.get(casefold(nick))
 
-    def add(self, member: Member) -> None:
-        self.members[folded(member.nick)] = member
+    def add(self, member: Member) -> Member:
+        """`member` in the list (the shared one equal to it, which it returns)."""
+        member = self.members[folded(member.nick)] = shared_member(member)
+        return member
+
+    def update(self, member: Member, **changes: Any) -> Member:
+        """`member` with `changes`, in its place; the member now listed."""
+        return self.add(replace(member, **changes))
 
     def remove(self, nick: str) -> Member | None:
         return self.members.pop(casefold(nick), None)

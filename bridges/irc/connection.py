@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import ssl
 import tempfile
@@ -21,7 +20,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bridges.base import SessionLog
 from bridges.fairness import TimeSlice
+from bridges.flag import Flag
 from bridges.irc import sasl
 from bridges.irc.caps import ECHO_CAPS, MAX_OFFERED, StsPolicy, parse_offer, to_request
 from bridges.irc.inbox import Inbox
@@ -172,7 +173,7 @@ class IrcConnection:
         flood_burst: int,
         ping_interval: float,
         ping_timeout: float,
-        log: logging.Logger,
+        log: SessionLog,
     ) -> None:
         self.params = params
         self.nick = params.nick
@@ -185,7 +186,7 @@ class IrcConnection:
         self.log = log
         self.welcome: list[Line] = []
         """What the server said while we registered (welcome numerics, MOTD)."""
-        self.closed = asyncio.Event()
+        self.closed = Flag()
         self.close_reason = ""
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
         self._current: Outgoing | None = None

@@ -12,12 +12,11 @@ replays, which is why the notice says "may be missing".
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from bridges.base import AccountStore
+from bridges.base import AccountStore, SessionLog
 from bridges.irc.protocol import casefold
 from bridges.timestamps import parse_timestamp
 
@@ -35,7 +34,7 @@ class LastSeen:
     A failing store is logged, not raised: the IRC connection must outlive it.
     """
 
-    def __init__(self, store: AccountStore, server: str, log: logging.Logger) -> None:
+    def __init__(self, store: AccountStore, server: str, log: SessionLog) -> None:
         self.store, self.server, self.log = store, server, log
 
     def _key(self, channel: str) -> str:

@@ -8,9 +8,9 @@ floods faster than we deliver, where an unbounded queue would grow without limit
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 
+from bridges.flag import Flag
 from bridges.irc.protocol import Line
 
 INBOX_LINES = 500
@@ -34,8 +34,8 @@ class Inbox:
         self._max_lines, self._max_size = lines, size
         self.size = 0
         """Bytes of the lines waiting (as read, CR LF included)."""
-        self._added = asyncio.Event()
-        self._taken = asyncio.Event()
+        self._added = Flag()
+        self._taken = Flag()
 
     def __len__(self) -> int:
         return len(self._lines)

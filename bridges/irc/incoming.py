@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from bridges import events
@@ -17,7 +18,13 @@ from bridges.address import Address
 from bridges.base import ChatReferences
 from bridges.irc import rich
 from bridges.irc.address import can_be_named, make_address
-from bridges.irc.channel import Channel, Member, ServerModes, shared_modes
+from bridges.irc.channel import (
+    Channel,
+    Member,
+    ServerModes,
+    shared_member,
+    shared_modes,
+)
 from bridges.irc.chathistory import Anchor, batch_target
 from bridges.irc.connection import IrcConnection
 from bridges.irc.formatting import (
@@ -118,7 +125,7 @@ class IncomingLines:
     def _joined_event(self, ch: Channel) -> events.RoomJoined:
         own = ch.member(self.nick)
         if own is not None:
-            own.account = self.logged_in_as
+            own = ch.update(own, account=self.logged_in_as)
         return events.RoomJoined(
             ch.address,
             self.nick,
@@ -237,11 +244,11 @@ class IncomingLines:
             return
         if ch is None or not ch.joined:
             return
-        member = Member(line.nick)
         if self._has_cap("extended-join") and len(line.params) >= 3:
             # JOIN #chan account :realname, `*` for someone not logged in
-            member.account = _account(line.param(1))
-            member.realname = line.param(2)
+            member = Member(line.nick, account=_account(line.param(1)), realname=line.param(2))
+        else:
+            member = Member(line.nick)
         ch.add(member)
         if ch.synced:
             await self.deliver(events.OccupantJoined(ch.address, member.occupant))
@@ -252,18 +259,22 @@ class IncomingLines:
             return
         for entry in line.param(-1).split():
             nick, modes = self.modes.split_names_entry(entry)
-            ch.names[sys.intern(casefold(nick))] = Member(nick, modes)
+            ch.names[sys.intern(casefold(nick))] = shared_member(Member(nick, modes))
 
     async def _irc_366(self, line: Line) -> None:
         ch = self.channels.get(casefold(line.param(1)))
         if ch is None or not ch.joined or ch.synced:
             return
         before, ch.members, ch.names, ch.synced = ch.members, ch.names, {}, True
-        for key, member in ch.members.items():
+        for key, member in list(ch.members.items()):
             known = before.get(key)
             if known is not None:  # a rejoin: what we knew still holds until WHO says
-                member.account, member.realname = known.account, known.realname
-                member.first_nick = known.first_nick
+                ch.update(
+                    member,
+                    account=known.account,
+                    realname=known.realname,
+                    first_nick=known.first_nick,
+                )
         if self._has_cap("account-notify") and self.modes.whox:
             # Who is away and who is logged in as what; AWAY and ACCOUNT keep it current.
             self.send("WHO", ch.name, f"%tcnfa,{WHOX_TOKEN}")
@@ -311,7 +322,7 @@ class IncomingLines:
         if member is None or casefold(nick) == casefold(self.nick):
             return
         changed = member.account != _account(account, none="0")
-        member.account = _account(account, none="0")
+        member = ch.update(member, account=_account(account, none="0"))
         if not await self._mark_away(ch, nick, flags.startswith("G")) and changed and ch.synced:
             await self.deliver(events.OccupantJoined(ch.address, member.occupant))
 
@@ -349,8 +360,7 @@ class IncomingLines:
             if member is None:
                 continue
             before = member.occupant
-            for name, value in changes.items():
-                setattr(member, name, value)
+            member = ch.update(member, **changes)
             if ch.synced and member.occupant != before:
                 await self.deliver(events.OccupantJoined(ch.address, member.occupant))
 
@@ -365,7 +375,7 @@ class IncomingLines:
         member = ch.member(nick)
         if member is None or member.away == away or casefold(nick) == casefold(self.nick):
             return False
-        member.away = away
+        member = ch.update(member, away=away)
         if ch.synced:
             await self.deliver(events.OccupantJoined(ch.address, member.occupant))
         return True
@@ -444,8 +454,7 @@ class IncomingLines:
             member = ch.remove(old)
             if member is None:
                 continue
-            member.nick = new
-            ch.add(member)
+            ch.add(replace(member, nick=new))
             if ch.synced:
                 await self.deliver(events.NickChanged(ch.address, old, new, own))
 
@@ -460,10 +469,8 @@ class IncomingLines:
             if member is None:
                 continue
             before = member.occupant
-            if adding:
-                member.modes = shared_modes(member.modes | {letter})
-            else:
-                member.modes = shared_modes(member.modes - {letter})
+            modes = member.modes | {letter} if adding else member.modes - {letter}
+            member = ch.update(member, modes=shared_modes(modes))
             if member.occupant != before:
                 await self.deliver(events.OccupantJoined(ch.address, member.occupant))
 
@@ -557,7 +564,7 @@ class IncomingLines:
         if member is None:
             return Member(line.nick, account=_account(tagged or "*")).identity
         if tagged and member.account != tagged and casefold(line.nick) != casefold(self.nick):
-            member.account = tagged
+            member = ch.update(member, account=tagged)
             if ch.synced:
                 await self.deliver(events.OccupantJoined(ch.address, member.occupant))
         return member.identity

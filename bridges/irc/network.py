@@ -9,7 +9,6 @@ the server sends is handled in `incoming`.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import Coroutine, Sequence
 from contextlib import suppress
@@ -19,7 +18,7 @@ from typing import Any
 
 from bridges import events
 from bridges.address import Address
-from bridges.base import Account, AccountStore, BridgeError, ChatReferences
+from bridges.base import Account, AccountStore, BridgeError, ChatReferences, SessionLog
 from bridges.events import GroupFeature
 from bridges.irc import rich
 from bridges.irc.address import make_address
@@ -66,7 +65,7 @@ class Network(IncomingLines):
         account: Account,
         deliver: Deliver,
         store: AccountStore,
-        log: logging.Logger,
+        log: SessionLog,
         *,
         references: ChatReferences,
         pacing: ConnectPacing | None = None,
@@ -76,7 +75,7 @@ class Network(IncomingLines):
         self.options = options
         self.account = account
         self.deliver = deliver
-        self.log = log.getChild(server)
+        self.log = log.child(server)
         self.last_seen = LastSeen(store, server, self.log)
         self.sts = StsRecord(store, server, self.log)
         self._sts_port: int | None = None

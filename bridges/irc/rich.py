@@ -13,7 +13,6 @@ markers are not sent at all: IRC users would only read them as noise.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Mapping, Set
 
 from bridges import events
@@ -139,12 +138,13 @@ class TextBudget:
     def __init__(self, count: int = REACTION_TEXTS, window: float = REACTION_TEXT_WINDOW) -> None:
         self.count = count
         self.window = window
-        self._uses: deque[float] = deque()
+        self._uses: list[float] = []
+        """At most `count` times: a list (56 bytes empty, per user and network), not a
+        deque (632)."""
 
     def take(self) -> bool:
         now = time.monotonic()
-        while self._uses and now - self._uses[0] > self.window:
-            self._uses.popleft()
+        self._uses = [used for used in self._uses if now - used <= self.window]
         if len(self._uses) >= self.count:
             return False
         self._uses.append(now)

@@ -9,10 +9,9 @@ path could have sent it); it only makes the connection move to TLS at once.
 
 from __future__ import annotations
 
-import logging
 import time
 
-from bridges.base import AccountStore
+from bridges.base import AccountStore, SessionLog
 from bridges.irc.caps import StsPolicy
 
 STS_KIND = "irc-sts"
@@ -22,7 +21,7 @@ STS_KIND = "irc-sts"
 class StsRecord:
     """The STS policy of one user's server. A failing store is logged, not raised."""
 
-    def __init__(self, store: AccountStore, server: str, log: logging.Logger) -> None:
+    def __init__(self, store: AccountStore, server: str, log: SessionLog) -> None:
         self.store, self.server, self.log = store, server, log
 
     async def port(self) -> int | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import logging
 import re
 import ssl
 import tempfile
@@ -23,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from bridges.base import FileError, FileTransfer
+from bridges.base import FileError, FileTransfer, SessionLog
 from bridges.mail.config import MailAccount, MailOptions
 from bridges.mail.imap import ImapConnection
 from bridges.mail.mime import human_size
@@ -147,14 +146,14 @@ class Uploads:
         tls: ssl.SSLContext,
         files: FileTransfer,
         outcome: Outcome,
-        log: logging.Logger,
+        log: SessionLog,
     ) -> None:
         self.account = account
         self.options = options
         self.tls = tls
         self.files = files
         self.outcome = outcome
-        self.log = log.getChild("uploads")
+        self.log = log.child("uploads")
         self._slots = asyncio.Semaphore(2)
         self._tasks: set[asyncio.Task[None]] = set()
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
 import tempfile
 import time
@@ -38,6 +37,7 @@ from bridges.base import (
     DownloadedFile,
     FileError,
     MessageExtras,
+    SessionLog,
     Sink,
 )
 from bridges.mail import addresses, mime, smtp
@@ -70,14 +70,14 @@ class Outbox:
         tls: ssl.SSLContext,
         store: AccountStore,
         sink: Sink,
-        log: logging.Logger,
+        log: SessionLog,
     ) -> None:
         self.account = account
         self.options = options
         self.tls = tls
         self.store = store
         self.sink = sink
-        self.log = log.getChild("outbox")
+        self.log = log.child("outbox")
         self._wake = asyncio.Event()
         self._inflight: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()

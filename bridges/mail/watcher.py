@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import random
 import ssl
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Protocol
 
 import aioimaplib
 
+from bridges.base import SessionLog
 from bridges.mail.config import MailAccount, MailOptions
 from bridges.mail.imap import FetchedMail, FolderStatus, ImapConnection, ImapError
 
@@ -100,14 +100,14 @@ class FolderWatcher:
         options: MailOptions,
         tls: ssl.SSLContext,
         journal: Journal,
-        log: logging.Logger,
+        log: SessionLog,
     ) -> None:
         self.folder = folder
         self.account = account
         self.options = options
         self.tls = tls
         self.journal = journal
-        self.log = log.getChild(folder)
+        self.log = log.child(folder)
         self.connection: ImapConnection | None = None
         self.synced = asyncio.Event()
         """Set after each completed sync: tests and benchmarks wait on it."""

@@ -11,6 +11,7 @@ import pytest
 from irc_helpers import SERVER, Harness, ScriptedIrcd
 
 from bridges import events
+from bridges.base import SessionLog
 from bridges.irc.connection import ConnectParams, IrcConnection
 from bridges.irc.protocol import Line
 
@@ -160,7 +161,7 @@ async def test_close_returns_after_the_line_handler_has_ended():
             ConnectParams(server.host, server.port, "alice", "alice", "Alice", timeout=5),
             on_line,
             flood_rate=10, flood_burst=10, ping_interval=60, ping_timeout=60,
-            log=logging.getLogger("test"),
+            log=SessionLog(logging.getLogger("test"), "test"),
         )  # fmt: skip
         await connection.connect()
         await asyncio.wait_for(handling.wait(), 5)

@@ -20,7 +20,7 @@ from slixmpp import Presence
 from slixmpp.xmlstream import ET, tostring
 
 from bridges import events
-from bridges.base import Account
+from bridges.base import Account, SessionLog
 from bridges.irc import IrcBridge
 from bridges.irc.incoming import JOIN_ERRORS, NICK_ERRORS, IncomingLines
 from bridges.irc.network import Network
@@ -105,7 +105,7 @@ async def a_network() -> tuple[Network, GroupChats, list[Any]]:
         account,
         deliver,
         MemoryStore(account),
-        logging.getLogger("f"),
+        SessionLog(logging.getLogger("f"), "f"),
         references=UserSink(USER, outbound.deliver, None, chats=outbound.chats),  # type: ignore[arg-type]
     )
     network.conn = FakeConnection()  # type: ignore[assignment]

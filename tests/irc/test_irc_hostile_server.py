@@ -15,7 +15,7 @@ from irc_helpers import Harness, ScriptedIrcd
 from xmpp_client import eventually
 
 from bridges import events
-from bridges.base import BridgeError
+from bridges.base import BridgeError, SessionLog
 from bridges.irc.connection import READ_LIMIT, ConnectParams, IrcConnection
 from bridges.irc.inbox import INBOX_BYTES, INBOX_LINES
 from bridges.irc.protocol import Line
@@ -61,7 +61,7 @@ async def test_a_line_over_the_limit_is_dropped_whole():
         ConnectParams("srv", 6667, "alice", "alice", "Alice"),
         on_line=lambda line: asyncio.sleep(0),
         flood_rate=1, flood_burst=1, ping_interval=60, ping_timeout=60,
-        log=logging.getLogger("test"),
+        log=SessionLog(logging.getLogger("test"), "test"),
     )  # fmt: skip
     connection._reader = reader
     reader.feed_data(b"x" * (READ_LIMIT + 10))  # a line that has not ended yet
@@ -91,7 +91,7 @@ def flooded_connection(server: ScriptedIrcd, handler: StuckHandler) -> IrcConnec
         ConnectParams(server.host, server.port, "alice", "alice", "Alice", timeout=5),
         handler,
         flood_rate=10, flood_burst=10, ping_interval=0.1, ping_timeout=60,
-        log=logging.getLogger("test"),
+        log=SessionLog(logging.getLogger("test"), "test"),
     )  # fmt: skip
 
 

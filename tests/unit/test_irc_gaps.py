@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bridges.base import SessionLog
 from bridges.irc.gaps import SEEN_KIND, LastSeen, gap_text
 
 
@@ -44,12 +45,14 @@ async def test_last_seen_is_per_server_and_casefolded_and_survives_a_broken_stor
     caplog: pytest.LogCaptureFixture,
 ):
     store = DictStore()
-    seen = LastSeen(store, "irc.example.org", logging.getLogger("test"))
+    seen = LastSeen(store, "irc.example.org", SessionLog(logging.getLogger("test"), "test"))
     at = datetime(2026, 12, 1, 21, 30, 5, 123000, tzinfo=UTC)
     await seen.put("#Room", at)
     assert store.records == {(SEEN_KIND, "irc.example.org #room"): {"at": at.isoformat()}}
     assert await seen.read("#ROOM") == (at, None)
-    assert await LastSeen(store, "other.org", logging.getLogger("t")).read("#room") == (None, None)
+    assert await LastSeen(store, "other.org", SessionLog(logging.getLogger("t"), "t")).read(
+        "#room"
+    ) == (None, None)
     await seen.put("#room", at, "msg-1")
     assert await seen.read("#room") == (at, "msg-1")
 

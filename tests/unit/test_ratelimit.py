@@ -29,3 +29,14 @@ def test_the_total_bounds_many_users_together():
     assert limit.wait_time("d") == 60
     clock.now += 60
     assert limit.wait_time("d") == 0
+
+
+def test_users_who_stopped_trying_are_forgotten():
+    """A gateway that registered thousands of users keeps none of their attempts."""
+    clock = Clock()
+    limit = RateLimit(per_user=5, total=10_000, window=60, clock=clock)
+    for n in range(1000):
+        assert limit.wait_time(f"user{n}") == 0
+    clock.now += 61
+    assert limit.wait_time("late") == 0
+    assert list(limit._users) == ["late"]
