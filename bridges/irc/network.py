@@ -560,7 +560,7 @@ class Network(IncomingLines):
         await self.ensure_connected()
         user, host = self.userhost or (None, None)
         budget = privmsg_budget(relay_prefix_bytes(self.nick, user, host, "PRIVMSG", target))
-        lines = list(outgoing_lines(text, budget))
+        lines = outgoing_lines(text, budget)
         limit = self.options.max_lines_per_message
         if limit and len(lines) > limit:
             raise BridgeError(
@@ -709,6 +709,9 @@ class Network(IncomingLines):
         to = make_address(target, self.server)
 
         async def written(echoes: list[Line]) -> None:
+            if not echoes:  # no echo-message: nothing but that it is written
+                await self.deliver(events.Delivered(to, xmpp_id))
+                return
             # The first line's msgid and time name the message (in a private chat
             # too: the component remembers it for replies and reactions); every
             # line's msgid is kept, since a reply or reaction on IRC may point at any.
@@ -718,7 +721,7 @@ class Network(IncomingLines):
                     to,
                     xmpp_id,
                     legacy_id=ids[0] if ids else None,
-                    sent=parse_timestamp(echoes[0].tags.get("time")) if echoes else None,
+                    sent=parse_timestamp(echoes[0].tags.get("time")),
                     legacy_ids=ids,
                 )
             )
