@@ -557,7 +557,7 @@ class Network(IncomingLines):
     ) -> None:
         """PRIVMSGs for `text`, split to fit the server's relay of our own lines; the
         first carries `tags` (client tags are outside the 512 bytes)."""
-        await self.ensure_connected()
+        conn = await self.ensure_connected()
         user, host = self.userhost or (None, None)
         budget = privmsg_budget(relay_prefix_bytes(self.nick, user, host, "PRIVMSG", target))
         lines = outgoing_lines(text, budget)
@@ -571,7 +571,7 @@ class Network(IncomingLines):
         prefix = format_tags(tags) if tags and self._has_tags() else ""
         for piece, action in lines:
             line = format_line("PRIVMSG", target, ctcp("ACTION", piece) if action else piece)
-            self._connection().send(prefix + line, ticket)
+            conn.send(prefix + line, ticket)
             prefix = ""
         self._typing.message_sent(casefold(target))
         if xmpp_id and not is_channel(target):
