@@ -142,30 +142,6 @@ class Line:
     """The sender's stable identity on the network (events.Occupant.occupant_id),
     which the room shows hashed as the XEP-0421 occupant id, live and archived."""
 
-    def as_written(
-        self, sent: datetime, legacy_id: str | None, more_legacy_ids: tuple[str, ...]
-    ) -> Line:
-        """This line with the time and ids the network gave it when it took the line.
-
-        `dataclasses.replace`, which looks every field up by name, cost more than the
-        rest of the reflection (tests/unit/test_wire.py holds the two equal)."""
-        return Line(
-            self.user,
-            self.room,
-            self.stanza_id,
-            sent,
-            self.nick,
-            self.body,
-            self.kind,
-            legacy_id,
-            self.origin_id,
-            self.xmpp_id,
-            self.reply_to,
-            self.replaces,
-            more_legacy_ids,
-            self.occupant_id,
-        )
-
     @property
     def message_id(self) -> str:
         """The `id` attribute the live stanza had, so archived and live copies match."""

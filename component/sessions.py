@@ -84,9 +84,15 @@ class SessionManager:
     async def ensure(self, user: str, account: Account | None = None) -> Session | None:
         """The user's running session, started if needed; None when not registered.
 
-        `account` saves reading it again when the caller has just done so.
+        `account` saves reading it again when the caller has just done so. A running
+        session while none starts or stops is what the lock would give at once: every
+        message the user sends asks, and taking the lock cost more than a dict look-up.
         """
-        async with self._lock(user):
+        lock = self._lock(user)
+        session = self._sessions.get(user)
+        if session is not None and not lock.locked():
+            return session
+        async with lock:
             return await self._ensure(user, account)
 
     async def _ensure(self, user: str, account: Account | None) -> Session | None:

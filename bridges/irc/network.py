@@ -556,10 +556,10 @@ class Network(IncomingLines):
     ) -> None:
         """PRIVMSGs for `text`, split to fit the server's relay of our own lines; the
         first carries `tags` (client tags are outside the 512 bytes)."""
-        await self.ensure_connected()
+        conn = await self.ensure_connected()
         user, host = self.userhost or (None, None)
         budget = privmsg_budget(relay_prefix_bytes(self.nick, user, host, "PRIVMSG", target))
-        lines = list(outgoing_lines(text, budget))
+        lines = outgoing_lines(text, budget)
         limit = self.options.max_lines_per_message
         if limit and len(lines) > limit:
             raise BridgeError(
@@ -570,7 +570,7 @@ class Network(IncomingLines):
         prefix = format_tags(tags) if tags and self._has_tags() else ""
         for piece, action in lines:
             line = format_line("PRIVMSG", target, ctcp("ACTION", piece) if action else piece)
-            self._connection().send(prefix + line, ticket)
+            conn.send(prefix + line, ticket)
             prefix = ""
         self._typing.message_sent(casefold(target))
         if xmpp_id and not is_channel(target):
@@ -708,6 +708,9 @@ class Network(IncomingLines):
         to = make_address(target, self.server)
 
         async def written(echoes: list[Line]) -> None:
+            if not echoes:  # no echo-message: nothing but that it is written
+                await self.deliver(events.Delivered(to, xmpp_id))
+                return
             # The first line's msgid and time name the message (in a private chat
             # too: the component remembers it for replies and reactions); every
             # line's msgid is kept, since a reply or reaction on IRC may point at any.
@@ -717,7 +720,7 @@ class Network(IncomingLines):
                     to,
                     xmpp_id,
                     legacy_id=ids[0] if ids else None,
-                    sent=parse_timestamp(echoes[0].tags.get("time")) if echoes else None,
+                    sent=parse_timestamp(echoes[0].tags.get("time")),
                     legacy_ids=ids,
                 )
             )

@@ -34,7 +34,7 @@ from component import references, wire
 from component.archive import Archive, Line
 from component.db import create_engine
 from component.gateway import to_component_stream
-from component.muc import GroupChats, RoomState
+from component.muc import GroupChats, RoomState, Sending
 
 COMPONENT = "irc.localhost"
 STREAM_NS = "jabber:component:accept"
@@ -295,11 +295,14 @@ async def test_a_plain_room_message_reaches_the_bridge_and_comes_back_alike(stan
 
 
 def test_a_written_line_keeps_every_other_field():
-    """`Line.as_written` (the reflection's line, built without `dataclasses.replace`)
-    changes the time and legacy ids only, whatever fields `Line` has."""
+    """`Sending.written` (the reflection's line, built once, when the network took it)
+    sets the time and legacy ids and carries every other field of `Line`, whatever
+    fields it has."""
     values: dict[str, Any] = {field.name: f"{field.name}-value" for field in fields(Line)}
     values.update(sent=datetime(2026, 1, 2, tzinfo=UTC), more_legacy_ids=("msgid-0",))
-    sent = Line(**values)
+    line = Line(**values)
+    taken = {"sent", "legacy_id", "more_legacy_ids"}
+    sending = Sending("sender", **{k: v for k, v in values.items() if k not in taken})
     later = datetime(2026, 1, 3, tzinfo=UTC)
-    written = sent.as_written(later, "msgid-1", ("msgid-2",))
-    assert written == replace(sent, sent=later, legacy_id="msgid-1", more_legacy_ids=("msgid-2",))
+    written = sending.written(later, "msgid-1", ("msgid-2",))
+    assert written == replace(line, sent=later, legacy_id="msgid-1", more_legacy_ids=("msgid-2",))
