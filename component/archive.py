@@ -1,13 +1,10 @@
 """The room archive: every room message of each user's legacy memberships, per user.
 
 Writes never hold up delivery: the MUC engine decides a line's stanza id, sends the
-stanza and `add`s the line; a writer task stores a burst in one transaction once it is
-over (a burst of 2,000 lines is one commit, not 2,000, and none while it is still being
-delivered: see `_write_due`). A crash loses at most the lines not yet committed: those
-of the burst in flight, at most MAX_BATCH lines or MAX_DELAY seconds of them. Reads
-(`latest` for history on join, `page` for MAM, `find`, `reactions`) first make the
-writer commit what is queued and wait for it, so a client never misses a line it was
-just sent live; so does `stop`.
+stanza and `add`s the line; a writer task stores whatever piled up meanwhile in one
+transaction (a burst of 500 lines is one commit, not 500). A crash loses at most the
+lines not yet committed. Reads (`latest` for history on join, `page` for MAM) first
+wait for the writer, so a client never misses a line it was just sent live.
 
 Each user has an archive of their own (two users in one IRC channel: two copies), as
 biboumi does, because each saw the room through their own legacy connection. A replay
@@ -55,22 +52,15 @@ from component.models import (
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 5_000
-"""Lines per transaction, and queued lines that make the writer write without waiting
-for the burst to end; a longer burst is written in several. This bounds what a crash
-loses under sustained traffic, and the loop's hold per commit (about 40 ms on SQLite)."""
-QUIET = 0.03
-"""Seconds without a new line after which the writer takes a burst to be over.
+MAX_BATCH = 1_000
+"""Lines per transaction; a longer burst is written in several."""
+GATHER = 0.1
+"""Seconds the writer lets lines pile up after the first before it writes them.
 
 An IRC burst arrives a line or a few at a time; writing each as it came made a
 transaction per line or two, and the transactions (not the rows) were most of what
-the archive cost the gateway. Writing every 0.1 s instead still committed a burst of
-2,000 lines (a quarter of a second) several times while it was being delivered, each
-commit holding the event loop (and taking a core from Prosody and the client)."""
-MAX_DELAY = 1.0
-"""Seconds at most between a line's arrival and the start of its commit, under
-traffic that never pauses for QUIET. A reader (`flush`: history on join, MAM) does not
-wait for QUIET or MAX_DELAY."""
+the archive cost the gateway. A reader (`flush`: history on join, MAM) does not wait
+for it."""
 ROWS_PER_INSERT = 64
 """Lines per INSERT statement on SQLite (64 rows of 13 values stay under the 999 an
 older SQLite allows): one statement stores them all, where an `executemany` runs the
@@ -261,9 +251,6 @@ class Archive:
     _chats: list[ChatReference] = field(default_factory=list, init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _hurry: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    """Write now: a reader waits (`flush`), or MAX_BATCH lines are queued."""
-    _added: int = field(default=0, init=False)
-    """Lines and references queued so far (the writer sees from it that more came)."""
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _dropping: bool = field(default=False, init=False)
@@ -331,21 +318,16 @@ class Archive:
                 self._dropping = True
             return
         self._queue.append(line)
-        self._queued()
-
-    def _queued(self) -> None:
-        self._added += 1
         self._idle.clear()
         self._wake.set()
-        if len(self._queue) + len(self._chats) >= MAX_BATCH:
-            self._hurry.set()
 
     def note_chat(self, reference: ChatReference) -> None:
         """Queue what changed about a one-to-one message for the next batch."""
         if len(self._chats) >= MAX_QUEUED:
             return  # the lines' warning covers a database that does not keep up
         self._chats.append(reference)
-        self._queued()
+        self._idle.clear()
+        self._wake.set()
 
     async def flush(self) -> None:
         """Wait until every line added so far is committed (or given up on)."""
@@ -357,21 +339,14 @@ class Archive:
         await self._idle.wait()
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
-            first, quiet = loop.time(), False
-            while not self._hurry.is_set():
-                wait = _write_due(loop.time() - first, quiet)
-                if wait <= 0:
-                    break
-                added = self._added
+            if len(self._queue) + len(self._chats) < MAX_BATCH:
                 # In this task (not wait_for's own, which a shutdown ending stray
                 # tasks would cancel, killing the writer before its last flush).
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
+                    async with asyncio.timeout(GATHER):
                         await self._hurry.wait()
-                quiet = self._added == added
             self._wake.clear()
             self._hurry.clear()
             await self._drain()
@@ -998,20 +973,6 @@ def settings_command(archive: Archive) -> Command:
         return "Your rooms are no longer archived; what was archived is deleted."
 
     return Command(SETTINGS_NODE, "Room archive", form, submit)
-
-
-def _write_due(waited: float, quiet: bool) -> float:
-    """How much longer the writer waits before it commits what is queued (0: now).
-
-    `waited`: seconds since the batch's first line; `quiet`: no line came during the
-    writer's last wait (of QUIET, or what was left of MAX_DELAY). The burst is over
-    after QUIET to twice QUIET without a new line (the writer looks every QUIET, not
-    at each line, which would cost a timer per line), and never waits beyond MAX_DELAY.
-    A full batch or a reader does not ask: they set `_hurry`.
-    """
-    if quiet:
-        return 0.0
-    return max(0.0, min(QUIET, MAX_DELAY - waited))
 
 
 def _room_is(account_id: int, room: str) -> tuple[ColumnElement[bool], ...]:

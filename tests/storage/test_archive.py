@@ -60,49 +60,17 @@ def bodies(lines) -> list[str]:
     return [item.body for item in lines]
 
 
-class Commits(list[int]):
-    """The commits seen so far, and a way to wait for the next."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = asyncio.Event()
-
-    def note(self, _conn) -> None:
-        self.append(1)
-        self.seen.set()
-
-    async def reach(self, count: int) -> None:
-        async with asyncio.timeout(10):
-            while len(self) < count:
-                self.seen.clear()
-                await self.seen.wait()
-
-
 @pytest.fixture
 def commits():
     """Commits on any engine (the archive writes an SQLite file through its own)."""
-    seen = Commits()
-    event.listen(Engine, "commit", seen.note)
+    seen: list[int] = []
+
+    def note(_conn):
+        seen.append(1)
+
+    event.listen(Engine, "commit", note)
     yield seen
-    event.remove(Engine, "commit", seen.note)
-
-
-@pytest.fixture
-async def quiet(archive, engine, commits):
-    """An archive without a retention task (whose commit would be counted), its
-    commits counted from its start."""
-    await archive.stop()
-    archive = Archive(engine, "irc", max_days=0)
-    archive.start()
-    commits.clear()
-    yield archive
-    await archive.stop()
-
-
-def no_timers(monkeypatch, **more) -> None:
-    """Neither the burst's end nor the longest delay comes in a test's lifetime."""
-    for name, value in {"QUIET": 3600.0, "MAX_DELAY": 3600.0, **more}.items():
-        monkeypatch.setattr(archive_module, name, value)
+    event.remove(Engine, "commit", note)
 
 
 async def test_a_burst_is_one_transaction_and_keeps_every_field(archive, engine, commits):
@@ -426,80 +394,6 @@ async def test_lines_arriving_one_at_a_time_are_written_together(archive, engine
     assert len(await archive.latest("a@x", ROOM, 100)) == 50
     assert len(commits) == 1
     await archive.stop()
-
-
-async def test_a_burst_is_committed_once_it_is_over(quiet, commits, monkeypatch):
-    """A burst lasting longer than a commit interval would (here 0.3 s) is one commit,
-    made without a reader asking once no line came for QUIET: none while the burst
-    is being delivered, where its commits would take the event loop and a core."""
-    no_timers(monkeypatch, QUIET=1.0)
-    for n in range(30):
-        quiet.add(line("a@x", n))
-        await asyncio.sleep(0.01)  # the pace of the burst, not a synchronisation
-    assert commits == []
-    await commits.reach(1)  # the burst is over
-    assert len(await quiet.latest("a@x", ROOM, 100)) == 30
-    assert len(commits) == 1
-
-
-async def test_reads_see_lines_queued_but_not_committed(quiet, commits, monkeypatch):
-    """History, MAM, `find` and reactions make the writer commit what is queued now,
-    without waiting for the burst to end."""
-    no_timers(monkeypatch)
-    lines = [line("a@x", n) for n in range(20)]
-    for item in lines:
-        quiet.add(item)
-        await asyncio.sleep(0)  # the writer runs between two lines, as live
-    assert commits == []
-    assert await quiet.latest("a@x", ROOM, 100) == lines
-    assert len(commits) == 1
-    reaction = line("a@x", 20, kind=REACTION, body="👍", reply_to=lines[0].stanza_id)
-    quiet.add(reaction)
-    assert await quiet.reactions("a@x", ROOM, lines[0].stanza_id, "bob") == ("👍",)
-    quiet.add(late := line("a@x", 21))
-    assert await quiet.find("a@x", ROOM, late.stanza_id) == late
-    quiet.add(line("a@x", 22))
-    page = await quiet.page("a@x", ROOM, Filter(), PageRequest(1, last=True))
-    assert bodies(page.lines) == ["line 22"]
-    assert len(commits) == 4
-
-
-async def test_traffic_that_never_pauses_is_written_after_max_delay(quiet, commits, monkeypatch):
-    """No QUIET ever comes (lines keep arriving): MAX_DELAY still commits them."""
-    no_timers(monkeypatch, MAX_DELAY=0.05, MAX_BATCH=10**9)
-    n = 0
-    while not commits:
-        quiet.add(line("a@x", n))
-        n += 1
-        await asyncio.sleep(0.001)  # the traffic's pace, not a synchronisation
-    assert 0 < len(await quiet.latest("a@x", ROOM, n)) <= n
-
-
-async def test_a_full_batch_is_written_at_once(quiet, commits, monkeypatch):
-    """MAX_BATCH queued lines are committed without waiting for the burst to end,
-    which bounds what a crash loses and what the queue holds."""
-    no_timers(monkeypatch, MAX_BATCH=50)
-    for n in range(49):
-        quiet.add(line("a@x", n))
-    for _ in range(5):
-        await asyncio.sleep(0)  # the writer runs, and waits
-    assert commits == []
-    quiet.add(line("a@x", 49))
-    await commits.reach(1)
-    assert len(await quiet.latest("a@x", ROOM, 100)) == 50
-    assert len(commits) == 1
-
-
-async def test_stopping_writes_what_waits_for_the_burst_to_end(quiet, engine, monkeypatch):
-    no_timers(monkeypatch)
-    lines = [line("a@x", n) for n in range(10)]
-    for item in lines:
-        quiet.add(item)
-        await asyncio.sleep(0)  # the writer is waiting for the burst to end
-    await quiet.stop()
-    again = Archive(engine, "irc")
-    assert await again.latest("a@x", ROOM, 100) == lines
-    await again.stop()
 
 
 async def test_the_writer_survives_a_shutdown_ending_stray_tasks(archive):
