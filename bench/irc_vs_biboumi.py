@@ -899,6 +899,16 @@ def print_table(gateways: list[Gateway]) -> None:
     for row in dict.fromkeys(row for g in gateways for row in g.results):
         cells = [g.results.get(row, "-") for g in gateways]
         print(f"{row:40}" + "".join(f"{cell:>{width}}" for cell in cells))
+    for on in gateways:  # each variant's own on ÷ off (`--windows`, `--baseline`)
+        off = names.get(on.name.replace("archive on", "archive off"))
+        if off is None or off is on:  # an archive-off gateway, or biboumi
+            continue
+        print(f"\n{on.name} ÷ {off.name}, round by round:")
+        for row in rows:
+            pairs = zip(on.samples.get(row, []), off.samples.get(row, []), strict=False)
+            ratios = [a / b for a, b in pairs if b]
+            if ratios:
+                print(f"  {row:38}{spread(ratios, 'x'):>{width}}")
 
 
 async def main(args: argparse.Namespace) -> None:
