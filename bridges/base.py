@@ -188,9 +188,10 @@ class ChatReferences(Protocol):
     a network whose own replies name legacy ids (IRC `+draft/reply`) translates.
     """
 
-    async def legacy_id(self, xmpp_id: str) -> str | None:
-        """The legacy id of the message the user's clients know as `xmpp_id`; None
-        when unknown (too old, or never given one)."""
+    async def legacy_ids(self, xmpp_id: str) -> tuple[str, ...]:
+        """The legacy ids of the message the user's clients know as `xmpp_id`, the
+        first first (several where it became several legacy messages: a multi-line
+        one on IRC); none when unknown (too old, or never given one)."""
         ...
 
     async def xmpp_id(self, legacy_id: str) -> str | None:

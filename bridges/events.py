@@ -102,6 +102,15 @@ class Quoted:
     nick: str | None
     text: str
     sent: datetime | None = None
+    legacy_ids: tuple[str, ...] = ()
+    """Every legacy id of the message, in order, where it became several legacy
+    messages (one IRC line and msgid per line) and the caller knows them all; a
+    retraction removes each (`every_legacy_id`)."""
+
+    @property
+    def every_legacy_id(self) -> tuple[str, ...]:
+        """`legacy_ids`, else the one `legacy_id` (or none)."""
+        return self.legacy_ids or ((self.legacy_id,) if self.legacy_id else ())
 
 
 class ChatState(Enum):

@@ -163,6 +163,8 @@ class ChatReference:
     """The user's current reactions to it."""
     theirs: tuple[str, ...] | None = None
     """The contact's current reactions to it."""
+    more_legacy_ids: tuple[str, ...] | None = None
+    """The legacy ids of its further legacy messages (as `Line.more_legacy_ids`)."""
 
     def merged(self, newer: ChatReference) -> ChatReference:
         """This reference with what `newer` changed."""
@@ -172,6 +174,7 @@ class ChatReference:
             _newer(newer.legacy_id, self.legacy_id),
             _newer(newer.mine, self.mine),
             _newer(newer.theirs, self.theirs),
+            _newer(newer.more_legacy_ids, self.more_legacy_ids),
         )
 
 
@@ -256,7 +259,7 @@ class Archive:
             index_elements=[ChatReferenceRow.account_id, ChatReferenceRow.xmpp_id],
             set_={
                 name: func.coalesce(chats.excluded[name], getattr(ChatReferenceRow, name))
-                for name in ("legacy_id", "mine", "theirs")
+                for name in ("legacy_id", "more_legacy_ids", "mine", "theirs")
             }
             | {"updated": chats.excluded.updated},
         )
@@ -457,8 +460,9 @@ class Archive:
                         "account_id": account.id,
                         "xmpp_id": chat.xmpp_id,
                         "legacy_id": chat.legacy_id,
-                        "mine": _emojis_text(chat.mine),
-                        "theirs": _emojis_text(chat.theirs),
+                        "more_legacy_ids": _joined(chat.more_legacy_ids),
+                        "mine": _joined(chat.mine),
+                        "theirs": _joined(chat.theirs),
                         # Distinct times in queue order, so the bound cuts a burst too.
                         "updated": now + timedelta(microseconds=n),
                     }
@@ -698,7 +702,9 @@ class Archive:
             raise UnknownId(", ".join(sorted(missing)))
         return found
 
-    async def find(self, user: str, room: str, message_id: str) -> Line | None:
+    async def find(
+        self, user: str, room: str, message_id: str, *, every_legacy_id: bool = False
+    ) -> Line | None:
         """The line of `room` a client or the legacy side refers to by `message_id`.
 
         Clients name a room message by its stanza-id (XEP-0461, 0444, 0424), by the
@@ -707,6 +713,8 @@ class Archive:
         restart. One indexed query per kind of id, in that order (an OR over the four
         columns made SQLite scan the room: 9-13 ms at 20,000 lines, now 1-3 ms). A
         reaction line is never found: nothing replies to, corrects or reacts to one.
+        `every_legacy_id` also loads the message's further legacy ids (a retraction
+        removes every line of it); the lookups that name one line skip that query.
         """
 
         def query(db: Connection) -> Line | None:
@@ -721,7 +729,8 @@ class Archive:
                     .limit(1)
                 ).first()
                 if row is not None:
-                    return _line(user, row)
+                    more = _more_legacy_ids(db, row.stanza_id) if every_legacy_id else ()
+                    return _line(user, row, more)
             return None
 
         # A further line's msgid (a multi-line message) names the message too.
@@ -779,6 +788,7 @@ class Archive:
                     ChatReferenceRow.legacy_id,
                     ChatReferenceRow.mine,
                     ChatReferenceRow.theirs,
+                    ChatReferenceRow.more_legacy_ids,
                 )
                 .where(ChatReferenceRow.account_id == account.id, where)
                 .order_by(ChatReferenceRow.updated.desc())
@@ -787,7 +797,12 @@ class Archive:
             if row is None:
                 return None
             return ChatReference(
-                user, row.xmpp_id, row.legacy_id, _emojis(row.mine), _emojis(row.theirs)
+                user,
+                row.xmpp_id,
+                row.legacy_id,
+                _split(row.mine),
+                _split(row.theirs),
+                _split(row.more_legacy_ids),
             )
 
         return await self._read(query)
@@ -853,12 +868,7 @@ class Archive:
                 ).first()
             if row is None:
                 return None
-            more = db.execute(
-                select(ArchiveLegacyIdRow.legacy_id)
-                .where(ArchiveLegacyIdRow.stanza_id == row.stanza_id)
-                .order_by(ArchiveLegacyIdRow.position)
-            ).scalars()
-            return _line(user, row, tuple(more))
+            return _line(user, row, _more_legacy_ids(db, row.stanza_id))
 
         return await self._read(query)
 
@@ -1015,11 +1025,12 @@ def _newer(new: _T | None, old: _T | None) -> _T | None:
     return old if new is None else new
 
 
-def _emojis_text(emojis: tuple[str, ...] | None) -> str | None:
-    return None if emojis is None else "\n".join(emojis)
+def _joined(items: tuple[str, ...] | None) -> str | None:
+    """Emojis or ids, one a line, as `chat_references` keeps them (None: not known)."""
+    return None if items is None else "\n".join(items)
 
 
-def _emojis(text: str | None) -> tuple[str, ...] | None:
+def _split(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(text.split("\n")) if text else ()
 
 
@@ -1062,6 +1073,17 @@ _COLUMNS = (
 """What reads load: plain rows (Core), not ORM objects, which cost more than the query."""
 _ID_COLUMNS = (ArchiveRow.stanza_id, ArchiveRow.legacy_id, ArchiveRow.origin_id, ArchiveRow.xmpp_id)
 """The ids a message is named by, each with an index (see `Archive.find`)."""
+
+
+def _more_legacy_ids(db: Connection, stanza_id: str) -> tuple[str, ...]:
+    """The further legacy ids of the message `stanza_id`, in order."""
+    return tuple(
+        db.execute(
+            select(ArchiveLegacyIdRow.legacy_id)
+            .where(ArchiveLegacyIdRow.stanza_id == stanza_id)
+            .order_by(ArchiveLegacyIdRow.position)
+        ).scalars()
+    )
 
 
 def _line(user: str, row: Any, more_legacy_ids: tuple[str, ...] = ()) -> Line:

@@ -29,18 +29,20 @@ class PrivateChats:
         self._refs: OrderedDict[tuple[str, str], ChatReference] = OrderedDict()
         """(user, XMPP id) → reference, newest last."""
         self._by_legacy: dict[tuple[str, str], str] = {}
-        """(user, legacy id) → XMPP id, for the references in `_refs`."""
+        """(user, legacy id) → XMPP id, for the references in `_refs` (each of the
+        legacy ids of a message that became several)."""
 
     def _remember(self, ref: ChatReference) -> None:
         key = (ref.user, ref.xmpp_id)
         self._refs.pop(key, None)
         self._refs[key] = ref
-        if ref.legacy_id:
-            self._by_legacy[(ref.user, ref.legacy_id)] = ref.xmpp_id
+        for legacy_id in _legacy_ids(ref):
+            self._by_legacy[(ref.user, legacy_id)] = ref.xmpp_id
         if len(self._refs) > self._kept:
             _, old = self._refs.popitem(last=False)
-            if old.legacy_id and self._by_legacy.get((old.user, old.legacy_id)) == old.xmpp_id:
-                del self._by_legacy[(old.user, old.legacy_id)]
+            for legacy_id in _legacy_ids(old):
+                if self._by_legacy.get((old.user, legacy_id)) == old.xmpp_id:
+                    del self._by_legacy[(old.user, legacy_id)]
 
     def _change(self, ref: ChatReference) -> None:
         """Apply what `ref` changes, here and (queued) in the database."""
@@ -65,20 +67,26 @@ class PrivateChats:
         self._remember(ref)
         return ref
 
-    def note(self, user: str, xmpp_id: str, legacy_id: str) -> None:
+    def note(self, user: str, xmpp_id: str, legacy_id: str, more: tuple[str, ...] = ()) -> None:
         """A message the user's clients know as `xmpp_id` is `legacy_id` on the network
-        (a contact's message, under its own id; the user's, once the network took it)."""
+        (a contact's message, under its own id; the user's, once the network took it),
+        and `more` too where it became several legacy messages (a multi-line one)."""
         known = self._refs.get((user, xmpp_id))
-        if known is None or known.legacy_id != legacy_id:
-            self._change(ChatReference(user, xmpp_id, legacy_id))
+        if known is None or (known.legacy_id, known.more_legacy_ids or ()) != (legacy_id, more):
+            self._change(ChatReference(user, xmpp_id, legacy_id, more_legacy_ids=more or None))
 
     async def legacy_id(self, user: str, xmpp_id: str) -> str | None:
         """The legacy id of the message the user's clients know as `xmpp_id`."""
+        ids = await self.legacy_ids(user, xmpp_id)
+        return ids[0] if ids else None
+
+    async def legacy_ids(self, user: str, xmpp_id: str) -> tuple[str, ...]:
+        """Every legacy id of the message the user's clients know as `xmpp_id`, the
+        first first (none when unknown)."""
         known = self._refs.get((user, xmpp_id))
-        if known is not None and known.legacy_id:
-            return known.legacy_id
-        ref = await self._load(user, xmpp_id)
-        return ref.legacy_id if ref is not None else None
+        if known is None or not known.legacy_id:
+            known = await self._load(user, xmpp_id)
+        return _legacy_ids(known) if known is not None else ()
 
     async def xmpp_id(self, user: str, legacy_id: str) -> str | None:
         """The id the user's clients know the message `legacy_id` by, if it is known."""
@@ -118,3 +126,9 @@ class PrivateChats:
             del self._refs[key]
         for key in [key for key in self._by_legacy if key[0] == user]:
             del self._by_legacy[key]
+
+
+def _legacy_ids(ref: ChatReference) -> tuple[str, ...]:
+    if not ref.legacy_id:
+        return ()
+    return (ref.legacy_id, *(ref.more_legacy_ids or ()))

@@ -218,6 +218,9 @@ class ChatReferenceRow(Base):
     )
     xmpp_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     legacy_id: Mapped[str | None] = mapped_column(String(255))
+    more_legacy_ids: Mapped[str | None] = mapped_column(Text)
+    """The further legacy ids, one a line, of a message that became several legacy
+    messages (a multi-line message: one IRC msgid per line); a retraction removes each."""
     mine: Mapped[str | None] = mapped_column(Text)
     """The user's reactions, one emoji a line."""
     theirs: Mapped[str | None] = mapped_column(Text)

@@ -493,18 +493,24 @@ class GroupChats:
             await session.set_chat_state(room, chat_state)
         return True
 
-    async def _find(self, user: str, room: Address, message_id: str | None) -> Line | None:
+    async def _find(
+        self, user: str, room: Address, message_id: str | None, *, every_legacy_id: bool = False
+    ) -> Line | None:
         """The archived line a client or the legacy side names, if it is known."""
         if self.archive is None or not message_id:
             return None
         try:
-            return await self.archive.find(user, room.legacy_id, message_id)
+            return await self.archive.find(
+                user, room.legacy_id, message_id, every_legacy_id=every_legacy_id
+            )
         except (SQLAlchemyError, OSError) as exc:
             log.warning("%s: cannot look up %r in %s: %s", user, message_id, room.legacy_id, exc)
             return None
 
     async def _find_own(self, state: RoomState, message_id: str, action: str) -> Line:
-        line = await self._find(state.user, state.room, message_id)
+        """The user's own line `message_id`, with every legacy id of it (a retraction
+        removes each line of a multi-line message)."""
+        line = await self._find(state.user, state.room, message_id, every_legacy_id=True)
         if line is None:
             raise stanza_error("item-not-found", f"cannot {action} {message_id!r}: unknown here")
         if line.nick != state.nick and line.xmpp_id is None and line.origin_id is None:
@@ -824,6 +830,10 @@ class GroupChats:
         target = await self._find(state.user, state.room, event.target)
         if target is None:
             log.info("%s: a retraction of %r, which is not archived", state.user, event.target)
+            return
+        if target.kind == RETRACTED:
+            # Already removed: the REDACT of another line of the same message (one per
+            # line), or a replay; clients saw the retraction once.
             return
         if self.archive is not None:
             try:
@@ -1250,7 +1260,9 @@ class GroupChats:
 
 
 def _quoted(line: Line) -> events.Quoted:
-    return events.Quoted(line.legacy_id, line.nick, line.body, line.sent)
+    more = line.more_legacy_ids
+    every = (line.legacy_id, *more) if line.legacy_id and more else ()
+    return events.Quoted(line.legacy_id, line.nick, line.body, line.sent, every)
 
 
 def _kind(text: str, kind: events.MessageKind) -> str:

@@ -127,7 +127,8 @@ class Outbound:
                 self._send(self._failure(user, event))
             case events.Delivered():
                 if event.legacy_id and event.xmpp_id and not event.to.is_group:
-                    self.chats.note(user, event.xmpp_id, event.legacy_id)
+                    more = event.legacy_ids[1:]
+                    self.chats.note(user, event.xmpp_id, event.legacy_id, more)
                 to, wanted = self._sender(user, event.xmpp_id, event.origin, receipt=True)
                 if wanted:
                     self._send(self._receipt(to, event))

@@ -277,8 +277,8 @@ class UserSink:
         if state is not None:
             await self._storage.save_account(state=state)
 
-    async def legacy_id(self, xmpp_id: str) -> str | None:
-        return await self._chats.legacy_id(self.user, xmpp_id)
+    async def legacy_ids(self, xmpp_id: str) -> tuple[str, ...]:
+        return await self._chats.legacy_ids(self.user, xmpp_id)
 
     async def xmpp_id(self, legacy_id: str) -> str | None:
         return await self._chats.xmpp_id(self.user, legacy_id)

@@ -596,12 +596,14 @@ class Network(IncomingLines):
         return {tag: quoted.legacy_id} if tag and quoted.legacy_id else {}
 
     async def _known(self, target: str, quoted: events.Quoted) -> events.Quoted:
-        """In a private chat the client names a message by the id it saw: the msgid
-        it stands for, if known (else None, and the text fallback)."""
+        """In a private chat the client names a message by the id it saw: the msgids
+        it stands for (the first, else None and the text fallback; all of them for a
+        retraction), if known."""
         if is_channel(target):
             return quoted
         named = quoted.legacy_id
-        return replace(quoted, legacy_id=await self.references.legacy_id(named) if named else None)
+        ids = await self.references.legacy_ids(named) if named else ()
+        return replace(quoted, legacy_id=ids[0] if ids else None, legacy_ids=ids)
 
     async def reply(
         self, target: str, text: str, quoted: events.Quoted, xmpp_id: str | None
@@ -654,7 +656,8 @@ class Network(IncomingLines):
 
     async def redact(self, target: str, quoted: events.Quoted) -> None:
         """REDACT where the server offers `draft/message-redaction`, in a channel or to
-        a nick; the server's REDACT back (or, without echo-message, our own word)
+        a nick, one per line of the message (`Quoted.every_legacy_id`); the server's
+        REDACT back (or, without echo-message, our own word)
         removes it from the room. In a private chat the user's other clients learn it
         from their server (carbons), not from us."""
         conn = await self.ensure_connected()
@@ -670,7 +673,9 @@ class Network(IncomingLines):
                 f"{self.server} gave that message no msgid, so it cannot be removed",
                 "feature-not-implemented",
             )
-        self.send("REDACT", target, quoted.legacy_id)
+        # Every line of a multi-line message; the room shows one retraction of it.
+        for legacy_id in quoted.every_legacy_id:
+            self.send("REDACT", target, legacy_id)
         if "echo-message" not in conn.caps and is_channel(target):
             await self.deliver(
                 events.Retraction(make_address(target, self.server), self.nick, quoted.legacy_id)

@@ -81,20 +81,20 @@ class RecordingSink(Recorder):
 
     def __init__(self) -> None:
         super().__init__()
-        self.legacy_ids: dict[str, str] = {}
+        self.known_ids: dict[str, tuple[str, ...]] = {}
 
     async def deliver(self, event: events.Event, *, state: Mapping[str, Any] | None = None) -> None:
         if isinstance(event, events.Message) and event.legacy_id and not event.sender.is_group:
-            self.legacy_ids[event.legacy_id] = event.legacy_id
+            self.known_ids[event.legacy_id] = (event.legacy_id,)
         if isinstance(event, events.Delivered) and event.legacy_id and not event.to.is_group:
-            self.legacy_ids[event.xmpp_id] = event.legacy_id
+            self.known_ids[event.xmpp_id] = event.legacy_ids or (event.legacy_id,)
         self.record(event)
 
-    async def legacy_id(self, xmpp_id: str) -> str | None:
-        return self.legacy_ids.get(xmpp_id)
+    async def legacy_ids(self, xmpp_id: str) -> tuple[str, ...]:
+        return self.known_ids.get(xmpp_id, ())
 
     async def xmpp_id(self, legacy_id: str) -> str | None:
-        return next((x for x, known in self.legacy_ids.items() if known == legacy_id), None)
+        return next((x for x, known in self.known_ids.items() if legacy_id in known), None)
 
     async def wait_event(self, kind: type, timeout: float = TIMEOUT, **fields: Any) -> Any:
         return await self.wait_for(

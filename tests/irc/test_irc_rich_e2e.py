@@ -822,3 +822,62 @@ async def test_a_private_retraction_after_a_restart_redacts_the_stored_msgid(scr
     private_retraction(fred, "p-before-2", "p-retract-5")
     assert await ircd.lines.wait_for(lambda line: line.startswith("REDACT")) == "REDACT bob :own-1"
     await fred.close()
+
+
+def redacts(ircd: ScriptedIrcd) -> list[str]:
+    return [line for line in ircd.lines.items if line.startswith("REDACT")]
+
+
+async def test_a_multi_line_message_is_redacted_line_by_line_and_retracted_once(scripted_stack):
+    """Three lines are three msgids: a retraction REDACTs each, the three REDACTs
+    back are one retraction for fred; an operator's REDACT of the second line
+    removes the whole message, once."""
+    prosody, ircd, _gateway = scripted_stack
+    fred = await fred_in_room(prosody)
+    fred.send_message(mto=ROOM, mbody="one\ntwo\nthree", mtype="groupchat")
+    mine = await fred.wait_for(groupchat_with("one\ntwo\nthree"))
+    retract = groupchat(fred)
+    retract["retract"]["id"] = stanza_id(mine)
+    retract.send()
+    await ircd.lines.wait_for(lambda line: line == "REDACT #room :own-3")
+    assert redacts(ircd) == ["REDACT #room :own-1", "REDACT #room :own-2", "REDACT #room :own-3"]
+    await fred.wait_for(retraction_of(stanza_id(mine)))
+
+    fred.send_message(mto=ROOM, mbody="four\nfive\nsix", mtype="groupchat")
+    second = await fred.wait_for(groupchat_with("four\nfive\nsix"))
+    ircd.push(":op!o@h REDACT #room own-5 :not that")
+    await fred.wait_for(retraction_of(stanza_id(second)))
+
+    # Lines are handled in order: once bob's later line is shown, every REDACT was.
+    ircd.push(f"@msgid=b9 {BOB} PRIVMSG #room :after the redactions")
+    await fred.wait_for(groupchat_with("after the redactions"))
+    for message in (mine, second):  # no second retraction of either
+        assert not [s for s in fred.stanzas if retraction_of(stanza_id(message))(s)]
+    archived, _ = await mam(fred)
+    tombstones = {
+        archive_id(m) for m in archived if m.find(f"{{{RETRACT_NS}}}retracted") is not None
+    }
+    assert tombstones == {stanza_id(mine), stanza_id(second)}
+    await fred.close()
+
+
+async def test_a_private_multi_line_retraction_after_a_restart_redacts_every_line(
+    scripted_stack,
+):
+    """Every msgid of fred's three-line private message is kept in `chat_references`:
+    after a restart its retraction still REDACTs each line."""
+    prosody, ircd, gateway = scripted_stack
+    fred = await fred_in_room(prosody)
+    mine = fred.make_message(mto=BOB_JID, mbody="one\ntwo\nthree", mtype="chat")
+    mine["id"] = "p-lines"
+    mine.xml.append(ET.Element("{urn:xmpp:receipts}request"))
+    mine.send()
+    receipt = "{urn:xmpp:receipts}received"
+    await fred.wait_for(from_bob(lambda s: s.xml.find(receipt) is not None))
+    assert await gateway.stop() == 0  # SIGTERM: the references batch is written
+    await gateway.start()
+
+    private_retraction(fred, "p-lines", "p-retract-lines")
+    await ircd.lines.wait_for(lambda line: line == "REDACT bob :own-3")
+    assert redacts(ircd) == ["REDACT bob :own-1", "REDACT bob :own-2", "REDACT bob :own-3"]
+    await fred.close()

@@ -334,6 +334,9 @@ async def test_every_legacy_id_of_a_multi_line_message_finds_it(archive):
     assert await archive.find_by_legacy_id("a@x", "#other%irc.x.org", "m2") is None
     assert (await archive.find_by_legacy_id("b@x", ROOM, "m2")).body == "line 7"
     assert await archive.find_by_legacy_id("nobody@x", ROOM, "m1") is None
+    # A retraction names it by its stanza id or origin-id and needs every msgid.
+    for message_id in (own.stanza_id, "o-7", "m1", "m3"):
+        assert await archive.find("a@x", ROOM, message_id, every_legacy_id=True) == own
 
 
 async def test_a_replayed_line_of_a_multi_line_message_is_not_stored_again(archive, engine):

@@ -55,6 +55,20 @@ async def test_ids_and_reaction_sets_outlive_the_process(archive):
     await archive.stop()
 
 
+async def test_every_msgid_of_a_multi_line_message_outlives_the_process(archive):
+    """A retraction REDACTs each line; a reaction's set change (another field) keeps them."""
+    chats = PrivateChats(archive)
+    chats.note("a@x", "client-1", "msgid-1", ("msgid-2", "msgid-3"))
+    assert await chats.xmpp_id("a@x", "msgid-2") == "client-1"  # any line names it
+    assert await chats.contacts_change("a@x", "client-1", "🎉", removed=False) == ["🎉"]
+
+    archive, chats = await restarted(archive)
+    assert await chats.legacy_ids("a@x", "client-1") == ("msgid-1", "msgid-2", "msgid-3")
+    assert await chats.legacy_id("a@x", "client-1") == "msgid-1"
+    assert await chats.legacy_ids("a@x", "never-seen") == ()
+    await archive.stop()
+
+
 async def test_each_account_keeps_its_newest(archive, monkeypatch):
     monkeypatch.setattr(archive_module, "CHATS_KEPT", 3)
     chats = PrivateChats(archive)
