@@ -121,8 +121,11 @@ async def test_a_quiet_users_message_overtakes_another_users_queued_flood(
     assert flood_seen == [f"flood {n}" for n in range(FLOOD)]  # the flood kept its order
     # The first window, then one turn each: flood, quiet. (The client may lag behind
     # Prosody on the flooded user's stream, never ahead of it.)
+    # The two clients' streams are read in this one event loop in whatever order the
+    # selector gives, so the quiet client can trail the flooded one by a few of
+    # Prosody's writes: allowed a window more. Without the window all 1,000 come first.
     assert len(seen_before_quiet) == 1
-    assert seen_before_quiet[0] <= WINDOW // STANZA_AT_LEAST + 2, seen_before_quiet
+    assert seen_before_quiet[0] <= 2 * (WINDOW // STANZA_AT_LEAST) + 2, seen_before_quiet
     for client in (quiet, flooded):
         await client.close()
 

@@ -357,15 +357,18 @@ async def test_files_sent_from_xmpp_are_attached_and_other_hosts_stay_links(
         return len(await read_mailbox(mail, "carol")) == 4
 
     await eventually_async(all_four, timeout=PUSH_TIMEOUT * 2)
-    attached, *linked = await read_mailbox(mail, "carol")  # one recipient: in order
+    # Submitted in order, but the MTA relays each mail to Dovecot on its own, so the
+    # bigger one can land later: told apart by content, not by mailbox position.
+    mailbox = await read_mailbox(mail, "carol")
+    [attached] = [m for m in mailbox if list(m.iter_attachments())]
+    bodies = [m.get_body(("plain",)).get_content() for m in mailbox if m is not attached]
     [part] = list(attached.iter_attachments())
     assert part.get_filename() == "plan.pdf"
     assert part.get_content_type() == "application/pdf"
     assert part.get_content() == PDF
     assert attached.get_body(("plain",)).get_content().strip() == ""
-    for mailed, link in zip(linked, ["http://files.example.net/x.pdf", huge, gone], strict=True):
-        assert not list(mailed.iter_attachments())
-        assert link in mailed.get_body(("plain",)).get_content()
+    for link in ["http://files.example.net/x.pdf", huge, gone]:
+        assert sum(link in body for body in bodies) == 1  # a link, and no attachment
 
     async def sent_copies() -> bool:
         return len(await read_mailbox(mail, "alice", "Sent")) == 4
