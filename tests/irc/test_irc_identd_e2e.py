@@ -45,7 +45,7 @@ async def prosody() -> AsyncIterator[Prosody]:
 
 async def test_each_user_shows_their_own_ident_in_the_hostmask(prosody, gateway_factory):
     if ident_port_taken():
-        pytest.skip(f"127.0.0.1:{IDENT_PORT} is taken by another process")
+        pytest.fail(f"127.0.0.1:{IDENT_PORT} is taken by another process: this test needs it")
     async with InspIrcd(ident=True) as ircd:
         identd = {"bind": "127.0.0.1", "port": IDENT_PORT}
         await gateway_factory(prosody, bridges={"irc": irc_section(ircd, identd=identd)})
