@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bridges.timeouts import within
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
@@ -57,7 +59,7 @@ async def main(burst: int, paced: int, rate: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with Prosody(components={FAKE_JID: FAKE_SECRET}) as prosody:
             app = await start_app(gateway_config(prosody, Path(tmp) / "bench.db"), Path(tmp))
-            await asyncio.wait_for(app.gateways[0].link_up.wait(), 15)
+            await within(app.gateways[0].link_up.wait(), 15)
             jid = await prosody.register("bench", PASSWORD)
             client = await TestClient(f"{jid}/bench", PASSWORD).login(
                 prosody.host, prosody.c2s_port
@@ -69,7 +71,7 @@ async def main(burst: int, paced: int, rate: float) -> None:
             started = time.perf_counter()
             for n in range(burst):
                 client.send_message(mto=BOB, mbody=f"burst {n}", mtype="chat")
-            await asyncio.wait_for(timing.done.wait(), 120)
+            await within(timing.done.wait(), 120)
             elapsed = time.perf_counter() - started
             in_order = sorted(timing.arrived, key=timing.arrived.__getitem__) == list(range(burst))
             print(
@@ -83,7 +85,7 @@ async def main(burst: int, paced: int, rate: float) -> None:
                 sent[n] = time.perf_counter()
                 client.send_message(mto=BOB, mbody=f"paced {n}", mtype="chat")
                 await asyncio.sleep(1 / rate)
-            await asyncio.wait_for(timing.done.wait(), 60)
+            await within(timing.done.wait(), 60)
             latencies = sorted((timing.arrived[n] - sent[n]) * 1000 for n in range(paced))
             p50 = statistics.median(latencies)
             p99 = latencies[int(len(latencies) * 0.99) - 1]

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 from crowd import rss_kib
 
+from bridges.timeouts import within
 from component.crypto import generate_key
 from component.devstack.prosody import Prosody
 
@@ -159,7 +160,7 @@ async def idle_rss(
     finally:
         process.terminate()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), 15)
+            await within(process.wait(), 15)
         if process.returncode is None:
             process.kill()
             await process.wait()

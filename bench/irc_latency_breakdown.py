@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bridges.timeouts import within
+
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 
@@ -66,7 +68,7 @@ async def main() -> None:
         NgIrcd(flood_throttling=False) as irc,
     ):
         app = await start_app(gateway_config(server, irc, tmp / "latency.db", "s"), tmp)
-        await asyncio.wait_for(app.gateways[0].link_up.wait(), 15)
+        await within(app.gateways[0].link_up.wait(), 15)
         peer = await IrcPeer.connect("127.0.0.1", irc.port, "peer")
         jid = await server.register("latency", PASSWORD)
         user = RoomUser(f"{jid}/bench", f"{CHANNEL}%127.0.0.1@irc.localhost", "latuser")

@@ -63,6 +63,7 @@ import yaml
 from crowd import in_batches, irc_gateway_config, prosody_accounts, rss_kib
 
 from bridges.irc.devstack import NgIrcd
+from bridges.timeouts import within
 from component.devstack.ejabberd import Ejabberd
 from component.devstack.process import free_port
 from component.devstack.prosody import Prosody
@@ -262,7 +263,7 @@ class RoomUser:
 
     async def _read_until(self, *markers: bytes, timeout: float = 60) -> None:
         try:
-            await asyncio.wait_for(self._fill_until(markers), timeout)
+            await within(self._fill_until(markers), timeout)
         except TimeoutError:
             raise TimeoutError(f"no {markers} in: {self._buffer[-600:]!r}") from None
         self._buffer = b""
@@ -413,7 +414,7 @@ async def run_process(
         if process.returncode is None:
             process.terminate()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), 10)
+                await within(process.wait(), 10)
             if process.returncode is None:
                 process.kill()
 

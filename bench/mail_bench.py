@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bridges.timeouts import within
+
 sys.path[:0] = [
     str(Path(__file__).resolve().parents[1]),
     str(Path(__file__).resolve().parents[1] / "tests" / "mail"),
@@ -93,7 +95,7 @@ async def started(bridge: MailBridge, account: Account, sink: RecordingSink) -> 
     session = bridge.create_session(account, sink, MemoryStore())
     await session.start()
     for watcher in session.watchers:
-        await asyncio.wait_for(watcher.synced.wait(), 30)
+        await within(watcher.synced.wait(), 30)
     return session
 
 

@@ -16,6 +16,7 @@ import time
 
 import asyncpg
 
+from bridges.timeouts import within
 from component.leadership import (
     CHECK_INTERVAL,
     CHECK_TIMEOUT,
@@ -210,7 +211,7 @@ class AdvisoryLock(Leadership):
         connection.add_termination_listener(lambda _connection: closed.set())
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closed.wait(), CHECK_INTERVAL)
+                await within(closed.wait(), CHECK_INTERVAL)
             try:
                 if closed.is_set():
                     reason = "the lock connection was closed"
@@ -286,6 +287,6 @@ class AdvisoryLock(Leadership):
                         "DELETE FROM gateway_instances WHERE id = $1", self.instance_id,
                         timeout=CHECK_TIMEOUT,
                     )  # fmt: skip
-                await asyncio.wait_for(connection.close(), CHECK_TIMEOUT)
+                await within(connection.close(), CHECK_TIMEOUT)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 connection.terminate()

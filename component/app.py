@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridges.timeouts import within
 from component.archive import Archive
 from component.config import Config, LoadedBridge
 from component.db import create_engine, prepare
@@ -214,7 +215,7 @@ class App:
         event.listen(pool, "checkin", checked_in)
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(idle.wait(), timeout)
+                await within(idle.wait(), timeout)
         finally:
             event.remove(pool, "checkin", checked_in)
 

@@ -48,6 +48,7 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from bridges.timeouts import within
 from component import metrics
 from component.config import Config
 
@@ -230,7 +231,7 @@ class FileLock(Leadership):
 async def accepts_connections(host: str, port: int) -> bool:
     """Whether something accepts TCP connections at `host`:`port` (within PROBE_TIMEOUT)."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE_TIMEOUT)
+        _, writer = await within(asyncio.open_connection(host, port), PROBE_TIMEOUT)
     except (OSError, TimeoutError):
         return False
     writer.close()

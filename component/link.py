@@ -15,6 +15,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
+from bridges.timeouts import within
 from component.config import ReconnectSettings
 from component.gateway import Gateway
 
@@ -150,7 +151,7 @@ class Link:
     async def _sleep(self, seconds: float) -> None:
         """Back off, but wake at once when asked to stop."""
         try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            await within(self._stopping.wait(), seconds)
         except TimeoutError:
             return
 

@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from bridges.timeouts import within
 from component import metrics
 from component.leadership import ALIVE
 
@@ -209,7 +210,7 @@ class Ownership:
         task = asyncio.ensure_future(self._run(work))
         task.add_done_callback(self._ended)  # also if cancelled before it ran
         try:
-            return await asyncio.wait_for(asyncio.shield(task), QUERY_TIMEOUT)
+            return await within(asyncio.shield(task), QUERY_TIMEOUT)
         except TimeoutError:
             if late is not None:
                 task.add_done_callback(partial(_then, late))

@@ -11,6 +11,7 @@ from slixmpp.xmlstream import StanzaBase, register_stanza_plugin
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from bridges.timeouts import within
 from component.xep_0100 import GatewayQuery
 
 register_stanza_plugin(Iq, GatewayQuery)
@@ -60,7 +61,7 @@ class TestClient(ClientXMPP):
 
     async def login(self, host: str, port: int, timeout: float = 10.0) -> TestClient:
         self.connect(host, port)
-        await asyncio.wait_for(self.online.wait(), timeout)
+        await within(self.online.wait(), timeout)
         return self
 
     def mark(self) -> int:

@@ -28,6 +28,7 @@ from bridges.irc.caps import ECHO_CAPS, MAX_OFFERED, StsPolicy, parse_offer, to_
 from bridges.irc.inbox import Inbox
 from bridges.irc.protocol import Line, casefold, decode, format_line, is_valid_nick
 from bridges.reachability import is_public, resolved_addresses
+from bridges.timeouts import within
 
 LineHandler = Callable[[Line], Awaitable[None]]
 READ_LIMIT = 64 * 1024
@@ -222,9 +223,9 @@ class IrcConnection:
         """Open the socket and register; raise ConnectionError/OSError on failure."""
         p = self.params
         context = self._tls_context() if p.tls else None
-        self._reader, self._writer = await asyncio.wait_for(self._open(context), p.timeout)
+        self._reader, self._writer = await within(self._open(context), p.timeout)
         try:
-            await asyncio.wait_for(self._register(), p.timeout)
+            await within(self._register(), p.timeout)
         except BaseException:
             self._abort()
             raise
@@ -457,7 +458,7 @@ class IrcConnection:
         self.send(format_line("QUIT", message) if message else "QUIT")
         try:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._queue.join(), 2.0)
+                await within(self._queue.join(), 2.0)
         finally:  # also when cancelled: what is left is `unsent`, the socket closes
             self._abort("closed by us")
         # The reader's and dispatcher's handlers end before the caller goes on (to

@@ -14,6 +14,8 @@ import hashlib
 import logging
 from collections.abc import Callable
 
+from bridges.timeouts import within
+
 log = logging.getLogger(__name__)
 
 Lookup = Callable[[int, int], str | None]
@@ -47,7 +49,7 @@ class Identd:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            query = await asyncio.wait_for(reader.readline(), TIMEOUT)
+            query = await within(reader.readline(), TIMEOUT)
             writer.write(self.answer(query[:QUERY_LIMIT].decode("ascii", "replace")).encode())
             await writer.drain()
         except (TimeoutError, OSError, ValueError):

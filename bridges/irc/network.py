@@ -52,6 +52,7 @@ from bridges.irc.protocol import (
 )
 from bridges.irc.settings import RECONNECT_FIELDS, NetworkSettings, load_settings
 from bridges.irc.sts import StsRecord
+from bridges.timeouts import within
 from bridges.timestamps import parse_timestamp
 
 
@@ -456,7 +457,7 @@ class Network(IncomingLines):
     async def _keep_noting_seen(self, conn: IrcConnection) -> None:
         while True:
             with suppress(TimeoutError):
-                await asyncio.wait_for(conn.closed.wait(), self.options.last_seen_interval)
+                await within(conn.closed.wait(), self.options.last_seen_interval)
                 return
             await self._note_seen()
 
@@ -763,7 +764,7 @@ class Network(IncomingLines):
         self._lists.append((done, result))
         self.send("LIST")
         try:
-            await asyncio.wait_for(done, timeout)
+            await within(done, timeout)
         except TimeoutError:
             self._lists = [item for item in self._lists if item[0] is not done]
         return result

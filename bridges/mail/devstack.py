@@ -31,6 +31,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from bridges.address import AddressError
 from bridges.mail import addresses
+from bridges.timeouts import within
 from component.devstack.process import (
     LOOPBACK,
     DaemonError,
@@ -431,7 +432,7 @@ submission_relay_trusted = no
                 smtp.transport.close()
         self._mta_sessions.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), 5)
+            await within(server.wait_closed(), 5)
 
     # ----------------------------------------------------------------- users
 

@@ -21,6 +21,7 @@ from aioimaplib.aioimaplib import quoted
 
 from bridges.mail.config import MailAccount, Security, Server
 from bridges.mail.imap_parse import Part, Value, as_int, body_parts, fetch_records
+from bridges.timeouts import within
 
 T = TypeVar("T")
 
@@ -207,7 +208,7 @@ class ImapConnection:
             raise ImapError("the server does not offer STARTTLS")
         command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
         _check(await self._call(protocol.execute(command), "STARTTLS"), "STARTTLS")
-        transport = await asyncio.wait_for(
+        transport = await within(
             protocol.loop.start_tls(
                 protocol.transport, protocol, self._tls, server_hostname=self.server.host
             ),
@@ -441,7 +442,7 @@ class ImapConnection:
         try:
             if not self.closed.is_set():
                 with contextlib.suppress(aioimaplib.AioImapException, OSError, TimeoutError):
-                    await asyncio.wait_for(self._client.logout(), self.timeout)
+                    await within(self._client.logout(), self.timeout)
         finally:
             self.abort()
 

@@ -44,6 +44,7 @@ from bridges.mail import addresses, mime, smtp
 from bridges.mail.config import MailAccount, MailOptions
 from bridges.mail.imap import ImapConnection
 from bridges.mail.watcher import CONNECTION_ERRORS
+from bridges.timeouts import within
 
 OUTBOX = "outbox"
 THREAD = "thread"
@@ -234,7 +235,7 @@ class Outbox:
             due = [item.get("next_try", now) for _key, item in queued]
             wait = max(0.0, min(due) - time.time()) if due else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                await within(self._wake.wait(), wait)
 
     def _submit(self, key: str, item: Mapping[str, Any]) -> asyncio.Task[None]:
         """Claim `key` and attempt it once the previous mail to its recipient is done."""

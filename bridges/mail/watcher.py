@@ -22,6 +22,7 @@ import aioimaplib
 from bridges.base import SessionLog
 from bridges.mail.config import MailAccount, MailOptions
 from bridges.mail.imap import FetchedMail, FolderStatus, ImapConnection, ImapError
+from bridges.timeouts import within
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class FolderWatcher:
         """Sleep one poll interval (ending early if the link drops), then NOOP."""
         assert self.connection is not None
         try:
-            await asyncio.wait_for(self.connection.closed.wait(), self.options.poll_interval)
+            await within(self.connection.closed.wait(), self.options.poll_interval)
         except TimeoutError:
             await self.connection.noop()
         else:

@@ -9,7 +9,6 @@ XMPP server is up, never a sleep.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import os
@@ -22,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from bridges.timeouts import within
 from component.devstack.process import (
     DaemonError,
     ManagedProcess,
@@ -176,7 +176,7 @@ class GatewayProcess:
             return None
         try:
             os.kill(process.pid, signal.SIGTERM)
-            code = await asyncio.wait_for(process.wait(), timeout)
+            code = await within(process.wait(), timeout)
         except ProcessLookupError:
             code = await process.wait()
         except TimeoutError:
@@ -200,7 +200,7 @@ class GatewayProcess:
         if process is None:
             raise DaemonError(f"the gateway in {self.run_dir} is not running")
         try:
-            return await asyncio.wait_for(process.wait(), timeout)
+            return await within(process.wait(), timeout)
         finally:
             await process.stop()
 

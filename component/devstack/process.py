@@ -27,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
 
+from bridges.timeouts import within
+
 LOOPBACK = "127.0.0.1"
 """The only address any launcher binds to."""
 
@@ -68,7 +70,7 @@ async def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
     Used both to detect readiness and to refuse starting on a port another process holds.
     """
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        _, writer = await within(asyncio.open_connection(host, port), timeout)
     except (OSError, TimeoutError):
         return False
     writer.close()
@@ -84,11 +86,11 @@ async def greets_with(host: str, port: int, prefix: bytes, timeout: float = 2.0)
     (``* OK``, ``220``) proves the worker process behind it finished initialising.
     """
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        reader, writer = await within(asyncio.open_connection(host, port), timeout)
     except (OSError, TimeoutError):
         return False
     try:
-        line = await asyncio.wait_for(reader.readline(), timeout)
+        line = await within(reader.readline(), timeout)
     except (OSError, TimeoutError):
         return False
     finally:
@@ -250,7 +252,7 @@ async def run_command(
         env=dict(env) if env is not None else None,
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        out, _ = await within(proc.communicate(), timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()

@@ -14,6 +14,7 @@ from alembic.script import ScriptDirectory
 from harness import FAKE_JID, FAKE_SECRET, gateway_config, write_config
 from registration_helpers import get_registration, submit
 
+from bridges.timeouts import within
 from component.cli import EXIT_THREADS_HUNG, THREADS_GRACE
 from component.db import alembic_config, create_engine
 from component.devstack.postgres import Postgres
@@ -28,7 +29,7 @@ async def cli(*args: str, timeout: float = 60) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(TESTS)},
     )  # fmt: skip
-    output, _ = await asyncio.wait_for(process.communicate(), timeout)
+    output, _ = await within(process.communicate(), timeout)
     return process.returncode, output.decode()
 
 

@@ -13,6 +13,8 @@ from slixmpp import Presence
 from slixmpp.xmlstream import ET
 from xmpp_client import TestClient, eventually
 
+from bridges.timeouts import within
+
 
 async def test_demo_stack_serves_a_client():
     process = await asyncio.create_subprocess_exec(
@@ -30,7 +32,7 @@ async def test_demo_stack_serves_a_client():
 
     reader = asyncio.create_task(drain())
     try:
-        await asyncio.wait_for(ready.wait(), 60)
+        await within(ready.wait(), 60)
         output = "".join(lines)
         port = int(re.search(r"XMPP server: 127\.0\.0\.1 port (\d+)", output).group(1))
         account = re.search(r"account:\s+(\S+)\s+password: (\S+)", output)
@@ -50,7 +52,7 @@ async def test_demo_stack_serves_a_client():
         await client.close()
     finally:
         process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.wait(), 30)
+        await within(process.wait(), 30)
         await reader
     assert process.returncode == 0, "".join(lines)
 
@@ -66,7 +68,7 @@ async def test_ctrl_c_during_start_up_leaves_nothing_running():
         # Interrupt while the daemons are starting (Prosody's config appears early on).
         await eventually(lambda: (state / "prosody").exists(), 30)
         process.send_signal(signal.SIGINT)
-        output, _ = await asyncio.wait_for(process.communicate(), 30)
+        output, _ = await within(process.communicate(), 30)
         assert process.returncode == 0, output.decode()
         leftover = await asyncio.create_subprocess_exec(
             "pgrep", "-f", str(state), stdout=asyncio.subprocess.PIPE

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridges.irc.devstack import Atheme, InspIrcd, NgIrcd
 from bridges.mail.devstack import MailServer
+from bridges.timeouts import within
 from component.devstack.postgres import Postgres
 from component.devstack.process import (
     DaemonError,
@@ -120,7 +121,7 @@ async def _client_session(server: Prosody, jid: str, password: str) -> slixmpp.C
     )
     client.connect(server.host, server.c2s_port)
     try:
-        await asyncio.wait_for(started, TIMEOUT)
+        await within(started, TIMEOUT)
     except BaseException:
         client.abort()
         raise
@@ -131,7 +132,7 @@ async def _disconnect(xmpp: slixmpp.BaseXMPP) -> None:
     gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     xmpp.add_event_handler("disconnected", lambda _: gone.done() or gone.set_result(None))
     xmpp.disconnect()
-    await asyncio.wait_for(gone, TIMEOUT)
+    await within(gone, TIMEOUT)
 
 
 async def test_prosody_client_logs_in_and_account_survives_restart(prosody: Prosody):
@@ -208,12 +209,12 @@ class IrcClient:
                 elif needle in line:
                     return line
 
-        return await asyncio.wait_for(read(), TIMEOUT)
+        return await within(read(), TIMEOUT)
 
     async def close(self) -> None:
         """QUIT and let the server close first (closing under its ERROR line breaks TLS)."""
         self.send("QUIT :bye")
-        await asyncio.wait_for(self.reader.read(), TIMEOUT)  # until EOF
+        await within(self.reader.read(), TIMEOUT)  # until EOF
         self.writer.close()
         await self.writer.wait_closed()
 
@@ -404,10 +405,10 @@ async def test_imap_starttls_on_plain_port(mail_server: MailServer):
             pass
         return reply
 
-    assert (await asyncio.wait_for(reader.readline(), TIMEOUT)).startswith(b"* OK")
-    assert (await asyncio.wait_for(command("a", "STARTTLS"), TIMEOUT)).startswith("a OK")
+    assert (await within(reader.readline(), TIMEOUT)).startswith(b"* OK")
+    assert (await within(command("a", "STARTTLS"), TIMEOUT)).startswith("a OK")
     await writer.start_tls(_tls_context(mail_server), server_hostname="localhost")
-    reply = await asyncio.wait_for(command("b", f"LOGIN bob {mail_server.users['bob']}"), TIMEOUT)
+    reply = await within(command("b", f"LOGIN bob {mail_server.users['bob']}"), TIMEOUT)
     assert reply.startswith("b OK")
     writer.close()
     await writer.wait_closed()

@@ -51,8 +51,10 @@ class Recorder:
             self._changed.notify_all()
 
     async def wait_until(self, condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(condition), timeout)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation
+        # that arrives as the awaited result does, and a poller cancelled then runs on.
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(condition)
 
     async def wait_for(self, predicate: Callable[[Any], bool], timeout: float = TIMEOUT) -> Any:
         found: list[Any] = []

@@ -14,6 +14,7 @@ from bridges import events
 from bridges.base import SessionLog
 from bridges.irc.connection import ConnectParams, IrcConnection
 from bridges.irc.protocol import Line
+from bridges.timeouts import within
 
 
 async def test_reconnect_after_server_restart_rejoins_rooms(any_irc: Harness):
@@ -164,7 +165,7 @@ async def test_close_returns_after_the_line_handler_has_ended():
             log=SessionLog(logging.getLogger("test"), "test"),
         )  # fmt: skip
         await connection.connect()
-        await asyncio.wait_for(handling.wait(), 5)
+        await within(handling.wait(), 5)
         await connection.close("bye")
         assert ended.is_set()
         await server.lines.wait_for(lambda text: text.startswith("QUIT"))

@@ -19,6 +19,7 @@ from bridges.base import BridgeError, SessionLog
 from bridges.irc.connection import READ_LIMIT, ConnectParams, IrcConnection
 from bridges.irc.inbox import INBOX_BYTES, INBOX_LINES
 from bridges.irc.protocol import Line
+from bridges.timeouts import within
 
 WELCOME = [":srv 001 alice :Welcome", ":srv 376 alice :End of MOTD"]
 FLOOD_LINES = 100_000
@@ -69,7 +70,7 @@ async def test_a_line_over_the_limit_is_dropped_whole():
     await asyncio.sleep(0)  # one step: the reader drops what it has and waits for more
     assert not reading.done()
     reader.feed_data(b":evil!e@h PRIVMSG alice :forged\r\n:bob!b@h PRIVMSG alice :after\r\n")
-    line = await asyncio.wait_for(reading, 5)
+    line = await within(reading, 5)
     assert (line.nick, line.param(-1)) == ("bob", "after")
 
 

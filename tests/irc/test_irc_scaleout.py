@@ -111,6 +111,7 @@ class ConnectionCount:
     def __init__(self, peer: IrcPeer) -> None:
         self.peer = peer
         self.counts: list[int] = []
+        self._stopping = False
         self._task = asyncio.ensure_future(self._poll())
 
     @classmethod
@@ -120,7 +121,7 @@ class ConnectionCount:
         return cls(peer)
 
     async def _poll(self) -> None:
-        while True:
+        while not self._stopping:
             self.peer.items.clear()  # bounded: only the answer to this poll matters
             self.peer.conn.lusers()
             await self.peer.wait_until(
@@ -134,8 +135,11 @@ class ConnectionCount:
             await asyncio.sleep(0.05)  # pacing the polls, not synchronising
 
     async def stop(self) -> None:
+        """End the polls; the flag ends them even where a cancellation gets lost."""
+        self._stopping = True
         self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        async with asyncio.timeout(5):
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 async def user_in_room(cluster: Cluster, name: str, node: Ejabberd | None = None) -> TestClient:

@@ -16,6 +16,8 @@ from types import TracebackType
 import aiohttp
 from aiohttp import web
 
+from bridges.timeouts import within
+
 LOOPBACK = "127.0.0.1"
 HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 
@@ -79,7 +81,7 @@ class HoldingProxy:
     async def wait_arrived(self, method: str, count: int = 1, timeout: float = 30.0) -> None:
         """Until `count` requests of `method` have arrived (held ones included)."""
         async with self._changed:
-            await asyncio.wait_for(
+            await within(
                 self._changed.wait_for(lambda: self.arrived.count(method) >= count), timeout
             )
 

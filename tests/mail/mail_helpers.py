@@ -29,6 +29,7 @@ from bridges.mail import MailBridge
 from bridges.mail.config import MailOptions
 from bridges.mail.devstack import MailServer
 from bridges.mail.session import MailSession
+from bridges.timeouts import within
 
 PUSH_TIMEOUT = 10.0
 """Dovecot delays IDLE pushes by ~0.5 s; generous for a loaded 2-core CI machine."""
@@ -64,14 +65,12 @@ class RecordingSink:
             return next((e for e in self.events if predicate(e)), None)
 
         async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: found() is not None), timeout)
+            await within(self._changed.wait_for(lambda: found() is not None), timeout)
         return found()
 
     async def wait_count(self, kind: type, count: int, timeout: float = PUSH_TIMEOUT) -> list[Any]:
         async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: len(self.of(kind)) >= count), timeout
-            )
+            await within(self._changed.wait_for(lambda: len(self.of(kind)) >= count), timeout)
         return self.of(kind)
 
 
@@ -225,7 +224,7 @@ async def running(
     await session.start()
     try:
         for watcher in session.watchers:
-            await asyncio.wait_for(watcher.synced.wait(), PUSH_TIMEOUT)
+            await within(watcher.synced.wait(), PUSH_TIMEOUT)
         yield session
     finally:
         await session.stop()

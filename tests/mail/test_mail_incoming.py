@@ -26,6 +26,7 @@ from bridges import events
 from bridges.address import Address, AddressKind
 from bridges.mail import MailBridge, mime
 from bridges.mail.devstack import MailServer
+from bridges.timeouts import within
 
 BOB = "bob@elsewhere.test"
 
@@ -185,7 +186,7 @@ async def test_dovecot_restart_is_survived(mail: MailServer, bridge: MailBridge)
         first_connection = session.watchers[0].connection
         await mail.restart()
         assert first_connection is not None
-        await asyncio.wait_for(first_connection.closed.wait(), PUSH_TIMEOUT)
+        await within(first_connection.closed.wait(), PUSH_TIMEOUT)
         await inject(mail, simple_mail(to, "two", "2"), to, BOB)
         await sink.wait_count(events.Message, 2, timeout=3 * PUSH_TIMEOUT)
     assert [e.subject for e in sink.of(events.Message)] == ["one", "two"]
@@ -196,11 +197,11 @@ async def test_stop_ends_the_imap_session(mail: MailServer, bridge: MailBridge) 
     sink, store = RecordingSink(), MemoryStore()
     session = bridge.create_session(account, sink, store)
     await session.start()
-    await asyncio.wait_for(session.watchers[0].synced.wait(), PUSH_TIMEOUT)
+    await within(session.watchers[0].synced.wait(), PUSH_TIMEOUT)
     connection = session.watchers[0].connection
     assert connection is not None
     await session.stop()
-    await asyncio.wait_for(connection.closed.wait(), PUSH_TIMEOUT)  # server hung up
+    await within(connection.closed.wait(), PUSH_TIMEOUT)  # server hung up
     assert session.watchers[0].connection is None
     assert "Logged out" in mail.log_path.read_text()
     to = mail.address("alice")
@@ -271,7 +272,7 @@ async def test_refused_password_is_told_once(mail: MailServer, bridge: MailBridg
         assert "refused the login for alice@example.test" in notice.text
         assert "Authentication failed" in notice.text
         # later attempts (every 0.2-1 s here) fail too, without repeating the notice
-        await asyncio.wait_for(_count_failures(mail, 2), PUSH_TIMEOUT)
+        await within(_count_failures(mail, 2), PUSH_TIMEOUT)
     finally:
         await session.stop()
     assert len(sink.of(events.Notice)) == 1
@@ -292,7 +293,7 @@ async def test_idle_is_reissued(mail: MailServer) -> None:
         watcher = session.watchers[0]
         for _ in range(3):  # three rounds end without any mail arriving
             watcher.synced.clear()
-            await asyncio.wait_for(watcher.synced.wait(), PUSH_TIMEOUT)
+            await within(watcher.synced.wait(), PUSH_TIMEOUT)
         to = mail.address("alice")
         await inject(mail, simple_mail(to, "still here", "x"), to, BOB)
         await sink.wait_for(_is_message)

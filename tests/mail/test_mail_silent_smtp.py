@@ -31,6 +31,7 @@ from xmpp_client import TestClient, eventually, eventually_async
 
 from bridges.jid_escaping import escape_node
 from bridges.mail.devstack import MailServer
+from bridges.timeouts import within
 from component.devstack.gateway import GatewayProcess
 from component.devstack.prosody import Prosody
 
@@ -194,7 +195,7 @@ async def test_shutdown_answers_a_registration_still_being_checked(stack: Stack)
 
     assert await stack.stop() < SHUTDOWN_TIMEOUT + QUICK
     with pytest.raises(IqError) as refused:
-        await asyncio.wait_for(answer, QUICK)
+        await within(answer, QUICK)
     error = refused.value.iq["error"]
     assert error["condition"] == "service-unavailable"
     assert "gateway stopped" in error["text"]

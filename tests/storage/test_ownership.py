@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from xmpp_client import eventually
 
+from bridges.timeouts import within
 from component import advisory_lock
 from component import ownership as ownership_module
 from component.advisory_lock import AdvisoryLock
@@ -70,7 +71,7 @@ async def test_a_dead_holders_users_are_taken_at_once(pg) -> None:
     assert await a.ownership.claim(USER)
     assert {row.id: row.users for row in await instances(engine)} == {"a": 1, "b": 0}
     await a_lock.close()  # kill -9: PostgreSQL drops the connection
-    assert await asyncio.wait_for(b.ownership.claim(USER), 1)
+    assert await within(b.ownership.claim(USER), 1)
     await a.ownership.renew()  # a (were it still running) learns and stops the session
     assert a.stopped == [USER] and not a.ownership.owns(USER)
     assert [row.id for row in await instances(engine)] == ["b"]
@@ -130,7 +131,7 @@ async def test_a_slow_database_refuses_a_routing_decision_in_bounded_time(
     await transaction.start()
     await blocker.execute("LOCK TABLE user_owners IN ACCESS EXCLUSIVE MODE")
     with pytest.raises(DatabaseSlow, match=r"within 0\.3 s"):
-        await asyncio.wait_for(a.ownership.claim(USER), 5)  # a bound for the test only
+        await within(a.ownership.claim(USER), 5)  # a bound for the test only
     assert not a.ownership.owns(USER) and not a.started
     await transaction.rollback()
     await eventually(lambda: a.started == [USER])
@@ -158,7 +159,7 @@ async def test_a_standby_whose_xmpp_server_accepts_nothing_lets_a_free_slot_go(
     assert await observer.fetchval(held, LOCK_CLASS) == 0
     assert not acquiring.done()
     server = await asyncio.start_server(lambda _r, writer: writer.close(), "127.0.0.1", port)
-    assert await asyncio.wait_for(acquiring, 5)
+    assert await within(acquiring, 5)
     assert lock.slot == 0 and await observer.fetchval(held, LOCK_CLASS) == 1
     await lock.close()
     server.close()

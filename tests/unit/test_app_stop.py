@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from bridges.timeouts import within
 from component.app import App
 from component.config import Config
 from component.db import create_engine
@@ -36,7 +37,7 @@ async def test_a_query_in_flight_finishes_before_leftover_tasks_are_cancelled(
         await asyncio.Event().wait()  # waits for ever, holding nothing
 
     leftovers = [asyncio.create_task(slow_query()), asyncio.create_task(timer())]
-    await asyncio.wait_for(in_query.wait(), 5)
+    await within(in_query.wait(), 5)
     asyncio.get_running_loop().call_later(0.2, release.set)
 
     await app._end_stragglers()

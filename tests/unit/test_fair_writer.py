@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from bridges.timeouts import within
 from component.fair_writer import FairWriter, recipient
 
 MARKER = re.compile(r'<marker id="([^"]+)"/>')
@@ -188,7 +189,7 @@ async def test_a_server_that_never_routes_markers_back_is_written_to_after_the_t
             fair.add(stanza("a@x", n))
         while fair.queued:
             stream.grew.clear()
-            await asyncio.wait_for(stream.grew.wait(), 5)
+            await within(stream.grew.wait(), 5)
         for n in range(100, 200):  # no window any more on this stream
             fair.add(stanza("a@x", n))
         assert fair.queued == 0

@@ -14,6 +14,7 @@ from slixmpp import Message
 from slixmpp.exceptions import XMPPError
 from slixmpp.xmlstream import StanzaBase
 
+from bridges.timeouts import within
 from component.lanes import STOPPED_TEXT, Lanes
 
 
@@ -72,8 +73,8 @@ async def test_close_answers_what_is_still_queued_with_the_original_ids() -> Non
 
     lanes.submit("alice@x", message(stream, "alice@x/a", "m1"), hangs)
     lanes.submit("alice@x", message(stream, "alice@x/a", "m2"), hangs)
-    await asyncio.wait_for(started.wait(), 5)
-    await asyncio.wait_for(lanes.close(0.05), 5)
+    await within(started.wait(), 5)
+    await within(lanes.close(0.05), 5)
     lanes.submit("alice@x", message(stream, "alice@x/a", "m3"), hangs)
 
     assert [(s["id"], s["type"], s["to"].full) for s in stream.sent] == [

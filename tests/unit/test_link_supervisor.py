@@ -9,6 +9,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+from bridges.timeouts import within
 from component.config import ReconnectSettings
 from component.link import Link
 
@@ -44,7 +45,7 @@ async def test_stop_during_a_connection_attempt_ends_the_supervisor() -> None:
         option="bridges.x",
     )
     running = asyncio.create_task(link.run())
-    await asyncio.wait_for(component.connecting.wait(), 5)
+    await within(component.connecting.wait(), 5)
 
     await link.stop()
 

@@ -15,6 +15,7 @@ from bridges.address import Address, AddressKind
 from bridges.base import SessionLog
 from bridges.flag import Flag
 from bridges.irc.channel import Channel, Member
+from bridges.timeouts import within
 
 
 def test_connections_seeing_a_nick_share_its_member_and_occupant_not_their_changes() -> None:
@@ -47,7 +48,7 @@ async def test_a_flag_wakes_every_waiter_and_a_cancelled_one_not_the_others() ->
     assert not first.done() and not second.done()
     flag.set()
     flag.clear()  # the waiters still see it was set, as with asyncio.Event
-    assert await asyncio.wait_for(asyncio.gather(first, second), 1) == [True, True]
+    assert await within(asyncio.gather(first, second), 1) == [True, True]
     assert cancelled.cancelled() and not flag.is_set()
     flag.set()
     assert await flag.wait() is True

@@ -17,6 +17,7 @@ from fake_bridge import FakeBridge, FakeOptions
 from xmpp_client import eventually
 
 from bridges.base import Account, AccountStore, Session, Sink
+from bridges.timeouts import within
 from component.crypto import SecretBox, generate_key
 from component.db import create_engine, upgrade
 from component.sessions import ResourcePresence, SessionManager
@@ -88,8 +89,8 @@ async def test_a_message_during_a_restart_waits_for_the_new_session(store: Store
     assert bridge.log == ["start old", "stopping old"]  # no second session beside the first
 
     bridge.release.set()
-    await asyncio.wait_for(restarting, 10)
-    new = await asyncio.wait_for(message, 10)
+    await within(restarting, 10)
+    new = await within(message, 10)
     assert bridge.log == ["start old", "stopping old", "stopped old", "start new"]
     assert sessions.get(USER) is new
 
@@ -107,8 +108,8 @@ async def test_no_session_starts_for_an_account_being_removed(store: Store) -> N
     message = asyncio.create_task(sessions.ensure(USER))
     await settle(message)
     bridge.release.set()
-    await asyncio.wait_for(removing, 10)
-    assert await asyncio.wait_for(message, 10) is None
+    await within(removing, 10)
+    assert await within(message, 10) is None
     assert bridge.log == ["start old", "stopping old", "stopped old"]
 
 
@@ -144,8 +145,8 @@ async def test_going_offline_during_a_restart_keeps_the_session_that_runs_offlin
     going = asyncio.create_task(sessions.resource_unavailable(USER, "phone"))
     await settle(going)
     bridge.release.set()
-    await asyncio.wait_for(restarting, 10)
-    assert await asyncio.wait_for(going, 10)
+    await within(restarting, 10)
+    assert await within(going, 10)
     assert bridge.log[:5] == [
         "start old",
         "stopping old",
