@@ -190,6 +190,9 @@ class App:
         if not stragglers:
             return
         await self._queries_finished(STRAGGLER_GRACE)
+        # AsyncConnection closes in a shielded task: whoever used the connection resumes
+        # one loop turn after it is back in the pool. That turn is theirs, not a cut.
+        await asyncio.sleep(0)
         log.info("ending %d tasks still running after the sessions stopped", len(stragglers))
         for task in stragglers:
             task.cancel()
