@@ -72,7 +72,6 @@ class NgIrcd(DaemonLauncher):
         self.start_timeout = start_timeout
         self.ca_file: Path | None = None
         self.key_file: Path | None = None
-        self._process: ManagedProcess | None = None
 
     @property
     def config_path(self) -> Path:
@@ -83,11 +82,6 @@ class NgIrcd(DaemonLauncher):
     def log_path(self) -> Path:
         """ngIRCd's console output (``-n`` logs there instead of syslog)."""
         return self.run_dir / "ngircd.log"
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the running server, ``None`` when stopped."""
-        return self._process.pid if self._process is not None else None
 
     def render_config(self) -> str:
         """Return the config text; nothing is read from /etc (MOTD inline, no PAM)."""
@@ -279,7 +273,6 @@ class InspIrcd(DaemonLauncher):
         self.motd = motd
         self.history_lines = history_lines
         self.start_timeout = start_timeout
-        self._process: ManagedProcess | None = None
 
     @property
     def config_path(self) -> Path:
@@ -289,10 +282,6 @@ class InspIrcd(DaemonLauncher):
     def log_path(self) -> Path:
         """Everything the server logs (the console output goes to ``console.log``)."""
         return self.run_dir / "logs" / "ircd.log"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
 
     def render_config(self) -> str:
         run = self.run_dir
@@ -439,7 +428,6 @@ class Atheme(DaemonLauncher):
             raise DaemonError("Atheme needs an InspIrcd started with services=True")
         self.ircd = ircd
         self.start_timeout = start_timeout
-        self._process: ManagedProcess | None = None
 
     @property
     def config_path(self) -> Path:
@@ -448,10 +436,6 @@ class Atheme(DaemonLauncher):
     @property
     def log_path(self) -> Path:
         return self.run_dir / "data" / "atheme.log"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
 
     def render_config(self) -> str:
         ircd, name = self.ircd, self.ircd.services_name

@@ -96,7 +96,6 @@ class Ejabberd(DaemonLauncher):
         self.epmd_port = epmd_port
         self.cookie = cookie or secrets.token_hex(16)
         self.start_timeout = start_timeout
-        self._process: ManagedProcess | None = None
 
     @property
     def config_path(self) -> Path:
@@ -206,10 +205,6 @@ registration_timeout: infinity
     async def stop(self) -> None:
         if self._process is not None:
             await self._process.stop()
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
 
     async def ctl(self, *args: str) -> str:
         """Run an ejabberdctl command against this node."""

@@ -561,6 +561,8 @@ class DaemonLauncher(abc.ABC):
         self._base_dir = Path(base_dir).absolute() if base_dir is not None else None
         self._run_dir: Path | None = None
         self._owns_run_dir = False
+        self._process: ManagedProcess | None = None
+        """The daemon, for launchers that run one process."""
 
     @property
     def run_dir(self) -> Path:
@@ -568,6 +570,11 @@ class DaemonLauncher(abc.ABC):
         if self._run_dir is None:
             raise DaemonError(f"{type(self).__name__} is not started (use 'async with')")
         return self._run_dir
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running daemon, ``None`` when stopped."""
+        return self._process.pid if self._process is not None else None
 
     def _entered(self, process: ManagedProcess | None) -> ManagedProcess:
         """Return ``process``, created by :meth:`prepare`, or explain why it does not exist."""

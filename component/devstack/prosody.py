@@ -84,7 +84,6 @@ class Prosody(DaemonLauncher):
         self.http_port = free_port() if upload_limit is not None else None
         self.ca_file: Path | None = None
         self.start_timeout = start_timeout
-        self._process: ManagedProcess | None = None
         self._start_mark = 0
 
     @property
@@ -197,11 +196,6 @@ class Prosody(DaemonLauncher):
         """Stop Prosody (SIGTERM, then SIGKILL); accounts stay on disk."""
         if self._process is not None:
             await self._process.stop()
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the running server, ``None`` when stopped."""
-        return self._process.pid if self._process is not None else None
 
     def log_mark(self) -> int:
         """Current end of ``prosody.log``: pass it as ``since=`` to wait for later lines only."""

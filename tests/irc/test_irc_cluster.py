@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 from irc_helpers import IrcPeer
-from test_irc_e2e import IRC_JID, IRC_SECRET, groupchat, irc_section, join_room
+from test_irc_e2e import IRC_JID, IRC_SECRET, irc_section
 from test_irc_scaleout import (
     TAKEOVER_LIMIT,
     Cluster,
     ConnectionCount,
     joins_of,
     owners,
+    rejoin_and_talk,
     user_in_room,
 )
 from xmpp_client import eventually
@@ -139,26 +140,8 @@ async def test_slots_span_both_nodes_and_a_standby_on_the_other_node_takes_a_kil
     assert back < TAKEOVER_LIMIT
 
     # The moved users talk through the new holder, whichever node they are on.
-    for user in moved:
-        name = user.split("@")[0]
-        await join_room(clients[name], name, timeout=10)
-        clients[name].send_message(
-            mto=f"#room%127.0.0.1@{IRC_JID}", mbody=f"{name} after", mtype="groupchat"
-        )
-        await clients[name].wait_for(groupchat(f"{name} after"), timeout=10)
-    await bob.wait_until(
-        lambda: all(
-            any(
-                e.type == "pubmsg" and e.arguments[0] == f"{u.split('@')[0]} after"
-                for e in bob.items
-            )
-            for u in moved
-        ),
-        timeout=10,
-    )
-    await eventually(lambda: len(counter.counts) > 20 and counter.counts[-1] == expected)
-    await counter.stop()
-    print(f"ngIRCd client counts seen: max {max(counter.counts)}, expected {expected}")
+    await rejoin_and_talk(clients, bob, moved)
+    await counter.settled(expected)
     assert max(counter.counts) <= expected
     still = await owners(cluster.dsn)
     assert all(still[u] == standby.pid for u in moved)
@@ -219,17 +202,10 @@ async def test_a_holder_whose_node_goes_down_gives_its_slot_to_a_standby_on_the_
     # Whoever of the two on node A saw the slot free let it go again at once.
     assert not re.search(SERVING_SLOT, stuck.log_text())
     assert not re.search(SERVING_SLOT, on_a.log_text(marks[0]))
-    for user in moved:
-        name = user.split("@")[0]
-        await join_room(clients[name], name, timeout=10)
-        clients[name].send_message(
-            mto=f"#room%127.0.0.1@{IRC_JID}", mbody=f"{name} after", mtype="groupchat"
-        )
-        await clients[name].wait_for(groupchat(f"{name} after"), timeout=10)
+    await rejoin_and_talk(clients, bob, moved)
     now_owned = await owners(cluster.dsn)
     assert all(now_owned[u] == standby.pid for u in moved)
-    await eventually(lambda: counter.counts[-1] == expected)
-    await counter.stop()
+    await counter.settled(expected)
     assert max(counter.counts) <= expected
     for client in clients.values():
         await client.close()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -134,12 +134,36 @@ class ConnectionCount:
                     self.counts.append(int(found.group(1)))
             await asyncio.sleep(0.05)  # pacing the polls, not synchronising
 
+    async def settled(self, expected: int) -> None:
+        """Polls went on a while and the count is `expected`; stop polling."""
+        await eventually(lambda: len(self.counts) > 20 and self.counts[-1] == expected)
+        await self.stop()
+        print(f"ngIRCd client counts seen: max {max(self.counts)}, expected {expected}")
+
     async def stop(self) -> None:
         """End the polls; the flag ends them even where a cancellation gets lost."""
         self._stopping = True
         self._task.cancel()
         async with asyncio.timeout(5):
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def rejoin_and_talk(
+    clients: dict[str, TestClient], bob: IrcPeer, users: Iterable[str]
+) -> None:
+    """Each of `users` (bare JIDs) rejoins #room and says "<name> after": the echo comes
+    back and bob on IRC sees it, so the process now serving them works both ways."""
+    names = [user.split("@")[0] for user in users]
+    for name in names:
+        await join_room(clients[name], name, timeout=10)
+        clients[name].send_message(
+            mto=f"#room%127.0.0.1@{IRC_JID}", mbody=f"{name} after", mtype="groupchat"
+        )
+        await clients[name].wait_for(groupchat(f"{name} after"), timeout=10)
+    said = {f"{name} after" for name in names}
+    await bob.wait_until(
+        lambda: said <= {e.arguments[0] for e in bob.items if e.type == "pubmsg"}, timeout=10
+    )
 
 
 async def user_in_room(cluster: Cluster, name: str, node: Ejabberd | None = None) -> TestClient:
@@ -256,26 +280,8 @@ async def test_users_stick_to_a_slot_and_have_one_irc_connection_through_a_kill_
     # The moved users are served by the new holder: they rejoin and talk.
     assert {u.split("@")[0] for u in moved} & offline, "no offline user was moved"
     talking = [u for u in moved if u.split("@")[0] not in offline]
-    for user in talking:
-        name = user.split("@")[0]
-        await join_room(clients[name], name, timeout=10)
-        clients[name].send_message(
-            mto=f"#room%127.0.0.1@{IRC_JID}", mbody=f"{name} after", mtype="groupchat"
-        )
-        await clients[name].wait_for(groupchat(f"{name} after"), timeout=10)
-    await bob.wait_until(
-        lambda: all(
-            any(
-                e.type == "pubmsg" and e.arguments[0] == f"{u.split('@')[0]} after"
-                for e in bob.items
-            )
-            for u in talking
-        ),
-        timeout=10,
-    )
-    await eventually(lambda: len(counter.counts) > 20 and counter.counts[-1] == expected)
-    await counter.stop()
-    print(f"ngIRCd client counts seen: max {max(counter.counts)}, expected {expected}")
+    await rejoin_and_talk(clients, bob, talking)
+    await counter.settled(expected)
     assert max(counter.counts) <= expected and counter.counts[-1] == expected
     still = await owners(cluster.dsn)
     assert all(still[u] == standby.pid for u in moved)
