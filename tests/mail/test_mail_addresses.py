@@ -15,7 +15,7 @@ import unicodedata
 from email.headerregistry import Address as HeaderAddress
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mail_helpers import (
     MemoryStore,
@@ -283,6 +283,7 @@ _remote = st.sampled_from(["remote.test", "Remote.TEST"])
     suppress_health_check=[HealthCheck.function_scoped_fixture],  # one mail system for all
 )
 @given(parsed=from_header_addresses(_remote))
+@example(parsed=[HeaderAddress(display_name="0", username="\u0132", domain="remote.test")])
 async def test_replies_to_parsed_senders_are_accepted_by_smtp(
     mail: MailServer, bridge: MailBridge, parsed: list[HeaderAddress]
 ) -> None:
@@ -298,7 +299,7 @@ async def test_replies_to_parsed_senders_are_accepted_by_smtp(
         canonical = addresses.canonical(header_address.username, header_address.domain)
         localpart = bridge.format_address(Address(AddressKind.CONTACT, canonical))
         to = bridge.parse_address(JID(f"{localpart}@{COMPONENT}").node)
-        if not header_address.username.isascii():
+        if not to.legacy_id.isascii():  # nodeprep's NFKC may make it ASCII: "Ĳ" → "ij"
             with pytest.raises(BridgeError, match="SMTPUTF8"):
                 await session.send_message(to, "reply")
             continue
