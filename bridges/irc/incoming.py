@@ -80,6 +80,8 @@ replaying the backlog): it gets a delay stamp. Live lines get none, as XEP-0203 
 class IncomingLines:
     """State the handlers read and update; `Network` fills it and adds the actions."""
 
+    __slots__ = ()  # Network's
+
     server: str
     options: IrcOptions
     deliver: Deliver
