@@ -60,38 +60,27 @@ class Network(IncomingLines):
     """The user's connection to `server` and the channels they are in there."""
 
     # One per user and network: slotted, its attributes take 0.3 KiB instead of a
-    # 1.5 KiB dict (issue #14); IncomingLines declares the ones its handlers use.
+    # 1.5 KiB dict (issue #14); IncomingLines slots the ones its handlers assign.
     __slots__ = (
         "_connect_lock",
         "_dialing",
-        "_greeted",
         "_held",
-        "_history_batches",
-        "_in_welcome",
         "_last_private_id",
-        "_lists",
-        "_nick_request",
         "_opened_with",
-        "_private_sent",
         "_reaction_texts",
         "_reconnecting",
-        "_server_version",
         "_stopping",
         "_sts_port",
         "_timers",
         "_typing",
         "_watch",
-        "_welcome",
         "account",
         "away",
-        "channels",
         "conn",
         "deliver",
         "last_seen",
         "log",
-        "logged_in_as",
         "modes",
-        "nick",
         "options",
         "pacing",
         "references",
@@ -100,7 +89,6 @@ class Network(IncomingLines):
         "settings",
         "sts",
         "user_offline",
-        "userhost",
     )
 
     def __init__(
