@@ -165,6 +165,41 @@ class ConnectPacing:
 class IrcConnection:
     """Connect, register (PASS, CAP/SASL, NICK, USER), then pump lines both ways."""
 
+    # One per user and network: slotted, its 30 attributes take 0.3 KiB instead of a
+    # 1.5 KiB dict (issue #14).
+    __slots__ = (
+        "_challenge",
+        "_current",
+        "_echo_wait",
+        "_inbox",
+        "_labels",
+        "_last_seen",
+        "_mechanisms",
+        "_offered",
+        "_paused",
+        "_queue",
+        "_quitting",
+        "_reader",
+        "_sasl",
+        "_tasks",
+        "_unwritten",
+        "_writer",
+        "bucket",
+        "caps",
+        "close_reason",
+        "closed",
+        "encoding",
+        "log",
+        "nick",
+        "on_line",
+        "params",
+        "ping_interval",
+        "ping_timeout",
+        "sts",
+        "sts_upgrade",
+        "welcome",
+    )
+
     def __init__(
         self,
         params: ConnectParams,
@@ -186,7 +221,8 @@ class IrcConnection:
         self.ping_timeout = ping_timeout
         self.log = log
         self.welcome: list[Line] = []
-        """What the server said while we registered (welcome numerics, MOTD)."""
+        """What the server said while we registered (welcome numerics, MOTD), until
+        the network takes it."""
         self.closed = Flag()
         self.close_reason = ""
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()

@@ -80,6 +80,22 @@ replaying the backlog): it gets a delay stamp. Live lines get none, as XEP-0203 
 class IncomingLines:
     """State the handlers read and update; `Network` fills it and adds the actions."""
 
+    # The attributes the handlers assign; Network's own are in its __slots__.
+    __slots__ = (
+        "_greeted",
+        "_history_batches",
+        "_in_welcome",
+        "_lists",
+        "_nick_request",
+        "_private_sent",
+        "_server_version",
+        "_welcome",
+        "channels",
+        "logged_in_as",
+        "nick",
+        "userhost",
+    )
+
     server: str
     options: IrcOptions
     deliver: Deliver

@@ -16,6 +16,7 @@ LAZY = (
     "aiosmtplib",
     "lxml",  # mail: the first HTML body (html_text)
     "asyncpg",  # PostgreSQL only (component.advisory_lock)
+    "sqlalchemy.dialects.postgresql",  # PostgreSQL only (the archive's ON CONFLICT)
     "cryptography",  # the first stored secret sealed or opened
     "alembic",  # a migration
     "prometheus_client",  # metrics.port
