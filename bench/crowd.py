@@ -10,6 +10,7 @@ registration. `seed_accounts` puts registered users into the gateway's own datab
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import insert, select
 
 from bridges.irc.devstack import NgIrcd
+from bridges.timeouts import within
 from component.crypto import generate_key
 from component.db import create_engine, upgrade
 from component.devstack.ejabberd import Ejabberd
@@ -119,3 +121,16 @@ def rss_kib(pid: int | str = "self") -> int:
     """A process's resident set (VmRSS), KiB."""
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+
+
+async def end_process(process: asyncio.subprocess.Process, timeout: float) -> None:
+    """SIGTERM, as an operator stops a gateway; SIGKILL if it is still there after
+    `timeout` s, so a hung shutdown cannot hold a benchmark run."""
+    if process.returncode is not None:
+        return
+    process.terminate()
+    with contextlib.suppress(TimeoutError):
+        await within(process.wait(), timeout)
+    if process.returncode is None:
+        process.kill()
+        await process.wait()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import signal
 import statistics
@@ -29,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from crowd import rss_kib
+from crowd import end_process, rss_kib
 
-from bridges.timeouts import within
 from component.crypto import generate_key
 from component.devstack.prosody import Prosody
 
@@ -158,12 +156,7 @@ async def idle_rss(
                 totals = json.loads(await process.stdout.readline())
         return rss_kib(process.pid), totals
     finally:
-        process.terminate()
-        with contextlib.suppress(TimeoutError):
-            await within(process.wait(), 15)
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await end_process(process, 15)
         log.close()
 
 

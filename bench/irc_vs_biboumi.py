@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
-from crowd import in_batches, irc_gateway_config, prosody_accounts, rss_kib
+from crowd import end_process, in_batches, irc_gateway_config, prosody_accounts, rss_kib
 
 from bridges.irc.devstack import NgIrcd
 from bridges.timeouts import within
@@ -411,12 +411,7 @@ async def run_process(
     try:
         yield process
     finally:
-        if process.returncode is None:
-            process.terminate()
-            with contextlib.suppress(TimeoutError):
-                await within(process.wait(), 10)
-            if process.returncode is None:
-                process.kill()
+        await end_process(process, 10)
 
 
 async def wait_connected(server: Prosody, domain: str, mark: int) -> None:

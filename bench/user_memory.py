@@ -29,11 +29,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import yaml
-from crowd import irc_gateway_config, rss_kib
+from crowd import end_process, irc_gateway_config, rss_kib
 from irc_vs_biboumi import CHANNEL, Gateway, IrcPeer, RoomUser
 
 from bridges.irc.devstack import NgIrcd
-from bridges.timeouts import within
 from component.devstack.prosody import Prosody
 
 DOMAIN = "irc.localhost"
@@ -159,12 +158,7 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             for user in users:
                 user.disconnect()
-            process.terminate()
-            with contextlib.suppress(TimeoutError):
-                await within(process.wait(), 15)
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            await end_process(process, 15)
             log.close()
 
 
