@@ -53,6 +53,12 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 1_000
 """Lines per transaction; a longer burst is written in several."""
+LOOP_BATCH = 128
+"""Lines per transaction on an SQLite file, which is written in the event loop's
+thread (`_write`): about 3 ms of the loop on a slow machine, after which everyone
+else's work runs before the next. Batches of `MAX_BATCH`, one after the other without
+a break, held the loop 20 to 100 ms while one user's flood was archived, and that
+was the other users' wait (bench/irc_vs_biboumi.py --fairness)."""
 GATHER = 0.1
 """Seconds the writer lets lines pile up after the first before it writes them.
 
@@ -332,10 +338,12 @@ class Archive:
             await self._drain()
 
     async def _drain(self) -> None:
+        size = MAX_BATCH if self._local is None else LOOP_BATCH
         while self._queue or self._chats:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            chats, self._chats = self._chats[:MAX_BATCH], self._chats[MAX_BATCH:]
+            batch, self._queue = self._queue[:size], self._queue[size:]
+            chats, self._chats = self._chats[:size], self._chats[size:]
             await self._write_retrying(batch, chats)
+            await asyncio.sleep(0)  # the others' turn (`LOOP_BATCH`)
         self._dropping = False
         self._idle.set()
 
