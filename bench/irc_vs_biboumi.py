@@ -877,11 +877,14 @@ def print_table(gateways: list[Gateway]) -> None:
     Ratios are taken round by round (the machine's load changes less within a round)
     and shown as median (range). Rates: above 1 we are faster; CPU: below 1 we use less.
     """
-    width = max([28] + [len(figure) + 2 for g in gateways for figure in g.results.values()])
     names = {g.name: g for g in gateways}
     ours = names.get("ours, archive on")
     versus = [g for g in gateways if g is not ours] if ours else []
-    header = [g.name for g in gateways] + [f"on ÷ {g.name.split(', ')[-1]}" for g in versus]
+    header = [g.name for g in gateways] + [f"on ÷ {g.name.removeprefix('ours, ')}" for g in versus]
+    width = max(
+        [28, *(len(name) + 2 for name in header)]
+        + [len(figure) + 2 for g in gateways for figure in g.results.values()]
+    )
     print(f"{'':40}" + "".join(f"{name:>{width}}" for name in header))
     rows = list(dict.fromkeys(row for g in gateways for row in g.samples))
     for row in rows:
