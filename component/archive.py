@@ -56,11 +56,11 @@ MAX_BATCH = 1_000
 LOOP_BATCH = 256
 """Lines per transaction on an SQLite file, which is written in the event loop's
 thread (`_write`): a few milliseconds of the loop, after which everyone else's work
-runs before the next. Batches of `MAX_BATCH`, one after the other without a break,
-held the loop 20 to 100 ms while one user's flood was archived, in front of the other
-users' lines (bench/irc_vs_biboumi.py --fairness). Smaller transactions cost more: a
-commit writes every page it touched again (128 lines: about 4 µs more per line in
-bench/archive_bench.py, against 1,000)."""
+runs before the next. A batch of `MAX_BATCH` lines is 10 to 30 ms of the loop (from
+bench/archive_bench.py's rate), and a flood's batches came one after the other without
+a break, in front of the other users' lines (bench/irc_vs_biboumi.py --fairness).
+Smaller transactions cost more: a commit writes every page it touched again (128
+lines: about 4 µs more per line in bench/archive_bench.py, against 1,000)."""
 GATHER = 0.1
 """Seconds the writer lets lines pile up after the first before it writes them.
 
