@@ -34,12 +34,12 @@ from itertools import chain
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, Engine, delete, func, select, tuple_, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridges.address import Address
 from bridges.base import Account, AccountStore, Command, FormField
-from component.db import local_reader
+from component.db import local_reader, writer
 from component.models import (
     AccountRow,
     ArchiveLegacyIdRow,
@@ -339,8 +339,14 @@ class Archive:
             self._hurry.clear()
             await self._drain()
 
+    @property
+    def batch_size(self) -> int:
+        """Lines per transaction: `LOOP_BATCH` where the writer holds the event loop
+        (an SQLite file), else `MAX_BATCH`."""
+        return MAX_BATCH if self._local is None else LOOP_BATCH
+
     async def _drain(self) -> None:
-        size = MAX_BATCH if self._local is None else LOOP_BATCH
+        size = self.batch_size
         while self._queue or self._chats:
             batch, self._queue = self._queue[:size], self._queue[size:]
             chats, self._chats = self._chats[:size], self._chats[size:]
@@ -382,8 +388,8 @@ class Archive:
         Handing each statement of a batch to aiosqlite's thread made the event loop
         wait for the GIL at every hand-off: in an IRC burst that wait, not SQLite, was
         what archiving cost. A batch of a thousand lines holds the loop for about ten
-        milliseconds; a database locked by another writer makes it fail after 50 ms
-        (`local_reader`) and it is retried later, off the loop. A thread of the
+        milliseconds; a database locked by another writer makes it wait off the loop
+        (`_transaction`). A thread of the
         writer's own, handed each transaction whole, was measured too (14 interleaved
         rounds): 3 to 8 µs more CPU per line, for a change in the burst rate smaller
         than the machine's noise, so the writer stays in this thread.
@@ -398,12 +404,23 @@ class Archive:
         await self._transaction(write)
 
     async def _transaction(self, work: Callable[[Connection], None]) -> None:
-        """Run `work` in one transaction: in this thread on an SQLite file (`_write`)."""
+        """Run `work` in one transaction: in this thread on an SQLite file (`_write`).
+
+        There the lock is waited for 50 ms only (`local_reader`): when another writer
+        holds it longer (the account store, the retention run, another process),
+        the transaction is run again in aiosqlite's thread, which waits for the lock
+        as long as every other write does, with the event loop free meanwhile.
+        A retraction written while the retention run held the lock was lost before.
+        """
         if self._local is not None:
-            with self._local.begin() as db:
-                work(db)
-            return
-        async with self.engine.begin() as db:
+            try:
+                with self._local.begin() as db:
+                    work(db)
+                return
+            except OperationalError as exc:
+                if not _locked(exc):
+                    raise
+        async with writer(self.engine).begin() as db:
             await db.run_sync(work)
 
     def _write_rows(self, db: Connection, batch: Sequence[Line]) -> None:
@@ -979,6 +996,11 @@ def _room_is(account_id: int, room: str) -> tuple[ColumnElement[bool], ...]:
 def _targets(account_id: int, room: str) -> tuple[ColumnElement[bool], ...]:
     """The lines of `room` a reply, correction, reaction or retraction can name."""
     return (*_room_is(account_id, room), ArchiveRow.kind != REACTION)
+
+
+def _locked(exc: OperationalError) -> bool:
+    """Whether SQLite failed for a lock another connection holds (SQLITE_BUSY)."""
+    return str(getattr(exc.orig, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
 
 
 def _utc(moment: datetime) -> datetime:
