@@ -346,14 +346,22 @@ class Archive:
         return MAX_BATCH if self._local is None else LOOP_BATCH
 
     async def _drain(self) -> None:
+        """Write what is queued now, in transactions of `batch_size` with the others'
+        turn between them; what arrives meanwhile waits for the next gathering.
+
+        Taking new lines after each turn instead made a flood's transactions as small
+        as what one turn brought (about 6 lines, 700 commits for 4,000 lines).
+        """
         size = self.batch_size
-        while self._queue or self._chats:
-            batch, self._queue = self._queue[:size], self._queue[size:]
-            chats, self._chats = self._chats[:size], self._chats[size:]
-            await self._write_retrying(batch, chats)
+        lines, self._queue = self._queue, []
+        chats, self._chats = self._chats, []
+        for start in range(0, max(len(lines), len(chats)), size):
+            end = start + size
+            await self._write_retrying(lines[start:end], chats[start:end])
             await asyncio.sleep(0)  # the others' turn (`LOOP_BATCH`)
-        self._dropping = False
-        self._idle.set()
+        if not self._queue and not self._chats:
+            self._dropping = False
+            self._idle.set()
 
     async def _write_retrying(self, batch: list[Line], chats: list[ChatReference]) -> None:
         for delay in (*RETRY_DELAYS, None):

@@ -125,6 +125,26 @@ async def test_a_long_burst_leaves_the_event_loop_turns_between_transactions(arc
     assert any(0 < count < len(commits) for count in seen)
 
 
+async def test_lines_trickling_in_through_a_flood_are_gathered_not_written_one_by_one(
+    archive, engine, commits
+):
+    """An IRC flood reaches the archive a line or a few per loop turn, for longer than
+    the writer gathers: each gathering must be written whole, not turn by turn."""
+    await archive.stop()  # without its retention task, whose commit would be counted
+    archive = Archive(engine, "irc", max_days=0)
+    archive.start()
+    commits.clear()
+    started = asyncio.get_running_loop().time()
+    for n in range(300):
+        archive.add(line("a@x", n))
+        await asyncio.sleep(0.001)  # the flood's pace, not a synchronisation
+    await archive.flush()
+    gatherings = (asyncio.get_running_loop().time() - started) / archive_module.GATHER
+    assert len(commits) <= gatherings + 2
+    assert len(await archive.latest("a@x", ROOM, 300)) == 300
+    await archive.stop()
+
+
 def test_the_row_insert_fills_every_column():
     """The writer's own INSERT names its columns: a column added to the model must be
     added there too, or its value would never be stored."""
@@ -225,6 +245,7 @@ async def test_retention_removes_old_lines_only(archive):
 
 
 async def test_retention_runs_by_itself_from_the_start(archive):
+    await archive.stop()  # its own retention task would race the runner's below
     archive.add(line("a@x", 0, sent=datetime.now(UTC) - timedelta(days=31)))
     archive.add(line("a@x", 1))
     await archive.flush()
@@ -325,6 +346,9 @@ async def test_a_retraction_waits_for_a_lock_another_writer_holds(archive, engin
     """The archive writes an SQLite file in the loop's thread, which waits 50 ms for
     the lock: a writer holding it longer (the account store, the retention run,
     another process) must delay the write, not lose it."""
+    # Without its retention task: its DELETE, in aiosqlite's thread, could hold the
+    # lock that the raw connection below waits for with the event loop blocked.
+    await archive.stop()
     [target] = await fill(archive, count=1)
     other = sqlite3.connect(engine.url.database, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
