@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import os
 import random
 import statistics
 import sys
@@ -72,12 +71,6 @@ def percentile(values: list[float], share: float) -> float:
 
 def rss_mib(pid: int | str = "self") -> float:
     return rss_kib(pid) / 1024
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def mam_query(rsm: dict[str, str], fields: dict[str, str] | None = None) -> Iq:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -115,6 +116,13 @@ async def in_batches(count: int, start: Callable[[int], Awaitable[T]], batch: in
     for first in range(0, count, batch):
         done += await asyncio.gather(*(start(n) for n in range(first, min(count, first + batch))))
     return done
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of process `pid` so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")  # after "pid (comm)": state is fields[0]
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def rss_kib(pid: int | str = "self") -> int:

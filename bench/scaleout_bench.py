@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from crowd import irc_gateway_config
-from irc_vs_biboumi import CLOCK_TICK, PASSWORD, IrcPeer, RoomUser
+from crowd import cpu_times, irc_gateway_config
+from irc_vs_biboumi import PASSWORD, IrcPeer, RoomUser
 
 from bridges.irc.devstack import NgIrcd
 from component.devstack.ejabberd import Ejabberd, EjabberdCluster
@@ -46,9 +46,8 @@ ROOM = f"{CHANNEL}%127.0.0.1@{IRC_JID}"
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+    """User + system CPU time of process `pid` so far."""
+    return sum(cpu_times(pid))
 
 
 async def settled(pids: list[int]) -> list[float]:
