@@ -11,6 +11,7 @@ includes the servers and the machine; this separates the gateway's own share.
 from __future__ import annotations
 
 import asyncio
+import re
 import statistics
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from component.devstack.prosody import Prosody  # noqa: E402
 from component.gateway import Gateway  # noqa: E402
 
 COUNT, RATE = 500, 50.0
+PACED = re.compile(r"paced (\d+)")
 parsed_at: dict[str, float] = {}
 sent_at: dict[str, float] = {}
 
@@ -46,8 +48,10 @@ def install_probes() -> None:
         return parse(text)
 
     def send_probe(self: Gateway, data: Any, use_filters: bool = True) -> None:
-        if getattr(data, "name", "") == "message" and data["body"].startswith("paced "):
-            sent_at[data["body"].rsplit(" ", 1)[-1]] = time.perf_counter()
+        # A live room message is text already (component.wire), anything else a stanza.
+        body = data if isinstance(data, str) else str(data.xml.findtext("{*}body") or "")
+        if (found := PACED.search(body)) is not None:
+            sent_at[found.group(1)] = time.perf_counter()
         send(self, data, use_filters)
 
     protocol.Line.parse = staticmethod(parse_probe)  # type: ignore[method-assign]
