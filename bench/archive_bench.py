@@ -143,7 +143,9 @@ async def mam_latency(url: str, path: Path | None, lines: int, queries: int) -> 
     write_rate = lines / (time.perf_counter() - began)
     size = await database_bytes(engine, path)
     async with engine.connect() as db:
-        ids = list((await db.execute(select(ArchiveRow.stanza_id))).scalars())
+        # In the archive's order: pages are cut in it (ids alone come in index order).
+        in_order = select(ArchiveRow.stanza_id).order_by(ArchiveRow.sent, ArchiveRow.id)
+        ids = list((await db.execute(in_order)).scalars())
         middle = (
             await db.execute(
                 select(ArchiveRow.sent, ArchiveRow.id).where(ArchiveRow.id == lines // 2)
