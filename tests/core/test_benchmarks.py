@@ -1,0 +1,75 @@
+"""The benchmarks still run: each with tiny parameters, as its own process.
+
+CI does not run bench/ for its figures (they need a quiet machine), so nothing else
+notices when one stops working: irc_latency_breakdown.py failed with a KeyError once
+live room messages became text, and archive_bench.py's MAM pages could come back
+short. These runs check that each finishes and prints its figures, not
+what the figures are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+async def run_bench(script: str, *args: str, timeout: float = 240) -> str:
+    """`script`'s output (stdout and stderr) once it has exited 0."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCH / script),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            output, _ = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text[-3000:]
+    return text
+
+
+@pytest.mark.timeout(300)
+async def test_the_latency_breakdown_prints_the_gateways_own_share():
+    output = await run_bench("irc_latency_breakdown.py")
+    assert "gateway parse → stanza sent" in output
+    assert "end to end" in output
+
+
+@pytest.mark.timeout(300)
+async def test_the_side_by_side_benchmark_prints_both_archive_settings():
+    output = await run_bench(
+        "irc_vs_biboumi.py",
+        *("--only", "ours", "--burst", "200", "--rounds", "1", "--paced", "20"),
+        *("--users", "1", "--many", "0", "--flood", "0"),
+    )
+    assert "on ÷ archive off" in output
+    assert "Prosody's CPU s per 1,000" in output
+    assert "out of order" not in output
+
+
+@pytest.mark.timeout(300)
+async def test_the_archive_benchmark_pages_and_bursts():
+    output = await run_bench(
+        "archive_bench.py",
+        *("--lines", "3000", "--queries", "100", "--burst", "200", "--rounds", "1"),
+        *("--databases", "sqlite"),
+    )
+    assert "sqlite: MAM page of 50, after a random id" in output
+    assert "archive on / off" in output
+
+
+@pytest.mark.timeout(300)
+async def test_the_component_echo_benchmark_runs():
+    output = await run_bench("core_echo.py", "--burst", "100", "--paced", "20")
+    assert "in order: True" in output
