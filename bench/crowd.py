@@ -125,6 +125,11 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far."""
+    return sum(cpu_times(pid))
+
+
 def rss_kib(pid: int | str = "self") -> int:
     """A process's resident set (VmRSS), KiB."""
     status = Path(f"/proc/{pid}/status").read_text()

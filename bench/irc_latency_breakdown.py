@@ -49,7 +49,7 @@ def install_probes() -> None:
 
     def send_probe(self: Gateway, data: Any, use_filters: bool = True) -> None:
         # A live room message is text already (component.wire), anything else a stanza.
-        body = data if isinstance(data, str) else str(data.xml.findtext("{*}body") or "")
+        body = data if isinstance(data, str) else data.xml.findtext("{*}body", "")
         if (found := PACED.search(body)) is not None:
             sent_at[found.group(1)] = time.perf_counter()
         send(self, data, use_filters)

@@ -61,6 +61,7 @@ from typing import Any, Protocol
 
 import yaml
 from crowd import (
+    cpu_seconds,
     cpu_times,
     end_process,
     in_batches,
@@ -607,23 +608,33 @@ def sample(gateway: Gateway, row: str, value: float) -> None:
     gateway.samples.setdefault(row, []).append(value)
 
 
+CpuMark = tuple[tuple[float, float], float]
+"""The gateway's user and system CPU seconds, and Prosody's CPU seconds, at one moment."""
+
+
+def prosody_seconds(server: Prosody) -> float:
+    assert server.pid is not None
+    return cpu_seconds(server.pid)
+
+
+def cpu_mark(gateway: Gateway, server: Prosody) -> CpuMark:
+    return gateway.cpu_times(), prosody_seconds(server)
+
+
 async def sample_cpu(
-    gateway: Gateway,
-    path: str,
-    before: tuple[float, float],
-    messages: int,
-    server: tuple[int, float],
+    gateway: Gateway, server: Prosody, path: str, before: CpuMark, messages: int
 ) -> None:
     """The CPU seconds per 1,000 messages since `before`, and the system time's share
     of them (system calls: socket writes and reads, the database's file); and those of
-    Prosody, (pid, CPU seconds before), which is what bounds a burst on two cores, so
-    that what a gateway's stanzas cost it shows."""
+    Prosody, which is what bounds a burst on two cores, so that what a gateway's
+    stanzas cost it shows."""
     user, system = await gateway.settled_cpu()
-    used, in_kernel = user + system - sum(before), system - before[1]
+    gateway_before, server_before = before
+    used, in_kernel = user + system - sum(gateway_before), system - gateway_before[1]
     sample(gateway, f"{path} {CPU}", used / messages * 1000)
     sample(gateway, f"{path} {SYSTEM}", in_kernel / messages * 1000)
-    pid, server_before = server
-    sample(gateway, f"{path} {SERVER_CPU}", (sum(cpu_times(pid)) - server_before) / messages * 1000)
+    server_used = prosody_seconds(server) - server_before
+    sample(gateway, f"{path} {SERVER_CPU}", server_used / messages * 1000)
 
 
 async def bursts(gateway: Gateway, server: Prosody, burst: int, round_: int) -> None:
@@ -634,22 +645,21 @@ async def bursts(gateway: Gateway, server: Prosody, burst: int, round_: int) -> 
     """
     peer, user = gateway.peer, gateway.user
     assert peer is not None and user is not None
-    assert server.pid is not None
     tag = f"irc{round_} "
-    before, server_before = gateway.cpu_times(), (server.pid, sum(cpu_times(server.pid)))
+    before = cpu_mark(gateway, server)
     started = time.perf_counter()
     for n in range(burst):
         peer.send(f"PRIVMSG {gateway.channel} :{tag}{n}")
     await user.wait_count(burst, tag)
     got = user.received(tag)
     sample(gateway, f"{IN} {RATE}", burst / (got[-1][0] - started))
-    await sample_cpu(gateway, IN, before, burst, server_before)
+    await sample_cpu(gateway, server, IN, before, burst)
     if [body for _, body in got] != [f"{tag}{n}" for n in range(burst)]:
         gateway.results[f"{IN} order"] = f"out of order in round {round_}"
 
     tag = f"xmpp{round_} "
     peer.privmsgs.clear()
-    before, server_before = gateway.cpu_times(), (server.pid, sum(cpu_times(server.pid)))
+    before = cpu_mark(gateway, server)
     started = time.perf_counter()
     for n in range(burst):
         user.send_message(mto=gateway.room, mbody=f"{tag}{n}", mtype="groupchat")
@@ -660,7 +670,7 @@ async def bursts(gateway: Gateway, server: Prosody, burst: int, round_: int) -> 
     sample(gateway, f"{OUT} {RATE}", count / elapsed)
     with contextlib.suppress(TimeoutError):  # the reflections are part of the work
         await user.wait_count(burst, tag, timeout=10)
-    await sample_cpu(gateway, OUT, before, burst, server_before)
+    await sample_cpu(gateway, server, OUT, before, burst)
     if [body for _, body in peer.privmsgs] != [f"{tag}{n}" for n in range(count)]:
         gateway.results[f"{OUT} order"] = f"out of order in round {round_}"
     if count < burst:

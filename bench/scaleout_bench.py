@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from crowd import cpu_times, irc_gateway_config
+from crowd import cpu_seconds, irc_gateway_config
 from irc_vs_biboumi import PASSWORD, IrcPeer, RoomUser
 
 from bridges.irc.devstack import NgIrcd
@@ -43,11 +43,6 @@ IRC_JID = "irc.localhost"
 SECRET = "irc-secret"
 CHANNEL = "#scale"
 ROOM = f"{CHANNEL}%127.0.0.1@{IRC_JID}"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far."""
-    return sum(cpu_times(pid))
 
 
 async def settled(pids: list[int]) -> list[float]:
