@@ -15,6 +15,11 @@ skipped. CI does not run benchmarks. Each configuration has its own channel and 
   /proc/<pid>/stat until it is idle again), the figure that does not depend on how
   busy the machine was. Printed as median (range), with the ratios ours with the
   archive on ÷ each other configuration (archive off, each biboumi), round by round.
+* Prosody alone: after each IRC → XMPP burst, a raw component writes as many of that
+  gateway's room messages (`prosody_alone`: the same elements) straight to a client,
+  as fast as Prosody takes them. On two cores Prosody bounds that burst, and each
+  child element (occupant-id, stanza-id) costs it more, so this is the burst's ceiling
+  for that gateway's stanzas; printed with the burst ÷ it. `--alone` runs only this.
 * latency: IRC → XMPP at a paced rate, p50/p99 from the peer's send to the arrival,
   next to the same figure for the servers alone (IRC peer to IRC peer through ngIRCd,
   XMPP client to XMPP client through Prosody), which no gateway can go below.
@@ -34,8 +39,8 @@ each of ours from the source tree in DIR as well (an earlier commit: `git archiv
 main | tar -x -C DIR`), for a before and after in one run.
 
     .venv/bin/python bench/irc_vs_biboumi.py [--burst 2000] [--rounds 3] [--users 1,50,200]
-        [--flood 5000] [--fairness] [--only ours|biboumi] [--profile] [--windows 65536,0]
-        [--baseline DIR]
+        [--flood 5000] [--fairness] [--alone] [--only ours|biboumi] [--profile]
+        [--windows 65536,0] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -69,6 +74,11 @@ from crowd import (
     prosody_accounts,
     rss_kib,
 )
+from prosody_alone import DOMAIN as ALONE_DOMAIN
+from prosody_alone import SECRET as ALONE_SECRET
+from prosody_alone import SHAPES, ProsodyAlone, Shape
+from prosody_alone import biboumi as biboumi_shape
+from prosody_alone import ours as our_shape
 
 from bridges.irc.devstack import NgIrcd
 from bridges.timeouts import within
@@ -337,6 +347,8 @@ class Gateway:
     """Figures measured once per round: messages/s, CPU seconds per 1,000 messages."""
     peer: IrcPeer | None = None
     user: RoomUser | None = None
+    shape: Shape | None = None
+    """Its live room message (`prosody_alone`), for Prosody's ceiling of a burst."""
 
     @property
     def channel(self) -> str:
@@ -489,7 +501,8 @@ async def start_ours(
         run_process(*argv, log=tmp / f"{domain}.log", source=source)
     )
     await wait_connected(server, domain, mark)
-    return Gateway(name, domain, tag, process, needs_registration=True)
+    archived = bool((core or {}).get("archive", {}).get("enabled", True))
+    return Gateway(name, domain, tag, process, needs_registration=True, shape=our_shape(archived))
 
 
 def print_profile(path: Path, top: int = 30) -> None:
@@ -534,8 +547,22 @@ async def start_biboumi(
         await unthrottled(user)
 
     return [
-        Gateway("biboumi, history on", domain, "bon", process, setup=unthrottled),
-        Gateway("biboumi, history off", domain, "bof", process, setup=no_history),
+        Gateway(
+            "biboumi, history on",
+            domain,
+            "bon",
+            process,
+            setup=unthrottled,
+            shape=biboumi_shape(True),
+        ),
+        Gateway(
+            "biboumi, history off",
+            domain,
+            "bof",
+            process,
+            setup=no_history,
+            shape=biboumi_shape(False),
+        ),
     ]
 
 
@@ -593,6 +620,19 @@ async def servers_alone(server: Prosody, irc: NgIrcd, count: int) -> dict[str, s
 IN, OUT = "IRC→XMPP", "XMPP→IRC"
 RATE, CPU, SYSTEM = "burst, msg/s", "CPU s per 1,000 msgs", "  of which system"
 SERVER_CPU = "  Prosody's CPU s per 1,000"
+ALONE_RATE, OF_ALONE = "  Prosody alone, msg/s", "  burst ÷ Prosody alone"
+ALONE_CPU = "  Prosody alone, CPU s / 1,000"
+
+
+async def open_alone(server: Prosody) -> ProsodyAlone:
+    """A component writing room messages straight to a client of its own (`prosody_alone`)."""
+    jid = await server.register("alone", PASSWORD)
+    client = RoomUser(f"{jid}/alone", "", "alone")
+    await client.login(server)
+    client.start_counting()
+    alone = ProsodyAlone(server, client)
+    await alone.connect()
+    return alone
 
 
 async def prepare(gateway: Gateway, server: Prosody, irc: NgIrcd) -> None:
@@ -637,11 +677,15 @@ async def sample_cpu(
     sample(gateway, f"{path} {SERVER_CPU}", server_used / messages * 1000)
 
 
-async def bursts(gateway: Gateway, server: Prosody, burst: int, round_: int) -> None:
+async def bursts(
+    gateway: Gateway, server: Prosody, alone: ProsodyAlone, burst: int, round_: int
+) -> None:
     """One round: `burst` messages each way, their rate and the gateway's CPU time.
 
     The CPU time counts until the gateway is idle again, the echoes of the XMPP → IRC
-    burst to the sender included (both gateways reflect room messages).
+    burst to the sender included (both gateways reflect room messages). After the IRC
+    → XMPP burst, Prosody alone routes as many of the gateway's stanzas: the ceiling
+    that burst had on this machine (`prosody_alone`), and the burst's share of it.
     """
     peer, user = gateway.peer, gateway.user
     assert peer is not None and user is not None
@@ -656,6 +700,11 @@ async def bursts(gateway: Gateway, server: Prosody, burst: int, round_: int) -> 
     await sample_cpu(gateway, server, IN, before, burst)
     if [body for _, body in got] != [f"{tag}{n}" for n in range(burst)]:
         gateway.results[f"{IN} order"] = f"out of order in round {round_}"
+    if gateway.shape is not None:
+        rate, cpu = await alone.route(gateway.shape, burst, f"alone{round_}{gateway.tag}")
+        sample(gateway, f"{IN} {ALONE_RATE}", rate)
+        sample(gateway, f"{IN} {ALONE_CPU}", cpu)
+        sample(gateway, f"{IN} {OF_ALONE}", gateway.samples[f"{IN} {RATE}"][-1] / rate)
 
     tag = f"xmpp{round_} "
     peer.privmsgs.clear()
@@ -933,6 +982,18 @@ def print_table(gateways: list[Gateway]) -> None:
                 print(f"  {row:38}{spread(ratios, 'x'):>{width}}")
 
 
+async def prosody_alone(alone: ProsodyAlone, count: int, rounds: int) -> None:
+    """`--alone`: Prosody's ceiling for each gateway's room messages, in turns."""
+    figures: dict[str, list[tuple[float, float]]] = {name: [] for name in SHAPES}
+    for round_ in range(rounds):
+        for n, (name, shape) in enumerate(SHAPES.items()):
+            figures[name].append(await alone.route(shape, count, f"alone{round_}s{n}"))
+    print(f"Prosody alone, {count} room messages of each gateway's, {rounds} rounds:")
+    for name, values in figures.items():
+        rates, cpus = [rate for rate, _ in values], [cpu for _, cpu in values]
+        print(f"  {name:22} {spread(rates, ' msg/s'):>30}   its CPU s per 1,000 {spread(cpus)}")
+
+
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
     os.chmod(tmp, 0o755)
@@ -950,9 +1011,15 @@ async def main(args: argparse.Namespace) -> None:
             for n, (window, source) in enumerate(variants)
         }
     secrets = {domain: f"s-{domain}" for domain in [*ours, "biboumi.localhost"]}
+    secrets[ALONE_DOMAIN] = ALONE_SECRET
     which = {args.only} if args.only else {"ours", "biboumi"}
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(Prosody(components=secrets))
+        alone = await open_alone(server)
+        if args.alone:
+            await prosody_alone(alone, args.burst, args.rounds)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         # biboumi reaches IRC servers on the standard ports only (6697, 6670, then 6667).
         port = 6667 if port_is_free(6667) else free_port()
         irc = await stack.enter_async_context(NgIrcd(port=port, flood_throttling=False))
@@ -992,7 +1059,7 @@ async def main(args: argparse.Namespace) -> None:
                 await prepare(gateway, server, irc)
             for round_ in range(args.rounds):  # interleaved: each round meets the same load
                 for gateway in gateways:
-                    await bursts(gateway, server, args.burst, round_)
+                    await bursts(gateway, server, alone, args.burst, round_)
         for gateway in gateways:
             if not args.fairness:
                 await latency_and_memory(gateway, server, args.paced, args.users)
@@ -1037,6 +1104,9 @@ if __name__ == "__main__":
     parser.add_argument("--only", choices=["ours", "biboumi"], help="run one gateway")
     parser.add_argument("--flood", type=int, default=5000, help="0: skip the fairness run")
     parser.add_argument("--fairness", action="store_true", help="only the fairness run")
+    parser.add_argument(
+        "--alone", action="store_true", help="only Prosody alone, with each gateway's stanzas"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile our gateways")
     parser.add_argument(
         "--windows",

@@ -50,7 +50,11 @@ BENCHMARKS = {
             *("--only", "ours", "--burst", "200", "--rounds", "1", "--paced", "20"),
             *("--users", "1", "--many", "0", "--flood", "0"),
         ],
-        ["on ÷ archive off", "Prosody's CPU s per 1,000"],
+        ["on ÷ archive off", "Prosody's CPU s per 1,000", "burst ÷ Prosody alone"],
+    ),
+    "Prosody alone": (
+        ["irc_vs_biboumi.py", "--alone", "--burst", "200", "--rounds", "1"],
+        ["room messages of each gateway's", "ours, archive on", "biboumi, history off"],
     ),
     "archive": (
         [
