@@ -1,5 +1,8 @@
 """What a legacy network tells the XMPP side: frozen value objects, one per kind of event.
 
+`Message` and `Delivered`, built for every message, are frozen for the type checker
+only (`bridges.hot_value`): building them cost several times as much otherwise.
+
 Bridges build these and hand them to `Sink.deliver`; only the component turns them into
 stanzas, so no bridge ever needs to know XMPP stanza syntax. Import the module
 (`from bridges import events`) and write `events.Message`, so it never shadows slixmpp's
@@ -13,6 +16,7 @@ from datetime import datetime
 from enum import Enum
 
 from bridges.address import Address
+from bridges.hot_value import hot_value
 
 
 class Role(Enum):
@@ -54,7 +58,7 @@ class SharedFile:
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@hot_value
 class Message:
     """A message from the legacy side.
 
@@ -300,7 +304,7 @@ class DeliveryFailed:
     origin: Origin | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@hot_value
 class Delivered:
     """The legacy side accepted a message the user sent (XEP-0184 receipt; for a room,
     the reflection). `legacy_id` and `sent` are the network's id and time for it, when

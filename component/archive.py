@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bridges.address import Address
 from bridges.base import Account, AccountStore, Command, FormField
+from bridges.hot_value import hot_value
 from component.db import local_reader, writer
 from component.models import (
     AccountRow,
@@ -122,7 +123,7 @@ def _time_ordered_uuid() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-@dataclass(frozen=True, slots=True)
+@hot_value
 class Line:
     """One archived room message, as it was (or will be) shown to the user."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bridges.hot_value import hot_value
 from bridges.irc.protocol import Line, casefold
 from bridges.timestamps import parse_timestamp
 
@@ -29,7 +30,7 @@ BATCH_TYPES = frozenset({"chathistory", "draft/chathistory"})
 TEXT_COMMANDS = frozenset({"PRIVMSG", "NOTICE"})
 
 
-@dataclass(frozen=True)
+@hot_value
 class Anchor:
     """The last line seen in a channel: its msgid, else when it was sent."""
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from bridges.base import SessionLog
 from bridges.fairness import TimeSlice
 from bridges.flag import Flag
+from bridges.hot_value import hot_value
 from bridges.irc import sasl
 from bridges.irc.caps import ECHO_CAPS, MAX_OFFERED, StsPolicy, parse_offer, to_request
 from bridges.irc.inbox import Inbox
@@ -107,7 +108,7 @@ class Ticket:
         return 0 < self.left < self.lines
 
 
-@dataclass(frozen=True, slots=True)
+@hot_value
 class Outgoing:
     line: str
     ticket: Ticket | None = None

@@ -8,10 +8,12 @@ from an old client must reach the user rather than vanish.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import lru_cache
 
 from irc.message import Tag
+
+from bridges.hot_value import hot_value
 
 MAX_LINE_BYTES = 512
 """RFC 2812 §2.3: a message, CR LF included, is at most 512 bytes."""
@@ -91,7 +93,7 @@ def decode(data: bytes, fallback: str = "latin-1") -> str:
         return data.decode(fallback, errors="replace")
 
 
-@dataclass(frozen=True)
+@hot_value
 class Line:
     """One parsed IRC message; `nick` is the source's nick (or server name)."""
 

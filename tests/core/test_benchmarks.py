@@ -64,6 +64,10 @@ BENCHMARKS = {
         ],
         ["sqlite: MAM page of 50, after a random id", "archive on / off"],
     ),
+    "building values": (
+        ["value_bench.py", "--number", "1000"],
+        ["hot_value / frozen dataclass", "component.archive.Line", "bridges.events.Message"],
+    ),
     "component echo": (
         ["core_echo.py", "--burst", "100", "--paced", "20"],
         ["in order: True"],
