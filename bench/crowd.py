@@ -130,6 +130,12 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
+def prosody_seconds(server: Prosody) -> float:
+    """The CPU seconds `server`'s process has used so far."""
+    assert server.pid is not None
+    return cpu_seconds(server.pid)
+
+
 def rss_kib(pid: int | str = "self") -> int:
     """A process's resident set (VmRSS), KiB."""
     status = Path(f"/proc/{pid}/status").read_text()

@@ -66,12 +66,12 @@ from typing import Any, Protocol
 
 import yaml
 from crowd import (
-    cpu_seconds,
     cpu_times,
     end_process,
     in_batches,
     irc_gateway_config,
     prosody_accounts,
+    prosody_seconds,
     rss_kib,
 )
 from prosody_alone import DOMAIN as ALONE_DOMAIN
@@ -652,11 +652,6 @@ CpuMark = tuple[tuple[float, float], float]
 """The gateway's user and system CPU seconds, and Prosody's CPU seconds, at one moment."""
 
 
-def prosody_seconds(server: Prosody) -> float:
-    assert server.pid is not None
-    return cpu_seconds(server.pid)
-
-
 def cpu_mark(gateway: Gateway, server: Prosody) -> CpuMark:
     return gateway.cpu_times(), prosody_seconds(server)
 
@@ -995,6 +990,10 @@ async def prosody_alone(alone: ProsodyAlone, count: int, rounds: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    if args.alone:
+        async with Prosody(components={ALONE_DOMAIN: ALONE_SECRET}) as server:
+            await prosody_alone(await open_alone(server), args.burst, args.rounds)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="xgw-bench-"))
     os.chmod(tmp, 0o755)
     ours: dict[str, tuple[str, bool, int | None, Path | None]] = {
@@ -1016,10 +1015,6 @@ async def main(args: argparse.Namespace) -> None:
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(Prosody(components=secrets))
         alone = await open_alone(server)
-        if args.alone:
-            await prosody_alone(alone, args.burst, args.rounds)
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
         # biboumi reaches IRC servers on the standard ports only (6697, 6670, then 6667).
         port = 6667 if port_is_free(6667) else free_port()
         irc = await stack.enter_async_context(NgIrcd(port=port, flood_throttling=False))

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from crowd import cpu_seconds
+from crowd import prosody_seconds
 
 from component import wire
 from component.archive import Line, stanza_id_for
@@ -120,16 +120,12 @@ class ProsodyAlone:
         room = f"#alone%127.0.0.1@{DOMAIN}"
         to = self.client.jid
         data = "".join(shape(room, "peer", to, f"{tag} {n}") for n in range(count)).encode()
-        assert self.server.pid is not None
-        before, started = cpu_seconds(self.server.pid), time.perf_counter()
+        before, started = prosody_seconds(self.server), time.perf_counter()
         for start in range(0, len(data), 16384):  # as fast as Prosody reads
             self.writer.write(data[start : start + 16384])
             await self.writer.drain()
         await self.client.wait_count(count, f"{tag} ", timeout=300)
         elapsed = time.perf_counter() - started
-        used = cpu_seconds(self.server.pid) - before
+        used = prosody_seconds(self.server) - before
         self.client.messages.clear()
         return count / elapsed, used / count * 1000
-
-    def close(self) -> None:
-        self.writer.close()
