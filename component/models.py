@@ -135,11 +135,15 @@ class ArchiveRow(Base):
         ),
         # The archive's order (time, then arrival): MAM pages, start/end, history.
         Index("ix_archive_order", "account_id", "room", "sent", "id"),
-        # Replies, reactions: only the user's own lines have a client's id.
+        # Corrections name the user's own line by their client's id (only own lines
+        # have one). Ordered by arrival, not by that random id: each line is then
+        # added at the end of the room's part of the index instead of on a random
+        # page, which cost 15-20 µs per own line in SQLite's log (0010).
         _partial_index(
             "ix_archive_xmpp_id",
             "account_id",
             "room",
+            "id",
             "xmpp_id",
             where="xmpp_id IS NOT NULL",
         ),

@@ -444,8 +444,10 @@ class GroupChats:
             full,
             user,
             room.legacy_id,
-            # A client re-sending its message (same origin-id) gets the same archive id.
-            stanza_id_for(user, room.legacy_id, origin_id and f"origin-id {origin_id}"),
+            # Random: a client re-sending its message (same origin-id) is archived once
+            # all the same (the origin-id is unique), and an id derived from the
+            # origin-id would land on a random page of the archive's index.
+            stanza_id_for(user, room.legacy_id, None),
             state.nick,
             body,
             _kind(body, events.MessageKind.MESSAGE),
@@ -817,7 +819,7 @@ class GroupChats:
             state,
             target.stanza_id,
             emojis[-references.MAX_REACTIONS :],
-            stanza_id_for(state.user, state.room.legacy_id, event.legacy_id),
+            stanza_id_for(state.user, state.room.legacy_id, event.legacy_id, event.sent),
             nick=event.nick,
             sent=event.sent,
             legacy_id=event.legacy_id,
@@ -861,7 +863,7 @@ class GroupChats:
         line = Line(
             user,
             room.legacy_id,
-            stanza_id_for(user, room.legacy_id, event.legacy_id),
+            stanza_id_for(user, room.legacy_id, event.legacy_id, event.sent),
             event.timestamp or event.sent or datetime.now(UTC),
             event.nick,
             event.text,

@@ -543,3 +543,78 @@ async def test_a_reaction_line_is_no_target(archive):
         assert await archive.find("a@x", ROOM, named) is None, named
     found = await archive.find("a@x", ROOM, target.stanza_id)
     assert found is not None and found.body == "line 0"
+
+
+async def test_own_lines_are_found_by_their_client_id_from_an_index_in_arrival_order(
+    archive, engine
+):
+    """A correction names the user's line by their client's (random) id; the index
+    that finds it is ordered by arrival, so archiving an own line adds to its end
+    instead of rewriting a random page of it (migration 0010), and a lookup reads the
+    room's own lines newest first without sorting them."""
+    own = [line("a@x", n, xmpp_id=f"client-{n:03}-{(n * 7919) % 1000}") for n in range(300)]
+    for item in own:
+        archive.add(item)
+    await archive.flush()
+    statements: list[tuple[str, object]] = []
+
+    def seen(_conn, _cursor, statement, parameters, _context, _many):
+        if "xmpp_id =" in statement:
+            statements.append((statement, parameters))
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        assert await archive.find("a@x", ROOM, own[0].xmpp_id) == own[0]
+        assert await archive.find("a@x", ROOM, own[-1].xmpp_id) == own[-1]
+        assert await archive.find("b@x", ROOM, own[0].xmpp_id) is None
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    statement, parameters = statements[0]
+    async with engine.connect() as db:
+        if engine.dialect.name == "sqlite":
+            rows = await db.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+            plan = " | ".join(str(row[-1]) for row in rows)
+            columns = await db.exec_driver_sql("PRAGMA index_info(ix_archive_xmpp_id)")
+            indexed = [row[2] for row in columns]
+        else:
+            await db.exec_driver_sql("SET enable_seqscan = off")  # a small table otherwise
+            rows = await db.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+            plan = " | ".join(str(row[0]) for row in rows)
+            found = await db.exec_driver_sql(
+                "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+                " WHERE c.relname = 'ix_archive_xmpp_id'"
+                " ORDER BY array_position(i.indkey::int2[], a.attnum)"
+            )
+            indexed = [row[0] for row in found]
+    assert indexed == ["account_id", "room", "id", "xmpp_id"]
+    assert "ix_archive_xmpp_id" in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+
+
+async def test_archive_ids_follow_time_and_a_replay_keeps_its_id(archive, engine):
+    """A line's archive id is derived from its msgid and the time the network gave it,
+    which a replay repeats (so the replay is the stored line), and starts with that
+    time, like a random id starts with the arrival's: the unique index on the ids grows
+    at its end instead of taking each line on a random page (bench/archive_pages.py)."""
+    derived = [
+        stanza_id_for("a@x", ROOM, f"msgid-{n % 7}-{n}", T0 + timedelta(milliseconds=n))
+        for n in range(50)
+    ]
+    assert derived == sorted(derived)
+    assert stanza_id_for("a@x", ROOM, "msgid-0-0", T0) == derived[0]
+    assert stanza_id_for("b@x", ROOM, "msgid-0-0", T0) != derived[0]  # the user's own archive
+    random_ids = []
+    for _ in range(50):
+        random_ids.append(stanza_id_for("a@x", ROOM, None))
+        await asyncio.sleep(0.001)  # the next millisecond, the next id
+    assert random_ids == sorted(random_ids) and len(set(random_ids)) == 50
+
+    sent = T0 + timedelta(minutes=3)
+    live = line("a@x", 3, legacy_id="m-3", stanza_id=stanza_id_for("a@x", ROOM, "m-3", sent))
+    archive.add(live)
+    await archive.flush()
+    replayed = line("a@x", 3, legacy_id="m-3", stanza_id=stanza_id_for("a@x", ROOM, "m-3", sent))
+    archive.add(replayed)
+    await archive.flush()
+    assert await archive.latest("a@x", ROOM, 5) == [live]
