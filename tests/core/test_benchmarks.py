@@ -64,6 +64,10 @@ BENCHMARKS = {
         ],
         ["sqlite: MAM page of 50, after a random id", "archive on / off"],
     ),
+    "archive pages per line": (
+        ["archive_pages.py", "--lines", "400"],
+        ["sqlite      own lines, origin-id = client id", "postgresql  others' lines", "pages"],
+    ),
     "building values": (
         ["value_bench.py", "--number", "1000"],
         ["hot_value / frozen dataclass", "component.archive.Line", "bridges.events.Message"],
