@@ -58,6 +58,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -307,8 +308,14 @@ class RoomUser:
             self.changed.set()
 
     def send_message(self, mto: str, mbody: str, mtype: str) -> None:
+        """As the common clients send it (Conversations, Dino, Gajim, Monal): a random
+        id and an XEP-0359 origin-id of the same value, which a gateway that archives
+        keeps (and indexes) with the user's own line."""
+        client_id = str(uuid.uuid4())
         self._write(
-            f"<message to='{mto}' type='{mtype}'><body>{html.escape(mbody)}</body></message>"
+            f"<message to='{mto}' type='{mtype}' id='{client_id}'>"
+            f"<body>{html.escape(mbody)}</body>"
+            f"<origin-id xmlns='urn:xmpp:sid:0' id='{client_id}'/></message>"
         )
 
     def disconnect(self) -> None:

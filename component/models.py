@@ -109,9 +109,9 @@ class ArchiveRow(Base):
     """One room message as one user saw it (each user has an archive of their own).
 
     `id` orders the archive (arrival order); `stanza_id` is the XEP-0359/MAM id clients
-    see. The unique keys make a replayed line (same legacy id) or a re-sent own message
-    (same origin-id) a no-op instead of a second row.
-    """
+    see. The unique keys make a replayed line (same legacy id, or same archive id, which
+    is derived from it) a no-op instead of a second row; a re-sent own message (same
+    origin-id) is skipped by the writer."""
 
     __tablename__ = "archive"
     __table_args__ = (
@@ -125,20 +125,22 @@ class ArchiveRow(Base):
             unique=True,
             where="legacy_id IS NOT NULL",
         ),
+        # Both a client's ids of the user's own lines are random: indexed in arrival
+        # order, each line is added at the end of the room's part of the index
+        # instead of on a random page, which SQLite wrote to its log whole at the
+        # next commit (0010). A line re-sent with the same origin-id is found among
+        # the room's last own lines (`Archive._not_resent`).
         _partial_index(
-            "uq_archive_origin_id",
+            "ix_archive_origin_id",
             "account_id",
             "room",
+            "id",
             "origin_id",
-            unique=True,
             where="origin_id IS NOT NULL",
         ),
         # The archive's order (time, then arrival): MAM pages, start/end, history.
         Index("ix_archive_order", "account_id", "room", "sent", "id"),
-        # Corrections name the user's own line by their client's id (only own lines
-        # have one). Ordered by arrival, not by that random id: each line is then
-        # added at the end of the room's part of the index instead of on a random
-        # page, which cost 15-20 µs per own line in SQLite's log (0010).
+        # Corrections name the user's own line by their client's id.
         _partial_index(
             "ix_archive_xmpp_id",
             "account_id",

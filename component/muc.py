@@ -445,7 +445,7 @@ class GroupChats:
             user,
             room.legacy_id,
             # Random: a client re-sending its message (same origin-id) is archived once
-            # all the same (the origin-id is unique), and an id derived from the
+            # all the same (`Archive._not_resent`), and an id derived from the
             # origin-id would land on a random page of the archive's index.
             stanza_id_for(user, room.legacy_id, None),
             state.nick,

@@ -545,51 +545,87 @@ async def test_a_reaction_line_is_no_target(archive):
     assert found is not None and found.body == "line 0"
 
 
-async def test_own_lines_are_found_by_their_client_id_from_an_index_in_arrival_order(
+async def test_own_lines_are_found_by_their_client_ids_from_indexes_in_arrival_order(
     archive, engine
 ):
-    """A correction names the user's line by their client's (random) id; the index
-    that finds it is ordered by arrival, so archiving an own line adds to its end
-    instead of rewriting a random page of it (migration 0010), and a lookup reads the
-    room's own lines newest first without sorting them."""
-    own = [line("a@x", n, xmpp_id=f"client-{n:03}-{(n * 7919) % 1000}") for n in range(300)]
+    """A correction or retraction names the user's line by their client's (random)
+    id or origin-id; the indexes that find them are ordered by arrival, so archiving
+    an own line adds to their end instead of rewriting a random page of each
+    (migration 0010), and a lookup reads the room's own lines newest first without
+    sorting them."""
+    own = [
+        line(
+            "a@x",
+            n,
+            xmpp_id=f"client-{(n * 7919) % 1000}-{n}",
+            origin_id=f"origin-{n * 31 % 97}-{n}",
+        )
+        for n in range(300)
+    ]
     for item in own:
         archive.add(item)
     await archive.flush()
-    statements: list[tuple[str, object]] = []
+    statements: dict[str, tuple[str, object]] = {}
 
     def seen(_conn, _cursor, statement, parameters, _context, _many):
-        if "xmpp_id =" in statement:
-            statements.append((statement, parameters))
+        for column in ("origin_id", "xmpp_id"):
+            if f"{column} =" in statement:
+                statements.setdefault(column, (statement, parameters))
 
     event.listen(Engine, "before_cursor_execute", seen)
     try:
         assert await archive.find("a@x", ROOM, own[0].xmpp_id) == own[0]
-        assert await archive.find("a@x", ROOM, own[-1].xmpp_id) == own[-1]
+        assert await archive.find("a@x", ROOM, own[-1].origin_id) == own[-1]
         assert await archive.find("b@x", ROOM, own[0].xmpp_id) is None
     finally:
         event.remove(Engine, "before_cursor_execute", seen)
-    statement, parameters = statements[0]
-    async with engine.connect() as db:
-        if engine.dialect.name == "sqlite":
-            rows = await db.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-            plan = " | ".join(str(row[-1]) for row in rows)
-            columns = await db.exec_driver_sql("PRAGMA index_info(ix_archive_xmpp_id)")
-            indexed = [row[2] for row in columns]
-        else:
-            await db.exec_driver_sql("SET enable_seqscan = off")  # a small table otherwise
-            rows = await db.exec_driver_sql(f"EXPLAIN {statement}", parameters)
-            plan = " | ".join(str(row[0]) for row in rows)
-            found = await db.exec_driver_sql(
-                "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
-                " WHERE c.relname = 'ix_archive_xmpp_id'"
-                " ORDER BY array_position(i.indkey::int2[], a.attnum)"
-            )
-            indexed = [row[0] for row in found]
-    assert indexed == ["account_id", "room", "id", "xmpp_id"]
-    assert "ix_archive_xmpp_id" in plan, plan
-    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+    for column, (statement, parameters) in statements.items():
+        index = f"ix_archive_{column}"
+        async with engine.connect() as db:
+            if engine.dialect.name == "sqlite":
+                rows = await db.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                plan = " | ".join(str(row[-1]) for row in rows)
+                columns = await db.exec_driver_sql(f"PRAGMA index_info({index})")
+                indexed = [row[2] for row in columns]
+            else:
+                await db.exec_driver_sql("SET enable_seqscan = off")  # a small table otherwise
+                rows = await db.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+                plan = " | ".join(str(row[0]) for row in rows)
+                found = await db.exec_driver_sql(
+                    "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+                    f" WHERE c.relname = '{index}'"
+                    " ORDER BY array_position(i.indkey::int2[], a.attnum)"
+                )
+                indexed = [row[0] for row in found]
+        assert indexed == ["account_id", "room", "id", column]
+        assert index in plan, plan
+        assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+
+
+async def test_a_message_re_sent_among_the_rooms_last_own_lines_is_stored_once(
+    archive, engine, monkeypatch
+):
+    """The origin-id is matched against the user's last `RESENT_WITHIN` own lines of
+    the room, in the same batch or an earlier one; further back, a line with the same
+    origin-id is a new message (clients make a new origin-id for each)."""
+    monkeypatch.setattr(archive_module, "RESENT_WITHIN", 3)
+    first = line("a@x", 0, origin_id="o-0")
+    for item in (first, line("a@x", 1, origin_id="o-0"), line("b@x", 1, origin_id="o-0")):
+        archive.add(item)  # the second is the first again; b's is in another archive
+    await archive.flush()
+    archive.add(line("a@x", 2, origin_id="o-0", room="#other%irc.x.org"))  # another room
+    for n in (3, 4):
+        archive.add(line("a@x", n, origin_id=f"o-{n}"))
+    archive.add(line("a@x", 5, origin_id="o-0"))  # within the last 3: o-0, o-3, o-4
+    await archive.flush()
+    assert bodies(await archive.latest("a@x", ROOM, 10)) == ["line 0", "line 3", "line 4"]
+    archive.add(line("a@x", 6, origin_id="o-6"))
+    await archive.flush()
+    archive.add(line("a@x", 7, origin_id="o-0"))  # now 4 own lines back
+    await archive.flush()
+    assert bodies(await archive.latest("a@x", ROOM, 10))[-2:] == ["line 6", "line 7"]
+    assert len(await archive.latest("b@x", ROOM, 10)) == 1
 
 
 async def test_archive_ids_follow_time_and_a_replay_keeps_its_id(archive, engine):
