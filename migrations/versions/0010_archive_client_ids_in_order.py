@@ -42,6 +42,4 @@ def downgrade() -> None:
     op.drop_index("ix_archive_xmpp_id", table_name="archive")
     op.drop_index("ix_archive_origin_id", table_name="archive")
     _partial("ix_archive_xmpp_id", "xmpp_id", ["account_id", "room", "xmpp_id"])
-    _partial(
-        "uq_archive_origin_id", "origin_id", ["account_id", "room", "origin_id"], unique=True
-    )
+    _partial("uq_archive_origin_id", "origin_id", ["account_id", "room", "origin_id"], unique=True)
