@@ -113,7 +113,7 @@ def stanza_id_for(user: str, room: str, legacy_id: str | None, sent: datetime | 
     `_time_ordered_uuid`): a derived id starts with `sent`, the time the network gave
     the line (IRCv3 server-time, which a replay repeats), and is the hash alone only
     where the network gives no time. A hash alone put each IRCv3 line on a random page
-    of that index: 0.6 of the 1.4 pages each such line wrote (bench/archive_pages.py).
+    of that index: 0.55 of the 1.37 pages each such line wrote (bench/archive_pages.py).
     """
     if not legacy_id:
         return _time_ordered_uuid()

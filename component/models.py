@@ -125,8 +125,8 @@ class ArchiveRow(Base):
             unique=True,
             where="legacy_id IS NOT NULL",
         ),
-        # Both a client's ids of the user's own lines are random: indexed in arrival
-        # order, each line is added at the end of the room's part of the index
+        # A client's ids of the user's own lines (this origin-id, the `id` below) are
+        # random: indexed in arrival order, each line is added at the end of the room's part of the index
         # instead of on a random page, which SQLite wrote to its log whole at the
         # next commit (0010). A line re-sent with the same origin-id is found among
         # the room's last own lines (`Archive._not_resent`).
