@@ -126,10 +126,10 @@ class ArchiveRow(Base):
             where="legacy_id IS NOT NULL",
         ),
         # A client's ids of the user's own lines (this origin-id, the `id` below) are
-        # random: indexed in arrival order, each line is added at the end of the room's part of the index
-        # instead of on a random page, which SQLite wrote to its log whole at the
-        # next commit (0010). A line re-sent with the same origin-id is found among
-        # the room's last own lines (`Archive._not_resent`).
+        # random: indexed in arrival order, each line is added at the end of the
+        # room's part of the index instead of on a random page, which SQLite wrote
+        # to its log whole at the next commit (0010). A line re-sent with the same
+        # origin-id is found among the room's last own lines (`Archive._not_resent`).
         _partial_index(
             "ix_archive_origin_id",
             "account_id",
