@@ -77,6 +77,10 @@ REACTIONS_KEPT = 10_000
 archive has every set, so a set evicted or lost with a restart is read back from it."""
 HISTORY_LIMIT = 250
 """Most discussion history lines served on a join, whatever `<history>` asks for."""
+RESENT_KEPT = 1_000
+"""The users' newest own lines with an origin-id, in this process (`_sent_lines`): one
+a client sends again (the same origin-id, after a reconnect, when it had not seen the
+reflection) is reflected again instead of going to the network a second time."""
 
 ROOM_EVENTS = (
     events.RoomJoined,
@@ -247,6 +251,8 @@ class GroupChats:
         """Keyed by (user, token): a bridge's report names a token, and only the user
         whose session reported it may take that line."""
         """Tokens handed to the bridge as the xmpp_id → what to reflect once written."""
+        self._sent_lines: dict[tuple[str, Address, str], Line] = {}
+        """(user, room, origin-id) → the line as written, the newest `RESENT_KEPT`."""
         self._token_prefix = secrets.token_hex(16)
         self._tokens = itertools.count()
         self._reactions: dict[tuple[str, Address, str, str | None], tuple[str, ...]] = {}
@@ -437,6 +443,11 @@ class GroupChats:
         """Hand the user's line to the bridge as a message, a reply to `target` or a
         correction of `replaces`, remembering what to reflect once it is written."""
         room, user = state.room, state.user
+        written = self._sent_lines.get((user, room, origin_id)) if origin_id else None
+        if written is not None and written.body == body:
+            log.info("%s: %s sent %r again; reflected, not sent again", user, full, origin_id)
+            self._send(self._live_stanza(room, full, written))
+            return
         # Unguessable (the prefix is never shown): a Delivered naming another user's
         # token would show them that user's line. A counter spares a system call.
         token = f"{self._token_prefix}{next(self._tokens)}"
@@ -618,6 +629,10 @@ class GroupChats:
         line = sending.written(
             event.sent or datetime.now(UTC), event.legacy_id, event.legacy_ids[1:]
         )
+        if line.origin_id:
+            if len(self._sent_lines) >= RESENT_KEPT:
+                del self._sent_lines[next(iter(self._sent_lines))]
+            self._sent_lines[user, event.to, line.origin_id] = line
         state = self.rooms.get((user, event.to))
         if state is not None:
             self._archive_and_send(state, line)
@@ -734,6 +749,8 @@ class GroupChats:
         """Drop every room of a user who unregistered (their archive goes with the account)."""
         for key in [key for key in self.rooms if key[0] == user]:
             del self.rooms[key]
+        for sent in [sent for sent in self._sent_lines if sent[0] == user]:
+            del self._sent_lines[sent]
         if self.archive is not None:
             self.archive.forget(user)
 

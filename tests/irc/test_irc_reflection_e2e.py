@@ -11,11 +11,12 @@ import pytest
 from irc_helpers import IrcPeer
 from slixmpp import Message
 from slixmpp.xmlstream import ET
-from test_irc_e2e import IRC_JID, IRC_SECRET, ROOM, joined_user
+from test_irc_e2e import IRC_JID, IRC_SECRET, ROOM, irc_section, joined_user
 
 from bridges.irc.devstack import NgIrcd
 from component.devstack.gateway import GatewayProcess
 from component.devstack.prosody import Prosody
+from component.muc import SID_NS
 from component.outbound import RECEIPTS_NS
 
 RATE = 2.0
@@ -165,4 +166,37 @@ async def test_receipts_for_private_messages_come_as_the_lines_are_written(
     assert all(seen >= n for n, seen in enumerate(seen_by_bob)), seen_by_bob
     assert elapsed >= (len(ids) - 2) / RATE * 0.8
     await bob.wait_until(lambda: len(bob.texts("privmsg", "fred")) == len(ids))
+    await client.close()
+
+
+async def test_a_message_sent_again_is_reflected_again_not_written_twice(
+    servers, gateway_factory, bob
+):
+    """A client sends again what it had not seen reflected when its connection broke,
+    with the same origin-id (XEP-0359): the room reflects the line it wrote, with the
+    same stanza-id, and IRC sees it once."""
+    prosody, ngircd = servers
+    await gateway_factory(prosody, bridges={"irc": irc_section(ngircd)})
+    client = await joined_user(prosody, "fred")
+
+    def send(body: str, xmpp_id: str) -> int:
+        mark = client.mark()
+        message = client.Message()
+        message["to"], message["type"] = ROOM, "groupchat"
+        message["body"], message["id"] = body, xmpp_id
+        ET.SubElement(message.xml, f"{{{SID_NS}}}origin-id", {"id": f"origin-{xmpp_id}"})
+        message.send()
+        return mark
+
+    def archive_id(stanza) -> str:
+        return stanza.xml.find(f"{{{SID_NS}}}stanza-id").get("id")
+
+    first = await client.wait_for(reflection("m-1"), timeout=10, since=send("hello", "m-1"))
+    again = await client.wait_for(reflection("m-1"), timeout=10, since=send("hello", "m-1"))
+    send("after", "m-2")
+    await bob.wait_until(lambda: "after" in bob.texts("pubmsg", "fred"))
+
+    assert archive_id(again) == archive_id(first)
+    assert again.xml.find(f"{{{SID_NS}}}origin-id").get("id") == "origin-m-1"
+    assert bob.texts("pubmsg", "fred") == ["hello", "after"]  # IRC keeps the order
     await client.close()
