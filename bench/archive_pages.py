@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -93,11 +93,6 @@ def _body(n: int) -> str:
     return f"line {n} " + "x" * 60
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _no_checkpoints(dbapi_connection: Any, _record: Any) -> None:
     """So the WAL file only grows, and its size counts the pages written."""
     cursor = dbapi_connection.cursor()
@@ -136,12 +131,12 @@ async def measure(url: str, path: Path | None, kind: Callable[[int], Line], line
         for n, line in enumerate(prepared):
             if n == half:
                 await archive.flush()
-                written, cpu = await log.written(), cpu_seconds()
+                written, cpu = await log.written(), time.process_time()
             archive.add(line)
             if n % BATCH == BATCH - 1:
                 await archive.flush()
         await archive.flush()
-        cpu = cpu_seconds() - cpu
+        cpu = time.process_time() - cpu
         measured = lines - half
         per_line = (await log.written() - written) / measured
         return f"{per_line:7.2f} {log.unit}, {cpu / measured * 1e6:5.1f} µs CPU"
