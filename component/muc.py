@@ -249,9 +249,12 @@ class GroupChats:
         self._occupant_jids: dict[tuple[Address, str | None], str] = {}
         self._occupant_ids: dict[tuple[Address, str], str] = {}
         self._sending: dict[tuple[str, str], Sending] = {}
-        """Keyed by (user, token): a bridge's report names a token, and only the user
-        whose session reported it may take that line."""
-        """Tokens handed to the bridge as the xmpp_id → what to reflect once written."""
+        """(user, token) → what to reflect once written: the token is handed to the
+        bridge as the xmpp_id, a bridge's report names it, and only the user whose
+        session reported it may take that line."""
+        self._sending_origins: dict[tuple[str, Address, str], str] = {}
+        """(user, room, origin-id) → the token of that line while the bridge has not
+        reported it, so that a copy re-sent meanwhile is not sent too."""
         self._sent_lines: OrderedDict[tuple[str, Address, str], Line] = OrderedDict()
         """(user, room, origin-id) → the line as written, the newest `RESENT_KEPT`
         (an OrderedDict: a dict's oldest key, taken once per line, cost 2 µs)."""
@@ -445,10 +448,7 @@ class GroupChats:
         """Hand the user's line to the bridge as a message, a reply to `target` or a
         correction of `replaces`, remembering what to reflect once it is written."""
         room, user = state.room, state.user
-        written = self._sent_lines.get((user, room, origin_id)) if origin_id else None
-        if written is not None and written.body == body:
-            log.info("%s: %s sent %r again; reflected, not sent again", user, full, origin_id)
-            self._send(self._live_stanza(room, full, written))
+        if origin_id and self._sent_before(state, full, body, origin_id):
             return
         # Unguessable (the prefix is never shown): a Delivered naming another user's
         # token would show them that user's line. A counter spares a system call.
@@ -470,6 +470,8 @@ class GroupChats:
             replaces,
             self._own_occupant(state).occupant_id,
         )
+        if origin_id:
+            self._sending_origins[user, room, origin_id] = token
         try:
             if replaces:
                 quoted = _quoted(target) if target else events.Quoted(None, None, "")
@@ -479,8 +481,39 @@ class GroupChats:
             else:
                 await session.send_message(room, body, xmpp_id=token)
         except BaseException:
-            del self._sending[user, token]
+            self._taken(user, room, token)
             raise
+
+    def _sent_before(self, state: RoomState, full: str, body: str, origin_id: str) -> bool:
+        """Whether the line with this origin-id and body was sent already: a client
+        sends again, with the same origin-id, what it had not seen reflected when its
+        connection broke. Written, it is reflected again to `full`; still on its way,
+        its reflection reaches every resource in the room, and an error would reach
+        `full`, the resource that asked last."""
+        user, room = state.user, state.room
+        written = self._sent_lines.get((user, room, origin_id))
+        if written is not None and written.body == body:
+            log.info("%s: %s sent %r again; reflected, not sent again", user, full, origin_id)
+            self._send(self._live_stanza(room, full, written))
+            return True
+        token = self._sending_origins.get((user, room, origin_id))
+        if token is None:
+            return False
+        sending = self._sending.get((user, token))
+        if sending is None or sending.body != body:
+            return False
+        log.info("%s: %s sent %r again before it was written; sent once", user, full, origin_id)
+        self._sending[user, token] = sending._replace(sender=full)
+        return True
+
+    def _taken(self, user: str, room: Address, token: str) -> Sending | None:
+        """The line of `token`, no longer on its way (written, failed or not sent)."""
+        sending = self._sending.pop((user, token), None)
+        if sending is not None and sending.origin_id:
+            key = (user, room, sending.origin_id)
+            if self._sending_origins.get(key) == token:  # not a later line's, same id
+                del self._sending_origins[key]
+        return sending
 
     async def _refers(self, message: Message, state: RoomState, session: Session) -> bool:
         """A retraction, reactions, a displayed marker or a chat state without a body:
@@ -625,7 +658,7 @@ class GroupChats:
     def _on_sent(self, user: str, event: events.Delivered) -> None:
         """The bridge wrote the message: reflect and archive it, stamped with the
         network's time and id if it gave them (the echo), else now."""
-        sending = self._sending.pop((user, event.xmpp_id), None) if event.xmpp_id else None
+        sending = self._taken(user, event.to, event.xmpp_id) if event.xmpp_id else None
         if sending is None:
             return
         line = sending.written(
@@ -648,7 +681,7 @@ class GroupChats:
     def _on_not_sent(self, user: str, event: events.DeliveryFailed) -> None:
         """XEP-0045 §7.4 / RFC 6120 §8.3: a message error with the original id, to the
         resource that sent it, so its client marks the message as failed."""
-        sending = self._sending.pop((user, event.xmpp_id), None) if event.xmpp_id else None
+        sending = self._taken(user, event.to, event.xmpp_id) if event.xmpp_id else None
         if sending is None:
             return
         error = Message()

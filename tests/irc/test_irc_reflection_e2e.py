@@ -200,3 +200,28 @@ async def test_a_message_sent_again_is_reflected_again_not_written_twice(
     assert again.xml.find(f"{{{SID_NS}}}origin-id").get("id") == "origin-m-1"
     assert bob.texts("pubmsg", "fred") == ["hello", "after"]  # IRC keeps the order
     await client.close()
+
+
+async def test_a_message_sent_again_before_it_is_written_goes_to_irc_once(
+    servers, gateway_factory, bob
+):
+    """The client sends a line again while the first copy still waits for the flood
+    control (its connection broke and came back at once): IRC sees it once, and the
+    room reflects it once, when it is written."""
+    prosody, ngircd = servers
+    paced = irc_section(ngircd, flood_rate=RATE, flood_burst=1)
+    await gateway_factory(prosody, bridges={"irc": paced})
+    client = await joined_user(prosody, "fred")
+
+    for body, xmpp_id in (("one", "m-1"), ("two", "m-2"), ("two", "m-2"), ("three", "m-3")):
+        message = client.Message()
+        message["to"], message["type"] = ROOM, "groupchat"
+        message["body"], message["id"] = body, xmpp_id
+        ET.SubElement(message.xml, f"{{{SID_NS}}}origin-id", {"id": f"origin-{xmpp_id}"})
+        message.send()
+    await client.wait_for(reflection("m-3"), timeout=15)
+    await bob.wait_until(lambda: "three" in bob.texts("pubmsg", "fred"))
+
+    assert bob.texts("pubmsg", "fred") == ["one", "two", "three"]
+    assert sum(reflection("m-2")(stanza) for stanza in client.stanzas) == 1
+    await client.close()

@@ -233,6 +233,32 @@ async def test_groupchat_not_sent_gets_an_error_with_its_id_and_no_reflection(mu
     assert error["error"]["text"] == "the gateway stopped"
 
 
+def with_origin(message: Message, origin_id: str, frm: str = PHONE) -> Message:
+    message["from"] = frm
+    ET.SubElement(message.xml, f"{{{SID_NS}}}origin-id", {"id": origin_id})
+    return message
+
+
+async def test_a_line_re_sent_on_its_way_is_sent_once_and_a_failure_reaches_the_last_sender(
+    muc, sent, room
+):
+    session = await in_room(muc, sent, room, LAPTOP)
+    await muc.on_groupchat(with_origin(groupchat(body="hello", id="a1"), "o1"), session, room)
+    again = with_origin(groupchat(body="hello", id="a1"), "o1", frm=LAPTOP)
+    await muc.on_groupchat(again, session, room)
+    other_body = with_origin(groupchat(body="bye", id="a2"), "o1")
+    await muc.on_groupchat(other_body, session, room)
+    assert [call[2] for call in session.calls if call[0] == "send"] == ["hello", "bye"]
+    first_token = session.calls[-2][3]
+
+    await muc.on_event(USER, events.DeliveryFailed(room, first_token, "not-allowed", "banned"))
+    [error] = sent
+    assert (str(error["to"]), error["id"], error["type"]) == (LAPTOP, "a1", "error")
+
+    await muc.on_groupchat(again, session, room)  # it failed: sent again this time
+    assert [call[2] for call in session.calls if call[0] == "send"] == ["hello", "bye", "hello"]
+
+
 async def test_subject_change_from_xmpp(muc, sent, room):
     session = FakeSession()
     await join(muc, session, room)
