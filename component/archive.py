@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib
 import logging
 import random
@@ -98,7 +99,11 @@ reaction to an older one falls back to text, as to one never seen."""
 PREFERENCE = ("archive", "settings")
 """The (kind, key) of the record holding a user's own archiving switch."""
 
-_NAMESPACE = uuid.UUID("2f1b8c1e-5d0a-4f4e-9a57-0f3c2d1e6b7a")
+_NAMESPACE_BYTES = uuid.UUID("2f1b8c1e-5d0a-4f4e-9a57-0f3c2d1e6b7a").bytes
+_HASH_BITS = ~(0xF << 76 | 0x3 << 62) & (1 << 128) - 1
+"""A UUID's bits but its version and variant."""
+_BELOW_TIME = (1 << 80) - 1
+"""The bits of a time-ordered UUID after its 48 bits of milliseconds."""
 _T = TypeVar("_T")
 _random = random.Random()
 
@@ -117,13 +122,14 @@ def stanza_id_for(user: str, room: str, legacy_id: str | None, sent: datetime | 
     """
     if not legacy_id:
         return _time_ordered_uuid()
-    digest = uuid.uuid5(_NAMESPACE, f"{user}\0{room}\0{legacy_id}")
-    if sent is None:
-        return str(digest)
+    # uuid.uuid5's hash, without its UUID object (a third of an IRCv3 line's id).
+    name = f"{user}\0{room}\0{legacy_id}".encode()
+    digest = int.from_bytes(hashlib.sha1(_NAMESPACE_BYTES + name).digest()[:16])
+    if sent is None:  # uuid.uuid5(_NAMESPACE, name): version 5, RFC 4122 variant
+        return _uuid_text(digest & _HASH_BITS | 0x5 << 76 | 0x2 << 62)
     milliseconds = int(_utc(sent).timestamp() * 1000) & 0xFFFF_FFFF_FFFF
     value = milliseconds << 80 | 0x8 << 76 | 0x2 << 62  # version 8: derived
-    value |= digest.int & (0xFFF << 64 | 0x3FFF_FFFF_FFFF_FFFF)
-    return _uuid_text(value)
+    return _uuid_text(value | digest & _HASH_BITS & _BELOW_TIME)
 
 
 def _time_ordered_uuid() -> str:

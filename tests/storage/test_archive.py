@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import UTC, datetime, timedelta
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import Engine, event, text
@@ -626,6 +627,25 @@ async def test_a_message_re_sent_among_the_rooms_last_own_lines_is_stored_once(
     await archive.flush()
     assert bodies(await archive.latest("a@x", ROOM, 10))[-2:] == ["line 6", "line 7"]
     assert len(await archive.latest("b@x", ROOM, 10)) == 1
+
+
+def test_derived_archive_ids_stay_those_earlier_versions_stored():
+    """A replay of a line archived by an earlier version must get the id stored then,
+    or it is stored twice: these ids were computed with uuid.uuid5 (version 5 without
+    a time; version 8, the time and uuid5's bits, with one)."""
+    sent = datetime(2026, 12, 3, 15, 0, 0, 123456, tzinfo=UTC)
+    assert stanza_id_for("a@x", ROOM, "msgid-1") == str(
+        uuid.uuid5(uuid.UUID("2f1b8c1e-5d0a-4f4e-9a57-0f3c2d1e6b7a"), f"a@x\0{ROOM}\0msgid-1")
+    )
+    assert stanza_id_for("a@x", "#room%irc.localhost", "msgid-1", sent) == (
+        "01a23c6b-61fb-8006-9a99-b604fd1c6bb8"
+    )
+    elsewhere = sent.astimezone(timezone(timedelta(hours=2)))
+    assert stanza_id_for("a@x", "#room%irc.localhost", "msgid-1", elsewhere) == (
+        "01a23c6b-61fb-8006-9a99-b604fd1c6bb8"
+    )
+    unicode = stanza_id_for("é@x", "#rööm%irc.localhost", "ü")
+    assert unicode == "c6691b07-9982-5720-9e20-28270ca023c6"
 
 
 async def test_archive_ids_follow_time_and_a_replay_keeps_its_id(archive, engine):
