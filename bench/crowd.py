@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import insert, select
 
-from bridges.irc.devstack import NgIrcd
+from bridges.irc.devstack import InspIrcd, NgIrcd
 from bridges.timeouts import within
 from component.crypto import generate_key
 from component.db import create_engine, upgrade
@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 def irc_gateway_config(
     server: Prosody | Ejabberd,
-    irc: NgIrcd,
+    irc: NgIrcd | InspIrcd,
     database_url: str,
     secret: str,
     *,

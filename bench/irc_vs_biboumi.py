@@ -81,7 +81,7 @@ from prosody_alone import SHAPES, ProsodyAlone, Shape
 from prosody_alone import biboumi as biboumi_shape
 from prosody_alone import ours as our_shape
 
-from bridges.irc.devstack import NgIrcd
+from bridges.irc.devstack import InspIrcd, NgIrcd
 from bridges.timeouts import within
 from component.devstack.ejabberd import Ejabberd
 from component.devstack.process import free_port
@@ -91,6 +91,9 @@ CHANNEL = "#bench"
 FLOOD_CHANNEL = "#flood"
 PASSWORD = "pw"
 XMPP_TO_IRC_WINDOW = 30
+IrcServer = NgIrcd | InspIrcd
+"""ngIRCd (no IRCv3) or, with `--ircd inspircd`, InspIRCd (message-tags, msgid,
+server-time, echo-message): each line then carries an IRCv3 msgid the archive keeps."""
 
 
 # --- an IRC peer speaking the protocol directly -----------------------------------------
@@ -101,6 +104,7 @@ class IrcPeer:
         self.reader, self.writer = reader, writer
         self.privmsgs: list[tuple[float, str]] = []
         self.joined: set[str] = set()
+        self.registered = False
         self.changed = asyncio.Event()
         self._task = asyncio.create_task(self._read())
 
@@ -108,7 +112,10 @@ class IrcPeer:
     async def connect(cls, host: str, port: int, nick: str, channel: str = CHANNEL) -> IrcPeer:
         reader, writer = await asyncio.open_connection(host, port)
         peer = cls(reader, writer)
-        peer.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}", f"JOIN {channel}")
+        peer.send(f"NICK {nick}", f"USER {nick} 0 * :{nick}")
+        # InspIRCd refuses commands before its welcome (ngIRCd queues them).
+        await peer.wait(lambda: peer.registered)
+        peer.send(f"JOIN {channel}")
         await peer.wait(lambda: nick in peer.joined)
         return peer
 
@@ -132,6 +139,8 @@ class IrcPeer:
             self.privmsgs.append((time.perf_counter(), rest.partition(" :")[2]))
         elif rest.startswith("JOIN"):
             self.joined.add(nick)
+        elif rest.startswith("001 "):
+            self.registered = True
 
     async def wait(self, condition: Callable[[], bool], timeout: float = 60) -> None:
         async with asyncio.timeout(timeout):
@@ -443,7 +452,7 @@ async def wait_connected(server: Prosody, domain: str, mark: int) -> None:
 
 def gateway_config(
     server: Prosody,
-    irc: NgIrcd,
+    irc: IrcServer,
     db_path: Path,
     secret: str,
     domain: str = "irc.localhost",
@@ -466,7 +475,7 @@ async def start_ours(
     stack: contextlib.AsyncExitStack,
     tmp: Path,
     server: Prosody,
-    irc: NgIrcd,
+    irc: IrcServer,
     secret: str,
     core: dict[str, Any] | None = None,
     *,
@@ -592,7 +601,7 @@ async def paced_latency(send: Callable[[str], None], receiver: Receiver, count: 
     return f"p50 {statistics.median(latencies):.2f} ms, p99 {p99:.2f} ms"
 
 
-async def servers_alone(server: Prosody, irc: NgIrcd, count: int) -> dict[str, str]:
+async def servers_alone(server: Prosody, irc: IrcServer, count: int) -> dict[str, str]:
     """The same paced latency with no gateway: what the two servers cost on their own.
 
     A gateway's path crosses both, so their tails bound what any gateway can reach end
@@ -619,7 +628,7 @@ async def servers_alone(server: Prosody, irc: NgIrcd, count: int) -> dict[str, s
     for user in users:
         user.disconnect()
     return {
-        "IRC peer → ngIRCd → IRC peer": irc_figure,
+        f"IRC peer → {type(irc).__name__} → IRC peer": irc_figure,
         "XMPP client → Prosody → XMPP client": xmpp_figure,
     }
 
@@ -642,7 +651,7 @@ async def open_alone(server: Prosody) -> ProsodyAlone:
     return alone
 
 
-async def prepare(gateway: Gateway, server: Prosody, irc: NgIrcd) -> None:
+async def prepare(gateway: Gateway, server: Prosody, irc: IrcServer) -> None:
     """RSS idle, then the IRC peer and the XMPP user of the gateway's channel."""
     gateway.results["RSS idle"] = f"{gateway.rss_kib() / 1024:.1f} MiB"
     gateway.peer = await IrcPeer.connect(
@@ -756,7 +765,7 @@ async def latency_and_memory(
 
 
 async def many_users(
-    gateway: Gateway, server: Prosody, irc: NgIrcd, users: int, channels: int, each: int
+    gateway: Gateway, server: Prosody, irc: IrcServer, users: int, channels: int, each: int
 ) -> None:
     """`users` users, each in `each` of `channels` channels (user n in channels n, n+1, …):
     RSS once all have joined, then fan-out: an IRC peer in every channel sends
@@ -824,7 +833,7 @@ async def latencies(sent: list[float], receiver: Receiver, prefix: str) -> str:
     return percentiles([(at - sent[int(body.split()[1])]) * 1000 for at, body in arrived])
 
 
-async def servers_under_flood(server: Prosody, irc: NgIrcd, flood: int) -> dict[str, str]:
+async def servers_under_flood(server: Prosody, irc: IrcServer, flood: int) -> dict[str, str]:
     """The servers alone under the same load: what no gateway can go below.
 
     An IRC peer floods #flood and an XMPP client floods another client with `flood`
@@ -858,7 +867,7 @@ async def servers_under_flood(server: Prosody, irc: NgIrcd, flood: int) -> dict[
 
     sent = await paced_until(done, exchange)
     figures = {
-        "IRC peer → ngIRCd → IRC peer": await latencies(sent, irc_b, "pair "),
+        f"IRC peer → {type(irc).__name__} → IRC peer": await latencies(sent, irc_b, "pair "),
         "XMPP client → Prosody → XMPP client": await latencies(sent, xmpp_b, "pair "),
     }
     for client in clients:
@@ -868,7 +877,7 @@ async def servers_under_flood(server: Prosody, irc: NgIrcd, flood: int) -> dict[
     return figures
 
 
-async def fairness(gateway: Gateway, server: Prosody, irc: NgIrcd, flood: int) -> None:
+async def fairness(gateway: Gateway, server: Prosody, irc: IrcServer, flood: int) -> None:
     """Another user's latency both ways while one user floods a channel of their own.
 
     The flooder sends `flood` groupchat messages at once (flood control opened up);
@@ -1024,7 +1033,10 @@ async def main(args: argparse.Namespace) -> None:
         alone = await open_alone(server)
         # biboumi reaches IRC servers on the standard ports only (6697, 6670, then 6667).
         port = 6667 if port_is_free(6667) else free_port()
-        irc = await stack.enter_async_context(NgIrcd(port=port, flood_throttling=False))
+        ircd = InspIrcd(port=port) if args.ircd == "inspircd" else None
+        irc: IrcServer = await stack.enter_async_context(
+            ircd or NgIrcd(port=port, flood_throttling=False)
+        )
         gateways = []
         if "ours" in which:
             for domain, (tag, archive, window, source) in ours.items():
@@ -1074,7 +1086,8 @@ async def main(args: argparse.Namespace) -> None:
                 await fairness(gateway, server, irc, args.flood)
     print(
         f"{args.burst}-message bursts, {args.rounds} rounds, {args.paced} paced messages,"
-        " ngIRCd throttling off, biboumi's throttle_limit and our flood control opened\n"
+        f" {'InspIRCd (IRCv3)' if args.ircd == 'inspircd' else 'ngIRCd throttling off'},"
+        " biboumi's throttle_limit and our flood control opened\n"
     )
     print(f"The servers alone, {args.paced} messages at {PACED_RATE:.0f} msg/s:")
     for path, figure in floor.items():
@@ -1110,6 +1123,12 @@ if __name__ == "__main__":
         "--alone", action="store_true", help="only Prosody alone, with each gateway's stanzas"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile our gateways")
+    parser.add_argument(
+        "--ircd",
+        choices=("ngircd", "inspircd"),
+        default="ngircd",
+        help="the IRC server: ngIRCd (plain RFC 2812) or InspIRCd (IRCv3 tags, echo-message)",
+    )
     parser.add_argument(
         "--windows",
         type=lambda text: [int(n) for n in text.split(",")],

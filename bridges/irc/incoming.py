@@ -527,7 +527,7 @@ class IncomingLines:
                         text,
                         nick=line.nick,
                         legacy_id=seen.msgid,
-                        timestamp=(sent or datetime.now(UTC)) if history else _replayed(line),
+                        timestamp=(sent or datetime.now(UTC)) if history else _replayed(sent),
                         kind=kind,
                         sent=sent,
                         highlight=self._highlights(line.nick, text),
@@ -546,14 +546,15 @@ class IncomingLines:
             sender = make_address(line.nick, self.server)
             answered = rich.reply_target(line.tags)
             msgid = line.tags.get("msgid") or None
+            sent = parse_timestamp(line.tags.get("time"))
             markable = msgid is not None and self._has_cap(rich.READ_MARKER_CAP)
             if markable and msgid is not None:
-                self._note_private_time(msgid, parse_timestamp(line.tags.get("time")))
+                self._note_private_time(msgid, sent)
             await self.deliver(
                 events.Message(
                     sender,
                     text,
-                    timestamp=_replayed(line),
+                    timestamp=_replayed(sent),
                     # The message's id for the user's clients, to reply or react to.
                     legacy_id=msgid,
                     reply_to=await self._xmpp_id(answered) if answered else None,
@@ -736,9 +737,8 @@ def _is_problem(command: str) -> bool:
     return command.isdigit() and (400 <= int(command) < 600 or command in SASL_FAILURES)
 
 
-def _replayed(line: Line) -> datetime | None:
-    """When a replayed line was sent (IRCv3 server-time); None for a live one."""
-    sent = parse_timestamp(line.tags.get("time"))
+def _replayed(sent: datetime | None) -> datetime | None:
+    """When a replayed line was `sent` (its IRCv3 server-time); None for a live one."""
     return sent if sent is not None and datetime.now(UTC) - sent > REPLAYED_AFTER else None
 
 

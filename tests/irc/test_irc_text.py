@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from irc.message import Tag
 
 from bridges.irc.channel import ServerModes
 from bridges.irc.chathistory import Anchor, request
@@ -16,7 +19,15 @@ from bridges.irc.formatting import (
     strip_formatting,
     to_styling,
 )
-from bridges.irc.protocol import Line, casefold, decode, format_line, is_valid_nick, names_nick
+from bridges.irc.protocol import (
+    Line,
+    casefold,
+    decode,
+    format_line,
+    is_valid_nick,
+    names_nick,
+    parse_tags,
+)
 
 
 def test_line_parsing():
@@ -27,6 +38,23 @@ def test_line_parsing():
     assert Line.parse(":srv 005 me PREFIX=(ov)@+ :are supported").params[1] == "PREFIX=(ov)@+"
     with pytest.raises(ValueError):
         Line.parse("")
+
+
+@given(st.text(alphabet=st.sampled_from("ab=;\\:snr+/.-é"), min_size=1))
+def test_tags_are_read_as_the_irc_library_reads_them(group):
+    """Our tag reader (faster, `parse_tags`) must read every group as the library did,
+    escapes, empty values, repeated keys and stray `=` included."""
+    library = {tag["key"]: tag["value"] for tag in Tag.from_group(group) or []}
+    assert parse_tags(group) == library
+
+
+def test_escaped_tag_values():
+    assert parse_tags(r"a=x\:y\sz\\w\n;b;c=;d=\q") == {
+        "a": "x;y z\\w\n",
+        "b": None,
+        "c": None,
+        "d": "q",
+    }
 
 
 def test_format_line_refuses_injection():
