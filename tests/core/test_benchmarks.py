@@ -52,6 +52,14 @@ BENCHMARKS = {
         ],
         ["on ÷ archive off", "Prosody's CPU s per 1,000", "burst ÷ Prosody alone"],
     ),
+    "ours side by side, through InspIRCd": (
+        [
+            "irc_vs_biboumi.py",
+            *("--ircd", "inspircd", "--only", "ours", "--burst", "200", "--rounds", "1"),
+            *("--paced", "20", "--users", "1", "--many", "0", "--flood", "0"),
+        ],
+        ["InspIRCd (IRCv3)", "IRC peer → InspIrcd → IRC peer", "XMPP→IRC CPU s per 1,000"],
+    ),
     "Prosody alone": (
         ["irc_vs_biboumi.py", "--alone", "--burst", "200", "--rounds", "1"],
         ["room messages of each gateway's", "ours, archive on", "biboumi, history off"],
