@@ -252,9 +252,11 @@ class GroupChats:
         """(user, token) → what to reflect once written: the token is handed to the
         bridge as the xmpp_id, a bridge's report names it, and only the user whose
         session reported it may take that line."""
-        self._sending_origins: dict[tuple[str, Address, str], str] = {}
-        """(user, room, origin-id) → the token of that line while the bridge has not
-        reported it, so that a copy re-sent meanwhile is not sent too."""
+        self._sending_origins: dict[tuple[str, str, str], str] = {}
+        """(user, room's legacy id, origin-id) → the token of that line while the bridge
+        has not reported it, so that a copy re-sent meanwhile is not sent too. Keyed as
+        `Sending` names the room, so the entry leaves with the line whatever address
+        the bridge's report gives."""
         self._sent_lines: OrderedDict[tuple[str, Address, str], Line] = OrderedDict()
         """(user, room, origin-id) → the line as written, the newest `RESENT_KEPT`
         (an OrderedDict: a dict's oldest key, taken once per line, cost 2 µs)."""
@@ -471,7 +473,7 @@ class GroupChats:
             self._own_occupant(state).occupant_id,
         )
         if origin_id:
-            self._sending_origins[user, room, origin_id] = token
+            self._sending_origins[user, room.legacy_id, origin_id] = token
         try:
             if replaces:
                 quoted = _quoted(target) if target else events.Quoted(None, None, "")
@@ -481,7 +483,7 @@ class GroupChats:
             else:
                 await session.send_message(room, body, xmpp_id=token)
         except BaseException:
-            self._taken(user, room, token)
+            self._taken(user, token)
             raise
 
     def _sent_before(self, state: RoomState, full: str, body: str, origin_id: str) -> bool:
@@ -496,7 +498,7 @@ class GroupChats:
             log.info("%s: %s sent %r again; reflected, not sent again", user, full, origin_id)
             self._send(self._live_stanza(room, full, written))
             return True
-        token = self._sending_origins.get((user, room, origin_id))
+        token = self._sending_origins.get((user, room.legacy_id, origin_id))
         if token is None:
             return False
         sending = self._sending.get((user, token))
@@ -506,11 +508,11 @@ class GroupChats:
         self._sending[user, token] = sending._replace(sender=full)
         return True
 
-    def _taken(self, user: str, room: Address, token: str) -> Sending | None:
+    def _taken(self, user: str, token: str) -> Sending | None:
         """The line of `token`, no longer on its way (written, failed or not sent)."""
         sending = self._sending.pop((user, token), None)
         if sending is not None and sending.origin_id:
-            key = (user, room, sending.origin_id)
+            key = (user, sending.room, sending.origin_id)
             if self._sending_origins.get(key) == token:  # not a later line's, same id
                 del self._sending_origins[key]
         return sending
@@ -658,7 +660,7 @@ class GroupChats:
     def _on_sent(self, user: str, event: events.Delivered) -> None:
         """The bridge wrote the message: reflect and archive it, stamped with the
         network's time and id if it gave them (the echo), else now."""
-        sending = self._taken(user, event.to, event.xmpp_id) if event.xmpp_id else None
+        sending = self._taken(user, event.xmpp_id) if event.xmpp_id else None
         if sending is None:
             return
         line = sending.written(
@@ -681,7 +683,7 @@ class GroupChats:
     def _on_not_sent(self, user: str, event: events.DeliveryFailed) -> None:
         """XEP-0045 §7.4 / RFC 6120 §8.3: a message error with the original id, to the
         resource that sent it, so its client marks the message as failed."""
-        sending = self._taken(user, event.to, event.xmpp_id) if event.xmpp_id else None
+        sending = self._taken(user, event.xmpp_id) if event.xmpp_id else None
         if sending is None:
             return
         error = Message()

@@ -258,6 +258,10 @@ async def test_a_line_re_sent_on_its_way_is_sent_once_and_a_failure_reaches_the_
     await muc.on_groupchat(again, session, room)  # it failed: sent again this time
     assert [call[2] for call in session.calls if call[0] == "send"] == ["hello", "bye", "hello"]
 
+    for call in session.calls[-2:]:
+        await muc.on_event(USER, events.Delivered(room, call[3]))
+    assert muc._sending == {} and muc._sending_origins == {}  # nothing stays behind
+
 
 async def test_subject_change_from_xmpp(muc, sent, room):
     session = FakeSession()
