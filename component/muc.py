@@ -257,8 +257,8 @@ class GroupChats:
         has not reported it, so that a copy re-sent meanwhile is not sent too. Keyed as
         `Sending` names the room, so the entry leaves with the line whatever address
         the bridge's report gives."""
-        self._sent_lines: OrderedDict[tuple[str, Address, str], Line] = OrderedDict()
-        """(user, room, origin-id) → the line as written, the newest `RESENT_KEPT`
+        self._sent_lines: OrderedDict[tuple[str, str, str], Line] = OrderedDict()
+        """(user, room's legacy id, origin-id) → the line as written, the newest `RESENT_KEPT`
         (an OrderedDict: a dict's oldest key, taken once per line, cost 2 µs)."""
         self._token_prefix = secrets.token_hex(16)
         self._tokens = itertools.count()
@@ -493,7 +493,7 @@ class GroupChats:
         its reflection reaches every resource in the room, and an error would reach
         `full`, the resource that asked last."""
         user, room = state.user, state.room
-        written = self._sent_lines.get((user, room, origin_id))
+        written = self._sent_lines.get((user, room.legacy_id, origin_id))
         if written is not None and written.body == body:
             log.info("%s: %s sent %r again; reflected, not sent again", user, full, origin_id)
             self._send(self._live_stanza(room, full, written))
@@ -669,7 +669,7 @@ class GroupChats:
         if line.origin_id:
             if len(self._sent_lines) >= RESENT_KEPT:
                 self._sent_lines.popitem(last=False)
-            self._sent_lines[user, event.to, line.origin_id] = line
+            self._sent_lines[user, sending.room, line.origin_id] = line
         state = self.rooms.get((user, event.to))
         if state is not None:
             self._archive_and_send(state, line)
