@@ -209,7 +209,7 @@ async def test_a_message_sent_again_before_it_is_written_goes_to_irc_once(
     control (its connection broke and came back at once): IRC sees it once, and the
     room reflects it once, when it is written."""
     prosody, ngircd = servers
-    paced = irc_section(ngircd, flood_rate=RATE, flood_burst=1)
+    paced = irc_section(ngircd, flood_rate=1.0, flood_burst=1)  # "two" waits 1 s
     await gateway_factory(prosody, bridges={"irc": paced})
     client = await joined_user(prosody, "fred")
 
