@@ -92,6 +92,18 @@ def send_lines(client, count: int) -> list[str]:
     return ids
 
 
+def send_with_origin(client, body: str, xmpp_id: str) -> int:
+    """A room message as common clients send it, its XEP-0359 origin-id `origin-<id>`;
+    the client's mark from before it (for `wait_for(since=...)`)."""
+    mark = client.mark()
+    message = client.Message()
+    message["to"], message["type"] = ROOM, "groupchat"
+    message["body"], message["id"] = body, xmpp_id
+    ET.SubElement(message.xml, f"{{{SID_NS}}}origin-id", {"id": f"origin-{xmpp_id}"})
+    message.send()
+    return mark
+
+
 async def test_reflections_come_as_the_lines_are_written(servers, slow_gateway, bob):
     prosody, _ngircd = servers
     client = await joined_user(prosody, "fred")
@@ -179,21 +191,14 @@ async def test_a_message_sent_again_is_reflected_again_not_written_twice(
     await gateway_factory(prosody, bridges={"irc": irc_section(ngircd)})
     client = await joined_user(prosody, "fred")
 
-    def send(body: str, xmpp_id: str) -> int:
-        mark = client.mark()
-        message = client.Message()
-        message["to"], message["type"] = ROOM, "groupchat"
-        message["body"], message["id"] = body, xmpp_id
-        ET.SubElement(message.xml, f"{{{SID_NS}}}origin-id", {"id": f"origin-{xmpp_id}"})
-        message.send()
-        return mark
-
     def archive_id(stanza) -> str:
         return stanza.xml.find(f"{{{SID_NS}}}stanza-id").get("id")
 
-    first = await client.wait_for(reflection("m-1"), timeout=10, since=send("hello", "m-1"))
-    again = await client.wait_for(reflection("m-1"), timeout=10, since=send("hello", "m-1"))
-    send("after", "m-2")
+    sent = send_with_origin(client, "hello", "m-1")
+    first = await client.wait_for(reflection("m-1"), timeout=10, since=sent)
+    sent = send_with_origin(client, "hello", "m-1")
+    again = await client.wait_for(reflection("m-1"), timeout=10, since=sent)
+    send_with_origin(client, "after", "m-2")
     await bob.wait_until(lambda: "after" in bob.texts("pubmsg", "fred"))
 
     assert archive_id(again) == archive_id(first)
@@ -214,11 +219,7 @@ async def test_a_message_sent_again_before_it_is_written_goes_to_irc_once(
     client = await joined_user(prosody, "fred")
 
     for body, xmpp_id in (("one", "m-1"), ("two", "m-2"), ("two", "m-2"), ("three", "m-3")):
-        message = client.Message()
-        message["to"], message["type"] = ROOM, "groupchat"
-        message["body"], message["id"] = body, xmpp_id
-        ET.SubElement(message.xml, f"{{{SID_NS}}}origin-id", {"id": f"origin-{xmpp_id}"})
-        message.send()
+        send_with_origin(client, body, xmpp_id)
     await client.wait_for(reflection("m-3"), timeout=15)
     await bob.wait_until(lambda: "three" in bob.texts("pubmsg", "fred"))
 
