@@ -102,8 +102,8 @@ PREFERENCE = ("archive", "settings")
 _NAMESPACE_BYTES = uuid.UUID("2f1b8c1e-5d0a-4f4e-9a57-0f3c2d1e6b7a").bytes
 _HASH_BITS = ~(0xF << 76 | 0x3 << 62) & (1 << 128) - 1
 """A UUID's bits but its version and variant."""
-_BELOW_TIME = (1 << 80) - 1
-"""The bits of a time-ordered UUID after its 48 bits of milliseconds."""
+_HASH_BITS_BELOW_TIME = _HASH_BITS & (1 << 80) - 1
+"""Those of them after a time-ordered UUID's 48 bits of milliseconds."""
 _T = TypeVar("_T")
 _random = random.Random()
 
@@ -129,7 +129,7 @@ def stanza_id_for(user: str, room: str, legacy_id: str | None, sent: datetime | 
         return _uuid_text(digest & _HASH_BITS | 0x5 << 76 | 0x2 << 62)
     milliseconds = int(_utc(sent).timestamp() * 1000) & 0xFFFF_FFFF_FFFF
     value = milliseconds << 80 | 0x8 << 76 | 0x2 << 62  # version 8: derived
-    return _uuid_text(value | digest & _HASH_BITS & _BELOW_TIME)
+    return _uuid_text(value | digest & _HASH_BITS_BELOW_TIME)
 
 
 def _time_ordered_uuid() -> str:
