@@ -20,6 +20,11 @@ skipped. CI does not run benchmarks. Each configuration has its own channel and 
   as fast as Prosody takes them. On two cores Prosody bounds that burst, and each
   child element (occupant-id, stanza-id) costs it more, so this is the burst's ceiling
   for that gateway's stanzas; printed with the burst ÷ it. `--alone` runs only this.
+* paced, in the same rounds: `--paced` messages each way at 50 msg/s, a busy room's
+  pace rather than a burst, and the gateway's CPU seconds per 1,000 of them. A burst
+  shares a wake-up, a socket write and an archive transaction among many messages; at
+  a room's pace each message pays for them nearly alone, which is what a gateway
+  spends in the everyday case.
 * latency: IRC → XMPP at a paced rate, p50/p99 from the peer's send to the arrival,
   next to the same figure for the servers alone (IRC peer to IRC peer through ngIRCd,
   XMPP client to XMPP client through Prosody), which no gateway can go below.
@@ -688,6 +693,34 @@ async def sample_cpu(
     sample(gateway, f"{path} {SERVER_CPU}", server_used / messages * 1000)
 
 
+PACED = f"at {PACED_RATE:.0f} msg/s"
+
+
+async def paced(gateway: Gateway, server: Prosody, count: int, round_: int) -> None:
+    """One round of `count` messages each way at PACED_RATE: the gateway's CPU seconds
+    per 1,000, the reflections of the user's messages included, as in `bursts`."""
+    peer, user = gateway.peer, gateway.user
+    assert peer is not None and user is not None
+    tag = f"pirc{round_} "
+    before = cpu_mark(gateway, server)
+    for n in range(count):
+        peer.send(f"PRIVMSG {gateway.channel} :{tag}{n}")
+        await asyncio.sleep(1 / PACED_RATE)
+    await user.wait_count(count, tag)
+    await sample_cpu(gateway, server, f"{IN} {PACED}", before, count)
+
+    tag = f"pxmpp{round_} "
+    peer.privmsgs.clear()
+    before = cpu_mark(gateway, server)
+    for n in range(count):
+        user.send_message(mto=gateway.room, mbody=f"{tag}{n}", mtype="groupchat")
+        await asyncio.sleep(1 / PACED_RATE)
+    await peer.wait(lambda: len(peer.privmsgs) >= count, XMPP_TO_IRC_WINDOW)
+    await user.wait_count(count, tag, timeout=10)
+    await sample_cpu(gateway, server, f"{OUT} {PACED}", before, count)
+    user.messages.clear()
+
+
 async def bursts(
     gateway: Gateway, server: Prosody, alone: ProsodyAlone, burst: int, round_: int
 ) -> None:
@@ -1074,6 +1107,7 @@ async def main(args: argparse.Namespace) -> None:
             for round_ in range(args.rounds):  # interleaved: each round meets the same load
                 for gateway in gateways:
                     await bursts(gateway, server, alone, args.burst, round_)
+                    await paced(gateway, server, args.paced, round_)
         for gateway in gateways:
             if not args.fairness:
                 await latency_and_memory(gateway, server, args.paced, args.users)
