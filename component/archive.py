@@ -63,13 +63,17 @@ bench/archive_bench.py's rate), and a flood's batches came one after the other w
 a break, in front of the other users' lines (bench/irc_vs_biboumi.py --fairness).
 Smaller transactions cost more: a commit writes every page it touched again (128
 lines: about 4 µs more per line in bench/archive_bench.py, against 1,000)."""
-GATHER = 0.1
-"""Seconds the writer lets lines pile up after the first before it writes them.
+GATHER = 1.0
+"""Seconds the writer lets lines pile up after the first before it writes them, unless
+a transaction's worth (`batch_size`) is queued first.
 
 An IRC burst arrives a line or a few at a time; writing each as it came made a
 transaction per line or two, and the transactions (not the rows) were most of what
-the archive cost the gateway. A reader (`flush`: history on join, MAM) does not wait
-for it."""
+the archive cost the gateway. At a busy room's pace (50 msg/s) 0.1 s still made a
+transaction per five lines, cold each time: the archive cost 0.3 ms of CPU per line
+there, 0.1 ms with a second's gathering (bench/irc_vs_biboumi.py, paced rows). A crash
+loses what was gathered, at most this long; a reader (`flush`: history on join, MAM)
+does not wait for it, nor does a stop."""
 ROWS_PER_INSERT = 64
 """Lines per INSERT statement on SQLite (64 rows of 13 values stay under the 999 an
 older SQLite allows): one statement stores them all, where an `executemany` runs the
@@ -337,16 +341,21 @@ class Archive:
                 self._dropping = True
             return
         self._queue.append(line)
-        self._idle.clear()
-        self._wake.set()
+        self._queued()
 
     def note_chat(self, reference: ChatReference) -> None:
         """Queue what changed about a one-to-one message for the next batch."""
         if len(self._chats) >= MAX_QUEUED:
             return  # the lines' warning covers a database that does not keep up
         self._chats.append(reference)
+        self._queued()
+
+    def _queued(self) -> None:
+        """Wake the writer; a transaction's worth is written without gathering more."""
         self._idle.clear()
         self._wake.set()
+        if len(self._queue) + len(self._chats) >= self.batch_size:
+            self._hurry.set()
 
     async def flush(self) -> None:
         """Wait until every line added so far is committed (or given up on)."""
@@ -360,7 +369,7 @@ class Archive:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
-            if len(self._queue) + len(self._chats) < MAX_BATCH:
+            if len(self._queue) + len(self._chats) < self.batch_size:
                 # In this task (not wait_for's own, which a shutdown ending stray
                 # tasks would cancel, killing the writer before its last flush).
                 with contextlib.suppress(TimeoutError):

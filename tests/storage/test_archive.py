@@ -146,6 +146,39 @@ async def test_lines_trickling_in_through_a_flood_are_gathered_not_written_one_b
     await archive.stop()
 
 
+async def test_a_transactions_worth_of_lines_is_written_without_gathering_more(
+    archive, engine, commits, monkeypatch
+):
+    """The writer gathers a slow room's lines for `GATHER` (a second), but once it has
+    a whole transaction's worth it writes them at once: a flood is committed batch by
+    batch as it comes, not a second of it at a time, and a few lines wait their turn."""
+    await archive.stop()  # without its retention task, whose commit would be counted
+    monkeypatch.setattr(archive_module, "GATHER", 60.0)
+    archive = Archive(engine, "irc", max_days=0)
+    archive.start()
+    commits.clear()
+    for n in range(3):
+        archive.add(line("a@x", n))
+    for _ in range(20):
+        await asyncio.sleep(0)  # the writer's turns: it is gathering, not writing
+    assert not commits
+    written = asyncio.Event()
+
+    def committed(_conn) -> None:
+        written.set()
+
+    event.listen(Engine, "commit", committed)
+    try:
+        for n in range(3, archive.batch_size):
+            archive.add(line("a@x", n))
+        async with asyncio.timeout(10):
+            await written.wait()
+    finally:
+        event.remove(Engine, "commit", committed)
+    assert len(await archive.latest("a@x", ROOM, archive.batch_size)) == archive.batch_size
+    await archive.stop()
+
+
 def test_the_row_insert_fills_every_column():
     """The writer's own INSERT names its columns: a column added to the model must be
     added there too, or its value would never be stored."""
