@@ -71,9 +71,9 @@ An IRC burst arrives a line or a few at a time; writing each as it came made a
 transaction per line or two, and the transactions (not the rows) were most of what
 the archive cost the gateway. At a busy room's pace (50 msg/s) 0.1 s still made a
 transaction per five lines, cold each time: the archive cost 0.3 ms of CPU per line
-there, 0.1 ms with a second's gathering (bench/irc_vs_biboumi.py, paced rows). A crash
-loses what was gathered, at most this long; a reader (`flush`: history on join, MAM)
-does not wait for it, nor does a stop."""
+there, and nothing measurable with a second's gathering (bench/irc_vs_biboumi.py,
+paced rows). A crash loses what was gathered, at most this long; a reader (`flush`:
+history on join, MAM) does not wait for it, nor does a stop."""
 ROWS_PER_INSERT = 64
 """Lines per INSERT statement on SQLite (64 rows of 13 values stay under the 999 an
 older SQLite allows): one statement stores them all, where an `executemany` runs the
