@@ -151,7 +151,9 @@ class Store:
             if settings is not None:
                 row.settings = dict(settings)
             if secrets is not None:
-                row.secrets = self._box.seal(secrets)
+                # None to seal: most IRC users store no password, and sealing their
+                # empty mapping loaded `cryptography` (about 6 MiB) for the first.
+                row.secrets = self._box.seal(secrets) if secrets else ""
             if state is not None:
                 row.state = dict(state)
             return self._to_account(user, row)

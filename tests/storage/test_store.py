@@ -42,6 +42,27 @@ async def test_account_life(store, engine):
     assert "hunter2" not in raw
 
 
+async def test_an_account_without_secrets_stores_no_token_and_never_uses_the_cipher(
+    store, engine, monkeypatch
+):
+    """Most IRC users register no password: sealing their empty secrets loaded
+    `cryptography` (about 6 MiB resident) into the gateway for the first of them."""
+    await store.save_account("a@x", "irc", secrets={"pw": "hunter2"})
+    await store.save_account("a@x", "irc", secrets={})  # the password removed
+
+    def no_cipher(_box: SecretBox) -> None:
+        raise AssertionError("the cipher was used")
+
+    monkeypatch.setattr(SecretBox, "_fernet", property(no_cipher))
+    await store.save_account("b@x", "irc", settings={"nick": "b"}, secrets={})
+    for user in ("a@x", "b@x"):
+        account = await store.get_account(user, "irc")
+        assert account is not None and account.secrets == {}
+    async with engine.connect() as db:
+        stored = (await db.execute(text("SELECT secrets FROM accounts"))).scalars().all()
+    assert stored == ["", ""]
+
+
 async def test_accounts_per_bridge_and_removal_cascades(store, engine):
     await store.save_account("a@x", "irc", settings={})
     await store.save_account("a@x", "mail", settings={})
