@@ -151,8 +151,8 @@ class Store:
             if settings is not None:
                 row.settings = dict(settings)
             if secrets is not None:
-                # None to seal: most IRC users store no password, and sealing their
-                # empty mapping loaded `cryptography` (about 6 MiB) for the first.
+                # Nothing to seal: most IRC users store no password, and sealing
+                # their empty mapping loaded `cryptography` (about 8 MiB of RSS).
                 row.secrets = self._box.seal(secrets) if secrets else ""
             if state is not None:
                 row.state = dict(state)

@@ -46,7 +46,7 @@ async def test_an_account_without_secrets_stores_no_token_and_never_uses_the_cip
     store, engine, monkeypatch
 ):
     """Most IRC users register no password: sealing their empty secrets loaded
-    `cryptography` (about 6 MiB resident) into the gateway for the first of them."""
+    `cryptography` (about 8 MiB resident) into the gateway for the first of them."""
     await store.save_account("a@x", "irc", secrets={"pw": "hunter2"})
     await store.save_account("a@x", "irc", secrets={})  # the password removed
 
