@@ -354,8 +354,13 @@ class Archive:
         """Wake the writer; a transaction's worth is written without gathering more."""
         self._idle.clear()
         self._wake.set()
-        if len(self._queue) + len(self._chats) >= self.batch_size:
+        if self._batch_queued:
             self._hurry.set()
+
+    @property
+    def _batch_queued(self) -> bool:
+        """A whole transaction's worth waits: no reason to gather more (`GATHER`)."""
+        return len(self._queue) + len(self._chats) >= self.batch_size
 
     async def flush(self) -> None:
         """Wait until every line added so far is committed (or given up on)."""
@@ -369,7 +374,7 @@ class Archive:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
-            if len(self._queue) + len(self._chats) < self.batch_size:
+            if not self._batch_queued:
                 # In this task (not wait_for's own, which a shutdown ending stray
                 # tasks would cancel, killing the writer before its last flush).
                 with contextlib.suppress(TimeoutError):
