@@ -592,13 +592,19 @@ async def start_biboumi(
 PACED_RATE = 50.0
 
 
-async def paced_latency(send: Callable[[str], None], receiver: Receiver, count: int) -> str:
-    """Send `count` messages at PACED_RATE; p50/p99 from each send to its arrival."""
+async def at_pace(send: Callable[[int], None], count: int) -> list[float]:
+    """Call `send(n)` for each n below `count` at PACED_RATE; the times of the calls."""
     sent: list[float] = []
     for n in range(count):
         sent.append(time.perf_counter())
-        send(f"paced {n}")
+        send(n)
         await asyncio.sleep(1 / PACED_RATE)
+    return sent
+
+
+async def paced_latency(send: Callable[[str], None], receiver: Receiver, count: int) -> str:
+    """Send `count` messages at PACED_RATE; p50/p99 from each send to its arrival."""
+    sent = await at_pace(lambda n: send(f"paced {n}"), count)
     await receiver.wait_count(count, "paced ")
     arrivals = receiver.received("paced ")
     latencies = sorted((arrived - sent[n]) * 1000 for n, (arrived, _) in enumerate(arrivals))
@@ -703,18 +709,17 @@ async def paced(gateway: Gateway, server: Prosody, count: int, round_: int) -> N
     assert peer is not None and user is not None
     tag = f"pirc{round_} "
     before = cpu_mark(gateway, server)
-    for n in range(count):
-        peer.send(f"PRIVMSG {gateway.channel} :{tag}{n}")
-        await asyncio.sleep(1 / PACED_RATE)
+    await at_pace(lambda n: peer.send(f"PRIVMSG {gateway.channel} :{tag}{n}"), count)
     await user.wait_count(count, tag)
     await sample_cpu(gateway, server, f"{IN} {PACED}", before, count)
 
     tag = f"pxmpp{round_} "
     peer.privmsgs.clear()
     before = cpu_mark(gateway, server)
-    for n in range(count):
-        user.send_message(mto=gateway.room, mbody=f"{tag}{n}", mtype="groupchat")
-        await asyncio.sleep(1 / PACED_RATE)
+    await at_pace(
+        lambda n: user.send_message(mto=gateway.room, mbody=f"{tag}{n}", mtype="groupchat"),
+        count,
+    )
     await peer.wait(lambda: len(peer.privmsgs) >= count, XMPP_TO_IRC_WINDOW)
     await user.wait_count(count, tag, timeout=10)
     await sample_cpu(gateway, server, f"{OUT} {PACED}", before, count)
